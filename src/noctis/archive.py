@@ -1,0 +1,55 @@
+"""The archive's domain context: index, object store and task queue, built from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from noctis.index import db
+from noctis.queue import CeleryQueue, InProcessQueue, TaskQueue
+from noctis.settings import Settings
+from noctis.storage import ObjectStore, StorageUnavailable, open_store
+
+
+@dataclass
+class Archive:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: ObjectStore
+    queue: TaskQueue = field(default_factory=InProcessQueue)
+
+    @classmethod
+    def open(cls, settings: Settings, *, queue: TaskQueue | None = None) -> Archive:
+        engine = db.make_engine(settings.resolved_database_url())
+        if queue is None:
+            queue = CeleryQueue(settings.broker_url) if settings.broker_url else InProcessQueue()
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=db.make_sessionmaker(engine),
+            store=open_store(settings),
+            queue=queue,
+        )
+
+    def readiness(self) -> dict[str, str]:
+        """"ok" or the reason, per dependency."""
+        report: dict[str, str] = {}
+        try:
+            db.check(self.engine)
+            report["index"] = "ok"
+        except db.IndexUnavailable as exc:
+            report["index"] = str(exc)
+        try:
+            self.store.check()
+            report["objects"] = "ok"
+        except StorageUnavailable as exc:
+            report["objects"] = str(exc)
+        except Exception as exc:
+            report["objects"] = f"object store unreachable: {type(exc).__name__}"
+        return report
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,1 @@
+"""DICOM helpers: header parsing, object keys, transfer syntaxes."""

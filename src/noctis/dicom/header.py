@@ -1,0 +1,146 @@
+"""Reading what the index needs from a DICOM file, without loading its pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+
+_REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+class MalformedDicom(ValueError):
+    """The bytes are not a DICOM data set the archive can index."""
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    """The attributes of one instance that the index stores, as DICOM strings."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    patient_id: str
+    patient_name: str
+    patient_birth_date: str
+    patient_sex: str
+    study_date: str
+    study_time: str
+    accession_number: str
+    study_id: str
+    study_description: str
+    referring_physician_name: str
+    modality: str
+    series_number: int | None
+    series_description: str
+    body_part_examined: str
+    series_date: str
+    series_time: str
+    instance_number: int | None
+    rows: int | None
+    columns: int | None
+    number_of_frames: int | None
+    pixel_data_offset: int | None
+
+
+def read_header(source: Path | BinaryIO) -> tuple[Dataset, int | None]:
+    """Parse a Part 10 file up to its pixel data; return the data set and the pixel data offset."""
+    if isinstance(source, Path | str):
+        with open(source, "rb") as handle:
+            return _read_header(handle)
+    source.seek(0)
+    return _read_header(source)
+
+
+def _read_header(handle: BinaryIO) -> tuple[Dataset, int | None]:
+    try:
+        ds = dcmread(handle, stop_before_pixels=True, force=False)
+    except InvalidDicomError as exc:
+        raise MalformedDicom(f"not a DICOM Part 10 file: {exc}") from exc
+    except Exception as exc:  # pydicom raises many kinds on corrupt input
+        raise MalformedDicom(f"cannot parse DICOM data set: {type(exc).__name__}: {exc}") from exc
+    # dcmread leaves the handle at the Pixel Data tag when it stopped there.
+    position = handle.tell()
+    tag = handle.read(4)
+    has_pixels = len(tag) == 4 and tag in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
+    return ds, position if has_pixels else None
+
+
+def parse_instance_header(source: Path | BinaryIO) -> InstanceHeader:
+    ds, offset = read_header(source)
+    return header_from_dataset(ds, offset)
+
+
+def header_from_dataset(ds: Dataset, pixel_data_offset: int | None = None) -> InstanceHeader:
+    meta = getattr(ds, "file_meta", None)
+    transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
+    if not transfer_syntax:
+        raise MalformedDicom("file meta information has no Transfer Syntax UID")
+    try:
+        missing = [kw for kw in _REQUIRED_UIDS if not str(ds.get(kw, "") or "").strip()]
+    except Exception as exc:
+        raise MalformedDicom(f"cannot decode data set: {exc}") from exc
+    if missing:
+        raise MalformedDicom(f"missing required attributes: {', '.join(missing)}")
+    if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        pixel_data_offset = None  # an offset into the inflated stream means nothing stored
+    try:
+        return InstanceHeader(
+            sop_class_uid=_text(ds, "SOPClassUID"),
+            sop_instance_uid=_text(ds, "SOPInstanceUID"),
+            transfer_syntax_uid=transfer_syntax,
+            study_instance_uid=_text(ds, "StudyInstanceUID"),
+            series_instance_uid=_text(ds, "SeriesInstanceUID"),
+            patient_id=_text(ds, "PatientID"),
+            patient_name=_text(ds, "PatientName"),
+            patient_birth_date=_text(ds, "PatientBirthDate"),
+            patient_sex=_text(ds, "PatientSex"),
+            study_date=_text(ds, "StudyDate"),
+            study_time=_text(ds, "StudyTime"),
+            accession_number=_text(ds, "AccessionNumber"),
+            study_id=_text(ds, "StudyID"),
+            study_description=_text(ds, "StudyDescription"),
+            referring_physician_name=_text(ds, "ReferringPhysicianName"),
+            modality=_text(ds, "Modality"),
+            series_number=_integer(ds, "SeriesNumber"),
+            series_description=_text(ds, "SeriesDescription"),
+            body_part_examined=_text(ds, "BodyPartExamined"),
+            series_date=_text(ds, "SeriesDate"),
+            series_time=_text(ds, "SeriesTime"),
+            instance_number=_integer(ds, "InstanceNumber"),
+            rows=_integer(ds, "Rows"),
+            columns=_integer(ds, "Columns"),
+            number_of_frames=_integer(ds, "NumberOfFrames"),
+            pixel_data_offset=pixel_data_offset,
+        )
+    except MalformedDicom:
+        raise
+    except Exception as exc:
+        raise MalformedDicom(f"cannot decode data set: {type(exc).__name__}: {exc}") from exc
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value).strip()
+    return str(value).strip().replace("\x00", "")
+
+
+def _integer(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,1 @@
+"""The index: models, sessions, query matching, migrations."""

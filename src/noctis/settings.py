@@ -1,0 +1,98 @@
+"""Settings for every Noctis process, read from the environment (``NOCTIS_`` prefix).
+
+Settings are built in ``main()`` / ``create_app()``, never at import time, so tests and
+processes each build their own.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DuplicatePolicy(StrEnum):
+    """What happens when a SOP Instance UID already stored arrives again with different bytes.
+
+    The same bytes sent again are always a no-op success.
+    """
+
+    REJECT = "reject"  # keep what was accepted first; the sender gets a failure status
+    REPLACE = "replace"  # store the new bytes, then remove the old object
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "noctis"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NOCTIS_", env_nested_delimiter="__", extra="ignore")
+
+    mode: Literal["embedded", "production"] = Field(
+        "embedded",
+        description="embedded: SQLite + filesystem + in-process tasks, with a loopback-only default "
+        "facility; production: everything from explicit settings, nothing implicit.",
+    )
+    data_dir: Path = Field(default_factory=default_data_dir)
+
+    # Index
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; defaults to a SQLite file under data_dir"
+    )
+
+    # Object store
+    storage_backend: Literal["filesystem", "s3"] = "filesystem"
+    storage_path: Path | None = Field(None, description="filesystem backend root (default data_dir/objects)")
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: SecretStr = SecretStr("")
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_bucket: str = "noctis"
+    s3_secure: bool = True
+    s3_region: str | None = None
+
+    # DIMSE SCP
+    ae_title: str = "NOCTIS"
+    scp_host: str = "0.0.0.0"
+    scp_port: int = 11112
+    scp_processes: int = Field(1, ge=1, description="SCP processes sharing the port (SO_REUSEPORT)")
+    max_associations: int = 32
+    max_pdu_size: int = 0
+    dimse_timeout: float = 60.0
+    network_timeout: float = 60.0
+    spool_dir: Path | None = Field(None, description="where large incoming instances are spooled")
+    health_host: str = "0.0.0.0"
+    health_port: int = 8081
+    duplicate_policy: DuplicatePolicy = DuplicatePolicy.REJECT
+
+    # Tasks
+    broker_url: str | None = Field(None, description="Celery broker; in-process tasks when unset")
+
+    # Web
+    api_host: str = "0.0.0.0"
+    api_port: int = 8080
+    secret_key: SecretStr = SecretStr("")
+    viewer_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _production_needs_explicit_settings(self) -> Settings:
+        if self.mode == "production" and not self.database_url:
+            raise ValueError("NOCTIS_DATABASE_URL is required in production mode")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.mode == "embedded"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'index.sqlite3'}"
+
+    def resolved_storage_path(self) -> Path:
+        return self.storage_path or self.data_dir / "objects"
+
+    def resolved_spool_dir(self) -> Path:
+        return self.spool_dir or self.data_dir / "spool"

@@ -1,0 +1,1 @@
+"""Spec models shared by custom resources and local YAML files."""

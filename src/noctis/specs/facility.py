@@ -1,0 +1,97 @@
+"""The Facility spec: one shape for the custom resource and for `noctis facility apply -f`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from noctis.specs.common import CIDR, AETitle, KubeName, Port
+
+
+class DimseService(StrEnum):
+    ECHO = "echo"
+    STORE = "store"
+    FIND = "find"
+    MOVE = "move"
+    GET = "get"
+
+
+ALL_SERVICES = [s.value for s in DimseService]
+
+
+class ApplicationEntitySpec(BaseModel):
+    """A modality or peer of the facility."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    ae_title: AETitle = Field(alias="aeTitle", description="the peer's AE title")
+    host: str | None = Field(None, description="where C-MOVE sends to (host name or address)")
+    port: Port | None = Field(None, description="the peer's listening port, for C-MOVE")
+    allowed_cidrs: list[CIDR] = Field(
+        default_factory=list,
+        alias="allowedCIDRs",
+        description="source networks this AE may call from; empty means its host only, or any "
+        "address when no host is given",
+    )
+    services: list[DimseService] = Field(
+        default_factory=lambda: [DimseService(s) for s in ALL_SERVICES],
+        description="DIMSE services this AE may use",
+    )
+    description: str = ""
+
+
+class FacilityQuota(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    max_bytes: int | None = Field(None, ge=0, alias="maxBytes")
+    max_studies: int | None = Field(None, ge=0, alias="maxStudies")
+
+
+class FacilitySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    display_name: str = Field("", alias="displayName", max_length=255)
+    application_entities: list[ApplicationEntitySpec] = Field(
+        default_factory=list, alias="applicationEntities"
+    )
+    storage_pool: KubeName | None = Field(None, alias="storagePool")
+    quota: FacilityQuota = Field(default_factory=FacilityQuota)
+    identity_provider_groups: list[str] = Field(
+        default_factory=list,
+        alias="identityProviderGroups",
+        description="identity-provider groups whose members may see this facility's studies",
+    )
+
+    @model_validator(mode="after")
+    def _unique_ae_titles(self) -> FacilitySpec:
+        titles = [ae.ae_title for ae in self.application_entities]
+        duplicates = sorted({t for t in titles if titles.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"AE titles listed twice: {', '.join(duplicates)}")
+        return self
+
+
+class FacilityDocument(BaseModel):
+    """A Facility as written in a YAML file or read from the cluster (apiVersion/kind/metadata)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    api_version: str = Field("pacs.noctis.io/v1alpha1", alias="apiVersion")
+    kind: str = "Facility"
+    metadata: dict[str, Any]
+    spec: FacilitySpec
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> FacilityDocument:
+        if self.kind != "Facility":
+            raise ValueError(f"expected kind Facility, got {self.kind}")
+        name = self.metadata.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError("metadata.name is required")
+        return self

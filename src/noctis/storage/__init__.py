@@ -1,0 +1,23 @@
+"""Object storage: one small interface, a filesystem and an S3 backend."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from noctis.storage.base import ObjectNotFound, ObjectStore, StorageUnavailable, check_key
+
+if TYPE_CHECKING:
+    from noctis.settings import Settings
+
+__all__ = ["ObjectNotFound", "ObjectStore", "StorageUnavailable", "check_key", "open_store"]
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    """The object store the settings name."""
+    if settings.storage_backend == "s3":
+        from noctis.storage.s3 import S3Store
+
+        return S3Store.from_settings(settings)
+    from noctis.storage.filesystem import FilesystemStore
+
+    return FilesystemStore(settings.resolved_storage_path())

@@ -1,0 +1,50 @@
+"""The object store interface: five verbs, whatever the backend.
+
+Keys are ``/``-separated relative paths (``facility/study/series/instance.dcm``).
+``put`` is durable when it returns; ``delete`` of a missing key is not an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import BinaryIO, Protocol, runtime_checkable
+
+_KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+
+class ObjectNotFound(KeyError):
+    """The key names no object."""
+
+
+class StorageUnavailable(OSError):
+    """The backend could not be reached or refused the operation."""
+
+
+def check_key(key: str) -> str:
+    if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
+        raise ValueError(f"invalid object key: {key!r}")
+    return key
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    def put(self, key: str, stream: BinaryIO, length: int) -> None:
+        """Store ``length`` bytes read from ``stream`` under ``key``; durable on return."""
+
+    def get(self, key: str) -> bytes:
+        """The whole object. Raises ObjectNotFound."""
+
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The object in chunks, for streaming responses. Raises ObjectNotFound."""
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (fewer at the end of the object)."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object; no error if it does not exist."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the store is reachable and writable."""

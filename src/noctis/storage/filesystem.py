@@ -1,0 +1,94 @@
+"""Filesystem object store: the embedded default.
+
+Objects are written to a temporary file in the same directory, fsynced, then renamed into
+place, so a reader never sees a half-written object and a crash leaves no partial one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from noctis.storage.base import ObjectNotFound, StorageUnavailable, check_key
+
+_COPY_CHUNK = 1 << 20
+
+
+class FilesystemStore:
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put(self, key: str, stream: BinaryIO, length: int) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                written = _copy_exactly(stream, out, length)
+                if written != length:
+                    raise ValueError(f"stream ended after {written} of {length} bytes")
+                if self.fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        try:
+            handle = self._path(key).open("rb")
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+        with handle:
+            while chunk := handle.read(chunk_size):
+                yield chunk
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must be non-negative")
+        try:
+            with self._path(key).open("rb") as handle:
+                handle.seek(offset)
+                return handle.read(length)
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def check(self) -> None:
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK):
+            raise StorageUnavailable(f"object directory {self.root} is missing or not writable")
+        usage = shutil.disk_usage(self.root)
+        if usage.free < 64 << 20:
+            raise StorageUnavailable(f"object directory {self.root} has under 64 MiB free")
+
+
+def _copy_exactly(source: BinaryIO, target: BinaryIO, length: int) -> int:
+    remaining = length
+    while remaining > 0:
+        chunk = source.read(min(_COPY_CHUNK, remaining))
+        if not chunk:
+            break
+        target.write(chunk)
+        remaining -= len(chunk)
+    return length - remaining
