@@ -35,7 +35,7 @@ class Archive:
         )
 
     def readiness(self) -> dict[str, str]:
-        """"ok" or the reason, per dependency."""
+        """ "ok" or the reason, per dependency."""
         report: dict[str, str] = {}
         try:
             db.check(self.engine)

@@ -137,7 +137,9 @@ def ingest(
     return IngestResult(outcome, header, key, size, digest)
 
 
-def _check_expected(header: InstanceHeader, sop_class: str | None, sop_instance: str | None) -> None:
+def _check_expected(
+    header: InstanceHeader, sop_class: str | None, sop_instance: str | None
+) -> None:
     if sop_class and header.sop_class_uid != sop_class:
         raise IngestError(
             IngestFailure.MISMATCH,
@@ -269,7 +271,9 @@ def _index(
             "sha256": digest,
             "created_at": now,
         }
-        existing = session.scalar(_instance_query(facility.id, header.sop_instance_uid).with_for_update())
+        existing = session.scalar(
+            _instance_query(facility.id, header.sop_instance_uid).with_for_update()
+        )
         if existing is not None:
             return _replace(session, existing, instance_values, digest, now)
         _, inserted = _insert_or_get(

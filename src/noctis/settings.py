@@ -29,7 +29,9 @@ def default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NOCTIS_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="NOCTIS_", env_nested_delimiter="__", extra="ignore"
+    )
 
     mode: Literal["embedded", "production"] = Field(
         "embedded",
@@ -45,7 +47,9 @@ class Settings(BaseSettings):
 
     # Object store
     storage_backend: Literal["filesystem", "s3"] = "filesystem"
-    storage_path: Path | None = Field(None, description="filesystem backend root (default data_dir/objects)")
+    storage_path: Path | None = Field(
+        None, description="filesystem backend root (default data_dir/objects)"
+    )
     s3_endpoint: str = "127.0.0.1:9000"
     s3_access_key: SecretStr = SecretStr("")
     s3_secret_key: SecretStr = SecretStr("")

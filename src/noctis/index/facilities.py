@@ -44,7 +44,9 @@ class Destination:
 def apply_facility(session: Session, name: str, spec: FacilitySpec) -> Facility:
     """Create or update a facility to match the spec, and enable it."""
     facility = session.scalar(
-        select(Facility).where(Facility.name == name).options(selectinload(Facility.application_entities))
+        select(Facility)
+        .where(Facility.name == name)
+        .options(selectinload(Facility.application_entities))
     )
     if facility is None:
         facility = Facility(name=name)
@@ -187,6 +189,8 @@ def facility_usage(session: Session, facility_id: int) -> tuple[int, int]:
 def list_facilities(session: Session) -> list[Facility]:
     return list(
         session.scalars(
-            select(Facility).options(selectinload(Facility.application_entities)).order_by(Facility.name)
+            select(Facility)
+            .options(selectinload(Facility.application_entities))
+            .order_by(Facility.name)
         )
     )

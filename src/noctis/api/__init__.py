@@ -1,0 +1,1 @@
+"""The web side: DICOMweb, REST, login and the viewer."""

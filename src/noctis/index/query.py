@@ -1,0 +1,324 @@
+"""Attribute matching for queries: one implementation serves DIMSE C-FIND and QIDO-RS.
+
+Matching follows PS3.4 C.2.2.2: an empty value is universal matching; UI values may be a
+backslash-separated list; DA/TM/DT values may be ranges (``a-b``, ``-b``, ``a-``); string
+values may use ``*`` and ``?`` wildcards. Person names match case-insensitively (what users
+expect from a PACS search box). Keys the index does not hold are not matched on: callers
+decide whether to ignore them (C-FIND) or refuse them (QIDO).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, exists, func, select
+from sqlalchemy.orm import Session
+
+from noctis.index.models import Facility, Instance, Patient, Series, Study
+
+
+class Level(StrEnum):
+    PATIENT = "PATIENT"
+    STUDY = "STUDY"
+    SERIES = "SERIES"
+    IMAGE = "IMAGE"
+
+
+_DEPTH = {Level.PATIENT: 0, Level.STUDY: 1, Level.SERIES: 2, Level.IMAGE: 3}
+
+
+class QueryError(ValueError):
+    """A matching value the archive cannot interpret (bad date range, non-numeric IS...)."""
+
+
+@dataclass(frozen=True)
+class Attribute:
+    keyword: str
+    tag: int
+    vr: str
+    level: Level
+    column: Any  # a mapped column, or None for computed attributes
+    matchable: bool = True
+
+
+def _attributes() -> dict[str, Attribute]:
+    rows = [
+        ("PatientName", 0x00100010, "PN", Level.PATIENT, Patient.patient_name),
+        ("PatientID", 0x00100020, "LO", Level.PATIENT, Patient.patient_id),
+        ("PatientBirthDate", 0x00100030, "DA", Level.PATIENT, Patient.patient_birth_date),
+        ("PatientSex", 0x00100040, "CS", Level.PATIENT, Patient.patient_sex),
+        ("StudyInstanceUID", 0x0020000D, "UI", Level.STUDY, Study.study_instance_uid),
+        ("StudyDate", 0x00080020, "DA", Level.STUDY, Study.study_date),
+        ("StudyTime", 0x00080030, "TM", Level.STUDY, Study.study_time),
+        ("AccessionNumber", 0x00080050, "SH", Level.STUDY, Study.accession_number),
+        ("StudyID", 0x00200010, "SH", Level.STUDY, Study.study_id),
+        ("StudyDescription", 0x00081030, "LO", Level.STUDY, Study.study_description),
+        ("ReferringPhysicianName", 0x00080090, "PN", Level.STUDY, Study.referring_physician_name),
+        ("ModalitiesInStudy", 0x00080061, "CS", Level.STUDY, Study.modalities_in_study),
+        ("NumberOfStudyRelatedSeries", 0x00201206, "IS", Level.STUDY, Study.number_of_series),
+        ("NumberOfStudyRelatedInstances", 0x00201208, "IS", Level.STUDY, Study.number_of_instances),
+        ("SeriesInstanceUID", 0x0020000E, "UI", Level.SERIES, Series.series_instance_uid),
+        ("Modality", 0x00080060, "CS", Level.SERIES, Series.modality),
+        ("SeriesNumber", 0x00200011, "IS", Level.SERIES, Series.series_number),
+        ("SeriesDescription", 0x0008103E, "LO", Level.SERIES, Series.series_description),
+        ("BodyPartExamined", 0x00180015, "CS", Level.SERIES, Series.body_part_examined),
+        ("SeriesDate", 0x00080021, "DA", Level.SERIES, Series.series_date),
+        ("SeriesTime", 0x00080031, "TM", Level.SERIES, Series.series_time),
+        (
+            "NumberOfSeriesRelatedInstances",
+            0x00201209,
+            "IS",
+            Level.SERIES,
+            Series.number_of_instances,
+        ),
+        ("SOPInstanceUID", 0x00080018, "UI", Level.IMAGE, Instance.sop_instance_uid),
+        ("SOPClassUID", 0x00080016, "UI", Level.IMAGE, Instance.sop_class_uid),
+        ("InstanceNumber", 0x00200013, "IS", Level.IMAGE, Instance.instance_number),
+        ("Rows", 0x00280010, "US", Level.IMAGE, Instance.rows),
+        ("Columns", 0x00280011, "US", Level.IMAGE, Instance.columns),
+        ("NumberOfFrames", 0x00280008, "IS", Level.IMAGE, Instance.number_of_frames),
+        (
+            "AvailableTransferSyntaxUID",
+            0x00083002,
+            "UI",
+            Level.IMAGE,
+            Instance.transfer_syntax_uid,
+        ),
+    ]
+    table = {kw: Attribute(kw, tag, vr, level, column) for kw, tag, vr, level, column in rows}
+    table["NumberOfPatientRelatedStudies"] = Attribute(
+        "NumberOfPatientRelatedStudies", 0x00201200, "IS", Level.PATIENT, None, matchable=False
+    )
+    return table
+
+
+ATTRIBUTES: dict[str, Attribute] = _attributes()
+BY_TAG: dict[int, Attribute] = {a.tag: a for a in ATTRIBUTES.values()}
+
+
+def attributes_for(level: Level) -> list[Attribute]:
+    """Attributes a result at ``level`` can carry: its own and its parents'."""
+    depth = _DEPTH[level]
+    return [a for a in ATTRIBUTES.values() if _DEPTH[a.level] <= depth and _returnable(a, level)]
+
+
+def _returnable(attribute: Attribute, level: Level) -> bool:
+    if attribute.keyword == "NumberOfPatientRelatedStudies":
+        return level is Level.PATIENT
+    return True
+
+
+@dataclass
+class MatchQuery:
+    level: Level
+    filters: Mapping[str, str] = field(default_factory=dict)
+    facility_ids: Collection[int] | None = None  # None: every facility (administrators)
+    limit: int | None = None
+    offset: int = 0
+    fuzzy: bool = False
+
+
+@dataclass(frozen=True)
+class Match:
+    """One matching entity: DICOM values by keyword, and where its data lives."""
+
+    values: dict[str, Any]
+    facility: str
+    study_pk: int | None = None
+    series_pk: int | None = None
+    instance_pk: int | None = None
+    object_key: str | None = None
+    transfer_syntax_uid: str | None = None
+
+
+def find(session: Session, query: MatchQuery) -> list[Match]:
+    if query.level is Level.PATIENT:
+        return _find_patients(session, query)
+    statement = _base_statement(query.level)
+    statement = _apply_filters(statement, query)
+    statement = _order(statement, query.level)
+    if query.offset:
+        statement = statement.offset(query.offset)
+    if query.limit is not None:
+        statement = statement.limit(query.limit)
+    return [_to_match(row, query.level) for row in session.execute(statement)]
+
+
+def count(session: Session, query: MatchQuery) -> int:
+    if query.level is Level.PATIENT:
+        return len(_find_patients(session, query))
+    statement = _apply_filters(_base_statement(query.level), query)
+    return int(session.scalar(select(func.count()).select_from(statement.subquery())) or 0)
+
+
+def _base_statement(level: Level) -> Select[Any]:
+    entities: list[Any] = [Facility.name, Patient, Study]
+    statement = select(*entities)
+    if _DEPTH[level] >= 2:
+        statement = statement.add_columns(Series)
+    if _DEPTH[level] >= 3:
+        statement = statement.add_columns(Instance)
+    statement = statement.select_from(Study).join(Patient, Study.patient_pk == Patient.id)
+    statement = statement.join(Facility, Study.facility_id == Facility.id)
+    if _DEPTH[level] >= 2:
+        statement = statement.join(Series, Series.study_pk == Study.id)
+    if _DEPTH[level] >= 3:
+        statement = statement.join(Instance, Instance.series_pk == Series.id)
+    return statement
+
+
+def _apply_filters(statement: Select[Any], query: MatchQuery) -> Select[Any]:
+    if query.facility_ids is not None:
+        statement = statement.where(Study.facility_id.in_(list(query.facility_ids)))
+    depth = _DEPTH[query.level]
+    for keyword, raw in query.filters.items():
+        attribute = ATTRIBUTES.get(keyword)
+        if attribute is None or not attribute.matchable or raw is None:
+            continue
+        value = str(raw).strip()
+        if value in ("", "*"):
+            continue
+        if _DEPTH[attribute.level] > depth:
+            continue  # a lower-level key cannot constrain a higher-level result
+        statement = statement.where(_condition(attribute, value, fuzzy=query.fuzzy))
+    return statement
+
+
+def _condition(attribute: Attribute, value: str, *, fuzzy: bool) -> ColumnElement[bool]:
+    column = attribute.column
+    if attribute.keyword == "ModalitiesInStudy":
+        wanted = [v.strip() for v in value.split("\\") if v.strip()]
+        return exists().where(Series.study_pk == Study.id, Series.modality.in_(wanted))
+    if attribute.vr == "UI":
+        uids = [v.strip() for v in value.split("\\") if v.strip()]
+        return column.in_(uids) if len(uids) > 1 else column == uids[0]
+    if attribute.vr in ("DA", "TM", "DT"):
+        return _range_condition(column, value, attribute.vr)
+    if attribute.vr in ("IS", "US"):
+        try:
+            numbers = [int(v) for v in value.split("\\")]
+        except ValueError as exc:
+            raise QueryError(f"{attribute.keyword} must be a number, got {value!r}") from exc
+        return column.in_(numbers)
+    if attribute.vr == "PN":
+        pattern = _like_pattern(value)
+        if fuzzy and not pattern.endswith("%"):
+            pattern += "%"
+        return column.ilike(pattern, escape="\\")
+    if "*" in value or "?" in value:
+        return column.like(_like_pattern(value), escape="\\")
+    alternatives = value.split("\\")
+    return column.in_(alternatives) if len(alternatives) > 1 else column == value
+
+
+def _like_pattern(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _range_condition(column: Any, value: str, vr: str) -> ColumnElement[bool]:
+    low, dash, high = value.partition("-")
+    low, high = _normalize(low, vr), _normalize(high, vr)
+    if not dash:
+        if vr == "TM":  # a single time matches the whole second / minute it names
+            return and_(column >= low, column < _successor(low))
+        return column == low
+    if not low and not high:
+        raise QueryError(f"empty range {value!r}")
+    conditions: list[ColumnElement[bool]] = [column != ""]
+    if low:
+        conditions.append(column >= low)
+    if high:
+        conditions.append(column <= high if vr == "DA" else column < _successor(high))
+    return and_(*conditions)
+
+
+def _normalize(value: str, vr: str) -> str:
+    value = value.strip()
+    if not value:
+        return ""
+    if vr == "DA":
+        value = value.replace("-", "").replace(".", "")
+        if len(value) != 8 or not value.isdigit():
+            raise QueryError(f"dates are YYYYMMDD, got {value!r}")
+        return value
+    value = value.replace(":", "")
+    head = value.split(".")[0]
+    if not head.isdigit() or len(head) not in (2, 4, 6):
+        raise QueryError(f"times are HHMMSS[.ffffff], got {value!r}")
+    return value
+
+
+def _successor(value: str) -> str:
+    # The smallest string greater than every string starting with ``value``.
+    return value + "\x7f"
+
+
+def _order(statement: Select[Any], level: Level) -> Select[Any]:
+    if level is Level.STUDY:
+        return statement.order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id)
+    if level is Level.SERIES:
+        return statement.order_by(Study.id, Series.series_number, Series.id)
+    return statement.order_by(Series.id, Instance.instance_number, Instance.id)
+
+
+def _to_match(row: Any, level: Level) -> Match:
+    facility_name, patient, study = row[0], row[1], row[2]
+    series = row[3] if _DEPTH[level] >= 2 else None
+    instance = row[4] if _DEPTH[level] >= 3 else None
+    entities = {Patient: patient, Study: study, Series: series, Instance: instance}
+    values: dict[str, Any] = {}
+    for attribute in attributes_for(level):
+        if attribute.column is None:
+            continue
+        entity = entities[attribute.column.class_]
+        values[attribute.keyword] = getattr(entity, attribute.column.key)
+    return Match(
+        values=values,
+        facility=facility_name,
+        study_pk=study.id,
+        series_pk=series.id if series is not None else None,
+        instance_pk=instance.id if instance is not None else None,
+        object_key=instance.object_key if instance is not None else None,
+        transfer_syntax_uid=instance.transfer_syntax_uid if instance is not None else None,
+    )
+
+
+def _find_patients(session: Session, query: MatchQuery) -> list[Match]:
+    studies = _apply_filters(
+        select(Patient.id).select_from(Study).join(Patient, Study.patient_pk == Patient.id),
+        MatchQuery(Level.STUDY, _patient_filters(query), query.facility_ids, fuzzy=query.fuzzy),
+    )
+    statement = (
+        select(Facility.name, Patient, func.count(Study.id))
+        .select_from(Patient)
+        .join(Facility, Patient.facility_id == Facility.id)
+        .join(Study, Study.patient_pk == Patient.id)
+        .where(Patient.id.in_(studies.scalar_subquery()))
+        .group_by(Facility.name, Patient.id)
+        .order_by(Patient.patient_name, Patient.id)
+        .offset(query.offset)
+    )
+    if query.limit is not None:
+        statement = statement.limit(query.limit)
+    matches = []
+    for facility_name, patient, study_count in session.execute(statement):
+        values = {
+            a.keyword: getattr(patient, a.column.key)
+            for a in attributes_for(Level.PATIENT)
+            if a.column is not None
+        }
+        values["NumberOfPatientRelatedStudies"] = int(study_count)
+        matches.append(Match(values=values, facility=facility_name))
+    return matches
+
+
+def _patient_filters(query: MatchQuery) -> dict[str, str]:
+    return {
+        k: v
+        for k, v in query.filters.items()
+        if k in ATTRIBUTES and ATTRIBUTES[k].level is Level.PATIENT
+    }
