@@ -35,8 +35,8 @@ class Settings(BaseSettings):
 
     mode: Literal["embedded", "production"] = Field(
         "embedded",
-        description="embedded: SQLite + filesystem + in-process tasks, with a loopback-only default "
-        "facility; production: everything from explicit settings, nothing implicit.",
+        description="embedded: SQLite + filesystem + in-process tasks, with a loopback-only "
+        "default facility; production: everything from explicit settings, nothing implicit.",
     )
     data_dir: Path = Field(default_factory=default_data_dir)
 
