@@ -1,0 +1,188 @@
+"""The one write path: what a sender and the archive's users would notice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from sqlalchemy import func, select
+
+from noctis.archive import Archive
+from noctis.index.models import Instance, Patient, Series, Study
+from noctis.ingest import FacilityRef, IngestError, IngestFailure, IngestOutcome, ingest
+from noctis.settings import DuplicatePolicy
+
+DicomFactory = Callable[..., Path]
+
+
+def _objects(archive: Archive) -> list[Path]:
+    root = archive.settings.resolved_storage_path()
+    return [p for p in root.rglob("*.dcm")] if root.exists() else []
+
+
+def _count(archive: Archive, model: type) -> int:
+    with archive.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_stores_bytes_as_received_and_indexes_them(
+    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+) -> None:
+    path = make_dicom(PatientName="Roe^Richard")
+    result = ingest(archive, default_facility, path)
+
+    assert result.outcome is IngestOutcome.STORED
+    assert archive.store.get(result.object_key) == path.read_bytes()
+    with archive.sessions() as session:
+        instance = session.scalar(select(Instance))
+        assert instance is not None
+        assert instance.sop_instance_uid == result.header.sop_instance_uid
+        assert instance.transfer_syntax_uid == "1.2.840.10008.1.2.1"
+        assert instance.pixel_data_offset is not None
+        patient = session.scalar(select(Patient))
+        assert patient is not None and patient.patient_name == "Roe^Richard"
+    # The recorded pixel data offset points at the Pixel Data element in the stored object.
+    assert archive.store.get_range(result.object_key, instance.pixel_data_offset, 4) == (
+        b"\xe0\x7f\x10\x00"
+    )
+
+
+def test_study_counters_and_modalities_follow_what_was_stored(
+    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+) -> None:
+    study = "1.2.826.0.1.3680043.8.498.1"
+    for series, modality, count in (("1.2.3.1", "CT", 2), ("1.2.3.2", "PT", 1)):
+        for _ in range(count):
+            ingest(
+                archive,
+                default_facility,
+                make_dicom(StudyInstanceUID=study, SeriesInstanceUID=series, Modality=modality),
+            )
+    with archive.sessions() as session:
+        row = session.scalar(select(Study))
+        assert row is not None
+        assert (row.number_of_series, row.number_of_instances) == (2, 3)
+        assert row.modalities_in_study == "CT\\PT"
+        counts = dict(session.execute(select(Series.modality, Series.number_of_instances)).all())
+        assert counts == {"CT": 2, "PT": 1}
+
+
+def test_same_instance_same_bytes_is_a_no_op(
+    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+) -> None:
+    path = make_dicom()
+    first = ingest(archive, default_facility, path)
+    again = ingest(archive, default_facility, path)
+
+    assert again.outcome is IngestOutcome.DUPLICATE
+    assert again.object_key == first.object_key
+    assert len(_objects(archive)) == 1
+    assert _count(archive, Instance) == 1
+    with archive.sessions() as session:
+        assert session.scalar(select(Study.number_of_instances)) == 1
+
+
+def test_different_bytes_are_rejected_and_the_first_version_kept(
+    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+) -> None:
+    original = make_dicom(SOPInstanceUID="1.2.3.4.5", PatientName="First^Version")
+    changed = make_dicom(SOPInstanceUID="1.2.3.4.5", PatientName="Second^Version")
+    kept = ingest(archive, default_facility, original)
+
+    with pytest.raises(IngestError) as failure:
+        ingest(archive, default_facility, changed)
+
+    assert failure.value.failure is IngestFailure.CONFLICT
+    assert archive.store.get(kept.object_key) == original.read_bytes()
+    assert len(_objects(archive)) == 1
+
+
+def test_replace_policy_switches_to_the_new_bytes_and_removes_the_old_object(
+    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+) -> None:
+    archive.settings.duplicate_policy = DuplicatePolicy.REPLACE
+    study, series = "1.2.3.10", "1.2.3.11"
+    original = make_dicom(
+        SOPInstanceUID="1.2.3.4.6", StudyInstanceUID=study, SeriesInstanceUID=series
+    )
+    changed = make_dicom(
+        SOPInstanceUID="1.2.3.4.6",
+        StudyInstanceUID=study,
+        SeriesInstanceUID=series,
+        StudyDescription="corrected",
+    )
+    first = ingest(archive, default_facility, original)
+    second = ingest(archive, default_facility, changed)
+
+    assert second.outcome is IngestOutcome.REPLACED
+    assert not archive.store.exists(first.object_key)
+    assert archive.store.get(second.object_key) == changed.read_bytes()
+    with archive.sessions() as session:
+        assert session.scalar(select(Study.size_bytes)) == changed.stat().st_size
+        assert session.scalar(select(Study.number_of_instances)) == 1
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not dicom at all", b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\x00garbage"],
+    ids=["empty", "text", "truncated-meta"],
+)
+def test_malformed_files_are_refused_and_nothing_is_stored(
+    archive: Archive, default_facility: FacilityRef, tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "bad.dcm"
+    path.write_bytes(content)
+
+    with pytest.raises(IngestError) as failure:
+        ingest(archive, default_facility, path)
+
+    assert failure.value.failure is IngestFailure.MALFORMED
+    assert _objects(archive) == []
+    assert _count(archive, Instance) == 0
+
+
+def test_a_data_set_without_a_study_uid_is_malformed(
+    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+) -> None:
+    with pytest.raises(IngestError) as failure:
+        ingest(archive, default_facility, make_dicom(StudyInstanceUID=None))
+    assert failure.value.failure is IngestFailure.MALFORMED
+    assert "StudyInstanceUID" in failure.value.message
+    assert _objects(archive) == []
+
+
+def test_a_data_set_that_does_not_match_the_request_is_refused(
+    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+) -> None:
+    path = make_dicom()
+    with pytest.raises(IngestError) as failure:
+        ingest(archive, default_facility, path, expected_sop_class_uid="1.2.840.10008.5.1.4.1.1.4")
+    assert failure.value.failure is IngestFailure.MISMATCH
+    assert _objects(archive) == []
+
+
+def test_when_the_index_refuses_the_object_is_removed(
+    archive: Archive, make_dicom: DicomFactory
+) -> None:
+    # A facility the index does not know: the foreign key makes the index write fail
+    # after the object was put.
+    ghost = FacilityRef(id=424242, name="ghost")
+    with pytest.raises(IngestError) as failure:
+        ingest(archive, ghost, make_dicom())
+    assert failure.value.failure is IngestFailure.INDEX_UNAVAILABLE
+    assert _objects(archive) == []
+    assert _count(archive, Study) == 0
+
+
+def test_the_stored_object_keeps_its_transfer_syntax(
+    archive: Archive, default_facility: FacilityRef
+) -> None:
+    from pydicom.data import get_testdata_file
+
+    source = Path(get_testdata_file("JPEG2000.dcm"))  # type: ignore[arg-type]
+    result = ingest(archive, default_facility, source)
+    stored = archive.store.get(result.object_key)
+    assert stored == source.read_bytes()
+    assert result.header.transfer_syntax_uid == str(dcmread(source).file_meta.TransferSyntaxUID)
