@@ -1,0 +1,202 @@
+"""Local accounts: create users, grant facilities, check passwords, build principals.
+
+Used by the REST admin API, the login page, `noctis user add` and `noctis serve` (first
+administrator). Functions taking a `Session` leave committing to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from noctis.api.auth import passwords
+from noctis.api.security import Principal, Role
+from noctis.index.accounts import User, UserFacility
+from noctis.index.models import Facility
+
+log = logging.getLogger(__name__)
+
+FIRST_ADMIN = "admin"
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,149}$")
+MIN_PASSWORD_LENGTH = 8
+
+
+class AccountError(ValueError):
+    """The request cannot be applied: unknown user or facility, bad name, duplicate..."""
+
+
+def _sessions(target: Any) -> sessionmaker[Session]:
+    return getattr(target, "sessions", target)
+
+
+def parse_role(role: str | Role) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        choices = ", ".join(r.value for r in Role)
+        raise AccountError(f"unknown role {role!r}; choose one of: {choices}") from None
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def get_user(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def require_user(session: Session, username: str) -> User:
+    user = get_user(session, username)
+    if user is None:
+        raise AccountError(f"no user named {username!r}")
+    return user
+
+
+def resolve_facilities(session: Session, facilities: Iterable[str | int]) -> list[Facility]:
+    """Facilities by name or id; AccountError naming those that do not exist."""
+    wanted = list(dict.fromkeys(facilities))
+    if not wanted:
+        return []
+    names = [f for f in wanted if isinstance(f, str)]
+    ids = [f for f in wanted if isinstance(f, int)]
+    found = list(
+        session.scalars(select(Facility).where(Facility.name.in_(names) | Facility.id.in_(ids)))
+    )
+    known = {f.name for f in found} | {f.id for f in found}
+    missing = [str(f) for f in wanted if f not in known]
+    if missing:
+        raise AccountError(f"unknown facilities: {', '.join(missing)}")
+    return found
+
+
+def set_facilities(session: Session, user: User, facilities: Iterable[str | int]) -> None:
+    """Replace the user's grants with exactly these facilities."""
+    resolved = resolve_facilities(session, facilities)
+    user.grants.clear()
+    session.flush()
+    user.grants.extend(UserFacility(facility_id=f.id) for f in resolved)
+    session.flush()
+
+
+def create_user(
+    session: Session,
+    username: str,
+    role: str | Role,
+    *,
+    password: str | None = None,
+    facilities: Iterable[str | int] = (),
+    display_name: str = "",
+    source: str = "local",
+) -> User:
+    if not USERNAME.match(username):
+        raise AccountError(
+            "a user name is 1-150 letters, digits and . _ @ + - (starting with a letter or digit)"
+        )
+    if get_user(session, username) is not None:
+        raise AccountError(f"user {username!r} already exists")
+    if password is not None:
+        check_password(password)
+    user = User(
+        username=username,
+        display_name=display_name,
+        role=parse_role(role).value,
+        password_hash=passwords.hash_password(password) if password is not None else None,
+        source=source,
+    )
+    session.add(user)
+    session.flush()
+    set_facilities(session, user, facilities)
+    return user
+
+
+def set_password(session: Session, user: User, password: str) -> None:
+    check_password(password)
+    user.password_hash = passwords.hash_password(password)
+
+
+def authenticate_password(session: Session, username: str, password: str) -> User | None:
+    """The enabled local user with this password, or None (same cost either way)."""
+    user = get_user(session, username)
+    candidate = user.password_hash if user is not None and user.enabled else None
+    if not passwords.verify_password(candidate, password) or user is None:
+        return None
+    if passwords.needs_rehash(candidate or ""):
+        user.password_hash = passwords.hash_password(password)
+    return user
+
+
+def count_admins(session: Session) -> int:
+    return int(
+        session.scalar(
+            select(func.count(User.id)).where(User.role == Role.ADMIN.value, User.enabled)
+        )
+        or 0
+    )
+
+
+def principal_for(user: User, method: str = "session") -> Principal:
+    """What this user may see: administrators every facility, others their enabled grants."""
+    role = Role(user.role)
+    facility_ids: frozenset[int] | None = None
+    if role is not Role.ADMIN:
+        facility_ids = frozenset(g.facility_id for g in user.grants if g.facility.enabled)
+    return Principal(subject=user.username, role=role, facility_ids=facility_ids, method=method)
+
+
+def add_user(
+    archive: Any,
+    username: str,
+    role: str | Role = Role.RADIOLOGIST,
+    *,
+    password: str | None = None,
+    facilities: Iterable[str | int] = (),
+    display_name: str = "",
+) -> str:
+    """`noctis user add`: create a local user; the password (generated when not given).
+
+    `archive` is an Archive (or a sessionmaker). Raises AccountError with a message for
+    the user when the name is taken, the role or a facility is unknown.
+    """
+    secret = password if password is not None else passwords.generate_password()
+    with _sessions(archive).begin() as session:
+        create_user(
+            session,
+            username,
+            role,
+            password=secret,
+            facilities=facilities,
+            display_name=display_name,
+        )
+    return secret
+
+
+def ensure_first_admin(archive: Any, password: str | None = None) -> tuple[str, str | None]:
+    """Create the administrator `admin` when the index has no user yet.
+
+    The password is `password`, else NOCTIS_ADMIN_PASSWORD, else a random one. Returns
+    (user name, password to show once): the password is None when nothing was created or
+    when the operator chose it (it is theirs already; never print it back).
+    """
+    if password is None:
+        from noctis.api.auth.settings import AuthSettings
+
+        configured = AuthSettings().admin_password
+        password = configured.get_secret_value() if configured else None
+    chosen = password is not None
+    with _sessions(archive).begin() as session:
+        existing = session.scalar(select(func.count(User.id))) or 0
+        if existing:
+            admin = session.scalar(
+                select(User.username).where(User.role == Role.ADMIN.value).order_by(User.id)
+            )
+            return admin or FIRST_ADMIN, None
+        secret = password if password is not None else passwords.generate_password()
+        create_user(session, FIRST_ADMIN, Role.ADMIN, password=secret, display_name="Administrator")
+    log.info("created the first administrator %r", FIRST_ADMIN)
+    return FIRST_ADMIN, None if chosen else secret

@@ -1,0 +1,71 @@
+"""Users, tokens and HTTP clients for web tests (DICOMweb, REST, viewer).
+
+    password = create_user(archive, "rad", "radiologist", facilities=["default"])
+    token = token_for(archive, "rad")
+    client = client_for(app, token)           # a TestClient sending `Authorization: Bearer`
+    client = client_for("http://127.0.0.1:8080", token)   # an httpx.Client on a live server
+    login(client, "rad", password)            # a browser-like session cookie via /login
+
+`archive` is a `noctis.archive.Archive` whose index is migrated (revision 0002 or later).
+Facilities are given by name or id and must exist (e.g. `ensure_default_facility`).
+Administrators see every facility whatever their grants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from noctis.api.auth.accounts import add_user, require_user
+from noctis.api.auth.credentials import issue_token
+
+TEST_PASSWORD_SUFFIX = "-pw-0123"
+
+
+def create_user(
+    archive: Any,
+    username: str,
+    role: str = "radiologist",
+    facilities: Iterable[str | int] = ("default",),
+    *,
+    password: str | None = None,
+) -> str:
+    """Create a local user granted `facilities`; its password."""
+    return add_user(
+        archive,
+        username,
+        role,
+        password=password or username + TEST_PASSWORD_SUFFIX,
+        facilities=list(facilities),
+    )
+
+
+def token_for(archive: Any, username: str, name: str = "test") -> str:
+    """A new API token (the secret) acting as `username`."""
+    with archive.sessions.begin() as session:
+        _, secret = issue_token(session, require_user(session, username), name)
+    return secret
+
+
+def client_for(app_or_base_url: FastAPI | str, token: str | None = None) -> httpx.Client:
+    """An HTTP client for an app (in-process) or a live base URL, with the bearer token."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if isinstance(app_or_base_url, str):
+        return httpx.Client(base_url=app_or_base_url, headers=headers, timeout=30.0)
+    return TestClient(app_or_base_url, headers=headers)
+
+
+def login(client: httpx.Client, username: str, password: str) -> httpx.Response:
+    """Log in through the login form; the client keeps the session cookie."""
+    response = client.post(
+        "/login",
+        data={"username": username, "password": password, "next": "/"},
+        follow_redirects=False,
+    )
+    if response.status_code != 303:
+        raise AssertionError(f"login as {username!r} failed: {response.status_code}")
+    return response
