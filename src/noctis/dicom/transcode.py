@@ -1,0 +1,406 @@
+"""Frames out of stored instances, in their stored transfer syntax or decoded to native.
+
+A frame request should not read a whole multi-megabyte object: `PixelLayout` records where
+each frame's bytes lie in the stored object (one range for native pixel data, one range per
+fragment for encapsulated data), so the object store's ``get_range`` fetches only those. The
+layout is computed once per stored object (its key never changes content) and cached by the
+caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.pixels import pack_bits, pixel_array
+from pydicom.uid import UID
+
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+NATIVE_SYNTAXES = frozenset(
+    {
+        IMPLICIT_VR_LITTLE_ENDIAN,
+        EXPLICIT_VR_LITTLE_ENDIAN,
+        EXPLICIT_VR_BIG_ENDIAN,
+        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    }
+)
+_ITEM = 0xFFFEE000
+_SEQUENCE_DELIMITER = 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+_BINARY_VRS = frozenset({b"OB", b"OW", b"UN", b"OD", b"OF", b"OL", b"OV"})
+
+# Pixel attributes needed to decode or render a frame: a small copy of these is cached
+# instead of whole headers.
+IMAGE_KEYWORDS = (
+    "SOPClassUID",
+    "Modality",
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "NumberOfFrames",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "ModalityLUTSequence",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "VOILUTSequence",
+    "PresentationLUTShape",
+    "PixelPaddingValue",
+    "RedPaletteColorLookupTableDescriptor",
+    "GreenPaletteColorLookupTableDescriptor",
+    "BluePaletteColorLookupTableDescriptor",
+    "RedPaletteColorLookupTableData",
+    "GreenPaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData",
+    "SegmentedRedPaletteColorLookupTableData",
+    "SegmentedGreenPaletteColorLookupTableData",
+    "SegmentedBluePaletteColorLookupTableData",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+    "SharedFunctionalGroupsSequence",
+)
+
+
+class FrameError(ValueError):
+    """The frame cannot be produced (no pixel data, bad frame number, corrupt encoding)."""
+
+
+def image_attributes(ds: Dataset) -> Dataset:
+    """A small data set with the pixel-related attributes of ``ds`` and its transfer syntax."""
+    image = Dataset()
+    for keyword in IMAGE_KEYWORDS:
+        if keyword in ds:
+            image[keyword] = ds[keyword]
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ds.file_meta.TransferSyntaxUID
+    image.file_meta = meta
+    return image
+
+
+def number_of_frames(ds: Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except Exception:  # an undecodable IS value: treat as a single frame
+        return 1
+
+
+@dataclass(frozen=True)
+class PixelLayout:
+    """Where the frames of one stored object are, as absolute byte ranges."""
+
+    transfer_syntax_uid: str
+    frames: tuple[tuple[tuple[int, int], ...], ...]  # per frame: (offset, length) per fragment
+    bit_offsets: tuple[int, ...] = ()  # bit-packed native data: first bit of each frame
+    swap: int = 0  # big endian native data: the word size whose bytes must be swapped
+    frame_length: int = 0  # set with swap: the frame's own length inside its whole words
+
+    @property
+    def number_of_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def encapsulated(self) -> bool:
+        return self.transfer_syntax_uid not in NATIVE_SYNTAXES
+
+
+def locate_frames(
+    read: Callable[[int, int], bytes], pixel_data_offset: int, size: int
+) -> tuple[Dataset, PixelLayout]:
+    """The header (no pixels) and frame layout of a stored object, reading only what is needed:
+    the header and the Pixel Data element header for native data, the pixel data items for
+    encapsulated data. ``read(offset, length)`` reads a range of the object."""
+    try:
+        return _locate_frames(read, pixel_data_offset, size)
+    except FrameError:
+        raise
+    except Exception as exc:
+        raise FrameError(f"cannot locate frames: {type(exc).__name__}: {exc}") from exc
+
+
+def _locate_frames(
+    read: Callable[[int, int], bytes], pixel_data_offset: int, size: int
+) -> tuple[Dataset, PixelLayout]:
+    head = read(0, pixel_data_offset + 12)
+    header = dcmread(io.BytesIO(head), stop_before_pixels=True)
+    ts = str(header.file_meta.TransferSyntaxUID)
+    element = head[pixel_data_offset:]
+    big_endian = ts == EXPLICIT_VR_BIG_ENDIAN
+    # Some files say "explicit" in their meta but encode implicitly (and vice versa): trust
+    # the bytes. An explicit header has a binary VR after the tag; implicit has the length.
+    explicit = element[4:6] in _BINARY_VRS
+    (length,) = struct.unpack_from(">L" if big_endian else "<L", element, 8 if explicit else 4)
+    value_offset = pixel_data_offset + (12 if explicit else 8)
+    word_vr = element[4:6] == b"OW" or not explicit
+    if "Rows" not in header or "Columns" not in header or "BitsAllocated" not in header:
+        raise FrameError("the instance's pixel data has no Rows, Columns or Bits Allocated")
+    if length != _UNDEFINED:
+        layout = native_layout(header, value_offset, length)
+        if big_endian:
+            bits = int(header.BitsAllocated)
+            swap = 2 if bits == 8 and word_vr else (bits // 8 if bits > 8 else 0)
+            if swap:
+                layout = _word_aligned(layout, value_offset, length, swap)
+        return header, layout
+    data = read(value_offset, size - value_offset)
+    return header, encapsulated_layout(header, data, value_offset)
+
+
+def native_layout(image: Dataset, value_offset: int, value_length: int) -> PixelLayout:
+    """Frames of native pixel data whose value starts at ``value_offset`` in the object."""
+    ts = str(image.file_meta.TransferSyntaxUID)
+    rows, columns = int(image.Rows), int(image.Columns)
+    samples = int(image.get("SamplesPerPixel") or 1)
+    bits = int(image.BitsAllocated)
+    frames = number_of_frames(image)
+    pixels = rows * columns * samples
+    if bits == 1:
+        bit_offsets = tuple(i * pixels for i in range(frames))
+        ranges = []
+        for first_bit in bit_offsets:
+            start, end = first_bit // 8, (first_bit + pixels + 7) // 8
+            ranges.append(((value_offset + start, end - start),))
+        if (frames * pixels + 7) // 8 > value_length:
+            raise FrameError("pixel data is shorter than its rows, columns and frames say")
+        return PixelLayout(ts, tuple(ranges), bit_offsets)
+    if str(image.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
+        pixels = pixels * 2 // 3  # two chroma samples shared by each pair of pixels
+    frame_length = pixels * bits // 8
+    if frames * frame_length > value_length:
+        raise FrameError("pixel data is shorter than its rows, columns and frames say")
+    return PixelLayout(
+        ts,
+        tuple(((value_offset + i * frame_length, frame_length),) for i in range(frames)),
+    )
+
+
+def _word_aligned(layout: PixelLayout, value_offset: int, length: int, swap: int) -> PixelLayout:
+    # Big endian words straddle frame boundaries when a frame's length is odd: read whole
+    # words and trim after swapping.
+    frame_length = layout.frames[0][0][1]
+    end_of_value = value_offset + length
+    ranges = []
+    for ((start, size),) in layout.frames:
+        aligned = start - (start - value_offset) % swap
+        end = min(end_of_value, start + size + (-(start + size - value_offset)) % swap)
+        ranges.append(((aligned, end - aligned),))
+    return dataclasses.replace(layout, frames=tuple(ranges), swap=swap, frame_length=frame_length)
+
+
+def encapsulated_layout(image: Dataset, data: bytes | memoryview, data_offset: int) -> PixelLayout:
+    """Frames of encapsulated pixel data; ``data`` starts at the value (the offset table item)
+    and ``data_offset`` is where that is in the object."""
+    ts = str(image.file_meta.TransferSyntaxUID)
+    view = memoryview(data)
+    items = _items(view)  # (item offset relative to data, value length)
+    if not items:
+        raise FrameError("encapsulated pixel data has no items")
+    bot_offset, bot_length = items[0]
+    basic = list(struct.unpack_from(f"<{bot_length // 4}L", view, bot_offset + 8))
+    fragments = items[1:]
+    if not fragments:
+        raise FrameError("encapsulated pixel data has no fragments")
+    first = fragments[0][0]
+    expected = number_of_frames(image)
+    groups = _group_fragments(image, view, fragments, first, basic, expected)
+    frames = tuple(
+        tuple((data_offset + offset + 8, length) for offset, length in group) for group in groups
+    )
+    return PixelLayout(ts, frames)
+
+
+def _items(view: memoryview) -> list[tuple[int, int]]:
+    items = []
+    position = 0
+    while position + 8 <= len(view):
+        group, element, length = struct.unpack_from("<HHL", view, position)
+        tag = group << 16 | element
+        if tag == _SEQUENCE_DELIMITER:
+            break
+        if tag != _ITEM or length == _UNDEFINED:
+            raise FrameError(f"unexpected tag {tag:08X} in encapsulated pixel data")
+        items.append((position, length))
+        position += 8 + length
+    return items
+
+
+def _group_fragments(
+    image: Dataset,
+    view: memoryview,
+    fragments: list[tuple[int, int]],
+    first: int,
+    basic: list[int],
+    expected: int,
+) -> list[list[tuple[int, int]]]:
+    extended = image.get("ExtendedOffsetTable")
+    if extended:
+        offsets = struct.unpack(f"<{len(extended) // 8}Q", extended)
+        by_offset = {offset - first: (offset, length) for offset, length in fragments}
+        try:
+            return [[by_offset[o]] for o in offsets]
+        except KeyError as exc:
+            raise FrameError("extended offset table does not match the fragments") from exc
+    if basic:
+        bounds = [*basic, 1 << 62]
+        groups: list[list[tuple[int, int]]] = [[] for _ in basic]
+        frame = 0
+        for offset, length in fragments:
+            while frame + 1 < len(basic) and offset - first >= bounds[frame + 1]:
+                frame += 1
+            groups[frame].append((offset, length))
+        return groups
+    if expected == 1:
+        return [list(fragments)]
+    if len(fragments) == expected:
+        return [[fragment] for fragment in fragments]
+    if len(fragments) < expected:
+        raise FrameError("fewer fragments than frames and no offset table")
+    # More fragments than frames and no offset table: a JPEG-family frame ends with EOI/EOC.
+    groups, current = [], []
+    for offset, length in fragments:
+        current.append((offset, length))
+        tail = bytes(view[offset + 8 + max(0, length - 10) : offset + 8 + length])
+        if b"\xff\xd9" in tail:
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+def native_frame(image: Dataset, layout: PixelLayout, index: int, raw: bytes) -> bytes:
+    """Native (uncompressed) frame bytes in explicit VR little endian."""
+    if layout.bit_offsets:
+        pixels = int(image.Rows) * int(image.Columns) * int(image.get("SamplesPerPixel") or 1)
+        shift = layout.bit_offsets[index] % 8
+        if shift == 0 and pixels % 8 == 0:
+            return raw
+        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
+        return pack_bits(bits[shift : shift + pixels], pad=False)
+    if layout.swap:
+        dtype = np.dtype(f">u{layout.swap}")
+        usable = len(raw) - len(raw) % layout.swap
+        swapped = np.frombuffer(raw[:usable], dtype=dtype).astype(dtype.newbyteorder("<"))
+        lead = (index * layout.frame_length) % layout.swap
+        return (swapped.tobytes() + raw[usable:])[lead : lead + layout.frame_length]
+    return raw
+
+
+def decode_frame(image: Dataset, encoded: bytes) -> np.ndarray:
+    """Decode one frame in the image's (compressed) transfer syntax into an array.
+
+    Color frames come back as RGB (pydicom converts YBR), as a viewer expects.
+    """
+    ds = _single_frame_dataset(image)
+    ds.PixelData = encapsulate([encoded])
+    ds["PixelData"].VR = "OB"
+    try:
+        return pixel_array(ds)
+    except Exception as exc:
+        raise FrameError(f"cannot decode frame: {type(exc).__name__}: {exc}") from exc
+
+
+def native_array(image: Dataset, native: bytes, *, raw: bool = False) -> np.ndarray:
+    """An array from native little endian frame bytes (one frame); YBR becomes RGB unless
+    ``raw``."""
+    ds = _single_frame_dataset(image)
+    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
+    ds.PixelData = native
+    ds["PixelData"].VR = "OW" if int(image.BitsAllocated) > 8 else "OB"
+    try:
+        return pixel_array(ds, raw=raw)
+    except Exception as exc:
+        raise FrameError(f"cannot read frame: {type(exc).__name__}: {exc}") from exc
+
+
+def array_to_native(image: Dataset, array: np.ndarray) -> bytes:
+    """Decoded pixels as native little endian frame bytes."""
+    if int(image.BitsAllocated) == 1:
+        return pack_bits(array, pad=False)
+    bits = int(image.BitsAllocated)
+    if array.dtype.itemsize * 8 != bits and bits in (8, 16, 32):
+        kind = "i" if int(image.get("PixelRepresentation") or 0) else "u"
+        array = array.astype(f"<{kind}{bits // 8}")
+    return array.astype(array.dtype.newbyteorder("<")).tobytes()
+
+
+def _single_frame_dataset(image: Dataset) -> Dataset:
+    ds = Dataset()
+    for keyword in (
+        "Rows",
+        "Columns",
+        "SamplesPerPixel",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "PhotometricInterpretation",
+        "PlanarConfiguration",
+    ):
+        if keyword in image:
+            ds[keyword] = image[keyword]
+    ds.NumberOfFrames = 1
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = image.file_meta.TransferSyntaxUID
+    ds.file_meta = meta
+    return ds
+
+
+def frames_from_dataset(ds: Dataset) -> list[bytes]:
+    """Every frame of a fully read data set, in its own transfer syntax (slow path)."""
+    from pydicom.encaps import generate_frames
+
+    if "PixelData" not in ds:
+        raise FrameError("the instance has no pixel data")
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    count = number_of_frames(ds)
+    if ts not in NATIVE_SYNTAXES:
+        return list(generate_frames(ds.PixelData, number_of_frames=count))
+    array = pixel_array(ds, raw=True)
+    if count == 1:
+        array = array[np.newaxis, ...]
+    return [array_to_native(ds, frame) for frame in array]
+
+
+def to_explicit_little_endian(data: bytes) -> bytes:
+    """A whole Part 10 instance re-encoded as explicit VR little endian, pixels decoded."""
+    ds = dcmread(io.BytesIO(data))
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    if ts == EXPLICIT_VR_LITTLE_ENDIAN:
+        return data
+    if "PixelData" in ds and ts not in NATIVE_SYNTAXES:
+        ds.decompress()
+    elif "PixelData" in ds and ts == EXPLICIT_VR_BIG_ENDIAN:
+        array = pixel_array(ds, raw=True)
+        ds.PixelData = array_to_native(ds, array)
+    _convert_all(ds)
+    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    return out.getvalue()
+
+
+def _convert_all(ds: Dataset) -> Any:
+    # Touch every element so none is written back as raw bytes of the old encoding.
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                _convert_all(item)
