@@ -1,0 +1,50 @@
+"""Wiring of the auth package into an app (called through `noctis.api.auth.install`)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from noctis.api.audit import DatabaseAuditSink
+from noctis.api.auth.authenticator import NoctisAuthenticator
+from noctis.api.auth.context import AuthContext, LoginThrottle, make_signer
+from noctis.api.auth.oidc import OidcProvider
+from noctis.api.auth.routes import router as login_router
+from noctis.api.auth.settings import AuthSettings
+from noctis.archive import Archive
+from noctis.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def install(
+    app: FastAPI,
+    settings: Settings,
+    archive: Archive,
+    auth_settings: AuthSettings | None = None,
+) -> AuthContext:
+    from noctis.api.rest import router as rest_router
+
+    auth = auth_settings or AuthSettings()
+    if auth.oidc_enabled and settings.mode == "production" and not settings.secret_key:
+        raise ValueError("OIDC in production needs NOCTIS_SECRET_KEY (shared by all replicas)")
+    oidc = OidcProvider(auth) if auth.oidc_enabled else None
+    authenticator = NoctisAuthenticator(archive.sessions, auth, oidc)
+    context = AuthContext(
+        settings=settings,
+        auth=auth,
+        archive=archive,
+        authenticator=authenticator,
+        oidc=oidc,
+        signer=make_signer(settings),
+        throttle=LoginThrottle(auth.login_max_failures, auth.login_lockout_seconds),
+    )
+    app.state.noctis_auth = context
+    app.state.authenticator = authenticator
+    app.state.audit = DatabaseAuditSink(archive.sessions)
+    app.include_router(login_router)
+    app.include_router(rest_router, prefix="/api")
+    if oidc is not None:
+        log.info("single sign-on through %s", oidc.issuer)
+    return context

@@ -1,0 +1,51 @@
+"""Dependencies of the REST API: the index session, and who may call what."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from sqlalchemy.orm import Session
+
+from noctis.api.auth.context import AuthContextDep
+from noctis.api.security import Principal, PrincipalDep, client_address
+from noctis.audit import AuditAction, AuditOutcome, record_audit
+
+
+def get_session(context: AuthContextDep) -> Iterator[Session]:
+    with context.archive.sessions.begin() as session:
+        yield session
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    if not principal.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="administrators only")
+    return principal
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+class AdminAudit:
+    """Records administrative changes (users, tokens) in the audit trail."""
+
+    def __init__(self, request: Request, principal: AdminDep, context: AuthContextDep) -> None:
+        self._client = client_address(request)
+        self._principal = principal
+        self._context = context
+
+    def __call__(self, operation: str, target: str, **detail: Any) -> None:
+        record_audit(
+            self._context.archive,
+            actor=self._principal.subject,
+            actor_type="token" if self._principal.method == "token" else "user",
+            client=self._client,
+            action=AuditAction.ADMIN,
+            outcome=AuditOutcome.SUCCESS,
+            detail={"operation": operation, "target": target, **detail},
+        )
+
+
+AdminAuditDep = Annotated[AdminAudit, Depends()]
