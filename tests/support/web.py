@@ -9,19 +9,32 @@
 `archive` is a `noctis.archive.Archive` whose index is migrated (revision 0002 or later).
 Facilities are given by name or id and must exist (e.g. `ensure_default_facility`).
 Administrators see every facility whatever their grants.
+
+`open_archive(url, data_dir)` migrates and opens an archive with the default facility;
+`auth_app(archive)` is a bare FastAPI app with only the auth package, REST API and viewer
+installed (what the auth tests need without the DICOMweb routers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from noctis.api import viewer
+from noctis.api.auth import install
 from noctis.api.auth.accounts import add_user, require_user
 from noctis.api.auth.credentials import issue_token
+from noctis.api.auth.settings import AuthSettings
+from noctis.archive import Archive
+from noctis.index.facilities import ensure_default_facility
+from noctis.index.migrate import upgrade
+from noctis.queue import NullQueue
+from noctis.settings import Settings
 
 TEST_PASSWORD_SUFFIX = "-pw-0123"
 
@@ -69,3 +82,22 @@ def login(client: httpx.Client, username: str, password: str) -> httpx.Response:
     if response.status_code != 303:
         raise AssertionError(f"login as {username!r} failed: {response.status_code}")
     return response
+
+
+def open_archive(url: str, data_dir: Path, **settings: Any) -> Archive:
+    """Migrate the index at `url` and open an archive on it, with the default facility."""
+    upgrade(url)
+    archive = Archive.open(
+        Settings(data_dir=data_dir, database_url=url, **settings), queue=NullQueue()
+    )
+    with archive.sessions.begin() as session:
+        ensure_default_facility(session)
+    return archive
+
+
+def auth_app(archive: Archive, auth_settings: AuthSettings | None = None) -> FastAPI:
+    """A FastAPI app with auth, REST and the viewer installed, nothing else."""
+    app = FastAPI()
+    install(app, archive.settings, archive, auth_settings or AuthSettings())
+    viewer.mount(app, archive.settings)
+    return app

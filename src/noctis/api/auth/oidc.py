@@ -29,7 +29,7 @@ SIGNING_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES2
 # Most to least privileged: a user in several role groups gets the first that matches.
 ROLE_ORDER = [Role.ADMIN, Role.RADIOLOGIST, Role.TECHNOLOGIST, Role.REFERRING_PHYSICIAN]
 METADATA_TTL = 3600.0
-JWKS_MIN_REFRESH = 10.0  # an unknown `kid` refetches the JWKS at most this often
+JWKS_MIN_REFRESH = 2.0  # an unknown `kid` refetches the JWKS at most this often
 
 
 class OidcError(Exception):
@@ -84,6 +84,7 @@ class OidcProvider:
         self._metadata_at = 0.0
         self._jwks: jwt.PyJWKSet | None = None
         self._jwks_at = 0.0
+        self.jwks_min_refresh = JWKS_MIN_REFRESH
 
     # -- provider documents -------------------------------------------------------------
     def metadata(self) -> ProviderMetadata:
@@ -130,7 +131,7 @@ class OidcProvider:
     def _keys(self, refresh: bool) -> jwt.PyJWKSet:
         with self._lock:
             cached, age = self._jwks, time.monotonic() - self._jwks_at
-        if cached is not None and (not refresh or age < JWKS_MIN_REFRESH):
+        if cached is not None and (not refresh or age < self.jwks_min_refresh):
             return cached
         try:
             keys = jwt.PyJWKSet.from_dict(self._get_json(self.metadata().jwks_uri))
