@@ -1,0 +1,82 @@
+"""Backing services the targets need: PostgreSQL (Orthanc's and Noctis's index) and S3.
+
+Both come from the test support package (tests/support/postgres.py, tests/support/s3.py), the
+same code that starts them for the test suite, so there is one way to run them on a machine.
+The tests turn PostgreSQL's durability off; a benchmark that compares archives must not, so
+by default the server here keeps PostgreSQL's own defaults (fsync, synchronous_commit and
+full_page_writes on). `--pg-fsync off` gives the test settings instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.procs import BenchError
+
+TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
+_TEST_ONLY_SETTINGS = ("--fsync=", "--synchronous_commit=", "--full_page_writes=")
+
+
+def _support() -> None:
+    if str(TESTS_DIR) not in sys.path:
+        sys.path.insert(0, str(TESTS_DIR))
+
+
+def start_postgres(*, durable: bool) -> Any:
+    """A fresh PostgreSQL 15 on a free loopback port (a `support.postgres.PostgresServer`)."""
+    _support()
+    try:
+        from support.postgres import PostgresServer
+    except ImportError as exc:
+        raise BenchError(f"tests/support/postgres.py cannot be imported: {exc}") from exc
+
+    class BenchPostgres(PostgresServer):  # type: ignore[misc, valid-type]
+        def _server_args(self) -> list[str]:
+            args: list[str] = super()._server_args()
+            if durable:
+                args = [a for a in args if not a.startswith(_TEST_ONLY_SETTINGS)]
+            return args
+
+    return BenchPostgres.start()
+
+
+def postgres_settings(server: Any) -> dict[str, str]:
+    """The settings that matter for write throughput, as the server reports them."""
+    names = ("server_version", "fsync", "synchronous_commit", "full_page_writes", "shared_buffers")
+    with server.connect() as conn:
+        return {name: str(conn.execute(f"SHOW {name}").fetchone()[0]) for name in names}
+
+
+def postgres_superuser() -> str:
+    _support()
+    from support.postgres import SUPERUSER
+
+    return str(SUPERUSER)
+
+
+def start_s3(bucket: str) -> Any:
+    """SeaweedFS `weed mini` on free loopback ports (a `support.s3.SeaweedFS`), with `bucket`."""
+    _support()
+    try:
+        from support.s3 import SeaweedFS
+    except ImportError as exc:
+        raise BenchError(f"tests/support/s3.py cannot be imported: {exc}") from exc
+    server = SeaweedFS.start()
+    try:
+        client = server.client()
+        if not client.bucket_exists(bucket):
+            client.make_bucket(bucket)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def count_objects(server: Any, bucket: str, suffix: str = ".dcm") -> int:
+    """Objects in `bucket` whose key ends with `suffix` (instances, not derivatives)."""
+    client = server.client()
+    return sum(
+        1 for obj in client.list_objects(bucket, recursive=True) if obj.object_name.endswith(suffix)
+    )

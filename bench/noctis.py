@@ -1,0 +1,234 @@
+"""Noctis as a benchmark target, started through its own CLI like a user would.
+
+- embedded: `noctis serve` (SCP, web API and in-process tasks in one process; SQLite index and
+  filesystem objects in the data dir, the loopback-only default facility);
+- production: PostgreSQL + S3 (SeaweedFS), `noctis migrate`, `noctis facility apply -f`, then
+  `noctis scp` and `noctis api` as separate processes, like the pods on Kubernetes.
+
+Peak RSS is measured on the process that receives (serve in embedded mode, so it includes the
+web API; scp in production) and everything it forked.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from bench import backing
+from bench.procs import LOOPBACK, BenchError, Service, free_ports, is_listening, log_tail, run_tool
+from bench.target import CALLING_AE, Target
+
+BUCKET = "noctis-bench"
+FACILITY = "bench"  # production: the facility the benchmark registers
+WEB_USER = "bench"
+TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
+
+
+class NoctisTarget(Target):
+    ae_title = "NOCTIS"
+    queryable = True
+
+    def __init__(self, root: Path, *, production: bool, pg_durable: bool = True) -> None:
+        super().__init__(root)
+        self.production = production
+        self.pg_durable = pg_durable
+        self.name = "noctis-production" if production else "noctis-embedded"
+        self.label = "Noctis PostgreSQL+S3" if production else "Noctis embedded"
+        self.scp_processes = 1
+        self.scp: Service | None = None
+        self.api: Service | None = None
+        self._token: str | None = None
+        self._pg: Any = None
+        self._s3: Any = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.dicom_port, self.health_port, self.api_port = free_ports(3)
+        self.data_dir = self.root / "data"
+        self.data_dir.mkdir(parents=True)
+        self.admin_password = secrets.token_urlsafe(16)
+        self.env = self._environment()
+        if self.production:
+            self._start_backing()
+        self._cli("migrate")
+        if self.production:
+            self._apply_facility()
+        self._start_processes()
+        self.details.update(version=_noctis_version(), scp_processes=self.scp_processes)
+
+    def set_scp_processes(self, count: int) -> bool:
+        """Restart the receiving process(es) with NOCTIS_SCP_PROCESSES=count (same data)."""
+        self._stop_processes()
+        self.scp_processes = count
+        self.env["NOCTIS_SCP_PROCESSES"] = str(count)
+        self._start_processes()
+        return True
+
+    def _start_backing(self) -> None:
+        self._pg = backing.start_postgres(durable=self.pg_durable)
+        self.on_stop(self._pg.stop)
+        self.details["postgresql"] = backing.postgres_settings(self._pg)
+        self._s3 = backing.start_s3(BUCKET)
+        self.on_stop(self._s3.stop)
+        self.env.update(
+            NOCTIS_DATABASE_URL=self._pg.url,
+            NOCTIS_STORAGE_BACKEND="s3",
+            NOCTIS_S3_ENDPOINT=self._s3.endpoint,
+            NOCTIS_S3_ACCESS_KEY=self._s3.access_key,
+            NOCTIS_S3_SECRET_KEY=self._s3.secret_key,
+            NOCTIS_S3_BUCKET=BUCKET,
+            NOCTIS_S3_SECURE="false",
+        )
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOCTIS_")}
+        env.update(
+            NOCTIS_MODE="production" if self.production else "embedded",
+            NOCTIS_DATA_DIR=str(self.data_dir),
+            NOCTIS_AE_TITLE=self.ae_title,
+            NOCTIS_SCP_HOST=LOOPBACK,
+            NOCTIS_SCP_PORT=str(self.dicom_port),
+            NOCTIS_SCP_PROCESSES=str(self.scp_processes),
+            NOCTIS_HEALTH_HOST=LOOPBACK,
+            NOCTIS_HEALTH_PORT=str(self.health_port),
+            NOCTIS_API_HOST=LOOPBACK,
+            NOCTIS_API_PORT=str(self.api_port),
+            NOCTIS_SECRET_KEY=secrets.token_hex(32),
+            NOCTIS_ADMIN_PASSWORD=self.admin_password,
+            NOCTIS_VIEWER_DIR=str(self.root / "no-viewer"),
+        )
+        return env
+
+    def _cli(self, *args: str) -> str:
+        result = run_tool([sys.executable, "-m", "noctis.cli", *args], env=self.env, timeout=300)
+        if result.returncode != 0:
+            raise BenchError(
+                f"`noctis {' '.join(args)}` failed ({result.returncode}):\n"
+                f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
+        return result.stdout + result.stderr
+
+    def _apply_facility(self) -> None:
+        document = {
+            "apiVersion": "pacs.noctis.io/v1alpha1",
+            "kind": "Facility",
+            "metadata": {"name": FACILITY},
+            "spec": {
+                "displayName": "Benchmark",
+                "applicationEntities": [
+                    {"aeTitle": CALLING_AE, "allowedCIDRs": ["127.0.0.0/8"]},
+                ],
+            },
+        }
+        path = self.root / "facility.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        self._cli("facility", "apply", "-f", str(path))
+
+    def _start_processes(self) -> None:
+        noctis = [sys.executable, "-m", "noctis.cli"]
+        if self.production:
+            self.scp = self._service(
+                f"noctis-scp-{self.scp_processes}p", [*noctis, "scp"], env=self.env, cwd=self.root
+            )
+            self.api = self._service("noctis-api", [*noctis, "api"], env=self.env, cwd=self.root)
+        else:
+            self.scp = self._service(
+                f"noctis-serve-{self.scp_processes}p",
+                [*noctis, "serve"],
+                env=self.env,
+                cwd=self.root,
+            )
+            self.api = None
+        self.scp.wait_ready(lambda: is_listening(self.dicom_port), timeout=120)
+        web = self.api or self.scp
+        web.wait_ready(self._api_answers, timeout=120)
+
+    def _stop_processes(self) -> None:
+        for service in (self.api, self.scp):
+            if service is not None:
+                service.stop()
+        self.api = self.scp = None
+
+    def _api_answers(self) -> bool:
+        try:
+            httpx.get(f"http://{LOOPBACK}:{self.api_port}/", timeout=2)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    # --- what the benchmarks ask ----------------------------------------------------------
+
+    def server_pids(self) -> list[int]:
+        if self.scp is None:
+            return []
+        return [self.scp.pid]
+
+    def count_instances(self) -> int:
+        """Instances in the index (and, in production, checks the objects are in the bucket)."""
+        if self.production:
+            with self._pg.connect("noctis") as conn:
+                return int(conn.execute("SELECT count(*) FROM instance").fetchone()[0])
+        with sqlite3.connect(self.data_dir / "index.sqlite3", timeout=30) as conn:
+            return int(conn.execute("SELECT count(*) FROM instance").fetchone()[0])
+
+    def count_objects(self) -> int:
+        if self.production:
+            return backing.count_objects(self._s3, BUCKET)
+        objects = self.data_dir / "objects"
+        return sum(1 for p in objects.rglob("*.dcm") if p.is_file())
+
+    def dicomweb_root(self) -> str:
+        return f"http://{LOOPBACK}:{self.api_port}/dicom-web"
+
+    def http_headers(self) -> dict[str, str]:
+        if self._token is None:
+            self._token = self._issue_token()
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _issue_token(self) -> str:
+        """An API token for a radiologist of the facility, through tests/support/web.py."""
+        if str(TESTS_DIR) not in sys.path:
+            sys.path.insert(0, str(TESTS_DIR))
+        try:
+            from noctis.archive import Archive
+            from noctis.settings import Settings
+            from support.web import create_user, token_for
+        except ImportError as exc:
+            raise BenchError(f"cannot issue a Noctis API token: {exc}") from exc
+        overrides = {k: v for k, v in self.env.items() if k.startswith("NOCTIS_")}
+        saved = {k: os.environ.get(k) for k in overrides}
+        os.environ.update(overrides)  # Settings reads the same environment as the servers
+        try:
+            archive = Archive.open(Settings())
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        try:
+            facility = FACILITY if self.production else "default"
+            create_user(archive, WEB_USER, "radiologist", facilities=[facility])
+            return str(token_for(archive, WEB_USER, name="bench"))
+        finally:
+            archive.close()
+
+    def logs(self) -> str:
+        return "\n".join(log_tail(s.log_path) for s in (self.scp, self.api) if s is not None)
+
+
+def _noctis_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("noctis")
+    except Exception:
+        return "unknown"

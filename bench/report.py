@@ -1,0 +1,242 @@
+"""The figures, side by side: rich tables on the terminal and a JSON file per run."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.store import StoreResult
+from bench.timing import Timing
+
+RSS_LIMIT_MB = 300.0
+# Which Orthanc each Noctis deployment is held against (the issue's targets).
+PEERS = {"noctis-production": "orthanc-pg", "noctis-embedded": "orthanc-sqlite"}
+# A case Orthanc has no counterpart for is compared with the nearest one it has.
+SAME_LOAD = {"ct-4/2p": "ct-4"}
+
+
+@dataclass
+class Results:
+    meta: dict[str, Any]
+    labels: dict[str, str] = field(default_factory=dict)  # target name -> label
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)  # details, errors
+    store: list[StoreResult] = field(default_factory=list)
+    timings: list[Timing] = field(default_factory=list)
+
+    def store_result(self, target: str, case: str) -> StoreResult | None:
+        for result in self.store:
+            if result.target == target and result.case == case:
+                return result
+        return None
+
+    def timing(self, target: str, name: str) -> Timing | None:
+        for timing in self.timings:
+            if timing.target == target and timing.name == name:
+                return timing
+        return None
+
+
+@dataclass
+class Goal:
+    what: str
+    ours: float
+    theirs: float
+    passed: bool
+    ratio: float
+
+
+def goals(results: Results) -> list[Goal]:
+    """The issue's targets: Noctis at least as fast as its Orthanc counterpart; RSS < 300 MB."""
+    found: list[Goal] = []
+    for ours, theirs in PEERS.items():
+        for result in results.store:
+            if result.target != ours:
+                continue
+            peer = results.store_result(theirs, SAME_LOAD.get(result.case, result.case))
+            if peer is None or not peer.ok or not result.ok:
+                continue
+            ratio = result.instances_per_s / peer.instances_per_s
+            found.append(
+                Goal(
+                    f"{ours} {result.case} inst/s >= {theirs} {peer.case}",
+                    result.instances_per_s,
+                    peer.instances_per_s,
+                    ratio >= 1.0,
+                    ratio,
+                )
+            )
+        for timing in results.timings:
+            if timing.target != ours:
+                continue
+            peer_timing = results.timing(theirs, timing.name)
+            if peer_timing is None or not peer_timing.ok or not timing.ok:
+                continue
+            ratio = peer_timing.median_ms / timing.median_ms  # > 1: we are faster
+            found.append(
+                Goal(
+                    f"{ours} {timing.name} median <= {theirs}",
+                    timing.median_ms,
+                    peer_timing.median_ms,
+                    ratio >= 1.0,
+                    ratio,
+                )
+            )
+        rss = [r.peak_rss_mb for r in results.store if r.target == ours and r.ok]
+        if rss:
+            peak = max(rss)
+            found.append(
+                Goal(
+                    f"{ours} peak RSS < {RSS_LIMIT_MB:.0f} MB",
+                    peak,
+                    RSS_LIMIT_MB,
+                    peak < RSS_LIMIT_MB,
+                    RSS_LIMIT_MB / peak,
+                )
+            )
+    return found
+
+
+def print_report(results: Results, console: Console | None = None) -> None:
+    console = console or Console()
+    meta = results.meta
+    console.print(
+        f"[bold]Noctis benchmark[/bold] {meta['started']}  {meta['mode']}  "
+        f"cpus={meta['host']['cpus']}  load before={_load(meta['host'].get('load_before'))} "
+        f"after={_load(meta['host'].get('load_after'))}"
+    )
+    if results.store:
+        console.print(_store_table(results))
+        if any(r.target.startswith("noctis") for r in results.store):
+            console.print(_ratio_table(results))
+    if results.timings:
+        console.print(_timing_table(results))
+    found = goals(results)
+    if found:
+        console.print(_goal_table(found))
+    failures = [(n, d["error"]) for n, d in results.targets.items() if d.get("error")]
+    failures += [(r.target, f"{r.case}: {r.error}") for r in results.store if not r.ok]
+    failures += [(t.target, f"{t.name}: {t.error}") for t in results.timings if not t.ok]
+    for name, error in failures:
+        console.print(f"[red]{name}[/red]: {error}")
+
+
+def _targets_in(rows: list[Any], results: Results) -> list[str]:
+    seen = {row.target for row in rows}
+    return [name for name in results.labels if name in seen]
+
+
+def _store_table(results: Results) -> Table:
+    names = _targets_in(results.store, results)
+    table = Table(title="Store (storescu -> target): instances/s, MB/s, peak RSS of the server")
+    table.add_column("case")
+    for name in names:
+        table.add_column(results.labels[name], justify="right")
+    for case in dict.fromkeys(r.case for r in results.store):
+        cells = []
+        for name in names:
+            result = results.store_result(name, case)
+            if result is None:
+                cells.append("")
+            elif not result.ok:
+                cells.append("[red]FAILED[/red]")
+            else:
+                cells.append(
+                    f"{result.instances_per_s:,.0f}/s {result.mb_per_s:,.0f} MB/s\n"
+                    f"{result.seconds:.2f} s, {result.peak_rss_mb:,.0f} MB RSS"
+                )
+        sample = next(r for r in results.store if r.case == case)
+        table.add_row(f"{case}\n{sample.instances} inst., {sample.bytes / 1e6:,.0f} MB", *cells)
+    return table
+
+
+def _ratio_table(results: Results) -> Table:
+    table = Table(title="Store ratios: Noctis instances/s / other instances/s")
+    table.add_column("Noctis")
+    table.add_column("case")
+    others = [n for n in ("storescp", "orthanc-sqlite", "orthanc-pg") if n in results.labels]
+    for other in others:
+        table.add_column(f"vs {results.labels[other]}", justify="right")
+    for ours in (n for n in results.labels if n.startswith("noctis")):
+        for result in (r for r in results.store if r.target == ours):
+            cells = []
+            for other in others:
+                peer = results.store_result(other, SAME_LOAD.get(result.case, result.case))
+                ok = result.ok and peer is not None and peer.ok
+                cells.append(
+                    f"{result.instances_per_s / peer.instances_per_s:.2f}x" if ok and peer else "-"
+                )
+            table.add_row(results.labels[ours], result.case, *cells)
+    return table
+
+
+def _timing_table(results: Results) -> Table:
+    names = _targets_in(results.timings, results)
+    table = Table(title="Query and retrieve: median / p95 ms (warm, after one warm-up)")
+    table.add_column("request")
+    for name in names:
+        table.add_column(results.labels[name], justify="right")
+    for request in dict.fromkeys(t.name for t in results.timings):
+        cells = []
+        for name in names:
+            timing = results.timing(name, request)
+            if timing is None:
+                cells.append("")
+            elif not timing.ok:
+                cells.append("[red]FAILED[/red]")
+            else:
+                cells.append(f"{timing.median_ms:,.1f} / {timing.p95_ms:,.1f}\n{timing.detail}")
+        runs = max((t.runs for t in results.timings if t.name == request), default=0)
+        table.add_row(f"{request}\n{runs} runs", *cells)
+    return table
+
+
+def _goal_table(found: list[Goal]) -> Table:
+    table = Table(title="Targets (issues 2 and 3)")
+    for column in ("goal", "Noctis", "reference", "ratio", ""):
+        table.add_column(column, justify="left" if column == "goal" else "right")
+    for goal in found:
+        mark = "[green]met[/green]" if goal.passed else "[red]missed[/red]"
+        table.add_row(
+            goal.what, f"{goal.ours:,.1f}", f"{goal.theirs:,.1f}", f"{goal.ratio:.2f}x", mark
+        )
+    return table
+
+
+def _load(load: list[float] | None) -> str:
+    return "/".join(f"{x:.2f}" for x in load) if load else "?"
+
+
+def write_json(results: Results, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = directory / f"{stamp}.json"
+    document = {
+        **results.meta,
+        "targets": {
+            name: {"label": results.labels.get(name, name), **details}
+            for name, details in results.targets.items()
+        },
+        "store": [r.as_dict() for r in results.store],
+        "timings": [t.as_dict() for t in results.timings],
+        "goals": [g.__dict__ for g in goals(results)],
+    }
+    path.write_text(json.dumps(_clean(document), indent=2, default=str) + "\n")
+    return path
+
+
+def _clean(value: Any) -> Any:
+    """NaN (a figure that was not measured) becomes null: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value

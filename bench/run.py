@@ -1,0 +1,256 @@
+"""Run the benchmarks: `python bench/run.py {store,web,all} [--quick]` (or `python -m bench`).
+
+Every target is started here on free loopback ports in a temp dir, measured, and stopped
+before the next one starts (so targets never compete with each other for the CPU); all of
+them are stopped on errors and on Ctrl-C too. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+if not __package__:  # `python bench/run.py`: make `bench` importable, not its modules
+    _repo = Path(__file__).resolve().parent.parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _repo / "bench"]
+    sys.path.insert(0, str(_repo))
+
+from rich.console import Console
+
+from bench import data, query, store, web
+from bench.data import Dataset, FileSet
+from bench.noctis import NoctisTarget
+from bench.procs import BenchError, load_average
+from bench.report import Results, print_report, write_json
+from bench.servers import TARGET_NAMES, make_target
+from bench.target import Target
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "bench" / "results"
+FULL = {"slices": 300, "size": 512, "small": 2000, "runs": 30}
+QUICK = {"slices": 24, "size": 512, "small": 100, "runs": 5}
+
+console = Console()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python bench/run.py",
+        description="Noctis side by side with dcmtk storescp and Orthanc (SQLite, PostgreSQL).",
+    )
+    parser.add_argument(
+        "suite",
+        choices=("store", "web", "all"),
+        help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both",
+    )
+    parser.add_argument("--quick", action="store_true", help="small data, few runs: a smoke run")
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGET_NAMES),
+        help=f"comma-separated subset of: {', '.join(TARGET_NAMES)}",
+    )
+    parser.add_argument("--runs", type=int, help="timed runs per web/C-FIND request")
+    parser.add_argument("--slices", type=int, help="CT slices (300; --quick 24)")
+    parser.add_argument("--small", type=int, help="small studies (2000; --quick 100)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=data.DEFAULT_CACHE,
+        help="where generated data is cached (default %(default)s)",
+    )
+    parser.add_argument(
+        "--pg-fsync",
+        choices=("on", "off"),
+        default="on",
+        help="PostgreSQL durability: on = PostgreSQL defaults; off = the test suite's settings",
+    )
+    parser.add_argument(
+        "--gzip",
+        action="store_true",
+        help="DICOMweb requests accept gzip like a browser (default: uncompressed bodies)",
+    )
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--keep", action="store_true", help="keep the servers' temp dirs and logs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = dict(QUICK if args.quick else FULL)
+    for key in ("runs", "slices", "small"):
+        if getattr(args, key) is not None:
+            sizes[key] = getattr(args, key)
+    names = [n.strip() for n in args.targets.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(TARGET_NAMES))
+    if unknown:
+        console.print(f"[red]unknown targets: {', '.join(unknown)}[/red]")
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    results = Results(meta=_meta(args, sizes))
+    began = time.monotonic()
+    with console.status("preparing data (generated once, then cached)"):
+        dataset = data.prepare(
+            args.data_dir,
+            slices=sizes["slices"],
+            size=sizes["size"],
+            small_count=sizes["small"],
+            copies=2,
+        )
+        data.warm_page_cache(dataset)
+    results.meta["data"] = data.summary(dataset)
+    console.log(f"data ready in {time.monotonic() - began:.1f} s: {dataset.directory}")
+
+    root = Path(tempfile.mkdtemp(prefix="noctis-bench-"))
+    interrupted = False
+    try:
+        for name in names:
+            run_target(name, root / name, args, sizes, dataset, results)
+    except KeyboardInterrupt:
+        interrupted = True
+        console.print("[yellow]interrupted: every server has been stopped[/yellow]")
+    finally:
+        results.meta["host"]["load_after"] = list(load_average())
+        results.meta["finished"] = datetime.now().isoformat(timespec="seconds")
+        results.meta["interrupted"] = interrupted
+        print_report(results, console)
+        path = write_json(results, args.results_dir)
+        console.print(f"results: {path}")
+        if args.keep:
+            console.print(f"servers' dirs and logs kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    failed = any(d.get("error") for d in results.targets.values())
+    failed |= any(not r.ok for r in results.store) or any(not t.ok for t in results.timings)
+    return 130 if interrupted else int(failed)
+
+
+def run_target(
+    name: str,
+    root: Path,
+    args: argparse.Namespace,
+    sizes: dict[str, int],
+    dataset: Dataset,
+    results: Results,
+) -> None:
+    target = make_target(name, root, pg_durable=args.pg_fsync == "on")
+    want_store = args.suite in ("store", "all")
+    want_web = args.suite in ("web", "all") and target.queryable
+    if not (want_store or want_web):
+        return
+    results.labels[name] = target.label
+    info = results.targets.setdefault(name, {})
+    info["load_at_start"] = list(load_average())
+    held: list[FileSet] = []
+    try:
+        with console.status(f"starting {target.label}"):
+            target.start()
+        info.update(target.details)
+        console.log(f"{target.label} started (DICOM port {target.dicom_port})")
+        if want_store:
+            store_cases = store.cases(dataset, with_scp_processes=isinstance(target, NoctisTarget))
+            for case in store_cases:
+                with console.status(f"{target.label}: {case.description}"):
+                    case_results = store.run_cases(target, [case])
+                for result in case_results:
+                    held.append(case.files)
+                    results.store.append(result)
+                    _log_store(target, result)
+        else:
+            with console.status(f"{target.label}: loading data"):
+                store.load(target, [dataset.ct, dataset.small])
+            held += [dataset.ct, dataset.small]
+        if want_web:
+            _run_queries(target, dataset, held, sizes["runs"], results, gzip=args.gzip)
+        info.update(target.details)
+    except (BenchError, OSError, RuntimeError, ValueError) as exc:
+        info["error"] = str(exc)
+        console.print(f"[red]{target.label} failed:[/red] {exc}")
+    finally:
+        with console.status(f"stopping {target.label}"):
+            target.stop()
+
+
+def _run_queries(
+    target: Target,
+    dataset: Dataset,
+    held: list[FileSet],
+    runs: int,
+    results: Results,
+    *,
+    gzip: bool,
+) -> None:
+    expected = sum(fs.wildcard_studies for fs in held)
+    with console.status(f"{target.label}: DICOMweb"):
+        timings = web.bench_dicomweb(
+            target, dataset, expected_studies=expected, runs=runs, gzip=gzip
+        )
+    with console.status(f"{target.label}: C-FIND"):
+        timings.append(query.bench_cfind(target, expected=expected, runs=runs))
+    for timing in timings:
+        results.timings.append(timing)
+        if timing.ok:
+            console.log(
+                f"{target.label}: {timing.name}: median {timing.median_ms:.1f} ms, "
+                f"p95 {timing.p95_ms:.1f} ms ({timing.detail})"
+            )
+        else:
+            console.log(f"[red]{target.label}: {timing.name} failed: {timing.error}[/red]")
+
+
+def _log_store(target: Target, result: store.StoreResult) -> None:
+    if result.ok:
+        console.log(
+            f"{target.label}: {result.case}: {result.instances_per_s:,.0f} inst/s, "
+            f"{result.mb_per_s:,.0f} MB/s, peak RSS {result.peak_rss_mb:,.0f} MB"
+        )
+    else:
+        console.log(f"[red]{target.label}: {result.case} failed: {result.error}[/red]")
+
+
+def _meta(args: argparse.Namespace, sizes: dict[str, int]) -> dict[str, Any]:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "suite": args.suite,
+        "mode": "quick" if args.quick else "full",
+        "sizes": sizes,
+        "pg_fsync": args.pg_fsync,
+        "http_accept_encoding": "gzip, deflate" if args.gzip else "identity",
+        "host": {
+            "name": platform.node(),
+            "cpus": os.cpu_count(),
+            "memory_gb": round(memory / 2**30, 1),
+            "python": platform.python_version(),
+            "load_before": list(load_average()),
+        },
+        "git": _git(),
+    }
+
+
+def _git() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+        return result.stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "src").splitlines()
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_src_files": len(changed)}
+
+
+def _interrupt(signum: int, _frame: object) -> NoReturn:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

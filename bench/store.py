@@ -1,0 +1,159 @@
+"""Store benchmark: dcmtk storescu sends the same files to every target; throughput and memory.
+
+Cases, in order, against one running target (each sends instances it does not hold yet):
+- ct-1:    the CT series, one association (one storescu);
+- ct-4:    a copy of the series with new UIDs, four storescu processes in parallel, each with
+           a quarter of the files;
+- small-1: the small studies in one association;
+- ct-4/2p: Noctis only: another copy, four in parallel, with NOCTIS_SCP_PROCESSES=2.
+
+A case's time runs from starting the first storescu to the exit of the last one. After each
+case the target must hold every instance sent so far, by its own count; otherwise the case is
+marked failed and its figures are not compared (a server that drops data cannot look fast).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.data import Dataset, FileSet
+from bench.procs import LOOPBACK, RssSampler, dcmtk_environment, dcmtk_tool
+from bench.target import CALLING_AE, Target, wait_for_count
+
+
+@dataclass
+class StoreCase:
+    name: str
+    description: str
+    files: FileSet
+    associations: int
+    scp_processes: int = 1  # Noctis only: SCP processes sharing the port
+
+
+@dataclass
+class StoreResult:
+    target: str
+    case: str
+    instances: int
+    bytes: int
+    seconds: float
+    instances_per_s: float
+    mb_per_s: float
+    peak_rss_mb: float
+    expected_total: int
+    counted_total: int
+    ok: bool
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cases(dataset: Dataset, *, with_scp_processes: bool) -> list[StoreCase]:
+    found = [
+        StoreCase("ct-1", "CT series, 1 association", dataset.ct, 1),
+        StoreCase("ct-4", "CT series, 4 associations", dataset.ct_copies[0], 4),
+        StoreCase("small-1", "small studies, 1 association", dataset.small, 1),
+    ]
+    if with_scp_processes:
+        found.append(
+            StoreCase("ct-4/2p", "CT series, 4 assoc., 2 SCP processes", dataset.ct_copies[1], 4, 2)
+        )
+    return found
+
+
+def run_cases(target: Target, store_cases: list[StoreCase]) -> list[StoreResult]:
+    """Send each case to the running target, verifying its count after each."""
+    results: list[StoreResult] = []
+    expected = target.count_instances()
+    for case in store_cases:
+        if case.scp_processes != 1 and not target.set_scp_processes(case.scp_processes):
+            continue
+        expected += case.files.count
+        results.append(_run_case(target, case, expected))
+    return results
+
+
+def load(target: Target, filesets: list[FileSet]) -> None:
+    """Send files without measuring (the web benchmark's data when `store` did not run)."""
+    expected = target.count_instances()
+    for fileset in filesets:
+        expected += fileset.count
+        error = send(target, fileset.files, associations=1)
+        counted = wait_for_count(target, expected)
+        if error or counted != expected:
+            raise RuntimeError(
+                f"{target.name} holds {counted} of {expected} instances after loading "
+                f"{fileset.name}: {error or 'count mismatch'}"
+            )
+
+
+def _run_case(target: Target, case: StoreCase, expected: int) -> StoreResult:
+    with RssSampler(target.server_pids) as rss:
+        began = time.perf_counter()
+        error = send(target, case.files.files, associations=case.associations)
+        seconds = time.perf_counter() - began
+    counted = wait_for_count(target, expected)
+    if counted != expected and not error:
+        error = f"holds {counted} instances, expected {expected}"
+    return StoreResult(
+        target=target.name,
+        case=case.name,
+        instances=case.files.count,
+        bytes=case.files.bytes,
+        seconds=seconds,
+        instances_per_s=case.files.count / seconds,
+        mb_per_s=case.files.bytes / seconds / 1e6,
+        peak_rss_mb=rss.peak_bytes / 2**20,
+        expected_total=expected,
+        counted_total=counted,
+        ok=not error,
+        error=error,
+    )
+
+
+def send(target: Target, files: list[Path], *, associations: int) -> str:
+    """Send `files` with `associations` storescu processes at once; "" or what went wrong."""
+    count = len(files)  # contiguous quarters, as a modality splitting a series would
+    chunks = [
+        files[i * count // associations : (i + 1) * count // associations]
+        for i in range(associations)
+    ]
+    base = [
+        dcmtk_tool("storescu"),
+        "-aet",
+        CALLING_AE,
+        "-aec",
+        target.ae_title,
+        LOOPBACK,
+        str(target.dicom_port),
+    ]
+    env = dcmtk_environment()
+    processes = [
+        subprocess.Popen(
+            [*base, *map(str, chunk)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for chunk in chunks
+        if chunk
+    ]
+    errors = []
+    try:
+        for process in processes:
+            output, _ = process.communicate()
+            if process.returncode != 0:
+                tail = output.decode(errors="replace").strip().splitlines()[-3:]
+                errors.append(f"storescu exited {process.returncode}: {' | '.join(tail)}")
+    finally:  # interrupted: no storescu outlives the benchmark
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return "; ".join(errors)

@@ -1,0 +1,58 @@
+"""Repeated timings: one warm-up, then N runs; median and 95th percentile."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Timing:
+    """How long one request took against one target, over `runs` warm runs."""
+
+    target: str
+    name: str
+    runs: int = 0
+    median_ms: float = math.nan
+    p95_ms: float = math.nan
+    min_ms: float = math.nan
+    detail: str = ""  # what the response held (matches, bytes), checked against the data
+    ok: bool = False
+    error: str = ""
+    samples_ms: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (p95 of 20 runs is the 19th fastest)."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def measure(target: str, name: str, runs: int, once: Callable[[], str]) -> Timing:
+    """Time `once` (which returns a detail string or raises) after one untimed warm-up."""
+    timing = Timing(target=target, name=name)
+    try:
+        timing.detail = once()  # warm-up: caches, connections, lazy imports
+        for _ in range(runs):
+            began = time.perf_counter()
+            detail = once()
+            timing.samples_ms.append((time.perf_counter() - began) * 1000)
+            if detail != timing.detail:
+                raise AssertionError(f"answer changed between runs: {timing.detail} -> {detail}")
+    except Exception as exc:
+        timing.error = f"{type(exc).__name__}: {exc}"
+        return timing
+    timing.runs = len(timing.samples_ms)
+    timing.median_ms = statistics.median(timing.samples_ms)
+    timing.p95_ms = percentile(timing.samples_ms, 0.95)
+    timing.min_ms = min(timing.samples_ms)
+    timing.ok = True
+    return timing
