@@ -1,0 +1,1 @@
+"""Pure functions from validated specs to Kubernetes object dicts (no API calls)."""

@@ -1,0 +1,259 @@
+"""Objects of an Archive: shared ConfigMap, API Deployment/Service/PDB, worker Deployment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from noctis.operator.builders import common
+from noctis.specs.archive import DEFAULT_QUEUE, ArchiveSpec, facility_queue
+from noctis.specs.kube import SecretKeyRef
+from noctis.specs.storagepool import CredentialsRef, StoragePoolSpec
+
+KIND = "Archive"
+
+
+@dataclass(frozen=True)
+class Images:
+    """Default images (the operator's settings); a spec's ``image`` overrides them."""
+
+    scp: str
+    api: str
+    worker: str
+    pull_policy: str | None = None
+
+
+@dataclass(frozen=True)
+class ArchiveContext:
+    """What every Noctis pod of one Archive shares: index, broker, object store."""
+
+    name: str
+    namespace: str
+    database: SecretKeyRef
+    broker: SecretKeyRef | None
+    s3_credentials: CredentialsRef
+    config: dict[str, str]  # the shared ConfigMap's data
+    pull_policy: str | None
+
+    @property
+    def config_map(self) -> str:
+        return config_map_name(self.name)
+
+    def secret_env(self) -> list[dict[str, Any]]:
+        env = [
+            common.secret_env("NOCTIS_DATABASE_URL", self.database.name, self.database.key),
+            common.secret_env(
+                "NOCTIS_S3_ACCESS_KEY", self.s3_credentials.secret_name,
+                self.s3_credentials.access_key_key,
+            ),
+            common.secret_env(
+                "NOCTIS_S3_SECRET_KEY", self.s3_credentials.secret_name,
+                self.s3_credentials.secret_key_key,
+            ),
+        ]
+        if self.broker is not None:
+            env.append(common.secret_env("NOCTIS_BROKER_URL", self.broker.name, self.broker.key))
+        return env
+
+
+def config_map_name(archive: str) -> str:
+    return f"{archive}-config"
+
+
+def api_name(archive: str) -> str:
+    return f"{archive}-api"
+
+
+def worker_name(archive: str) -> str:
+    return f"{archive}-worker"
+
+
+def archive_context(
+    name: str, namespace: str, spec: ArchiveSpec, pool: StoragePoolSpec
+) -> ArchiveContext:
+    config = {
+        "NOCTIS_MODE": "production",
+        "NOCTIS_DATA_DIR": common.DATA_DIR,
+        "NOCTIS_STORAGE_BACKEND": "s3",
+        "NOCTIS_S3_ENDPOINT": pool.host,
+        "NOCTIS_S3_BUCKET": pool.bucket,
+        "NOCTIS_S3_SECURE": "true" if pool.secure else "false",
+        "NOCTIS_DUPLICATE_POLICY": spec.duplicate_policy.value,
+    }
+    if pool.region:
+        config["NOCTIS_S3_REGION"] = pool.region
+    return ArchiveContext(
+        name=name,
+        namespace=namespace,
+        database=spec.database,
+        broker=spec.broker,
+        s3_credentials=pool.credentials,
+        config=config,
+        pull_policy=spec.image_pull_policy.value if spec.image_pull_policy else None,
+    )
+
+
+def task_queues(facilities: list[str]) -> list[str]:
+    return [DEFAULT_QUEUE, *(facility_queue(f) for f in sorted(set(facilities)))]
+
+
+def build_config_map(ctx: ArchiveContext) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": common.metadata(
+            ctx.config_map, ctx.namespace, common.labels("config", ctx.name, KIND)
+        ),
+        "data": dict(ctx.config),
+    }
+
+
+def _container(
+    name: str,
+    image: str,
+    pull_policy: str | None,
+    command: list[str],
+    ports: list[dict[str, Any]],
+    env: list[dict[str, Any]],
+    ctx: ArchiveContext,
+    probe_port: str,
+    resources: dict[str, Any],
+) -> dict[str, Any]:
+    _, mounts = common.scratch_volumes()
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "command": command,
+        "ports": ports,
+        "envFrom": [{"configMapRef": {"name": ctx.config_map}}],
+        "env": ctx.secret_env() + env,
+        "startupProbe": common.http_probe("/healthz", probe_port, period=2, failures=60),
+        "livenessProbe": common.http_probe("/healthz", probe_port, period=10, failures=3),
+        "readinessProbe": common.http_probe("/readyz", probe_port, period=5, failures=2),
+        "resources": resources,
+        "securityContext": common.container_security_context(),
+        "volumeMounts": mounts,
+    }
+    if pull_policy:
+        container["imagePullPolicy"] = pull_policy
+    return container
+
+
+def _deployment(
+    name: str, component: str, ctx: ArchiveContext, replicas: int, container: dict[str, Any],
+    grace: int,
+) -> dict[str, Any]:
+    selector = common.selector_labels(component, ctx.name)
+    obj_labels = common.labels(component, ctx.name, KIND)
+    volumes, _ = common.scratch_volumes()
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": common.metadata(name, ctx.namespace, obj_labels),
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": obj_labels,
+                    "annotations": {common.CONFIG_HASH: common.config_hash(ctx.config, container)},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": grace,
+                    "securityContext": common.pod_security_context(),
+                    "topologySpreadConstraints": common.spread(selector),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def build_api_deployment(ctx: ArchiveContext, spec: ArchiveSpec, images: Images) -> dict[str, Any]:
+    env = [{"name": "NOCTIS_API_PORT", "value": str(spec.api.port)}]
+    if spec.api.secret_key is not None:
+        key = spec.api.secret_key
+        env.append(common.secret_env("NOCTIS_SECRET_KEY", key.name, key.key))
+    container = _container(
+        "api",
+        spec.api.image or images.api,
+        ctx.pull_policy or images.pull_policy,
+        ["noctis", "api"],
+        [{"name": "http", "containerPort": spec.api.port, "protocol": "TCP"}],
+        env,
+        ctx,
+        "http",
+        spec.api.resources.as_dict(),
+    )
+    return _deployment(api_name(ctx.name), "api", ctx, spec.api.replicas, container, grace=30)
+
+
+def build_api_service(ctx: ArchiveContext, spec: ArchiveSpec) -> dict[str, Any]:
+    port: dict[str, Any] = {
+        "name": "http", "port": spec.api.service.port, "targetPort": "http", "protocol": "TCP",
+    }
+    if spec.api.service.node_port is not None:
+        port["nodePort"] = spec.api.service.node_port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": common.metadata(
+            api_name(ctx.name), ctx.namespace, common.labels("api", ctx.name, KIND),
+            spec.api.service.annotations,
+        ),
+        "spec": {
+            "type": spec.api.service.type.value,
+            "selector": common.selector_labels("api", ctx.name),
+            "ports": [port],
+        },
+    }
+
+
+def build_api_pdb(ctx: ArchiveContext) -> dict[str, Any]:
+    return common.pdb(
+        api_name(ctx.name), ctx.namespace, common.labels("api", ctx.name, KIND),
+        common.selector_labels("api", ctx.name),
+    )
+
+
+def build_worker_deployment(
+    ctx: ArchiveContext, spec: ArchiveSpec, images: Images, facilities: list[str]
+) -> dict[str, Any]:
+    env = [
+        {"name": "NOCTIS_HEALTH_PORT", "value": str(spec.worker.health_port)},
+        {"name": "NOCTIS_WORKER_CONCURRENCY", "value": str(spec.worker.concurrency)},
+        {"name": "NOCTIS_WORKER_QUEUES", "value": ",".join(task_queues(facilities))},
+    ]
+    container = _container(
+        "worker",
+        spec.worker.image or images.worker,
+        ctx.pull_policy or images.pull_policy,
+        ["noctis", "worker"],
+        [{"name": "health", "containerPort": spec.worker.health_port, "protocol": "TCP"}],
+        env,
+        ctx,
+        "health",
+        spec.worker.resources.as_dict(),
+    )
+    # A worker finishes the task in hand (thumbnails, routing) before it stops.
+    return _deployment(
+        worker_name(ctx.name), "worker", ctx, spec.worker.replicas, container, grace=120
+    )
+
+
+def build_all(
+    ctx: ArchiveContext, spec: ArchiveSpec, images: Images, facilities: list[str]
+) -> list[dict[str, Any]]:
+    return [
+        build_config_map(ctx),
+        build_api_deployment(ctx, spec, images),
+        build_api_service(ctx, spec),
+        build_api_pdb(ctx),
+        build_worker_deployment(ctx, spec, images, facilities),
+    ]

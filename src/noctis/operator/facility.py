@@ -1,0 +1,87 @@
+"""Facility: the registry the SCP and API enforce, synced into the index database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from noctis.index.db import transaction
+from noctis.index.facilities import (
+    FacilityConflict,
+    apply_facility,
+    disable_facility,
+    facility_usage,
+)
+from noctis.index.models import Facility
+from noctis.operator.conditions import READY, SYNCED, Cond, now
+from noctis.operator.context import Operator
+from noctis.operator.errors import Blocked, parse_spec
+from noctis.operator.kinds import FACILITIES, STORAGEPOOLS
+from noctis.specs.archive import facility_queue
+from noctis.specs.facility import FacilitySpec
+
+
+def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None:
+    """Sync the registry entry (when it differs from the spec) and report usage."""
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    spec = parse_spec(FacilitySpec, body.get("spec"))
+    sessions = op.index_sessions()
+    wanted = spec.model_dump(mode="json", by_alias=True)
+    try:
+        with transaction(sessions) as session:
+            row = session.scalar(select(Facility).where(Facility.name == name))
+            synced = row is not None and row.enabled and row.spec == wanted
+            if apply_always or not synced:
+                row = apply_facility(session, name, spec)
+            assert row is not None
+            studies, size = facility_usage(session, row.id)
+            last = row.last_association_at
+    except FacilityConflict as exc:
+        raise Blocked("Conflict", str(exc), delay=60) from exc
+    except SQLAlchemyError as exc:
+        raise Blocked("IndexUnavailable", f"index database: {type(exc).__name__}: {exc}") from exc
+
+    conditions = [Cond(SYNCED, True, "Applied", "registry entry matches the spec")]
+    pool_missing = bool(spec.storage_pool) and (
+        op.kube.get(STORAGEPOOLS, namespace, spec.storage_pool) is None
+    )
+    if pool_missing:
+        conditions.append(Cond(
+            READY, False, "StoragePoolNotFound",
+            f"StoragePool {spec.storage_pool} not found in namespace {namespace}",
+        ))
+    else:
+        conditions.append(Cond(
+            READY, True, "Synced",
+            f"{len(spec.application_entities)} application entit(ies) registered and enabled",
+        ))
+    fields = {
+        "studies": studies,
+        "bytes": size,
+        "applicationEntities": len(spec.application_entities),
+        "taskQueue": facility_queue(name),
+        "lastAssociation": last.strftime("%Y-%m-%dT%H:%M:%SZ") if last else "",
+        "usageUpdated": now(),
+    }
+    op.write_status(FACILITIES, body, fields, conditions)
+    if pool_missing:
+        op.events(body, "Warning", "StoragePoolNotFound", conditions[-1].message)
+
+
+def disable(op: Operator, body: dict[str, Any]) -> None:
+    """The Facility is being deleted: refuse its callers from now on; its studies stay."""
+    name = body["metadata"]["name"]
+    sessions = op.index_sessions()
+    try:
+        with transaction(sessions) as session:
+            found = disable_facility(session, name)
+    except SQLAlchemyError as exc:
+        raise Blocked("IndexUnavailable", f"index database: {type(exc).__name__}: {exc}") from exc
+    message = (
+        f"facility {name} disabled in the registry; its studies are kept"
+        if found else f"facility {name} was not in the registry"
+    )
+    op.events(body, "Normal", "Disabled", message)

@@ -1,0 +1,233 @@
+"""kopf handlers: thin wiring from events to the reconcile function of each kind.
+
+Importing this module registers the handlers (``kopf run -m noctis.operator.handlers``). Nothing
+talks to the API or the database at import: the startup handler builds the clients.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+
+from noctis.index.db import make_engine, make_sessionmaker
+from noctis.operator import archive, cascade, dicomnode, facility, storagepool
+from noctis.operator.builders.archive import Images
+from noctis.operator.context import Operator, guarded
+from noctis.operator.errors import SpecInvalid, parse_spec
+from noctis.operator.kinds import (
+    API_VERSION,
+    ARCHIVES,
+    CHILD_RESOURCES,
+    DICOMNODES,
+    FACILITIES,
+    GROUP,
+    MANAGED_BY,
+    OWN_RESOURCES,
+    STORAGEPOOLS,
+    VERSION,
+)
+from noctis.operator.kube import Kube, load_configuration
+from noctis.operator.settings import OperatorSettings
+from noctis.specs.archive import ArchiveSpec
+from noctis.specs.dicomnode import DicomNodeSpec
+
+FINALIZER = f"{GROUP}/finalizer"
+CHILD_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+# Timers tick often and do work only when the configured interval has passed, so intervals
+# come from the runtime settings rather than from import-time decorator arguments.
+TICK = 2.0
+
+log = logging.getLogger("noctis.operator")
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config: OperatorSettings = memo.get("settings") or OperatorSettings()
+    settings.persistence.finalizer = FINALIZER
+    # Our status is ours: kopf keeps its bookkeeping in annotations, not in status.kopf.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.ERROR
+    settings.posting.reporting_component = "noctis-operator"
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    for resource in CHILD_RESOURCES.values():  # watch only what we made, not every ConfigMap
+        key = (resource.group, resource.version, resource.plural) if resource.group else (
+            resource.version, resource.plural)
+        settings.watching.label_selectors[key] = CHILD_SELECTOR
+
+    engine = make_engine(config.database_url) if config.database_url else None
+    memo.operator = Operator(
+        settings=config,
+        kube=Kube(load_configuration()),
+        images=Images(
+            scp=config.image("scp"), api=config.image("api"), worker=config.image("worker"),
+            pull_policy=config.operator_image_pull_policy,
+        ),
+        engine=engine,
+        sessions=make_sessionmaker(engine) if engine is not None else None,
+    )
+
+
+@kopf.on.cleanup()
+def close(memo: kopf.Memo, **_: Any) -> None:
+    op: Operator | None = memo.get("operator")
+    if op is not None:
+        op.kube.close()
+        if op.engine is not None:
+            op.engine.dispose()
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    return {key: copy.deepcopy(value) for key, value in body.items()}
+
+
+def _run(memo: kopf.Memo, body: kopf.Body, fn: Callable[[Operator, dict[str, Any]], None]) -> None:
+    op: Operator = memo.operator
+    raw = _plain(body)
+    meta = raw["metadata"]
+    resource = OWN_RESOURCES[raw["kind"]]
+    with op.serialized(raw["kind"], meta["namespace"], meta["name"]):
+        guarded(op, resource, raw, lambda: fn(op, raw))
+
+
+# StoragePool ----------------------------------------------------------------------------------
+
+@kopf.on.resume(GROUP, VERSION, STORAGEPOOLS.plural)
+@kopf.on.create(GROUP, VERSION, STORAGEPOOLS.plural)
+@kopf.on.update(GROUP, VERSION, STORAGEPOOLS.plural)
+def storagepool_reconcile(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) -> None:
+    _run(memo, body, lambda op, raw: storagepool.reconcile(op, raw, measure=True))
+    if reason == "update":
+        cascade.reconcile_all(
+            memo.operator, body.metadata.namespace, storage_pool=body.metadata.name
+        )
+
+
+@kopf.timer(GROUP, VERSION, STORAGEPOOLS.plural, interval=TICK)
+def storagepool_usage(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    op: Operator = memo.operator
+    if _due(memo, "usage_at", op.settings.operator_usage_interval):
+        raw = _plain(body)
+        with op.serialized("StoragePool", raw["metadata"]["namespace"], raw["metadata"]["name"]):
+            guarded(op, STORAGEPOOLS, raw, lambda: storagepool.reconcile(op, raw, measure=True),
+                    raise_for_kopf=False)
+
+
+def _deletes_bucket(spec: kopf.Spec, **_: Any) -> bool:
+    return spec.get("deletionPolicy") == "Delete"
+
+
+@kopf.on.delete(GROUP, VERSION, STORAGEPOOLS.plural, when=_deletes_bucket)
+def storagepool_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _run(memo, body, storagepool.delete)
+
+
+# Facility -------------------------------------------------------------------------------------
+
+@kopf.on.resume(GROUP, VERSION, FACILITIES.plural)
+@kopf.on.create(GROUP, VERSION, FACILITIES.plural)
+@kopf.on.update(GROUP, VERSION, FACILITIES.plural)
+def facility_reconcile(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) -> None:
+    _run(memo, body, lambda op, raw: facility.reconcile(op, raw, apply_always=True))
+    if reason == "create":  # a new task queue for the workers
+        cascade.reconcile_all(memo.operator, body.metadata.namespace)
+
+
+@kopf.timer(GROUP, VERSION, FACILITIES.plural, interval=TICK)
+def facility_usage(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    op: Operator = memo.operator
+    if _due(memo, "usage_at", op.settings.operator_facility_interval):
+        raw = _plain(body)
+        with op.serialized("Facility", raw["metadata"]["namespace"], raw["metadata"]["name"]):
+            guarded(op, FACILITIES, raw, lambda: facility.reconcile(op, raw, apply_always=False),
+                    raise_for_kopf=False)
+
+
+@kopf.on.delete(GROUP, VERSION, FACILITIES.plural)
+def facility_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _run(memo, body, facility.disable)
+    cascade.reconcile_all(memo.operator, body.metadata.namespace)
+
+
+# Archive and DicomNode ------------------------------------------------------------------------
+
+@kopf.on.resume(GROUP, VERSION, ARCHIVES.plural)
+@kopf.on.create(GROUP, VERSION, ARCHIVES.plural)
+@kopf.on.update(GROUP, VERSION, ARCHIVES.plural)
+def archive_reconcile(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) -> None:
+    _run(memo, body, lambda op, raw: archive.reconcile(op, raw, apply_always=True))
+    if reason != "resume":  # DicomNodes resume on their own
+        cascade.reconcile_dependents(memo.operator, body.metadata.namespace, body.metadata.name)
+
+
+@kopf.on.resume(GROUP, VERSION, DICOMNODES.plural)
+@kopf.on.create(GROUP, VERSION, DICOMNODES.plural)
+@kopf.on.update(GROUP, VERSION, DICOMNODES.plural)
+def dicomnode_reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _run(memo, body, lambda op, raw: dicomnode.reconcile(op, raw, apply_always=True))
+
+
+@kopf.on.delete(GROUP, VERSION, ARCHIVES.plural, optional=True)
+@kopf.on.delete(GROUP, VERSION, DICOMNODES.plural, optional=True)
+def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Children go by garbage collection (owner references); only our lock entry is left."""
+    memo.operator.forget(body["kind"], body.metadata.namespace, body.metadata.name)
+
+
+# Children: a deleted or edited child brings its owner's reconcile back at once ----------------
+
+_OWNER_RECONCILE = {
+    "DicomNode": (DICOMNODES, DicomNodeSpec, dicomnode.reconcile),
+    "Archive": (ARCHIVES, ArchiveSpec, archive.reconcile),
+}
+
+
+def child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    refs = body.metadata.get("ownerReferences") or []
+    owner = next(
+        (r for r in refs if r.get("controller") and r.get("apiVersion") == API_VERSION), None
+    )
+    if owner is None or owner.get("kind") not in _OWNER_RECONCILE:
+        return
+    op: Operator = memo.operator
+    resource, model, reconcile = _OWNER_RECONCILE[owner["kind"]]
+    namespace = body.metadata.namespace
+    with op.serialized(owner["kind"], namespace, owner["name"]):
+        current = op.kube.get(resource, namespace, owner["name"])
+        if current is None or current["metadata"].get("deletionTimestamp"):
+            return
+        if current["metadata"]["uid"] != owner.get("uid"):
+            return
+        try:
+            parse_spec(model, current.get("spec"))
+        except SpecInvalid:
+            return  # reported by the owner's own handler; nothing to restore from
+        guarded(op, resource, current, lambda: reconcile(op, current, apply_always=False),
+                raise_for_kopf=False)
+
+
+for _child in CHILD_RESOURCES.values():
+    _selector = (
+        (_child.group, _child.version, _child.plural) if _child.group
+        else (_child.version, _child.plural)
+    )
+    kopf.on.event(
+        *_selector, id=f"child-{_child.plural}", labels={"app.kubernetes.io/managed-by": MANAGED_BY}
+    )(child_event)
+
+
+def _due(memo: kopf.Memo, key: str, interval: float) -> bool:
+    now = time.monotonic()
+    last = memo.get(key)
+    if last is not None and now - last < interval:
+        return False
+    memo[key] = now
+    return True

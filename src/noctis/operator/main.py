@@ -1,0 +1,53 @@
+"""``noctis operator``: run the kopf operator with the handlers of ``noctis.operator.handlers``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from noctis.operator.settings import OperatorSettings
+
+if TYPE_CHECKING:
+    from noctis.settings import Settings
+
+
+def run(
+    settings: Settings | None = None,
+    *,
+    namespaces: list[str] | None = None,
+    operator_settings: OperatorSettings | None = None,
+) -> None:
+    """Run the operator until it is stopped (SIGTERM/SIGINT).
+
+    Watches ``namespaces`` (else ``NOCTIS_OPERATOR_NAMESPACES``, or the whole cluster with
+    ``NOCTIS_OPERATOR_CLUSTERWIDE=true``), serves kopf's liveness endpoint at ``/healthz`` on
+    ``NOCTIS_OPERATOR_LIVENESS_PORT``, and joins the peering object ``NOCTIS_OPERATOR_PEERING``
+    so that of several replicas exactly one is active (unless ``NOCTIS_OPERATOR_STANDALONE``).
+    The Facility registry is synced into ``NOCTIS_DATABASE_URL``.
+    """
+    import kopf
+
+    import noctis.operator.handlers  # noqa: F401  (registers the handlers)
+
+    config = operator_settings or OperatorSettings()
+    updates: dict[str, object] = {}
+    if namespaces:
+        updates["operator_namespaces"] = ",".join(namespaces)
+    if settings is not None and settings.database_url and not config.database_url:
+        updates["database_url"] = settings.database_url
+    if updates:
+        config = config.model_copy(update=updates)
+    watched = config.namespaces()
+    if not config.operator_clusterwide and not watched:
+        raise SystemExit(
+            "noctis operator: give --namespace, NOCTIS_OPERATOR_NAMESPACES, "
+            "or NOCTIS_OPERATOR_CLUSTERWIDE=true"
+        )
+    kopf.run(
+        clusterwide=config.operator_clusterwide,
+        namespaces=[] if config.operator_clusterwide else watched,
+        standalone=config.operator_standalone,
+        peering_name=None if config.operator_standalone else config.operator_peering,
+        priority=config.priority(),
+        liveness_endpoint=config.liveness_endpoint,
+        memo=kopf.Memo(settings=config),
+    )

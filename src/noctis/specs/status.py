@@ -1,0 +1,76 @@
+"""Status models of the custom resources: what the operator reports, and the CRD status schemas.
+
+The operator writes these (never kopf handler return values); the CRD generator turns them into
+the ``status`` schema of each CRD, so what is written and what is accepted cannot drift.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(BaseModel):
+    """A Kubernetes API convention condition."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    type: str = Field(description="e.g. Ready, Synced, Available")
+    status: ConditionStatus
+    reason: str = Field("", description="CamelCase machine-readable reason")
+    message: str = ""
+    last_transition_time: str = Field(
+        "", alias="lastTransitionTime", description="when status last changed (RFC 3339)"
+    )
+    observed_generation: int = Field(
+        0, alias="observedGeneration", description="the spec generation this condition is about"
+    )
+
+
+class _Status(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    observed_generation: int = Field(0, alias="observedGeneration")
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class StoragePoolStatus(_Status):
+    endpoint: str = ""
+    bucket: str = ""
+    versioning: str = Field("", description="Enabled, Suspended or empty")
+    object_lock: bool = Field(False, alias="objectLock")
+    used_bytes: int = Field(0, alias="usedBytes", description="bytes of all stored object versions")
+    objects: int = Field(0, description="current (latest, not deleted) objects")
+    usage_updated: str = Field("", alias="usageUpdated", description="when usage was measured")
+
+
+class FacilityStatus(_Status):
+    studies: int = 0
+    bytes: int = 0
+    application_entities: int = Field(0, alias="applicationEntities")
+    task_queue: str = Field("", alias="taskQueue", description="the facility's task queue")
+    last_association: str = Field("", alias="lastAssociation")
+    usage_updated: str = Field("", alias="usageUpdated")
+
+
+class WorkloadStatus(_Status):
+    replicas: int = 0
+    ready_replicas: int = Field(0, alias="readyReplicas")
+
+
+class DicomNodeStatus(WorkloadStatus):
+    endpoint: str = Field("", description="external address:port from the Service")
+    service: str = Field("", description="the Service carrying DICOM traffic")
+
+
+class ArchiveStatus(WorkloadStatus):
+    api_endpoint: str = Field("", alias="apiEndpoint", description="in-cluster URL of the API")
+    worker_ready_replicas: int = Field(0, alias="workerReadyReplicas")
+    task_queues: list[str] = Field(default_factory=list, alias="taskQueues")
