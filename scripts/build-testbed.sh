@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Build the Kubernetes test bed through the Go module proxy and cache it outside the repo:
+#   kube-apiserver, kube-controller-manager, kubectl  (one k8s.io/kubernetes release)
+#   etcd                                              (go.etcd.io/etcd/server/v3)
+#   helm                                              (helm.sh/helm/v3)
+# Layout: ${NOCTIS_TESTBED_CACHE:-$HOME/.cache/noctis-testbed}/<name>-<version>/bin/<binary>
+# A binary that is already there is not rebuilt. Versions: scripts/testbed-versions.env.
+set -euo pipefail
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=testbed-versions.env
+source "${script_dir}/testbed-versions.env"
+
+CACHE="${NOCTIS_TESTBED_CACHE:-$HOME/.cache/noctis-testbed}"
+GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
+NICE=(nice -n 10)
+export GOFLAGS="-mod=mod"
+# Build sequentially with few parallel compiles: 2 cores, and linking kube-apiserver is memory hungry.
+export GOMAXPROCS="${GOMAXPROCS:-2}"
+
+log() { echo "build-testbed: $*" >&2; }
+
+workdir="$(mktemp -d)"
+trap 'rm -rf "${workdir}"' EXIT
+
+# run_timed LABEL CMD...: run CMD and report how long it took.
+run_timed() {
+  local label="$1"; shift
+  local start=${SECONDS}
+  log "building ${label} ..."
+  "$@"
+  log "built ${label} in $((SECONDS - start)) s"
+}
+
+# staging_replaces GOMOD VERSION: one "replace" line per k8s.io staging module of the release,
+# read from the release's own go.mod ("k8s.io/x => ./staging/src/k8s.io/x").
+staging_replaces() {
+  local gomod="$1" staging_version="$2"
+  awk -v v="${staging_version}" '
+    /=> *\.\/staging\// {
+      sub(/^[ \t]*replace[ \t]+/, "")
+      print "replace " $1 " => " $1 " " v
+    }' "${gomod}"
+}
+
+kubernetes_wrapper() {
+  local version="$1" dir="$2"
+  local minor patch gomod
+  IFS=. read -r _ minor patch <<<"${version#v}"
+  gomod="$("${GO}" mod download -json "k8s.io/kubernetes@${version}" |
+    awk -F'"' '$2 == "GoMod" { print $4 }')"
+  [[ -f "${gomod}" ]] || { log "cannot read go.mod of k8s.io/kubernetes@${version}"; exit 1; }
+  {
+    echo "module noctis.local/testbed/kubernetes"
+    echo
+    grep -E '^(go|godebug) ' "${gomod}"
+    echo
+    echo "require k8s.io/kubernetes ${version}"
+    echo
+    staging_replaces "${gomod}" "v0.${minor}.${patch}"
+  } >"${dir}/go.mod"
+  log "wrapper go.mod for k8s.io/kubernetes@${version}: $(grep -c '^replace' "${dir}/go.mod") staging replaces"
+}
+
+build_kubernetes() {
+  local version="${KUBERNETES_VERSION}"
+  local bindir="${CACHE}/kubernetes-${version}/bin"
+  local missing=()
+  for cmd in kube-apiserver kube-controller-manager kubectl; do
+    [[ -x "${bindir}/${cmd}" ]] || missing+=("${cmd}")
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    log "kubernetes ${version}: cached in ${bindir}"
+    return
+  fi
+  local dir="${workdir}/kubernetes" major minor
+  mkdir -p "${dir}" "${bindir}"
+  kubernetes_wrapper "${version}" "${dir}"
+  IFS=. read -r major minor _ <<<"${version#v}"
+  local ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X ${pkg}.gitVersion=${version} -X ${pkg}.gitMajor=${major}"
+    ldflags+=" -X ${pkg}.gitMinor=${minor} -X ${pkg}.gitTreeState=clean"
+  done
+  for cmd in "${missing[@]}"; do
+    run_timed "${cmd} ${version}" bash -c 'cd "$1" && shift && "$@"' _ "${dir}" \
+      "${NICE[@]}" "${GO}" build -trimpath -ldflags "${ldflags}" \
+      -o "${bindir}/.${cmd}.partial" "k8s.io/kubernetes/cmd/${cmd}"
+    mv "${bindir}/.${cmd}.partial" "${bindir}/${cmd}"
+  done
+}
+
+build_etcd() {
+  local version="${ETCD_VERSION}"
+  local bindir="${CACHE}/etcd-${version}/bin"
+  if [[ -x "${bindir}/etcd" ]]; then
+    log "etcd ${version}: cached in ${bindir}"
+    return
+  fi
+  local dir="${workdir}/etcd"
+  mkdir -p "${dir}" "${bindir}"
+  cat >"${dir}/go.mod" <<GOMOD
+module noctis.local/testbed/etcd
+
+go 1.24.0
+
+require go.etcd.io/etcd/server/v3 ${version}
+GOMOD
+  cat >"${dir}/main.go" <<'GOMAIN'
+// The etcd server, built from go.etcd.io/etcd/server/v3 for the Noctis test bed.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GOMAIN
+  (cd "${dir}" && "${GO}" mod tidy)
+  run_timed "etcd ${version}" bash -c 'cd "$1" && shift && "$@"' _ "${dir}" \
+    "${NICE[@]}" "${GO}" build -trimpath -ldflags "-s -w" -o "${bindir}/.etcd.partial" .
+  mv "${bindir}/.etcd.partial" "${bindir}/etcd"
+}
+
+build_helm() {
+  local version="${HELM_VERSION}"
+  local bindir="${CACHE}/helm-${version}/bin"
+  if [[ -x "${bindir}/helm" ]]; then
+    log "helm ${version}: cached in ${bindir}"
+    return
+  fi
+  mkdir -p "${bindir}"
+  # Like helm's Makefile: the default Kubernetes version of `helm template` follows client-go.
+  local gomod client_go k8s_minor
+  gomod="$("${GO}" mod download -json "helm.sh/helm/v3@${version}" |
+    awk -F'"' '$2 == "GoMod" { print $4 }')"
+  client_go="$(awk '$1 == "k8s.io/client-go" { print $2 }' "${gomod}")"
+  IFS=. read -r _ k8s_minor _ <<<"${client_go#v}"
+  local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${version}"
+  ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ldflags+=" -X ${pkg}.k8sVersionMajor=1 -X ${pkg}.k8sVersionMinor=${k8s_minor}"
+  done
+  # go install builds outside any module; GOFLAGS=-mod=mod would be rejected there.
+  run_timed "helm ${version}" env GOFLAGS= GOBIN="${bindir}" \
+    "${NICE[@]}" "${GO}" install -trimpath -ldflags "${ldflags}" \
+    "helm.sh/helm/v3/cmd/helm@${version}"
+}
+
+main() {
+  local total_start=${SECONDS}
+  log "cache: ${CACHE}"
+  mkdir -p "${CACHE}"
+  build_etcd
+  build_helm
+  build_kubernetes
+  log "done in $((SECONDS - total_start)) s"
+  echo "${CACHE}/kubernetes-${KUBERNETES_VERSION}/bin"
+  echo "${CACHE}/etcd-${ETCD_VERSION}/bin"
+  echo "${CACHE}/helm-${HELM_VERSION}/bin"
+}
+
+main "$@"

@@ -1,0 +1,483 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
+
+The binaries come from ``scripts/build-testbed.sh``, cached outside the repo in
+``${NOCTIS_TESTBED_CACHE:-$HOME/.cache/noctis-testbed}/<name>-<version>/bin/``; the versions are
+read from ``scripts/testbed-versions.env``, the same file the script sources.
+
+There is no scheduler and no kubelet: Pods stay Pending, LoadBalancers get no address and HPAs no
+metrics. Everything else a controller writes (Deployments -> ReplicaSets -> Pods, garbage
+collection, namespaces, default ServiceAccounts, RBAC) is the real thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VERSIONS_FILE = REPO_ROOT / "scripts" / "testbed-versions.env"
+BUILD_SCRIPT = "scripts/build-testbed.sh"
+LOG_TAIL_LINES = 40
+
+
+class TestbedError(RuntimeError):
+    """The test bed is missing, or a component of the control plane failed."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+
+class CommandError(subprocess.CalledProcessError):
+    """A kubectl or helm command failed; the message carries its stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstdout: {self.stdout}\nstderr: {self.stderr}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Binaries
+
+
+@dataclass(frozen=True)
+class TestbedBinaries:
+    etcd: Path
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    kubectl: Path
+    helm: Path
+
+    __test__ = False
+
+
+def testbed_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
+    """Parse the KEY=VALUE lines of scripts/testbed-versions.env."""
+    versions: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            versions[key.strip()] = value.strip().strip("\"'")
+    return versions
+
+
+def testbed_cache() -> Path:
+    default = Path.home() / ".cache" / "noctis-testbed"
+    return Path(os.environ.get("NOCTIS_TESTBED_CACHE") or default)
+
+
+def testbed_binaries() -> TestbedBinaries:
+    """Paths of the built binaries; a clear error naming the build script if any is missing."""
+    versions = testbed_versions()
+    cache = testbed_cache()
+    kube_bin = cache / f"kubernetes-{versions['KUBERNETES_VERSION']}" / "bin"
+    binaries = TestbedBinaries(
+        etcd=cache / f"etcd-{versions['ETCD_VERSION']}" / "bin" / "etcd",
+        kube_apiserver=kube_bin / "kube-apiserver",
+        kube_controller_manager=kube_bin / "kube-controller-manager",
+        kubectl=kube_bin / "kubectl",
+        helm=cache / f"helm-{versions['HELM_VERSION']}" / "bin" / "helm",
+    )
+    missing = [str(p) for p in vars(binaries).values() if not os.access(p, os.X_OK)]
+    if missing:
+        raise TestbedError(
+            "Kubernetes test bed binaries are missing:\n  "
+            + "\n  ".join(missing)
+            + f"\nBuild them once with `{BUILD_SCRIPT}` (they are cached under {cache})."
+        )
+    return binaries
+
+
+# Importing these into a test module must not make pytest collect them as tests.
+testbed_versions.__test__ = False  # type: ignore[attr-defined]
+testbed_binaries.__test__ = False  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that were free a moment ago."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2
+) -> None:
+    """Poll ``condition`` until it is true; raise TestbedError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TestbedError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def write_service_account_keys(directory: Path) -> tuple[Path, Path]:
+    """A fresh RSA key pair that signs and verifies ServiceAccount tokens."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = directory / "sa.key"
+    public = directory / "sa.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    private.chmod(0o600)
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+def kubeconfig_yaml(server: str, ca_file: Path, token: str, user: str) -> str:
+    """A kubeconfig with one cluster, one token user and a current context (JSON is valid YAML)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "noctis-test",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": {"cluster": "noctis-test", "user": user}}],
+        "current-context": user,
+    }
+    return json.dumps(config, indent=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+@dataclass
+class Component:
+    """One server process of the control plane, in its own process group, logging to a file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @classmethod
+    def start(cls, name: str, argv: Sequence[str], log: Path) -> Component:
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return cls(name, process, log)
+
+    def check_running(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            raise TestbedError(
+                f"{self.name} exited with code {code}; "
+                f"last lines of {self.log}:\n{log_tail(self.log)}"
+            )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.process.wait(timeout)
+        # Children left in the group (none expected) go too.
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+
+
+# ---------------------------------------------------------------------------------------------
+# The control plane
+
+
+@dataclass
+class ControlPlane:
+    """A running etcd + kube-apiserver + kube-controller-manager, and clients bound to it."""
+
+    binaries: TestbedBinaries
+    workdir: Path
+    api_url: str = ""
+    ca_file: Path = Path()
+    admin_token: str = ""
+    kubeconfig: Path = Path()
+    components: list[Component] = field(default_factory=list)
+    _token_configs: int = 0
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def env(self, kubeconfig: Path | None = None) -> dict[str, str]:
+        """Environment for a client process: our kubeconfig; caches kept inside the work dir."""
+        env = dict(os.environ)
+        env.update(
+            KUBECONFIG=str(kubeconfig or self.kubeconfig),
+            KUBECACHEDIR=str(self.workdir / "kube-cache"),
+            HELM_CACHE_HOME=str(self.workdir / "helm" / "cache"),
+            HELM_CONFIG_HOME=str(self.workdir / "helm" / "config"),
+            HELM_DATA_HOME=str(self.workdir / "helm" / "data"),
+        )
+        return env
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run our kubectl (same release as the apiserver) as admin, or as ``kubeconfig``'s user."""
+        return self._run([str(self.binaries.kubectl), *args], input, check, kubeconfig, timeout)
+
+    def helm(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        timeout: float = 120.0,
+    ) -> subprocess.CompletedProcess[str]:
+        return self._run([str(self.binaries.helm), *args], input, check, kubeconfig, timeout)
+
+    def create_token(self, namespace: str, serviceaccount: str, duration: str = "1h") -> str:
+        """A real ServiceAccount token from the TokenRequest API (`kubectl create token`)."""
+        result = self.kubectl(
+            "create", "token", serviceaccount, "--namespace", namespace, f"--duration={duration}"
+        )
+        return result.stdout.strip()
+
+    def kubeconfig_for_token(self, token: str, user: str = "token-user") -> Path:
+        """A kubeconfig file that talks to this apiserver with ``token``."""
+        self._token_configs += 1
+        path = self.workdir / f"kubeconfig-{self._token_configs}-{user}"
+        path.write_text(kubeconfig_yaml(self.api_url, self.ca_file, token, user))
+        path.chmod(0o600)
+        return path
+
+    def api_get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        """GET an API path as admin (or with ``token``): (HTTP status, JSON body, or text)."""
+        request = urllib.request.Request(
+            self.api_url + path,
+            headers={"Authorization": f"Bearer {token or self.admin_token}"},
+        )
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=10) as response:
+                return response.status, _decode_body(response.headers, response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, _decode_body(error.headers, error.read())
+
+    def _run(
+        self,
+        argv: list[str],
+        input: str | None,
+        check: bool,
+        kubeconfig: Path | None,
+        timeout: float,
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            argv,
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env(kubeconfig),
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise CommandError(result.returncode, argv, result.stdout, result.stderr)
+        return result
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop every process (newest first, with their process groups) and remove the work dir."""
+        while self.components:
+            self.components.pop().stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> ControlPlane:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_control_plane(
+    binaries: TestbedBinaries | None = None, timeout: float = 180.0
+) -> ControlPlane:
+    """Start etcd, kube-apiserver and kube-controller-manager on loopback; wait until usable.
+
+    The returned object owns a temporary directory with the data, keys, kubeconfigs and one log
+    file per component (``logs/<name>.log``); ``stop()`` ends the processes and removes it.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="noctis-kube-"))
+    plane = ControlPlane(binaries or testbed_binaries(), workdir)
+    try:
+        (workdir / "logs").mkdir()
+        etcd_client_port, etcd_peer_port, api_port = free_ports(3)
+        etcd_url = _start_etcd(plane, etcd_client_port, etcd_peer_port, timeout)
+        _start_apiserver(plane, etcd_url, api_port, timeout)
+        _start_controller_manager(plane, timeout)
+    except BaseException:
+        plane.stop()
+        raise
+    return plane
+
+
+def _start_etcd(plane: ControlPlane, client_port: int, peer_port: int, timeout: float) -> str:
+    client_url = f"http://127.0.0.1:{client_port}"
+    peer_url = f"http://127.0.0.1:{peer_port}"
+    component = Component.start(
+        "etcd",
+        [
+            str(plane.binaries.etcd),
+            "--name=noctis-test",
+            f"--data-dir={plane.workdir / 'etcd'}",
+            f"--listen-client-urls={client_url}",
+            f"--advertise-client-urls={client_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=noctis-test={peer_url}",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ],
+        plane.workdir / "logs" / "etcd.log",
+    )
+    plane.components.append(component)
+    _wait_healthy(component, lambda: _http_ok(f"{client_url}/health"), timeout)
+    return client_url
+
+
+def _start_apiserver(plane: ControlPlane, etcd_url: str, port: int, timeout: float) -> None:
+    workdir = plane.workdir
+    plane.admin_token = secrets.token_urlsafe(32)
+    tokens = workdir / "tokens.csv"
+    tokens.write_text(f'{plane.admin_token},admin,admin,"system:masters"\n')
+    tokens.chmod(0o600)
+    sa_key, sa_pub = write_service_account_keys(workdir)
+    cert_dir = workdir / "apiserver-certs"
+    plane.api_url = f"https://127.0.0.1:{port}"
+    plane.ca_file = cert_dir / "apiserver.crt"  # self-signed by the apiserver at start
+    component = Component.start(
+        "kube-apiserver",
+        [
+            str(plane.binaries.kube_apiserver),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            # Endpoints may not hold loopback addresses; nothing runs in-cluster to use them.
+            "--endpoint-reconciler-type=none",
+            f"--secure-port={port}",
+            f"--cert-dir={cert_dir}",
+            f"--token-auth-file={tokens}",
+            "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={sa_pub}",
+            f"--service-account-signing-key-file={sa_key}",
+        ],
+        workdir / "logs" / "kube-apiserver.log",
+    )
+    plane.components.append(component)
+    wait_until(plane.ca_file.exists, timeout, "kube-apiserver's serving certificate")
+    _wait_healthy(component, lambda: plane.api_get("/readyz")[0] == 200, timeout)
+    plane.kubeconfig = workdir / "kubeconfig-admin"
+    plane.kubeconfig.write_text(
+        kubeconfig_yaml(plane.api_url, plane.ca_file, plane.admin_token, "admin")
+    )
+    plane.kubeconfig.chmod(0o600)
+
+
+def _start_controller_manager(plane: ControlPlane, timeout: float) -> None:
+    component = Component.start(
+        "kube-controller-manager",
+        [
+            str(plane.binaries.kube_controller_manager),
+            f"--kubeconfig={plane.kubeconfig}",
+            "--controllers=*",
+            f"--service-account-private-key-file={plane.workdir / 'sa.key'}",
+            f"--root-ca-file={plane.ca_file}",
+            "--use-service-account-credentials=false",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+        ],
+        plane.workdir / "logs" / "kube-controller-manager.log",
+    )
+    plane.components.append(component)
+    # The serviceaccount controller creating `default` proves the controllers run.
+    default_sa = "/api/v1/namespaces/default/serviceaccounts/default"
+    _wait_healthy(component, lambda: plane.api_get(default_sa)[0] == 200, timeout)
+
+
+def _wait_healthy(component: Component, probe: Callable[[], bool], timeout: float) -> None:
+    def ready() -> bool:
+        component.check_running()
+        try:
+            return probe()
+        except (OSError, ValueError):
+            return False
+
+    try:
+        wait_until(ready, timeout, f"{component.name} to become ready")
+    except TestbedError as error:
+        if component.process.poll() is not None:
+            raise
+        raise TestbedError(
+            f"{error}; last lines of {component.log}:\n{log_tail(component.log)}"
+        ) from None
+
+
+def _decode_body(headers: Message, body: bytes) -> Any:
+    if headers.get_content_type() == "application/json":
+        return json.loads(body)
+    return body.decode(errors="replace")
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return bool(response.status == 200)
