@@ -1,0 +1,67 @@
+"""The web application: DICOMweb, health and metrics, plus auth and the viewer when present.
+
+``create_app(settings)`` builds everything from settings; nothing is created at import time.
+Given an ``archive`` it serves that one (tests, ``noctis serve``); otherwise it opens its own
+and closes it on shutdown.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from noctis.api import health
+from noctis.api.dicomweb import routers as dicomweb_routers
+from noctis.api.dicomweb.cache import DicomWebCache
+from noctis.archive import Archive
+from noctis.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, archive: Archive | None = None) -> FastAPI:
+    owned = archive is None
+    archive = archive or Archive.open(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            archive.close()
+
+    app = FastAPI(
+        title="Noctis",
+        summary="DICOMweb (QIDO-RS, WADO-RS, STOW-RS), REST and the OHIF viewer",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.archive = archive
+    app.state.dicomweb_cache = DicomWebCache()
+    app.state.metrics = health.Metrics()
+    app.add_middleware(health.MetricsMiddleware, metrics=app.state.metrics)
+    app.include_router(health.router)
+    for router in dicomweb_routers():
+        app.include_router(router)
+    _install_optional(app, settings, archive)
+    return app
+
+
+def _install_optional(app: FastAPI, settings: Settings, archive: Archive) -> None:
+    """Login/roles/audit and the viewer live in their own packages; wire them if installed.
+
+    The viewer mounts last: it serves ``/`` with an SPA fallback and must not shadow routes.
+    """
+    if importlib.util.find_spec("noctis.api.auth") is not None:
+        from noctis.api import auth
+
+        auth.install(app, settings, archive)
+    else:
+        log.warning("noctis.api.auth is not installed: every DICOMweb request gets 401")
+    if importlib.util.find_spec("noctis.api.viewer") is not None:
+        from noctis.api import viewer
+
+        viewer.mount(app, settings)

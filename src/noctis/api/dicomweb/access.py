@@ -1,0 +1,78 @@
+"""Resolving a WADO-RS path to the instances the caller may see, with the audit trail.
+
+A study, series or instance of a facility the caller is not granted answers exactly like one
+that does not exist (404), so its existence is not disclosed; the audit trail records it as
+"denied" with the facility that holds it.
+"""
+
+from __future__ import annotations
+
+from fastapi import HTTPException
+
+from noctis.api.dicomweb.context import WebContext, bad_request, not_found
+from noctis.api.dicomweb.lookup import StoredInstance, find_instances, hidden_from
+from noctis.api.dicomweb.params import ParamError, check_uid
+
+
+def locate(
+    ctx: WebContext,
+    action: str,
+    study: str,
+    series: str | None = None,
+    sop: str | None = None,
+) -> list[StoredInstance]:
+    """The visible instances under the path, or HTTP 404 (400 for a malformed UID)."""
+    try:
+        check_uid(study, "StudyInstanceUID")
+        if series is not None:
+            check_uid(series, "SeriesInstanceUID")
+        if sop is not None:
+            check_uid(sop, "SOPInstanceUID")
+    except ParamError as exc:
+        raise bad_request(str(exc)) from exc
+    hidden: int | None = None
+    with ctx.archive.sessions() as session:
+        found = find_instances(session, ctx.facility_ids, study, series, sop)
+        if not found:
+            hidden = hidden_from(session, ctx.facility_ids, study, series, sop)
+    if not found:
+        what = "instance" if sop else "series" if series else "study"
+        ctx.record(
+            action,
+            "denied" if hidden is not None else "failure",
+            study=study,
+            facility_id=hidden,
+            reason=f"{what} not found" if hidden is None else f"{what} of another facility",
+            series=series,
+            instance=sop,
+        )
+        raise not_found(what.capitalize())
+    return found
+
+
+def audit_read(
+    ctx: WebContext, action: str, instances: list[StoredInstance], **detail: object
+) -> None:
+    """One "success" event per study (and facility) read."""
+    seen: dict[tuple[str, int], int] = {}
+    for instance in instances:
+        key = (instance.study_uid, instance.facility_id)
+        seen[key] = seen.get(key, 0) + 1
+    for (study, facility_id), count in seen.items():
+        ctx.record(
+            action, "success", study=study, facility_id=facility_id, instances=count, **detail
+        )
+
+
+def fail(
+    ctx: WebContext, action: str, instance: StoredInstance, status: int, message: str
+) -> HTTPException:
+    ctx.record(
+        action,
+        "failure",
+        study=instance.study_uid,
+        facility_id=instance.facility_id,
+        reason=message,
+        instance=instance.sop_uid,
+    )
+    return HTTPException(status, detail=message)

@@ -1,0 +1,95 @@
+"""What every DICOMweb handler needs: the archive, the caller, the audit trail, its base URL."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+
+from noctis.api.dicomweb.cache import DicomWebCache
+from noctis.api.security import AuditDep, AuditSink, Principal, PrincipalDep, client_address
+from noctis.archive import Archive
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/dicom-web"
+DICOM_JSON = "application/dicom+json"
+
+
+def get_archive(request: Request) -> Archive:
+    return request.app.state.archive  # type: ignore[no-any-return]
+
+
+ArchiveDep = Annotated[Archive, Depends(get_archive)]
+
+
+@dataclass
+class WebContext:
+    archive: Archive
+    principal: Principal
+    audit: AuditSink
+    client: str
+    base_url: str  # absolute URL of the DICOMweb root, without a trailing slash
+    cache: DicomWebCache
+
+    @property
+    def facility_ids(self) -> frozenset[int] | None:
+        return self.principal.facility_ids
+
+    def record(
+        self,
+        action: str,
+        outcome: str,
+        *,
+        study: str | None = None,
+        facility_id: int | None = None,
+        **detail: Any,
+    ) -> None:
+        """One audit event. An audit failure fails the request: reads of patient data that
+        cannot be recorded are not served."""
+        self.audit.record(
+            principal=self.principal,
+            client=self.client,
+            action=action,
+            outcome=outcome,
+            study_instance_uid=study,
+            facility_id=facility_id,
+            detail={k: v for k, v in detail.items() if v is not None} or None,
+        )
+
+
+def get_context(request: Request, principal: PrincipalDep, audit: AuditDep) -> WebContext:
+    base = str(request.base_url).rstrip("/") + PREFIX
+    return WebContext(
+        archive=request.app.state.archive,
+        principal=principal,
+        audit=audit,
+        client=client_address(request),
+        base_url=base,
+        cache=cache_of(request.app.state),
+    )
+
+
+def cache_of(state: Any) -> DicomWebCache:
+    cache = getattr(state, "dicomweb_cache", None)
+    if cache is None:
+        cache = DicomWebCache()
+        state.dicomweb_cache = cache
+    return cache  # type: ignore[no-any-return]
+
+
+ContextDep = Annotated[WebContext, Depends(get_context)]
+
+
+def bad_request(message: str) -> HTTPException:
+    return HTTPException(400, detail=message)
+
+
+def not_found(what: str) -> HTTPException:
+    return HTTPException(404, detail=f"{what} not found")
+
+
+def not_acceptable(message: str) -> HTTPException:
+    return HTTPException(406, detail=message)

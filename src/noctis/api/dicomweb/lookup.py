@@ -1,0 +1,110 @@
+"""Finding stored instances for WADO-RS, within the facilities a caller may see.
+
+Retrieval is by UID, not attribute matching, so it reads the index directly; QIDO goes
+through the shared matching code in ``noctis.index.query``. Every lookup takes the caller's
+facility set: an instance of another facility is simply not found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from noctis.index.models import Facility, Instance, Series, Study
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    pk: int
+    facility_id: int
+    facility: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    object_key: str
+    size: int
+    pixel_data_offset: int | None
+    number_of_frames: int | None
+    rows: int | None
+    columns: int | None
+
+    @property
+    def path(self) -> str:
+        return f"/studies/{self.study_uid}/series/{self.series_uid}/instances/{self.sop_uid}"
+
+
+_COLUMNS = (
+    Instance.id,
+    Instance.facility_id,
+    Facility.name,
+    Study.study_instance_uid,
+    Series.series_instance_uid,
+    Instance.sop_instance_uid,
+    Instance.sop_class_uid,
+    Instance.transfer_syntax_uid,
+    Instance.object_key,
+    Instance.size_bytes,
+    Instance.pixel_data_offset,
+    Instance.number_of_frames,
+    Instance.rows,
+    Instance.columns,
+)
+
+
+def _statement(
+    facility_ids: Collection[int] | None,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+) -> Select[tuple[object, ...]]:
+    statement = (
+        select(*_COLUMNS)
+        .select_from(Instance)
+        .join(Series, Instance.series_pk == Series.id)
+        .join(Study, Series.study_pk == Study.id)
+        .join(Facility, Instance.facility_id == Facility.id)
+        .where(Study.study_instance_uid == study_uid)
+    )
+    if series_uid is not None:
+        statement = statement.where(Series.series_instance_uid == series_uid)
+    if sop_uid is not None:
+        statement = statement.where(Instance.sop_instance_uid == sop_uid)
+    if facility_ids is not None:
+        statement = statement.where(Instance.facility_id.in_(list(facility_ids)))
+    return statement
+
+
+def find_instances(
+    session: Session,
+    facility_ids: Collection[int] | None,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> list[StoredInstance]:
+    """Instances of a study / series / one instance, in series then instance order."""
+    statement = _statement(facility_ids, study_uid, series_uid, sop_uid).order_by(
+        Study.id, Series.series_number, Series.id, Instance.instance_number, Instance.id
+    )
+    return [StoredInstance(*row) for row in session.execute(statement)]
+
+
+def hidden_from(
+    session: Session,
+    facility_ids: Collection[int] | None,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> int | None:
+    """A facility holding the resource that the caller may not see (for the audit trail)."""
+    if facility_ids is None:
+        return None
+    statement = _statement(None, study_uid, series_uid, sop_uid).where(
+        Instance.facility_id.not_in(list(facility_ids))
+    )
+    row = session.execute(statement.limit(1)).first()
+    return int(row[1]) if row is not None else None

@@ -1,0 +1,71 @@
+"""WADO-RS metadata: study, series and instance headers as DICOM JSON.
+
+Pixel data and other large binary values are ``BulkDataURI`` references. Each instance's JSON
+is built once from its stored header (read up to the pixel data, never the pixels) and cached
+by object key, so a 300-instance series is one index query and a join of cached fragments.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, Response
+
+from noctis.api.dicomweb.access import audit_read, locate
+from noctis.api.dicomweb.context import (
+    DICOM_JSON,
+    PREFIX,
+    ContextDep,
+    WebContext,
+    not_acceptable,
+)
+from noctis.api.dicomweb.lookup import StoredInstance
+from noctis.api.dicomweb.multipart import accepts_any, parse_accept
+from noctis.api.dicomweb.objects import metadata_document, metadata_fragment
+from noctis.storage import ObjectNotFound
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix=PREFIX, tags=["WADO-RS metadata"])
+
+
+@router.get("/studies/{study}/metadata")
+def study_metadata(study: str, request: Request, ctx: ContextDep) -> Response:
+    _check_accept(request)
+    return _metadata(ctx, "wado.metadata", locate(ctx, "wado.metadata", study))
+
+
+@router.get("/studies/{study}/series/{series}/metadata")
+def series_metadata(study: str, series: str, request: Request, ctx: ContextDep) -> Response:
+    _check_accept(request)
+    return _metadata(ctx, "wado.metadata", locate(ctx, "wado.metadata", study, series))
+
+
+@router.get("/studies/{study}/series/{series}/instances/{instance}/metadata")
+def instance_metadata(
+    study: str, series: str, instance: str, request: Request, ctx: ContextDep
+) -> Response:
+    _check_accept(request)
+    found = locate(ctx, "wado.metadata", study, series, instance)
+    return _metadata(ctx, "wado.metadata", found)
+
+
+def _check_accept(request: Request) -> None:
+    ranges = parse_accept(request.headers.get("accept"))
+    if not accepts_any(ranges, DICOM_JSON, "application/json"):
+        raise not_acceptable("metadata is available as application/dicom+json")
+
+
+def _metadata(ctx: WebContext, action: str, instances: list[StoredInstance]) -> Response:
+    store, cache = ctx.archive.store, ctx.cache
+    fragments = []
+    for instance in instances:
+        try:
+            fragments.append(metadata_fragment(store, cache, instance))
+        except ObjectNotFound:
+            # An index row whose object is gone is an operations problem, not the client's;
+            # the rest of the study is still worth showing.
+            log.error("object %s of instance %s is missing", instance.object_key, instance.sop_uid)
+        except Exception:
+            log.exception("cannot build the metadata of instance %s", instance.sop_uid)
+    audit_read(ctx, action, instances)
+    return Response(metadata_document(fragments, ctx.base_url), media_type=DICOM_JSON)
