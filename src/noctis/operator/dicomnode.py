@@ -21,8 +21,12 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
     spec = parse_spec(DicomNodeSpec, body.get("spec"))
     archive = resolve_archive(op, namespace, spec.archive)
     desired = build.build_all(name, namespace, spec, archive, op.images)
+    initial = {"Deployment": {"spec": {"replicas": spec.min_replicas}}}  # then the HPA's
     results = {
-        obj["kind"]: ensure(op.kube, body, obj, apply_always=apply_always) for obj in desired
+        obj["kind"]: ensure(
+            op.kube, body, obj, apply_always=apply_always, initial=initial.get(obj["kind"])
+        )
+        for obj in desired
     }
     op.report_changes(body, results.values(), apply_always=apply_always)
 

@@ -7,14 +7,17 @@ declaring is removed, and fields other controllers own (the HPA's replica count)
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
 from noctis.operator.errors import Blocked
-from noctis.operator.kinds import resource_of
+from noctis.operator.kinds import FIELD_MANAGER, resource_of
 from noctis.operator.kube import ApiException, Kube
+
+INITIAL_MANAGER = f"{FIELD_MANAGER}-initial"
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,19 @@ def drift(desired: Any, actual: Any, path: str = "") -> list[str]:
 
 
 def ensure(
-    kube: Kube, owner: dict[str, Any], desired: dict[str, Any], *, apply_always: bool = False
+    kube: Kube,
+    owner: dict[str, Any],
+    desired: dict[str, Any],
+    *,
+    apply_always: bool = False,
+    initial: dict[str, Any] | None = None,
 ) -> Ensured:
-    """Make one child match ``desired``; ``apply_always`` after a spec change (removals)."""
+    """Make one child match ``desired``; ``apply_always`` after a spec change (removals).
+
+    ``initial`` fields are set once, at creation, under a field manager of their own, so that
+    another controller can take them over: the HPA owns a Deployment's replica count after we
+    start it at minReplicas.
+    """
     resource = resource_of(desired)
     kopf.adopt(desired, owner=owner)  # ownerReferences, namespace, the owner's labels
     meta = desired["metadata"]
@@ -66,7 +79,14 @@ def ensure(
     try:
         existing = kube.get(resource, meta["namespace"], meta["name"])
         if existing is None:
-            return Ensured("created", kube.apply(resource, desired, force=False))
+            created = kube.apply(resource, desired, force=False)
+            if initial:
+                head = {key: desired[key] for key in ("apiVersion", "kind")}
+                head["metadata"] = {"name": meta["name"], "namespace": meta["namespace"]}
+                created = kube.apply(
+                    resource, {**head, **initial}, force=False, manager=INITIAL_MANAGER
+                )
+            return Ensured("created", created)
         if not owned_by(existing, owner_uid):
             raise Blocked(
                 "ChildConflict",
@@ -101,8 +121,6 @@ def api_blocked(exc: ApiException, what: str) -> Blocked:
 
 
 def _message(exc: ApiException) -> str:
-    import json
-
     try:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)
     except ValueError:

@@ -45,9 +45,22 @@ TICK = 2.0
 log = logging.getLogger("noctis.operator")
 
 
+class _QuietSuccess(logging.Filter):
+    """Drop kopf's per-tick "Timer ... succeeded" and per-child-event success lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            record.levelno == logging.INFO
+            and message.endswith("succeeded.")
+            and (message.startswith("Timer ") or message.startswith("Handler 'child-"))
+        )
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorSettings = memo.get("settings") or OperatorSettings()
+    logging.getLogger("kopf.objects").addFilter(_QuietSuccess())
     settings.persistence.finalizer = FINALIZER
     # Our status is ours: kopf keeps its bookkeeping in annotations, not in status.kopf.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -56,6 +69,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     )
     settings.posting.level = logging.ERROR
     settings.posting.reporting_component = "noctis-operator"
+    # Our CRDs are installed before the operator and the namespaces are named exactly, so no
+    # cluster-wide list/watch of namespaces and CRDs is needed (least privilege).
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     for resource in CHILD_RESOURCES.values():  # watch only what we made, not every ConfigMap

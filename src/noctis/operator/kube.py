@@ -98,10 +98,12 @@ class Kube:
             "POST", resource.path(namespace), query={"fieldManager": FIELD_MANAGER}, body=obj
         )
 
-    def apply(self, resource: Resource, obj: dict[str, Any], *, force: bool) -> dict[str, Any]:
-        """Server-side apply: our field manager owns exactly the fields in ``obj``."""
+    def apply(
+        self, resource: Resource, obj: dict[str, Any], *, force: bool, manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
+        """Server-side apply: field manager ``manager`` owns exactly the fields in ``obj``."""
         meta = obj["metadata"]
-        query = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
+        query = {"fieldManager": manager, "force": "true" if force else "false"}
         return self.request(  # type: ignore[no-any-return]
             "PATCH",
             resource.path(meta.get("namespace"), quote(meta["name"])),
