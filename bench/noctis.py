@@ -1,12 +1,14 @@
 """Noctis as a benchmark target, started through its own CLI like a user would.
 
 - embedded: `noctis serve` (SCP, web API and in-process tasks in one process; SQLite index and
-  filesystem objects in the data dir, the loopback-only default facility);
+  filesystem objects in the data dir, the loopback-only default facility). While `serve` is
+  not complete (its SCP/API entry points missing), `noctis scp` + `noctis api` in embedded
+  mode instead; the results record which (`targets.noctis-embedded.processes`);
 - production: PostgreSQL + S3 (SeaweedFS), `noctis migrate`, `noctis facility apply -f`, then
   `noctis scp` and `noctis api` as separate processes, like the pods on Kubernetes.
 
-Peak RSS is measured on the process that receives (serve in embedded mode, so it includes the
-web API; scp in production) and everything it forked.
+Peak RSS is measured on the process that receives (serve, which includes the web API; or scp)
+and everything it started (NOCTIS_SCP_PROCESSES > 1: the supervisor and its SCP children).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ BUCKET = "noctis-bench"
 FACILITY = "bench"  # production: the facility the benchmark registers
 WEB_USER = "bench"
 TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
+NOCTIS = [sys.executable, "-m", "noctis.cli"]
+LISTENING = "listening on"  # what each SCP process logs once it accepts associations
 
 
 class NoctisTarget(Target):
@@ -42,6 +46,7 @@ class NoctisTarget(Target):
         self.name = "noctis-production" if production else "noctis-embedded"
         self.label = "Noctis PostgreSQL+S3" if production else "Noctis embedded"
         self.scp_processes = 1
+        self.serve = False
         self.scp: Service | None = None
         self.api: Service | None = None
         self._token: str | None = None
@@ -61,15 +66,26 @@ class NoctisTarget(Target):
         self._cli("migrate")
         if self.production:
             self._apply_facility()
-        self._start_processes()
-        self.details.update(version=_noctis_version(), scp_processes=self.scp_processes)
+        self.serve = not self.production and _serve_available()
+        self._start_scp()
+        if not self.serve:
+            self.api = self._service("noctis-api", [*NOCTIS, "api"], env=self.env, cwd=self.root)
+        (self.api or self.scp).wait_ready(self._api_answers, timeout=120)
+        self.details.update(
+            version=_noctis_version(),
+            processes="noctis serve" if self.serve else "noctis scp + noctis api",
+        )
 
     def set_scp_processes(self, count: int) -> bool:
         """Restart the receiving process(es) with NOCTIS_SCP_PROCESSES=count (same data)."""
-        self._stop_processes()
+        if self.scp is not None:
+            self.scp.stop()
         self.scp_processes = count
         self.env["NOCTIS_SCP_PROCESSES"] = str(count)
-        self._start_processes()
+        self._start_scp()
+        if self.serve:
+            self.scp.wait_ready(self._api_answers, timeout=120)
+        self.details["scp_processes_last"] = count
         return True
 
     def _start_backing(self) -> None:
@@ -108,7 +124,7 @@ class NoctisTarget(Target):
         return env
 
     def _cli(self, *args: str) -> str:
-        result = run_tool([sys.executable, "-m", "noctis.cli", *args], env=self.env, timeout=300)
+        result = run_tool([*NOCTIS, *args], env=self.env, timeout=300)
         if result.returncode != 0:
             raise BenchError(
                 f"`noctis {' '.join(args)}` failed ({result.returncode}):\n"
@@ -132,30 +148,24 @@ class NoctisTarget(Target):
         path.write_text(yaml.safe_dump(document, sort_keys=False))
         self._cli("facility", "apply", "-f", str(path))
 
-    def _start_processes(self) -> None:
-        noctis = [sys.executable, "-m", "noctis.cli"]
-        if self.production:
-            self.scp = self._service(
-                f"noctis-scp-{self.scp_processes}p", [*noctis, "scp"], env=self.env, cwd=self.root
-            )
-            self.api = self._service("noctis-api", [*noctis, "api"], env=self.env, cwd=self.root)
-        else:
-            self.scp = self._service(
-                f"noctis-serve-{self.scp_processes}p",
-                [*noctis, "serve"],
-                env=self.env,
-                cwd=self.root,
-            )
-            self.api = None
-        self.scp.wait_ready(lambda: is_listening(self.dicom_port), timeout=120)
-        web = self.api or self.scp
-        web.wait_ready(self._api_answers, timeout=120)
+    def _start_scp(self) -> None:
+        command = "serve" if self.serve else "scp"
+        name = f"noctis-{command}-{self.scp_processes}p"
+        self.scp = self._service(name, [*NOCTIS, command], env=self.env, cwd=self.root)
+        self.scp.wait_ready(self._scp_ready, timeout=120)
 
-    def _stop_processes(self) -> None:
-        for service in (self.api, self.scp):
-            if service is not None:
-                service.stop()
-        self.api = self.scp = None
+    def _scp_ready(self) -> bool:
+        if not is_listening(self.dicom_port):
+            return False
+        # Every SCP process must be accepting, or a case starts on fewer than asked for.
+        listening = self.scp.log_since_start().count(LISTENING) if self.scp else 0
+        if self.scp_processes > 1 and listening < self.scp_processes:
+            return False
+        try:
+            url = f"http://{LOOPBACK}:{self.health_port}/readyz"
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def _api_answers(self) -> bool:
         try:
@@ -223,6 +233,18 @@ class NoctisTarget(Target):
 
     def logs(self) -> str:
         return "\n".join(log_tail(s.log_path) for s in (self.scp, self.api) if s is not None)
+
+
+def _serve_available() -> bool:
+    """True when `noctis serve` has everything it imports (it is being written)."""
+    try:
+        from noctis.worker.inprocess import register_tasks  # noqa: F401
+
+        from noctis.api.server import serve_app  # noqa: F401
+        from noctis.scp.server import start_scp  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _noctis_version() -> str:

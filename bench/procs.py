@@ -102,6 +102,16 @@ class Service:
         self.env = dict(env) if env is not None else dict(os.environ)
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
+        self.log_offset = 0
+
+    def log_since_start(self) -> str:
+        """What the process has logged since this start (the log file is appended to)."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self.log_offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     @property
     def pid(self) -> int:
@@ -115,6 +125,7 @@ class Service:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.argv,
@@ -176,10 +187,15 @@ def run_tool(
     )
 
 
-def tree_rss(pids: Iterable[int]) -> int:
-    """Resident memory of the processes and all their descendants, in bytes (summed RSS)."""
+def tree_memory(pids: Iterable[int]) -> tuple[int, int]:
+    """(RSS, PSS) in bytes of the processes and all their descendants, summed.
+
+    Summed RSS counts pages shared between processes (a forked or spawned SCP child's
+    libraries) once per process; PSS divides each shared page between its sharers, so the
+    summed PSS is what the tree really costs. Without permission to read smaps, PSS is 0.
+    """
     seen: set[int] = set()
-    total = 0
+    rss = pss = 0
     for pid in pids:
         try:
             root = psutil.Process(pid)
@@ -190,15 +206,23 @@ def tree_rss(pids: Iterable[int]) -> int:
             if proc.pid in seen:
                 continue
             seen.add(proc.pid)
-            with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
-    return total
+            try:
+                full = proc.memory_full_info()
+            except psutil.AccessDenied:
+                with contextlib.suppress(psutil.Error):
+                    rss += proc.memory_info().rss
+                continue
+            except psutil.Error:
+                continue
+            rss += full.rss
+            pss += getattr(full, "pss", 0)
+    return rss, pss
 
 
 class RssSampler:
-    """Samples the summed RSS of process trees every `interval` seconds; keeps the peak.
+    """Samples the memory of process trees every `interval` seconds; keeps the peaks.
 
-    Use it as a context manager around the work, then read `peak_bytes`.
+    Use it as a context manager around the work, then read `peak_rss` and `peak_pss` (bytes).
     """
 
     def __init__(self, pids: Callable[[], list[int]], interval: float = 0.1) -> None:
@@ -206,7 +230,8 @@ class RssSampler:
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-        self.peak_bytes = 0
+        self.peak_rss = 0
+        self.peak_pss = 0
         self.samples = 0
 
     def __enter__(self) -> RssSampler:
@@ -230,11 +255,12 @@ class RssSampler:
 
     def _sample(self) -> None:
         try:
-            rss = tree_rss(self._pids())
+            rss, pss = tree_memory(self._pids())
         except Exception:  # a server between restarts has no pids; never kill the sampler
             return
         self.samples += 1
-        self.peak_bytes = max(self.peak_bytes, rss)
+        self.peak_rss = max(self.peak_rss, rss)
+        self.peak_pss = max(self.peak_pss, pss)
 
 
 def load_average() -> tuple[float, float, float]:

@@ -18,6 +18,7 @@ from bench.timing import Timing
 RSS_LIMIT_MB = 300.0
 # Which Orthanc each Noctis deployment is held against (the targets).
 PEERS = {"noctis-production": "orthanc-pg", "noctis-embedded": "orthanc-sqlite"}
+PEER_NAMES = ("storescp", "orthanc-sqlite", "orthanc-pg")
 # A case Orthanc has no counterpart for is compared with the nearest one it has.
 SAME_LOAD = {"ct-4/2p": "ct-4"}
 
@@ -113,7 +114,8 @@ def print_report(results: Results, console: Console | None = None) -> None:
     )
     if results.store:
         console.print(_store_table(results))
-        if any(r.target.startswith("noctis") for r in results.store):
+        names = {r.target for r in results.store}
+        if any(n.startswith("noctis") for n in names) and any(n in PEER_NAMES for n in names):
             console.print(_ratio_table(results))
     if results.timings:
         console.print(_timing_table(results))
@@ -134,7 +136,9 @@ def _targets_in(rows: list[Any], results: Results) -> list[str]:
 
 def _store_table(results: Results) -> Table:
     names = _targets_in(results.store, results)
-    table = Table(title="Store (storescu -> target): instances/s, MB/s, peak RSS of the server")
+    table = Table(
+        title="Store (storescu -> target): instances/s, MB/s; peak RSS (PSS) of the server, MB"
+    )
     table.add_column("case")
     for name in names:
         table.add_column(results.labels[name], justify="right")
@@ -147,9 +151,10 @@ def _store_table(results: Results) -> Table:
             elif not result.ok:
                 cells.append("[red]FAILED[/red]")
             else:
+                pss = f" (PSS {result.peak_pss_mb:,.0f})" if result.peak_pss_mb else ""
                 cells.append(
                     f"{result.instances_per_s:,.0f}/s {result.mb_per_s:,.0f} MB/s\n"
-                    f"{result.seconds:.2f} s, {result.peak_rss_mb:,.0f} MB RSS"
+                    f"RSS {result.peak_rss_mb:,.0f} MB{pss}"
                 )
         sample = next(r for r in results.store if r.case == case)
         table.add_row(f"{case}\n{sample.instances} inst., {sample.bytes / 1e6:,.0f} MB", *cells)
@@ -160,7 +165,7 @@ def _ratio_table(results: Results) -> Table:
     table = Table(title="Store ratios: Noctis instances/s / other instances/s")
     table.add_column("Noctis")
     table.add_column("case")
-    others = [n for n in ("storescp", "orthanc-sqlite", "orthanc-pg") if n in results.labels]
+    others = [n for n in PEER_NAMES if n in results.labels]
     for other in others:
         table.add_column(f"vs {results.labels[other]}", justify="right")
     for ours in (n for n in results.labels if n.startswith("noctis")):

@@ -40,7 +40,8 @@ RESULTS_DIR = REPO / "bench" / "results"
 FULL = {"slices": 300, "size": 512, "small": 2000, "runs": 30}
 QUICK = {"slices": 24, "size": 512, "small": 100, "runs": 5}
 
-console = Console()
+# Piped into a file or CI log, rich would wrap the tables at 80 columns: five targets need more.
+console = Console() if Console().is_terminal else Console(width=160)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

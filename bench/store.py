@@ -44,6 +44,7 @@ class StoreResult:
     instances_per_s: float
     mb_per_s: float
     peak_rss_mb: float
+    peak_pss_mb: float
     expected_total: int
     counted_total: int
     ok: bool
@@ -108,7 +109,8 @@ def _run_case(target: Target, case: StoreCase, expected: int) -> StoreResult:
         seconds=seconds,
         instances_per_s=case.files.count / seconds,
         mb_per_s=case.files.bytes / seconds / 1e6,
-        peak_rss_mb=rss.peak_bytes / 2**20,
+        peak_rss_mb=rss.peak_rss / 2**20,
+        peak_pss_mb=rss.peak_pss / 2**20,
         expected_total=expected,
         counted_total=counted,
         ok=not error,
