@@ -1,0 +1,121 @@
+"""Where Noctis plugs into pynetdicom's acceptor, kept in one place.
+
+pynetdicom 3.0 offers no public hook for these, so each override is small and says why:
+
+- `NoctisServer` binds with SO_REUSEPORT when several SCP processes share one port, and does
+  not hand every association a deep copy of the ~200 storage presentation contexts (about
+  60 ms per association, for contexts negotiation only reads).
+- `NoctisAssociation` answers C-GET and C-MOVE itself (`noctis.scp.retrieve`) so retrieved
+  instances are sent as the bytes stored; every other request goes to pynetdicom.
+- `spool_received_datasets` makes pynetdicom write each received data set to a file in the
+  spool directory (chunked receive) instead of memory or the system temp dir.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import socketserver
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import _config, dimse_messages
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+from noctis.scp.contexts import GET_MODELS, MOVE_MODELS
+from noctis.scp.retrieve import serve_retrieve
+from noctis.scp.runtime import ScpRuntime
+
+_RETRIEVE_MODELS = frozenset({*GET_MODELS, *MOVE_MODELS})
+
+
+def configure_pynetdicom() -> None:
+    """Process-wide pynetdicom settings the SCP and its client rely on."""
+    # Send files from disk as they are (no decode/re-encode): byte-exact retrieves.
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    # pynetdicom's standard handlers log every PDU and DIMSE message; at ~1,000 messages a
+    # second that formatting costs more than the store itself.
+    _config.LOG_HANDLER_LEVEL = "none"
+    _config.LOG_REQUEST_IDENTIFIERS = False
+
+
+def spool_received_datasets(directory: Path) -> None:
+    """Receive each C-STORE data set into a Part 10 file under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    # pynetdicom creates the spool file with tempfile.NamedTemporaryFile and no ``dir``.
+    dimse_messages.NamedTemporaryFile = functools.partial(  # type: ignore[attr-defined]
+        tempfile.NamedTemporaryFile, dir=str(directory), prefix="incoming-"
+    )
+
+
+class SharedContexts(list):  # type: ignore[type-arg]
+    """The acceptor's presentation contexts, shared by every association, not copied."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedContexts:
+        return self
+
+
+class NoctisAssociation(Association):
+    runtime: ScpRuntime
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        context = self._accepted_cx.get(context_id)
+        if (
+            isinstance(msg, C_GET | C_MOVE)
+            and msg.is_valid_request
+            and context is not None
+            and str(context.abstract_syntax) in _RETRIEVE_MODELS
+            and not self._sent_release
+        ):
+            # What pynetdicom's _serve_request does around a service class, so sub-operation
+            # C-STOREs can pause the reactor and C-CANCELs are tracked per request.
+            self.dimse.cancel_req = {}
+            self._is_paused = True
+            try:
+                serve_retrieve(self, msg, context, self.runtime)
+            finally:
+                self._is_paused = False
+                self.dimse.cancel_req = {}
+            return
+        super()._serve_request(msg, context_id)
+
+
+class NoctisRequestHandler(RequestHandler):
+    server: NoctisServer
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        # Same object, with the retrieve routing above; it has not started yet.
+        assoc.__class__ = NoctisAssociation
+        assoc.runtime = self.server.runtime  # type: ignore[attr-defined]
+        return assoc
+
+
+class NoctisServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, optionally sharing its port with sibling processes."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, runtime: ScpRuntime, reuse_port: bool = False, **kwargs: Any):
+        self.runtime = runtime
+        self.reuse_port = reuse_port
+        kwargs.setdefault("request_handler", NoctisRequestHandler)
+        super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        if self.reuse_port:
+            # Each SCP process binds its own socket to the same port; the kernel spreads
+            # incoming connections over them.
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    def shutdown(self) -> None:
+        """Stop accepting and close the listening socket (open associations carry on)."""
+        # AssociationServer.shutdown also unregisters from ae._servers, where this server,
+        # started by `noctis.scp.server`, was never registered.
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()

@@ -1,0 +1,27 @@
+"""C-ECHO: answers Success to a caller allowed the echo service."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydicom.dataset import Dataset
+
+from noctis.scp import status
+from noctis.scp.metrics import get_metrics, result_class
+
+if TYPE_CHECKING:
+    from pynetdicom.events import Event
+
+    from noctis.scp.runtime import ScpRuntime
+
+
+def handle_echo(event: Event, runtime: ScpRuntime) -> int | Dataset:
+    if runtime.access.allowed(event.assoc, "echo") is None:
+        answer: int | Dataset = status.with_comment(
+            status.NOT_AUTHORIZED, "this AE may not echo here"
+        )
+        code = status.NOT_AUTHORIZED
+    else:
+        answer = code = status.SUCCESS
+    get_metrics().requests.labels(service="echo", result=result_class(code)).inc()
+    return answer

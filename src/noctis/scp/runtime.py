@@ -1,0 +1,29 @@
+"""What every DIMSE handler needs, built once per SCP process and passed through handler args."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from noctis.archive import Archive
+from noctis.scp.access import AccessControl
+
+
+@dataclass(frozen=True)
+class ScpRuntime:
+    archive: Archive
+    access: AccessControl
+    ae_title: str
+    spool_dir: Path  # where received instances are spooled and retrieved objects staged
+
+    @classmethod
+    def create(cls, archive: Archive) -> ScpRuntime:
+        settings = archive.settings
+        spool = settings.resolved_spool_dir()
+        spool.mkdir(parents=True, exist_ok=True)
+        return cls(
+            archive=archive,
+            access=AccessControl(archive, settings.ae_title),
+            ae_title=settings.ae_title.strip(),
+            spool_dir=spool,
+        )

@@ -1,0 +1,216 @@
+"""The DICOM SCP: an AE serving C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET for the archive.
+
+`Scp` runs one listener in this process (tests start it on port 0 and stop it themselves);
+`run(settings)` is the ``noctis scp`` process: one SCP, or with ``scp_processes > 1`` that many
+child processes sharing the port through SO_REUSEPORT (one Python process cannot store faster
+than its GIL allows; several can). Either way one health/metrics endpoint serves the whole
+process tree: the SCP process itself, or the parent of the children, which aggregates their
+metrics (prometheus_client multiprocess mode) and reports them in readiness.
+
+SIGTERM (and Ctrl-C) stops accepting at once, lets open associations finish for up to
+`DRAIN_TIMEOUT` seconds, aborts what is left, then exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from pynetdicom import AE, evt
+
+from noctis.archive import Archive
+from noctis.scp.association import (
+    NoctisServer,
+    SharedContexts,
+    configure_pynetdicom,
+    spool_received_datasets,
+)
+from noctis.scp.contexts import scp_contexts
+from noctis.scp.echo import handle_echo
+from noctis.scp.find import handle_find
+from noctis.scp.health import HealthServer
+from noctis.scp.metrics import exposition, get_metrics
+from noctis.scp.runtime import ScpRuntime
+from noctis.scp.store import handle_store
+from noctis.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT = 25.0  # under Kubernetes' default 30 s termination grace period
+IMPLEMENTATION_VERSION = "NOCTIS_010"
+
+
+class Scp:
+    """One listening SCP in this process, serving ``archive``."""
+
+    def __init__(
+        self,
+        archive: Archive,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        reuse_port: bool = False,
+    ) -> None:
+        settings = archive.settings
+        self.archive = archive
+        self.runtime = ScpRuntime.create(archive)
+        self.host = settings.scp_host if host is None else host
+        self.requested_port = settings.scp_port if port is None else port
+        self.reuse_port = reuse_port
+        self.ae = _application_entity(settings)
+        self._server: NoctisServer | None = None
+        self._thread: threading.Thread | None = None
+        self._established: set[int] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the SCP is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def serving(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def active_associations(self) -> list[Any]:
+        return self._server.active_associations if self._server is not None else []
+
+    def start(self) -> Scp:
+        configure_pynetdicom()
+        spool_received_datasets(self.runtime.spool_dir)
+        self._server = self.ae.make_server(
+            (self.host, self.requested_port),
+            ae_title=self.runtime.ae_title,
+            contexts=SharedContexts(scp_contexts()),
+            evt_handlers=self._handlers(),
+            server_class=NoctisServer,
+            runtime=self.runtime,
+            reuse_port=self.reuse_port,
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="noctis-scp-accept",
+            daemon=True,
+        )
+        self._thread.start()
+        log.info("DICOM SCP %s listening on %s:%d", self.runtime.ae_title, self.host, self.port)
+        return self
+
+    def stop(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        """Stop accepting; wait up to ``timeout`` s for open associations, then abort them."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        deadline = time.monotonic() + timeout
+        while self.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = self.active_associations
+        for assoc in left:
+            assoc.abort()
+        if left:
+            log.warning("aborted %d association(s) still open after %.0f s", len(left), timeout)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+
+    def _handlers(self) -> list[Any]:
+        runtime = self.runtime
+        return [
+            (evt.EVT_REQUESTED, runtime.access.on_requested),
+            (evt.EVT_ESTABLISHED, self._on_established),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
+            (evt.EVT_C_ECHO, handle_echo, [runtime]),
+            (evt.EVT_C_STORE, handle_store, [runtime]),
+            (evt.EVT_C_FIND, handle_find, [runtime]),
+        ]
+
+    def _on_established(self, event: evt.Event) -> None:
+        metrics = get_metrics()
+        metrics.associations_total.inc()
+        metrics.associations_active.inc()
+        metrics.process_associations.inc()
+        with self._lock:
+            self._established.add(id(event.assoc))
+
+    def _on_closed(self, event: evt.Event) -> None:
+        with self._lock:
+            if id(event.assoc) not in self._established:
+                return
+            self._established.discard(id(event.assoc))
+        get_metrics().associations_active.dec()
+
+
+def _application_entity(settings: Settings) -> AE:
+    ae = AE(ae_title=settings.ae_title.strip())
+    ae.maximum_associations = settings.max_associations
+    ae.maximum_pdu_size = settings.max_pdu_size
+    ae.dimse_timeout = settings.dimse_timeout
+    ae.network_timeout = settings.network_timeout
+    ae.acse_timeout = min(settings.network_timeout, 30.0)
+    ae.implementation_version_name = IMPLEMENTATION_VERSION
+    # Access control is ours (EVT_REQUESTED): the built-in checks would reject first, with no
+    # log line or metric saying why.
+    ae.require_called_aet = False
+    ae.require_calling_aet = []
+    return ae
+
+
+def prepare_embedded(settings: Settings) -> None:
+    """Embedded mode works out of the box: migrated index, loopback-only default facility."""
+    from noctis.index.facilities import ensure_default_facility
+    from noctis.index.migrate import upgrade
+
+    upgrade(settings.resolved_database_url())
+    archive = Archive.open(settings)
+    try:
+        with archive.sessions.begin() as session:
+            ensure_default_facility(session)
+    finally:
+        archive.close()
+    log.warning("embedded mode: facility 'default' accepts any calling AE title from loopback only")
+
+
+def run(settings: Settings) -> None:
+    """``noctis scp``: serve until SIGTERM or Ctrl-C."""
+    if settings.embedded:
+        prepare_embedded(settings)
+    if settings.scp_processes > 1:
+        from noctis.scp.supervisor import supervise
+
+        supervise(settings)
+        return
+    stopping = stop_on_signals()
+    archive = Archive.open(settings)
+    scp = Scp(archive).start()
+    health = HealthServer(
+        settings.health_host,
+        settings.health_port,
+        alive=lambda: scp.serving,
+        ready=archive.readiness,
+        metrics=exposition,
+    ).start()
+    try:
+        while not stopping.wait(0.5):
+            pass
+        log.info("stopping: no new associations; draining open ones")
+        scp.stop()
+    finally:
+        health.stop()
+        archive.close()
+
+
+def stop_on_signals() -> threading.Event:
+    stopping = threading.Event()
+
+    def _handler(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    return stopping

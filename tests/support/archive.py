@@ -1,0 +1,94 @@
+"""Archives for tests, in the two configurations Noctis runs in.
+
+- embedded: SQLite file + filesystem object store, everything under the test's tmp dir;
+- production: PostgreSQL (a database of the test's own) + S3 (a bucket of the test's own).
+
+Both are migrated and start with no facility: tests register the facilities they need with
+`register_facility` (embedded mode's loopback "default" facility is added only on request).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from noctis.archive import Archive
+from noctis.index.facilities import apply_facility, ensure_default_facility
+from noctis.index.migrate import upgrade
+from noctis.ingest import FacilityRef
+from noctis.queue import NullQueue
+from noctis.settings import Settings
+from noctis.specs.facility import FacilitySpec
+from noctis.storage import ObjectStore
+
+LOOPBACK_CIDRS = ["127.0.0.0/8"]
+
+
+def embedded_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    return Settings(
+        mode="embedded",
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'index.sqlite3'}",
+        storage_backend="filesystem",
+        storage_path=tmp_path / "objects",
+        spool_dir=tmp_path / "spool",
+        **overrides,
+    )
+
+
+def production_settings(
+    tmp_path: Path,
+    pg_url: str,
+    *,
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_access_key: str,
+    s3_secret_key: str,
+    **overrides: Any,
+) -> Settings:
+    return Settings(
+        mode="production",
+        data_dir=tmp_path,
+        database_url=pg_url,
+        storage_backend="s3",
+        s3_endpoint=s3_endpoint,
+        s3_bucket=s3_bucket,
+        s3_access_key=s3_access_key,
+        s3_secret_key=s3_secret_key,
+        s3_secure=False,
+        spool_dir=tmp_path / "spool",
+        **overrides,
+    )
+
+
+def open_archive(
+    settings: Settings, *, store: ObjectStore | None = None, default_facility: bool = False
+) -> Archive:
+    """A migrated archive for ``settings`` (``store`` replaces the one settings name)."""
+    upgrade(settings.resolved_database_url())
+    archive = Archive.open(settings, queue=NullQueue())
+    if store is not None:
+        archive.store = store
+    if default_facility:
+        with archive.sessions.begin() as session:
+            ensure_default_facility(session)
+    return archive
+
+
+def register_facility(
+    archive: Archive, name: str, aes: Iterable[Mapping[str, Any]] = ()
+) -> FacilityRef:
+    """Create or update facility ``name`` with these AEs (the CR's camelCase keys).
+
+    An AE given without ``allowedCIDRs`` may call from loopback, where tests run.
+    """
+    entities = []
+    for ae in aes:
+        entry = dict(ae)
+        entry.setdefault("allowedCIDRs", list(LOOPBACK_CIDRS))
+        entities.append(entry)
+    spec = FacilitySpec.model_validate({"displayName": name, "applicationEntities": entities})
+    with archive.sessions.begin() as session:
+        facility = apply_facility(session, name, spec)
+        return FacilityRef(facility.id, facility.name)
