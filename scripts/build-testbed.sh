@@ -14,8 +14,10 @@ source "${script_dir}/testbed-versions.env"
 CACHE="${NOCTIS_TESTBED_CACHE:-$HOME/.cache/noctis-testbed}"
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 NICE=(nice -n 10)
-export GOFLAGS="-mod=mod"
-# Build sequentially with few parallel compiles: 2 cores, and linking kube-apiserver is memory hungry.
+ORIG_GOFLAGS="${GOFLAGS:-}"
+# The wrapper modules start without a go.sum: let the go command complete it.
+export GOFLAGS="${ORIG_GOFLAGS:+${ORIG_GOFLAGS} }-mod=mod"
+# One binary at a time, at most two compiles at once: the machines have 2 cores.
 export GOMAXPROCS="${GOMAXPROCS:-2}"
 
 log() { echo "build-testbed: $*" >&2; }
@@ -30,6 +32,15 @@ run_timed() {
   log "building ${label} ..."
   "$@"
   log "built ${label} in $((SECONDS - start)) s"
+}
+
+# in_dir DIR CMD...: run CMD in DIR.
+in_dir() { (cd "$1" && shift && "$@"); }
+
+# go_tidy_and_build OUT: resolve the wrapper module's requirements, then build its main package.
+go_tidy_and_build() {
+  "${NICE[@]}" "${GO}" mod tidy
+  "${NICE[@]}" "${GO}" build -trimpath -ldflags "-s -w" -o "$1" .
 }
 
 # staging_replaces GOMOD VERSION: one "replace" line per k8s.io staging module of the release,
@@ -83,10 +94,10 @@ build_kubernetes() {
     ldflags+=" -X ${pkg}.gitMinor=${minor} -X ${pkg}.gitTreeState=clean"
   done
   for cmd in "${missing[@]}"; do
-    run_timed "${cmd} ${version}" bash -c 'cd "$1" && shift && "$@"' _ "${dir}" \
+    run_timed "${cmd} ${version}" in_dir "${dir}" \
       "${NICE[@]}" "${GO}" build -trimpath -ldflags "${ldflags}" \
-      -o "${bindir}/.${cmd}.partial" "k8s.io/kubernetes/cmd/${cmd}"
-    mv "${bindir}/.${cmd}.partial" "${bindir}/${cmd}"
+      -o "${bindir}/.${cmd}.partial.$$" "k8s.io/kubernetes/cmd/${cmd}"
+    mv "${bindir}/.${cmd}.partial.$$" "${bindir}/${cmd}"
   done
 }
 
@@ -118,10 +129,8 @@ import (
 
 func main() { etcdmain.Main(os.Args) }
 GOMAIN
-  (cd "${dir}" && "${GO}" mod tidy)
-  run_timed "etcd ${version}" bash -c 'cd "$1" && shift && "$@"' _ "${dir}" \
-    "${NICE[@]}" "${GO}" build -trimpath -ldflags "-s -w" -o "${bindir}/.etcd.partial" .
-  mv "${bindir}/.etcd.partial" "${bindir}/etcd"
+  run_timed "etcd ${version}" in_dir "${dir}" go_tidy_and_build "${bindir}/.etcd.partial.$$"
+  mv "${bindir}/.etcd.partial.$$" "${bindir}/etcd"
 }
 
 build_helm() {
@@ -143,8 +152,8 @@ build_helm() {
   for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
     ldflags+=" -X ${pkg}.k8sVersionMajor=1 -X ${pkg}.k8sVersionMinor=${k8s_minor}"
   done
-  # go install builds outside any module; GOFLAGS=-mod=mod would be rejected there.
-  run_timed "helm ${version}" env GOFLAGS= GOBIN="${bindir}" \
+  # go install pkg@version builds outside any module, where -mod=mod is rejected.
+  run_timed "helm ${version}" env GOFLAGS="${ORIG_GOFLAGS}" GOBIN="${bindir}" \
     "${NICE[@]}" "${GO}" install -trimpath -ldflags "${ldflags}" \
     "helm.sh/helm/v3/cmd/helm@${version}"
 }
@@ -152,6 +161,7 @@ build_helm() {
 main() {
   local total_start=${SECONDS}
   log "cache: ${CACHE}"
+  log "using $("${GO}" version) (etcd ${ETCD_VERSION} and helm ${HELM_VERSION} need go >= 1.26)"
   mkdir -p "${CACHE}"
   build_etcd
   build_helm

@@ -39,8 +39,7 @@ def poll(condition: Callable[[], bool], timeout: float = 60.0, what: str = "cond
 
 
 def replicasets(kube: ControlPlane, namespace: str) -> list[dict]:
-    result = kube.kubectl("get", "replicasets", "-n", namespace, "-o", "json")
-    return json.loads(result.stdout)["items"]
+    return kube.kubectl_json("get", "replicasets", "-n", namespace)["items"]
 
 
 def test_apiserver_is_ready_and_reports_the_built_version(kube: ControlPlane) -> None:

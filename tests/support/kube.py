@@ -12,6 +12,7 @@ collection, namespaces, default ServiceAccounts, RBAC) is the real thing.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -186,6 +187,15 @@ def kubeconfig_yaml(server: str, ca_file: Path, token: str, user: str) -> str:
 # Processes
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the test process dies, even by SIGKILL (Linux prctl).
+
+    Without it a killed pytest leaves etcd and the apiserver running in their own sessions.
+    """
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 @dataclass
 class Component:
     """One server process of the control plane, in its own process group, logging to a file."""
@@ -203,6 +213,7 @@ class Component:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         return cls(name, process, log)
 
@@ -210,8 +221,7 @@ class Component:
         code = self.process.poll()
         if code is not None:
             raise TestbedError(
-                f"{self.name} exited with code {code}; "
-                f"last lines of {self.log}:\n{log_tail(self.log)}"
+                f"{self.name} exited with code {code}; last lines of its log:\n{log_tail(self.log)}"
             )
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -271,6 +281,10 @@ class ControlPlane:
     ) -> subprocess.CompletedProcess[str]:
         """Run our kubectl (same release as the apiserver) as admin, or as ``kubeconfig``'s user."""
         return self._run([str(self.binaries.kubectl), *args], input, check, kubeconfig, timeout)
+
+    def kubectl_json(self, *args: str, kubeconfig: Path | None = None) -> Any:
+        """Run kubectl with ``-o json`` and decode what it prints."""
+        return json.loads(self.kubectl(*args, "-o", "json", kubeconfig=kubeconfig).stdout)
 
     def helm(
         self,
@@ -468,7 +482,7 @@ def _wait_healthy(component: Component, probe: Callable[[], bool], timeout: floa
         if component.process.poll() is not None:
             raise
         raise TestbedError(
-            f"{error}; last lines of {component.log}:\n{log_tail(component.log)}"
+            f"{error}; last lines of {component.name}'s log:\n{log_tail(component.log)}"
         ) from None
 
 
