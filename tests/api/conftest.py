@@ -10,6 +10,7 @@ Helpers for building studies, STOW bodies and reading multipart responses come t
 from __future__ import annotations
 
 import io
+import shutil
 import threading
 import time
 import uuid
@@ -72,26 +73,46 @@ def prepare_archive(settings: Settings) -> Archive:
     return archive
 
 
+@dataclass(frozen=True)
+class Template:
+    """A migrated index with the facilities and users, built once and copied per test
+    (password hashing makes users slow to create)."""
+
+    index: Path
+    tokens: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    settings = make_settings(tmp_path_factory.mktemp("template"))
+    archive = prepare_archive(settings)
+    tokens = {}
+    for username, (role, facilities) in USERS.items():
+        create_user(archive, username, role, facilities)
+        tokens[username] = token_for(archive, username)
+    archive.close()
+    return Template(Path(settings.resolved_database_url().removeprefix("sqlite:///")), tokens)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path / "data")
+def settings(tmp_path: Path, template: Template) -> Settings:
+    settings = make_settings(tmp_path / "data")
+    settings.data_dir.mkdir(parents=True)
+    shutil.copyfile(template.index, settings.data_dir / template.index.name)
+    return settings
 
 
 @pytest.fixture
 def archive(settings: Settings) -> Iterator[Archive]:
-    archive = prepare_archive(settings)
+    archive = Archive.open(settings, queue=NullQueue())
     yield archive
     archive.close()
 
 
 @pytest.fixture
-def tokens(archive: Archive) -> dict[str, str]:
+def tokens(template: Template) -> dict[str, str]:
     """A bearer token per test user."""
-    result = {}
-    for username, (role, facilities) in USERS.items():
-        create_user(archive, username, role, facilities)
-        result[username] = token_for(archive, username)
-    return result
+    return template.tokens
 
 
 @pytest.fixture

@@ -47,8 +47,7 @@ class WebContext:
         facility_id: int | None = None,
         **detail: Any,
     ) -> None:
-        """One audit event. An audit failure fails the request: reads of patient data that
-        cannot be recorded are not served."""
+        """One audit event (action like "qido.studies", outcome success/failure/denied)."""
         self.audit.record(
             principal=self.principal,
             client=self.client,

@@ -59,6 +59,14 @@ INSTANCE_DEFAULTS = (
 )
 
 
+_LEVEL_NAMES = {
+    Level.PATIENT: "a patient-level",
+    Level.STUDY: "a study-level",
+    Level.SERIES: "a series-level",
+    Level.IMAGE: "an instance-level",
+}
+
+
 class ParamError(ValueError):
     """A query parameter the archive cannot honour; the message goes to the client."""
 
@@ -141,7 +149,7 @@ def parse_qido(
                 raise ParamError(f"matching on {attribute.keyword} is not supported")
             if _DEPTH[attribute.level] > _DEPTH[level]:
                 raise ParamError(
-                    f"{attribute.keyword} is a {attribute.level.value.lower()}-level attribute "
+                    f"{attribute.keyword} is {_LEVEL_NAMES[attribute.level]} attribute "
                     f"and cannot be used to match {_plural(level)}"
                 )
             if attribute.keyword in filters:
