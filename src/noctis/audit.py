@@ -3,6 +3,10 @@
 DICOMweb routers record through the API's audit sink, the SCP calls `record_audit` directly.
 Recording is one insert in its own short transaction, and never fails the caller: if the
 index refuses the row, the event goes to the log (logger ``noctis.audit``) instead.
+
+SQLite admits one writer at a time: call `record_audit` outside any open index transaction
+of the same thread, or add `audit_event(...)` to that transaction's session instead (then
+the event commits, or not, with the change it describes).
 """
 
 from __future__ import annotations
@@ -63,15 +67,15 @@ def record_audit(
 
     `archive_or_sessions` is an Archive or a sessionmaker.
     """
-    event = AuditEvent(
-        actor=actor[:255],
+    event = audit_event(
+        actor=actor,
         actor_type=actor_type,
-        client=client[:255],
-        action=str(action)[:64],
-        outcome=str(outcome)[:32],
-        study_instance_uid=study_instance_uid[:64] if study_instance_uid else None,
+        client=client,
+        action=action,
+        outcome=outcome,
+        study_instance_uid=study_instance_uid,
         facility_id=facility_id,
-        detail=detail or None,
+        detail=detail,
     )
     try:
         with _sessions(archive_or_sessions).begin() as session:
@@ -91,6 +95,30 @@ def record_audit(
         )
         return False
     return True
+
+
+def audit_event(
+    *,
+    actor: str,
+    actor_type: ActorType,
+    client: str,
+    action: str,
+    outcome: str,
+    study_instance_uid: str | None = None,
+    facility_id: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """An audit row (not yet added to any session), fields cut to their column sizes."""
+    return AuditEvent(
+        actor=actor[:255],
+        actor_type=actor_type,
+        client=client[:255],
+        action=str(action)[:64],
+        outcome=str(outcome)[:32],
+        study_instance_uid=study_instance_uid[:64] if study_instance_uid else None,
+        facility_id=facility_id,
+        detail=detail or None,
+    )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from noctis.api.auth.context import AuthContextDep
 from noctis.api.security import Principal, PrincipalDep, client_address
-from noctis.audit import AuditAction, AuditOutcome, record_audit
+from noctis.audit import AuditAction, AuditOutcome, audit_event
 
 
 def get_session(context: AuthContextDep) -> Iterator[Session]:
@@ -29,16 +29,16 @@ AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
 class AdminAudit:
-    """Records administrative changes (users, tokens) in the audit trail."""
+    """Records administrative changes (users, tokens) in the audit trail, in the same
+    transaction as the change: both are committed, or neither."""
 
-    def __init__(self, request: Request, principal: AdminDep, context: AuthContextDep) -> None:
+    def __init__(self, request: Request, principal: AdminDep, session: SessionDep) -> None:
         self._client = client_address(request)
         self._principal = principal
-        self._context = context
+        self._session = session
 
     def __call__(self, operation: str, target: str, **detail: Any) -> None:
-        record_audit(
-            self._context.archive,
+        event = audit_event(
             actor=self._principal.subject,
             actor_type="token" if self._principal.method == "token" else "user",
             client=self._client,
@@ -46,6 +46,7 @@ class AdminAudit:
             outcome=AuditOutcome.SUCCESS,
             detail={"operation": operation, "target": target, **detail},
         )
+        self._session.add(event)
 
 
 AdminAuditDep = Annotated[AdminAudit, Depends()]

@@ -7,11 +7,13 @@ from datetime import datetime
 from importlib import metadata
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from noctis.api.auth.context import AuthContextDep
+from noctis.api.audit import DatabaseAuditSink
+from noctis.api.auth.context import AuthContext, AuthContextDep
 from noctis.api.rest.deps import AdminDep, SessionDep
 from noctis.api.security import PrincipalDep, Role
 from noctis.audit import AuditFilter, query_audit
@@ -107,7 +109,8 @@ def get_facility(name: str, principal: PrincipalDep, session: SessionDep) -> Fac
 @router.get("/audit", tags=["audit"])
 def audit_events(
     _: AdminDep,
-    session: SessionDep,
+    request: Request,
+    context: AuthContextDep,
     user: Annotated[str | None, Query(description="actor: user name or AE title")] = None,
     actor_type: Annotated[str | None, Query(pattern="^(user|token|ae)$")] = None,
     study: Annotated[str | None, Query(description="Study Instance UID")] = None,
@@ -120,22 +123,26 @@ def audit_events(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> AuditPage:
     """Audit events, newest first, one page at a time."""
-    facility_id = None
-    if facility is not None:
-        facility_id = session.scalar(select(Facility.id).where(Facility.name == facility))
-        if facility_id is None:
-            return AuditPage(items=[], limit=limit, offset=offset, next_offset=None)
-    where = AuditFilter(
-        actor=user,
-        actor_type=actor_type,
-        action=action,
-        outcome=outcome,
-        study_instance_uid=study,
-        facility_id=facility_id,
-        since=since,
-        until=until,
-    )
-    rows = query_audit(session, where, limit=limit + 1, offset=offset)
+    sink = getattr(request.app.state, "audit", None)
+    if isinstance(sink, DatabaseAuditSink):
+        sink.flush(timeout=5.0)  # what this process recorded so far is in the answer
+    with context.archive.sessions() as session:
+        facility_id = None
+        if facility is not None:
+            facility_id = session.scalar(select(Facility.id).where(Facility.name == facility))
+            if facility_id is None:
+                return AuditPage(items=[], limit=limit, offset=offset, next_offset=None)
+        where = AuditFilter(
+            actor=user,
+            actor_type=actor_type,
+            action=action,
+            outcome=outcome,
+            study_instance_uid=study,
+            facility_id=facility_id,
+            since=since,
+            until=until,
+        )
+        rows = query_audit(session, where, limit=limit + 1, offset=offset)
     items = [AuditEventOut.model_validate(row, from_attributes=True) for row in rows[:limit]]
     more = len(rows) > limit
     return AuditPage(
@@ -151,14 +158,21 @@ def _version(distribution: str) -> str | None:
 
 
 @router.get("/system", tags=["system"])
-def system_status(_: AdminDep, session: SessionDep, context: AuthContextDep) -> dict[str, Any]:
+def system_status(_: AdminDep, context: AuthContextDep) -> dict[str, Any]:
     """Versions, readiness of the index and object store, and counts."""
+    readiness = context.archive.readiness()  # before our own transaction (SQLite: one writer)
+    with context.archive.sessions() as session:
+        return _system_status(session, context, readiness)
+
+
+def _system_status(
+    session: Session, context: AuthContext, readiness: dict[str, str]
+) -> dict[str, Any]:
     from noctis.api.viewer import installed_viewer_version
 
     def count(column: Any) -> int:
         return int(session.scalar(select(func.count(column))) or 0)
 
-    readiness = context.archive.readiness()
     return {
         "mode": context.settings.mode,
         "versions": {

@@ -1,0 +1,145 @@
+"""The audit trail: recording never breaks the caller; administrators query it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, select, update
+from sqlalchemy.orm import sessionmaker
+
+from noctis.api.audit import DatabaseAuditSink
+from noctis.api.security import Principal, Role
+from noctis.archive import Archive
+from noctis.audit import AuditAction, AuditOutcome, record_audit
+from noctis.index.accounts import AuditEvent
+from support.web import auth_app, client_for, create_user, open_archive, token_for
+
+STUDY_A = "1.2.826.0.1.3680043.8.498.1"
+STUDY_B = "1.2.826.0.1.3680043.8.498.2"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Archive]:
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    archive = open_archive(url, tmp_path)
+    yield archive
+    archive.close()
+
+
+@pytest.fixture
+def app(archive: Archive) -> FastAPI:
+    return auth_app(archive)
+
+
+@pytest.fixture
+def admin(archive: Archive, app: FastAPI) -> TestClient:
+    create_user(archive, "auditor", "admin", facilities=[])
+    return client_for(app, token_for(archive, "auditor"))
+
+
+def test_record_audit_writes_one_row(archive: Archive) -> None:
+    assert record_audit(
+        archive,
+        actor="CT_ROOM_1",
+        actor_type="ae",
+        client="10.0.0.7",
+        action=AuditAction.STORE,
+        outcome=AuditOutcome.SUCCESS,
+        study_instance_uid=STUDY_A,
+        facility_id=1,
+        detail={"sop_instances": 12},
+    )
+    with archive.sessions() as session:
+        event = session.scalars(select(AuditEvent)).one()
+    assert (event.actor, event.actor_type, event.client) == ("CT_ROOM_1", "ae", "10.0.0.7")
+    assert (event.action, event.outcome, event.study_instance_uid) == ("store", "success", STUDY_A)
+    assert event.detail == {"sop_instances": 12} and event.at is not None
+
+
+def test_record_audit_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # An index without the audit table: the insert fails, the caller carries on.
+    broken = sessionmaker(create_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}"))
+    with caplog.at_level(logging.ERROR, logger="noctis.audit"):
+        ok = record_audit(
+            broken, actor="rad", actor_type="user", client="::1", action="retrieve", outcome="ok"
+        )
+    assert ok is False
+    assert "audit event not recorded" in caplog.text and "actor=rad" in caplog.text
+
+
+def test_sink_records_principal_and_method(archive: Archive) -> None:
+    sink = DatabaseAuditSink(archive.sessions)
+    robot = Principal("robot", Role.TECHNOLOGIST, frozenset({1}), method="token")
+    sink.record(principal=robot, client="127.0.0.1", action="store", outcome="success")
+    sink.record(principal=None, client="127.0.0.1", action="query", outcome="denied")
+    assert sink.flush()
+    with archive.sessions() as session:
+        rows = session.execute(
+            select(AuditEvent.actor, AuditEvent.actor_type).order_by(AuditEvent.id)
+        ).all()
+    assert [tuple(r) for r in rows] == [("robot", "token"), ("anonymous", "user")]
+
+
+def _seed(archive: Archive) -> None:
+    base = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+    for i in range(25):
+        record_audit(
+            archive,
+            actor="rad" if i % 2 else "tech",
+            actor_type="user",
+            client="10.1.1.1",
+            action="retrieve" if i % 5 else "query",
+            outcome="success",
+            study_instance_uid=STUDY_A if i < 20 else STUDY_B,
+        )
+    with archive.sessions.begin() as session:
+        for event in session.scalars(select(AuditEvent)):
+            session.execute(
+                update(AuditEvent)
+                .where(AuditEvent.id == event.id)
+                .values(at=base + timedelta(minutes=event.id))
+            )
+
+
+def test_admin_filters_and_pages_the_trail(archive: Archive, admin: TestClient) -> None:
+    _seed(archive)
+    page = admin.get("/api/audit", params={"user": "rad", "study": STUDY_A, "limit": 4}).json()
+    assert [e["actor"] for e in page["items"]] == ["rad"] * 4
+    assert page["next_offset"] == 4
+    ats = [e["at"] for e in page["items"]]
+    assert ats == sorted(ats, reverse=True)  # newest first
+    everything: list[dict[str, object]] = []
+    offset: int | None = 0
+    while offset is not None:
+        chunk = admin.get(
+            "/api/audit", params={"user": "rad", "study": STUDY_A, "limit": 4, "offset": offset}
+        ).json()
+        everything += chunk["items"]
+        offset = chunk["next_offset"]
+    assert len(everything) == 10 and len({e["id"] for e in everything}) == 10
+    queries = admin.get("/api/audit", params={"action": "query"}).json()["items"]
+    assert len(queries) == 5
+    window = admin.get(
+        "/api/audit",
+        params={"since": "2026-01-10T12:05:00Z", "until": "2026-01-10T12:10:00Z"},
+    ).json()["items"]
+    assert sorted(e["id"] for e in window) == [5, 6, 7, 8, 9]
+    assert admin.get("/api/audit", params={"study": STUDY_B}).json()["next_offset"] is None
+    assert admin.get("/api/audit", params={"limit": 5000}).status_code == 422
+
+
+def test_admin_actions_are_in_the_trail(archive: Archive, admin: TestClient) -> None:
+    admin.post("/api/users", json={"username": "new", "role": "radiologist", "password": "x" * 12})
+    items = admin.get("/api/audit", params={"action": "admin"}).json()["items"]
+    assert [(e["actor"], e["actor_type"], e["detail"]["operation"]) for e in items] == [
+        ("auditor", "token", "user.create")
+    ]
