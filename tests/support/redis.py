@@ -1,0 +1,109 @@
+"""A real Redis for tests: Debian's redis-server on loopback, nothing persisted.
+
+    server = RedisServer.start()
+    server.url                         # redis://127.0.0.1:PORT/0
+    with server.offline(): ...         # down inside the block, back (empty) after it
+    server.stop()                      # process stopped, temp dir removed
+
+Redis runs as whoever runs the tests, root included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from support import README_HINT, ServiceError, spawn, terminate, wait_until
+from support.ports import LOOPBACK, free_port
+
+STARTUP_TIMEOUT = 30.0
+
+
+class RedisServer:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.log_path = root / "redis.log"
+        self.port = free_port()
+        self.startup_seconds = 0.0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start(cls) -> RedisServer:
+        root = Path(tempfile.mkdtemp(prefix="noctis-redis-"))
+        server = cls(root)
+        try:
+            server.up()
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def up(self) -> None:
+        """Start redis-server (again) on the same port; returns when it answers PING."""
+        if self.running:
+            return
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServiceError(f"redis-server is not installed. {README_HINT}")
+        command = [
+            binary,
+            "--port", str(self.port),
+            "--bind", LOOPBACK,
+            "--save", "",  # no RDB snapshots
+            "--appendonly", "no",
+            "--dir", str(self.root),
+            "--daemonize", "no",
+            "--logfile", "",  # to stdout, i.e. our log file
+        ]  # fmt: skip
+        self._process = spawn(command, log=self.log_path)
+        self.startup_seconds = wait_until(
+            self._answers_ping,
+            what=f"redis-server on {LOOPBACK}:{self.port}",
+            process=self._process,
+            log=self.log_path,
+            timeout=STARTUP_TIMEOUT,
+        )
+
+    def down(self) -> None:
+        if self._process is not None:
+            terminate(self._process)
+            self._process = None
+
+    @contextlib.contextmanager
+    def offline(self) -> Iterator[None]:
+        self.down()
+        try:
+            yield
+        finally:
+            self.up()
+
+    def stop(self) -> None:
+        self.down()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
