@@ -28,7 +28,7 @@ from noctis.storage.base import ObjectNotFound, StorageUnavailable, check_key
 if TYPE_CHECKING:
     from noctis.settings import Settings
 
-# Objects at or above this size are sent as multipart uploads of parts this big; each part is
+# Objects bigger than this are sent as multipart uploads of parts this big; each part is
 # held in memory while it is sent, so this bounds the memory one put needs.
 PART_SIZE: Final = 16 << 20
 CONNECT_TIMEOUT: Final = 2.0
