@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydicom import dcmread
+from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import pack_bits, pixel_array
@@ -393,8 +393,12 @@ def to_explicit_little_endian(data: bytes) -> bytes:
         ds.PixelData = array_to_native(ds, array)
     _convert_all(ds)
     ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
+    if not getattr(ds, "preamble", None):
+        ds.preamble = b"\x00" * 128
     out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    # force_encoding: pydicom otherwise refuses to turn big endian into little endian. Every
+    # element was converted above, so no raw bytes of the old encoding are copied.
+    dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
     return out.getvalue()
 
 
