@@ -17,6 +17,7 @@ import os
 import secrets
 import sqlite3
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import httpx
 import yaml
 
 from bench import backing
-from bench.procs import LOOPBACK, BenchError, Service, free_ports, is_listening, log_tail, run_tool
+from bench.procs import LOOPBACK, BenchError, Service, free_ports, log_tail, run_tool
 from bench.target import CALLING_AE, Target
 
 BUCKET = "noctis-bench"
@@ -155,12 +156,14 @@ class NoctisTarget(Target):
         self.scp.wait_ready(self._scp_ready, timeout=120)
 
     def _scp_ready(self) -> bool:
-        if not is_listening(self.dicom_port):
-            return False
-        # Every SCP process must be accepting, or a case starts on fewer than asked for.
+        # Every SCP process must be accepting, or a case starts on fewer than asked for. No TCP
+        # probe of the DICOM port: pynetdicom keeps a connection that never sends an
+        # A-ASSOCIATE-RQ open until its ACSE timeout, which holds up the SCP's shutdown.
         listening = self.scp.log_since_start().count(LISTENING) if self.scp else 0
-        if self.scp_processes > 1 and listening < self.scp_processes:
+        if listening < self.scp_processes:
             return False
+        if self.serve:  # one process: the web side answering means the whole of it is up
+            return self._api_answers()
         try:
             url = f"http://{LOOPBACK}:{self.health_port}/readyz"
             return httpx.get(url, timeout=2).status_code == 200
@@ -182,7 +185,17 @@ class NoctisTarget(Target):
         return [self.scp.pid]
 
     def count_instances(self) -> int:
-        """Instances in the index (and, in production, checks the objects are in the bucket)."""
+        """Instances both in the index and in the object store (the smaller of the two counts).
+
+        An instance counts only if its index row and its object both exist: a server that
+        acknowledged without storing one of them falls short of the expected count.
+        """
+        index = self.count_index_rows()
+        objects = self.count_objects()
+        self.details["last_count"] = {"index": index, "objects": objects}
+        return min(index, objects)
+
+    def count_index_rows(self) -> int:
         if self.production:
             with self._pg.connect("noctis") as conn:
                 return int(conn.execute("SELECT count(*) FROM instance").fetchone()[0])
@@ -210,7 +223,10 @@ class NoctisTarget(Target):
         try:
             from noctis.archive import Archive
             from noctis.settings import Settings
-            from support.web import create_user, token_for
+
+            with warnings.catch_warnings():  # starlette's TestClient import warns; unused here
+                warnings.simplefilter("ignore")
+                from support.web import create_user, token_for
         except ImportError as exc:
             raise BenchError(f"cannot issue a Noctis API token: {exc}") from exc
         overrides = {k: v for k, v in self.env.items() if k.startswith("NOCTIS_")}

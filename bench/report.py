@@ -21,6 +21,7 @@ PEERS = {"noctis-production": "orthanc-pg", "noctis-embedded": "orthanc-sqlite"}
 PEER_NAMES = ("storescp", "orthanc-sqlite", "orthanc-pg")
 # A case Orthanc has no counterpart for is compared with the nearest one it has.
 SAME_LOAD = {"ct-4/2p": "ct-4"}
+MULTI_PROCESS_CASES = frozenset(SAME_LOAD)
 
 
 @dataclass
@@ -89,18 +90,23 @@ def goals(results: Results) -> list[Goal]:
                     ratio,
                 )
             )
-        rss = [r.peak_rss_mb for r in results.store if r.target == ours and r.ok]
-        if rss:
-            peak = max(rss)
-            found.append(
-                Goal(
-                    f"{ours} peak RSS < {RSS_LIMIT_MB:.0f} MB",
-                    peak,
-                    RSS_LIMIT_MB,
-                    peak < RSS_LIMIT_MB,
-                    RSS_LIMIT_MB / peak,
+        for label, multi in (("1 SCP process", False), ("2 SCP processes", True)):
+            rss = [
+                r.peak_rss_mb
+                for r in results.store
+                if r.target == ours and r.ok and (r.case in MULTI_PROCESS_CASES) == multi
+            ]
+            if rss:
+                peak = max(rss)
+                found.append(
+                    Goal(
+                        f"{ours} peak RSS < {RSS_LIMIT_MB:.0f} MB ({label})",
+                        peak,
+                        RSS_LIMIT_MB,
+                        peak < RSS_LIMIT_MB,
+                        RSS_LIMIT_MB / peak,
+                    )
                 )
-            )
     return found
 
 
