@@ -51,7 +51,7 @@ RESERVED_PREFIXES = (
 )
 # Icons and the web manifest carry nothing but OHIF's artwork, and browsers fetch the
 # manifest without cookies: served to anyone.
-PUBLIC_PREFIXES = ("assets/", "manifest.json")
+PUBLIC_PREFIXES = ("assets/", "manifest.json", "favicon.ico")
 NO_CACHE = {"index.html", "app-config.js", "sw.js", "init-service-worker.js"}
 _HASHED = re.compile(r"(^|\.)[0-9a-f]{16,}\.(js|css|wasm|woff2?)$")
 MEDIA_TYPES = {

@@ -1,0 +1,133 @@
+"""The whole path a radiologist takes: log in, find the study in OHIF's study list, open it,
+and see the CT image in the viewport (the canvas pixels, not just the DOM)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, Response
+from sqlalchemy import select
+
+from noctis.index.accounts import AuditEvent
+from support.web import open_archive
+
+from .conftest import LiveArchive
+
+pytestmark = pytest.mark.browser
+
+# Canvas statistics in the page: grey levels of the rendered viewport (a 2D canvas that
+# cornerstone draws its WebGL output into).
+CANVAS_STATS = """
+canvas => {
+  const ctx = canvas.getContext('2d', {willReadFrequently: true});
+  const {width, height} = canvas;
+  const data = ctx.getImageData(0, 0, width, height).data;
+  let dark = 0, bright = 0, mid = 0, sum = 0, sum2 = 0;
+  const levels = new Set();
+  const n = width * height;
+  for (let i = 0; i < data.length; i += 4) {
+    const v = (data[i] + data[i + 1] + data[i + 2]) / 3;
+    sum += v; sum2 += v * v; levels.add(Math.round(v));
+    if (v <= 10) dark++; else if (v >= 200) bright++; else if (v >= 90 && v <= 160) mid++;
+  }
+  const mean = sum / n;
+  return {width, height, mean, std: Math.sqrt(Math.max(0, sum2 / n - mean * mean)),
+          levels: levels.size, dark: dark / n, bright: bright / n, mid: mid / n};
+}
+"""
+
+
+def _wait_for_image(page: Page, timeout: float = 90.0) -> dict[str, Any]:
+    """Poll the viewport canvas until it shows a non-uniform image; its statistics."""
+    canvas = page.locator("canvas.cornerstone-canvas").first
+    canvas.wait_for(state="visible", timeout=timeout * 1000)
+    deadline = time.monotonic() + timeout
+    stats: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        stats = canvas.evaluate(CANVAS_STATS)
+        if stats["std"] > 20 and stats["levels"] > 16:
+            return stats
+        time.sleep(0.2)
+    return stats
+
+
+def test_login_study_list_and_ct_in_the_viewer(
+    live_archive: LiveArchive, chromium: Browser, artifacts: Path
+) -> None:
+    base, study = live_archive.base_url, live_archive.study
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    server_errors: list[str] = []
+
+    def on_response(response: Response) -> None:
+        if response.url.startswith(base) and response.status >= 400:
+            server_errors.append(f"{response.status} {response.url}")
+
+    page.on("response", on_response)
+    try:
+        # Not logged in: the viewer sends the browser to the login page.
+        page.goto(f"{base}/")
+        assert page.url == f"{base}/login?next=%2F"
+        page.fill("#username", live_archive.username)
+        page.fill("#password", live_archive.password)
+        started = time.monotonic()
+        page.click("#sign-in")
+        page.wait_for_url(f"{base}/")
+
+        # OHIF's study list, filled by QIDO-RS through the session cookie.
+        row = page.get_by_text("Browser, Test")
+        row.wait_for(timeout=60_000)
+        list_seconds = time.monotonic() - started
+        assert page.get_by_text("CT phantom for the viewer test").is_visible()
+        page.screenshot(path=str(artifacts / "ohif-study-list.png"))
+
+        # Open the study in the basic viewer.
+        row.click()
+        opened = time.monotonic()
+        page.get_by_role("button", name="Basic Viewer").click()
+        page.wait_for_url(f"**/viewer?**StudyInstanceUIDs={study.study_uid}**")
+        stats = _wait_for_image(page)
+        viewer_seconds = time.monotonic() - opened
+        page.screenshot(path=str(artifacts / "ohif-viewer-ct.png"))
+        page.locator("canvas.cornerstone-canvas").first.screenshot(
+            path=str(artifacts / "ohif-viewport-ct.png")
+        )
+    finally:
+        context.close()
+
+    timings = {
+        "login_to_study_list_s": round(list_seconds, 2),
+        "open_study_to_image_s": round(viewer_seconds, 2),
+        "canvas": stats,
+    }
+    (artifacts / "viewer-timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    print(f"\nviewer timings: {timings}")
+
+    # An image, windowed as the header asks (W 400 / L 40): air black, the bone ring white,
+    # soft tissue mid-grey; not a blank or uniform canvas.
+    assert stats["std"] > 20 and stats["levels"] > 16, stats
+    assert stats["dark"] > 0.10, stats
+    assert stats["bright"] > 0.01, stats
+    assert stats["mid"] > 0.10, stats
+    assert not server_errors, server_errors
+
+
+def test_viewer_reads_are_in_the_audit_trail(live_archive: LiveArchive) -> None:
+    """Runs after the viewer test: what the browser read was recorded as dr.house's."""
+    root = Path(live_archive.data_dir)
+    archive = open_archive(f"sqlite:///{root / 'index.sqlite3'}", root)
+    try:
+        with archive.sessions() as session:
+            events = session.scalars(
+                select(AuditEvent).where(AuditEvent.actor == live_archive.username)
+            ).all()
+    finally:
+        archive.close()
+    actions = {e.action for e in events}
+    assert "login" in actions
+    read = [e for e in events if e.study_instance_uid == live_archive.study.study_uid]
+    assert read and all(e.outcome == "success" for e in read), actions
