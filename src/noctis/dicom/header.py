@@ -101,10 +101,10 @@ def header_from_dataset(ds: Dataset, pixel_data_offset: int | None = None) -> In
             series_instance_uid=_text(ds, "SeriesInstanceUID"),
             patient_id=_text(ds, "PatientID"),
             patient_name=_text(ds, "PatientName"),
-            patient_birth_date=_text(ds, "PatientBirthDate"),
+            patient_birth_date=_date(ds, "PatientBirthDate"),
             patient_sex=_text(ds, "PatientSex"),
-            study_date=_text(ds, "StudyDate"),
-            study_time=_text(ds, "StudyTime"),
+            study_date=_date(ds, "StudyDate"),
+            study_time=_time(ds, "StudyTime"),
             accession_number=_text(ds, "AccessionNumber"),
             study_id=_text(ds, "StudyID"),
             study_description=_text(ds, "StudyDescription"),
@@ -113,8 +113,8 @@ def header_from_dataset(ds: Dataset, pixel_data_offset: int | None = None) -> In
             series_number=_integer(ds, "SeriesNumber"),
             series_description=_text(ds, "SeriesDescription"),
             body_part_examined=_text(ds, "BodyPartExamined"),
-            series_date=_text(ds, "SeriesDate"),
-            series_time=_text(ds, "SeriesTime"),
+            series_date=_date(ds, "SeriesDate"),
+            series_time=_time(ds, "SeriesTime"),
             instance_number=_integer(ds, "InstanceNumber"),
             rows=_integer(ds, "Rows"),
             columns=_integer(ds, "Columns"),
@@ -134,6 +134,18 @@ def _text(ds: Dataset, keyword: str) -> str:
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         return "\\".join(str(v) for v in value).strip()
     return str(value).strip().replace("\x00", "")
+
+
+def _date(ds: Dataset, keyword: str) -> str:
+    # ACR-NEMA style "YYYY.MM.DD" is still found in old instances; the index holds YYYYMMDD
+    # (and range matching compares those strings). Anything else is not a date to match on.
+    value = _text(ds, keyword).replace(".", "").replace("-", "")
+    return value if len(value) == 8 and value.isdigit() else ""
+
+
+def _time(ds: Dataset, keyword: str) -> str:
+    # Likewise "HH:MM:SS" -> "HHMMSS"; the index column holds 16 characters (TM's maximum).
+    return _text(ds, keyword).replace(":", "")[:16]
 
 
 def _integer(ds: Dataset, keyword: str) -> int | None:
