@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]unknown targets: {', '.join(unknown)}[/red]")
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
+    # Also when started in the background by a shell, which would have SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     results = Results(meta=_meta(args, sizes))
     began = time.monotonic()
