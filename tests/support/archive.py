@@ -13,14 +13,19 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
+
 from noctis.archive import Archive
 from noctis.index.facilities import apply_facility, ensure_default_facility
 from noctis.index.migrate import upgrade
+from noctis.index.models import Instance, Patient, Series, Study
 from noctis.ingest import FacilityRef
 from noctis.queue import NullQueue
 from noctis.settings import Settings
 from noctis.specs.facility import FacilitySpec
 from noctis.storage import ObjectStore
+from noctis.storage.filesystem import FilesystemStore
+from noctis.storage.s3 import S3Store
 
 LOOPBACK_CIDRS = ["127.0.0.0/8"]
 
@@ -92,3 +97,36 @@ def register_facility(
     with archive.sessions.begin() as session:
         facility = apply_facility(session, name, spec)
         return FacilityRef(facility.id, facility.name)
+
+
+def index_counts(archive: Archive) -> dict[str, int]:
+    """Rows per index table: what a refused store must not leave behind."""
+    with archive.sessions() as session:
+        return {
+            model.__tablename__: int(session.scalar(select(func.count()).select_from(model)) or 0)
+            for model in (Patient, Study, Series, Instance)
+        }
+
+
+def indexed_objects(archive: Archive) -> dict[str, str]:
+    """SOP Instance UID -> object key, for every indexed instance."""
+    with archive.sessions() as session:
+        rows = session.execute(select(Instance.sop_instance_uid, Instance.object_key))
+        return {uid: key for uid, key in rows}
+
+
+def stored_object_keys(store: ObjectStore) -> set[str]:
+    """Every object in the store, to find orphans (objects the index does not know)."""
+    if isinstance(store, FilesystemStore):
+        return {
+            path.relative_to(store.root).as_posix()
+            for path in store.root.rglob("*")
+            if path.is_file()
+        }
+    if isinstance(store, S3Store):
+        return {
+            str(item.object_name)
+            for item in store.client.list_objects(store.bucket, recursive=True)
+            if item.object_name
+        }
+    raise TypeError(f"cannot list {store!r}")

@@ -35,6 +35,13 @@ _STATUS_FOR_FAILURE = {
     IngestFailure.STORAGE_UNAVAILABLE: status.OUT_OF_RESOURCES,
     IngestFailure.INDEX_UNAVAILABLE: status.OUT_OF_RESOURCES,
 }
+# ErrorComment holds 64 characters: say what happened, not which UID (the sender knows it).
+_COMMENT_FOR_FAILURE = {
+    IngestFailure.MISMATCH: "data set SOP Class/Instance differ from the request",
+    IngestFailure.CONFLICT: "already stored with different content under this UID",
+    IngestFailure.STORAGE_UNAVAILABLE: "object store unavailable, try again later",
+    IngestFailure.INDEX_UNAVAILABLE: "index unavailable, try again later",
+}
 _PART10_MAGIC_OFFSET = 128
 
 
@@ -75,7 +82,8 @@ def _store(event: Event, runtime: ScpRuntime) -> int | Dataset:
             sop_instance,
             exc.message,
         )
-        return status.with_comment(_STATUS_FOR_FAILURE[exc.failure], exc.message)
+        comment = _COMMENT_FOR_FAILURE.get(exc.failure, exc.message)
+        return status.with_comment(_STATUS_FOR_FAILURE[exc.failure], comment)
     except Exception:
         metrics.store_failures.labels(reason="internal-error").inc()
         log.exception("C-STORE from %s failed: SOP Instance %s", caller.ae_title, sop_instance)
