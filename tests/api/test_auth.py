@@ -259,3 +259,15 @@ def test_grants_decide_which_facilities_a_user_sees(archive: Archive, app: FastA
     with archive.sessions.begin() as session:
         disable_facility(session, "st-mary")
     assert mary.get("/api/me").json()["facilities"] == []
+
+
+def test_reset_password_ends_sessions(archive: Archive, app: FastAPI) -> None:
+    from noctis.api.auth import reset_password
+
+    browser = TestClient(app)
+    login(browser, "rad", create_user(archive, "rad", "radiologist"))
+    new = reset_password(archive, "rad")
+    assert browser.get("/api/me").status_code == 401
+    login(TestClient(app), "rad", new)
+    with pytest.raises(AccountError, match="no user named"):
+        reset_password(archive, "nobody")

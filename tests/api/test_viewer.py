@@ -250,3 +250,8 @@ def test_the_pinned_build_is_what_the_cache_holds() -> None:
         pytest.fail(f"the viewer is not fetched into {root}: run scripts/fetch-viewer.sh")
     assert viewer_fetch.is_current(root, viewer.OHIF_VERSION, viewer.OHIF_INTEGRITY)
     assert not (root / "ort").exists()
+
+
+def test_dotted_viewer_routes_still_get_the_app(browser: TestClient) -> None:
+    assert browser.get("/viewer/1.2.840.10008").content == INDEX  # a route, not a file
+    assert browser.get("/missing.css").status_code == 404

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from playwright.sync_api import Browser, sync_playwright
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -58,6 +59,7 @@ class CtStudy:
 @dataclass(frozen=True)
 class LiveArchive:
     base_url: str
+    app: FastAPI
     data_dir: Path
     username: str
     password: str
@@ -152,7 +154,7 @@ def live_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveArchi
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
     try:
-        yield LiveArchive(f"http://127.0.0.1:{port}", root, "dr.house", password, study)
+        yield LiveArchive(f"http://127.0.0.1:{port}", app, root, "dr.house", password, study)
     finally:
         server.should_exit = True
         thread.join(15)

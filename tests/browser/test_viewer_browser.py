@@ -118,6 +118,7 @@ def test_login_study_list_and_ct_in_the_viewer(
 
 def test_viewer_reads_are_in_the_audit_trail(live_archive: LiveArchive) -> None:
     """Runs after the viewer test: what the browser read was recorded as dr.house's."""
+    assert live_archive.app.state.audit.flush()
     root = Path(live_archive.data_dir)
     archive = open_archive(f"sqlite:///{root / 'index.sqlite3'}", root)
     try:

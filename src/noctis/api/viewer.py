@@ -70,6 +70,10 @@ MEDIA_TYPES = {
 }
 
 
+# A missing path with one of these suffixes is a missing file (404), not a viewer route.
+ASSET_SUFFIXES = set(MEDIA_TYPES) | {".map", ".txt", ".gz", ".jpg", ".gif", ".woff", ".ttf"}
+
+
 def default_viewer_dir() -> Path:
     """Outside the repository and the data dir: one extracted build per version."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -181,7 +185,7 @@ def mount(app: FastAPI, settings: Settings) -> None:
             return HTMLResponse(not_installed_page(root), status_code=503)
         target = _file_in(root, relative)
         if target is None:
-            if Path(relative).suffix:  # a missing asset, not a viewer route
+            if Path(relative).suffix.lower() in ASSET_SUFFIXES:  # a missing file, not a route
                 return PlainTextResponse("not found", status_code=404)
             target = root / "index.html"
         return _file_response(request, target)

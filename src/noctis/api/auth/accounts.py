@@ -176,6 +176,22 @@ def add_user(
     return secret
 
 
+def reset_password(archive: Any, username: str, password: str | None = None) -> str:
+    """`noctis user passwd`: set a user's password (generated when not given), re-enable the
+    account, and end its browser sessions; the new password."""
+    from sqlalchemy import delete
+
+    from noctis.index.accounts import WebSession
+
+    secret = password if password is not None else passwords.generate_password()
+    with _sessions(archive).begin() as session:
+        user = require_user(session, username)
+        set_password(session, user, secret)
+        user.enabled = True
+        session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+    return secret
+
+
 def ensure_first_admin(archive: Any, password: str | None = None) -> tuple[str, str | None]:
     """Create the administrator `admin` when the index has no user yet.
 

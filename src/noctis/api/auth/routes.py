@@ -13,7 +13,7 @@ from itsdangerous import BadSignature
 from noctis.api.auth.accounts import AccountError, authenticate_password, create_user, get_user
 from noctis.api.auth.accounts import set_facilities as grant_facilities
 from noctis.api.auth.context import AuthContext, AuthContextDep, safe_next
-from noctis.api.auth.credentials import close_session, open_session
+from noctis.api.auth.credentials import close_session, open_session, purge_expired_sessions
 from noctis.api.auth.oidc import OidcError, OidcProvider, pkce_pair
 from noctis.api.auth.pages import login_page, message_page
 from noctis.api.security import Role, client_address
@@ -66,6 +66,7 @@ def login_submit(
         user = authenticate_password(session, username, password)
         cookie = None
         if user is not None:
+            purge_expired_sessions(session)  # housekeeping, at the pace of logins
             cookie = open_session(
                 session,
                 user,
