@@ -92,7 +92,6 @@ def ensure(
                 "ChildConflict",
                 f"{kind_name} already exists and is not owned by {owner['kind']} "
                 f"{owner['metadata']['name']}: rename or delete it",
-                delay=60,
             )
         if existing["metadata"].get("deletionTimestamp"):
             raise Blocked("ChildDeleting", f"{kind_name} is being deleted; waiting", delay=5)
@@ -112,11 +111,11 @@ def ensure(
 def api_blocked(exc: ApiException, what: str) -> Blocked:
     """An API error as a condition reason and message."""
     if exc.status == 403:
-        return Blocked("Forbidden", f"not allowed to write {what}: {_message(exc)}", delay=60)
+        return Blocked("Forbidden", f"not allowed to write {what}: {_message(exc)}")
     if exc.status == 409:
         return Blocked("Conflict", f"conflict writing {what}: {_message(exc)}", delay=2)
     if exc.status == 422:
-        return Blocked("Rejected", f"the API server rejected {what}: {_message(exc)}", delay=60)
+        return Blocked("Rejected", f"the API server rejected {what}: {_message(exc)}")
     return Blocked("ApiError", f"{what}: HTTP {exc.status} {_message(exc)}")
 
 

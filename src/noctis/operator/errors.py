@@ -36,6 +36,6 @@ def parse_spec(model: type[M], spec: object) -> M:
 def describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "spec"
-        parts.append(f"spec.{where}: {error['msg']}")
+        where = ".".join(["spec", *(str(p) for p in error["loc"])])
+        parts.append(f"{where}: {error['msg']}")
     return "; ".join(parts)

@@ -40,7 +40,7 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
             studies, size = facility_usage(session, row.id)
             last = row.last_association_at
     except FacilityConflict as exc:
-        raise Blocked("Conflict", str(exc), delay=60) from exc
+        raise Blocked("Conflict", str(exc)) from exc
     except SQLAlchemyError as exc:
         raise Blocked("IndexUnavailable", f"index database: {type(exc).__name__}: {exc}") from exc
 

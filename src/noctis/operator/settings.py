@@ -38,7 +38,9 @@ class OperatorSettings(BaseSettings):
     operator_image_pull_policy: str | None = None
     operator_usage_interval: float = Field(300.0, gt=0, description="StoragePool usage refresh, s")
     operator_facility_interval: float = Field(60.0, gt=0, description="Facility usage refresh, s")
-    operator_retry_delay: float = Field(15.0, gt=0, description="retry delay after an error, s")
+    operator_retry_delay: float = Field(
+        30.0, gt=0, description="seconds before a blocked reconcile is retried"
+    )
 
     def namespaces(self) -> list[str]:
         return [ns.strip() for ns in self.operator_namespaces.split(",") if ns.strip()]

@@ -51,7 +51,7 @@ def reconcile(op: Operator, body: dict[str, Any], *, measure: bool) -> None:
         state = buckets.ensure_bucket(client, spec, owner_key(body))
         usage = buckets.measure(client, spec.bucket) if measure else None
     except buckets.BucketError as exc:
-        raise Blocked(exc.reason, exc.message, delay=60) from exc
+        raise Blocked(exc.reason, exc.message) from exc
     except (MinioException, HTTPError, OSError) as exc:
         raise Blocked("S3Unavailable", f"S3 endpoint {spec.endpoint}: {exc}") from exc
 
@@ -98,7 +98,7 @@ def delete(op: Operator, body: dict[str, Any]) -> None:
     try:
         buckets.empty_and_remove(client, spec.bucket, owner_key(body))
     except buckets.BucketError as exc:
-        raise Blocked(exc.reason, exc.message, delay=60) from exc
+        raise Blocked(exc.reason, exc.message) from exc
     except (MinioException, HTTPError, OSError) as exc:
         raise Blocked("S3Unavailable", f"S3 endpoint {spec.endpoint}: {exc}") from exc
     op.events(body, "Normal", "BucketDeleted", f"bucket {spec.bucket} emptied and removed")

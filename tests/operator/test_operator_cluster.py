@@ -1,0 +1,434 @@
+"""The example resources on a real API server, reconciled by the operator under the chart's RBAC.
+
+Tests run in order on one namespace: the examples are applied first, later tests edit, break
+and delete what they made.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+import yaml
+from operator_support import ROOT, Cluster, wait_for
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from noctis.index.models import ApplicationEntity, Facility, Patient, Study
+
+pytestmark = [pytest.mark.kube, pytest.mark.s3]
+
+EXAMPLES = ROOT / "crds" / "examples"
+TIMINGS = ROOT / "test-artifacts" / "operator-timings.json"
+CHILD_KINDS = ["configmap", "deployment", "service", "hpa", "pdb"]
+POOL_SPEC = {"endpoint": "http://s3", "bucket": "b-1", "credentials": {"secretName": "s"}}
+
+
+def example(name: str) -> dict[str, Any]:
+    return yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())  # type: ignore[no-any-return]
+
+
+def pool_example(cluster: Cluster, name: str = "images", **spec: Any) -> dict[str, Any]:
+    doc = example("storagepool")
+    doc["metadata"]["name"] = name
+    doc["spec"].update(endpoint=f"http://{cluster.s3.endpoint}",
+                       bucket=f"{cluster.namespace}-{name}", **spec)
+    return doc
+
+
+def owner_of(obj: dict[str, Any]) -> dict[str, Any]:
+    (ref,) = obj["metadata"]["ownerReferences"]
+    return ref  # type: ignore[no-any-return]
+
+
+def index_session(cluster: Cluster) -> Session:
+    return Session(create_engine(cluster.database_url))
+
+
+def record_timing(key: str, seconds: float) -> None:
+    TIMINGS.parent.mkdir(exist_ok=True)
+    data = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+    data[key] = round(seconds, 3)
+    TIMINGS.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"\n{key}: {seconds:.2f} s")
+
+
+def test_operator_is_live_and_joined_the_peering(cluster: Cluster) -> None:
+    with urllib.request.urlopen(cluster.liveness_url, timeout=5) as response:
+        assert response.status == 200
+    peering = json.loads(cluster.kubectl("get", "kopfpeering", "noctis", "-o", "json"))
+    (peer,) = peering["status"].values()
+    assert peer["lifetime"] == 60 and peer["priority"] > 0
+
+
+def test_examples_become_ready(cluster: Cluster) -> None:
+    cluster.apply(pool_example(cluster))
+    cluster.apply(example("archive"))
+    cluster.apply(example("facility"))
+    cluster.wait_condition("storagepool", "images")
+    cluster.wait_condition("archive", "noctis")
+    cluster.wait_condition("facility", "st-mary")
+    cluster.wait_condition("facility", "st-mary", type_="Synced")
+
+    started = time.monotonic()
+    cluster.apply(example("dicomnode"))
+    cluster.kubectl("wait", "--for=condition=Ready", "dicomnode/main", "--timeout=60s")
+    record_timing("dicomnode_apply_to_ready_s", time.monotonic() - started)
+
+    node = cluster.get("dicomnode", "main")
+    assert node is not None
+    ready = cluster.condition("dicomnode", "main")
+    assert ready is not None and ready["observedGeneration"] == node["metadata"]["generation"]
+    assert node["status"]["service"] == "main-scp"
+    for kind in CHILD_KINDS:
+        child = cluster.get(kind, "main-scp")
+        assert child is not None, kind
+        ref = owner_of(child)
+        assert (ref["kind"], ref["name"], ref["uid"]) == ("DicomNode", "main",
+                                                           node["metadata"]["uid"])
+        assert ref["controller"] is True
+        labels = child["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "noctis-operator"
+        assert labels["app.kubernetes.io/instance"] == "main"
+    assert cluster.events("main", "Created")
+
+
+def test_dicomnode_children_have_the_declared_specs(cluster: Cluster) -> None:
+    deployment = cluster.get("deployment", "main-scp")
+    assert deployment is not None
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/noctis-pacs/noctis-scp:0.1.0"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] == 300
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["resources"]["requests"] == {"cpu": "500m", "memory": "512Mi"}
+    assert deployment["spec"]["replicas"] == 2  # minReplicas, then the HPA's
+
+    service = cluster.get("service", "main-scp")
+    assert service is not None
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["ports"][0]["port"] == 104
+    assert service["spec"]["loadBalancerSourceRanges"] == ["10.20.0.0/16"]
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    assert service["metadata"]["annotations"][
+        "service.beta.kubernetes.io/aws-load-balancer-type"] == "nlb"
+    hpa = cluster.get("hpa", "main-scp")
+    assert hpa is not None
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    pdb = cluster.get("pdb", "main-scp")
+    assert pdb is not None and pdb["spec"]["maxUnavailable"] == 1
+    config = cluster.get("configmap", "main-scp")
+    assert config is not None
+    assert config["data"]["NOCTIS_AE_TITLE"] == "NOCTIS"
+    assert config["data"]["NOCTIS_SCP_FACILITIES"] == "st-mary"
+
+
+def test_archive_children_and_task_queues(cluster: Cluster) -> None:
+    archive = cluster.get("archive", "noctis")
+    assert archive is not None
+    assert archive["status"]["taskQueues"] == ["noctis", "noctis.facility.st-mary"]
+    assert archive["status"]["apiEndpoint"] == f"http://noctis-api.{cluster.namespace}.svc:80"
+    api = cluster.get("deployment", "noctis-api")
+    worker = cluster.get("deployment", "noctis-worker")
+    assert api is not None and worker is not None
+    assert api["spec"]["replicas"] == 2
+    (api_container,) = api["spec"]["template"]["spec"]["containers"]
+    assert api_container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    (worker_container,) = worker["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in worker_container["env"]}
+    assert env["NOCTIS_WORKER_QUEUES"] == "noctis,noctis.facility.st-mary"
+    for name in ("noctis-api", "noctis-worker", "noctis-config"):
+        kind = "configmap" if name.endswith("config") else "deployment"
+        child = cluster.get(kind, name)
+        assert child is not None and owner_of(child)["kind"] == "Archive"
+
+
+def test_facility_is_in_the_registry(cluster: Cluster) -> None:
+    with index_session(cluster) as session:
+        facility = session.scalar(select(Facility).where(Facility.name == "st-mary"))
+        assert facility is not None and facility.enabled
+        assert facility.display_name == "St Mary's Hospital"
+        assert facility.storage_pool == "images"
+        assert facility.quota_studies == 500000
+        assert facility.idp_groups == ["st-mary-radiologists"]
+        titles = {ae.ae_title: ae for ae in facility.application_entities}
+        assert set(titles) == {"STMARY_CT1", "STMARY_WS"}
+        assert titles["STMARY_CT1"].allowed_cidrs == ["10.20.1.0/24"]
+        assert titles["STMARY_CT1"].services == ["echo", "store"]
+        assert (titles["STMARY_WS"].host, titles["STMARY_WS"].port) == ("10.20.4.30", 11112)
+    status = (cluster.get("facility", "st-mary") or {})["status"]
+    assert status["applicationEntities"] == 2
+    assert status["taskQueue"] == "noctis.facility.st-mary"
+
+
+def test_bucket_has_the_declared_policies(cluster: Cluster) -> None:
+    client = cluster.s3.client()
+    bucket = f"{cluster.namespace}-images"
+    assert client.get_bucket_versioning(bucket).status == "Enabled"
+    lock = client.get_object_lock_config(bucket)
+    assert (lock.mode, lock.duration, lock.duration_unit) == ("GOVERNANCE", 30, "Days")
+    rules = {r.rule_id: r for r in client.get_bucket_lifecycle(bucket).rules}
+    assert rules["expire-old-versions"].noncurrent_version_expiration.noncurrent_days == 90
+    assert rules["abort-uploads"].abort_incomplete_multipart_upload.days_after_initiation == 2
+    status = (cluster.get("storagepool", "images") or {})["status"]
+    assert (status["bucket"], status["versioning"], status["objectLock"]) == (
+        bucket, "Enabled", True)
+
+
+def test_dicomnode_edit_is_rolled_out(cluster: Cluster) -> None:
+    before = cluster.get("deployment", "main-scp") or {}
+    old_hash = before["spec"]["template"]["metadata"]["annotations"]["pacs.noctis.io/config-hash"]
+    patch = {"spec": {
+        "aeTitle": "NOCTIS2", "maxReplicas": 9,
+        "service": {"annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": None,
+                                    "example.com/team": "radiology"},
+                    "loadBalancerSourceRanges": ["10.30.0.0/16"]},
+    }}
+    cluster.kubectl("patch", "dicomnode", "main", "--type", "merge", "-p", json.dumps(patch))
+
+    def rolled_out() -> bool:
+        config = cluster.get("configmap", "main-scp") or {}
+        hpa = cluster.get("hpa", "main-scp") or {}
+        service = cluster.get("service", "main-scp") or {}
+        deployment = cluster.get("deployment", "main-scp") or {}
+        new_hash = deployment["spec"]["template"]["metadata"]["annotations"][
+            "pacs.noctis.io/config-hash"]
+        return (
+            config["data"]["NOCTIS_AE_TITLE"] == "NOCTIS2"
+            and hpa["spec"]["maxReplicas"] == 9
+            and service["metadata"].get("annotations") == {"example.com/team": "radiology"}
+            and service["spec"]["loadBalancerSourceRanges"] == ["10.30.0.0/16"]
+            and new_hash != old_hash
+        )
+
+    wait_for(rolled_out, 30, "the edit to reach the children", cluster.log)
+    ready = cluster.wait_condition("dicomnode", "main")
+    assert ready["observedGeneration"] == 2
+
+
+def test_deleted_children_are_recreated(cluster: Cluster) -> None:
+    uids = {kind: (cluster.get(kind, "main-scp") or {})["metadata"]["uid"]
+            for kind in ("service", "hpa", "configmap")}
+    for kind in uids:
+        cluster.kubectl("delete", kind, "main-scp")
+
+    def recreated() -> bool:
+        for kind, uid in uids.items():
+            child = cluster.get(kind, "main-scp")
+            if child is None or child["metadata"]["uid"] == uid:
+                return False
+        return True
+
+    wait_for(recreated, 30, "the deleted children to come back", cluster.log)
+
+
+def test_drift_is_corrected(cluster: Cluster) -> None:
+    patch = {"spec": {"template": {"spec": {"terminationGracePeriodSeconds": 5}}}}
+    cluster.kubectl("patch", "deployment", "main-scp", "--type", "merge", "-p", json.dumps(patch))
+    cluster.kubectl("patch", "hpa", "main-scp", "--type", "merge",
+                    "-p", '{"spec": {"minReplicas": 1}}')
+
+    def restored() -> bool:
+        deployment = cluster.get("deployment", "main-scp") or {}
+        hpa = cluster.get("hpa", "main-scp") or {}
+        return (deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 300
+                and hpa["spec"]["minReplicas"] == 2)
+
+    wait_for(restored, 30, "drift to be corrected", cluster.log)
+    assert cluster.events("main", "DriftCorrected")
+
+
+def test_endpoint_comes_from_the_load_balancer(cluster: Cluster) -> None:
+    status = {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}}
+    cluster.kubectl("patch", "service", "main-scp", "--subresource", "status", "--type",
+                    "merge", "-p", json.dumps(status))
+    wait_for(
+        lambda: (cluster.get("dicomnode", "main") or {})["status"]["endpoint"]
+        == "203.0.113.10:104", 30, "the endpoint in the DicomNode status", cluster.log,
+    )
+    printed = cluster.kubectl("get", "dicomnode", "main")
+    assert "203.0.113.10:104" in printed and "NOCTIS2" in printed
+
+
+def test_foreign_object_is_refused(cluster: Cluster) -> None:
+    cluster.kubectl("create", "configmap", "ct-scp", "--from-literal=owner=someone-else")
+    node = example("dicomnode")
+    node["metadata"]["name"] = "ct"
+    node["spec"]["aeTitle"] = "CT_NODE"
+    cluster.apply(node)
+    ready = cluster.wait_condition("dicomnode", "ct", "False", reason="ChildConflict")
+    assert "ConfigMap ct-scp already exists and is not owned by DicomNode ct" in ready["message"]
+    assert cluster.events("ct", "ChildConflict")
+    config = cluster.get("configmap", "ct-scp") or {}
+    assert config["data"] == {"owner": "someone-else"}  # untouched
+    cluster.kubectl("delete", "configmap", "ct-scp")
+    cluster.wait_condition("dicomnode", "ct", timeout=30)
+    cluster.kubectl("delete", "dicomnode", "ct")
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "message"),
+    [
+        ("DicomNode", {"aeTitle": "BACK\\SLASH"}, "spec.aeTitle"),
+        ("DicomNode", {"aeTitle": "A_VERY_LONG_AE_TITLE"}, "spec.aeTitle"),
+        ("DicomNode", {"aeTitle": " LEAD"}, "spec.aeTitle"),
+        ("DicomNode", {"aeTitle": "OK", "port": 70000}, "spec.port"),
+        ("DicomNode", {"aeTitle": "OK", "minReplicas": 5, "maxReplicas": 2}, "maxReplicas"),
+        ("DicomNode", {"aeTitle": "OK", "service": {"type": "Magic"}}, "spec.service.type"),
+        ("DicomNode", {"aeTitle": "OK", "service": {"loadBalancerSourceRanges": ["10.1/99"]}},
+         "loadBalancerSourceRanges"),
+        ("Facility", {"applicationEntities": [{"aeTitle": "X", "allowedCIDRs": ["nope"]}]},
+         "allowedCIDRs"),
+        ("Facility", {"applicationEntities": [{"aeTitle": "X", "services": ["print"]}]},
+         "services"),
+        ("StoragePool", {**POOL_SPEC, "endpoint": "s3.example.org"}, "spec.endpoint"),
+        ("StoragePool", {**POOL_SPEC, "deletionPolicy": "Purge"}, "spec.deletionPolicy"),
+        ("StoragePool", {**POOL_SPEC, "versioning": False, "objectLock": {"enabled": True}},
+         "object lock needs versioning"),
+    ],
+)
+def test_schema_rejects_what_it_can_tell(
+    cluster: Cluster, kind: str, spec: dict[str, Any], message: str
+) -> None:
+    doc = {"apiVersion": "pacs.noctis.io/v1alpha1", "kind": kind,
+           "metadata": {"name": "bad"}, "spec": spec}
+    result = cluster.kube.kubectl("apply", "-n", cluster.namespace, "--dry-run=server", "-f", "-",
+                                  input=yaml.safe_dump(doc), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_invalid_specs_are_reported_not_crashed_on(cluster: Cluster) -> None:
+    # Duplicate AE titles: the model refuses them, the schema cannot tell.
+    twin = {"apiVersion": "pacs.noctis.io/v1alpha1", "kind": "Facility",
+            "metadata": {"name": "twins"},
+            "spec": {"applicationEntities": [{"aeTitle": "TWIN"}, {"aeTitle": "TWIN"}]}}
+    # An AE title another facility already registered.
+    thief = {"apiVersion": "pacs.noctis.io/v1alpha1", "kind": "Facility",
+             "metadata": {"name": "thief"},
+             "spec": {"applicationEntities": [{"aeTitle": "STMARY_CT1"}]}}
+    orphan = example("dicomnode")
+    orphan["metadata"]["name"] = "orphan"
+    orphan["spec"].update(archive="missing", aeTitle="ORPHAN")
+    no_secret = pool_example(cluster, "nosecret", credentials={"secretName": "absent"})
+    for doc in (twin, thief, orphan, no_secret):
+        cluster.apply(doc)
+
+    cases = [
+        ("facility", "twins", "InvalidSpec", "AE titles listed twice: TWIN"),
+        ("facility", "thief", "Conflict", "STMARY_CT1 (facility st-mary)"),
+        ("dicomnode", "orphan", "ArchiveNotFound", "Archive missing not found"),
+        ("storagepool", "nosecret", "SecretNotFound", "Secret absent not found"),
+    ]
+    for kind, name, reason, text in cases:
+        cond = cluster.wait_condition(kind, name, "False", reason=reason)
+        assert text in cond["message"], cond
+        wait_for(lambda name=name, reason=reason: cluster.events(name, reason), 15,
+                 f"a {reason} Event", cluster.log)
+    with urllib.request.urlopen(cluster.liveness_url, timeout=5) as response:
+        assert response.status == 200
+    with index_session(cluster) as session:
+        assert session.scalar(select(Facility).where(Facility.name == "thief")) is None
+
+    # Fixing the spec makes it Ready.
+    cluster.kubectl("patch", "facility", "twins", "--type", "merge", "-p",
+                    '{"spec": {"applicationEntities": [{"aeTitle": "TWIN"}]}}')
+    cluster.wait_condition("facility", "twins")
+    for kind, name in (("facility", "thief"), ("dicomnode", "orphan"),
+                       ("storagepool", "nosecret")):
+        cluster.kubectl("delete", kind, name)
+
+
+def test_facility_edit_usage_and_removal(cluster: Cluster) -> None:
+    patch = {"spec": {"applicationEntities": [
+        {"aeTitle": "STMARY_MR1", "host": "10.20.1.16", "port": 104, "services": ["store"]},
+    ]}}
+    cluster.kubectl("patch", "facility", "st-mary", "--type", "merge", "-p", json.dumps(patch))
+
+    def registry_titles() -> set[str]:
+        with index_session(cluster) as session:
+            rows = session.scalars(select(ApplicationEntity.ae_title).join(Facility)
+                                   .where(Facility.name == "st-mary"))
+            return set(rows)
+
+    wait_for(lambda: registry_titles() == {"STMARY_MR1"}, 30, "the registry to follow",
+             cluster.log)
+
+    with index_session(cluster) as session, session.begin():
+        facility = session.scalar(select(Facility).where(Facility.name == "st-mary"))
+        assert facility is not None
+        patient = Patient(facility_id=facility.id, patient_id="P1")
+        session.add(patient)
+        session.flush()
+        session.add(Study(facility_id=facility.id, patient_pk=patient.id,
+                          study_instance_uid="1.2.3", size_bytes=4096))
+    wait_for(lambda: ((cluster.get("facility", "st-mary") or {})["status"]["studies"],
+                      (cluster.get("facility", "st-mary") or {})["status"]["bytes"]) == (1, 4096),
+             30, "the facility's usage in its status", cluster.log)
+
+    cluster.kubectl("delete", "facility", "st-mary", "--timeout=30s")
+    with index_session(cluster) as session:
+        facility = session.scalar(select(Facility).where(Facility.name == "st-mary"))
+        assert facility is not None and not facility.enabled  # disabled, not deleted
+        assert session.scalar(select(Study.study_instance_uid)) == "1.2.3"
+    wait_for(lambda: (cluster.get("archive", "noctis") or {})["status"]["taskQueues"]
+             == ["noctis", "noctis.facility.twins"], 30, "the worker queues to follow",
+             cluster.log)
+
+
+def test_storagepool_usage_and_retain(cluster: Cluster) -> None:
+    import io
+
+    client = cluster.s3.client()
+    bucket = f"{cluster.namespace}-images"
+    client.put_object(bucket, "s/1.dcm", io.BytesIO(b"x" * 1000), 1000)
+    client.put_object(bucket, "s/2.dcm", io.BytesIO(b"y" * 24), 24)
+    wait_for(lambda: ((cluster.get("storagepool", "images") or {})["status"].get("usedBytes"),
+                      (cluster.get("storagepool", "images") or {})["status"].get("objects"))
+             == (1024, 2), 30, "usage in the StoragePool status", cluster.log)
+    cluster.kubectl("patch", "storagepool", "images", "--type", "merge",
+                    "-p", '{"spec": {"quota": {"maxBytes": 1000}}}')
+    cluster.wait_condition("storagepool", "images", type_="QuotaExceeded")
+
+    cluster.kubectl("delete", "storagepool", "images", "--timeout=30s")
+    assert client.bucket_exists(bucket)  # Retain
+    assert [o.object_name for o in client.list_objects(bucket, prefix="s/", recursive=True)] == [
+        "s/1.dcm", "s/2.dcm"]
+
+
+def test_storagepool_delete_policy_removes_the_bucket(cluster: Cluster) -> None:
+    import io
+
+    doc = pool_example(cluster, "scratch", deletionPolicy="Delete",
+                       objectLock={"enabled": True, "mode": "GOVERNANCE", "days": 1})
+    cluster.apply(doc)
+    cluster.wait_condition("storagepool", "scratch")
+    bucket = doc["spec"]["bucket"]
+    client = cluster.s3.client()
+    client.put_object(bucket, "tmp/1.dcm", io.BytesIO(b"z" * 10), 10)
+    client.put_object(bucket, "tmp/1.dcm", io.BytesIO(b"w" * 10), 10)
+    pool = cluster.get("storagepool", "scratch") or {}
+    assert "pacs.noctis.io/finalizer" in pool["metadata"]["finalizers"]
+    cluster.kubectl("delete", "storagepool", "scratch", "--timeout=30s")
+    assert not client.bucket_exists(bucket)
+
+
+def test_deleting_a_dicomnode_garbage_collects_its_children(cluster: Cluster) -> None:
+    cluster.kubectl("delete", "dicomnode", "main")
+
+    def gone() -> bool:
+        return all(cluster.get(kind, "main-scp") is None for kind in CHILD_KINDS)
+
+    wait_for(gone, 60, "garbage collection of the DicomNode's children", cluster.log)
+    assert cluster.get("deployment", "noctis-api") is not None  # the Archive's stay
+
+
+def test_operator_log_has_no_tracebacks(cluster: Cluster) -> None:
+    log = cluster.operator_log()
+    assert "Traceback" not in log, log[-3000:]
