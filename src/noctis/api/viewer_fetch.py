@@ -159,8 +159,12 @@ def fetch_viewer(
             raise ViewerFetchError(f"{tarball.name} has no dist/index.html")
         (staging / "app-config.js").write_text(app_config())  # the route serves the same
         compressed = precompress(staging)
-        marker = {"package": PACKAGE, "version": version, "integrity": integrity}
-        marker["without"] = [] if keep_optional else list(OPTIONAL_DIRS)
+        marker = {
+            "package": PACKAGE,
+            "version": version,
+            "integrity": integrity,
+            "without": [] if keep_optional else list(OPTIONAL_DIRS),
+        }
         (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         if dest.exists():
             shutil.rmtree(dest)

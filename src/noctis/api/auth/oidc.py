@@ -192,9 +192,12 @@ class OidcProvider:
             "client_id": self.client_id,
         }
         secret = self.settings.oidc_client_secret
-        auth = (self.client_id, secret.get_secret_value()) if secret else None
         try:
-            response = self._http.post(self.metadata().token_endpoint, data=form, auth=auth)
+            if secret:  # a confidential client: client_secret_basic
+                auth = (self.client_id, secret.get_secret_value())
+                response = self._http.post(self.metadata().token_endpoint, data=form, auth=auth)
+            else:  # a public client: PKCE alone
+                response = self._http.post(self.metadata().token_endpoint, data=form)
         except httpx.HTTPError as exc:
             raise OidcError(f"identity provider unreachable ({type(exc).__name__})") from exc
         if response.status_code != 200:

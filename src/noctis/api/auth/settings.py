@@ -14,25 +14,26 @@ class AuthSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOCTIS_", extra="ignore")
 
     admin_password: SecretStr | None = Field(
-        None, description="password of the first administrator (random and printed if unset)"
+        default=None,
+        description="password of the first administrator (random and printed if unset)",
     )
     cookie_name: str = "noctis_session"
     cookie_secure: Literal["auto", "always", "never"] = Field(
-        "auto",
+        default="auto",
         description="auto: Secure when the request came over https (behind a proxy, run "
         "uvicorn with --proxy-headers so X-Forwarded-Proto counts)",
     )
-    session_lifetime_seconds: int = Field(12 * 3600, ge=60)
-    session_idle_seconds: int = Field(2 * 3600, ge=60)
-    login_max_failures: int = Field(5, ge=1, description="failed logins before a lockout")
-    login_lockout_seconds: int = Field(300, ge=0)
+    session_lifetime_seconds: int = Field(default=12 * 3600, ge=60)
+    session_idle_seconds: int = Field(default=2 * 3600, ge=60)
+    login_max_failures: int = Field(default=5, ge=1, description="failed logins before a lockout")
+    login_lockout_seconds: int = Field(default=300, ge=0)
 
     # OpenID Connect (enabled when issuer and client id are set)
     oidc_issuer: str | None = None
     oidc_client_id: str | None = None
     oidc_client_secret: SecretStr | None = None
     oidc_audience: str | None = Field(
-        None, description="expected `aud` of bearer JWTs (default: the client id)"
+        default=None, description="expected `aud` of bearer JWTs (default: the client id)"
     )
     oidc_scopes: str = "openid profile email"
     oidc_groups_claim: str = "groups"
@@ -42,11 +43,11 @@ class AuthSettings(BaseSettings):
         description='identity-provider groups per role, JSON: {"admin": ["pacs-admins"]}',
     )
     oidc_default_role: Role | None = Field(
-        None, description="role of a user in no role group (unset: such users are refused)"
+        default=None, description="role of a user in no role group (unset: such users are refused)"
     )
     oidc_provider_name: str = "single sign-on"
     oidc_redirect_url: str | None = Field(
-        None, description="the callback URL registered at the provider (default: derived)"
+        default=None, description="the callback URL registered at the provider (default: derived)"
     )
     oidc_leeway_seconds: int = 30
 

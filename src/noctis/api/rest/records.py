@@ -192,7 +192,9 @@ def _system_status(
             "studies": count(Study.id),
             "series": count(Series.id),
             "instances": count(Instance.id),
-            "bytes": int(session.scalar(select(func.coalesce(func.sum(Instance.size_bytes), 0)))),
+            "bytes": int(
+                session.scalar(select(func.coalesce(func.sum(Instance.size_bytes), 0))) or 0
+            ),
             "users": count(User.id),
             "audit_events": count(AuditEvent.id),
         },
