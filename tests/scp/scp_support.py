@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
+from pynetdicom import AE
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+)
 
 from noctis.archive import Archive
 from noctis.scp.server import Scp
 from support.archive import indexed_objects
 from support.dicomdata import dataset_bytes, sop_instance_uid
+from support.ports import LOOPBACK
 
 AE_TITLE = "NOCTIS"  # the SCP's
 MODALITY = "MODALITY"  # st-mary's modality: every service
@@ -62,3 +77,112 @@ def assert_same_instance(stored: Path, sent: Path) -> None:
         if "PixelData" in ds and ds.file_meta.TransferSyntaxUID.is_compressed:
             ds["PixelData"].VR = "OB"  # encapsulated pixel data is OB; some files say OW
     assert ours == theirs, f"{sent.name}: stored instance differs from the one sent"
+
+
+def make_instance(directory: Path, **attributes: object) -> Path:
+    """A tiny CT instance (4x4 pixels); keyword arguments set or override attributes."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = "P001"
+    ds.PatientName = "Doe^Jane"
+    ds.StudyDate = "20240102"
+    ds.StudyTime = "101500"
+    ds.AccessionNumber = ""
+    ds.Modality = "CT"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.Rows = ds.Columns = 4
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = bytes(32)
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def query(
+    port: int,
+    identifier: Dataset,
+    *,
+    model: str = "study",
+    calling: str = MODALITY,
+) -> list[tuple[int, Dataset | None]]:
+    """C-FIND with pynetdicom: every (status, identifier) the SCP answered."""
+    ae = AE(ae_title=calling)
+    sop_class = FIND_MODELS[model]
+    ae.add_requested_context(sop_class)
+    assoc = ae.associate(LOOPBACK, port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    try:
+        return [
+            (int(rsp.Status), found)
+            for rsp, found in assoc.send_c_find(identifier, sop_class)
+            if "Status" in rsp
+        ]
+    finally:
+        assoc.release()
+
+
+FIND_MODELS = {
+    "study": StudyRootQueryRetrieveInformationModelFind,
+    "patient": PatientRootQueryRetrieveInformationModelFind,
+}
+
+
+def identifier(level: str, **keys: object) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+# Implicit VR little endian: QueryRetrieveLevel=STUDY, then a sequence of undefined length
+# whose first "item" is not an item tag, so no decoder can read past it.
+UNDECODABLE_IDENTIFIER = (
+    b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY "
+    b"\x08\x00\x10\x11\xff\xff\xff\xff\x01\x02\x03\x04\x05\x06\x07\x08"
+)
+
+
+def raw_request(port: int, request: Any, *, calling: str = MODALITY) -> list[int]:
+    """Send a C-FIND/C-GET/C-MOVE request primitive as built (identifier bytes untouched)
+    on an implicit VR context; the statuses of every response until the final one."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(request.AffectedSOPClassUID, ImplicitVRLittleEndian)
+    assoc = ae.associate(LOOPBACK, port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    codes: list[int] = []
+    try:
+        context = assoc.accepted_contexts[0]
+        # Hold the requestor's reactor, as pynetdicom's own send_c_* do, so the responses
+        # come to us.
+        assoc._reactor_checkpoint.clear()
+        while not assoc._is_paused:
+            time.sleep(0.001)
+        assoc.dimse.send_msg(request, context.context_id)
+        while True:
+            _, response = assoc.dimse.get_msg(block=True)
+            if response is None:
+                break
+            codes.append(int(response.Status))
+            if int(response.Status) not in (0xFF00, 0xFF01):
+                break
+        assoc._reactor_checkpoint.set()
+    finally:
+        assoc.release()
+    return codes
