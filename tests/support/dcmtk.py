@@ -206,12 +206,13 @@ def getscu(
 
 
 def suboperation_counts(output: str) -> dict[str, int]:
-    """The sub-operation counts of the last C-MOVE/C-GET response in dcmtk's debug output."""
+    """The sub-operation counts of the last C-MOVE/C-GET response in dcmtk's debug output
+    (``Completed Suboperations       : 5``, ``none`` when the field is absent)."""
     counts: dict[str, int] = {}
     for kind in ("Remaining", "Completed", "Failed", "Warning"):
-        found = re.findall(rf"Number of {kind} Suboperations\s*:\s*(\d+)", output)
+        found = re.findall(rf"{kind} Suboperations\s*:\s*(\d+|none)", output)
         if found:
-            counts[kind.lower()] = int(found[-1])
+            counts[kind.lower()] = 0 if found[-1] == "none" else int(found[-1])
     return counts
 
 

@@ -367,6 +367,10 @@ def _staged(runtime: ScpRuntime, match: Match) -> Iterator[Path]:
         try:
             for chunk in runtime.archive.store.iter_chunks(match.object_key):
                 handle.write(chunk)
+            if handle.tell() % 2:
+                # Only a deflated data set can have an odd length (some writers forget the
+                # pad byte PS3.5 A.5 asks for); PDVs must be even, and dcmtk aborts otherwise.
+                handle.write(b"\x00")
         except BaseException:
             path.unlink(missing_ok=True)
             raise
