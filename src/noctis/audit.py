@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from noctis.index.accounts import AuditEvent
+from noctis.index.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,11 @@ def audit_event(
     study_instance_uid: str | None = None,
     facility_id: int | None = None,
     detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
 ) -> AuditEvent:
     """An audit row (not yet added to any session), fields cut to their column sizes."""
     return AuditEvent(
+        at=at or utcnow(),
         actor=actor[:255],
         actor_type=actor_type,
         client=client[:255],

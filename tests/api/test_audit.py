@@ -143,3 +143,26 @@ def test_admin_actions_are_in_the_trail(archive: Archive, admin: TestClient) -> 
     assert [(e["actor"], e["actor_type"], e["detail"]["operation"]) for e in items] == [
         ("auditor", "token", "user.create")
     ]
+
+
+def test_sink_writes_before_returning_and_queues_when_the_index_is_busy(
+    archive: Archive,
+) -> None:
+    sink = DatabaseAuditSink(archive.sessions)
+    rad = Principal("rad", Role.RADIOLOGIST, frozenset({1}))
+    sink.record(principal=rad, client="::1", action="retrieve", outcome="success")
+    with archive.sessions() as session:  # written inline: no flush needed
+        assert session.scalars(select(AuditEvent.action)).all() == ["retrieve"]
+    # The caller holds an index transaction (on SQLite: the write lock) while recording.
+    started = datetime.now(UTC)
+    with archive.sessions.begin() as session:
+        session.execute(select(AuditEvent.id)).all()
+        sink.record(principal=rad, client="::1", action="store", outcome="success")
+        waited = datetime.now(UTC) - started
+    assert waited < timedelta(seconds=2)
+    assert sink.flush()
+    with archive.sessions() as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+    assert [e.action for e in events] == ["retrieve", "store"]
+    assert all(e.at is not None for e in events)
+    sink.close()

@@ -1,10 +1,11 @@
 """The API's audit sink (``app.state.audit``): DICOMweb and REST events into the audit trail.
 
-`record` never waits on the index: events go to a bounded in-memory queue that one writer
-thread drains into the audit table, many rows per transaction. A router may therefore
-record while it holds an index transaction of its own (SQLite admits one writer: a
-synchronous insert there would wait for the router's own transaction to end). The queue is
-flushed when the process exits; `flush()` waits for it (tests, the audit query endpoint).
+`record` writes the row at once, so it is durable before the response goes out. It never
+waits long on the index: on SQLite (one writer at a time) the insert gives up after a
+quarter of a second, for instance when the calling router still holds an index transaction
+of its own, and the event goes to a bounded in-memory queue that a writer thread drains.
+The queue is flushed when the process exits; `flush()` waits for it (tests, the audit
+query endpoint).
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ import threading
 import time
 from typing import Any
 
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from noctis.api.security import Principal
 from noctis.audit import ActorType, audit_event
+from noctis.index.models import utcnow
 
 log = logging.getLogger("noctis.audit")
 
 MAX_PENDING = 50_000
 MAX_BATCH = 500
+SQLITE_WAIT = 0.25  # seconds an inline insert waits for SQLite's write lock
 
 
 def actor_type(principal: Principal | None) -> ActorType:
@@ -36,6 +40,7 @@ class DatabaseAuditSink:
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
+        self._inline = _impatient(sessions)
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(MAX_PENDING)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -53,7 +58,8 @@ class DatabaseAuditSink:
     ) -> None:
         if principal is not None and principal.method == "oidc":
             detail = {"method": "oidc", **(detail or {})}
-        event = {
+        event: dict[str, Any] = {
+            "at": utcnow(),  # when it happened, even if the row is written later
             "actor": principal.subject if principal is not None else "anonymous",
             "actor_type": actor_type(principal),
             "client": client,
@@ -63,6 +69,12 @@ class DatabaseAuditSink:
             "facility_id": facility_id,
             "detail": detail,
         }
+        try:
+            with self._inline.begin() as session:
+                session.add(audit_event(**event))
+            return
+        except Exception as exc:  # locked, or the index is down: the writer retries
+            log.debug("audit event queued (%s)", type(exc).__name__)
         self._ensure_writer()
         try:
             self._queue.put_nowait(event)
@@ -85,6 +97,10 @@ class DatabaseAuditSink:
             self._queue.put(None)
             self._thread.join(timeout)
             self._thread = None
+        if self._inline is not self._sessions:
+            bind = self._inline.kw.get("bind")
+            if isinstance(bind, Engine):
+                bind.dispose()
 
     def _ensure_writer(self) -> None:
         if self._thread is not None:
@@ -121,3 +137,20 @@ class DatabaseAuditSink:
                 session.add_all(audit_event(**e) for e in events)
         except Exception:
             log.exception("%d audit events not recorded: %s", len(events), events)
+
+
+def _impatient(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions for the inline insert: on SQLite an engine of its own that waits at most
+    SQLITE_WAIT for the write lock (the archive's engine waits 30 s); elsewhere the same."""
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, Engine) or bind.dialect.name != "sqlite":
+        return sessions
+    engine = create_engine(bind.url, connect_args={"timeout": SQLITE_WAIT})
+    event.listen(engine, "connect", _sqlite_audit_pragmas)
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _sqlite_audit_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")  # as the archive's engine (WAL)
+    cursor.close()
