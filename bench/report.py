@@ -189,7 +189,9 @@ def _ratio_table(results: Results) -> Table:
 
 def _timing_table(results: Results) -> Table:
     names = _targets_in(results.timings, results)
-    table = Table(title="Query and retrieve: median / p95 ms (warm, after one warm-up)")
+    table = Table(
+        title="Query and retrieve: median / p95 ms (warm, after one warm-up); first = warm-up"
+    )
     table.add_column("request")
     for name in names:
         table.add_column(results.labels[name], justify="right")
@@ -202,7 +204,10 @@ def _timing_table(results: Results) -> Table:
             elif not timing.ok:
                 cells.append("[red]FAILED[/red]")
             else:
-                cells.append(f"{timing.median_ms:,.1f} / {timing.p95_ms:,.1f}\n{timing.detail}")
+                cells.append(
+                    f"{timing.median_ms:,.1f} / {timing.p95_ms:,.1f}\n"
+                    f"first {timing.first_ms:,.0f}; {timing.detail}"
+                )
         runs = max((t.runs for t in results.timings if t.name == request), default=0)
         table.add_row(f"{request}\n{runs} runs", *cells)
     return table

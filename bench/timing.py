@@ -20,6 +20,7 @@ class Timing:
     median_ms: float = math.nan
     p95_ms: float = math.nan
     min_ms: float = math.nan
+    first_ms: float = math.nan  # the warm-up request: cold caches, new connection
     detail: str = ""  # what the response held (matches, bytes), checked against the data
     ok: bool = False
     error: str = ""
@@ -40,7 +41,9 @@ def measure(target: str, name: str, runs: int, once: Callable[[], str]) -> Timin
     """Time `once` (which returns a detail string or raises) after one untimed warm-up."""
     timing = Timing(target=target, name=name)
     try:
+        began = time.perf_counter()
         timing.detail = once()  # warm-up: caches, connections, lazy imports
+        timing.first_ms = (time.perf_counter() - began) * 1000
         for _ in range(runs):
             began = time.perf_counter()
             detail = once()
