@@ -22,6 +22,8 @@ from noctis.settings import Settings
 app = typer.Typer(help="Noctis: a Kubernetes-native PACS.", no_args_is_help=True)
 facility_app = typer.Typer(help="The facility registry: who may send, query and retrieve.")
 app.add_typer(facility_app, name="facility")
+user_app = typer.Typer(help="Local users of the web side (viewer, DICOMweb, REST).")
+app.add_typer(user_app, name="user")
 console = Console(stderr=True)
 
 
@@ -168,6 +170,51 @@ def facility_list() -> None:
             Console().print(table)
     finally:
         archive.close()
+
+
+@user_app.command("add")
+def user_add(
+    username: Annotated[str, typer.Argument()],
+    role: Annotated[
+        str, typer.Option(help="admin, radiologist, technologist or referring-physician")
+    ] = "radiologist",
+    facility: Annotated[
+        list[str] | None, typer.Option("--facility", "-F", help="facility the user may see")
+    ] = None,
+    display_name: Annotated[str, typer.Option(help="full name")] = "",
+) -> None:
+    """Create a local user; prints the generated password once."""
+    from noctis.api.auth import AccountError, add_user
+    from noctis.archive import Archive
+
+    archive = Archive.open(_settings())
+    try:
+        password = add_user(
+            archive, username, role, facilities=facility or [], display_name=display_name
+        )
+    except AccountError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        archive.close()
+    console.print(f"user {username} ({role}) created; password: {password}")
+
+
+@user_app.command("passwd")
+def user_passwd(username: Annotated[str, typer.Argument()]) -> None:
+    """Give a user a new generated password (printed once) and end their sessions."""
+    from noctis.api.auth import AccountError, reset_password
+    from noctis.archive import Archive
+
+    archive = Archive.open(_settings())
+    try:
+        password = reset_password(archive, username)
+    except AccountError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        archive.close()
+    console.print(f"new password for {username}: {password}")
 
 
 @app.command()
