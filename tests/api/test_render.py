@@ -238,3 +238,27 @@ def test_encoding_and_viewport_fit():
         image, pixels, media_type=render.PNG, viewport=render.Viewport(10, 10, (0, 0, 20, 20))
     )
     assert Image.open(io.BytesIO(cropped)).size == (10, 10)
+
+
+@pytest.mark.parametrize("path", IMAGES, ids=lambda p: p.rsplit("/", 1)[-1])
+def test_rendering_pixels_match_pydicom(path):
+    data = open(path, "rb").read()  # noqa: SIM115
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        header, layout = _locate(data)
+        if layout.encapsulated:
+            return  # decoded by pydicom itself
+        image = image_attributes(header)
+        full = dcmread(io.BytesIO(data))
+        expected = pixel_array(full, index=0)
+        got = render.frame_array(image, layout, 0, _read(data, layout.frames[0]))
+        assert np.array_equal(got.reshape(expected.shape), expected)
+        assert render.to_display(image, got).dtype == np.uint8
+
+
+def test_lookup_tables_match_the_direct_computation():
+    image, pixels = _ct()
+    window = render.Window(40, 400, "sigmoid")
+    slope, intercept = float(image.RescaleSlope), float(image.RescaleIntercept)
+    direct = render.apply_window(pixels.astype(np.float64) * slope + intercept, window)
+    assert np.array_equal(render.to_display(image, pixels, window), direct)

@@ -10,6 +10,7 @@ value, so a 512x512 CT frame renders with one indexing pass.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass
@@ -100,7 +101,30 @@ def frame_array(image: Dataset, layout: PixelLayout, index: int, stored: bytes) 
     """The decoded pixels of one frame from its stored bytes (color as RGB)."""
     if layout.encapsulated:
         return decode_frame(image, stored)
-    return native_array(image, native_frame(image, layout, index, stored))
+    native = native_frame(image, layout, index, stored)
+    fast = _plain_grayscale(image, native)
+    return fast if fast is not None else native_array(image, native)
+
+
+def _plain_grayscale(image: Dataset, native: bytes) -> np.ndarray | None:
+    """Single-sample 8/16-bit little endian pixels straight from their bytes (the bulk of CT,
+    MR, CR, DX), with the bits above Bits Stored cleared or sign-extended as pydicom does."""
+    try:
+        samples = int(image.get("SamplesPerPixel") or 1)
+        bits = int(image.BitsAllocated)
+        stored = int(image.get("BitsStored") or bits)
+        signed = int(image.get("PixelRepresentation") or 0) == 1
+        rows, columns = int(image.Rows), int(image.Columns)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if samples != 1 or bits not in (8, 16) or len(native) < rows * columns * bits // 8:
+        return None
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    pixels = np.frombuffer(native, dtype=dtype, count=rows * columns).reshape(rows, columns)
+    if stored < bits:
+        shift = bits - stored
+        pixels = (pixels << shift) >> shift if signed else pixels & ((1 << stored) - 1)
+    return pixels
 
 
 def render(
@@ -131,16 +155,59 @@ def to_display(
     invert = photometric == "MONOCHROME1" or (
         str(image.get("PresentationLUTShape", "")).upper() == "INVERSE"
     )
+    small_integers = pixels.dtype.itemsize <= 2 and pixels.dtype.kind in "iu"
+    linear = _linear_parameters(image, pixels, window, frame_index)
+    if small_integers and linear is not None:
+        # The common case (rescale + window): one cached table over every stored value.
+        return _lookup(_linear_lut(pixels.dtype.str, *linear, invert), pixels)
     transform = _grayscale_transform(image, pixels, window, frame_index)
-    if pixels.dtype.itemsize <= 2 and pixels.dtype.kind in "iu":
+    if small_integers:
         info = np.iinfo(pixels.dtype)
-        domain = np.arange(info.min, info.max + 1, dtype=np.int64)
-        lut = transform(domain)
-        if invert:
-            lut = 255 - lut
-        return lut[pixels.astype(np.int64) - info.min] if info.min else lut[pixels]
+        lut = transform(np.arange(info.min, info.max + 1, dtype=np.int64))
+        return _lookup(255 - lut if invert else lut, pixels)
     display = transform(pixels)
     return 255 - display if invert else display
+
+
+def _lookup(lut: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """lut[value - dtype minimum] for 8/16-bit pixels, without widening the array."""
+    if pixels.dtype.kind == "i":
+        bits = pixels.dtype.itemsize * 8
+        unsigned = pixels.view(f"u{pixels.dtype.itemsize}")
+        return np.take(lut, unsigned ^ (1 << (bits - 1)))
+    return np.take(lut, pixels)
+
+
+def _linear_parameters(
+    image: Dataset, pixels: np.ndarray, window: Window | None, frame_index: int
+) -> tuple[float, float, float, float, str] | None:
+    """(slope, intercept, center, width, function) when rescale and a window say it all."""
+    if "ModalityLUTSequence" in image:
+        return None
+    chosen = window or _dataset_window(image, frame_index)
+    if chosen is None:
+        return None  # a VOI LUT Sequence, or the frame's own range
+    slope, intercept = _rescale(image, frame_index)
+    return slope, intercept, chosen.center, chosen.width, chosen.function
+
+
+@functools.lru_cache(maxsize=64)
+def _linear_lut(
+    dtype: str,
+    slope: float,
+    intercept: float,
+    center: float,
+    width: float,
+    function: str,
+    invert: bool,
+) -> np.ndarray:
+    info = np.iinfo(np.dtype(dtype))
+    domain = np.arange(info.min, info.max + 1, dtype=np.float64) * slope + intercept
+    lut = apply_window(domain, Window(center, width, function))
+    if invert:
+        lut = 255 - lut
+    lut.setflags(write=False)
+    return lut
 
 
 def _grayscale_transform(

@@ -59,7 +59,8 @@ class WebContext:
         )
 
 
-def get_context(request: Request, principal: PrincipalDep, audit: AuditDep) -> WebContext:
+async def get_context(request: Request, principal: PrincipalDep, audit: AuditDep) -> WebContext:
+    # async: nothing here blocks, so no thread pool hop per request.
     base = str(request.base_url).rstrip("/") + PREFIX
     return WebContext(
         archive=request.app.state.archive,

@@ -7,6 +7,7 @@ is ``200 []``. When more results exist than were returned, a ``Warning`` header 
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -111,19 +112,33 @@ def _search(
 
 def _result(match: Match, params: QidoParams, base_url: str) -> dict[str, Any]:
     result: dict[str, Any] = dict(_CHARACTER_SET)
-    for keyword in params.returned:
-        attribute = ATTRIBUTES[keyword]
-        result[tag_key(attribute.tag)] = value_json(attribute.vr, _value(match, keyword))
+    values = match.values
+    for keyword, key, vr in _columns(params.returned):
+        result[key] = _index_json(vr, values.get(keyword))
     result.update(_AVAILABILITY)
     result[_RETRIEVE_URL] = {"vr": "UR", "Value": [base_url + _path(match, params.level)]}
     return dict(sorted(result.items()))
 
 
-def _value(match: Match, keyword: str) -> Any:
-    value = match.values.get(keyword)
-    if keyword == "ModalitiesInStudy" and isinstance(value, str):
-        return [v for v in value.split("\\") if v]
-    return value
+@functools.lru_cache(maxsize=256)
+def _columns(returned: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
+    return tuple((kw, tag_key(ATTRIBUTES[kw].tag), ATTRIBUTES[kw].vr) for kw in returned)
+
+
+def _index_json(vr: str, value: Any) -> dict[str, Any]:
+    """JSON for a value as the index keeps it: str (multiple values joined by a backslash),
+    int or None. A fast path for the many rows of a large search."""
+    if value is None or value == "":
+        return {"vr": vr}
+    if isinstance(value, int):
+        return {"vr": vr, "Value": [value]}
+    if vr == "PN":
+        return value_json(vr, value)
+    if "\\" in value:
+        return value_json(vr, [v for v in value.split("\\")])
+    if vr == "IS":
+        return value_json(vr, value)
+    return {"vr": vr, "Value": [value]}
 
 
 def _path(match: Match, level: Level) -> str:
