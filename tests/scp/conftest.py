@@ -28,8 +28,6 @@ from support.archive import (
 )
 from support.ports import LOOPBACK
 
-pytestmark = pytest.mark.dcmtk
-
 
 @pytest.fixture(autouse=True)
 def _quiet_pynetdicom() -> None:

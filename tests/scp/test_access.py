@@ -16,6 +16,8 @@ from support import dcmtk
 from support.archive import register_facility
 from support.ports import LOOPBACK
 
+pytestmark = pytest.mark.dcmtk
+
 CALLING_REJECTED = "Reason: Calling AE Title Not Recognized"
 CALLED_REJECTED = "Reason: Called AE Title Not Recognized"
 

@@ -34,6 +34,8 @@ from noctis.scp import status
 from support import dcmtk
 from support.archive import register_facility
 
+pytestmark = pytest.mark.dcmtk
+
 OTHER = "OTHERPACS"
 
 

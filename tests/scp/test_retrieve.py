@@ -40,6 +40,8 @@ from support.dicomdata import (
 )
 from support.ports import LOOPBACK, free_port
 
+pytestmark = pytest.mark.dcmtk
+
 DEST = "DEST"
 OTHER = "OTHERPACS"
 

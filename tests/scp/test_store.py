@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 from scp_support import (
@@ -34,6 +35,8 @@ from support.dicomdata import (
     transfer_syntax_samples,
 )
 from support.ports import LOOPBACK
+
+pytestmark = pytest.mark.dcmtk
 
 
 def test_every_transfer_syntax_with_storescu(scp: RunningScp, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE
 from pynetdicom.association import Association
@@ -79,7 +80,7 @@ def store_files(
         path = Path(path)
         try:
             described.append((path, _sop_class_and_syntax(path)))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, InvalidDicomError) as exc:
             report._fail(path, f"not a DICOM Part 10 file: {exc}")
     for contexts in requested_storage_contexts((pair for _, pair in described), fallback=False):
         covered = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in contexts}

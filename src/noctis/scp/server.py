@@ -166,6 +166,7 @@ def prepare_embedded(settings: Settings) -> None:
     from noctis.index.facilities import ensure_default_facility
     from noctis.index.migrate import upgrade
 
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # SQLite creates files, not dirs
     upgrade(settings.resolved_database_url())
     archive = Archive.open(settings)
     try:

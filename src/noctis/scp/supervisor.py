@@ -17,6 +17,7 @@ import tempfile
 import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from noctis.archive import Archive
 from noctis.scp.health import HealthServer
@@ -39,9 +40,15 @@ def supervise(settings: Settings) -> None:
     context = multiprocessing.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
 
+    listening: list[Any] = [None] * count  # per child: set once its socket accepts
+
     def start(index: int) -> BaseProcess:
+        listening[index] = context.Event()
         process = context.Process(
-            target=serve_child, args=(settings, level), name=f"noctis-scp-{index}", daemon=False
+            target=serve_child,
+            args=(settings, level, listening[index]),
+            name=f"noctis-scp-{index}",
+            daemon=False,
         )
         process.start()
         return process
@@ -51,8 +58,8 @@ def supervise(settings: Settings) -> None:
 
     def ready() -> dict[str, str]:
         report = archive.readiness()
-        running = sum(p.is_alive() for p in workers)
-        report["scp-processes"] = "ok" if running == count else f"{running} of {count} running"
+        serving = sum(p.is_alive() and e.is_set() for p, e in zip(workers, listening, strict=True))
+        report["scp-processes"] = "ok" if serving == count else f"{serving} of {count} serving"
         return report
 
     health = HealthServer(
@@ -90,7 +97,7 @@ def supervise(settings: Settings) -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def serve_child(settings: Settings, log_level: int) -> None:
+def serve_child(settings: Settings, log_level: int, listening: Any) -> None:
     """One SCP process sharing the port with its siblings."""
     from noctis.scp.server import Scp, stop_on_signals
 
@@ -102,6 +109,7 @@ def serve_child(settings: Settings, log_level: int) -> None:
     archive = Archive.open(settings)
     try:
         scp = Scp(archive, reuse_port=True).start()
+        listening.set()
         while not stopping.wait(0.5):
             pass
         scp.stop()

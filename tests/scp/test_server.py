@@ -1,0 +1,187 @@
+"""``noctis scp`` as a process: health and metrics endpoints, SIGTERM draining, several
+processes on one port (SO_REUSEPORT), and the ``noctis echo`` / ``noctis upload`` commands.
+
+Embedded settings (the loopback "default" facility accepts any calling AE title), a temp data
+directory and free loopback ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from noctis.scp import status
+from support import dcmtk, log_tail, terminate
+from support.archive import embedded_settings, index_counts, open_archive
+from support.dicomdata import generate_ct_series
+from support.ports import LOOPBACK, free_ports, is_listening
+
+pytestmark = pytest.mark.dcmtk
+
+STARTUP_TIMEOUT = 60.0
+
+
+@dataclass
+class ScpProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    health_port: int
+    log: Path
+    data_dir: Path
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        url = f"http://{LOOPBACK}:{self.health_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except OSError:
+            return 0, b""
+
+    def metrics(self) -> str:
+        code, body = self.get("/metrics")
+        assert code == 200
+        return body.decode()
+
+
+def noctis(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "noctis.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def scp_environment(data_dir: Path, port: int, health_port: int, processes: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "NOCTIS_MODE": "embedded",
+        "NOCTIS_DATA_DIR": str(data_dir),
+        "NOCTIS_SCP_HOST": LOOPBACK,
+        "NOCTIS_SCP_PORT": str(port),
+        "NOCTIS_HEALTH_HOST": LOOPBACK,
+        "NOCTIS_HEALTH_PORT": str(health_port),
+        "NOCTIS_SCP_PROCESSES": str(processes),
+    }
+
+
+@pytest.fixture
+def scp_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ScpProcess]:
+    processes = getattr(request, "param", 1)
+    port, health_port = free_ports(2)
+    log = tmp_path / "scp.log"
+    env = scp_environment(tmp_path / "data", port, health_port, processes)
+    running = ScpProcess(noctis("scp", env=env, log=log), port, health_port, log, tmp_path / "data")
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while running.get("/readyz")[0] != 200:
+            assert running.process.poll() is None, log_tail(log)
+            assert time.monotonic() < deadline, f"noctis scp not ready:\n{log_tail(log)}"
+            time.sleep(0.2)
+        yield running
+    finally:
+        terminate(running.process, timeout=30)
+
+
+def test_health_metrics_and_draining_on_sigterm(scp_process: ScpProcess) -> None:
+    assert scp_process.get("/healthz") == (200, b"ok\n")
+    code, body = scp_process.get("/readyz")
+    assert code == 200 and json.loads(body) == {"index": "ok", "objects": "ok"}
+    assert scp_process.get("/nothing")[0] == 404
+
+    assert dcmtk.echoscu(scp_process.port, calling="ANYONE", called="NOCTIS").ok
+    metrics = scp_process.metrics()
+    assert "noctis_scp_associations_total 1.0" in metrics
+    assert 'noctis_scp_requests_total{result="success",service="echo"} 1.0' in metrics
+    assert "noctis_scp_store_seconds_bucket" in metrics
+
+    ae = AE(ae_title="DRAINING")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(LOOPBACK, scp_process.port, ae_title="NOCTIS")
+    assert assoc.is_established
+    scp_process.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while is_listening(scp_process.port):  # stops accepting at once...
+        assert time.monotonic() < deadline, "still accepting after SIGTERM"
+        time.sleep(0.05)
+    answer = assoc.send_c_echo()  # ...while the open association goes on
+    assert answer.Status == status.SUCCESS
+    assert scp_process.process.poll() is None
+    assoc.release()
+    assert scp_process.process.wait(timeout=10) == 0, log_tail(scp_process.log)
+
+
+@pytest.mark.parametrize("scp_process", [2], indirect=True)
+def test_processes_share_one_port(scp_process: ScpProcess) -> None:
+    code, body = scp_process.get("/readyz")
+    assert code == 200 and json.loads(body)["scp-processes"] == "ok"
+    for index in range(16):
+        ae = AE(ae_title=f"CALLER{index}")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate(LOOPBACK, scp_process.port, ae_title="NOCTIS")
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == status.SUCCESS
+        assoc.release()
+    metrics = scp_process.metrics()
+    # The parent adds up its children's samples; the per-process gauge keeps a pid label.
+    assert "noctis_scp_associations_total 16.0" in metrics
+    per_process = {
+        pid: float(value)
+        for pid, value in re.findall(
+            r'noctis_scp_process_associations\{pid="(\d+)"\} ([0-9.]+)', metrics
+        )
+    }
+    assert len(per_process) == 2, metrics
+    assert sum(per_process.values()) == 16
+    assert all(count > 0 for count in per_process.values()), per_process  # both took some
+
+    scp_process.process.send_signal(signal.SIGTERM)
+    assert scp_process.process.wait(timeout=40) == 0, log_tail(scp_process.log)
+    assert not is_listening(scp_process.port)
+
+
+def test_echo_and_upload_commands(scp_process: ScpProcess, tmp_path: Path) -> None:
+    port = str(scp_process.port)
+    env = {**os.environ}
+    echo = subprocess.run(
+        [sys.executable, "-m", "noctis.cli", "echo", LOOPBACK, port],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert echo.returncode == 0 and "0x0000" in echo.stderr, echo.stderr
+    generate_ct_series(tmp_path / "upload", slices=5, size=32)
+    (tmp_path / "upload" / "notes.txt").write_text("not DICOM")
+    upload = subprocess.run(
+        [sys.executable, "-m", "noctis.cli", "upload", str(tmp_path / "upload"), "--port", port],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert upload.returncode == 1, upload.stderr  # the text file is reported, not sent
+    assert "sent 5 of 6 files; 1 failed" in " ".join(upload.stderr.split())
+    assert "notes.txt" in upload.stderr
+    archive = open_archive(embedded_settings(scp_process.data_dir))
+    try:
+        assert index_counts(archive)["instance"] == 5
+    finally:
+        archive.close()
