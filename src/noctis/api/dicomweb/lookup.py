@@ -62,12 +62,15 @@ def _statement(
     series_uid: str | None,
     sop_uid: str | None,
 ) -> Select[tuple[object, ...]]:
+    # Driven from the study (its UID is indexed) and filtered by the study's facility: an
+    # instance always belongs to its study's facility, and a filter on the instance's
+    # facility leads SQLite to scan every instance of the facility instead.
     statement = (
         select(*_COLUMNS)
-        .select_from(Instance)
-        .join(Series, Instance.series_pk == Series.id)
-        .join(Study, Series.study_pk == Study.id)
-        .join(Facility, Instance.facility_id == Facility.id)
+        .select_from(Study)
+        .join(Series, Series.study_pk == Study.id)
+        .join(Instance, Instance.series_pk == Series.id)
+        .join(Facility, Study.facility_id == Facility.id)
         .where(Study.study_instance_uid == study_uid)
     )
     if series_uid is not None:
@@ -75,7 +78,7 @@ def _statement(
     if sop_uid is not None:
         statement = statement.where(Instance.sop_instance_uid == sop_uid)
     if facility_ids is not None:
-        statement = statement.where(Instance.facility_id.in_(list(facility_ids)))
+        statement = statement.where(Study.facility_id.in_(list(facility_ids)))
     return statement
 
 
@@ -104,7 +107,7 @@ def hidden_from(
     if facility_ids is None:
         return None
     statement = _statement(None, study_uid, series_uid, sop_uid).where(
-        Instance.facility_id.not_in(list(facility_ids))
+        Study.facility_id.not_in(list(facility_ids))
     )
     row = session.execute(statement.limit(1)).first()
     return int(row[1]) if row is not None else None
