@@ -146,3 +146,16 @@ def test_metadata_only_as_json(clients, study):
         headers={"Accept": "multipart/related; type=application/dicom+xml"},
     )
     assert response.status_code == 406
+
+
+def test_metadata_is_gzipped_for_browsers(clients, dw):
+    made = dw.build_study(["explicit"] * 12)  # enough JSON to be worth compressing
+    client = clients("rad_north")
+    assert dw.stow(client, list(made.files.values())).status_code == 200
+    url = f"/dicom-web/studies/{made.study_uid}/metadata"
+    plain = client.get(url, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    zipped = client.get(url, headers={"Accept-Encoding": "gzip, deflate"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.json() == plain.json()  # httpx decodes it
+    assert int(zipped.headers["content-length"]) < len(plain.content) / 4

@@ -14,8 +14,11 @@ def run(settings: Settings) -> None:
         app,
         host=settings.api_host,
         port=settings.api_port,
-        proxy_headers=True,  # X-Forwarded-Proto/For from the ingress, for URLs and audit
-        forwarded_allow_ips="*" if settings.mode == "production" else "127.0.0.1",
+        # X-Forwarded-Proto/For (URLs in responses, client addresses in the audit trail) are
+        # trusted only from the addresses in FORWARDED_ALLOW_IPS (uvicorn's variable; default
+        # 127.0.0.1): set it to the ingress controller's, or clients could forge their address.
+        proxy_headers=True,
+        forwarded_allow_ips=None,
         log_level="info",
         access_log=False,  # /metrics counts requests; the audit trail records patient data
     )

@@ -21,6 +21,7 @@ from noctis.dicom.transcode import PixelLayout
 Value = TypeVar("Value")
 
 METADATA_BUDGET = 256 << 20  # bytes of cached metadata JSON
+COMPRESSED_BUDGET = 64 << 20  # bytes of gzipped metadata documents
 LAYOUT_ENTRIES = 20_000  # frame layouts with their small image attribute sets
 
 
@@ -75,5 +76,7 @@ class DicomWebCache:
     ) -> None:
         # object key -> one instance's metadata JSON, with a placeholder for the base URL
         self.metadata: LRU[bytes] = LRU(metadata_budget, len)
+        # hash of (base URL, object keys) -> the gzipped metadata document
+        self.compressed: LRU[bytes] = LRU(COMPRESSED_BUDGET, len)
         # object key -> (image attributes, frame layout)
         self.layouts: LRU[tuple[Dataset, PixelLayout]] = LRU(layout_entries)

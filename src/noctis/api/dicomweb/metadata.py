@@ -7,6 +7,8 @@ by object key, so a 300-instance series is one index query and a join of cached 
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import logging
 
 from fastapi import APIRouter, Request, Response
@@ -25,19 +27,21 @@ from noctis.api.dicomweb.objects import metadata_document, metadata_fragment
 from noctis.storage import ObjectNotFound
 
 log = logging.getLogger(__name__)
+GZIP_MINIMUM = 32 * 1024
 router = APIRouter(prefix=PREFIX, tags=["WADO-RS metadata"])
 
 
 @router.get("/studies/{study}/metadata")
 def study_metadata(study: str, request: Request, ctx: ContextDep) -> Response:
     _check_accept(request)
-    return _metadata(ctx, "wado.metadata", locate(ctx, "wado.metadata", study))
+    return _metadata(ctx, request, "wado.metadata", locate(ctx, "wado.metadata", study))
 
 
 @router.get("/studies/{study}/series/{series}/metadata")
 def series_metadata(study: str, series: str, request: Request, ctx: ContextDep) -> Response:
     _check_accept(request)
-    return _metadata(ctx, "wado.metadata", locate(ctx, "wado.metadata", study, series))
+    found = locate(ctx, "wado.metadata", study, series)
+    return _metadata(ctx, request, "wado.metadata", found)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/metadata")
@@ -46,7 +50,7 @@ def instance_metadata(
 ) -> Response:
     _check_accept(request)
     found = locate(ctx, "wado.metadata", study, series, instance)
-    return _metadata(ctx, "wado.metadata", found)
+    return _metadata(ctx, request, "wado.metadata", found)
 
 
 def _check_accept(request: Request) -> None:
@@ -55,7 +59,9 @@ def _check_accept(request: Request) -> None:
         raise not_acceptable("metadata is available as application/dicom+json")
 
 
-def _metadata(ctx: WebContext, action: str, instances: list[StoredInstance]) -> Response:
+def _metadata(
+    ctx: WebContext, request: Request, action: str, instances: list[StoredInstance]
+) -> Response:
     store, cache = ctx.archive.store, ctx.cache
     fragments = []
     for instance in instances:
@@ -68,4 +74,20 @@ def _metadata(ctx: WebContext, action: str, instances: list[StoredInstance]) -> 
         except Exception:
             log.exception("cannot build the metadata of instance %s", instance.sop_uid)
     audit_read(ctx, action, instances)
-    return Response(metadata_document(fragments, ctx.base_url), media_type=DICOM_JSON)
+    body = metadata_document(fragments, ctx.base_url)
+    if len(body) < GZIP_MINIMUM or "gzip" not in request.headers.get("accept-encoding", ""):
+        return Response(body, media_type=DICOM_JSON)
+    # Browsers ask for gzip: a series' JSON shrinks ~10x. Compressed once per distinct
+    # content (the object keys) and base URL, since viewers fetch the same series again.
+    key = hashlib.sha256(
+        "\n".join([ctx.base_url, *(i.object_key for i in instances)]).encode()
+    ).hexdigest()
+    compressed = cache.compressed.get(key)
+    if compressed is None:
+        compressed = gzip.compress(body, compresslevel=1, mtime=0)
+        cache.compressed.put(key, compressed)
+    return Response(
+        compressed,
+        media_type=DICOM_JSON,
+        headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+    )

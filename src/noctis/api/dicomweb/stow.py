@@ -49,12 +49,12 @@ _REASONS = {
 }
 
 
-@router.post("/studies")
+@router.post("/studies", description=__doc__)
 async def store_instances(request: Request, ctx: ContextDep) -> Response:
     return await _store(request, ctx, None)
 
 
-@router.post("/studies/{study}")
+@router.post("/studies/{study}", description=__doc__)
 async def store_study_instances(study: str, request: Request, ctx: ContextDep) -> Response:
     try:
         check_uid(study, "StudyInstanceUID")
