@@ -7,10 +7,7 @@ a test). S3 is the session's SeaweedFS (tests/conftest.py), the index a migrated
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,22 +17,13 @@ from operator_support import (
     ROOT,
     SERVICE_ACCOUNT,
     Cluster,
-    http_ok,
     install_chart,
     secrets_yaml,
-    wait_for,
 )
 
 from noctis.index.migrate import upgrade
-from support.kube import ControlPlane, free_ports, start_control_plane
+from support.kube import ControlPlane, start_control_plane
 from support.s3 import SeaweedFS
-
-# What `noctis operator` does, with the log at INFO for the test's record.
-OPERATOR_MAIN = (
-    "import logging; logging.basicConfig(level=logging.INFO, "
-    "format='%(asctime)s %(name)s %(levelname)s %(message)s'); "
-    "from noctis.operator.main import run; run()"
-)
 
 
 def _tolerant_api_get(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,39 +69,15 @@ def cluster(
     kube.kubectl("apply", "-n", namespace, "-f", "-", input=secrets_yaml(s3_server, database_url))
     token = kube.create_token(namespace, SERVICE_ACCOUNT)
     kubeconfig = kube.kubeconfig_for_token(token, user=f"operator-{namespace}")
-    (port,) = free_ports(1)
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "NOCTIS_DATABASE_URL": database_url,
-        "NOCTIS_OPERATOR_NAMESPACES": namespace,
-        "NOCTIS_OPERATOR_PEERING": "noctis",
-        "NOCTIS_OPERATOR_LIVENESS_HOST": "127.0.0.1",
-        "NOCTIS_OPERATOR_LIVENESS_PORT": str(port),
-        "NOCTIS_OPERATOR_USAGE_INTERVAL": "2",
-        "NOCTIS_OPERATOR_FACILITY_INTERVAL": "2",
-        "NOCTIS_OPERATOR_RETRY_DELAY": "2",
-    }
-    log = workdir / "operator.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-c", OPERATOR_MAIN],
-            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-    liveness = f"http://127.0.0.1:{port}/healthz"
-    plane = Cluster(kube, namespace, database_url, s3_server, liveness, log)
+    plane = Cluster(kube, namespace, database_url, s3_server, kubeconfig, workdir)
     try:
-        wait_for(lambda: http_ok(liveness) or process.poll() is not None, 60,
-                 "the operator's liveness endpoint", log)
-        assert process.poll() is None, plane.operator_log()
+        plane.start_operator("main")
         yield plane
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        forbidden = [line for line in plane.operator_log().splitlines() if "403" in line]
+        for running in [*plane.extra_operators, plane.operator]:
+            if running is not None:
+                running.stop()
+        forbidden = [line for line in plane.operator_log().splitlines() if " 403" in line
+                     or "Forbidden" in line]
         kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         assert not forbidden, "the operator hit RBAC refusals:\n" + "\n".join(forbidden[:10])

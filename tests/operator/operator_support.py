@@ -3,21 +3,79 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from support.kube import ControlPlane
+from support.kube import ControlPlane, free_ports
 from support.s3 import SeaweedFS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "noctis"
 SERVICE_ACCOUNT = "noctis-operator"  # the chart's, for release name "noctis"
+# What `noctis operator` does, with the log at INFO for the test's record.
+OPERATOR_MAIN = (
+    "import logging; logging.basicConfig(level=logging.INFO, "
+    "format='%(asctime)s %(name)s %(levelname)s %(message)s'); "
+    "from noctis.operator.main import run; run()"
+)
+
+
+@dataclass
+class OperatorProcess:
+    """`noctis operator` in a subprocess, as the chart's ServiceAccount, logging to a file."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    liveness_url: str
+
+    @classmethod
+    def start(
+        cls, kubeconfig: Path, namespace: str, database_url: str, log: Path, **extra: str
+    ) -> OperatorProcess:
+        (port,) = free_ports(1)
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "NOCTIS_DATABASE_URL": database_url,
+            "NOCTIS_OPERATOR_NAMESPACES": namespace,
+            "NOCTIS_OPERATOR_PEERING": "noctis",
+            "NOCTIS_OPERATOR_LIVENESS_HOST": "127.0.0.1",
+            "NOCTIS_OPERATOR_LIVENESS_PORT": str(port),
+            "NOCTIS_OPERATOR_USAGE_INTERVAL": "2",
+            "NOCTIS_OPERATOR_FACILITY_INTERVAL": "2",
+            "NOCTIS_OPERATOR_RETRY_DELAY": "2",
+            **extra,
+        }
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-c", OPERATOR_MAIN],
+                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        started = cls(process, log, f"http://127.0.0.1:{port}/healthz")
+        wait_for(lambda: http_ok(started.liveness_url) or process.poll() is not None, 60,
+                 "the operator's liveness endpoint", log)
+        assert process.poll() is None, log.read_text()
+        return started
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
 
 
 @dataclass
@@ -28,8 +86,31 @@ class Cluster:
     namespace: str
     database_url: str
     s3: SeaweedFS
-    liveness_url: str
-    log: Path
+    kubeconfig: Path
+    workdir: Path
+    operator: OperatorProcess | None = None
+    extra_operators: list[OperatorProcess] = field(default_factory=list)
+
+    @property
+    def log(self) -> Path:
+        assert self.operator is not None
+        return self.operator.log
+
+    @property
+    def liveness_url(self) -> str:
+        assert self.operator is not None
+        return self.operator.liveness_url
+
+    def start_operator(self, name: str, **extra: str) -> OperatorProcess:
+        started = OperatorProcess.start(
+            self.kubeconfig, self.namespace, self.database_url,
+            self.workdir / f"operator-{name}.log", **extra,
+        )
+        if self.operator is None:
+            self.operator = started
+        else:
+            self.extra_operators.append(started)
+        return started
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         return self.kube.kubectl(*args, "--namespace", self.namespace, input=input,
@@ -74,7 +155,8 @@ class Cluster:
         return list(json.loads(out)["items"])
 
     def operator_log(self) -> str:
-        return self.log.read_text(errors="replace")
+        operators = [self.operator, *self.extra_operators]
+        return "\n".join(o.text() for o in operators if o is not None)
 
 
 def wait_for(fn: Callable[[], Any], timeout: float, what: str, log: Path | None = None) -> Any:

@@ -96,6 +96,24 @@ def test_examples_become_ready(cluster: Cluster) -> None:
     assert cluster.events("main", "Created")
 
 
+def test_dicomnode_ready_latency(cluster: Cluster) -> None:
+    """kubectl apply -> Ready=True (all five children created), repeated for a steady figure."""
+    timings = []
+    for i in range(5):
+        node = example("dicomnode")
+        node["metadata"]["name"] = f"lat{i}"
+        node["spec"]["aeTitle"] = f"LAT{i}"
+        started = time.monotonic()
+        cluster.apply(node)
+        cluster.kubectl("wait", "--for=condition=Ready", f"dicomnode/lat{i}", "--timeout=60s")
+        timings.append(time.monotonic() - started)
+    timings.sort()
+    record_timing("dicomnode_apply_to_ready_median_s", timings[len(timings) // 2])
+    record_timing("dicomnode_apply_to_ready_max_s", timings[-1])
+    assert timings[-1] < 10
+    cluster.kubectl("delete", "dicomnode", *(f"lat{i}" for i in range(5)))
+
+
 def test_dicomnode_children_have_the_declared_specs(cluster: Cluster) -> None:
     deployment = cluster.get("deployment", "main-scp")
     assert deployment is not None

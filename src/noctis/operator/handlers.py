@@ -74,10 +74,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    for resource in CHILD_RESOURCES.values():  # watch only what we made, not every ConfigMap
+    selectors = getattr(settings.watching, "label_selectors", None)  # recent kopf only
+    for resource in CHILD_RESOURCES.values() if selectors is not None else ():
+        # Watch only what we made, not every ConfigMap of the namespace.
         key = (resource.group, resource.version, resource.plural) if resource.group else (
             resource.version, resource.plural)
-        settings.watching.label_selectors[key] = CHILD_SELECTOR
+        selectors[key] = CHILD_SELECTOR
 
     engine = make_engine(config.database_url) if config.database_url else None
     memo.operator = Operator(

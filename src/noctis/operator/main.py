@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 from typing import TYPE_CHECKING
 
 from noctis.operator.settings import OperatorSettings
@@ -28,6 +30,7 @@ def run(
 
     import noctis.operator.handlers  # noqa: F401  (registers the handlers)
 
+    _prefix_object_logs()
     config = operator_settings or OperatorSettings()
     updates: dict[str, object] = {}
     if namespaces:
@@ -51,3 +54,30 @@ def run(
         liveness_endpoint=config.liveness_endpoint,
         memo=kopf.Memo(settings=config),
     )
+
+
+class _ObjectPrefixing(logging.Formatter):
+    """Prefix kopf's per-object log lines with ``[namespace/name]``, whatever the format."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        ref = getattr(record, "k8s_ref", None)
+        if isinstance(ref, dict) and ref.get("name"):
+            where = f"{ref['namespace']}/{ref['name']}" if ref.get("namespace") else ref["name"]
+            record = copy.copy(record)
+            record.msg = f"[{where}] {record.msg}"
+        return self.inner.format(record)
+
+
+def _prefix_object_logs() -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    for handler in root.handlers:
+        if not isinstance(handler.formatter, _ObjectPrefixing):
+            handler.setFormatter(_ObjectPrefixing(handler.formatter))

@@ -1,0 +1,48 @@
+"""Two operator replicas: kopf peering keeps one active; the standby takes over when it goes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from operator_support import Cluster, wait_for
+
+pytestmark = [pytest.mark.kube, pytest.mark.s3]
+
+
+def facility(name: str, ae_title: str) -> dict[str, object]:
+    return {
+        "apiVersion": "pacs.noctis.io/v1alpha1",
+        "kind": "Facility",
+        "metadata": {"name": name},
+        "spec": {"applicationEntities": [{"aeTitle": ae_title}]},
+    }
+
+
+def test_standby_pauses_then_takes_over(cluster: Cluster) -> None:
+    active = cluster.operator
+    assert active is not None
+
+    def peers() -> int:
+        peering = json.loads(cluster.kubectl("get", "kopfpeering", "noctis", "-o", "json"))
+        return len(peering.get("status") or {})
+
+    # Replicas starting at the same instant may both run until they see each other; here the
+    # standby starts once the active one is announced, so it must never run.
+    wait_for(lambda: peers() == 1, 30, "the active replica in the peering", active.log)
+    standby = cluster.start_operator("standby", NOCTIS_OPERATOR_PRIORITY="0")
+    wait_for(lambda: peers() == 2, 30, "both replicas in the peering", standby.log)
+
+    cluster.apply(facility("alpha", "ALPHA_CT"))
+    cluster.wait_condition("facility", "alpha")
+    # A replica starts paused and resumes only if no peer has a higher priority.
+    assert "Resuming operations" not in standby.text(), standby.text()
+    assert "/alpha]" not in standby.text(), standby.text()  # the active replica did the work
+
+    active.stop()  # leaves the peering on the way out
+    wait_for(lambda: "Resuming operations after the pause" in standby.text(), 30,
+             "the standby to resume", standby.log)
+    cluster.apply(facility("beta", "BETA_CT"))
+    cluster.wait_condition("facility", "beta")  # the active replica is gone: the standby did it
+    resumed = standby.text().split("Resuming operations after the pause", 1)[1]
+    assert f"[{cluster.namespace}/beta] Handler 'facility_reconcile' succeeded" in resumed, resumed
