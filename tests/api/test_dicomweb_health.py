@@ -34,3 +34,35 @@ def test_metrics_count_requests_by_route_template(clients, dw):
     assert 'route="/dicom-web/studies/{study}/metadata",status="404"' in text
     assert "noctis_http_request_duration_seconds_bucket" in text
     assert study.study_uid not in text  # UIDs never become label values
+
+
+def test_an_object_store_outage_is_503_not_500(clients, dw, archive):
+    from noctis.storage import StorageUnavailable
+
+    study = dw.build_study(["explicit"])
+    client = clients("rad_north")
+    assert dw.stow(client, list(study.files.values())).status_code == 200
+
+    def unavailable(*args, **kwargs):
+        raise StorageUnavailable("connection refused")
+
+    archive.store.get_range = unavailable  # type: ignore[method-assign]
+    archive.store.get = unavailable  # type: ignore[method-assign]
+    sop_uid = next(iter(study.files))
+    url = (
+        f"/dicom-web/studies/{study.study_uid}/series/{study.series[sop_uid]}"
+        f"/instances/{sop_uid}/frames/1"
+    )
+    response = client.get(url)
+    assert response.status_code == 503
+    assert "object store" in response.json()["detail"]
+
+
+def test_an_index_outage_is_503_not_500(clients, archive, settings):
+    client = clients("rad_north")
+    archive.engine.dispose()
+    index = settings.data_dir / "index.sqlite3"
+    index.rename(index.with_suffix(".moved"))
+    index.mkdir()  # a directory where the database file was: sqlite cannot open it
+    response = client.get("/dicom-web/studies")
+    assert response.status_code == 503

@@ -12,13 +12,16 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from noctis.api import health
 from noctis.api.dicomweb import routers as dicomweb_routers
 from noctis.api.dicomweb.cache import DicomWebCache
 from noctis.archive import Archive
 from noctis.settings import Settings
+from noctis.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +46,28 @@ def create_app(settings: Settings, archive: Archive | None = None) -> FastAPI:
     app.state.dicomweb_cache = DicomWebCache()
     app.state.metrics = health.Metrics()
     app.add_middleware(health.MetricsMiddleware, metrics=app.state.metrics)
+    _unavailable_is_503(app)
     app.include_router(health.router)
     for router in dicomweb_routers():
         app.include_router(router)
     _install_optional(app, settings, archive)
     return app
+
+
+def _unavailable_is_503(app: FastAPI) -> None:
+    """An index or object store outage is the archive's state, not a bug: 503, retry later."""
+
+    async def storage_down(request: Request, exc: Exception) -> JSONResponse:
+        log.error("object store unavailable: %s", exc)
+        return JSONResponse({"detail": "the object store is unavailable"}, status_code=503)
+
+    async def index_down(request: Request, exc: Exception) -> JSONResponse:
+        log.error("index unavailable: %s", type(exc).__name__)
+        return JSONResponse({"detail": "the index database is unavailable"}, status_code=503)
+
+    app.add_exception_handler(StorageUnavailable, storage_down)
+    app.add_exception_handler(OperationalError, index_down)
+    app.add_exception_handler(InterfaceError, index_down)
 
 
 def _install_optional(app: FastAPI, settings: Settings, archive: Archive) -> None:

@@ -130,8 +130,8 @@ def locate_frames(
     encapsulated data. ``read(offset, length)`` reads a range of the object."""
     try:
         return _locate_frames(read, pixel_data_offset, size)
-    except FrameError:
-        raise
+    except (FrameError, OSError, KeyError):
+        raise  # ours, or the store's (unavailable, not found): not a malformed object
     except Exception as exc:
         raise FrameError(f"cannot locate frames: {type(exc).__name__}: {exc}") from exc
 

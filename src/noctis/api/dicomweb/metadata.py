@@ -24,7 +24,7 @@ from noctis.api.dicomweb.context import (
 from noctis.api.dicomweb.lookup import StoredInstance
 from noctis.api.dicomweb.multipart import accepts_any, parse_accept
 from noctis.api.dicomweb.objects import metadata_document, metadata_fragment
-from noctis.storage import ObjectNotFound
+from noctis.storage import ObjectNotFound, StorageUnavailable
 
 log = logging.getLogger(__name__)
 GZIP_MINIMUM = 32 * 1024
@@ -71,6 +71,8 @@ def _metadata(
             # An index row whose object is gone is an operations problem, not the client's;
             # the rest of the study is still worth showing.
             log.error("object %s of instance %s is missing", instance.object_key, instance.sop_uid)
+        except StorageUnavailable:
+            raise  # 503 for the whole request, not a study with holes
         except Exception:
             log.exception("cannot build the metadata of instance %s", instance.sop_uid)
     audit_read(ctx, action, instances)
