@@ -146,8 +146,10 @@ def run_target(
     dataset: Dataset,
     results: Results,
 ) -> None:
-    target = make_target(name, root, pg_durable=args.pg_fsync == "on")
     want_store = args.suite in ("store", "all")
+    target = make_target(
+        name, root, pg_durable=args.pg_fsync == "on", web=args.suite in ("web", "all")
+    )
     want_web = args.suite in ("web", "all") and target.queryable
     if not (want_store or want_web):
         return

@@ -60,9 +60,12 @@ class Orthanc(Target):
     ae_title = "ORTHANC"
     queryable = True
 
-    def __init__(self, root: Path, *, postgres: bool, pg_durable: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, postgres: bool, pg_durable: bool = True, dicomweb: bool = True
+    ) -> None:
         super().__init__(root)
         self.postgres = postgres
+        self.dicomweb = dicomweb  # load the DICOMweb plugin (only when the web suite runs)
         self.pg_durable = pg_durable
         self.name = "orthanc-pg" if postgres else "orthanc-sqlite"
         self.label = "Orthanc PostgreSQL" if postgres else "Orthanc SQLite"
@@ -70,7 +73,9 @@ class Orthanc(Target):
     def start(self) -> None:
         self.dicom_port, self.http_port = free_ports(2)
         config = self._config()
-        plugins: list[str] = [_orthanc_plugin("orthanc-dicomweb", "libOrthancDicomWeb.so")]
+        plugins: list[str] = []
+        if self.dicomweb:
+            plugins.append(_orthanc_plugin("orthanc-dicomweb", "libOrthancDicomWeb.so"))
         if self.postgres:
             pg = backing.start_postgres(durable=self.pg_durable)
             self.on_stop(pg.stop)
@@ -88,6 +93,8 @@ class Orthanc(Target):
                 "EnableSsl": False,
             }
             plugins.append(_orthanc_plugin("orthanc-postgresql", "libOrthancPostgreSQLIndex.so"))
+        if self.dicomweb:
+            config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "Host": LOOPBACK}
         config["Plugins"] = plugins
         path = self.root / "orthanc.json"
         path.write_text(json.dumps(config, indent=2))
@@ -127,7 +134,6 @@ class Orthanc(Target):
             "AuthenticationEnabled": False,
             # C-FIND is refused to unknown AEs since 1.9; the benchmark's SCU is a known modality.
             "DicomModalities": {"bench": [CALLING_AE, LOOPBACK, 104]},
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Host": LOOPBACK},
             "OrthancExplorerEnabled": False,
             "WebDavEnabled": False,
             "SaveJobs": False,
@@ -185,14 +191,15 @@ TARGET_NAMES = (
 )
 
 
-def make_target(name: str, root: Path, *, pg_durable: bool) -> Target:
+def make_target(name: str, root: Path, *, pg_durable: bool, web: bool = True) -> Target:
+    """The target called `name`; `web`: it will also serve the DICOMweb benchmark."""
     root.mkdir(parents=True, exist_ok=True)
     if name == "storescp":
         return StoreScp(root)
     if name == "orthanc-sqlite":
-        return Orthanc(root, postgres=False)
+        return Orthanc(root, postgres=False, dicomweb=web)
     if name == "orthanc-pg":
-        return Orthanc(root, postgres=True, pg_durable=pg_durable)
+        return Orthanc(root, postgres=True, pg_durable=pg_durable, dicomweb=web)
     if name == "noctis-embedded":
         return NoctisTarget(root, production=False)
     if name == "noctis-production":
