@@ -108,13 +108,18 @@ class Scp:
             return
         self._server.shutdown()
         deadline = time.monotonic() + timeout
-        while self.active_associations and time.monotonic() < deadline:
+        # Wait for associations in use; a connection that never sent an A-ASSOCIATE-RQ (a TCP
+        # probe, a port scan) would otherwise hold the drain until its ACSE timeout.
+        while time.monotonic() < deadline and any(
+            assoc.is_established for assoc in self.active_associations
+        ):
             time.sleep(0.05)
         left = self.active_associations
+        busy = [assoc for assoc in left if assoc.is_established]
         for assoc in left:
             assoc.abort()
-        if left:
-            log.warning("aborted %d association(s) still open after %.0f s", len(left), timeout)
+        if busy:
+            log.warning("aborted %d association(s) still open after %.0f s", len(busy), timeout)
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = None
