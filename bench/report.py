@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.store import StoreResult
-from bench.timing import Timing
+from bench.timing import Timing, pooled
 
 RSS_LIMIT_MB = 300.0
 # Which Orthanc each Noctis deployment is held against (the issue's targets).
@@ -32,17 +33,60 @@ class Results:
     store: list[StoreResult] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
 
-    def store_result(self, target: str, case: str) -> StoreResult | None:
+    @property
+    def rounds(self) -> int:
+        return max((r.round for r in [*self.store, *self.timings]), default=0)
+
+    def store_summary(self) -> list[StoreResult]:
+        """One result per (target, case): the median over rounds (peak memory: the highest)."""
+        groups: dict[tuple[str, str], list[StoreResult]] = {}
         for result in self.store:
+            groups.setdefault((result.target, result.case), []).append(result)
+        return [_median_result(group) for group in groups.values()]
+
+    def timing_summary(self) -> list[Timing]:
+        """One timing per (target, request), the samples of every round pooled."""
+        groups: dict[tuple[str, str], list[Timing]] = {}
+        for timing in self.timings:
+            groups.setdefault((timing.target, timing.name), []).append(timing)
+        return [group[0] if len(group) == 1 else pooled(group) for group in groups.values()]
+
+    def store_result(self, target: str, case: str) -> StoreResult | None:
+        for result in self.store_summary():
             if result.target == target and result.case == case:
                 return result
         return None
 
     def timing(self, target: str, name: str) -> Timing | None:
-        for timing in self.timings:
+        for timing in self.timing_summary():
             if timing.target == target and timing.name == name:
                 return timing
         return None
+
+
+def _median_result(group: list[StoreResult]) -> StoreResult:
+    if len(group) == 1:
+        return group[0]
+    ok = [r for r in group if r.ok]
+    errors = "; ".join(f"round {r.round}: {r.error}" for r in group if not r.ok)
+    basis = ok or group
+    last = group[-1]
+    return StoreResult(
+        target=last.target,
+        case=last.case,
+        instances=last.instances,
+        bytes=last.bytes,
+        seconds=statistics.median(r.seconds for r in basis),
+        instances_per_s=statistics.median(r.instances_per_s for r in basis),
+        mb_per_s=statistics.median(r.mb_per_s for r in basis),
+        peak_rss_mb=max(r.peak_rss_mb for r in basis),
+        peak_pss_mb=max(r.peak_pss_mb for r in basis),
+        expected_total=last.expected_total,
+        counted_total=last.counted_total,
+        ok=not errors,
+        error=errors,
+        round=0,
+    )
 
 
 @dataclass
@@ -58,7 +102,7 @@ def goals(results: Results) -> list[Goal]:
     """The issue's targets: Noctis at least as fast as its Orthanc counterpart; RSS < 300 MB."""
     found: list[Goal] = []
     for ours, theirs in PEERS.items():
-        for result in results.store:
+        for result in results.store_summary():
             if result.target != ours:
                 continue
             peer = results.store_result(theirs, SAME_LOAD.get(result.case, result.case))
@@ -74,7 +118,7 @@ def goals(results: Results) -> list[Goal]:
                     ratio,
                 )
             )
-        for timing in results.timings:
+        for timing in results.timing_summary():
             if timing.target != ours:
                 continue
             peer_timing = results.timing(theirs, timing.name)
@@ -93,7 +137,7 @@ def goals(results: Results) -> list[Goal]:
         for label, multi in (("1 SCP process", False), ("2 SCP processes", True)):
             rss = [
                 r.peak_rss_mb
-                for r in results.store
+                for r in results.store_summary()
                 if r.target == ours and r.ok and (r.case in MULTI_PROCESS_CASES) == multi
             ]
             if rss:
@@ -113,8 +157,9 @@ def goals(results: Results) -> list[Goal]:
 def print_report(results: Results, console: Console | None = None) -> None:
     console = console or Console()
     meta = results.meta
+    rounds = f"  {results.rounds} rounds (medians)" if results.rounds > 1 else ""
     console.print(
-        f"[bold]Noctis benchmark[/bold] {meta['started']}  {meta['mode']}  "
+        f"[bold]Noctis benchmark[/bold] {meta['started']}  {meta['mode']}{rounds}  "
         f"cpus={meta['host']['cpus']}  load before={_load(meta['host'].get('load_before'))} "
         f"after={_load(meta['host'].get('load_after'))}"
     )
@@ -129,8 +174,8 @@ def print_report(results: Results, console: Console | None = None) -> None:
     if found:
         console.print(_goal_table(found))
     failures = [(n, d["error"]) for n, d in results.targets.items() if d.get("error")]
-    failures += [(r.target, f"{r.case}: {r.error}") for r in results.store if not r.ok]
-    failures += [(t.target, f"{t.name}: {t.error}") for t in results.timings if not t.ok]
+    failures += [(r.target, f"{r.case}: {r.error}") for r in results.store_summary() if not r.ok]
+    failures += [(t.target, f"{t.name}: {t.error}") for t in results.timing_summary() if not t.ok]
     for name, error in failures:
         console.print(f"[red]{name}[/red]: {error}")
 
@@ -175,7 +220,7 @@ def _ratio_table(results: Results) -> Table:
     for other in others:
         table.add_column(f"vs {results.labels[other]}", justify="right")
     for ours in (n for n in results.labels if n.startswith("noctis")):
-        for result in (r for r in results.store if r.target == ours):
+        for result in (r for r in results.store_summary() if r.target == ours):
             cells = []
             for other in others:
                 peer = results.store_result(other, SAME_LOAD.get(result.case, result.case))
@@ -208,7 +253,7 @@ def _timing_table(results: Results) -> Table:
                     f"{timing.median_ms:,.1f} / {timing.p95_ms:,.1f}\n"
                     f"first {timing.first_ms:,.0f}; {timing.detail}"
                 )
-        runs = max((t.runs for t in results.timings if t.name == request), default=0)
+        runs = max((t.runs for t in results.timing_summary() if t.name == request), default=0)
         table.add_row(f"{request}\n{runs} runs", *cells)
     return table
 
@@ -239,8 +284,11 @@ def write_json(results: Results, directory: Path) -> Path:
             name: {"label": results.labels.get(name, name), **details}
             for name, details in results.targets.items()
         },
-        "store": [r.as_dict() for r in results.store],
-        "timings": [t.as_dict() for t in results.timings],
+        "rounds": results.rounds,
+        "store": [r.as_dict() for r in results.store_summary()],
+        "timings": [t.as_dict() for t in results.timing_summary()],
+        "store_by_round": [r.as_dict() for r in results.store],
+        "timings_by_round": [t.as_dict() for t in results.timings],
         "goals": [g.__dict__ for g in goals(results)],
     }
     path.write_text(json.dumps(_clean(document), indent=2, default=str) + "\n")

@@ -61,6 +61,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated subset of: {', '.join(TARGET_NAMES)}",
     )
     parser.add_argument("--runs", type=int, help="timed runs per web/C-FIND request")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat everything N times, targets interleaved, fresh servers each time; "
+        "the tables show medians over rounds (a noisy machine needs 3 or more)",
+    )
     parser.add_argument("--slices", type=int, help="CT slices (300; --quick 24)")
     parser.add_argument("--small", type=int, help="small studies (2000; --quick 100)")
     parser.add_argument(
@@ -117,8 +124,17 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="noctis-bench-"))
     interrupted = False
     try:
-        for name in names:
-            run_target(name, root / name, args, sizes, dataset, results)
+        for round_no in range(1, args.rounds + 1):
+            for name in names:
+                run_target(
+                    name,
+                    root / f"{name}-{round_no}",
+                    args,
+                    sizes,
+                    dataset,
+                    results,
+                    round_no=round_no,
+                )
     except KeyboardInterrupt:
         interrupted = True
         console.print("[yellow]interrupted: every server has been stopped[/yellow]")
@@ -145,6 +161,8 @@ def run_target(
     sizes: dict[str, int],
     dataset: Dataset,
     results: Results,
+    *,
+    round_no: int,
 ) -> None:
     want_store = args.suite in ("store", "all")
     target = make_target(
@@ -155,7 +173,7 @@ def run_target(
         return
     results.labels[name] = target.label
     info = results.targets.setdefault(name, {})
-    info["load_at_start"] = list(load_average())
+    info.setdefault("load_at_start", []).append(list(load_average()))
     held: list[FileSet] = []
     try:
         with console.status(f"starting {target.label}"):
@@ -168,6 +186,7 @@ def run_target(
                 with console.status(f"{target.label}: {case.description}"):
                     case_results = store.run_cases(target, [case])
                 for result in case_results:
+                    result.round = round_no
                     held.append(case.files)
                     results.store.append(result)
                     _log_store(target, result)
@@ -176,10 +195,12 @@ def run_target(
                 store.load(target, [dataset.ct, dataset.small])
             held += [dataset.ct, dataset.small]
         if want_web:
-            _run_queries(target, dataset, held, sizes["runs"], results, gzip=args.gzip)
+            _run_queries(
+                target, dataset, held, sizes["runs"], results, gzip=args.gzip, round_no=round_no
+            )
         info.update(target.details)
     except (BenchError, OSError, RuntimeError, ValueError) as exc:
-        info["error"] = str(exc)
+        info["error"] = f"round {round_no}: {exc}" if args.rounds > 1 else str(exc)
         console.print(f"[red]{target.label} failed:[/red] {exc}")
     finally:
         with console.status(f"stopping {target.label}"):
@@ -194,6 +215,7 @@ def _run_queries(
     results: Results,
     *,
     gzip: bool,
+    round_no: int,
 ) -> None:
     expected = sum(fs.wildcard_studies for fs in held)
     with console.status(f"{target.label}: DICOMweb"):
@@ -203,6 +225,7 @@ def _run_queries(
     with console.status(f"{target.label}: C-FIND"):
         timings.append(query.bench_cfind(target, expected=expected, runs=runs))
     for timing in timings:
+        timing.round = round_no
         results.timings.append(timing)
         if timing.ok:
             console.log(

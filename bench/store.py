@@ -49,6 +49,7 @@ class StoreResult:
     counted_total: int
     ok: bool
     error: str = ""
+    round: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

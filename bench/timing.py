@@ -25,6 +25,7 @@ class Timing:
     ok: bool = False
     error: str = ""
     samples_ms: list[float] = field(default_factory=list)
+    round: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -35,6 +36,29 @@ def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     rank = max(1, math.ceil(fraction * len(ordered)))
     return ordered[rank - 1]
+
+
+def pooled(timings: list[Timing]) -> Timing:
+    """One request over several rounds: the samples of every round together."""
+    first = timings[0]
+    samples = [s for t in timings for s in t.samples_ms]
+    errors = [f"round {t.round}: {t.error}" for t in timings if not t.ok]
+    merged = Timing(
+        target=first.target,
+        name=first.name,
+        detail=first.detail,
+        ok=not errors and bool(samples),
+        error="; ".join(errors),
+        samples_ms=samples,
+        round=0,
+    )
+    if samples:
+        merged.runs = len(samples)
+        merged.median_ms = statistics.median(samples)
+        merged.p95_ms = percentile(samples, 0.95)
+        merged.min_ms = min(samples)
+        merged.first_ms = statistics.median(t.first_ms for t in timings)
+    return merged
 
 
 def measure(target: str, name: str, runs: int, once: Callable[[], str]) -> Timing:
