@@ -182,12 +182,21 @@ def test_ohif_style_study_query(clients, studies):
         ({"fuzzymatching": "maybe"}, "fuzzymatching"),
         ({"includefield": "NotAnAttribute"}, "NotAnAttribute"),
         ({"00081032.00080100": "x"}, "sequence"),
+        ({"NumberOfStudyRelatedSeries": "99999999999999999999"}, "out of range"),
+        ({"StudyInstanceUID": "\\"}, "empty list"),
+        ({"offset": "99999999999999999999"}, "at most"),
     ],
 )
 def test_bad_parameters_are_400_with_a_message(clients, studies, params, message):
     response = clients("rad_north").get("/dicom-web/studies", params=params)
     assert response.status_code == 400, response.text
     assert message in response.json()["detail"]
+
+
+def test_modalities_in_study_only_matches_studies(clients, studies):
+    response = clients("rad_north").get("/dicom-web/series", params={"ModalitiesInStudy": "CT"})
+    assert response.status_code == 400
+    assert "Modality" in response.json()["detail"]
 
 
 def test_a_repeated_filter_is_refused(clients, studies):

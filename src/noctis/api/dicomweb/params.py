@@ -152,12 +152,20 @@ def parse_qido(
                     f"{attribute.keyword} is {_LEVEL_NAMES[attribute.level]} attribute "
                     f"and cannot be used to match {_plural(level)}"
                 )
+            if attribute.keyword == "ModalitiesInStudy" and level is not Level.STUDY:
+                # index.query matches it through a subquery correlated to study queries only.
+                raise ParamError("ModalitiesInStudy matches studies; use Modality for series")
             if attribute.keyword in filters:
                 raise ParamError(f"{attribute.keyword} is given more than once")
             if attribute.vr == "UI":
-                for uid in (v.strip() for v in value.split("\\")):
-                    if uid and uid != "*":
+                uids = [v.strip() for v in value.split("\\") if v.strip()]
+                if value.strip() and not uids:
+                    raise ParamError(f"{attribute.keyword} is an empty list of UIDs")
+                for uid in uids:
+                    if uid != "*":
                         check_uid(uid, attribute.keyword)
+            if attribute.vr in ("IS", "US"):
+                _check_numbers(attribute, value)
             filters[attribute.keyword] = value
     for keyword, uid in (scope or {}).items():
         filters[keyword] = check_uid(uid, keyword)
@@ -199,14 +207,29 @@ def _returned(
     return tuple(sorted(ordered, key=lambda kw: ATTRIBUTES[kw].tag))
 
 
-def _integer(value: str, name: str, *, minimum: int) -> int:
+def _integer(value: str, name: str, *, minimum: int, maximum: int = 2**31 - 1) -> int:
     try:
         number = int(value)
     except ValueError as exc:
         raise ParamError(f"{name} must be an integer, got {value[:40]!r}") from exc
     if number < minimum:
         raise ParamError(f"{name} must be at least {minimum}")
+    if number > maximum:
+        raise ParamError(f"{name} must be at most {maximum}")
     return number
+
+
+def _check_numbers(attribute: Attribute, value: str) -> None:
+    low, high = (0, 65535) if attribute.vr == "US" else (-(2**31), 2**31 - 1)
+    for item in (v.strip() for v in value.split("\\")):
+        if not item or item == "*":
+            continue
+        try:
+            number = int(item)
+        except ValueError as exc:
+            raise ParamError(f"{attribute.keyword} must be a number, got {item[:40]!r}") from exc
+        if not low <= number <= high:
+            raise ParamError(f"{attribute.keyword} {number} is out of range")
 
 
 def _plural(level: Level) -> str:
