@@ -9,6 +9,7 @@ pynetdicom 3.0 offers no public hook for these, so each override is small and sa
   instances are sent as the bytes stored; every other request goes to pynetdicom.
 - `spool_received_datasets` makes pynetdicom write each received data set to a file in the
   spool directory (chunked receive) instead of memory or the system temp dir.
+- `Pacer` shortens pynetdicom's polling delay while an association is busy.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import functools
 import socket
 import socketserver
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +122,51 @@ class NoctisServer(ThreadedAssociationServer):
         # started by `noctis.scp.server`, was never registered.
         socketserver.BaseServer.shutdown(self)
         self.server_close()
+
+
+class Pacer:
+    """Makes busy associations poll faster.
+
+    pynetdicom's DUL thread sleeps 1 ms whenever its socket and queues were empty, which adds
+    about a millisecond to every C-STORE round trip (~20% of a CT instance's time). Polling
+    every 0.1 ms costs a few percent of a core per association, which is worth it only while
+    messages flow: an association goes fast on each DIMSE message and back to pynetdicom's
+    default after a second without one.
+    """
+
+    ACTIVE_DELAY = 0.0001
+    IDLE_DELAY = 0.001  # pynetdicom's own
+    IDLE_AFTER = 1.0
+
+    def __init__(self, associations: Any) -> None:
+        self._associations = associations  # callable: the server's live associations
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="noctis-scp-pacer", daemon=True)
+
+    def start(self) -> Pacer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def on_message(self, event: Any) -> None:
+        """EVT_DIMSE_RECV: this association is busy."""
+        event.assoc.dul._run_loop_delay = self.ACTIVE_DELAY
+        self._last[id(event.assoc)] = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            now = time.monotonic()
+            live = {}
+            for assoc in self._associations():
+                last = self._last.get(id(assoc))
+                if last is None:
+                    continue
+                if now - last > self.IDLE_AFTER:
+                    assoc.dul._run_loop_delay = self.IDLE_DELAY
+                else:
+                    live[id(assoc)] = last
+            self._last = live
