@@ -25,7 +25,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
-from noctis.index.query import ATTRIBUTES, BY_TAG, Attribute, Level, MatchQuery, QueryError
+from noctis.index.query import ATTRIBUTES, BY_TAG, Attribute, Level, MatchQuery
 
 QUERY_LEVEL_TAG = Tag(0x0008, 0x0052)
 CHARSET_TAG = Tag(0x0008, 0x0005)
@@ -168,15 +168,3 @@ def _dicom_value(value: Any) -> Any:
     if value is None or value == "":
         return None
     return value
-
-
-__all__ = [
-    "IdentifierInvalid",
-    "IdentifierUndecodable",
-    "ParsedIdentifier",
-    "QueryError",
-    "decode_identifier",
-    "parse_identifier",
-    "require_unique_key",
-    "response_identifier",
-]

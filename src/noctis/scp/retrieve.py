@@ -75,11 +75,6 @@ class Tally:
             self.failed += 1
             self.failed_uids.append(sop_instance_uid)
 
-    def fail_rest(self, matches: list[Match]) -> None:
-        done = self.completed + self.failed + self.warning
-        for match in matches[done:]:
-            self.record(str(match.values.get("SOPInstanceUID", "")), None)
-
     def final_status(self) -> int:
         if not self.failed and not self.warning:
             return status.SUCCESS
