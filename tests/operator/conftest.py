@@ -19,11 +19,14 @@ from operator_support import (
     Cluster,
     install_chart,
     secrets_yaml,
+    wait_for,
 )
 
 from noctis.index.migrate import upgrade
 from support.kube import ControlPlane, start_control_plane
 from support.s3 import SeaweedFS
+
+ESTABLISHED = '{.status.conditions[?(@.type=="Established")].status}'
 
 
 def _tolerant_api_get(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,7 +51,12 @@ def kube() -> Iterator[ControlPlane]:
         plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         for crd in ("storagepools", "facilities", "archives", "dicomnodes", "kopfpeerings"):
             group = "kopf.dev" if crd == "kopfpeerings" else "pacs.noctis.io"
-            plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}.{group}")
+            wait_for(
+                lambda name=f"crd/{crd}.{group}": plane.kubectl(
+                    "get", name, "-o", f"jsonpath={ESTABLISHED}", check=False
+                ).stdout == "True",
+                30, f"CRD {crd}.{group} to be established",
+            )
         yield plane
     finally:
         plane.stop()

@@ -79,7 +79,7 @@ def bucket_owner(client: Minio, bucket: str) -> str | None:
         if exc.code in ("NoSuchTagSet", "NoSuchTagSetError"):
             return None
         raise
-    return (tags or {}).get(OWNER_TAG)
+    return None if tags is None else tags.get(OWNER_TAG)
 
 
 def ensure_bucket(client: Minio, spec: StoragePoolSpec, owner: str) -> BucketState:

@@ -8,6 +8,9 @@ deadlock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from noctis.operator import archive, dicomnode
 from noctis.operator.context import Operator, guarded
 from noctis.operator.kinds import ARCHIVES, DICOMNODES
@@ -21,13 +24,9 @@ def reconcile_dependents(op: Operator, namespace: str, archive_name: str) -> Non
             continue
         if node["metadata"].get("deletionTimestamp"):
             continue
-        meta = node["metadata"]
-        with op.serialized("DicomNode", namespace, meta["name"]):
-            guarded(
-                op, DICOMNODES, node,
-                lambda node=node: dicomnode.reconcile(op, node, apply_always=False),
-                raise_for_kopf=False,
-            )
+        with op.serialized("DicomNode", namespace, node["metadata"]["name"]):
+            guarded(op, DICOMNODES, node, _later(dicomnode.reconcile, op, node),
+                    raise_for_kopf=False)
 
 
 def reconcile_all(op: Operator, namespace: str, *, storage_pool: str | None = None) -> None:
@@ -39,9 +38,13 @@ def reconcile_all(op: Operator, namespace: str, *, storage_pool: str | None = No
         if storage_pool is not None and (body.get("spec") or {}).get("storagePool") != storage_pool:
             continue
         with op.serialized("Archive", namespace, meta["name"]):
-            guarded(
-                op, ARCHIVES, body,
-                lambda body=body: archive.reconcile(op, body, apply_always=False),
-                raise_for_kopf=False,
-            )
+            guarded(op, ARCHIVES, body, _later(archive.reconcile, op, body),
+                    raise_for_kopf=False)
         reconcile_dependents(op, namespace, meta["name"])
+
+
+def _later(
+    reconcile: Callable[..., None], op: Operator, body: dict[str, Any]
+) -> Callable[[], None]:
+    """A drift-only reconcile of ``body``, to run under ``guarded``."""
+    return lambda: reconcile(op, body, apply_always=False)

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from sqlalchemy import Engine
@@ -29,7 +29,7 @@ EventFn = Callable[[dict[str, Any], str, str, str], None]
 def kopf_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
     """Post a Kubernetes Event through kopf's poster (batched, retried, rate-limited)."""
     try:
-        kopf.event(body, type=type_, reason=reason, message=message)
+        kopf.event(kopf.Body(cast(kopf.RawBody, body)), type=type_, reason=reason, message=message)
     except LookupError:  # outside a running operator (unit tests): log only
         log.info("event %s %s: %s", type_, reason, message)
 

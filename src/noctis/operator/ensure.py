@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -72,7 +72,7 @@ def ensure(
     start it at minReplicas.
     """
     resource = resource_of(desired)
-    kopf.adopt(desired, owner=owner)  # ownerReferences, namespace, the owner's labels
+    kopf.adopt(desired, owner=kopf.Body(cast(kopf.RawBody, owner)))  # refs, namespace, labels
     meta = desired["metadata"]
     owner_uid = owner["metadata"]["uid"]
     kind_name = f"{desired['kind']} {meta['name']}"

@@ -45,7 +45,7 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
         raise Blocked("IndexUnavailable", f"index database: {type(exc).__name__}: {exc}") from exc
 
     conditions = [Cond(SYNCED, True, "Applied", "registry entry matches the spec")]
-    pool_missing = bool(spec.storage_pool) and (
+    pool_missing = spec.storage_pool is not None and (
         op.kube.get(STORAGEPOOLS, namespace, spec.storage_pool) is None
     )
     if pool_missing:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import kopf
+from pydantic import BaseModel
 
 from noctis.index.db import make_engine, make_sessionmaker
 from noctis.operator import archive, cascade, dicomnode, facility, storagepool
@@ -30,6 +31,7 @@ from noctis.operator.kinds import (
     OWN_RESOURCES,
     STORAGEPOOLS,
     VERSION,
+    Resource,
 )
 from noctis.operator.kube import Kube, load_configuration
 from noctis.operator.settings import OperatorSettings
@@ -74,7 +76,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    selectors = getattr(settings.watching, "label_selectors", None)  # recent kopf only
+    selectors: Any = getattr(settings.watching, "label_selectors", None)  # recent kopf only
     for resource in CHILD_RESOURCES.values() if selectors is not None else ():
         # Watch only what we made, not every ConfigMap of the namespace.
         key = (resource.group, resource.version, resource.plural) if resource.group else (
@@ -103,6 +105,10 @@ def close(memo: kopf.Memo, **_: Any) -> None:
             op.engine.dispose()
 
 
+def _ns(body: kopf.Body) -> str:
+    return str(body.metadata.namespace)
+
+
 def _plain(body: kopf.Body) -> dict[str, Any]:
     return {key: copy.deepcopy(value) for key, value in body.items()}
 
@@ -125,7 +131,7 @@ def storagepool_reconcile(body: kopf.Body, memo: kopf.Memo, reason: str, **_: An
     _run(memo, body, lambda op, raw: storagepool.reconcile(op, raw, measure=True))
     if reason == "update":
         cascade.reconcile_all(
-            memo.operator, body.metadata.namespace, storage_pool=body.metadata.name
+            memo.operator, _ns(body), storage_pool=body.metadata.name
         )
 
 
@@ -156,7 +162,7 @@ def storagepool_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 def facility_reconcile(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) -> None:
     _run(memo, body, lambda op, raw: facility.reconcile(op, raw, apply_always=True))
     if reason == "create":  # a new task queue for the workers
-        cascade.reconcile_all(memo.operator, body.metadata.namespace)
+        cascade.reconcile_all(memo.operator, _ns(body))
 
 
 @kopf.timer(GROUP, VERSION, FACILITIES.plural, interval=TICK)
@@ -172,7 +178,7 @@ def facility_usage(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.delete(GROUP, VERSION, FACILITIES.plural)
 def facility_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _run(memo, body, facility.disable)
-    cascade.reconcile_all(memo.operator, body.metadata.namespace)
+    cascade.reconcile_all(memo.operator, _ns(body))
 
 
 # Archive and DicomNode ------------------------------------------------------------------------
@@ -183,7 +189,7 @@ def facility_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 def archive_reconcile(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) -> None:
     _run(memo, body, lambda op, raw: archive.reconcile(op, raw, apply_always=True))
     if reason != "resume":  # DicomNodes resume on their own
-        cascade.reconcile_dependents(memo.operator, body.metadata.namespace, body.metadata.name)
+        cascade.reconcile_dependents(memo.operator, _ns(body), body.metadata.name)
 
 
 @kopf.on.resume(GROUP, VERSION, DICOMNODES.plural)
@@ -197,12 +203,12 @@ def dicomnode_reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.delete(GROUP, VERSION, DICOMNODES.plural, optional=True)
 def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Children go by garbage collection (owner references); only our lock entry is left."""
-    memo.operator.forget(body["kind"], body.metadata.namespace, body.metadata.name)
+    memo.operator.forget(body["kind"], _ns(body), body.metadata.name)
 
 
 # Children: a deleted or edited child brings its owner's reconcile back at once ----------------
 
-_OWNER_RECONCILE = {
+_OWNER_RECONCILE: dict[str, tuple[Resource, type[BaseModel], Callable[..., None]]] = {
     "DicomNode": (DICOMNODES, DicomNodeSpec, dicomnode.reconcile),
     "Archive": (ARCHIVES, ArchiveSpec, archive.reconcile),
 }
@@ -217,7 +223,7 @@ def child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         return
     op: Operator = memo.operator
     resource, model, reconcile = _OWNER_RECONCILE[owner["kind"]]
-    namespace = body.metadata.namespace
+    namespace = _ns(body)
     with op.serialized(owner["kind"], namespace, owner["name"]):
         current = op.kube.get(resource, namespace, owner["name"])
         if current is None or current["metadata"].get("deletionTimestamp"):
