@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -61,7 +62,7 @@ def _statement(
     study_uid: str,
     series_uid: str | None,
     sop_uid: str | None,
-) -> Select[tuple[object, ...]]:
+) -> Select[*tuple[Any, ...]]:
     # Driven from the study (its UID is indexed) and filtered by the study's facility: an
     # instance always belongs to its study's facility, and a filter on the instance's
     # facility leads SQLite to scan every instance of the facility instead.
@@ -93,7 +94,7 @@ def find_instances(
     statement = _statement(facility_ids, study_uid, series_uid, sop_uid).order_by(
         Study.id, Series.series_number, Series.id, Instance.instance_number, Instance.id
     )
-    return [StoredInstance(*row) for row in session.execute(statement)]
+    return [StoredInstance(*row) for row in session.execute(statement)]  # type: ignore[arg-type]
 
 
 def hidden_from(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -33,7 +33,9 @@ class MediaType:
 
 def _split(text: str, separator: str) -> list[str]:
     """Split on ``separator`` outside double quotes."""
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in text:
         if char == '"':
             quoted = not quoted
@@ -111,7 +113,7 @@ class MultipartWriter:
     def end(self) -> bytes:
         return f"--{self.boundary}--\r\n".encode("ascii")
 
-    def message(self, bodies: list[tuple[bytes, str | None]]) -> bytes:
+    def message(self, bodies: Sequence[tuple[bytes, str | None]]) -> bytes:
         return b"".join(self.part(body, ct) for body, ct in bodies) + self.end()
 
 

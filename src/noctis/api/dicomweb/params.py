@@ -102,9 +102,10 @@ def resolve_key(key: str) -> Attribute:
         raise ParamError(f"sequence matching ({key}) is not supported")
     if keyword in ATTRIBUTES:
         return ATTRIBUTES[keyword]
-    if tag_for_keyword(keyword) is None:
+    known = tag_for_keyword(keyword)
+    if known is None:
         raise ParamError(f"unknown query parameter or attribute {key!r}")
-    name = dictionary_description(tag_for_keyword(keyword))
+    name = dictionary_description(known)
     raise ParamError(f"matching on {keyword} ({name}) is not supported by this archive")
 
 
