@@ -39,7 +39,11 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
             "HELM_DATA_HOME": f"{home}/data",
         }
         return subprocess.run(
-            [helm_binary(), *args], capture_output=True, text=True, env=env, check=check,
+            [helm_binary(), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=check,
             timeout=60,
         )
 

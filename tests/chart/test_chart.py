@@ -57,9 +57,7 @@ def test_operator_deployment() -> None:
     assert env["NOCTIS_OPERATOR_NAMESPACES"] == "pacs"
     assert env["NOCTIS_OPERATOR_PEERING"] == "noctis"
     assert env["NOCTIS_OPERATOR_IMAGE_TAG"] == "0.1.0"
-    assert env["NOCTIS_DATABASE_URL"] == {
-        "secretKeyRef": {"name": "noctis-database", "key": "url"}
-    }
+    assert env["NOCTIS_DATABASE_URL"] == {"secretKeyRef": {"name": "noctis-database", "key": "url"}}
 
 
 def test_image_settings() -> None:
@@ -91,11 +89,14 @@ def test_watch_namespaces_get_a_rolebinding_and_peering_each() -> None:
     assert [b["metadata"]["namespace"] for b in bindings] == ["radiology", "cardiology"]
     peerings = render_chart(values, show_only=[PEERING])
     assert [(p["kind"], p["metadata"]["namespace"]) for p in peerings] == [
-        ("KopfPeering", "radiology"), ("KopfPeering", "cardiology"),
+        ("KopfPeering", "radiology"),
+        ("KopfPeering", "cardiology"),
     ]
     (deployment,) = render_chart(values, show_only=[DEPLOYMENT])
-    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]
-           ["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["NOCTIS_OPERATOR_NAMESPACES"] == "radiology,cardiology"
 
 
@@ -105,8 +106,10 @@ def test_cluster_wide() -> None:
     assert ("ClusterKopfPeering", "noctis") in kinds_and_names(docs)
     assert not [d for d in docs if d["kind"] == "RoleBinding"]
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
-    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]
-           ["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["NOCTIS_OPERATOR_CLUSTERWIDE"] == "true"
     assert "NOCTIS_OPERATOR_NAMESPACES" not in env
 

@@ -52,10 +52,12 @@ def kube() -> Iterator[ControlPlane]:
         for crd in ("storagepools", "facilities", "archives", "dicomnodes", "kopfpeerings"):
             group = "kopf.dev" if crd == "kopfpeerings" else "pacs.noctis.io"
             wait_for(
-                lambda name=f"crd/{crd}.{group}": plane.kubectl(
-                    "get", name, "-o", f"jsonpath={ESTABLISHED}", check=False
-                ).stdout == "True",
-                30, f"CRD {crd}.{group} to be established",
+                lambda name=f"crd/{crd}.{group}": (
+                    plane.kubectl("get", name, "-o", f"jsonpath={ESTABLISHED}", check=False).stdout
+                    == "True"
+                ),
+                30,
+                f"CRD {crd}.{group} to be established",
             )
         yield plane
     finally:
@@ -85,7 +87,10 @@ def cluster(
         for running in [*plane.extra_operators, plane.operator]:
             if running is not None:
                 running.stop()
-        forbidden = [line for line in plane.operator_log().splitlines() if " 403" in line
-                     or "Forbidden" in line]
+        forbidden = [
+            line
+            for line in plane.operator_log().splitlines()
+            if " 403" in line or "Forbidden" in line
+        ]
         kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         assert not forbidden, "the operator hit RBAC refusals:\n" + "\n".join(forbidden[:10])

@@ -58,11 +58,18 @@ class OperatorProcess:
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-c", OPERATOR_MAIN],
-                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         started = cls(process, log, f"http://127.0.0.1:{port}/healthz")
-        wait_for(lambda: http_ok(started.liveness_url) or process.poll() is not None, 60,
-                 "the operator's liveness endpoint", log)
+        wait_for(
+            lambda: http_ok(started.liveness_url) or process.poll() is not None,
+            60,
+            "the operator's liveness endpoint",
+            log,
+        )
         assert process.poll() is None, log.read_text()
         return started
 
@@ -103,8 +110,11 @@ class Cluster:
 
     def start_operator(self, name: str, **extra: str) -> OperatorProcess:
         started = OperatorProcess.start(
-            self.kubeconfig, self.namespace, self.database_url,
-            self.workdir / f"operator-{name}.log", **extra,
+            self.kubeconfig,
+            self.namespace,
+            self.database_url,
+            self.workdir / f"operator-{name}.log",
+            **extra,
         )
         if self.operator is None:
             self.operator = started
@@ -113,16 +123,16 @@ class Cluster:
         return started
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        return self.kube.kubectl(*args, "--namespace", self.namespace, input=input,
-                                 check=check).stdout
+        return self.kube.kubectl(
+            *args, "--namespace", self.namespace, input=input, check=check
+        ).stdout
 
     def apply(self, doc: dict[str, Any] | str) -> str:
         text = doc if isinstance(doc, str) else yaml.safe_dump(doc)
         return self.kubectl("apply", "-f", "-", input=text)
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
-        out = self.kube.kubectl("get", kind, name, "-n", self.namespace, "-o", "json",
-                                check=False)
+        out = self.kube.kubectl("get", kind, name, "-n", self.namespace, "-o", "json", check=False)
         if out.returncode != 0:
             if "NotFound" in out.stderr:
                 return None
@@ -137,8 +147,14 @@ class Cluster:
         return None
 
     def wait_condition(
-        self, kind: str, name: str, status: str = "True", *, type_: str = "Ready",
-        reason: str | None = None, timeout: float = 30,
+        self,
+        kind: str,
+        name: str,
+        status: str = "True",
+        *,
+        type_: str = "Ready",
+        reason: str | None = None,
+        timeout: float = 30,
     ) -> dict[str, Any]:
         def matches() -> dict[str, Any] | None:
             cond = self.condition(kind, name, type_)
@@ -146,8 +162,9 @@ class Cluster:
                 return cond
             return None
 
-        return wait_for(matches, timeout, f"{kind}/{name} {type_}={status} {reason or ''}",
-                        self.log)
+        return wait_for(
+            matches, timeout, f"{kind}/{name} {type_}={status} {reason or ''}", self.log
+        )
 
     def events(self, name: str, reason: str | None = None) -> list[dict[str, Any]]:
         selector = f"involvedObject.name={name}" + (f",reason={reason}" if reason else "")
@@ -175,8 +192,13 @@ def wait_for(fn: Callable[[], Any], timeout: float, what: str, log: Path | None 
 
 def install_chart(kube: ControlPlane, namespace: str) -> None:
     rendered = kube.helm(
-        "template", "noctis", str(CHART), "--namespace", namespace,
-        "--set", "database.existingSecret=noctis-database",
+        "template",
+        "noctis",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "database.existingSecret=noctis-database",
     ).stdout
     kube.kubectl("apply", "--namespace", namespace, "-f", "-", input=rendered)
 

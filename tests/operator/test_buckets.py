@@ -17,12 +17,14 @@ from support.s3 import SeaweedFS
 
 
 def pool(bucket: str, endpoint: str, **change: Any) -> StoragePoolSpec:
-    return StoragePoolSpec.model_validate({
-        "endpoint": f"http://{endpoint}",
-        "bucket": bucket,
-        "credentials": {"secretName": "unused"},
-        **change,
-    })
+    return StoragePoolSpec.model_validate(
+        {
+            "endpoint": f"http://{endpoint}",
+            "bucket": bucket,
+            "credentials": {"secretName": "unused"},
+            **change,
+        }
+    )
 
 
 @pytest.fixture
@@ -50,7 +52,8 @@ def test_creates_bucket_with_versioning_lock_and_lifecycle(
     s3_server: SeaweedFS, client: Minio, bucket: str
 ) -> None:
     spec = pool(
-        bucket, s3_server.endpoint,
+        bucket,
+        s3_server.endpoint,
         objectLock={"enabled": True, "mode": "GOVERNANCE", "days": 3},
         lifecycle=[
             {"id": "tmp", "prefix": "tmp/", "expirationDays": 7},
@@ -64,7 +67,8 @@ def test_creates_bucket_with_versioning_lock_and_lifecycle(
     assert (lock.mode, lock.duration, lock.duration_unit) == ("GOVERNANCE", 3, "Days")
     rules = buckets.lifecycle_summary(client.get_bucket_lifecycle(bucket))
     assert [(r["id"], r["prefix"], r["expirationDays"], r["noncurrentDays"]) for r in rules] == [
-        ("old", "", None, 30), ("tmp", "tmp/", 7, None),
+        ("old", "", None, 30),
+        ("tmp", "tmp/", 7, None),
     ]
     assert client.get_bucket_tags(bucket)[buckets.OWNER_TAG] == "pacs/images"
 
@@ -78,9 +82,7 @@ def test_creates_bucket_with_versioning_lock_and_lifecycle(
     assert buckets.lifecycle_summary(client.get_bucket_lifecycle(bucket)) == []
 
 
-def test_refuses_a_bucket_of_another_pool(
-    s3_server: SeaweedFS, client: Minio, bucket: str
-) -> None:
+def test_refuses_a_bucket_of_another_pool(s3_server: SeaweedFS, client: Minio, bucket: str) -> None:
     buckets.ensure_bucket(client, pool(bucket, s3_server.endpoint), "pacs/images")
     with pytest.raises(buckets.BucketError) as caught:
         buckets.ensure_bucket(client, pool(bucket, s3_server.endpoint), "other/images")
@@ -129,8 +131,9 @@ def test_empty_and_remove_deletes_all_versions(
 def test_compliance_retention_blocks_deletion(
     s3_server: SeaweedFS, client: Minio, bucket: str
 ) -> None:
-    spec = pool(bucket, s3_server.endpoint, objectLock={"enabled": True, "mode": "COMPLIANCE",
-                                                        "days": 1})
+    spec = pool(
+        bucket, s3_server.endpoint, objectLock={"enabled": True, "mode": "COMPLIANCE", "days": 1}
+    )
     buckets.ensure_bucket(client, spec, "pacs/images")
     put(client, bucket, "study/1.dcm", b"1" * 10)
     with pytest.raises(buckets.BucketError) as caught:

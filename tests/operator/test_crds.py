@@ -73,7 +73,9 @@ def test_validation_reaches_the_schema() -> None:
     assert (node["port"]["minimum"], node["port"]["maximum"]) == (1, 65535)
     assert node["service"]["properties"]["loadBalancerSourceRanges"]["items"]["format"] == "cidr"
     assert node["service"]["properties"]["type"]["enum"] == [
-        "LoadBalancer", "NodePort", "ClusterIP"
+        "LoadBalancer",
+        "NodePort",
+        "ClusterIP",
     ]
     assert any("maxReplicas" in r["rule"] for r in spec_of("DicomNode")["x-kubernetes-validations"])
     facility = spec_of("Facility")["properties"]["applicationEntities"]["items"]["properties"]
@@ -81,7 +83,9 @@ def test_validation_reaches_the_schema() -> None:
     assert facility["services"]["default"] == ["echo", "store", "find", "move", "get"]
     pool = spec_of("StoragePool")["properties"]
     assert pool["deletionPolicy"] == {
-        "type": "string", "default": "Retain", "enum": ["Retain", "Delete"]
+        "type": "string",
+        "default": "Retain",
+        "enum": ["Retain", "Delete"],
     }
 
 

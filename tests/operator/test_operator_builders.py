@@ -14,17 +14,21 @@ from noctis.specs.dicomnode import DicomNodeSpec
 from noctis.specs.storagepool import StoragePoolSpec
 
 IMAGES = arc.Images(scp="reg/noctis-scp:1", api="reg/noctis-api:1", worker="reg/noctis-worker:1")
-POOL = StoragePoolSpec.model_validate({
-    "endpoint": "http://s3.store:8333",
-    "bucket": "images",
-    "credentials": {"secretName": "s3", "accessKeyKey": "id", "secretKeyKey": "key"},
-})
-ARCHIVE = ArchiveSpec.model_validate({
-    "storagePool": "images",
-    "database": {"name": "db", "key": "url"},
-    "broker": {"name": "redis", "key": "url"},
-    "api": {"secretKey": {"name": "session", "key": "key"}},
-})
+POOL = StoragePoolSpec.model_validate(
+    {
+        "endpoint": "http://s3.store:8333",
+        "bucket": "images",
+        "credentials": {"secretName": "s3", "accessKeyKey": "id", "secretKeyKey": "key"},
+    }
+)
+ARCHIVE = ArchiveSpec.model_validate(
+    {
+        "storagePool": "images",
+        "database": {"name": "db", "key": "url"},
+        "broker": {"name": "redis", "key": "url"},
+        "api": {"secretKey": {"name": "session", "key": "key"}},
+    }
+)
 
 
 def context() -> arc.ArchiveContext:
@@ -42,7 +46,11 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 def test_every_dicomnode_child_is_labelled_and_named() -> None:
     objs = dn.build_all("main", "pacs", node(), context(), IMAGES)
     assert [o["kind"] for o in objs] == [
-        "ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
     ]
     for obj in objs:
         meta = obj["metadata"]
@@ -72,14 +80,16 @@ def test_scp_deployment() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["envFrom"] == [
-        {"configMapRef": {"name": "noctis-config"}}, {"configMapRef": {"name": "main-scp"}},
+        {"configMapRef": {"name": "noctis-config"}},
+        {"configMapRef": {"name": "main-scp"}},
     ]
     env = env_of(container)
     assert env["NOCTIS_DATABASE_URL"] == {"secretKeyRef": {"name": "db", "key": "url"}}
     assert env["NOCTIS_S3_ACCESS_KEY"] == {"secretKeyRef": {"name": "s3", "key": "id"}}
     assert env["NOCTIS_BROKER_URL"] == {"secretKeyRef": {"name": "redis", "key": "url"}}
     assert container["resources"] == {
-        "requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"},
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"memory": "1Gi"},
     }
 
 
@@ -108,12 +118,14 @@ def test_tls_secret_is_mounted() -> None:
 
 
 def test_load_balancer_service_passes_settings_through() -> None:
-    spec = node(service={
-        "port": 104,
-        "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
-        "loadBalancerSourceRanges": ["10.20.0.0/16"],
-        "loadBalancerClass": "example.com/lb",
-    })
+    spec = node(
+        service={
+            "port": 104,
+            "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
+            "loadBalancerSourceRanges": ["10.20.0.0/16"],
+            "loadBalancerClass": "example.com/lb",
+        }
+    )
     service = dn.build_service("main", "pacs", spec)
     assert service["metadata"]["annotations"] == {
         "service.beta.kubernetes.io/aws-load-balancer-type": "nlb"
@@ -135,7 +147,9 @@ def test_cluster_ip_service_has_no_load_balancer_fields() -> None:
 def test_hpa_and_pdb() -> None:
     hpa = dn.build_hpa("main", "pacs", node(minReplicas=2, maxReplicas=6, targetCPUUtilization=60))
     assert hpa["spec"]["scaleTargetRef"] == {
-        "apiVersion": "apps/v1", "kind": "Deployment", "name": "main-scp"
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "main-scp",
     }
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
     target = hpa["spec"]["metrics"][0]["resource"]["target"]

@@ -34,8 +34,9 @@ def example(name: str) -> dict[str, Any]:
 def pool_example(cluster: Cluster, name: str = "images", **spec: Any) -> dict[str, Any]:
     doc = example("storagepool")
     doc["metadata"]["name"] = name
-    doc["spec"].update(endpoint=f"http://{cluster.s3.endpoint}",
-                       bucket=f"{cluster.namespace}-{name}", **spec)
+    doc["spec"].update(
+        endpoint=f"http://{cluster.s3.endpoint}", bucket=f"{cluster.namespace}-{name}", **spec
+    )
     return doc
 
 
@@ -87,8 +88,11 @@ def test_examples_become_ready(cluster: Cluster) -> None:
         child = cluster.get(kind, "main-scp")
         assert child is not None, kind
         ref = owner_of(child)
-        assert (ref["kind"], ref["name"], ref["uid"]) == ("DicomNode", "main",
-                                                           node["metadata"]["uid"])
+        assert (ref["kind"], ref["name"], ref["uid"]) == (
+            "DicomNode",
+            "main",
+            node["metadata"]["uid"],
+        )
         assert ref["controller"] is True
         labels = child["metadata"]["labels"]
         assert labels["app.kubernetes.io/managed-by"] == "noctis-operator"
@@ -134,8 +138,10 @@ def test_dicomnode_children_have_the_declared_specs(cluster: Cluster) -> None:
     assert service["spec"]["ports"][0]["port"] == 104
     assert service["spec"]["loadBalancerSourceRanges"] == ["10.20.0.0/16"]
     assert service["spec"]["externalTrafficPolicy"] == "Local"
-    assert service["metadata"]["annotations"][
-        "service.beta.kubernetes.io/aws-load-balancer-type"] == "nlb"
+    assert (
+        service["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-type"]
+        == "nlb"
+    )
     hpa = cluster.get("hpa", "main-scp")
     assert hpa is not None
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
@@ -196,18 +202,28 @@ def test_bucket_has_the_declared_policies(cluster: Cluster) -> None:
     assert rules["abort-uploads"].abort_incomplete_multipart_upload.days_after_initiation == 2
     status = (cluster.get("storagepool", "images") or {})["status"]
     assert (status["bucket"], status["versioning"], status["objectLock"]) == (
-        bucket, "Enabled", True)
+        bucket,
+        "Enabled",
+        True,
+    )
 
 
 def test_dicomnode_edit_is_rolled_out(cluster: Cluster) -> None:
     before = cluster.get("deployment", "main-scp") or {}
     old_hash = before["spec"]["template"]["metadata"]["annotations"]["pacs.noctis.io/config-hash"]
-    patch = {"spec": {
-        "aeTitle": "NOCTIS2", "maxReplicas": 9,
-        "service": {"annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": None,
-                                    "example.com/team": "radiology"},
-                    "loadBalancerSourceRanges": ["10.30.0.0/16"]},
-    }}
+    patch = {
+        "spec": {
+            "aeTitle": "NOCTIS2",
+            "maxReplicas": 9,
+            "service": {
+                "annotations": {
+                    "service.beta.kubernetes.io/aws-load-balancer-type": None,
+                    "example.com/team": "radiology",
+                },
+                "loadBalancerSourceRanges": ["10.30.0.0/16"],
+            },
+        }
+    }
     cluster.kubectl("patch", "dicomnode", "main", "--type", "merge", "-p", json.dumps(patch))
 
     def rolled_out() -> bool:
@@ -216,7 +232,8 @@ def test_dicomnode_edit_is_rolled_out(cluster: Cluster) -> None:
         service = cluster.get("service", "main-scp") or {}
         deployment = cluster.get("deployment", "main-scp") or {}
         new_hash = deployment["spec"]["template"]["metadata"]["annotations"][
-            "pacs.noctis.io/config-hash"]
+            "pacs.noctis.io/config-hash"
+        ]
         return (
             config["data"]["NOCTIS_AE_TITLE"] == "NOCTIS2"
             and hpa["spec"]["maxReplicas"] == 9
@@ -231,8 +248,10 @@ def test_dicomnode_edit_is_rolled_out(cluster: Cluster) -> None:
 
 
 def test_deleted_children_are_recreated(cluster: Cluster) -> None:
-    uids = {kind: (cluster.get(kind, "main-scp") or {})["metadata"]["uid"]
-            for kind in ("service", "hpa", "configmap")}
+    uids = {
+        kind: (cluster.get(kind, "main-scp") or {})["metadata"]["uid"]
+        for kind in ("service", "hpa", "configmap")
+    }
     for kind in uids:
         cluster.kubectl("delete", kind, "main-scp")
 
@@ -249,14 +268,17 @@ def test_deleted_children_are_recreated(cluster: Cluster) -> None:
 def test_drift_is_corrected(cluster: Cluster) -> None:
     patch = {"spec": {"template": {"spec": {"terminationGracePeriodSeconds": 5}}}}
     cluster.kubectl("patch", "deployment", "main-scp", "--type", "merge", "-p", json.dumps(patch))
-    cluster.kubectl("patch", "hpa", "main-scp", "--type", "merge",
-                    "-p", '{"spec": {"minReplicas": 1}}')
+    cluster.kubectl(
+        "patch", "hpa", "main-scp", "--type", "merge", "-p", '{"spec": {"minReplicas": 1}}'
+    )
 
     def restored() -> bool:
         deployment = cluster.get("deployment", "main-scp") or {}
         hpa = cluster.get("hpa", "main-scp") or {}
-        return (deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 300
-                and hpa["spec"]["minReplicas"] == 2)
+        return (
+            deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 300
+            and hpa["spec"]["minReplicas"] == 2
+        )
 
     wait_for(restored, 30, "drift to be corrected", cluster.log)
     assert cluster.events("main", "DriftCorrected")
@@ -264,14 +286,70 @@ def test_drift_is_corrected(cluster: Cluster) -> None:
 
 def test_endpoint_comes_from_the_load_balancer(cluster: Cluster) -> None:
     status = {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}}
-    cluster.kubectl("patch", "service", "main-scp", "--subresource", "status", "--type",
-                    "merge", "-p", json.dumps(status))
+    cluster.kubectl(
+        "patch",
+        "service",
+        "main-scp",
+        "--subresource",
+        "status",
+        "--type",
+        "merge",
+        "-p",
+        json.dumps(status),
+    )
     wait_for(
-        lambda: (cluster.get("dicomnode", "main") or {})["status"]["endpoint"]
-        == "203.0.113.10:104", 30, "the endpoint in the DicomNode status", cluster.log,
+        lambda: (
+            (cluster.get("dicomnode", "main") or {})["status"]["endpoint"] == "203.0.113.10:104"
+        ),
+        30,
+        "the endpoint in the DicomNode status",
+        cluster.log,
     )
     printed = cluster.kubectl("get", "dicomnode", "main")
     assert "203.0.113.10:104" in printed and "NOCTIS2" in printed
+
+
+def test_archive_and_pool_changes_reach_the_dicomnode(cluster: Cluster) -> None:
+    def scp_env() -> dict[str, Any]:
+        deployment = cluster.get("deployment", "main-scp") or {}
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("valueFrom") for e in container["env"]}
+
+    cluster.kubectl(
+        "patch",
+        "archive",
+        "noctis",
+        "--type",
+        "merge",
+        "-p",
+        '{"spec": {"database": {"name": "noctis-database-v2"}}}',
+    )
+    wait_for(
+        lambda: scp_env()["NOCTIS_DATABASE_URL"]["secretKeyRef"]["name"] == "noctis-database-v2",
+        30,
+        "the Archive's database Secret in the SCP pods",
+        cluster.log,
+    )
+    cluster.kubectl(
+        "patch",
+        "storagepool",
+        "images",
+        "--type",
+        "merge",
+        "-p",
+        '{"spec": {"region": "us-east-1"}}',
+    )
+    wait_for(
+        lambda: (
+            (cluster.get("configmap", "noctis-config") or {})["data"].get("NOCTIS_S3_REGION")
+            == "us-east-1"
+        ),
+        30,
+        "the pool's region in the Archive's settings",
+        cluster.log,
+    )
+    cluster.wait_condition("storagepool", "images")
+    cluster.wait_condition("dicomnode", "main")
 
 
 def test_foreign_object_is_refused(cluster: Cluster) -> None:
@@ -299,38 +377,68 @@ def test_foreign_object_is_refused(cluster: Cluster) -> None:
         ("DicomNode", {"aeTitle": "OK", "port": 70000}, "spec.port"),
         ("DicomNode", {"aeTitle": "OK", "minReplicas": 5, "maxReplicas": 2}, "maxReplicas"),
         ("DicomNode", {"aeTitle": "OK", "service": {"type": "Magic"}}, "spec.service.type"),
-        ("DicomNode", {"aeTitle": "OK", "service": {"loadBalancerSourceRanges": ["10.1/99"]}},
-         "loadBalancerSourceRanges"),
-        ("Facility", {"applicationEntities": [{"aeTitle": "X", "allowedCIDRs": ["nope"]}]},
-         "allowedCIDRs"),
-        ("Facility", {"applicationEntities": [{"aeTitle": "X", "services": ["print"]}]},
-         "services"),
+        (
+            "DicomNode",
+            {"aeTitle": "OK", "service": {"loadBalancerSourceRanges": ["10.1/99"]}},
+            "loadBalancerSourceRanges",
+        ),
+        (
+            "Facility",
+            {"applicationEntities": [{"aeTitle": "X", "allowedCIDRs": ["nope"]}]},
+            "allowedCIDRs",
+        ),
+        (
+            "Facility",
+            {"applicationEntities": [{"aeTitle": "X", "services": ["print"]}]},
+            "services",
+        ),
         ("StoragePool", {**POOL_SPEC, "endpoint": "s3.example.org"}, "spec.endpoint"),
         ("StoragePool", {**POOL_SPEC, "deletionPolicy": "Purge"}, "spec.deletionPolicy"),
-        ("StoragePool", {**POOL_SPEC, "versioning": False, "objectLock": {"enabled": True}},
-         "object lock needs versioning"),
+        (
+            "StoragePool",
+            {**POOL_SPEC, "versioning": False, "objectLock": {"enabled": True}},
+            "object lock needs versioning",
+        ),
     ],
 )
 def test_schema_rejects_what_it_can_tell(
     cluster: Cluster, kind: str, spec: dict[str, Any], message: str
 ) -> None:
-    doc = {"apiVersion": "pacs.noctis.io/v1alpha1", "kind": kind,
-           "metadata": {"name": "bad"}, "spec": spec}
-    result = cluster.kube.kubectl("apply", "-n", cluster.namespace, "--dry-run=server", "-f", "-",
-                                  input=yaml.safe_dump(doc), check=False)
+    doc = {
+        "apiVersion": "pacs.noctis.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": "bad"},
+        "spec": spec,
+    }
+    result = cluster.kube.kubectl(
+        "apply",
+        "-n",
+        cluster.namespace,
+        "--dry-run=server",
+        "-f",
+        "-",
+        input=yaml.safe_dump(doc),
+        check=False,
+    )
     assert result.returncode != 0
     assert message in result.stderr
 
 
 def test_invalid_specs_are_reported_not_crashed_on(cluster: Cluster) -> None:
     # Duplicate AE titles: the model refuses them, the schema cannot tell.
-    twin = {"apiVersion": "pacs.noctis.io/v1alpha1", "kind": "Facility",
-            "metadata": {"name": "twins"},
-            "spec": {"applicationEntities": [{"aeTitle": "TWIN"}, {"aeTitle": "TWIN"}]}}
+    twin = {
+        "apiVersion": "pacs.noctis.io/v1alpha1",
+        "kind": "Facility",
+        "metadata": {"name": "twins"},
+        "spec": {"applicationEntities": [{"aeTitle": "TWIN"}, {"aeTitle": "TWIN"}]},
+    }
     # An AE title another facility already registered.
-    thief = {"apiVersion": "pacs.noctis.io/v1alpha1", "kind": "Facility",
-             "metadata": {"name": "thief"},
-             "spec": {"applicationEntities": [{"aeTitle": "STMARY_CT1"}]}}
+    thief = {
+        "apiVersion": "pacs.noctis.io/v1alpha1",
+        "kind": "Facility",
+        "metadata": {"name": "thief"},
+        "spec": {"applicationEntities": [{"aeTitle": "STMARY_CT1"}]},
+    }
     orphan = example("dicomnode")
     orphan["metadata"]["name"] = "orphan"
     orphan["spec"].update(archive="missing", aeTitle="ORPHAN")
@@ -347,36 +455,50 @@ def test_invalid_specs_are_reported_not_crashed_on(cluster: Cluster) -> None:
     for kind, name, reason, text in cases:
         cond = cluster.wait_condition(kind, name, "False", reason=reason)
         assert text in cond["message"], cond
-        wait_for(lambda name=name, reason=reason: cluster.events(name, reason), 15,
-                 f"a {reason} Event", cluster.log)
+        wait_for(
+            lambda name=name, reason=reason: cluster.events(name, reason),
+            15,
+            f"a {reason} Event",
+            cluster.log,
+        )
     with urllib.request.urlopen(cluster.liveness_url, timeout=5) as response:
         assert response.status == 200
     with index_session(cluster) as session:
         assert session.scalar(select(Facility).where(Facility.name == "thief")) is None
 
     # Fixing the spec makes it Ready.
-    cluster.kubectl("patch", "facility", "twins", "--type", "merge", "-p",
-                    '{"spec": {"applicationEntities": [{"aeTitle": "TWIN"}]}}')
+    cluster.kubectl(
+        "patch",
+        "facility",
+        "twins",
+        "--type",
+        "merge",
+        "-p",
+        '{"spec": {"applicationEntities": [{"aeTitle": "TWIN"}]}}',
+    )
     cluster.wait_condition("facility", "twins")
-    for kind, name in (("facility", "thief"), ("dicomnode", "orphan"),
-                       ("storagepool", "nosecret")):
+    for kind, name in (("facility", "thief"), ("dicomnode", "orphan"), ("storagepool", "nosecret")):
         cluster.kubectl("delete", kind, name)
 
 
 def test_facility_edit_usage_and_removal(cluster: Cluster) -> None:
-    patch = {"spec": {"applicationEntities": [
-        {"aeTitle": "STMARY_MR1", "host": "10.20.1.16", "port": 104, "services": ["store"]},
-    ]}}
+    patch = {
+        "spec": {
+            "applicationEntities": [
+                {"aeTitle": "STMARY_MR1", "host": "10.20.1.16", "port": 104, "services": ["store"]},
+            ]
+        }
+    }
     cluster.kubectl("patch", "facility", "st-mary", "--type", "merge", "-p", json.dumps(patch))
 
     def registry_titles() -> set[str]:
         with index_session(cluster) as session:
-            rows = session.scalars(select(ApplicationEntity.ae_title).join(Facility)
-                                   .where(Facility.name == "st-mary"))
+            rows = session.scalars(
+                select(ApplicationEntity.ae_title).join(Facility).where(Facility.name == "st-mary")
+            )
             return set(rows)
 
-    wait_for(lambda: registry_titles() == {"STMARY_MR1"}, 30, "the registry to follow",
-             cluster.log)
+    wait_for(lambda: registry_titles() == {"STMARY_MR1"}, 30, "the registry to follow", cluster.log)
 
     with index_session(cluster) as session, session.begin():
         facility = session.scalar(select(Facility).where(Facility.name == "st-mary"))
@@ -384,20 +506,41 @@ def test_facility_edit_usage_and_removal(cluster: Cluster) -> None:
         patient = Patient(facility_id=facility.id, patient_id="P1")
         session.add(patient)
         session.flush()
-        session.add(Study(facility_id=facility.id, patient_pk=patient.id,
-                          study_instance_uid="1.2.3", size_bytes=4096))
-    wait_for(lambda: ((cluster.get("facility", "st-mary") or {})["status"]["studies"],
-                      (cluster.get("facility", "st-mary") or {})["status"]["bytes"]) == (1, 4096),
-             30, "the facility's usage in its status", cluster.log)
+        session.add(
+            Study(
+                facility_id=facility.id,
+                patient_pk=patient.id,
+                study_instance_uid="1.2.3",
+                size_bytes=4096,
+            )
+        )
+    wait_for(
+        lambda: (
+            (
+                (cluster.get("facility", "st-mary") or {})["status"]["studies"],
+                (cluster.get("facility", "st-mary") or {})["status"]["bytes"],
+            )
+            == (1, 4096)
+        ),
+        30,
+        "the facility's usage in its status",
+        cluster.log,
+    )
 
     cluster.kubectl("delete", "facility", "st-mary", "--timeout=30s")
     with index_session(cluster) as session:
         facility = session.scalar(select(Facility).where(Facility.name == "st-mary"))
         assert facility is not None and not facility.enabled  # disabled, not deleted
         assert session.scalar(select(Study.study_instance_uid)) == "1.2.3"
-    wait_for(lambda: (cluster.get("archive", "noctis") or {})["status"]["taskQueues"]
-             == ["noctis", "noctis.facility.twins"], 30, "the worker queues to follow",
-             cluster.log)
+    wait_for(
+        lambda: (
+            (cluster.get("archive", "noctis") or {})["status"]["taskQueues"]
+            == ["noctis", "noctis.facility.twins"]
+        ),
+        30,
+        "the worker queues to follow",
+        cluster.log,
+    )
 
 
 def test_storagepool_usage_and_retain(cluster: Cluster) -> None:
@@ -407,24 +550,46 @@ def test_storagepool_usage_and_retain(cluster: Cluster) -> None:
     bucket = f"{cluster.namespace}-images"
     client.put_object(bucket, "s/1.dcm", io.BytesIO(b"x" * 1000), 1000)
     client.put_object(bucket, "s/2.dcm", io.BytesIO(b"y" * 24), 24)
-    wait_for(lambda: ((cluster.get("storagepool", "images") or {})["status"].get("usedBytes"),
-                      (cluster.get("storagepool", "images") or {})["status"].get("objects"))
-             == (1024, 2), 30, "usage in the StoragePool status", cluster.log)
-    cluster.kubectl("patch", "storagepool", "images", "--type", "merge",
-                    "-p", '{"spec": {"quota": {"maxBytes": 1000}}}')
+    wait_for(
+        lambda: (
+            (
+                (cluster.get("storagepool", "images") or {})["status"].get("usedBytes"),
+                (cluster.get("storagepool", "images") or {})["status"].get("objects"),
+            )
+            == (1024, 2)
+        ),
+        30,
+        "usage in the StoragePool status",
+        cluster.log,
+    )
+    cluster.kubectl(
+        "patch",
+        "storagepool",
+        "images",
+        "--type",
+        "merge",
+        "-p",
+        '{"spec": {"quota": {"maxBytes": 1000}}}',
+    )
     cluster.wait_condition("storagepool", "images", type_="QuotaExceeded")
 
     cluster.kubectl("delete", "storagepool", "images", "--timeout=30s")
     assert client.bucket_exists(bucket)  # Retain
     assert [o.object_name for o in client.list_objects(bucket, prefix="s/", recursive=True)] == [
-        "s/1.dcm", "s/2.dcm"]
+        "s/1.dcm",
+        "s/2.dcm",
+    ]
 
 
 def test_storagepool_delete_policy_removes_the_bucket(cluster: Cluster) -> None:
     import io
 
-    doc = pool_example(cluster, "scratch", deletionPolicy="Delete",
-                       objectLock={"enabled": True, "mode": "GOVERNANCE", "days": 1})
+    doc = pool_example(
+        cluster,
+        "scratch",
+        deletionPolicy="Delete",
+        objectLock={"enabled": True, "mode": "GOVERNANCE", "days": 1},
+    )
     cluster.apply(doc)
     cluster.wait_condition("storagepool", "scratch")
     bucket = doc["spec"]["bucket"]

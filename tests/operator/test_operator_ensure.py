@@ -69,10 +69,16 @@ def test_creates_adopts_and_then_leaves_alone() -> None:
     created = ensure(kube, OWNER, service())  # type: ignore[arg-type]
     assert created.action == "created"
     refs = created.obj["metadata"]["ownerReferences"]
-    assert refs == [{
-        "apiVersion": "pacs.noctis.io/v1alpha1", "kind": "DicomNode", "name": "main",
-        "uid": "uid-1", "controller": True, "blockOwnerDeletion": True,
-    }]
+    assert refs == [
+        {
+            "apiVersion": "pacs.noctis.io/v1alpha1",
+            "kind": "DicomNode",
+            "name": "main",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
     assert created.obj["metadata"]["labels"] == {"a": "b", "team": "x"}
     assert owned_by(created.obj, "uid-1")
     assert ensure(kube, OWNER, service()).action == "unchanged"  # type: ignore[arg-type]
@@ -82,8 +88,10 @@ def test_creates_adopts_and_then_leaves_alone() -> None:
 def test_initial_fields_use_their_own_manager() -> None:
     kube = FakeKube()
     deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "main-scp", "namespace": "pacs"}, "spec": {"paused": False},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "main-scp", "namespace": "pacs"},
+        "spec": {"paused": False},
     }
     result = ensure(kube, OWNER, deployment, initial={"spec": {"replicas": 2}})  # type: ignore[arg-type]
     assert result.obj["spec"]["replicas"] == 2
@@ -124,11 +132,19 @@ def test_waits_while_the_child_is_being_deleted() -> None:
 
 def test_drift_ignores_server_defaults_and_number_spelling() -> None:
     desired = {"spec": {"replicas": 2, "ports": [{"port": 104}], "cpu": "1"}}
-    actual = {"spec": {"replicas": 2, "ports": [{"port": 104, "nodePort": 31000}], "cpu": 1,
-                       "clusterIP": "10.0.0.1"}, "status": {}}
+    actual = {
+        "spec": {
+            "replicas": 2,
+            "ports": [{"port": 104, "nodePort": 31000}],
+            "cpu": 1,
+            "clusterIP": "10.0.0.1",
+        },
+        "status": {},
+    }
     assert drift(desired, actual) == []
     assert drift(desired, {"spec": {"replicas": 3, "ports": [], "cpu": 1}}) == [
-        ".spec.replicas", ".spec.ports",
+        ".spec.replicas",
+        ".spec.ports",
     ]
 
 

@@ -49,8 +49,11 @@ def facility_cr(spec: dict[str, Any], generation: int = 1) -> dict[str, Any]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    url = (request.getfixturevalue("pg_url") if request.param == "postgres"
-           else f"sqlite:///{tmp_path / 'index.sqlite3'}")
+    url = (
+        request.getfixturevalue("pg_url")
+        if request.param == "postgres"
+        else f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    )
     upgrade(url)
     yield url
 
@@ -77,7 +80,8 @@ def test_sync_update_and_disable(database_url: str) -> None:
     facility.reconcile(op, body, apply_always=True)
     status = kube.objects[("Facility", "north")]["status"]
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
-        "Ready": "True", "Synced": "True",
+        "Ready": "True",
+        "Synced": "True",
     }
     assert (status["studies"], status["bytes"], status["applicationEntities"]) == (0, 0, 1)
     assert status["observedGeneration"] == 1
@@ -109,7 +113,9 @@ def test_missing_storage_pool_is_not_ready_but_synced(tmp_path: Path) -> None:
     conditions = {c["type"]: c for c in kube.objects[("Facility", "north")]["status"]["conditions"]}
     assert conditions["Synced"]["status"] == "True"
     assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == (
-        "False", "StoragePoolNotFound")
+        "False",
+        "StoragePoolNotFound",
+    )
 
 
 def test_without_a_database_it_says_so() -> None:

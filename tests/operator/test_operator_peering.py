@@ -40,8 +40,12 @@ def test_standby_pauses_then_takes_over(cluster: Cluster) -> None:
     assert "/alpha]" not in standby.text(), standby.text()  # the active replica did the work
 
     active.stop()  # leaves the peering on the way out
-    wait_for(lambda: "Resuming operations after the pause" in standby.text(), 30,
-             "the standby to resume", standby.log)
+    wait_for(
+        lambda: "Resuming operations after the pause" in standby.text(),
+        30,
+        "the standby to resume",
+        standby.log,
+    )
     cluster.apply(facility("beta", "BETA_CT"))
     cluster.wait_condition("facility", "beta")  # the active replica is gone: the standby did it
     done = f"[{cluster.namespace}/beta] Handler 'facility_reconcile' succeeded"

@@ -47,7 +47,8 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
     spec = parse_spec(ArchiveSpec, body.get("spec"))
     ctx = _context(op, namespace, name, spec)
     facilities = [
-        f["metadata"]["name"] for f in op.kube.list(FACILITIES, namespace)
+        f["metadata"]["name"]
+        for f in op.kube.list(FACILITIES, namespace)
         if not f["metadata"].get("deletionTimestamp")
     ]
     desired = build.build_all(ctx, spec, op.images, facilities)
@@ -70,9 +71,17 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
         "taskQueues": build.task_queues(facilities),
     }
     conditions = [
-        Cond(READY, True, "Reconciled",
-             "API and worker Deployments, Service, PodDisruptionBudget and ConfigMap in sync"),
-        Cond(AVAILABLE, ready > 0, "ReplicasReady" if ready else "NoReadyReplicas",
-             f"{ready} API pod(s) ready"),
+        Cond(
+            READY,
+            True,
+            "Reconciled",
+            "API and worker Deployments, Service, PodDisruptionBudget and ConfigMap in sync",
+        ),
+        Cond(
+            AVAILABLE,
+            ready > 0,
+            "ReplicasReady" if ready else "NoReadyReplicas",
+            f"{ready} API pod(s) ready",
+        ),
     ]
     op.write_status(ARCHIVES, body, fields, conditions)

@@ -67,8 +67,12 @@ def make_client(spec: StoragePoolSpec, access_key: str, secret_key: str) -> Mini
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
     )
     return Minio(
-        spec.host, access_key=access_key, secret_key=secret_key, secure=spec.secure,
-        region=spec.region, http_client=http,
+        spec.host,
+        access_key=access_key,
+        secret_key=secret_key,
+        secure=spec.secure,
+        region=spec.region,
+        http_client=http,
     )
 
 
@@ -168,14 +172,17 @@ def lifecycle_config(rules: list[LifecycleRule]) -> LifecycleConfig | None:
                 ENABLED if rule.enabled else "Disabled",
                 rule_filter=Filter(prefix=rule.prefix),
                 rule_id=rule.id,
-                expiration=Expiration(days=rule.expiration_days)
-                if rule.expiration_days else None,
+                expiration=Expiration(days=rule.expiration_days) if rule.expiration_days else None,
                 noncurrent_version_expiration=NoncurrentVersionExpiration(
                     noncurrent_days=rule.noncurrent_version_expiration_days
-                ) if rule.noncurrent_version_expiration_days else None,
+                )
+                if rule.noncurrent_version_expiration_days
+                else None,
                 abort_incomplete_multipart_upload=AbortIncompleteMultipartUpload(
                     days_after_initiation=rule.abort_incomplete_multipart_upload_days
-                ) if rule.abort_incomplete_multipart_upload_days else None,
+                )
+                if rule.abort_incomplete_multipart_upload_days
+                else None,
             )
         )
     return LifecycleConfig(out)
@@ -187,16 +194,20 @@ def lifecycle_summary(config: LifecycleConfig | None) -> list[dict[str, Any]]:
         return []
     summary = []
     for rule in config.rules:
-        summary.append({
-            "id": rule.rule_id,
-            "status": rule.status,
-            "prefix": (rule.rule_filter.prefix if rule.rule_filter else None) or "",
-            "expirationDays": rule.expiration.days if rule.expiration else None,
-            "noncurrentDays": rule.noncurrent_version_expiration.noncurrent_days
-            if rule.noncurrent_version_expiration else None,
-            "abortDays": rule.abort_incomplete_multipart_upload.days_after_initiation
-            if rule.abort_incomplete_multipart_upload else None,
-        })
+        summary.append(
+            {
+                "id": rule.rule_id,
+                "status": rule.status,
+                "prefix": (rule.rule_filter.prefix if rule.rule_filter else None) or "",
+                "expirationDays": rule.expiration.days if rule.expiration else None,
+                "noncurrentDays": rule.noncurrent_version_expiration.noncurrent_days
+                if rule.noncurrent_version_expiration
+                else None,
+                "abortDays": rule.abort_incomplete_multipart_upload.days_after_initiation
+                if rule.abort_incomplete_multipart_upload
+                else None,
+            }
+        )
     return sorted(summary, key=lambda r: r["id"] or "")
 
 

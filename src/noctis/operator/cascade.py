@@ -25,8 +25,9 @@ def reconcile_dependents(op: Operator, namespace: str, archive_name: str) -> Non
         if node["metadata"].get("deletionTimestamp"):
             continue
         with op.serialized("DicomNode", namespace, node["metadata"]["name"]):
-            guarded(op, DICOMNODES, node, _later(dicomnode.reconcile, op, node),
-                    raise_for_kopf=False)
+            guarded(
+                op, DICOMNODES, node, _later(dicomnode.reconcile, op, node), raise_for_kopf=False
+            )
 
 
 def reconcile_all(op: Operator, namespace: str, *, storage_pool: str | None = None) -> None:
@@ -38,8 +39,7 @@ def reconcile_all(op: Operator, namespace: str, *, storage_pool: str | None = No
         if storage_pool is not None and (body.get("spec") or {}).get("storagePool") != storage_pool:
             continue
         with op.serialized("Archive", namespace, meta["name"]):
-            guarded(op, ARCHIVES, body, _later(archive.reconcile, op, body),
-                    raise_for_kopf=False)
+            guarded(op, ARCHIVES, body, _later(archive.reconcile, op, body), raise_for_kopf=False)
         reconcile_dependents(op, namespace, meta["name"])
 
 

@@ -105,7 +105,10 @@ class Operator:
                 self.events(body, "Normal", "DriftCorrected", f"restored {what} ({paths})")
 
     def fail(
-        self, resource: Resource, body: dict[str, Any], exc: SpecInvalid | Blocked,
+        self,
+        resource: Resource,
+        body: dict[str, Any],
+        exc: SpecInvalid | Blocked,
         extra: list[Cond] | None = None,
     ) -> None:
         """Ready=False with the reason, and a Warning Event."""

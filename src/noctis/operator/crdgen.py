@@ -23,12 +23,31 @@ from noctis.specs import common
 
 # JSON-schema keywords a structural CRD schema may carry (the rest is dropped).
 _KEEP = {
-    "type", "properties", "items", "additionalProperties", "required", "description",
-    "default", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-    "minLength", "maxLength", "pattern", "minItems", "maxItems", "format", "nullable",
-    "x-kubernetes-validations", "x-kubernetes-int-or-string",
+    "type",
+    "properties",
+    "items",
+    "additionalProperties",
+    "required",
+    "description",
+    "default",
+    "enum",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "format",
+    "nullable",
+    "x-kubernetes-validations",
+    "x-kubernetes-int-or-string",
     "x-kubernetes-preserve-unknown-fields",
-    "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-map-type",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
 }
 
 
@@ -119,10 +138,17 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
 
 def _ready_columns() -> list[dict[str, Any]]:
     return [
-        {"name": "Ready", "type": "string",
-         "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
-        {"name": "Reason", "type": "string", "priority": 1,
-         "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        },
+        {
+            "name": "Reason",
+            "type": "string",
+            "priority": 1,
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        },
     ]
 
 
@@ -189,27 +215,36 @@ def peering_crds() -> list[dict[str, Any]]:
     out = []
     for scope, kind in (("Cluster", "ClusterKopfPeering"), ("Namespaced", "KopfPeering")):
         plural = kind.lower() + "s"
-        out.append({
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": f"{plural}.kopf.dev"},
-            "spec": {
-                "group": "kopf.dev",
-                "scope": scope,
-                "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-                "versions": [{
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {"status": {
-                            "type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                        }},
-                    }},
-                }],
-            },
-        })
+        out.append(
+            {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": f"{plural}.kopf.dev"},
+                "spec": {
+                    "group": "kopf.dev",
+                    "scope": scope,
+                    "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+                    "versions": [
+                        {
+                            "name": "v1",
+                            "served": True,
+                            "storage": True,
+                            "schema": {
+                                "openAPIV3Schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "status": {
+                                            "type": "object",
+                                            "x-kubernetes-preserve-unknown-fields": True,
+                                        }
+                                    },
+                                }
+                            },
+                        }
+                    ],
+                },
+            }
+        )
     return out
 
 

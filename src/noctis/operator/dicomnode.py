@@ -42,11 +42,18 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
         "service": build.scp_name(name),
     }
     conditions = [
-        Cond(READY, True, "Reconciled",
-             f"SCP {spec.ae_title} on port {spec.service_port}: Deployment, Service, HPA, "
-             "PodDisruptionBudget and ConfigMap in sync"),
-        Cond(AVAILABLE, ready > 0,
-             "ReplicasReady" if ready else "NoReadyReplicas",
-             f"{ready} SCP pod(s) ready" + (f", reachable at {endpoint}" if endpoint else "")),
+        Cond(
+            READY,
+            True,
+            "Reconciled",
+            f"SCP {spec.ae_title} on port {spec.service_port}: Deployment, Service, HPA, "
+            "PodDisruptionBudget and ConfigMap in sync",
+        ),
+        Cond(
+            AVAILABLE,
+            ready > 0,
+            "ReplicasReady" if ready else "NoReadyReplicas",
+            f"{ready} SCP pod(s) ready" + (f", reachable at {endpoint}" if endpoint else ""),
+        ),
     ]
     op.write_status(DICOMNODES, body, fields, conditions)

@@ -49,15 +49,23 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
         op.kube.get(STORAGEPOOLS, namespace, spec.storage_pool) is None
     )
     if pool_missing:
-        conditions.append(Cond(
-            READY, False, "StoragePoolNotFound",
-            f"StoragePool {spec.storage_pool} not found in namespace {namespace}",
-        ))
+        conditions.append(
+            Cond(
+                READY,
+                False,
+                "StoragePoolNotFound",
+                f"StoragePool {spec.storage_pool} not found in namespace {namespace}",
+            )
+        )
     else:
-        conditions.append(Cond(
-            READY, True, "Synced",
-            f"{len(spec.application_entities)} application entit(ies) registered and enabled",
-        ))
+        conditions.append(
+            Cond(
+                READY,
+                True,
+                "Synced",
+                f"{len(spec.application_entities)} application entit(ies) registered and enabled",
+            )
+        )
     fields = {
         "studies": studies,
         "bytes": size,
@@ -82,6 +90,7 @@ def disable(op: Operator, body: dict[str, Any]) -> None:
         raise Blocked("IndexUnavailable", f"index database: {type(exc).__name__}: {exc}") from exc
     message = (
         f"facility {name} disabled in the registry; its studies are kept"
-        if found else f"facility {name} was not in the registry"
+        if found
+        else f"facility {name} was not in the registry"
     )
     op.events(body, "Normal", "Disabled", message)

@@ -79,8 +79,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     selectors: Any = getattr(settings.watching, "label_selectors", None)  # recent kopf only
     for resource in CHILD_RESOURCES.values() if selectors is not None else ():
         # Watch only what we made, not every ConfigMap of the namespace.
-        key = (resource.group, resource.version, resource.plural) if resource.group else (
-            resource.version, resource.plural)
+        key = (
+            (resource.group, resource.version, resource.plural)
+            if resource.group
+            else (resource.version, resource.plural)
+        )
         selectors[key] = CHILD_SELECTOR
 
     engine = make_engine(config.database_url) if config.database_url else None
@@ -88,7 +91,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         settings=config,
         kube=Kube(load_configuration()),
         images=Images(
-            scp=config.image("scp"), api=config.image("api"), worker=config.image("worker"),
+            scp=config.image("scp"),
+            api=config.image("api"),
+            worker=config.image("worker"),
             pull_policy=config.operator_image_pull_policy,
         ),
         engine=engine,
@@ -124,15 +129,14 @@ def _run(memo: kopf.Memo, body: kopf.Body, fn: Callable[[Operator, dict[str, Any
 
 # StoragePool ----------------------------------------------------------------------------------
 
+
 @kopf.on.resume(GROUP, VERSION, STORAGEPOOLS.plural)
 @kopf.on.create(GROUP, VERSION, STORAGEPOOLS.plural)
 @kopf.on.update(GROUP, VERSION, STORAGEPOOLS.plural)
 def storagepool_reconcile(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) -> None:
     _run(memo, body, lambda op, raw: storagepool.reconcile(op, raw, measure=True))
     if reason == "update":
-        cascade.reconcile_all(
-            memo.operator, _ns(body), storage_pool=body.metadata.name
-        )
+        cascade.reconcile_all(memo.operator, _ns(body), storage_pool=body.metadata.name)
 
 
 @kopf.timer(GROUP, VERSION, STORAGEPOOLS.plural, interval=TICK)
@@ -141,8 +145,13 @@ def storagepool_usage(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if _due(memo, "usage_at", op.settings.operator_usage_interval):
         raw = _plain(body)
         with op.serialized("StoragePool", raw["metadata"]["namespace"], raw["metadata"]["name"]):
-            guarded(op, STORAGEPOOLS, raw, lambda: storagepool.reconcile(op, raw, measure=True),
-                    raise_for_kopf=False)
+            guarded(
+                op,
+                STORAGEPOOLS,
+                raw,
+                lambda: storagepool.reconcile(op, raw, measure=True),
+                raise_for_kopf=False,
+            )
 
 
 def _deletes_bucket(spec: kopf.Spec, **_: Any) -> bool:
@@ -155,6 +164,7 @@ def storagepool_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 # Facility -------------------------------------------------------------------------------------
+
 
 @kopf.on.resume(GROUP, VERSION, FACILITIES.plural)
 @kopf.on.create(GROUP, VERSION, FACILITIES.plural)
@@ -171,8 +181,13 @@ def facility_usage(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if _due(memo, "usage_at", op.settings.operator_facility_interval):
         raw = _plain(body)
         with op.serialized("Facility", raw["metadata"]["namespace"], raw["metadata"]["name"]):
-            guarded(op, FACILITIES, raw, lambda: facility.reconcile(op, raw, apply_always=False),
-                    raise_for_kopf=False)
+            guarded(
+                op,
+                FACILITIES,
+                raw,
+                lambda: facility.reconcile(op, raw, apply_always=False),
+                raise_for_kopf=False,
+            )
 
 
 @kopf.on.delete(GROUP, VERSION, FACILITIES.plural)
@@ -182,6 +197,7 @@ def facility_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 # Archive and DicomNode ------------------------------------------------------------------------
+
 
 @kopf.on.resume(GROUP, VERSION, ARCHIVES.plural)
 @kopf.on.create(GROUP, VERSION, ARCHIVES.plural)
@@ -234,13 +250,19 @@ def child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             parse_spec(model, current.get("spec"))
         except SpecInvalid:
             return  # reported by the owner's own handler; nothing to restore from
-        guarded(op, resource, current, lambda: reconcile(op, current, apply_always=False),
-                raise_for_kopf=False)
+        guarded(
+            op,
+            resource,
+            current,
+            lambda: reconcile(op, current, apply_always=False),
+            raise_for_kopf=False,
+        )
 
 
 for _child in CHILD_RESOURCES.values():
     _selector = (
-        (_child.group, _child.version, _child.plural) if _child.group
+        (_child.group, _child.version, _child.plural)
+        if _child.group
         else (_child.version, _child.plural)
     )
     kopf.on.event(

@@ -113,8 +113,13 @@ class Kube:
         )
 
     def patch(
-        self, resource: Resource, namespace: str | None, name: str, patch: dict[str, Any],
-        *, sub: str = "",
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        sub: str = "",
     ) -> dict[str, Any]:
         return self.request(  # type: ignore[no-any-return]
             "PATCH",

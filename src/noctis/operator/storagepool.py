@@ -78,9 +78,7 @@ def reconcile(op: Operator, body: dict[str, Any], *, measure: bool) -> None:
     op.write_status(STORAGEPOOLS, body, fields, conditions)
 
 
-def _quota_condition(
-    op: Operator, body: dict[str, Any], spec: StoragePoolSpec, used: int
-) -> Cond:
+def _quota_condition(op: Operator, body: dict[str, Any], spec: StoragePoolSpec, used: int) -> Cond:
     limit = spec.quota.max_bytes
     if limit is None:
         return Cond(QUOTA_EXCEEDED, False, "NoQuota", "no quota declared")

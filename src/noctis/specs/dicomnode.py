@@ -33,12 +33,16 @@ class DicomServiceSpec(BaseModel):
         populate_by_name=True,
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "!has(self.nodePort) || !has(self.type) || self.type != 'ClusterIP'",
-                 "message": "nodePort needs type NodePort or LoadBalancer"},
-                {"rule": "!has(self.loadBalancerSourceRanges)"
-                 " || size(self.loadBalancerSourceRanges) == 0"
-                 " || !has(self.type) || self.type == 'LoadBalancer'",
-                 "message": "loadBalancerSourceRanges needs type LoadBalancer"},
+                {
+                    "rule": "!has(self.nodePort) || !has(self.type) || self.type != 'ClusterIP'",
+                    "message": "nodePort needs type NodePort or LoadBalancer",
+                },
+                {
+                    "rule": "!has(self.loadBalancerSourceRanges)"
+                    " || size(self.loadBalancerSourceRanges) == 0"
+                    " || !has(self.type) || self.type == 'LoadBalancer'",
+                    "message": "loadBalancerSourceRanges needs type LoadBalancer",
+                },
             ]
         },
     )
@@ -82,9 +86,11 @@ class DicomNodeSpec(BaseModel):
         populate_by_name=True,
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "!has(self.maxReplicas) || !has(self.minReplicas)"
-                 " || self.maxReplicas >= self.minReplicas",
-                 "message": "maxReplicas must be at least minReplicas"},
+                {
+                    "rule": "!has(self.maxReplicas) || !has(self.minReplicas)"
+                    " || self.maxReplicas >= self.minReplicas",
+                    "message": "maxReplicas must be at least minReplicas",
+                },
             ]
         },
     )

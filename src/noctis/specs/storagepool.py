@@ -46,8 +46,10 @@ class ObjectLockSpec(BaseModel):
         populate_by_name=True,
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "!(has(self.days) && has(self.years))",
-                 "message": "give retention in days or in years, not both"},
+                {
+                    "rule": "!(has(self.days) && has(self.years))",
+                    "message": "give retention in days or in years, not both",
+                },
             ]
         },
     )
@@ -74,9 +76,11 @@ class LifecycleRule(BaseModel):
         populate_by_name=True,
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "has(self.expirationDays) || has(self.noncurrentVersionExpirationDays)"
-                 " || has(self.abortIncompleteMultipartUploadDays)",
-                 "message": "a lifecycle rule needs at least one action"},
+                {
+                    "rule": "has(self.expirationDays) || has(self.noncurrentVersionExpirationDays)"
+                    " || has(self.abortIncompleteMultipartUploadDays)",
+                    "message": "a lifecycle rule needs at least one action",
+                },
             ]
         },
     )
@@ -117,9 +121,11 @@ class StoragePoolSpec(BaseModel):
         populate_by_name=True,
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "!has(self.objectLock) || !has(self.objectLock.enabled)"
-                 " || !self.objectLock.enabled || !has(self.versioning) || self.versioning",
-                 "message": "object lock needs versioning"},
+                {
+                    "rule": "!has(self.objectLock) || !has(self.objectLock.enabled)"
+                    " || !self.objectLock.enabled || !has(self.versioning) || self.versioning",
+                    "message": "object lock needs versioning",
+                },
                 {"rule": "self.bucket == oldSelf.bucket", "message": "bucket is immutable"},
             ]
         },

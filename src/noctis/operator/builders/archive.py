@@ -43,11 +43,13 @@ class ArchiveContext:
         env = [
             common.secret_env("NOCTIS_DATABASE_URL", self.database.name, self.database.key),
             common.secret_env(
-                "NOCTIS_S3_ACCESS_KEY", self.s3_credentials.secret_name,
+                "NOCTIS_S3_ACCESS_KEY",
+                self.s3_credentials.secret_name,
                 self.s3_credentials.access_key_key,
             ),
             common.secret_env(
-                "NOCTIS_S3_SECRET_KEY", self.s3_credentials.secret_name,
+                "NOCTIS_S3_SECRET_KEY",
+                self.s3_credentials.secret_name,
                 self.s3_credentials.secret_key_key,
             ),
         ]
@@ -140,7 +142,11 @@ def _container(
 
 
 def _deployment(
-    name: str, component: str, ctx: ArchiveContext, replicas: int, container: dict[str, Any],
+    name: str,
+    component: str,
+    ctx: ArchiveContext,
+    replicas: int,
+    container: dict[str, Any],
     grace: int,
 ) -> dict[str, Any]:
     selector = common.selector_labels(component, ctx.name)
@@ -154,8 +160,10 @@ def _deployment(
             "replicas": replicas,
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": selector},
-            "strategy": {"type": "RollingUpdate",
-                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
             "template": {
                 "metadata": {
                     "labels": obj_labels,
@@ -196,7 +204,10 @@ def build_api_deployment(ctx: ArchiveContext, spec: ArchiveSpec, images: Images)
 
 def build_api_service(ctx: ArchiveContext, spec: ArchiveSpec) -> dict[str, Any]:
     port: dict[str, Any] = {
-        "name": "http", "port": spec.api.service.port, "targetPort": "http", "protocol": "TCP",
+        "name": "http",
+        "port": spec.api.service.port,
+        "targetPort": "http",
+        "protocol": "TCP",
     }
     if spec.api.service.node_port is not None:
         port["nodePort"] = spec.api.service.node_port
@@ -204,7 +215,9 @@ def build_api_service(ctx: ArchiveContext, spec: ArchiveSpec) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": common.metadata(
-            api_name(ctx.name), ctx.namespace, common.labels("api", ctx.name, KIND),
+            api_name(ctx.name),
+            ctx.namespace,
+            common.labels("api", ctx.name, KIND),
             spec.api.service.annotations,
         ),
         "spec": {
@@ -217,7 +230,9 @@ def build_api_service(ctx: ArchiveContext, spec: ArchiveSpec) -> dict[str, Any]:
 
 def build_api_pdb(ctx: ArchiveContext) -> dict[str, Any]:
     return common.pdb(
-        api_name(ctx.name), ctx.namespace, common.labels("api", ctx.name, KIND),
+        api_name(ctx.name),
+        ctx.namespace,
+        common.labels("api", ctx.name, KIND),
         common.selector_labels("api", ctx.name),
     )
 

@@ -114,8 +114,10 @@ def build_deployment(
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": selector},
             # Surge first: a rollout never lowers how many associations can be accepted.
-            "strategy": {"type": "RollingUpdate",
-                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
             "template": {
                 "metadata": {"labels": _labels(node), "annotations": annotations},
                 "spec": pod_spec,
@@ -127,7 +129,10 @@ def build_deployment(
 def build_service(node: str, namespace: str, spec: DicomNodeSpec) -> dict[str, Any]:
     svc = spec.service
     port: dict[str, Any] = {
-        "name": "dicom", "port": spec.service_port, "targetPort": "dicom", "protocol": "TCP",
+        "name": "dicom",
+        "port": spec.service_port,
+        "targetPort": "dicom",
+        "protocol": "TCP",
     }
     if svc.node_port is not None:
         port["nodePort"] = svc.node_port
@@ -157,21 +162,32 @@ def build_hpa(node: str, namespace: str, spec: DicomNodeSpec) -> dict[str, Any]:
         "kind": "HorizontalPodAutoscaler",
         "metadata": common.metadata(scp_name(node), namespace, _labels(node)),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                               "name": scp_name(node)},
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": scp_name(node),
+            },
             "minReplicas": spec.min_replicas,
             "maxReplicas": spec.max_replicas,
-            "metrics": [{
-                "type": "Resource",
-                "resource": {"name": "cpu", "target": {
-                    "type": "Utilization", "averageUtilization": spec.target_cpu_utilization,
-                }},
-            }],
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": spec.target_cpu_utilization,
+                        },
+                    },
+                }
+            ],
             # Scale down slowly, one pod at a time: each stopping pod drains its associations.
-            "behavior": {"scaleDown": {
-                "stabilizationWindowSeconds": 300,
-                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
-            }},
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 300,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                }
+            },
         },
     }
 
