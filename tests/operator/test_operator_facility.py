@@ -47,7 +47,7 @@ def facility_cr(spec: dict[str, Any], generation: int = 1) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = (
         request.getfixturevalue("pg_url")
