@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
@@ -14,8 +15,18 @@ if TYPE_CHECKING:
 
     from noctis.scp.runtime import ScpRuntime
 
+log = logging.getLogger(__name__)
+
 
 def handle_echo(event: Event, runtime: ScpRuntime) -> int | Dataset:
+    try:
+        return _echo(event, runtime)
+    except Exception:
+        log.exception("C-ECHO handler failed")
+        return status.with_comment(status.CANNOT_UNDERSTAND, "internal error (logged)")
+
+
+def _echo(event: Event, runtime: ScpRuntime) -> int | Dataset:
     if runtime.access.allowed(event.assoc, "echo") is None:
         answer: int | Dataset = status.with_comment(
             status.NOT_AUTHORIZED, "this AE may not echo here"

@@ -45,6 +45,10 @@ def handle_find(event: Event, runtime: ScpRuntime) -> Iterator[FindResponse]:
             code, _ = answer
             final = code if isinstance(code, int) else int(code.Status)
             yield answer
+    except Exception:
+        log.exception("C-FIND handler failed")
+        final = status.FIND_INTERNAL_ERROR
+        yield status.with_comment(final, "internal error (logged)"), None
     finally:
         get_metrics().requests.labels(service="find", result=result_class(final)).inc()
 

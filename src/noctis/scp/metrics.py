@@ -10,8 +10,8 @@ prometheus_client, hence the imports inside functions here.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -32,8 +32,21 @@ class ScpMetrics:
     store_seconds: Any
 
 
-@cache
+_metrics: ScpMetrics | None = None
+_lock = threading.Lock()
+
+
 def get_metrics() -> ScpMetrics:
+    global _metrics
+    if _metrics is None:
+        # Associations start on threads of their own: registering twice would raise.
+        with _lock:
+            if _metrics is None:
+                _metrics = _build()
+    return _metrics
+
+
+def _build() -> ScpMetrics:
     from prometheus_client import Counter, Gauge, Histogram
 
     return ScpMetrics(

@@ -17,6 +17,7 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from pynetdicom import AE, evt
@@ -83,6 +84,7 @@ class Scp:
         return self._server.active_associations if self._server is not None else []
 
     def start(self) -> Scp:
+        get_metrics()  # registered before the first association, not by it
         configure_pynetdicom()
         spool_received_datasets(self.runtime.spool_dir)
         self._server = self.ae.make_server(
@@ -197,6 +199,7 @@ def run(settings: Settings) -> None:
         supervise(settings)
         return
     stopping = stop_on_signals()
+    clean_spool(settings.resolved_spool_dir())
     archive = Archive.open(settings)
     scp = Scp(archive).start()
     health = HealthServer(
@@ -214,6 +217,15 @@ def run(settings: Settings) -> None:
     finally:
         health.stop()
         archive.close()
+
+
+def clean_spool(directory: Path) -> None:
+    """Remove what a previous run left in the spool (a crash mid-transfer). Only before any
+    SCP process of this spool directory runs: the files of a live transfer look the same."""
+    if not directory.is_dir():
+        return
+    for leftover in [*directory.glob("incoming-*"), *directory.glob("retrieve-*")]:
+        leftover.unlink(missing_ok=True)
 
 
 def stop_on_signals() -> threading.Event:

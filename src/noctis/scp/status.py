@@ -15,6 +15,7 @@ request as it stands will never succeed"; 0124 means "you may not do this here".
 | identifier cannot be decoded                        |         | C310   | C510   | C410  |
 | identifier invalid (level, key values, ranges)      |         | A900   | A900   | A900  |
 | unexpected error (a bug; logged with traceback)     | C001    | C311   | C511   | C411  |
+| (C-ECHO: 0124 if the AE may not echo, C000 for an unexpected error)                        |
 | move destination not registered for the facility   |         |        | A801   |       |
 | destination refuses the association                 |         |        | A702   |       |
 | some sub-operations failed                          |         |        | B000   | B000  |

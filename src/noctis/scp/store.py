@@ -46,10 +46,15 @@ _PART10_MAGIC_OFFSET = 128
 
 
 def handle_store(event: Event, runtime: ScpRuntime) -> int | Dataset:
-    """EVT_C_STORE handler: the status to answer with, never an exception."""
-    answer = _store(event, runtime)
-    code = answer if isinstance(answer, int) else int(answer.Status)
-    get_metrics().requests.labels(service="store", result=result_class(code)).inc()
+    """EVT_C_STORE handler: the status to answer with, never an exception (pynetdicom would
+    answer C211 and leave the spooled file behind)."""
+    try:
+        answer = _store(event, runtime)
+        code = answer if isinstance(answer, int) else int(answer.Status)
+        get_metrics().requests.labels(service="store", result=result_class(code)).inc()
+    except Exception:
+        log.exception("C-STORE handler failed")
+        return status.with_comment(status.STORE_INTERNAL_ERROR, "internal error (logged)")
     return answer
 
 

@@ -30,13 +30,14 @@ RESTART_DELAY = 1.0
 
 
 def supervise(settings: Settings) -> None:
-    from noctis.scp.server import DRAIN_TIMEOUT, stop_on_signals
+    from noctis.scp.server import DRAIN_TIMEOUT, clean_spool, stop_on_signals
 
     count = settings.scp_processes
     metrics_dir, owned = _metrics_dir()
     # Inherited by the children, which must see it before they import prometheus_client.
     os.environ[MULTIPROC_ENV] = str(metrics_dir)
     stopping = stop_on_signals()
+    clean_spool(settings.resolved_spool_dir())  # before any child receives into it
     context = multiprocessing.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
 
