@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from operator_support import (
@@ -29,21 +28,9 @@ from support.s3 import SeaweedFS
 ESTABLISHED = '{.status.conditions[?(@.type=="Established")].status}'
 
 
-def _tolerant_api_get(original: Callable[..., Any]) -> Callable[..., Any]:
-    # /readyz answers "ok", not JSON: a 2xx that is not JSON is still a 2xx.
-    def api_get(self: ControlPlane, path: str, token: str | None = None) -> Any:
-        try:
-            return original(self, path, token)
-        except ValueError:
-            return 200, {}
-
-    return api_get
-
-
 @pytest.fixture(scope="session")
 def kube() -> Iterator[ControlPlane]:
     """etcd + kube-apiserver + kube-controller-manager for the operator tests."""
-    ControlPlane.api_get = _tolerant_api_get(ControlPlane.api_get)  # type: ignore[method-assign]
     started = time.monotonic()
     plane = start_control_plane()
     print(f"\nKubernetes control plane ready in {time.monotonic() - started:.1f} s")
