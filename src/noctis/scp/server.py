@@ -2,10 +2,10 @@
 
 `Scp` runs one listener in this process (tests start it on port 0 and stop it themselves);
 `run(settings)` is the ``noctis scp`` process: one SCP, or with ``scp_processes > 1`` that many
-child processes sharing the port through SO_REUSEPORT (one Python process cannot store faster
-than its GIL allows; several can). Either way one health/metrics endpoint serves the whole
-process tree: the SCP process itself, or the parent of the children, which aggregates their
-metrics (prometheus_client multiprocess mode) and reports them in readiness.
+processes sharing the port through SO_REUSEPORT (one Python process cannot store faster than
+its GIL allows; several can), the first of which supervises the others. Either way one
+health/metrics endpoint serves them all: that first process's, which adds up every process's
+metrics (prometheus_client multiprocess mode) and reports them all in readiness.
 
 SIGTERM (and Ctrl-C) stops accepting at once, lets open associations finish for up to
 `DRAIN_TIMEOUT` seconds, aborts what is left, then exits.

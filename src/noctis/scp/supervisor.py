@@ -1,10 +1,11 @@
 """``noctis scp`` with ``scp_processes > 1``: N SCP processes on one port (SO_REUSEPORT).
 
-The parent binds no DICOM port. It starts the children (spawned, so none inherits a lock,
-a socket or a database connection), restarts one that dies, and is the only process serving
-health and metrics: readiness adds "are all SCP processes running" to the archive's own check,
-and ``/metrics`` adds up the children's samples (prometheus_client multiprocess mode, files in
-``PROMETHEUS_MULTIPROC_DIR``, a temp dir unless the environment names one).
+This process is SCP number 0 and the supervisor of the N-1 others: it starts them (spawned, so
+none inherits a lock, a socket or a database connection), restarts one that dies, and is the
+only process serving health and metrics. Readiness adds "is every SCP process listening" to
+the archive's own check; ``/metrics`` adds up every process's samples (prometheus_client
+multiprocess mode, files in ``PROMETHEUS_MULTIPROC_DIR``, a temp dir unless the environment
+names one). No process only supervises: each one costs ~100 MB of interpreter and libraries.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import time
 from multiprocessing.process import BaseProcess
@@ -30,18 +32,19 @@ RESTART_DELAY = 1.0
 
 
 def supervise(settings: Settings) -> None:
-    from noctis.scp.server import DRAIN_TIMEOUT, clean_spool, stop_on_signals
+    from noctis.scp.server import DRAIN_TIMEOUT, Scp, clean_spool, stop_on_signals
 
     count = settings.scp_processes
     metrics_dir, owned = _metrics_dir()
-    # Inherited by the children, which must see it before they import prometheus_client.
+    if "prometheus_client" in sys.modules:
+        log.warning("prometheus_client was imported early: this process's metrics stay local")
+    # Every process, this one included, must see it before it imports prometheus_client.
     os.environ[MULTIPROC_ENV] = str(metrics_dir)
     stopping = stop_on_signals()
-    clean_spool(settings.resolved_spool_dir())  # before any child receives into it
+    clean_spool(settings.resolved_spool_dir())  # before any process receives into it
     context = multiprocessing.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
-
-    listening: list[Any] = [None] * count  # per child: set once its socket accepts
+    listening: dict[int, Any] = {}  # per sibling: set once its socket accepts
 
     def start(index: int) -> BaseProcess:
         listening[index] = context.Event()
@@ -54,26 +57,29 @@ def supervise(settings: Settings) -> None:
         process.start()
         return process
 
-    workers = [start(i) for i in range(count)]
+    siblings = {index: start(index) for index in range(1, count)}
     archive = Archive.open(settings)
+    scp = Scp(archive, reuse_port=True).start()
 
     def ready() -> dict[str, str]:
         report = archive.readiness()
-        serving = sum(p.is_alive() and e.is_set() for p, e in zip(workers, listening, strict=True))
+        serving = int(scp.serving) + sum(
+            p.is_alive() and listening[i].is_set() for i, p in siblings.items()
+        )
         report["scp-processes"] = "ok" if serving == count else f"{serving} of {count} serving"
         return report
 
     health = HealthServer(
         settings.health_host,
         settings.health_port,
-        alive=lambda: any(p.is_alive() for p in workers),
+        alive=lambda: scp.serving,
         ready=ready,
         metrics=lambda: exposition(str(metrics_dir)),
     ).start()
-    log.info("started %d SCP processes on port %d", count, settings.scp_port)
+    log.info("%d SCP processes on port %d", count, settings.scp_port)
     try:
         while not stopping.wait(0.5):
-            for index, process in enumerate(workers):
+            for index, process in siblings.items():
                 if process.is_alive():
                     continue
                 log.error(
@@ -81,11 +87,12 @@ def supervise(settings: Settings) -> None:
                 )
                 _forget(process, metrics_dir)
                 time.sleep(RESTART_DELAY)
-                workers[index] = start(index)
+                siblings[index] = start(index)
         log.info("stopping %d SCP processes", count)
-        for process in workers:
+        for process in siblings.values():
             process.terminate()  # SIGTERM: each drains its own associations
-        for process in workers:
+        scp.stop()
+        for process in siblings.values():
             process.join(DRAIN_TIMEOUT + 5)
             if process.is_alive():
                 process.kill()
