@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
+DEFAULT_QUEUE = "noctis"
 INSTANCE_STORED = "noctis.instance_stored"
 SERIES_METADATA = "noctis.series_metadata"
 STUDY_STABLE = "noctis.study_stable"
@@ -75,7 +76,7 @@ class CeleryQueue:
 
     def send(self, task: str, /, *, queue: str | None = None, **kwargs: Any) -> None:
         try:
-            self._app.send_task(task, kwargs=kwargs, queue=queue)
+            self._app.send_task(task, kwargs=kwargs, queue=queue or DEFAULT_QUEUE)
         except Exception:
             # A broker outage must not fail a store that is already durable.
             log.exception("could not queue task %s", task)
