@@ -18,6 +18,7 @@ import pytest
 
 from noctis.storage.filesystem import FilesystemStore
 from noctis.storage.s3 import S3Store
+from support.kube import ControlPlane, start_control_plane
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.s3 import SeaweedFS
@@ -36,6 +37,9 @@ _FIXTURE_MARKERS = {
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "redis: needs a Redis server (started by the tests)")
+    config.addinivalue_line(
+        "markers", "kube: needs the Kubernetes test bed (scripts/build-testbed.sh)"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -113,3 +117,30 @@ def _remove_bucket(server: SeaweedFS, bucket: str) -> None:
         if item.object_name is not None:
             client.remove_object(bucket, item.object_name)
     client.remove_bucket(bucket)
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver + kube-controller-manager on loopback, shared by the session.
+
+    The binaries come from `scripts/build-testbed.sh`; without them these tests fail with a
+    message saying so. Deselect them with `pytest -m "not kube"`.
+    """
+    started = time.monotonic()
+    plane = start_control_plane()
+    print(f"\nKubernetes control plane ready in {time.monotonic() - started:.1f} s")
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def kube_namespace(kube: ControlPlane) -> Iterator[str]:
+    """A fresh namespace for one test, deleted (asynchronously) afterwards."""
+    name = f"test-{secrets.token_hex(4)}"
+    kube.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kube.kubectl("delete", "namespace", name, "--wait=false", check=False)

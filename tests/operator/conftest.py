@@ -8,7 +8,6 @@ a test). S3 is the session's SeaweedFS (tests/conftest.py), the index a migrated
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,33 +21,27 @@ from operator_support import (
 )
 
 from noctis.index.migrate import upgrade
-from support.kube import ControlPlane, start_control_plane
+from support.kube import ControlPlane
 from support.s3 import SeaweedFS
 
 ESTABLISHED = '{.status.conditions[?(@.type=="Established")].status}'
 
 
 @pytest.fixture(scope="session")
-def kube() -> Iterator[ControlPlane]:
-    """etcd + kube-apiserver + kube-controller-manager for the operator tests."""
-    started = time.monotonic()
-    plane = start_control_plane()
-    print(f"\nKubernetes control plane ready in {time.monotonic() - started:.1f} s")
-    try:
-        plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        for crd in ("storagepools", "facilities", "archives", "dicomnodes", "kopfpeerings"):
-            group = "kopf.dev" if crd == "kopfpeerings" else "pacs.noctis.io"
-            wait_for(
-                lambda name=f"crd/{crd}.{group}": (
-                    plane.kubectl("get", name, "-o", f"jsonpath={ESTABLISHED}", check=False).stdout
-                    == "True"
-                ),
-                30,
-                f"CRD {crd}.{group} to be established",
-            )
-        yield plane
-    finally:
-        plane.stop()
+def kube(kube: ControlPlane) -> Iterator[ControlPlane]:
+    """The session's control plane, with the Noctis CRDs installed and established."""
+    kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    for crd in ("storagepools", "facilities", "archives", "dicomnodes", "kopfpeerings"):
+        group = "kopf.dev" if crd == "kopfpeerings" else "pacs.noctis.io"
+        wait_for(
+            lambda name=f"crd/{crd}.{group}": (
+                kube.kubectl("get", name, "-o", f"jsonpath={ESTABLISHED}", check=False).stdout
+                == "True"
+            ),
+            30,
+            f"CRD {crd}.{group} to be established",
+        )
+    yield kube
 
 
 @pytest.fixture(scope="module")
