@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from scp_support import (
     AE_TITLE,
     ECHO_ONLY,
@@ -24,6 +25,7 @@ from scp_support import (
 
 from noctis.scp import status
 from noctis.scp.client import store_files
+from noctis.scp.store import _part10_file
 from support import dcmtk
 from support.archive import index_counts, stored_object_keys
 from support.dicomdata import (
@@ -148,3 +150,40 @@ def test_storescu_sees_the_refusal(scp: RunningScp, tmp_path: Path) -> None:
     # 0124 "Refused: Not Authorized" is a PS3.7 general status dcmtk has no name for.
     assert "Status: 0x124" in result.output, result.output
     assert index_counts(scp.archive)["instance"] == 0
+
+
+class _SpoolEvent:
+    """What the C-STORE handler reads from pynetdicom's event, for the no-meta fallback."""
+
+    def __init__(self, path: Path | None, data: bytes, sop_class: str, sop_uid: str) -> None:
+        self._path, self._data = path, data
+        self.request = SimpleNamespace(
+            AffectedSOPClassUID=sop_class, AffectedSOPInstanceUID=sop_uid
+        )
+        self.context = SimpleNamespace(transfer_syntax=ExplicitVRLittleEndian)
+
+    @property
+    def dataset_path(self) -> Path:
+        if self._path is None:
+            raise AttributeError("not chunked")
+        return self._path
+
+    def encoded_dataset(self, include_meta: bool = True) -> bytes:
+        assert not include_meta
+        return self._data
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_received_data_set_without_file_meta_gets_one(tmp_path: Path, chunked: bool) -> None:
+    [path] = generate_ct_series(tmp_path / "n", slices=1, size=16)
+    data = dataset_bytes(path)
+    raw = tmp_path / "raw.dcm"
+    raw.write_bytes(data)
+    event = _SpoolEvent(raw if chunked else None, data, CTImageStorage, sop_instance_uid(path))
+    written, to_remove = _part10_file(event, tmp_path)  # type: ignore[arg-type]
+    assert to_remove == written != raw
+    assert dataset_bytes(written) == data
+    meta = dcmread(written, stop_before_pixels=True).file_meta
+    assert meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert meta.MediaStorageSOPInstanceUID == sop_instance_uid(path)
+    assert meta.MediaStorageSOPClassUID == CTImageStorage
