@@ -152,3 +152,21 @@ def test_a_facility_sees_only_its_own_studies(archive: Archive, make_dicom: Dico
     assert [m.values["PatientName"] for m in seen_by_north] == ["North^Pat"]
     assert sorted(m.values["PatientName"] for m in seen_by_south) == ["South^Other", "South^Pat"]
     assert all(m.facility == "south" for m in seen_by_south)
+
+
+@pytest.mark.usefixtures("populated")
+def test_odd_but_valid_values_match_instead_of_failing(archive: Archive) -> None:
+    with archive.sessions() as session:
+        # A UID list made only of separators is universal matching.
+        everything = find(session, MatchQuery(Level.STUDY, {"StudyInstanceUID": "\\\\"}))
+        # ModalitiesInStudy also constrains series- and image-level queries.
+        mr_series = find(session, MatchQuery(Level.SERIES, {"ModalitiesInStudy": "MR"}))
+        mr_images = count(session, MatchQuery(Level.IMAGE, {"ModalitiesInStudy": "MR"}))
+    assert len(everything) == len(STUDIES)
+    assert {m.values["StudyInstanceUID"] for m in mr_series} == {"1.2.840.1.2"}
+    assert mr_images == 2
+
+
+def test_numbers_beyond_32_bits_are_errors(archive: Archive) -> None:
+    with archive.sessions() as session, pytest.raises(QueryError, match="out of range"):
+        find(session, MatchQuery(Level.SERIES, {"SeriesNumber": "99999999999999999999"}))
