@@ -1,14 +1,15 @@
 """Noctis as a benchmark target, started through its own CLI like a user would.
 
 - embedded: `noctis serve` (SCP, web API and in-process tasks in one process; SQLite index and
-  filesystem objects in the data dir, the loopback-only default facility). While `serve` is
-  not complete (its SCP/API entry points missing), `noctis scp` + `noctis api` in embedded
-  mode instead; the results record which (`targets.noctis-embedded.processes`);
+  filesystem objects in the data dir, the loopback-only default facility). `serve` runs one
+  SCP, so the case with several SCP processes runs `noctis scp` in embedded mode on the same
+  data dir, and `serve` comes back for the web benchmark;
 - production: PostgreSQL + S3 (SeaweedFS), `noctis migrate`, `noctis facility apply -f`, then
-  `noctis scp` and `noctis api` as separate processes, like the pods on Kubernetes.
+  `noctis scp` and `noctis api` as separate processes, like the pods on Kubernetes. No Celery
+  broker is configured, so the SCP runs no background tasks (a worker would run elsewhere).
 
-Peak RSS is measured on the process that receives (serve, which includes the web API; or scp)
-and everything it started (NOCTIS_SCP_PROCESSES > 1: the supervisor and its SCP children).
+Peak RSS is measured on the receiving process (serve, which includes the web API and the
+in-process tasks; or scp) and every process it started (the other SCP processes).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class NoctisTarget(Target):
         self.name = "noctis-production" if production else "noctis-embedded"
         self.label = "Noctis PostgreSQL+S3" if production else "Noctis embedded"
         self.scp_processes = 1
-        self.serve = False
+        self.receiver = ""  # "serve" or "scp": the command of the receiving process
         self.scp: Service | None = None
         self.api: Service | None = None
         self._token: str | None = None
@@ -67,27 +68,34 @@ class NoctisTarget(Target):
         self._cli("migrate")
         if self.production:
             self._apply_facility()
-        self.serve = not self.production and _serve_available()
-        self._start_scp()
-        if not self.serve:
+        if self.production:
+            self._start_receiver("scp")
             self.api = self._service("noctis-api", [*NOCTIS, "api"], env=self.env, cwd=self.root)
-        (self.api or self.scp).wait_ready(self._api_answers, timeout=120)
+            self.api.wait_ready(self._api_answers, timeout=120)
+        else:
+            self._start_receiver("serve")
         self.details.update(
             version=_noctis_version(),
-            processes="noctis serve" if self.serve else "noctis scp + noctis api",
+            processes="noctis scp + noctis api" if self.production else "noctis serve",
         )
 
     def set_scp_processes(self, count: int) -> bool:
-        """Restart the receiving process(es) with NOCTIS_SCP_PROCESSES=count (same data)."""
+        """Restart the receiver with NOCTIS_SCP_PROCESSES=count, on the same data.
+
+        `noctis serve` runs one SCP in its own process, so embedded mode with several SCP
+        processes is `noctis scp` in embedded mode (same data dir) until set back to 1.
+        """
         if self.scp is not None:
             self.scp.stop()
         self.scp_processes = count
         self.env["NOCTIS_SCP_PROCESSES"] = str(count)
-        self._start_scp()
-        if self.serve:
-            self.scp.wait_ready(self._api_answers, timeout=120)
-        self.details["scp_processes_last"] = count
+        self._start_receiver("scp" if self.production or count > 1 else "serve")
         return True
+
+    def restore(self) -> None:
+        """Back to the configuration the web benchmark runs against: one SCP process."""
+        if self.scp_processes != 1:
+            self.set_scp_processes(1)
 
     def _start_backing(self) -> None:
         self._pg = backing.start_postgres(durable=self.pg_durable)
@@ -149,8 +157,9 @@ class NoctisTarget(Target):
         path.write_text(yaml.safe_dump(document, sort_keys=False))
         self._cli("facility", "apply", "-f", str(path))
 
-    def _start_scp(self) -> None:
-        command = "serve" if self.serve else "scp"
+    def _start_receiver(self, command: str) -> None:
+        """`noctis serve` or `noctis scp`; returns when every SCP process listens."""
+        self.receiver = command
         name = f"noctis-{command}-{self.scp_processes}p"
         self.scp = self._service(name, [*NOCTIS, command], env=self.env, cwd=self.root)
         self.scp.wait_ready(self._scp_ready, timeout=120)
@@ -162,7 +171,7 @@ class NoctisTarget(Target):
         listening = self.scp.log_since_start().count(LISTENING) if self.scp else 0
         if listening < self.scp_processes:
             return False
-        if self.serve:  # one process: the web side answering means the whole of it is up
+        if self.receiver == "serve":  # no health port: the web side answering means it is up
             return self._api_answers()
         try:
             url = f"http://{LOOPBACK}:{self.health_port}/readyz"
@@ -249,18 +258,6 @@ class NoctisTarget(Target):
 
     def logs(self) -> str:
         return "\n".join(log_tail(s.log_path) for s in (self.scp, self.api) if s is not None)
-
-
-def _serve_available() -> bool:
-    """True when `noctis serve` has everything it imports (it is being written)."""
-    try:
-        from noctis.worker.inprocess import register_tasks  # noqa: F401
-
-        from noctis.api.server import serve_app  # noqa: F401
-        from noctis.scp.server import start_scp  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _noctis_version() -> str:

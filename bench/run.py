@@ -195,6 +195,7 @@ def run_target(
                 store.load(target, [dataset.ct, dataset.small])
             held += [dataset.ct, dataset.small]
         if want_web:
+            target.restore()
             _run_queries(
                 target, dataset, held, sizes["runs"], results, gzip=args.gzip, round_no=round_no
             )

@@ -59,6 +59,9 @@ class Target:
         """Restart the SCP with `count` processes on one port; False if unsupported."""
         return False
 
+    def restore(self) -> None:
+        """Back to the default configuration after the store cases (before the web suite)."""
+
     def _service(self, name: str, argv: list[str], **kwargs: Any) -> Service:
         service = Service(name, argv, log_path=self.root / f"{name}.log", **kwargs)
         service.start()
