@@ -54,8 +54,8 @@ class AccessControl:
         """EVT_REQUESTED: accept the caller (remember who it is) or reject the association."""
         assoc = event.assoc
         request = assoc.requestor.primitive
-        calling = str(request.calling_ae_title or "").strip()
-        called = str(request.called_ae_title or "").strip()
+        calling = str(getattr(request, "calling_ae_title", "") or "").strip()
+        called = str(getattr(request, "called_ae_title", "") or "").strip()
         address = str(assoc.requestor.address)
         if called != self.ae_title:
             log.warning(

@@ -50,7 +50,7 @@ def spool_received_datasets(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     _config.STORE_RECV_CHUNKED_DATASET = True
     # pynetdicom creates the spool file with tempfile.NamedTemporaryFile and no ``dir``.
-    dimse_messages.NamedTemporaryFile = functools.partial(  # type: ignore[attr-defined]
+    dimse_messages.NamedTemporaryFile = functools.partial(  # type: ignore[assignment]
         tempfile.NamedTemporaryFile, dir=str(directory), prefix="incoming-"
     )
 
@@ -110,7 +110,7 @@ class NoctisServer(ThreadedAssociationServer):
         super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
-        if self.reuse_port:
+        if self.reuse_port and self.socket is not None:
             # Each SCP process binds its own socket to the same port; the kernel spreads
             # incoming connections over them.
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

@@ -16,10 +16,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE
 from pynetdicom.association import Association
-from pynetdicom.sop_class import Verification
 
 from noctis.scp.association import configure_pynetdicom
-from noctis.scp.contexts import requested_storage_contexts
+from noctis.scp.contexts import VERIFICATION, requested_storage_contexts
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ def echo(
     """The C-ECHO status, or NO_ASSOCIATION if the peer rejected or could not be reached."""
     configure_pynetdicom()
     ae = _ae(calling_ae, timeout)
-    ae.add_requested_context(Verification)
+    ae.add_requested_context(VERIFICATION)
     assoc = ae.associate(host, port, ae_title=called_ae)
     if not assoc.is_established:
         log.warning(

@@ -27,16 +27,7 @@ from pydicom.uid import (
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, register_uid
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-    uid_to_service_class,
-)
+from pynetdicom.sop_class import uid_to_service_class
 
 UNCOMPRESSED_SYNTAXES = (
     ExplicitVRLittleEndian,
@@ -56,17 +47,19 @@ STORAGE_SYNTAXES = tuple(
     )
 )
 
+# pynetdicom generates its SOP class names at import time, out of a type checker's sight.
+VERIFICATION = "1.2.840.10008.1.1"
 FIND_MODELS = {
-    str(PatientRootQueryRetrieveInformationModelFind): "PATIENT",
-    str(StudyRootQueryRetrieveInformationModelFind): "STUDY",
+    "1.2.840.10008.5.1.4.1.2.1.1": "PATIENT",  # Patient Root Q/R Information Model - FIND
+    "1.2.840.10008.5.1.4.1.2.2.1": "STUDY",  # Study Root Q/R Information Model - FIND
 }
 MOVE_MODELS = {
-    str(PatientRootQueryRetrieveInformationModelMove): "PATIENT",
-    str(StudyRootQueryRetrieveInformationModelMove): "STUDY",
+    "1.2.840.10008.5.1.4.1.2.1.2": "PATIENT",
+    "1.2.840.10008.5.1.4.1.2.2.2": "STUDY",
 }
 GET_MODELS = {
-    str(PatientRootQueryRetrieveInformationModelGet): "PATIENT",
-    str(StudyRootQueryRetrieveInformationModelGet): "STUDY",
+    "1.2.840.10008.5.1.4.1.2.1.3": "PATIENT",
+    "1.2.840.10008.5.1.4.1.2.2.3": "STUDY",
 }
 
 # Storage-like names in the UID dictionary that are not C-STORE of a patient's instance.
@@ -123,7 +116,7 @@ def scp_contexts() -> list[PresentationContext]:
     SCP (role selection) gets that role, and a plain C-STORE sender keeps the default roles.
     """
     register_storage_classes()
-    contexts = [build_context(Verification, list(QUERY_SYNTAXES))]
+    contexts = [build_context(VERIFICATION, list(QUERY_SYNTAXES))]
     for model in (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS):
         contexts.append(build_context(model, list(QUERY_SYNTAXES)))
     for sop_class in storage_sop_classes():

@@ -93,6 +93,7 @@ class Responder:
         self.request = request
         self.context = context
         self.service = "get" if isinstance(request, C_GET) else "move"
+        self._context_id = int(context.context_id or 0)  # always set once negotiated
 
     def _response(self, code: int, tally: Tally | None, comment: str = "") -> C_GET | C_MOVE:
         response = C_GET() if self.service == "get" else C_MOVE()
@@ -119,11 +120,11 @@ class Responder:
         return encoded or b""
 
     def pending(self, tally: Tally) -> None:
-        self.assoc.dimse.send_msg(self._response(status.PENDING, tally), self.context.context_id)
+        self.assoc.dimse.send_msg(self._response(status.PENDING, tally), self._context_id)
 
     def final(self, code: int, tally: Tally | None = None, comment: str = "") -> None:
         response = self._response(code, tally, comment)
-        self.assoc.dimse.send_msg(response, self.context.context_id)
+        self.assoc.dimse.send_msg(response, self._context_id)
         get_metrics().requests.labels(service=self.service, result=result_class(code)).inc()
 
     @property
@@ -213,9 +214,12 @@ def _serve(responder: Responder, runtime: ScpRuntime) -> None:
 
 def _decode(responder: Responder) -> Dataset:
     syntax = responder.context.transfer_syntax[0]
+    encoded = responder.request.Identifier
+    if encoded is None:
+        raise IdentifierUndecodable("the request has no identifier")
     try:
         identifier = decode(
-            responder.request.Identifier,
+            encoded,
             syntax.is_implicit_VR,
             syntax.is_little_endian,
             syntax.is_deflated,
@@ -281,7 +285,7 @@ def _send_over(
     originator: bool,
 ) -> None:
     """C-STORE each match over ``peer``, with a pending response after each."""
-    message_id = int(responder.request.MessageID)
+    message_id = int(responder.request.MessageID or 0)
     for match in matches:
         if responder.cancelled or not responder.assoc.is_established:
             return

@@ -87,7 +87,7 @@ class Scp:
         get_metrics()  # registered before the first association, not by it
         configure_pynetdicom()
         spool_received_datasets(self.runtime.spool_dir)
-        self._server = self.ae.make_server(
+        self._server = server = self.ae.make_server(  # type: ignore[assignment]
             (self.host, self.requested_port),
             ae_title=self.runtime.ae_title,
             contexts=SharedContexts(scp_contexts()),
@@ -97,7 +97,7 @@ class Scp:
             reuse_port=self.reuse_port,
         )
         self._thread = threading.Thread(
-            target=self._server.serve_forever,
+            target=server.serve_forever,
             kwargs={"poll_interval": 0.2},
             name="noctis-scp-accept",
             daemon=True,

@@ -12,9 +12,11 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
 from noctis.ingest import FacilityRef, IngestError, IngestFailure, IngestOutcome, ingest
@@ -64,7 +66,7 @@ def _store(event: Event, runtime: ScpRuntime) -> int | Dataset:
     if caller is None:
         metrics.store_failures.labels(reason="not-authorized").inc()
         return status.with_comment(status.NOT_AUTHORIZED, "this AE may not store here")
-    request = event.request
+    request = cast(C_STORE, event.request)
     sop_class = str(request.AffectedSOPClassUID or "")
     sop_instance = str(request.AffectedSOPInstanceUID or "")
     started = time.perf_counter()
@@ -116,10 +118,10 @@ def _part10_file(event: Event, spool_dir: Path) -> tuple[Path, Path | None]:
         spooled = None
     if spooled is not None and _has_file_meta(spooled):
         return spooled, None
-    request = event.request
+    request = cast(C_STORE, event.request)
     meta = create_file_meta(
-        sop_class_uid=request.AffectedSOPClassUID,
-        sop_instance_uid=request.AffectedSOPInstanceUID,
+        sop_class_uid=UID(str(request.AffectedSOPClassUID or "")),
+        sop_instance_uid=UID(str(request.AffectedSOPInstanceUID or "")),
         transfer_syntax=event.context.transfer_syntax,
     )
     with tempfile.NamedTemporaryFile(dir=spool_dir, suffix=".dcm", delete=False) as handle:
