@@ -20,6 +20,12 @@ class Archive:
     sessions: sessionmaker[Session]
     store: ObjectStore
     queue: TaskQueue = field(default_factory=InProcessQueue)
+    # Read-only sessions: on SQLite they take no write lock, so queries and retrievals
+    # run beside a store in progress. Writes always go through `sessions`.
+    reader: sessionmaker[Session] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reader = db.make_reader(self.engine)
 
     @classmethod
     def open(cls, settings: Settings, *, queue: TaskQueue | None = None) -> Archive:

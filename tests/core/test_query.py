@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from noctis.archive import Archive
 from noctis.index.facilities import apply_facility
+from noctis.index.models import Study
 from noctis.index.query import Level, MatchQuery, QueryError, count, find
 from noctis.ingest import FacilityRef, ingest
 from noctis.specs.facility import FacilitySpec
@@ -28,7 +31,7 @@ STUDIES = [
 def populated(
     archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> FacilityRef:
-    for name, pid, uid, date, time, accession, modality in STUDIES:
+    for name, pid, uid, date, clock, accession, modality in STUDIES:
         for series_number in (1, 2):
             ingest(
                 archive,
@@ -40,7 +43,7 @@ def populated(
                     SeriesInstanceUID=f"{uid}.{series_number}",
                     SeriesNumber=series_number,
                     StudyDate=date,
-                    StudyTime=time,
+                    StudyTime=clock,
                     AccessionNumber=accession,
                     Modality=modality if series_number == 1 else "SR",
                 ),
@@ -170,3 +173,19 @@ def test_odd_but_valid_values_match_instead_of_failing(archive: Archive) -> None
 def test_numbers_beyond_32_bits_are_errors(archive: Archive) -> None:
     with archive.sessions() as session, pytest.raises(QueryError, match="out of range"):
         find(session, MatchQuery(Level.SERIES, {"SeriesNumber": "99999999999999999999"}))
+
+
+def test_queries_do_not_wait_for_a_store_in_progress(
+    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+) -> None:
+    ingest(archive, default_facility, make_dicom(PatientName="Visible^Already"))
+    with archive.sessions.begin() as writer:
+        # A write transaction is open (on SQLite it holds the database's write lock)...
+        writer.execute(update(Study).values(study_description="being updated"))
+        started = time.monotonic()
+        with archive.reader() as session:
+            found = find(session, MatchQuery(Level.STUDY, {"PatientName": "Visible*"}))
+        waited = time.monotonic() - started
+    # ...and a reader still answers at once, with what was committed.
+    assert [m.values["StudyDescription"] for m in found] == [""]
+    assert waited < 5

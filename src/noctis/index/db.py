@@ -22,9 +22,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling defers BEGIN; emit it ourselves so a
-        # write transaction takes its lock up front instead of failing at COMMIT.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(
         url,
@@ -46,8 +44,27 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+READ_ONLY = "noctis_read_only"
+
+
+def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
+    # pysqlite defers BEGIN on its own; we emit it. A write transaction takes the write lock
+    # up front (BEGIN IMMEDIATE), so it waits for another writer instead of failing when it
+    # first writes; a read-only one (see make_reader) takes no lock: in WAL mode readers
+    # never wait for the writer.
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_reader(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reading only: on SQLite they never wait for (or block) a writer."""
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 @contextmanager

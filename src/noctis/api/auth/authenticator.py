@@ -9,7 +9,15 @@ from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from noctis.api.auth.accounts import principal_for
-from noctis.api.auth.credentials import TOKEN_PREFIX, find_session, find_token
+from noctis.api.auth.credentials import (
+    TOKEN_PREFIX,
+    find_session,
+    find_token,
+    session_is_stale,
+    token_is_stale,
+    touch_session,
+    touch_token,
+)
 from noctis.api.auth.oidc import OidcError, OidcProvider
 from noctis.api.auth.settings import AuthSettings
 from noctis.api.security import Principal
@@ -30,8 +38,12 @@ class NoctisAuthenticator:
         sessions: sessionmaker[Session],
         settings: AuthSettings,
         oidc: OidcProvider | None = None,
+        reader: sessionmaker[Session] | None = None,
     ) -> None:
         self._sessions = sessions
+        # Every request is authenticated: look up in a read-only transaction (no write lock
+        # on SQLite) and open a write transaction only for the occasional last-use update.
+        self._reader = reader or sessions
         self._settings = settings
         self._oidc = oidc
         self._idle = timedelta(seconds=settings.session_idle_seconds)
@@ -56,9 +68,16 @@ class NoctisAuthenticator:
 
     def from_bearer(self, credential: str) -> Principal | None:
         if credential.startswith(TOKEN_PREFIX):
-            with self._sessions.begin() as session:
-                token = find_token(session, credential)
-                return principal_for(token.user, method="token") if token else None
+            with self._reader() as session:
+                token = find_token(session, credential, touch=False)
+                if token is None:
+                    return None
+                principal = principal_for(token.user, method="token")
+                stale = token_is_stale(token)
+            if stale:
+                with self._sessions.begin() as session:
+                    touch_token(session, token.id)
+            return principal
         if self._oidc is None or credential.count(".") != 2:
             return None
         try:
@@ -70,6 +89,13 @@ class NoctisAuthenticator:
             return self._oidc.principal_for_claims(session, claims)
 
     def from_session_cookie(self, cookie: str) -> Principal | None:
-        with self._sessions.begin() as session:
-            row = find_session(session, cookie, idle_timeout=self._idle)
-            return principal_for(row.user, method=row.method) if row else None
+        with self._reader() as session:
+            row = find_session(session, cookie, idle_timeout=self._idle, touch=False)
+            if row is None:
+                return None
+            principal = principal_for(row.user, method=row.method)
+            stale = session_is_stale(row)
+        if stale:
+            with self._sessions.begin() as session:
+                touch_session(session, row.id)
+        return principal

@@ -55,17 +55,29 @@ def revoke_token(session: Session, token_id: int) -> bool:
     return True
 
 
-def find_token(session: Session, secret: str) -> ApiToken | None:
-    """The live token with this secret (not revoked, not expired, its user enabled)."""
+def find_token(session: Session, secret: str, *, touch: bool = True) -> ApiToken | None:
+    """The live token with this secret (not revoked, not expired, its user enabled).
+
+    With ``touch`` its last use is recorded (at most every TOUCH_INTERVAL); without, the
+    lookup only reads, and the caller calls ``touch_token`` when ``token_is_stale``.
+    """
     token = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest(secret)))
     moment = now()
     if token is None or token.revoked_at is not None or not token.user.enabled:
         return None
     if token.expires_at is not None and aware(token.expires_at) <= moment:
         return None
-    if token.last_used_at is None or aware(token.last_used_at) < moment - TOUCH_INTERVAL:
-        session.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=moment))
+    if touch and token_is_stale(token):
+        touch_token(session, token.id)
     return token
+
+
+def token_is_stale(token: ApiToken) -> bool:
+    return token.last_used_at is None or aware(token.last_used_at) < now() - TOUCH_INTERVAL
+
+
+def touch_token(session: Session, token_id: int) -> None:
+    session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now()))
 
 
 def open_session(
@@ -97,21 +109,37 @@ def open_session(
     return secret
 
 
-def find_session(session: Session, secret: str, *, idle_timeout: timedelta) -> WebSession | None:
-    """The live session for this cookie value (not expired, not idle too long, user enabled)."""
+def find_session(
+    session: Session, secret: str, *, idle_timeout: timedelta, touch: bool = True
+) -> WebSession | None:
+    """The live session for this cookie value (not expired, not idle too long, user enabled).
+
+    With ``touch`` an ended session is deleted and a live one's last activity recorded (at
+    most every TOUCH_INTERVAL); without, the lookup only reads (``session_is_stale`` and
+    ``touch_session`` do the rest; ended sessions are purged at the next login).
+    """
     row = session.scalar(select(WebSession).where(WebSession.token_hash == digest(secret)))
     if row is None or not row.user.enabled:
         return None
     moment = now()
     last_seen = aware(row.last_seen_at)
     if aware(row.expires_at) <= moment or last_seen + idle_timeout <= moment:
-        session.delete(row)
+        if touch:
+            session.delete(row)
         return None
-    if last_seen < moment - TOUCH_INTERVAL:
-        session.execute(
-            update(WebSession).where(WebSession.id == row.id).values(last_seen_at=moment)
-        )
+    if touch and session_is_stale(row):
+        touch_session(session, row.id)
     return row
+
+
+def session_is_stale(row: WebSession) -> bool:
+    return aware(row.last_seen_at) < now() - TOUCH_INTERVAL
+
+
+def touch_session(session: Session, session_id: int) -> None:
+    session.execute(
+        update(WebSession).where(WebSession.id == session_id).values(last_seen_at=now())
+    )
 
 
 def close_session(session: Session, secret: str) -> None:

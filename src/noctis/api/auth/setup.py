@@ -30,7 +30,7 @@ def install(
     if auth.oidc_enabled and settings.mode == "production" and not settings.secret_key:
         raise ValueError("OIDC in production needs NOCTIS_SECRET_KEY (shared by all replicas)")
     oidc = OidcProvider(auth) if auth.oidc_enabled else None
-    authenticator = NoctisAuthenticator(archive.sessions, auth, oidc)
+    authenticator = NoctisAuthenticator(archive.sessions, auth, oidc, reader=archive.reader)
     context = AuthContext(
         settings=settings,
         auth=auth,

@@ -31,7 +31,7 @@ def locate(
     except ParamError as exc:
         raise bad_request(str(exc)) from exc
     hidden: int | None = None
-    with ctx.archive.sessions() as session:
+    with ctx.archive.reader() as session:
         found = find_instances(session, ctx.facility_ids, study, series, sop)
         if not found:
             hidden = hidden_from(session, ctx.facility_ids, study, series, sop)

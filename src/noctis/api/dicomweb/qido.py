@@ -82,7 +82,7 @@ def _search(
         fuzzy=params.fuzzy,
     )
     try:
-        with ctx.archive.sessions() as session:
+        with ctx.archive.reader() as session:
             matches = find(session, query)
     except QueryError as exc:
         raise bad_request(str(exc)) from exc
