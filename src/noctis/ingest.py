@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from noctis.archive import Archive
 from noctis.dicom.header import InstanceHeader, MalformedDicom, parse_instance_header
 from noctis.index.models import Instance, Patient, Series, Study
-from noctis.queue import INSTANCE_STORED
+from noctis.queue import INSTANCE_STORED, facility_queue
 from noctis.settings import DuplicatePolicy
 from noctis.storage import StorageUnavailable
 
@@ -129,6 +129,7 @@ def ingest(
         _remove_object(archive, replaced_key)
     archive.queue.send(
         INSTANCE_STORED,
+        queue=facility_queue(facility.name),
         facility=facility.name,
         study_instance_uid=header.study_instance_uid,
         series_instance_uid=header.series_instance_uid,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class DuplicatePolicy(StrEnum):
@@ -73,12 +73,24 @@ class Settings(BaseSettings):
 
     # Tasks
     broker_url: str | None = Field(None, description="Celery broker; in-process tasks when unset")
+    worker_queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="task queues `noctis worker` consumes (comma-separated); default: the "
+        "default queue and every enabled facility's queue",
+    )
 
     # Web
     api_host: str = "0.0.0.0"
     api_port: int = 8080
     secret_key: SecretStr = SecretStr("")
     viewer_dir: Path | None = None
+
+    @field_validator("worker_queues", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @model_validator(mode="after")
     def _production_needs_explicit_settings(self) -> Settings:

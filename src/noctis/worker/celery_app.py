@@ -9,11 +9,23 @@ from celery import Celery
 from noctis.archive import Archive
 from noctis.queue import DEFAULT_QUEUE
 from noctis.settings import Settings
+from noctis.worker.liveness import Heartbeat, heartbeat_step
+from noctis.worker.queues import follow_facilities_step
 from noctis.worker.tasks import TASKS
 
 
-def create_celery(settings: Settings, archive: Archive) -> Celery:
-    """A Celery app whose tasks are the worker's task functions bound to ``archive``."""
+def create_celery(
+    settings: Settings,
+    archive: Archive,
+    *,
+    heartbeat: Heartbeat | None = None,
+    follow_facilities: bool = False,
+) -> Celery:
+    """A Celery app whose tasks are the worker's task functions bound to ``archive``.
+
+    ``heartbeat``: beaten from the consumer's event loop (liveness); ``follow_facilities``:
+    start consuming the queue of every facility enabled after the worker started.
+    """
     if not settings.broker_url:
         raise ValueError("NOCTIS_BROKER_URL is required to run a worker (e.g. redis://host:6379/0)")
     app = Celery("noctis", broker=settings.broker_url)
@@ -27,7 +39,13 @@ def create_celery(settings: Settings, archive: Archive) -> Celery:
         task_ignore_result=True,
     )
     for name, function in TASKS.items():
-        app.task(name=name, bind=False)(_bound(function, archive))
+        # shared=False: Celery would otherwise add the task, bound to this archive, to every
+        # Celery app finalized later in the process (tests, the queue's sending app).
+        app.task(name=name, bind=False, shared=False)(_bound(function, archive))
+    if heartbeat is not None:
+        app.steps["consumer"].add(heartbeat_step(heartbeat))
+    if follow_facilities:
+        app.steps["consumer"].add(follow_facilities_step(archive))
     return app
 
 

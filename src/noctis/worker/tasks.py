@@ -1,7 +1,8 @@
 """The worker's task functions, by task name. Each takes the Archive first, then keywords.
 
 The same functions run under Celery (`noctis worker`) and on the in-process queue of
-`noctis serve`.
+`noctis serve`. They accept (and ignore) keywords they do not know, so a sender may add some
+before every worker is upgraded.
 """
 
 from __future__ import annotations
@@ -9,4 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-TASKS: dict[str, Callable[..., Any]] = {}
+from noctis.queue import INSTANCE_STORED, SERIES_METADATA
+from noctis.worker.series_metadata import instance_stored, series_metadata
+
+TASKS: dict[str, Callable[..., Any]] = {
+    INSTANCE_STORED: instance_stored,
+    SERIES_METADATA: series_metadata,
+}

@@ -3,6 +3,8 @@
 Pixel data and other large binary values are ``BulkDataURI`` references. Each instance's JSON
 is built once from its stored header (read up to the pixel data, never the pixels) and cached
 by object key, so a 300-instance series is one index query and a join of cached fragments.
+On cache misses the series metadata bundle the worker writes is read first (one object
+instead of one header per instance); what it lacks is read from the headers.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from noctis.api.dicomweb.context import (
 )
 from noctis.api.dicomweb.lookup import StoredInstance
 from noctis.api.dicomweb.multipart import accepts_any, parse_accept
-from noctis.api.dicomweb.objects import metadata_document, metadata_fragment
+from noctis.api.dicomweb.objects import build_fragment, bundled_fragments, metadata_document
 from noctis.storage import ObjectNotFound, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -62,19 +64,7 @@ def _check_accept(request: Request) -> None:
 def _metadata(
     ctx: WebContext, request: Request, action: str, instances: list[StoredInstance]
 ) -> Response:
-    store, cache = ctx.archive.store, ctx.cache
-    fragments = []
-    for instance in instances:
-        try:
-            fragments.append(metadata_fragment(store, cache, instance))
-        except ObjectNotFound:
-            # An index row whose object is gone is an operations problem, not the client's;
-            # the rest of the study is still worth showing.
-            log.error("object %s of instance %s is missing", instance.object_key, instance.sop_uid)
-        except StorageUnavailable:
-            raise  # 503 for the whole request, not a study with holes
-        except Exception:
-            log.exception("cannot build the metadata of instance %s", instance.sop_uid)
+    fragments = _fragments(ctx, instances)
     audit_read(ctx, action, instances)
     body = metadata_document(fragments, ctx.base_url)
     if len(body) < GZIP_MINIMUM or "gzip" not in request.headers.get("accept-encoding", ""):
@@ -84,12 +74,47 @@ def _metadata(
     key = hashlib.sha256(
         "\n".join([ctx.base_url, *(i.object_key for i in instances)]).encode()
     ).hexdigest()
-    compressed = cache.compressed.get(key)
+    compressed = ctx.cache.compressed.get(key)
     if compressed is None:
         compressed = gzip.compress(body, compresslevel=1, mtime=0)
-        cache.compressed.put(key, compressed)
+        ctx.cache.compressed.put(key, compressed)
     return Response(
         compressed,
         media_type=DICOM_JSON,
         headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
     )
+
+
+def _fragments(ctx: WebContext, instances: list[StoredInstance]) -> list[bytes]:
+    """The instances' fragments: cached, else from their series' bundles, else headers."""
+    store, cache = ctx.archive.store, ctx.cache
+    known: dict[str, bytes] = {}
+    for instance in instances:
+        cached = cache.metadata.get(instance.object_key)
+        if cached is not None:
+            known[instance.object_key] = cached
+    missing = [i for i in instances if i.object_key not in known]
+    if missing:
+        known.update(bundled_fragments(store, cache, missing))
+    fragments = []
+    for instance in instances:
+        fragment = known.get(instance.object_key)
+        if fragment is None:
+            fragment = _from_header(ctx, instance)
+        if fragment is not None:
+            fragments.append(fragment)
+    return fragments
+
+
+def _from_header(ctx: WebContext, instance: StoredInstance) -> bytes | None:
+    try:
+        return build_fragment(ctx.archive.store, ctx.cache, instance)
+    except ObjectNotFound:
+        # An index row whose object is gone is an operations problem, not the client's;
+        # the rest of the study is still worth showing.
+        log.error("object %s of instance %s is missing", instance.object_key, instance.sop_uid)
+    except StorageUnavailable:
+        raise  # 503 for the whole request, not a study with holes
+    except Exception:
+        log.exception("cannot build the metadata of instance %s", instance.sop_uid)
+    return None

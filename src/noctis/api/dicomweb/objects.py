@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,7 +19,8 @@ from pydicom.pixels import pixel_array
 
 from noctis.api.dicomweb.cache import DicomWebCache
 from noctis.api.dicomweb.lookup import StoredInstance
-from noctis.dicom.json import dataset_to_json, tag_key
+from noctis.dicom import metadata as dicom_metadata
+from noctis.dicom.metadata import BASE_MARKER
 from noctis.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_SYNTAXES,
@@ -32,21 +34,20 @@ from noctis.dicom.transcode import (
     native_frame,
     number_of_frames,
 )
-from noctis.storage import ObjectStore
+from noctis.storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
-# Stands for the DICOMweb base URL in cached metadata; replaced per response, so one cache
-# entry serves every host name the API is reached by.
-BASE_MARKER = "@@noctis-dicomweb-base@@"
+log = logging.getLogger(__name__)
+
 _BASE_MARKER_BYTES = BASE_MARKER.encode("ascii")
+# A series with fewer uncached instances is read header by header: a bundle holds the whole
+# series, which is more to read than a few headers.
+BUNDLE_MINIMUM = 4
 
 
 def read_header(store: ObjectStore, instance: StoredInstance) -> Dataset:
     """The instance's data set without pixel data (whole, pixels included, when the index
     has no pixel data offset: deflated or pixel-less objects)."""
-    if instance.pixel_data_offset is not None:
-        data = store.get_range(instance.object_key, 0, instance.pixel_data_offset)
-        return dcmread(io.BytesIO(data), stop_before_pixels=True)
-    return dcmread(io.BytesIO(store.get(instance.object_key)))
+    return dicom_metadata.read_header(store, instance.object_key, instance.pixel_data_offset)
 
 
 def metadata_fragment(store: ObjectStore, cache: DicomWebCache, instance: StoredInstance) -> bytes:
@@ -54,20 +55,46 @@ def metadata_fragment(store: ObjectStore, cache: DicomWebCache, instance: Stored
     cached = cache.metadata.get(instance.object_key)
     if cached is not None:
         return cached
-    header = read_header(store, instance)
-    prefix = f"{BASE_MARKER}{instance.path}/bulkdata/"
-    document = dataset_to_json(header, bulk_prefix=prefix)
-    pixel_key = tag_key(0x7FE00010)
-    if instance.pixel_data_offset is not None and pixel_key not in document:
-        native = instance.transfer_syntax_uid in NATIVE_SYNTAXES
-        wide = int(header.get("BitsAllocated") or 8) > 8
-        vr = "OW" if native and wide else "OB"
-        document[pixel_key] = {"vr": vr, "BulkDataURI": prefix + pixel_key}
-    document[tag_key(0x00083002)] = {"vr": "UI", "Value": [instance.transfer_syntax_uid]}
-    ordered = dict(sorted(document.items()))
-    fragment = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return build_fragment(store, cache, instance)
+
+
+def build_fragment(store: ObjectStore, cache: DicomWebCache, instance: StoredInstance) -> bytes:
+    """One instance's DICOM JSON from its stored header, put in the cache."""
+    fragment = dicom_metadata.instance_fragment(
+        store,
+        instance.object_key,
+        instance.pixel_data_offset,
+        instance.transfer_syntax_uid,
+        instance.path,
+    )
     cache.metadata.put(instance.object_key, fragment)
     return fragment
+
+
+def bundled_fragments(
+    store: ObjectStore, cache: DicomWebCache, instances: list[StoredInstance]
+) -> dict[str, bytes]:
+    """Fragments of uncached ``instances`` from their series' bundles (one read per series
+    with at least BUNDLE_MINIMUM of them), put in the cache; object key -> fragment.
+
+    Only the keys asked for are taken, so a bundle older than the series, or holding an
+    instance since replaced, only leaves some instances to be read from their headers.
+    """
+    by_series: dict[str, list[StoredInstance]] = {}
+    for instance in instances:
+        key = dicom_metadata.bundle_key(instance.facility, instance.study_uid, instance.series_uid)
+        by_series.setdefault(key, []).append(instance)
+    found: dict[str, bytes] = {}
+    for key, members in by_series.items():
+        if len(members) < BUNDLE_MINIMUM:
+            continue
+        bundle = _read_bundle(store, key)
+        for instance in members:
+            fragment = bundle.get(instance.object_key)
+            if fragment is not None:
+                cache.metadata.put(instance.object_key, fragment)
+                found[instance.object_key] = fragment
+    return found
 
 
 def metadata_document(fragments: list[bytes], base_url: str) -> bytes:
@@ -75,6 +102,18 @@ def metadata_document(fragments: list[bytes], base_url: str) -> bytes:
     body = b"[" + b",".join(fragments) + b"]"
     escaped = json.dumps(base_url)[1:-1].encode("utf-8")
     return body.replace(_BASE_MARKER_BYTES, escaped)
+
+
+def _read_bundle(store: ObjectStore, key: str) -> dict[str, bytes]:
+    try:
+        return dicom_metadata.decode_bundle(store.get(key))
+    except ObjectNotFound:
+        return {}  # not built yet (or the series is still arriving)
+    except StorageUnavailable:
+        raise  # the headers are in the same store: 503, not a slow request that fails anyway
+    except Exception:
+        log.warning("ignoring the unreadable series metadata bundle %s", key, exc_info=True)
+        return {}
 
 
 def frame_layout(

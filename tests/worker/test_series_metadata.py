@@ -1,0 +1,199 @@
+"""Series metadata bundles end to end: a series stored through ``ingest`` gets one bundle,
+built by a real Celery worker (Redis broker) or by ``noctis serve``'s in-process queue, and a
+fresh API process answers series and study metadata from it with one read instead of one
+header per instance, byte for byte what the headers give."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from celery.contrib.testing.worker import start_worker
+from sqlalchemy import select
+from worker_support import (
+    SLICES,
+    CountingStore,
+    Outcomes,
+    bundle_keys,
+    celery_archive,
+    ct_series,
+    empty_broker,
+    wait_for,
+)
+
+from noctis.api.app import create_app
+from noctis.archive import Archive
+from noctis.dicom.metadata import bundle_key
+from noctis.embedded import prepare
+from noctis.index.facilities import DEFAULT_FACILITY
+from noctis.index.models import Facility
+from noctis.ingest import FacilityRef, IngestOutcome, ingest
+from noctis.queue import SERIES_METADATA, NullQueue
+from noctis.settings import Settings
+from noctis.storage.filesystem import FilesystemStore
+from noctis.worker import series_metadata as series_metadata_module
+from noctis.worker.celery_app import create_celery
+from noctis.worker.inprocess import register_tasks
+from noctis.worker.queues import facility_queues
+from noctis.worker.series_metadata import series_metadata
+from noctis.worker.tasks import TASKS
+from support.archive import embedded_settings, register_facility
+from support.redis import RedisServer
+from support.web import client_for, create_user, token_for
+
+QUIET = 1.0  # seconds a series must be quiet before its bundle is built (3 s in production)
+
+
+@dataclass(frozen=True)
+class BuiltSeries:
+    settings: Settings
+    study_uid: str
+    series_uid: str
+    bundle: str  # its object key
+    object_keys: set[str]  # of the instances stored
+    outcomes: list[str]  # of every series_metadata task
+    bundle_writes: int
+
+
+@pytest.fixture(scope="module")
+def celery_built(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BuiltSeries]:
+    """A 30-instance series stored through ingest while a real Celery worker runs."""
+    root = tmp_path_factory.mktemp("celery")
+    settings = embedded_settings(root / "data", broker_url=empty_broker(redis_server))
+    sender = celery_archive(settings)  # the SCP's side
+    facility = register_facility(sender, "north")
+    worker = celery_archive(settings)  # the worker's own archive, same index and objects
+    outcomes = Outcomes(series_metadata)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(series_metadata_module, "QUIET_SECONDS", QUIET)
+        patch.setitem(TASKS, SERIES_METADATA, outcomes)
+        app = create_celery(settings, worker)
+        with start_worker(
+            app,
+            pool="threads",
+            concurrency=2,
+            queues=facility_queues(worker),
+            perform_ping_check=False,
+            loglevel="WARNING",
+            shutdown_timeout=30,
+        ):
+            results = [ingest(sender, facility, path) for path in ct_series(root / "series")]
+            # Every stored instance leads to one (debounced) series_metadata task.
+            wait_for(lambda: len(outcomes) == SLICES, "a series_metadata task per instance")
+    header = results[0].header
+    key = bundle_key(facility.name, header.study_instance_uid, header.series_instance_uid)
+    assert isinstance(worker.store, CountingStore)
+    built = BuiltSeries(
+        settings=settings,
+        study_uid=header.study_instance_uid,
+        series_uid=header.series_instance_uid,
+        bundle=key,
+        object_keys={r.object_key for r in results if r.outcome is IngestOutcome.STORED},
+        outcomes=list(outcomes.results),
+        bundle_writes=worker.store.count("put", key),
+    )
+    sender.close()
+    worker.close()
+    yield built
+
+
+def test_a_stored_series_gets_a_bundle_of_every_instance_built_about_once(
+    celery_built: BuiltSeries,
+) -> None:
+    built = celery_built
+    assert len(built.object_keys) == SLICES
+    store = FilesystemStore(built.settings.resolved_storage_path())
+    assert bundle_keys(store, built.bundle) == built.object_keys
+    # 30 tasks ran; those overtaken by a later instance gave way, the rest found it current.
+    assert built.outcomes.count("built") == built.bundle_writes
+    assert 1 <= built.bundle_writes <= 3, built.outcomes
+    assert set(built.outcomes) <= {"built", "superseded", "current"}
+
+
+def _metadata(app_archive: Archive, settings: Settings, token: str, url: str) -> bytes:
+    """GET ``url`` from a new API app: a new process cache, like a new API replica."""
+    client = client_for(create_app(settings, app_archive), token)
+    response = client.get(
+        url, headers={"Accept": "application/dicom+json", "Accept-Encoding": "identity"}
+    )
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def test_a_fresh_api_reads_one_bundle_instead_of_every_header(
+    celery_built: BuiltSeries,
+) -> None:
+    built, settings = celery_built, celery_built.settings
+    store = CountingStore(FilesystemStore(settings.resolved_storage_path()))
+    archive = Archive.open(settings, queue=NullQueue())
+    archive.store = store
+    create_user(archive, "rad", "radiologist", ["north"])
+    token = token_for(archive, "rad")
+    series_url = f"/dicom-web/studies/{built.study_uid}/series/{built.series_uid}/metadata"
+    study_url = f"/dicom-web/studies/{built.study_uid}/metadata"
+    try:
+        # Without the bundle: one header read per instance.
+        saved = store.inner.get(built.bundle)
+        store.inner.delete(built.bundle)
+        store.reset()
+        from_headers = _metadata(archive, settings, token, series_url)
+        assert store.count("get_range") == SLICES
+        store.inner.put(built.bundle, io.BytesIO(saved), len(saved))
+
+        # With it: one read, the same bytes.
+        store.reset()
+        from_bundle = _metadata(archive, settings, token, series_url)
+        assert store.reads() == [("get", built.bundle)]
+        assert from_bundle == from_headers
+        assert len(httpx.Response(200, content=from_bundle).json()) == SLICES
+
+        store.reset()
+        assert _metadata(archive, settings, token, study_url) == from_headers  # one series
+        assert store.reads() == [("get", built.bundle)]
+    finally:
+        archive.close()
+
+
+def _default_facility(archive: Archive) -> FacilityRef:
+    with archive.sessions() as session:
+        facility = session.scalars(select(Facility).where(Facility.name == DEFAULT_FACILITY)).one()
+        return FacilityRef(facility.id, facility.name)
+
+
+def test_noctis_serve_builds_and_extends_the_bundle_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = prepare(embedded_settings(tmp_path / "data"))  # what `noctis serve` opens
+    store = CountingStore(archive.store)
+    archive.store = store
+    outcomes = Outcomes(series_metadata)
+    monkeypatch.setattr(series_metadata_module, "QUIET_SECONDS", QUIET)
+    monkeypatch.setitem(TASKS, SERIES_METADATA, outcomes)
+    register_tasks(archive)  # as `noctis serve` does
+    facility = _default_facility(archive)
+    files = ct_series(tmp_path / "series")
+    try:
+        first = [ingest(archive, facility, path) for path in files[:25]]
+        wait_for(lambda: len(outcomes) == 25, "a series_metadata task per instance")
+        header = first[0].header
+        key = bundle_key(facility.name, header.study_instance_uid, header.series_instance_uid)
+        assert bundle_keys(store, key) == {r.object_key for r in first}
+        assert 1 <= store.count("put", key) <= 3, outcomes.results
+
+        # More instances of the series arrive later: the bundle grows, and only the new
+        # instances' headers are read.
+        store.reset()
+        later = [ingest(archive, facility, path) for path in files[25:]]
+        wait_for(lambda: len(outcomes) == SLICES, "a task for each later instance")
+        assert bundle_keys(store, key) == {r.object_key for r in first + later}
+        header_reads = {k for verb, k in store.calls if verb == "get_range"}
+        assert header_reads == {r.object_key for r in later}
+    finally:
+        archive.queue.drain()  # type: ignore[attr-defined]
+        archive.close()

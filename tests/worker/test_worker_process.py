@@ -1,0 +1,165 @@
+"""`noctis worker` as it runs in a pod: it consumes the facilities' queues (also those of
+facilities added later), answers its liveness and readiness probes, and a broker outage
+never costs a store."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from celery.contrib.testing.worker import start_worker
+from worker_support import Outcomes, bundle_keys, celery_archive, empty_broker, wait_for
+
+from noctis.dicom.metadata import bundle_key
+from noctis.ingest import IngestOutcome, ingest
+from noctis.queue import INSTANCE_STORED
+from noctis.settings import Settings
+from noctis.worker import liveness, queues
+from noctis.worker.celery_app import create_celery
+from noctis.worker.liveness import Heartbeat, heartbeat_path
+from noctis.worker.series_metadata import instance_stored
+from noctis.worker.tasks import TASKS
+from support.archive import embedded_settings, indexed_objects, register_facility
+from support.dicomdata import generate_ct_series
+from support.ports import free_port
+from support.redis import RedisServer
+
+
+def _environment(settings: Settings, health_port: int) -> dict[str, str]:
+    assert settings.database_url and settings.broker_url
+    return {
+        **os.environ,
+        "NOCTIS_MODE": "embedded",
+        "NOCTIS_DATA_DIR": str(settings.data_dir),
+        "NOCTIS_DATABASE_URL": settings.database_url,
+        "NOCTIS_STORAGE_PATH": str(settings.resolved_storage_path()),
+        "NOCTIS_BROKER_URL": settings.broker_url,
+        "NOCTIS_HEALTH_HOST": "127.0.0.1",
+        "NOCTIS_HEALTH_PORT": str(health_port),
+    }
+
+
+def _liveness_probe(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "noctis.worker.liveness"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_noctis_worker_serves_probes_and_builds_bundles(tmp_path: Path, broker: str) -> None:
+    settings = embedded_settings(tmp_path / "data", broker_url=broker)
+    sender = celery_archive(settings)
+    facility = register_facility(sender, "east")
+    port = free_port()
+    environment = _environment(settings, port)
+    assert _liveness_probe(environment).returncode == 1  # not started: no heartbeat
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "noctis.cli", "worker"],
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        health = f"http://127.0.0.1:{port}"
+
+        def alive() -> bool:
+            assert worker.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"{health}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(alive, "the worker's /healthz", timeout=30)
+        ready = httpx.get(f"{health}/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {"consumer": "ok", "index": "ok", "objects": "ok"}
+        probe = _liveness_probe(environment)
+        assert probe.returncode == 0, probe.stderr
+
+        # It consumes the facility's queue: a stored series gets its bundle.
+        files = generate_ct_series(tmp_path / "series", slices=5, size=32)
+        results = [ingest(sender, facility, path) for path in files]
+        header = results[0].header
+        key = bundle_key("east", header.study_instance_uid, header.series_instance_uid)
+        wanted = {r.object_key for r in results}
+        wait_for(lambda: bundle_keys(sender.store, key) == wanted, "the bundle", timeout=30)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            code = worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            raise
+        sender.close()
+    assert code == 0, log.read_text()  # a warm shutdown
+
+
+def test_a_worker_follows_new_facilities_and_beats_its_heartbeat(
+    tmp_path: Path, broker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = embedded_settings(tmp_path / "data", broker_url=broker)
+    sender = celery_archive(settings)
+    register_facility(sender, "north")
+    worker = celery_archive(settings)
+    stored = Outcomes(instance_stored)
+    monkeypatch.setitem(TASKS, INSTANCE_STORED, stored)
+    monkeypatch.setattr(queues, "REFRESH_SECONDS", 0.2)
+    monkeypatch.setattr(liveness, "HEARTBEAT_SECONDS", 0.1)
+    heartbeat = Heartbeat(heartbeat_path(settings))
+    app = create_celery(settings, worker, heartbeat=heartbeat, follow_facilities=True)
+    try:
+        with start_worker(
+            app,
+            pool="threads",
+            queues=queues.facility_queues(worker),  # north's and the default queue
+            perform_ping_check=False,
+            loglevel="WARNING",
+        ):
+            wait_for(heartbeat.fresh, "a first heartbeat", timeout=10)
+            first = heartbeat.path.stat().st_mtime_ns
+            wait_for(lambda: heartbeat.path.stat().st_mtime_ns > first, "another heartbeat")
+            assert liveness.check(settings)[0]
+
+            late = register_facility(sender, "late")  # after the worker started
+            path = generate_ct_series(tmp_path / "late", slices=1, size=16)[0]
+            assert ingest(sender, late, path).outcome is IngestOutcome.STORED
+            wait_for(lambda: len(stored) == 1, "INSTANCE_STORED on the new facility's queue")
+        time.sleep(0.3)
+        alive, why = liveness.check(settings, max_age=0.25)  # stopped: the heartbeat ages
+        assert not alive and "stuck" in why
+    finally:
+        sender.close()
+        worker.close()
+
+
+def test_a_broker_outage_never_fails_a_store(
+    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = embedded_settings(tmp_path / "data", broker_url=empty_broker(redis_server))
+    archive = celery_archive(settings)
+    facility = register_facility(archive, "north")
+    path = generate_ct_series(tmp_path / "series", slices=1, size=16)[0]
+    try:
+        with redis_server.offline(), caplog.at_level(logging.ERROR, logger="noctis.queue"):
+            started = time.monotonic()
+            result = ingest(archive, facility, path)
+            elapsed = time.monotonic() - started
+        assert result.outcome is IngestOutcome.STORED
+        assert archive.store.get(result.object_key) == path.read_bytes()
+        assert indexed_objects(archive) == {result.header.sop_instance_uid: result.object_key}
+        assert "could not queue task noctis.instance_stored" in caplog.text
+        assert elapsed < 10, f"a store waited {elapsed:.1f} s for the broker"
+    finally:
+        archive.close()
