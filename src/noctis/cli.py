@@ -93,12 +93,23 @@ def api() -> None:
 
 
 @app.command()
-def worker() -> None:
-    """Run a Celery worker for thumbnails, caches, study-stable detection and routing."""
+def worker(
+    check: Annotated[
+        bool, typer.Option("--check", help="exit 0 if a running worker is alive (a probe)")
+    ] = False,
+) -> None:
+    """Run a Celery worker (series metadata caches; per-facility task queues)."""
+    settings = _settings()
+    if check:
+        from noctis.worker.liveness import check as check_worker
+
+        alive, reason = check_worker(settings)
+        console.print(reason)
+        raise typer.Exit(0 if alive else 1)
     from noctis.worker.main import run
 
     _logging()
-    run(_settings())
+    run(settings, concurrency=settings.worker_concurrency)
 
 
 @app.command()

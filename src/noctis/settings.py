@@ -70,6 +70,18 @@ class Settings(BaseSettings):
     health_host: str = "0.0.0.0"
     health_port: int = 8081
     duplicate_policy: DuplicatePolicy = DuplicatePolicy.REJECT
+    scp_facilities: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="facilities whose AEs may call this SCP (comma-separated); empty: any",
+    )
+    scp_drain_seconds: float = Field(
+        25.0, ge=0, description="on SIGTERM, how long open associations may take to finish"
+    )
+    tls_cert_file: Path | None = Field(None, description="DICOM TLS: server certificate (PEM)")
+    tls_key_file: Path | None = Field(None, description="DICOM TLS: its private key (PEM)")
+    tls_ca_file: Path | None = Field(
+        None, description="DICOM TLS: CA bundle; when set, callers must present a certificate"
+    )
 
     # Tasks
     broker_url: str | None = Field(None, description="Celery broker; in-process tasks when unset")
@@ -78,6 +90,7 @@ class Settings(BaseSettings):
         description="task queues `noctis worker` consumes (comma-separated); default: the "
         "default queue and every enabled facility's queue",
     )
+    worker_concurrency: int = Field(2, ge=1, description="tasks a worker runs at once")
 
     # Web
     api_host: str = "0.0.0.0"
@@ -85,7 +98,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr = SecretStr("")
     viewer_dir: Path | None = None
 
-    @field_validator("worker_queues", mode="before")
+    @field_validator("worker_queues", "scp_facilities", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -96,6 +109,8 @@ class Settings(BaseSettings):
     def _production_needs_explicit_settings(self) -> Settings:
         if self.mode == "production" and not self.database_url:
             raise ValueError("NOCTIS_DATABASE_URL is required in production mode")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("NOCTIS_TLS_CERT_FILE and NOCTIS_TLS_KEY_FILE go together")
         return self
 
     @property
