@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.filereader import dcmread
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
 GENERATOR_VERSION = "1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -271,8 +271,8 @@ def _write_small_studies(directory: Path, count: int) -> None:
 
 def _base_dataset(sop_class: str, sop_uid: str) -> FileDataset:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)

@@ -242,7 +242,7 @@ class NoctisTarget(Target):
         saved = {k: os.environ.get(k) for k in overrides}
         os.environ.update(overrides)  # Settings reads the same environment as the servers
         try:
-            archive = Archive.open(Settings())
+            archive = Archive.open(Settings())  # type: ignore[call-arg]  # from the environment
         finally:
             for key, value in saved.items():
                 if value is None:

@@ -35,7 +35,8 @@ class Results:
 
     @property
     def rounds(self) -> int:
-        return max((r.round for r in [*self.store, *self.timings]), default=0)
+        rounds = [r.round for r in self.store] + [t.round for t in self.timings]
+        return max(rounds, default=0)
 
     def store_summary(self) -> list[StoreResult]:
         """One result per (target, case): the median over rounds (peak memory: the highest)."""
