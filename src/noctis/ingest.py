@@ -20,16 +20,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Select, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from noctis.archive import Archive
 from noctis.dicom.header import InstanceHeader, MalformedDicom, parse_instance_header
-from noctis.index.models import Instance, Patient, Series, Study
+from noctis.index.upsert import (
+    DifferentContent,
+    MovedInstance,
+    SameContent,
+    StoredContent,
+    find_content,
+    write_instance,
+)
 from noctis.queue import INSTANCE_STORED, facility_queue
 from noctis.settings import DuplicatePolicy
 from noctis.storage import StorageUnavailable
@@ -114,7 +117,7 @@ def ingest(
 
     try:
         outcome, replaced_key = _index(archive, facility, header, key, size, digest)
-    except _SameContentRace as race:
+    except SameContent as race:
         _remove_object(archive, key)
         return IngestResult(IngestOutcome.DUPLICATE, header, race.object_key, size, digest)
     except IngestError:
@@ -174,20 +177,16 @@ def _new_object_key(facility: FacilityRef, header: InstanceHeader) -> str:
     )
 
 
-def _existing_instance(archive: Archive, facility: FacilityRef, sop_uid: str) -> Instance | None:
+def _existing_instance(
+    archive: Archive, facility: FacilityRef, sop_uid: str
+) -> StoredContent | None:
     try:
-        with archive.sessions() as session:
-            return session.scalar(_instance_query(facility.id, sop_uid))
+        with archive.reader() as session:
+            return find_content(session.connection(), facility.id, sop_uid)
     except SQLAlchemyError as exc:
         raise IngestError(
             IngestFailure.INDEX_UNAVAILABLE, f"index unavailable: {type(exc).__name__}"
         ) from exc
-
-
-def _instance_query(facility_id: int, sop_uid: str) -> Select[tuple[Instance]]:
-    return select(Instance).where(
-        Instance.facility_id == facility_id, Instance.sop_instance_uid == sop_uid
-    )
 
 
 def _remove_object(archive: Archive, key: str) -> None:
@@ -199,13 +198,6 @@ def _remove_object(archive: Archive, key: str) -> None:
         log.exception("could not remove unreferenced object %s", key)
 
 
-class _SameContentRace(Exception):
-    """A concurrent attempt committed the same instance with the same bytes first."""
-
-    def __init__(self, object_key: str) -> None:
-        self.object_key = object_key
-
-
 def _index(
     archive: Archive,
     facility: FacilityRef,
@@ -214,165 +206,28 @@ def _index(
     size: int,
     digest: str,
 ) -> tuple[IngestOutcome, str | None]:
-    now = datetime.now(UTC)
-    with archive.sessions.begin() as session:
-        patient_pk = _upsert_patient(session, facility.id, header)
-        study_pk = _insert_or_get(
-            session,
-            Study,
-            {
-                "facility_id": facility.id,
-                "study_instance_uid": header.study_instance_uid,
-                "patient_pk": patient_pk,
-                "study_date": header.study_date,
-                "study_time": header.study_time,
-                "accession_number": header.accession_number,
-                "study_id": header.study_id,
-                "study_description": header.study_description,
-                "referring_physician_name": header.referring_physician_name,
-                "created_at": now,
-                "updated_at": now,
-            },
-            ("facility_id", "study_instance_uid"),
-        )[0]
-        # Lock the study row first: writers of one study serialize here, so counters and
-        # ModalitiesInStudy stay exact with several SCP processes.
-        session.execute(update(Study).where(Study.id == study_pk).values(updated_at=now))
-        series_pk, series_is_new = _insert_or_get(
-            session,
-            Series,
-            {
-                "facility_id": facility.id,
-                "study_pk": study_pk,
-                "series_instance_uid": header.series_instance_uid,
-                "modality": header.modality,
-                "series_number": header.series_number,
-                "series_description": header.series_description,
-                "body_part_examined": header.body_part_examined,
-                "series_date": header.series_date,
-                "series_time": header.series_time,
-                "created_at": now,
-                "updated_at": now,
-            },
-            ("facility_id", "series_instance_uid"),
-        )
-        instance_values = {
-            "facility_id": facility.id,
-            "series_pk": series_pk,
-            "sop_instance_uid": header.sop_instance_uid,
-            "sop_class_uid": header.sop_class_uid,
-            "instance_number": header.instance_number,
-            "transfer_syntax_uid": header.transfer_syntax_uid,
-            "rows": header.rows,
-            "columns": header.columns,
-            "number_of_frames": header.number_of_frames,
-            "pixel_data_offset": header.pixel_data_offset,
-            "object_key": key,
-            "size_bytes": size,
-            "sha256": digest,
-            "created_at": now,
-        }
-        existing = session.scalar(
-            _instance_query(facility.id, header.sop_instance_uid).with_for_update()
-        )
-        if existing is not None:
-            return _replace(session, existing, instance_values, digest, now)
-        _, inserted = _insert_or_get(
-            session, Instance, instance_values, ("facility_id", "sop_instance_uid")
-        )
-        if not inserted:
-            raise IngestError(IngestFailure.INDEX_UNAVAILABLE, "concurrent write, retry")
-        session.execute(
-            update(Series)
-            .where(Series.id == series_pk)
-            .values(number_of_instances=Series.number_of_instances + 1, updated_at=now)
-        )
-        study_changes: dict[str, Any] = {
-            "number_of_instances": Study.number_of_instances + 1,
-            "size_bytes": Study.size_bytes + size,
-        }
-        if series_is_new:
-            study_changes["number_of_series"] = Study.number_of_series + 1
-            study_changes["modalities_in_study"] = _modalities(session, study_pk)
-        session.execute(update(Study).where(Study.id == study_pk).values(**study_changes))
-    return IngestOutcome.STORED, None
-
-
-def _replace(
-    session: Session,
-    existing: Instance,
-    values: dict[str, Any],
-    digest: str,
-    now: datetime,
-) -> tuple[IngestOutcome, str | None]:
-    if existing.sha256 == digest:
-        raise _SameContentRace(existing.object_key)
-    if values["series_pk"] != existing.series_pk:
+    replace = archive.settings.duplicate_policy is DuplicatePolicy.REPLACE
+    try:
+        with archive.engine.begin() as conn:
+            indexed = write_instance(
+                conn,
+                facility.id,
+                header,
+                object_key=key,
+                size=size,
+                sha256=digest,
+                now=datetime.now(UTC),
+                replace=replace,
+            )
+    except DifferentContent as exc:
         raise IngestError(
             IngestFailure.CONFLICT,
-            "a replacement may not move an instance to another series",
-        )
-    old_key, old_size = existing.object_key, existing.size_bytes
-    for name, value in values.items():
-        setattr(existing, name, value)
-    series = session.get(Series, existing.series_pk)
-    assert series is not None
-    session.execute(
-        update(Study)
-        .where(Study.id == series.study_pk)
-        .values(size_bytes=Study.size_bytes + values["size_bytes"] - old_size, updated_at=now)
-    )
-    return IngestOutcome.REPLACED, old_key
-
-
-def _modalities(session: Session, study_pk: int) -> str:
-    found = session.scalars(
-        select(Series.modality).where(Series.study_pk == study_pk).distinct()
-    ).all()
-    return "\\".join(sorted(m for m in found if m))
-
-
-def _upsert_patient(session: Session, facility_id: int, header: InstanceHeader) -> int:
-    values = {
-        "facility_id": facility_id,
-        "patient_id": header.patient_id,
-        "patient_name": header.patient_name,
-        "patient_birth_date": header.patient_birth_date,
-        "patient_sex": header.patient_sex,
-    }
-    statement = _dialect_insert(session, Patient).values(values)
-    statement = statement.on_conflict_do_update(
-        index_elements=["facility_id", "patient_id"],
-        set_={
-            "patient_name": statement.excluded.patient_name,
-            "patient_birth_date": statement.excluded.patient_birth_date,
-            "patient_sex": statement.excluded.patient_sex,
-        },
-    ).returning(Patient.id)
-    return int(session.execute(statement).scalar_one())
-
-
-def _insert_or_get(
-    session: Session, model: type[Any], values: dict[str, Any], unique: tuple[str, ...]
-) -> tuple[int, bool]:
-    """Insert unless a row with the same unique key exists; (primary key, inserted?)."""
-    statement = (
-        _dialect_insert(session, model)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=list(unique))
-        .returning(model.id)
-    )
-    pk = session.execute(statement).scalar()
-    if pk is not None:
-        return int(pk), True
-    where = [getattr(model, column) == values[column] for column in unique]
-    return int(session.execute(select(model.id).where(*where)).scalar_one()), False
-
-
-def _dialect_insert(session: Session, model: type[Any]) -> Any:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(model)
-    if dialect == "sqlite":
-        return sqlite.insert(model)
-    raise NotImplementedError(f"the index supports PostgreSQL and SQLite, not {dialect}")
+            f"SOP Instance {header.sop_instance_uid} is already stored with different content",
+        ) from exc
+    except MovedInstance as exc:
+        raise IngestError(
+            IngestFailure.CONFLICT, "a replacement may not move an instance to another series"
+        ) from exc
+    if indexed.replaced_key is not None:
+        return IngestOutcome.REPLACED, indexed.replaced_key
+    return IngestOutcome.STORED, None

@@ -1,0 +1,286 @@
+"""The index half of the write path: patient, study, series and instance in one transaction.
+
+Statements are SQLAlchemy Core, built once per dialect with bind parameters, so each store
+pays only for execution (the ORM's per-statement construction cost ~9 ms an instance).
+The common case, one more instance of a known series, runs five statements: find patient,
+find study and lock it, find series, insert instance, update counters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from noctis.dicom.header import InstanceHeader
+from noctis.index.models import Instance, Patient, Series, Study
+
+_PATIENT = Patient.__table__
+_STUDY = Study.__table__
+_SERIES = Series.__table__
+_INSTANCE = Instance.__table__
+
+
+class SameContent(Exception):
+    """The instance is already indexed with these very bytes (a concurrent duplicate)."""
+
+    def __init__(self, object_key: str) -> None:
+        self.object_key = object_key
+
+
+class DifferentContent(Exception):
+    """The instance is already indexed with other bytes and replacing is not allowed."""
+
+
+class MovedInstance(Exception):
+    """A replacement would move the instance to another series."""
+
+
+@dataclass(frozen=True)
+class StoredContent:
+    """What the index holds for a SOP Instance UID: enough to tell a duplicate."""
+
+    object_key: str
+    sha256: str
+
+
+def find_content(conn: Connection, facility_id: int, sop_uid: str) -> StoredContent | None:
+    row = (
+        conn.execute(
+            _statements(conn.dialect.name).instance_get,
+            {"facility_id": facility_id, "sop_instance_uid": sop_uid},
+        )
+        .mappings()
+        .first()
+    )
+    return StoredContent(row["object_key"], row["sha256"]) if row else None
+
+
+@dataclass(frozen=True)
+class IndexedInstance:
+    replaced_key: str | None  # the object the index no longer references, if any
+
+
+def write_instance(
+    conn: Connection,
+    facility_id: int,
+    header: InstanceHeader,
+    *,
+    object_key: str,
+    size: int,
+    sha256: str,
+    now: datetime,
+    replace: bool,
+) -> IndexedInstance:
+    """Index one stored object; the caller owns the transaction."""
+    statements = _statements(conn.dialect.name)
+    patient_pk = _patient(conn, statements, facility_id, header)
+    study_pk = _get_or_insert(
+        conn,
+        statements.study_get,
+        statements.study_insert,
+        {"facility_id": facility_id, "study_instance_uid": header.study_instance_uid},
+        {
+            "patient_pk": patient_pk,
+            "study_date": header.study_date,
+            "study_time": header.study_time,
+            "accession_number": header.accession_number,
+            "study_id": header.study_id,
+            "study_description": header.study_description,
+            "referring_physician_name": header.referring_physician_name,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )[0]
+    # Lock the study row first: writers of one study serialize here, so counters and
+    # ModalitiesInStudy stay exact with several SCP processes.
+    conn.execute(statements.study_touch, {"pk": study_pk, "now": now})
+    series_pk, series_is_new = _get_or_insert(
+        conn,
+        statements.series_get,
+        statements.series_insert,
+        {"facility_id": facility_id, "series_instance_uid": header.series_instance_uid},
+        {
+            "study_pk": study_pk,
+            "modality": header.modality,
+            "series_number": header.series_number,
+            "series_description": header.series_description,
+            "body_part_examined": header.body_part_examined,
+            "series_date": header.series_date,
+            "series_time": header.series_time,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    values = {
+        "facility_id": facility_id,
+        "series_pk": series_pk,
+        "sop_instance_uid": header.sop_instance_uid,
+        "sop_class_uid": header.sop_class_uid,
+        "instance_number": header.instance_number,
+        "transfer_syntax_uid": header.transfer_syntax_uid,
+        "rows": header.rows,
+        "columns": header.columns,
+        "number_of_frames": header.number_of_frames,
+        "pixel_data_offset": header.pixel_data_offset,
+        "object_key": object_key,
+        "size_bytes": size,
+        "sha256": sha256,
+        "created_at": now,
+    }
+    if conn.execute(statements.instance_insert, values).scalar() is None:
+        return _replace(conn, statements, values, study_pk, replace=replace)
+    conn.execute(statements.series_count, {"pk": series_pk, "now": now})
+    conn.execute(
+        statements.study_count,
+        {"pk": study_pk, "size": size, "new_series": int(series_is_new)},
+    )
+    if series_is_new:
+        modalities = conn.execute(statements.modalities, {"study_pk": study_pk}).scalars()
+        joined = "\\".join(sorted(m for m in modalities if m))
+        conn.execute(statements.study_modalities, {"pk": study_pk, "modalities": joined})
+    return IndexedInstance(replaced_key=None)
+
+
+def _patient(
+    conn: Connection, statements: _Statements, facility_id: int, header: InstanceHeader
+) -> int:
+    wanted = (header.patient_name, header.patient_birth_date, header.patient_sex)
+    key = {"facility_id": facility_id, "patient_id": header.patient_id}
+    row = conn.execute(statements.patient_get, key).first()
+    if row is None:
+        values = dict(
+            zip(("patient_name", "patient_birth_date", "patient_sex"), wanted, strict=True)
+        )
+        pk, _ = _get_or_insert(
+            conn, statements.patient_get_id, statements.patient_insert, key, values
+        )
+        return pk
+    if tuple(row[1:]) != wanted:  # the latest demographics win, as the modality sent them
+        conn.execute(
+            statements.patient_update,
+            {"pk": row[0], "name": wanted[0], "birth": wanted[1], "sex": wanted[2]},
+        )
+    return int(row[0])
+
+
+def _get_or_insert(
+    conn: Connection, get: Any, insert: Any, key: dict[str, Any], values: dict[str, Any]
+) -> tuple[int, bool]:
+    """(primary key, inserted?): look up first (the usual case), insert when missing."""
+    pk = conn.execute(get, key).scalar()
+    if pk is not None:
+        return int(pk), False
+    pk = conn.execute(insert, {**key, **values}).scalar()
+    if pk is not None:
+        return int(pk), True
+    # A concurrent writer inserted it between our look-up and insert.
+    return int(conn.execute(get, key).scalar_one()), False
+
+
+def _replace(
+    conn: Connection,
+    statements: _Statements,
+    values: dict[str, Any],
+    study_pk: int,
+    *,
+    replace: bool,
+) -> IndexedInstance:
+    existing = conn.execute(
+        statements.instance_get,
+        {"facility_id": values["facility_id"], "sop_instance_uid": values["sop_instance_uid"]},
+    ).one()
+    if existing.sha256 == values["sha256"]:
+        raise SameContent(existing.object_key)
+    if not replace:
+        raise DifferentContent(values["sop_instance_uid"])
+    if existing.series_pk != values["series_pk"]:
+        raise MovedInstance(values["sop_instance_uid"])
+    conn.execute(
+        update(_INSTANCE).where(_INSTANCE.c.id == existing.id).values(**values),
+    )
+    conn.execute(
+        update(_STUDY)
+        .where(_STUDY.c.id == study_pk)
+        .values(size_bytes=_STUDY.c.size_bytes + values["size_bytes"] - existing.size_bytes),
+    )
+    return IndexedInstance(replaced_key=existing.object_key)
+
+
+class _Statements:
+    """Every statement of the write path, with bind parameters, for one dialect."""
+
+    def __init__(self, dialect: str) -> None:
+        insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+        if insert is None:
+            raise NotImplementedError(f"the index supports PostgreSQL and SQLite, not {dialect}")
+        p, st, se, i = _PATIENT, _STUDY, _SERIES, _INSTANCE
+        facility = bindparam("facility_id")
+        self.patient_get = select(
+            p.c.id, p.c.patient_name, p.c.patient_birth_date, p.c.patient_sex
+        ).where(p.c.facility_id == facility, p.c.patient_id == bindparam("patient_id"))
+        self.patient_get_id = select(p.c.id).where(
+            p.c.facility_id == facility, p.c.patient_id == bindparam("patient_id")
+        )
+        self.patient_insert = _insert_returning(insert, p, ["facility_id", "patient_id"])
+        self.patient_update = (
+            update(p)
+            .where(p.c.id == bindparam("pk"))
+            .values(
+                patient_name=bindparam("name"),
+                patient_birth_date=bindparam("birth"),
+                patient_sex=bindparam("sex"),
+            )
+        )
+        self.study_get = select(st.c.id).where(
+            st.c.facility_id == facility,
+            st.c.study_instance_uid == bindparam("study_instance_uid"),
+        )
+        self.study_insert = _insert_returning(insert, st, ["facility_id", "study_instance_uid"])
+        self.study_touch = (
+            update(st).where(st.c.id == bindparam("pk")).values(updated_at=bindparam("now"))
+        )
+        self.series_get = select(se.c.id).where(
+            se.c.facility_id == facility,
+            se.c.series_instance_uid == bindparam("series_instance_uid"),
+        )
+        self.series_insert = _insert_returning(insert, se, ["facility_id", "series_instance_uid"])
+        self.instance_insert = _insert_returning(insert, i, ["facility_id", "sop_instance_uid"])
+        self.instance_get = select(
+            i.c.id, i.c.sha256, i.c.object_key, i.c.size_bytes, i.c.series_pk
+        ).where(i.c.facility_id == facility, i.c.sop_instance_uid == bindparam("sop_instance_uid"))
+        self.series_count = (
+            update(se)
+            .where(se.c.id == bindparam("pk"))
+            .values(number_of_instances=se.c.number_of_instances + 1, updated_at=bindparam("now"))
+        )
+        self.study_count = (
+            update(st)
+            .where(st.c.id == bindparam("pk"))
+            .values(
+                number_of_instances=st.c.number_of_instances + 1,
+                size_bytes=st.c.size_bytes + bindparam("size"),
+                number_of_series=st.c.number_of_series + bindparam("new_series"),
+            )
+        )
+        self.modalities = (
+            select(se.c.modality).where(se.c.study_pk == bindparam("study_pk")).distinct()
+        )
+        self.study_modalities = (
+            update(st)
+            .where(st.c.id == bindparam("pk"))
+            .values(modalities_in_study=bindparam("modalities"))
+        )
+
+
+def _insert_returning(insert: Any, table: Any, unique: list[str]) -> Any:
+    return insert(table).on_conflict_do_nothing(index_elements=unique).returning(table.c.id)
+
+
+@cache
+def _statements(dialect: str) -> _Statements:
+    return _Statements(dialect)
