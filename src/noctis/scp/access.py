@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pynetdicom.events import Event
 
     from noctis.archive import Archive
+    from noctis.scp.audit import DimseAudit
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,19 @@ REJECT_TRANSIENT = (0x02, 0x01, 0x01)  # transient, service-user, no reason give
 class AccessControl:
     """Resolves callers against the facility registry and remembers them per association."""
 
-    def __init__(self, archive: Archive, ae_title: str) -> None:
+    def __init__(
+        self,
+        archive: Archive,
+        ae_title: str,
+        *,
+        facilities: frozenset[str] = frozenset(),
+        audit: DimseAudit | None = None,
+    ) -> None:
         self.archive = archive
         self.ae_title = ae_title.strip()
+        # A DicomNode may serve only some facilities (NOCTIS_SCP_FACILITIES); empty: all.
+        self.facilities = facilities
+        self.audit = audit
         self._callers: weakref.WeakKeyDictionary[Association, Caller] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -65,14 +76,14 @@ class AccessControl:
                 called,
                 self.ae_title,
             )
-            self._reject(assoc, REJECT_CALLED_AE, "called-ae")
+            self._reject(assoc, REJECT_CALLED_AE, "called-ae", calling, address)
             return
         try:
             with self.archive.sessions() as session:
                 caller = resolve_caller(session, calling, address)
         except Exception:
             log.exception("facility registry unavailable; rejecting %s@%s", calling, address)
-            self._reject(assoc, REJECT_TRANSIENT, "registry-unavailable")
+            self._reject(assoc, REJECT_TRANSIENT, "registry-unavailable", calling, address)
             return
         if caller is None:
             log.warning(
@@ -80,7 +91,16 @@ class AccessControl:
                 calling,
                 address,
             )
-            self._reject(assoc, REJECT_CALLING_AE, "calling-ae")
+            self._reject(assoc, REJECT_CALLING_AE, "calling-ae", calling, address)
+            return
+        if self.facilities and caller.facility_name not in self.facilities:
+            log.warning(
+                "rejected association: AE %r of facility %r may not call this node (serves %s)",
+                calling,
+                caller.facility_name,
+                ", ".join(sorted(self.facilities)),
+            )
+            self._reject(assoc, REJECT_CALLING_AE, "facility-not-served", calling, address)
             return
         with self._lock:
             self._callers[assoc] = caller
@@ -96,9 +116,17 @@ class AccessControl:
             return None
         return caller
 
-    @staticmethod
-    def _reject(assoc: Association, reason: tuple[int, int, int], label: str) -> None:
+    def _reject(
+        self,
+        assoc: Association,
+        reason: tuple[int, int, int],
+        label: str,
+        calling: str,
+        address: str,
+    ) -> None:
         get_metrics().associations_rejected.labels(reason=label).inc()
+        if self.audit is not None:
+            self.audit.refused(calling, address, label)
         # Sending the reject marks the association rejected, so pynetdicom skips the
         # negotiation. Then do what pynetdicom does after its own rejections: kill() waits for
         # the DUL to send the A-ASSOCIATE-RJ before the connection is closed.

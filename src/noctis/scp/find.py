@@ -74,6 +74,7 @@ def _find(event: Event, runtime: ScpRuntime) -> Iterator[FindResponse]:
         log.exception("C-FIND from %s failed", caller.ae_title)
         yield status.with_comment(status.FIND_INTERNAL_ERROR, "internal error (logged)"), None
         return
+    runtime.audit.queried(event.assoc, caller, parsed.level, dict(parsed.filters), len(matches))
     pending = status.PENDING_WITH_UNSUPPORTED_KEYS if parsed.unsupported else status.PENDING
     for match in matches:
         if event.is_cancelled:

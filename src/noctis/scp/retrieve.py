@@ -205,6 +205,15 @@ def _serve(responder: Responder, runtime: ScpRuntime) -> None:
         _send_over(responder.assoc, responder, matches, tally, runtime, caller, originator=False)
     else:
         _move_to(destination, responder, matches, tally, runtime, caller)
+    runtime.audit.retrieved(
+        responder.assoc,
+        caller,
+        service,
+        (str(m.values["StudyInstanceUID"]) for m in matches),
+        destination=destination.ae_title if destination is not None else None,
+        completed=tally.completed,
+        failed=tally.failed,
+    )
     if responder.assoc.is_established:
         if responder.cancelled:
             responder.final(status.CANCEL, tally)

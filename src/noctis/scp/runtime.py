@@ -7,6 +7,7 @@ from pathlib import Path
 
 from noctis.archive import Archive
 from noctis.scp.access import AccessControl
+from noctis.scp.audit import DimseAudit
 
 
 @dataclass(frozen=True)
@@ -15,15 +16,23 @@ class ScpRuntime:
     access: AccessControl
     ae_title: str
     spool_dir: Path  # where received instances are spooled and retrieved objects staged
+    audit: DimseAudit
 
     @classmethod
     def create(cls, archive: Archive) -> ScpRuntime:
         settings = archive.settings
         spool = settings.resolved_spool_dir()
         spool.mkdir(parents=True, exist_ok=True)
+        audit = DimseAudit(archive)
         return cls(
             archive=archive,
-            access=AccessControl(archive, settings.ae_title),
+            access=AccessControl(
+                archive,
+                settings.ae_title,
+                facilities=frozenset(settings.scp_facilities),
+                audit=audit,
+            ),
             ae_title=settings.ae_title.strip(),
             spool_dir=spool,
+            audit=audit,
         )

@@ -8,13 +8,16 @@ health/metrics endpoint serves them all: that first process's, which adds up eve
 metrics (prometheus_client multiprocess mode) and reports them all in readiness.
 
 SIGTERM (and Ctrl-C) stops accepting at once, lets open associations finish for up to
-`DRAIN_TIMEOUT` seconds, aborts what is left, then exits.
+``settings.scp_drain_seconds`` (25 s by default), aborts what is left, then exits. With
+``tls_cert_file``/``tls_key_file`` set the SCP speaks DICOM TLS (PS3.15 B.1); with
+``tls_ca_file`` too, callers must present a certificate that CA signed.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -41,7 +44,7 @@ from noctis.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DRAIN_TIMEOUT = 25.0  # under Kubernetes' default 30 s termination grace period
+DRAIN_TIMEOUT = 25.0  # default: under Kubernetes' default 30 s termination grace period
 IMPLEMENTATION_VERSION = "NOCTIS_010"
 
 
@@ -91,6 +94,7 @@ class Scp:
             (self.host, self.requested_port),
             ae_title=self.runtime.ae_title,
             contexts=SharedContexts(scp_contexts()),
+            ssl_context=tls_context(self.archive.settings),
             evt_handlers=self._handlers(),
             server_class=NoctisServer,
             runtime=self.runtime,
@@ -107,8 +111,11 @@ class Scp:
         log.info("DICOM SCP %s listening on %s:%d", self.runtime.ae_title, self.host, self.port)
         return self
 
-    def stop(self, timeout: float = DRAIN_TIMEOUT) -> None:
-        """Stop accepting; wait up to ``timeout`` s for open associations, then abort them."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting; wait up to ``timeout`` s (default: the drain setting) for open
+        associations, then abort them."""
+        if timeout is None:
+            timeout = self.archive.settings.scp_drain_seconds
         if self._server is None:
             return
         self._server.shutdown()
@@ -151,11 +158,25 @@ class Scp:
             self._established.add(id(event.assoc))
 
     def _on_closed(self, event: evt.Event) -> None:
+        self.runtime.audit.association_ended(event.assoc)
         with self._lock:
             if id(event.assoc) not in self._established:
                 return
             self._established.discard(id(event.assoc))
         get_metrics().associations_active.dec()
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server-side TLS context the settings ask for, or None for plain DICOM."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    if settings.tls_ca_file is not None:
+        context.load_verify_locations(settings.tls_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _application_entity(settings: Settings) -> AE:

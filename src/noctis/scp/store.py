@@ -19,6 +19,7 @@ from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
+from noctis.audit import AuditOutcome
 from noctis.ingest import FacilityRef, IngestError, IngestFailure, IngestOutcome, ingest
 from noctis.scp import status
 from noctis.scp.metrics import get_metrics, result_class
@@ -89,6 +90,7 @@ def _store(event: Event, runtime: ScpRuntime) -> int | Dataset:
             sop_instance,
             exc.message,
         )
+        runtime.audit.stored(event.assoc, caller, None, AuditOutcome.FAILURE)
         comment = _COMMENT_FOR_FAILURE.get(exc.failure, exc.message)
         return status.with_comment(_STATUS_FOR_FAILURE[exc.failure], comment)
     except Exception:
@@ -100,6 +102,9 @@ def _store(event: Event, runtime: ScpRuntime) -> int | Dataset:
             staged.unlink(missing_ok=True)
     metrics.store_seconds.observe(time.perf_counter() - started)
     metrics.instances_stored.labels(outcome=result.outcome.value).inc()
+    runtime.audit.stored(
+        event.assoc, caller, result.header.study_instance_uid, AuditOutcome.SUCCESS
+    )
     if result.outcome is not IngestOutcome.DUPLICATE:
         metrics.bytes_stored.inc(result.size)
     return status.SUCCESS

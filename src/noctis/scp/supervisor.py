@@ -32,7 +32,7 @@ RESTART_DELAY = 1.0
 
 
 def supervise(settings: Settings) -> None:
-    from noctis.scp.server import DRAIN_TIMEOUT, Scp, clean_spool, stop_on_signals
+    from noctis.scp.server import Scp, clean_spool, stop_on_signals
 
     count = settings.scp_processes
     metrics_dir, owned = _metrics_dir()
@@ -93,7 +93,7 @@ def supervise(settings: Settings) -> None:
             process.terminate()  # SIGTERM: each drains its own associations
         scp.stop()
         for process in siblings.values():
-            process.join(DRAIN_TIMEOUT + 5)
+            process.join(settings.scp_drain_seconds + 5)
             if process.is_alive():
                 process.kill()
                 process.join(5)
