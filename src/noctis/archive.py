@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -23,9 +25,14 @@ class Archive:
     # Read-only sessions: on SQLite they take no write lock, so queries and retrievals
     # run beside a store in progress. Writes always go through `sessions`.
     reader: sessionmaker[Session] = field(init=False)
+    # SQLite admits one writer; its busy handler makes the others sleep in growing steps
+    # (up to 100 ms). Threads of this process queue on a lock instead, and take turns at once.
+    write_lock: AbstractContextManager[object] = field(init=False)
 
     def __post_init__(self) -> None:
         self.reader = db.make_reader(self.engine)
+        sqlite = self.engine.dialect.name == "sqlite"
+        self.write_lock = threading.Lock() if sqlite else nullcontext()
 
     @classmethod
     def open(cls, settings: Settings, *, queue: TaskQueue | None = None) -> Archive:

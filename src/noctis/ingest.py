@@ -208,7 +208,7 @@ def _index(
 ) -> tuple[IngestOutcome, str | None]:
     replace = archive.settings.duplicate_policy is DuplicatePolicy.REPLACE
     try:
-        with archive.engine.begin() as conn:
+        with archive.write_lock, archive.engine.begin() as conn:
             indexed = write_instance(
                 conn,
                 facility.id,

@@ -16,9 +16,9 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from scp_support import AE_TITLE, MODALITY, RunningScp, identifier
 
+from noctis.probes import HealthServer
 from noctis.scp import status
 from noctis.scp.client import store_files
-from noctis.scp.health import HealthServer
 from support.archive import index_counts, stored_object_keys
 from support.dicomdata import generate_ct_series
 from support.ports import LOOPBACK

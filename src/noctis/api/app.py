@@ -7,7 +7,6 @@ and closes it on shutdown.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -50,7 +49,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> FastAPI:
     app.include_router(health.router)
     for router in dicomweb_routers():
         app.include_router(router)
-    _install_optional(app, settings, archive)
+    _install_auth_and_viewer(app, settings, archive)
     return app
 
 
@@ -70,18 +69,10 @@ def _unavailable_is_503(app: FastAPI) -> None:
     app.add_exception_handler(InterfaceError, index_down)
 
 
-def _install_optional(app: FastAPI, settings: Settings, archive: Archive) -> None:
-    """Login/roles/audit and the viewer live in their own packages; wire them if installed.
+def _install_auth_and_viewer(app: FastAPI, settings: Settings, archive: Archive) -> None:
+    """Login, roles and audit; then the viewer, last: it serves ``/`` with an SPA fallback
+    and must not shadow any route."""
+    from noctis.api import auth, viewer
 
-    The viewer mounts last: it serves ``/`` with an SPA fallback and must not shadow routes.
-    """
-    if importlib.util.find_spec("noctis.api.auth") is not None:
-        from noctis.api import auth
-
-        auth.install(app, settings, archive)
-    else:
-        log.warning("noctis.api.auth is not installed: every DICOMweb request gets 401")
-    if importlib.util.find_spec("noctis.api.viewer") is not None:
-        from noctis.api import viewer
-
-        viewer.mount(app, settings)
+    auth.install(app, settings, archive)
+    viewer.mount(app, settings)

@@ -107,3 +107,7 @@ def decode_bundle(data: bytes) -> dict[str, bytes]:
         for key, value in fragments.items()
         if isinstance(value, str)
     }
+
+
+# Series with fewer instances are answered from their headers: a bundle would not save a read.
+BUNDLE_MINIMUM = 4

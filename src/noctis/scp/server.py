@@ -26,6 +26,7 @@ from typing import Any
 from pynetdicom import AE, evt
 
 from noctis.archive import Archive
+from noctis.probes import HealthServer
 from noctis.scp.association import (
     NoctisServer,
     Pacer,
@@ -36,7 +37,6 @@ from noctis.scp.association import (
 from noctis.scp.contexts import scp_contexts
 from noctis.scp.echo import handle_echo
 from noctis.scp.find import handle_find
-from noctis.scp.health import HealthServer
 from noctis.scp.metrics import exposition, get_metrics
 from noctis.scp.runtime import ScpRuntime
 from noctis.scp.store import handle_store

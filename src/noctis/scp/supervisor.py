@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from noctis.archive import Archive
-from noctis.scp.health import HealthServer
+from noctis.probes import HealthServer
 from noctis.scp.metrics import MULTIPROC_ENV, exposition, mark_process_dead
 from noctis.settings import Settings
 

@@ -8,7 +8,7 @@ Pool: threads. The tasks mostly wait on the object store and the index, and thre
 archive (engine and store clients are thread-safe) where a prefork pool would hold one per
 child and need them reopened after the fork.
 
-Probes (``noctis.worker.liveness``, ``noctis.worker.health``): the consumer touches
+Probes (``noctis.worker.liveness``, ``noctis.probes``): the consumer touches
 ``$NOCTIS_DATA_DIR/worker.heartbeat`` every 10 s from its event loop. A Deployment probes it
 with either
 
@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 
 from noctis.archive import Archive
+from noctis.probes import HealthServer
 from noctis.settings import Settings
 from noctis.worker.celery_app import create_celery
-from noctis.worker.health import HealthServer
 from noctis.worker.liveness import Heartbeat, heartbeat_path
 from noctis.worker.queues import configured_queues, facility_queues
 
@@ -55,7 +55,11 @@ def run(settings: Settings, *, concurrency: int = CONCURRENCY) -> None:
             settings.health_host,
             settings.health_port,
             alive=heartbeat.fresh,
-            ready=archive.readiness,
+            ready=lambda: {
+                "consumer": "ok" if heartbeat.fresh() else "no fresh heartbeat",
+                **archive.readiness(),
+            },
+            name="noctis-worker-health",
         ).start()
         log.info("worker consuming %s; probes on port %d", ", ".join(queues), health.port)
         try:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from noctis.archive import Archive
 from noctis.dicom.metadata import (
+    BUNDLE_MINIMUM,
     InvalidBundle,
     bundle_key,
     decode_bundle,
@@ -59,10 +60,12 @@ def instance_stored(
     **_: Any,
 ) -> None:
     """Schedule the series' metadata bundle for when the series has gone quiet."""
-    with archive.sessions() as session:
+    with archive.reader() as session:
         state = _series_state(session, facility, study_instance_uid, series_instance_uid)
     if state is None:
         return  # removed since
+    if int(state.split("@", 1)[0]) < BUNDLE_MINIMUM:
+        return  # the API reads a few headers as fast as one bundle
     archive.queue.send(
         SERIES_METADATA,
         queue=facility_queue(facility),
@@ -88,7 +91,7 @@ def series_metadata(
     ``state`` is the series' state when the task was scheduled (None: build regardless of
     later changes). Returns what happened: built, current, superseded or gone.
     """
-    with archive.sessions() as session:
+    with archive.reader() as session:
         now = _series_state(session, facility, study_instance_uid, series_instance_uid)
         if now is None:
             return "gone"

@@ -20,7 +20,7 @@ from pydicom.pixels import pixel_array
 from noctis.api.dicomweb.cache import DicomWebCache
 from noctis.api.dicomweb.lookup import StoredInstance
 from noctis.dicom import metadata as dicom_metadata
-from noctis.dicom.metadata import BASE_MARKER
+from noctis.dicom.metadata import BASE_MARKER, BUNDLE_MINIMUM
 from noctis.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_SYNTAXES,
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 _BASE_MARKER_BYTES = BASE_MARKER.encode("ascii")
 # A series with fewer uncached instances is read header by header: a bundle holds the whole
 # series, which is more to read than a few headers.
-BUNDLE_MINIMUM = 4
 
 
 def read_header(store: ObjectStore, instance: StoredInstance) -> Dataset:

@@ -1,9 +1,13 @@
 """Liveness, readiness and metrics over HTTP, for Kubernetes probes and Prometheus.
 
-- ``/healthz``: 200 while the process serves (the SCP's accept loop is alive).
-- ``/readyz``: 200 when the index and the object store answer (`Archive.readiness`), else 503
-  with the reason per dependency, so a pod that cannot store is taken out of the Service.
-- ``/metrics``: Prometheus text format.
+Used by the processes that have no web framework of their own (the SCP and the worker):
+
+- ``/healthz``: 200 while the process does its job (``alive``: the SCP's accept loop, the
+  worker's consumer heartbeat).
+- ``/readyz``: 200 when every dependency ``ready`` reports answers "ok" (the index and the
+  object store: `Archive.readiness`), else 503 with the reason per dependency, so a pod that
+  cannot work is taken out of its Service.
+- ``/metrics``: Prometheus text format, when the process exports metrics.
 
 A stdlib HTTP server on its own thread: three tiny routes need no framework.
 """
@@ -29,14 +33,13 @@ class HealthServer:
         *,
         alive: Callable[[], bool],
         ready: Probe,
-        metrics: Callable[[], tuple[bytes, str]],
+        metrics: Callable[[], tuple[bytes, str]] | None = None,
+        name: str = "noctis-health",
     ) -> None:
         handler = _handler_class(alive, ready, metrics)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="noctis-health", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
 
     @property
     def port(self) -> int:
@@ -53,14 +56,14 @@ class HealthServer:
 
 
 def _handler_class(
-    alive: Callable[[], bool], ready: Probe, metrics: Callable[[], tuple[bytes, str]]
+    alive: Callable[[], bool], ready: Probe, metrics: Callable[[], tuple[bytes, str]] | None
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
                 ok = alive()
-                self._send(200 if ok else 503, b"ok\n" if ok else b"not serving\n", "text/plain")
+                self._send(200 if ok else 503, b"ok\n" if ok else b"not alive\n", "text/plain")
             elif path == "/readyz":
                 try:
                     report = ready()
@@ -69,7 +72,7 @@ def _handler_class(
                 ok = bool(report) and all(v == "ok" for v in report.values())
                 body = json.dumps(report, sort_keys=True).encode() + b"\n"
                 self._send(200 if ok else 503, body, "application/json")
-            elif path == "/metrics":
+            elif path == "/metrics" and metrics is not None:
                 body, content_type = metrics()
                 self._send(200, body, content_type)
             else:
