@@ -18,13 +18,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from noctis.index.accounts import AuditEvent
 from noctis.index.models import utcnow
 
 log = logging.getLogger(__name__)
+
+_INSERT_AUDIT = insert(AuditEvent.__table__)
 
 ActorType = Literal["user", "token", "ae"]
 
@@ -68,7 +70,7 @@ def record_audit(
 
     `archive_or_sessions` is an Archive or a sessionmaker.
     """
-    event = audit_event(
+    row = audit_row(
         actor=actor,
         actor_type=actor_type,
         client=client,
@@ -80,7 +82,7 @@ def record_audit(
     )
     try:
         with _sessions(archive_or_sessions).begin() as session:
-            session.add(event)
+            insert_audit_row(session.connection(), row)
     except Exception:
         log.exception(
             "audit event not recorded: actor=%s type=%s client=%s action=%s outcome=%s "
@@ -112,16 +114,50 @@ def audit_event(
 ) -> AuditEvent:
     """An audit row (not yet added to any session), fields cut to their column sizes."""
     return AuditEvent(
-        at=at or utcnow(),
-        actor=actor[:255],
-        actor_type=actor_type,
-        client=client[:255],
-        action=str(action)[:64],
-        outcome=str(outcome)[:32],
-        study_instance_uid=study_instance_uid[:64] if study_instance_uid else None,
-        facility_id=facility_id,
-        detail=detail or None,
+        **audit_row(
+            actor=actor,
+            actor_type=actor_type,
+            client=client,
+            action=action,
+            outcome=outcome,
+            study_instance_uid=study_instance_uid,
+            facility_id=facility_id,
+            detail=detail,
+            at=at,
+        )
     )
+
+
+def audit_row(
+    *,
+    actor: str,
+    actor_type: ActorType,
+    client: str,
+    action: str,
+    outcome: str,
+    study_instance_uid: str | None = None,
+    facility_id: int | None = None,
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """The audit table's column values, cut to their sizes (for a Core insert)."""
+    return {
+        "at": at or utcnow(),
+        "actor": actor[:255],
+        "actor_type": actor_type,
+        "client": client[:255],
+        "action": str(action)[:64],
+        "outcome": str(outcome)[:32],
+        "study_instance_uid": study_instance_uid[:64] if study_instance_uid else None,
+        "facility_id": facility_id,
+        "detail": detail or None,
+    }
+
+
+def insert_audit_row(connection: Connection, row: dict[str, Any]) -> None:
+    """One audit row through a prepared Core insert: a fraction of the ORM's cost, which
+    matters because every DICOMweb read writes one."""
+    connection.execute(_INSERT_AUDIT, row)
 
 
 @dataclass(frozen=True)

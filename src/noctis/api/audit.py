@@ -21,7 +21,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from noctis.api.security import Principal
-from noctis.audit import ActorType, audit_event
+from noctis.audit import ActorType, audit_event, audit_row, insert_audit_row
 from noctis.index.models import utcnow
 
 log = logging.getLogger("noctis.audit")
@@ -41,6 +41,7 @@ class DatabaseAuditSink:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
         self._inline = _impatient(sessions)
+        self._inline_engine: Engine = self._inline.kw["bind"]
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(MAX_PENDING)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -70,8 +71,8 @@ class DatabaseAuditSink:
             "detail": detail,
         }
         try:
-            with self._inline.begin() as session:
-                session.add(audit_event(**event))
+            with self._inline_engine.begin() as connection:
+                insert_audit_row(connection, audit_row(**event))
             return
         except Exception as exc:  # locked, or the index is down: the writer retries
             log.debug("audit event queued (%s)", type(exc).__name__)
