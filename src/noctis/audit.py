@@ -100,32 +100,9 @@ def record_audit(
     return True
 
 
-def audit_event(
-    *,
-    actor: str,
-    actor_type: ActorType,
-    client: str,
-    action: str,
-    outcome: str,
-    study_instance_uid: str | None = None,
-    facility_id: int | None = None,
-    detail: dict[str, Any] | None = None,
-    at: datetime | None = None,
-) -> AuditEvent:
-    """An audit row (not yet added to any session), fields cut to their column sizes."""
-    return AuditEvent(
-        **audit_row(
-            actor=actor,
-            actor_type=actor_type,
-            client=client,
-            action=action,
-            outcome=outcome,
-            study_instance_uid=study_instance_uid,
-            facility_id=facility_id,
-            detail=detail,
-            at=at,
-        )
-    )
+def audit_event(**fields: Any) -> AuditEvent:
+    """An audit row (not yet added to any session); the fields of `audit_row`."""
+    return AuditEvent(**audit_row(**fields))
 
 
 def audit_row(
