@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 README_HINT = (
     "Run the README's test command, scripts/test, which installs the test services "
@@ -96,3 +97,48 @@ def terminate(process: subprocess.Popen[bytes], *, timeout: float = 15.0) -> Non
 def _stop_leftovers() -> None:
     for process in list(_running):
         terminate(process, timeout=5.0)
+
+
+class LocalServer:
+    """The lifecycle every test server shares; a subclass provides ``up()``.
+
+    ``down()`` stops the process but keeps port and data, so ``up()`` brings back the same
+    server (for outage tests: ``with server.offline(): ...``); ``stop()`` also removes the
+    temp dir.
+    """
+
+    root: Path
+    _process: subprocess.Popen[bytes] | None
+
+    def up(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def down(self) -> None:
+        """Stop the process, keeping port and data for ``up()``."""
+        if self._process is not None:
+            terminate(self._process)
+            self._process = None
+
+    @contextlib.contextmanager
+    def offline(self) -> Iterator[None]:
+        """The server is down inside the block and back (same address, same data) after it."""
+        self.down()
+        try:
+            yield
+        finally:
+            self.up()
+
+    def stop(self) -> None:
+        """Stop the server and remove its temp dir."""
+        self.down()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -12,7 +12,6 @@ the `postgres` system user, in a temp dir under /tmp (traversable by everyone) t
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
@@ -20,14 +19,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from support import README_HINT, ServiceError, spawn, terminate, wait_until
+from support import README_HINT, LocalServer, ServiceError, spawn, wait_until
 from support.ports import LOOPBACK, free_port
 
 PG_BIN = Path(os.environ.get("NOCTIS_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -47,7 +45,7 @@ _SERVER_SETTINGS = {
 }
 
 
-class PostgresServer:
+class PostgresServer(LocalServer):
     """One postgres process with its own port, data dir and superuser password."""
 
     def __init__(self, root: Path) -> None:
@@ -78,10 +76,6 @@ class PostgresServer:
     def url(self) -> str:
         """SQLAlchemy URL of the database `noctis`."""
         return self.url_for("noctis")
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def url_for(self, database: str) -> str:
         return f"postgresql+psycopg://{SUPERUSER}:{self.password}@{LOOPBACK}:{self.port}/{database}"
@@ -133,32 +127,6 @@ class PostgresServer:
             log=self.log_path,
             timeout=STARTUP_TIMEOUT,
         )
-
-    def down(self) -> None:
-        """Stop the server (fast shutdown: sessions are cut), keeping port and data."""
-        if self._process is not None:
-            terminate(self._process)
-            self._process = None
-
-    @contextlib.contextmanager
-    def offline(self) -> Iterator[None]:
-        """PostgreSQL is down inside the block and back (same URL, same data) after it."""
-        self.down()
-        try:
-            yield
-        finally:
-            self.up()
-
-    def stop(self) -> None:
-        """Stop the server and remove its temp dir."""
-        self.down()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def _initdb(self) -> None:
         password_file = self.root / "password"

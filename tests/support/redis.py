@@ -10,21 +10,19 @@ Redis runs as whoever runs the tests, root included.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-from support import README_HINT, ServiceError, spawn, terminate, wait_until
+from support import README_HINT, LocalServer, ServiceError, spawn, wait_until
 from support.ports import LOOPBACK, free_port
 
 STARTUP_TIMEOUT = 30.0
 
 
-class RedisServer:
+class RedisServer(LocalServer):
     def __init__(self, root: Path) -> None:
         self.root = root
         self.log_path = root / "redis.log"
@@ -46,10 +44,6 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://{LOOPBACK}:{self.port}/0"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def up(self) -> None:
         """Start redis-server (again) on the same port; returns when it answers PING."""
@@ -76,29 +70,6 @@ class RedisServer:
             log=self.log_path,
             timeout=STARTUP_TIMEOUT,
         )
-
-    def down(self) -> None:
-        if self._process is not None:
-            terminate(self._process)
-            self._process = None
-
-    @contextlib.contextmanager
-    def offline(self) -> Iterator[None]:
-        self.down()
-        try:
-            yield
-        finally:
-            self.up()
-
-    def stop(self) -> None:
-        self.down()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def _answers_ping(self) -> bool:
         try:

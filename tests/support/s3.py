@@ -15,7 +15,6 @@ dir; the gRPC ones always go to /tmp, and those the process leaves behind are re
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import secrets
@@ -24,13 +23,12 @@ import signal
 import subprocess
 import sysconfig
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import urllib3
 from minio import Minio
 
-from support import README_HINT, ServiceError, spawn, terminate, wait_until
+from support import README_HINT, LocalServer, ServiceError, spawn, wait_until
 from support.ports import LOOPBACK, free_port, free_ports, is_free
 
 # weed mini's listeners that cannot be switched off, each set to a free port.
@@ -79,7 +77,7 @@ def weed_binary() -> str:
     return found
 
 
-class SeaweedFS:
+class SeaweedFS(LocalServer):
     """One `weed mini` process with its own ports, data dir and credentials."""
 
     def __init__(self, root: Path, *, access_key: str, secret_key: str) -> None:
@@ -118,10 +116,6 @@ class SeaweedFS:
     @property
     def url(self) -> str:
         return f"http://{self.endpoint}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def client(self) -> Minio:
         """A minio client for test set-up, with short timeouts so a dead server fails fast."""
@@ -163,30 +157,8 @@ class SeaweedFS:
 
     def down(self) -> None:
         """Stop the process, keeping ports and data for `up()`."""
-        if self._process is not None:
-            terminate(self._process)
-            self._process = None
+        super().down()
         self._remove_sockets()
-
-    @contextlib.contextmanager
-    def offline(self) -> Iterator[None]:
-        """S3 is down inside the block and back (same endpoint, same objects) after it."""
-        self.down()
-        try:
-            yield
-        finally:
-            self.up()
-
-    def stop(self) -> None:
-        """Stop the process and remove its temp dir."""
-        self.down()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> SeaweedFS:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def _command(self) -> list[str]:
         return [
