@@ -6,8 +6,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from noctis.archive import Archive
 from noctis.index.facilities import ensure_default_facility
@@ -15,6 +13,7 @@ from noctis.index.migrate import upgrade
 from noctis.ingest import FacilityRef
 from noctis.queue import NullQueue
 from noctis.settings import Settings
+from support.dicomdata import small_ct
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -47,34 +46,7 @@ def make_dicom(tmp_path: Path) -> DicomFactory:
     counter = iter(range(1, 1_000_000))
 
     def make(**attributes: object) -> Path:
-        ds = Dataset()
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = generate_uid()
-        ds.StudyInstanceUID = generate_uid()
-        ds.SeriesInstanceUID = generate_uid()
-        ds.PatientID = "P001"
-        ds.PatientName = "Doe^Jane"
-        ds.StudyDate = "20240102"
-        ds.StudyTime = "101500"
-        ds.Modality = "CT"
-        ds.SeriesNumber = 1
-        ds.InstanceNumber = 1
-        ds.Rows = ds.Columns = 4
-        ds.BitsAllocated = ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 0
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.PixelData = bytes(range(32))
-        for keyword, value in attributes.items():
-            if value is None:
-                delattr(ds, keyword)
-            else:
-                setattr(ds, keyword, value)
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", CTImageStorage)
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", generate_uid())
+        ds = small_ct(**attributes)
         path = tmp_path / f"instance-{next(counter)}.dcm"
         ds.save_as(path, enforce_file_format=True)
         return path

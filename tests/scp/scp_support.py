@@ -8,12 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import (
-    CTImageStorage,
-    ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    generate_uid,
 )
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
@@ -28,7 +25,7 @@ from pynetdicom.sop_class import (
 from noctis.archive import Archive
 from noctis.scp.server import Scp
 from support.archive import indexed_objects
-from support.dicomdata import dataset_bytes, sop_instance_uid
+from support.dicomdata import dataset_bytes, small_ct, sop_instance_uid
 from support.ports import LOOPBACK
 
 AE_TITLE = "NOCTIS"  # the SCP's
@@ -84,34 +81,9 @@ def assert_same_instance(stored: Path, sent: Path) -> None:
 
 
 def make_instance(directory: Path, **attributes: object) -> Path:
-    """A tiny CT instance (4x4 pixels); keyword arguments set or override attributes."""
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.PatientID = "P001"
-    ds.PatientName = "Doe^Jane"
-    ds.StudyDate = "20240102"
-    ds.StudyTime = "101500"
-    ds.AccessionNumber = ""
-    ds.Modality = "CT"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = 1
-    ds.Rows = ds.Columns = 4
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelData = bytes(32)
-    for keyword, value in attributes.items():
-        setattr(ds, keyword, value)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    """A tiny CT instance (4x4 pixels) named by its SOP Instance UID; keyword arguments set
+    or override attributes."""
+    ds = small_ct(**attributes)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{ds.SOPInstanceUID}.dcm"
     ds.save_as(path, enforce_file_format=True)
