@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from noctis.index import db
+from noctis.notices import SeriesNotices
 from noctis.queue import CeleryQueue, InProcessQueue, TaskQueue
 from noctis.settings import Settings
 from noctis.storage import ObjectStore, StorageUnavailable, open_store
@@ -28,9 +29,12 @@ class Archive:
     # SQLite admits one writer; its busy handler makes the others sleep in growing steps
     # (up to 100 ms). Threads of this process queue on a lock instead, and take turns at once.
     write_lock: AbstractContextManager[object] = field(init=False)
+    # Stored series, told to the tasks once per series per beat (noctis.notices).
+    notices: SeriesNotices = field(init=False)
 
     def __post_init__(self) -> None:
         self.reader = db.make_reader(self.engine)
+        self.notices = SeriesNotices(lambda: self.queue)
         sqlite = self.engine.dialect.name == "sqlite"
         self.write_lock = threading.Lock() if sqlite else nullcontext()
 
@@ -64,5 +68,13 @@ class Archive:
             report["objects"] = f"object store unreachable: {type(exc).__name__}"
         return report
 
+    def drain_tasks(self) -> None:
+        """Send pending notices and, on the in-process queue, run every task until none is
+        left (shutdown of `noctis serve`, tests)."""
+        self.notices.flush()
+        if isinstance(self.queue, InProcessQueue):
+            self.queue.drain()
+
     def close(self) -> None:
+        self.notices.close()
         self.engine.dispose()

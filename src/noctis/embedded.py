@@ -67,8 +67,7 @@ def serve(settings: Settings) -> None:
     finally:
         console.print("stopping: no new associations; letting open ones finish")
         scp.stop()
-        if isinstance(archive.queue, InProcessQueue):
-            archive.queue.drain()
+        archive.drain_tasks()
         archive.close()
 
 

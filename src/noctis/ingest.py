@@ -33,7 +33,6 @@ from noctis.index.upsert import (
     find_content,
     write_instance,
 )
-from noctis.queue import INSTANCE_STORED, facility_queue
 from noctis.settings import DuplicatePolicy
 from noctis.storage import StorageUnavailable
 
@@ -130,13 +129,11 @@ def ingest(
 
     if replaced_key:
         _remove_object(archive, replaced_key)
-    archive.queue.send(
-        INSTANCE_STORED,
-        queue=facility_queue(facility.name),
-        facility=facility.name,
-        study_instance_uid=header.study_instance_uid,
-        series_instance_uid=header.series_instance_uid,
-        sop_instance_uid=header.sop_instance_uid,
+    archive.notices.stored(
+        facility.name,
+        header.study_instance_uid,
+        header.series_instance_uid,
+        header.sop_instance_uid,
     )
     return IngestResult(outcome, header, key, size, digest)
 

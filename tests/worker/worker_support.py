@@ -131,6 +131,18 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) ->
         time.sleep(0.05)
 
 
+def wait_settled(outcomes: Outcomes, quiet: float, timeout: float = 20.0) -> None:
+    """Wait until no task has finished for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    seen, since = len(outcomes), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"tasks still finishing after {timeout:.0f} s")
+        time.sleep(0.05)
+        if len(outcomes) != seen:
+            seen, since = len(outcomes), time.monotonic()
+
+
 def bundle_keys(store: ObjectStore, key: str) -> set[str]:
     """The object keys a stored bundle covers (empty when there is none)."""
     try:
