@@ -29,7 +29,6 @@ from noctis.archive import Archive
 from noctis.probes import HealthServer
 from noctis.scp.association import (
     NoctisServer,
-    Pacer,
     SharedContexts,
     configure_pynetdicom,
     spool_received_datasets,
@@ -68,7 +67,6 @@ class Scp:
         self.ae = _application_entity(settings)
         self._server: NoctisServer | None = None
         self._thread: threading.Thread | None = None
-        self._pacer = Pacer(lambda: self.active_associations)
         self._established: set[int] = set()
         self._lock = threading.Lock()
 
@@ -107,7 +105,6 @@ class Scp:
             daemon=True,
         )
         self._thread.start()
-        self._pacer.start()
         log.info("DICOM SCP %s listening on %s:%d", self.runtime.ae_title, self.host, self.port)
         return self
 
@@ -134,7 +131,6 @@ class Scp:
             log.warning("aborted %d association(s) still open after %.0f s", len(busy), timeout)
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._pacer.stop()
         self._server = None
 
     def _handlers(self) -> list[Any]:
@@ -143,7 +139,6 @@ class Scp:
             (evt.EVT_REQUESTED, runtime.access.on_requested),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_CONN_CLOSE, self._on_closed),
-            (evt.EVT_DIMSE_RECV, self._pacer.on_message),
             (evt.EVT_C_ECHO, handle_echo, [runtime]),
             (evt.EVT_C_STORE, handle_store, [runtime]),
             (evt.EVT_C_FIND, handle_find, [runtime]),

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
 from noctis.audit import AuditOutcome
+from noctis.dicom.part10 import PREAMBLE, part10_head
 from noctis.ingest import FacilityRef, IngestError, IngestFailure, IngestOutcome, ingest
 from noctis.scp import status
 from noctis.scp.metrics import get_metrics, result_class
@@ -45,7 +44,6 @@ _COMMENT_FOR_FAILURE = {
     IngestFailure.STORAGE_UNAVAILABLE: "object store unavailable, try again later",
     IngestFailure.INDEX_UNAVAILABLE: "index unavailable, try again later",
 }
-_PART10_MAGIC_OFFSET = 128
 
 
 def handle_store(event: Event, runtime: ScpRuntime) -> int | Dataset:
@@ -124,14 +122,13 @@ def _part10_file(event: Event, spool_dir: Path) -> tuple[Path, Path | None]:
     if spooled is not None and _has_file_meta(spooled):
         return spooled, None
     request = cast(C_STORE, event.request)
-    meta = create_file_meta(
-        sop_class_uid=UID(str(request.AffectedSOPClassUID or "")),
-        sop_instance_uid=UID(str(request.AffectedSOPInstanceUID or "")),
-        transfer_syntax=event.context.transfer_syntax,
+    head = part10_head(
+        str(request.AffectedSOPClassUID or ""),
+        str(request.AffectedSOPInstanceUID or ""),
+        str(event.context.transfer_syntax),
     )
     with tempfile.NamedTemporaryFile(dir=spool_dir, suffix=".dcm", delete=False) as handle:
-        handle.write(b"\x00" * _PART10_MAGIC_OFFSET + b"DICM")
-        handle.write(encode_file_meta(meta))
+        handle.write(head)
         if spooled is not None:
             with spooled.open("rb") as source:
                 shutil.copyfileobj(source, handle)
@@ -142,5 +139,5 @@ def _part10_file(event: Event, spool_dir: Path) -> tuple[Path, Path | None]:
 
 def _has_file_meta(path: Path) -> bool:
     with path.open("rb") as handle:
-        head = handle.read(_PART10_MAGIC_OFFSET + 4)
-    return head[_PART10_MAGIC_OFFSET:] == b"DICM"
+        head = handle.read(len(PREAMBLE))
+    return len(head) == len(PREAMBLE) and head.endswith(b"DICM")
