@@ -196,7 +196,12 @@ def serve_until_done(assoc: Any, wake: threading.Event) -> None:
             return
 
         if assoc.dul.idle_timer_expired():
-            log.error("DICOM network timeout reached; %s", assoc.network_timeout_response)
+            log.warning(
+                "association with %s idle for %s s (network timeout): %s",
+                assoc.requestor.ae_title,
+                assoc.network_timeout,
+                assoc.network_timeout_response,
+            )
             if assoc.network_timeout_response == "A-RELEASE":
                 assoc._is_paused = True
                 assoc._reactor_checkpoint.wait()
