@@ -105,8 +105,7 @@ def ingest(
 
     key = _new_object_key(facility, header)
     try:
-        with path.open("rb") as stream:
-            archive.store.put(key, stream, size)
+        archive.store.put_file(key, path, size)
     except (StorageUnavailable, OSError) as exc:
         raise IngestError(IngestFailure.STORAGE_UNAVAILABLE, f"object store failed: {exc}") from exc
     except Exception as exc:

@@ -74,6 +74,10 @@ class CountingStore:
         self._record("put", key)
         self.inner.put(key, stream, length)
 
+    def put_file(self, key: str, path: Path, length: int) -> None:
+        self._record("put", key)
+        self.inner.put_file(key, path, length)
+
     def get(self, key: str) -> bytes:
         self._record("get", key)
         return self.inner.get(key)

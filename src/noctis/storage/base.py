@@ -1,13 +1,15 @@
 """The object store interface: five verbs, whatever the backend.
 
 Keys are ``/``-separated relative paths (``facility/study/series/instance.dcm``).
-``put`` is durable when it returns; ``delete`` of a missing key is not an error.
+``put`` and ``put_file`` are durable when they return; ``delete`` of a missing key is not an
+error.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
@@ -31,6 +33,13 @@ def check_key(key: str) -> str:
 class ObjectStore(Protocol):
     def put(self, key: str, stream: BinaryIO, length: int) -> None:
         """Store ``length`` bytes read from ``stream`` under ``key``; durable on return."""
+
+    def put_file(self, key: str, path: Path, length: int) -> None:
+        """Store the ``length``-byte file at ``path`` under ``key``; durable on return.
+
+        The store may keep the file's data without copying it (a hard link): the caller may
+        remove the file afterwards, but must not change it.
+        """
 
     def get(self, key: str) -> bytes:
         """The whole object. Raises ObjectNotFound."""

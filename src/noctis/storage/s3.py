@@ -26,6 +26,8 @@ from urllib3.exceptions import HTTPError
 from noctis.storage.base import ObjectNotFound, StorageUnavailable, check_key
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from noctis.settings import Settings
 
 # Objects bigger than this are sent as multipart uploads of parts this big; each part is
@@ -105,6 +107,10 @@ class S3Store:
             self.client.put_object(
                 self.bucket, key, _ExactReader(stream, length), length, part_size=PART_SIZE
             )
+
+    def put_file(self, key: str, path: Path, length: int) -> None:
+        with path.open("rb") as stream:
+            self.put(key, stream, length)
 
     def get(self, key: str) -> bytes:
         check_key(key)
