@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -26,8 +25,8 @@ class Archive:
     # Read-only sessions: on SQLite they take no write lock, so queries and retrievals
     # run beside a store in progress. Writes always go through `sessions`.
     reader: sessionmaker[Session] = field(init=False)
-    # SQLite admits one writer; its busy handler makes the others sleep in growing steps
-    # (up to 100 ms). Threads of this process queue on a lock instead, and take turns at once.
+    # Held around index writes: writers of one SQLite file queue on it and take turns at once
+    # (db.SqliteWriteLock); nothing on PostgreSQL.
     write_lock: AbstractContextManager[object] = field(init=False)
     # Stored series, told to the tasks once per series per beat (noctis.notices).
     notices: SeriesNotices = field(init=False)
@@ -35,8 +34,7 @@ class Archive:
     def __post_init__(self) -> None:
         self.reader = db.make_reader(self.engine)
         self.notices = SeriesNotices(lambda: self.queue)
-        sqlite = self.engine.dialect.name == "sqlite"
-        self.write_lock = threading.Lock() if sqlite else nullcontext()
+        self.write_lock = db.write_lock(self.engine)
 
     @classmethod
     def open(cls, settings: Settings, *, queue: TaskQueue | None = None) -> Archive:
@@ -78,3 +76,5 @@ class Archive:
     def close(self) -> None:
         self.notices.close()
         self.engine.dispose()
+        if isinstance(self.write_lock, db.SqliteWriteLock):
+            self.write_lock.close()

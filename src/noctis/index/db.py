@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from types import TracebackType
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -56,6 +60,62 @@ def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
         conn.exec_driver_sql("BEGIN")
     else:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class SqliteWriteLock:
+    """One writer at a time across the threads and processes of this SQLite file.
+
+    SQLite admits one writer; its busy handler makes the others sleep in growing steps (up to
+    100 ms), which is what several SCP processes storing into one file did at each collision.
+    Writers queue here instead and take turns at once: a thread lock within the process, then
+    an exclusive ``flock`` on ``<database>.write-lock`` across processes (the kernel wakes the
+    next waiter when it is released).
+    """
+
+    def __init__(self, database: Path) -> None:
+        self._path = database.with_name(database.name + ".write-lock")
+        self._threads = threading.Lock()
+        self._fd: int | None = None
+
+    def __enter__(self) -> SqliteWriteLock:
+        self._threads.acquire()
+        try:
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def close(self) -> None:
+        with self._threads:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+def write_lock(engine: Engine) -> AbstractContextManager[object]:
+    """What index writers hold around a write transaction: SqliteWriteLock on a SQLite file,
+    nothing on PostgreSQL (row locks do the work) or an in-memory SQLite database."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite":
+        return nullcontext()
+    if not url.database or url.database == ":memory:":
+        return threading.Lock()
+    return SqliteWriteLock(Path(url.database))
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

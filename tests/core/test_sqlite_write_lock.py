@@ -1,0 +1,81 @@
+"""Index writers of one SQLite file take turns across processes (``db.SqliteWriteLock``): a
+writer in another process holding the lock makes this one wait for it, then go at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from noctis.index.db import SqliteWriteLock, make_engine, write_lock
+
+HOLD_SECONDS = 0.6
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from noctis.index.db import SqliteWriteLock
+with SqliteWriteLock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_writer_waits_for_the_other_process_then_goes_at_once(tmp_path: Path) -> None:
+    database = tmp_path / "index.sqlite3"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(database), str(HOLD_SECONDS)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        lock = SqliteWriteLock(database)
+        with lock:
+            waited = time.monotonic() - started
+            assert holder.poll() is not None or waited >= HOLD_SECONDS / 2
+        lock.close()
+    finally:
+        holder.wait(timeout=10)
+    assert waited >= HOLD_SECONDS / 2, f"took the lock after {waited:.2f} s, while it was held"
+    assert waited < HOLD_SECONDS + 2, f"waited {waited:.2f} s for a lock held {HOLD_SECONDS} s"
+
+
+def test_threads_of_one_process_take_turns(tmp_path: Path) -> None:
+    import threading
+
+    lock = SqliteWriteLock(tmp_path / "index.sqlite3")
+    inside = 0
+    most = 0
+    guard = threading.Lock()
+
+    def write() -> None:
+        nonlocal inside, most
+        for _ in range(50):
+            with lock:
+                with guard:
+                    inside += 1
+                    most = max(most, inside)
+                time.sleep(0.0005)
+                with guard:
+                    inside -= 1
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lock.close()
+    assert most == 1
+
+
+def test_only_a_sqlite_file_gets_the_cross_process_lock(tmp_path: Path) -> None:
+    sqlite_file = make_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    assert isinstance(write_lock(sqlite_file), SqliteWriteLock)
+    assert not isinstance(write_lock(make_engine("sqlite://")), SqliteWriteLock)
+    postgresql = make_engine("postgresql+psycopg://noctis@127.0.0.1:1/noctis")  # not connected
+    with write_lock(postgresql) as held:
+        assert held is None  # PostgreSQL's row locks serialize writers of one study
