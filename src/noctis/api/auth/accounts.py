@@ -1,4 +1,4 @@
-"""Local accounts: create users, grant facilities, check passwords, build principals.
+"""Local accounts: create users, grant facilities, check passwords.
 
 Used by the REST admin API, the login page, `noctis user add` and `noctis serve` (first
 administrator). Functions taking a `Session` leave committing to the caller.
@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from noctis.api.auth import passwords
-from noctis.api.security import Principal, Role
+from noctis.api.security import Role
 from noctis.index.accounts import User, UserFacility
 from noctis.index.models import Facility
 
@@ -138,15 +138,6 @@ def count_admins(session: Session) -> int:
         )
         or 0
     )
-
-
-def principal_for(user: User, method: str = "session") -> Principal:
-    """What this user may see: administrators every facility, others their enabled grants."""
-    role = Role(user.role)
-    facility_ids: frozenset[int] | None = None
-    if role is not Role.ADMIN:
-        facility_ids = frozenset(g.facility_id for g in user.grants if g.facility.enabled)
-    return Principal(subject=user.username, role=role, facility_ids=facility_ids, method=method)
 
 
 def add_user(

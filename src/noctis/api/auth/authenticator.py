@@ -8,13 +8,11 @@ from datetime import timedelta
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from noctis.api.auth.accounts import principal_for
 from noctis.api.auth.credentials import (
     TOKEN_PREFIX,
     find_session,
     find_token,
-    session_is_stale,
-    token_is_stale,
+    is_stale,
     touch_session,
     touch_token,
 )
@@ -43,7 +41,7 @@ class NoctisAuthenticator:
         self._sessions = sessions
         # Every request is authenticated: look up in a read-only transaction (no write lock
         # on SQLite) and open a write transaction only for the occasional last-use update.
-        self._reader = reader or sessions
+        self._read_engine = (reader or sessions).kw["bind"]
         self._settings = settings
         self._oidc = oidc
         self._idle = timedelta(seconds=settings.session_idle_seconds)
@@ -68,16 +66,15 @@ class NoctisAuthenticator:
 
     def from_bearer(self, credential: str) -> Principal | None:
         if credential.startswith(TOKEN_PREFIX):
-            with self._reader() as session:
-                token = find_token(session, credential, touch=False)
-                if token is None:
-                    return None
-                principal = principal_for(token.user, method="token")
-                stale = token_is_stale(token)
-            if stale:
+            with self._read_engine.connect() as conn:
+                token = find_token(conn, credential)
+                conn.rollback()
+            if token is None:
+                return None
+            if is_stale(token):
                 with self._sessions.begin() as session:
                     touch_token(session, token.id)
-            return principal
+            return token.principal
         if self._oidc is None or credential.count(".") != 2:
             return None
         try:
@@ -89,13 +86,12 @@ class NoctisAuthenticator:
             return self._oidc.principal_for_claims(session, claims)
 
     def from_session_cookie(self, cookie: str) -> Principal | None:
-        with self._reader() as session:
-            row = find_session(session, cookie, idle_timeout=self._idle, touch=False)
-            if row is None:
-                return None
-            principal = principal_for(row.user, method=row.method)
-            stale = session_is_stale(row)
-        if stale:
+        with self._read_engine.connect() as conn:
+            row = find_session(conn, cookie, idle_timeout=self._idle)
+            conn.rollback()
+        if row is None:
+            return None
+        if is_stale(row):
             with self._sessions.begin() as session:
                 touch_session(session, row.id)
-        return principal
+        return row.principal

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from noctis.index.models import Facility, Instance, Series, Study
@@ -57,12 +58,12 @@ _COLUMNS = (
 )
 
 
+@cache
 def _statement(
-    facility_ids: Collection[int] | None,
-    study_uid: str,
-    series_uid: str | None,
-    sop_uid: str | None,
+    by_series: bool, by_sop: bool, within: bool, outside: bool
 ) -> Select[*tuple[Any, ...]]:
+    """The look-up for one shape of path, built once: bind parameters ``study``, ``series``,
+    ``sop`` and ``facilities`` (expanding) as the shape needs them."""
     # Driven from the study (its UID is indexed) and filtered by the study's facility: an
     # instance always belongs to its study's facility, and a filter on the instance's
     # facility leads SQLite to scan every instance of the facility instead.
@@ -72,15 +73,31 @@ def _statement(
         .join(Series, Series.study_pk == Study.id)
         .join(Instance, Instance.series_pk == Series.id)
         .join(Facility, Study.facility_id == Facility.id)
-        .where(Study.study_instance_uid == study_uid)
+        .where(Study.study_instance_uid == bindparam("study"))
     )
-    if series_uid is not None:
-        statement = statement.where(Series.series_instance_uid == series_uid)
-    if sop_uid is not None:
-        statement = statement.where(Instance.sop_instance_uid == sop_uid)
-    if facility_ids is not None:
-        statement = statement.where(Study.facility_id.in_(list(facility_ids)))
+    if by_series:
+        statement = statement.where(Series.series_instance_uid == bindparam("series"))
+    if by_sop:
+        statement = statement.where(Instance.sop_instance_uid == bindparam("sop"))
+    facilities = bindparam("facilities", expanding=True)
+    if within:
+        statement = statement.where(Study.facility_id.in_(facilities))
+    if outside:
+        statement = statement.where(Study.facility_id.not_in(facilities)).limit(1)
+    else:
+        statement = statement.order_by(
+            Study.id, Series.series_number, Series.id, Instance.instance_number, Instance.id
+        )
     return statement
+
+
+def _params(
+    facility_ids: Collection[int] | None, study: str, series: str | None, sop: str | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"study": study, "series": series, "sop": sop}
+    if facility_ids is not None:
+        params["facilities"] = sorted(facility_ids)
+    return params
 
 
 def find_instances(
@@ -91,10 +108,11 @@ def find_instances(
     sop_uid: str | None = None,
 ) -> list[StoredInstance]:
     """Instances of a study / series / one instance, in series then instance order."""
-    statement = _statement(facility_ids, study_uid, series_uid, sop_uid).order_by(
-        Study.id, Series.series_number, Series.id, Instance.instance_number, Instance.id
+    statement = _statement(
+        series_uid is not None, sop_uid is not None, facility_ids is not None, False
     )
-    return [StoredInstance(*row) for row in session.execute(statement)]  # type: ignore[arg-type]
+    rows = session.execute(statement, _params(facility_ids, study_uid, series_uid, sop_uid))
+    return [StoredInstance(*row) for row in rows]  # type: ignore[arg-type]
 
 
 def hidden_from(
@@ -107,8 +125,6 @@ def hidden_from(
     """A facility holding the resource that the caller may not see (for the audit trail)."""
     if facility_ids is None:
         return None
-    statement = _statement(None, study_uid, series_uid, sop_uid).where(
-        Study.facility_id.not_in(list(facility_ids))
-    )
-    row = session.execute(statement.limit(1)).first()
+    statement = _statement(series_uid is not None, sop_uid is not None, False, True)
+    row = session.execute(statement, _params(facility_ids, study_uid, series_uid, sop_uid)).first()
     return int(row[1]) if row is not None else None
