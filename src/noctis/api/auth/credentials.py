@@ -6,9 +6,10 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, delete, literal, select, update
+from sqlalchemy import Connection, Row, Select, bindparam, delete, literal, select, update
 from sqlalchemy.orm import Session
 
 from noctis.api.security import Principal, Role
@@ -75,8 +76,7 @@ def find_token(conn: Connection, secret: str) -> LiveCredential | None:
     request runs this, so it is one Core query (token, user and grants joined), not ORM
     loads: a third of a small request's time otherwise.
     """
-    t = ApiToken.__table__
-    found = _holder(conn, t, t.c.token_hash == digest(secret), t.c.expires_at, t.c.last_used_at)
+    found = _holder(conn, _statement("token"), digest(secret))
     if found is None:
         return None
     first, principal = found
@@ -135,10 +135,7 @@ def find_session(
     One read, no write: ``is_stale`` and ``touch_session`` record activity; ended
     sessions are purged at the next login.
     """
-    w = WebSession.__table__
-    found = _holder(
-        conn, w, w.c.token_hash == digest(secret), w.c.expires_at, w.c.last_seen_at, w.c.method
-    )
+    found = _holder(conn, _statement("session"), digest(secret))
     if found is None:
         return None
     first, principal = found
@@ -149,20 +146,21 @@ def find_session(
     return LiveCredential(first.id, principal, first.last_used_at)
 
 
-def _holder(
-    conn: Connection, table: Table, match: Any, expires: Any, last_used: Any, method: Any = None
-) -> tuple[Row[Any], Principal] | None:
-    """The credential row matching ``match`` and the principal of its (enabled) user:
-    administrators see every facility, others the enabled facilities granted to them."""
+@cache
+def _statement(kind: str) -> Select[Any]:
+    """Token or session with this digest (bind ``digest``), its user and the user's grants."""
     u, g, f = User.__table__, UserFacility.__table__, Facility.__table__
-    revoked = table.c.revoked_at if "revoked_at" in table.c else literal(None)
-    rows = conn.execute(
+    if kind == "token":
+        t = ApiToken.__table__
+        columns = [t.c.expires_at, t.c.last_used_at, t.c.revoked_at, literal("token")]
+    else:
+        t = WebSession.__table__
+        columns = [t.c.expires_at, t.c.last_seen_at, literal(None), t.c.method]
+    names = ("expires_at", "last_used_at", "revoked_at", "method")
+    return (
         select(
-            table.c.id,
-            expires.label("expires_at"),
-            last_used.label("last_used_at"),
-            revoked.label("revoked_at"),
-            (method if method is not None else literal("token")).label("method"),
+            t.c.id,
+            *(column.label(name) for column, name in zip(columns, names, strict=True)),
             u.c.username,
             u.c.role,
             u.c.enabled,
@@ -170,12 +168,20 @@ def _holder(
             f.c.enabled.label("facility_enabled"),
         )
         .select_from(
-            table.join(u, u.c.id == table.c.user_id)
+            t.join(u, u.c.id == t.c.user_id)
             .outerjoin(g, g.c.user_id == u.c.id)
             .outerjoin(f, f.c.id == g.c.facility_id)
         )
-        .where(match)
-    ).all()
+        .where(t.c.token_hash == bindparam("digest"))
+    )
+
+
+def _holder(
+    conn: Connection, statement: Select[Any], secret_digest: str
+) -> tuple[Row[Any], Principal] | None:
+    """The credential row and the principal of its (enabled) user: administrators see every
+    facility, others the enabled facilities granted to them."""
+    rows = conn.execute(statement, {"digest": secret_digest}).all()
     if not rows or not rows[0].enabled:
         return None
     first = rows[0]
