@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     # Web
     api_host: str = "0.0.0.0"
     api_port: int = 8080
+    frame_cache_mb: int = Field(
+        128,
+        ge=0,
+        description="frames kept in each API process's memory, in MB (0: none); objects never "
+        "change under their key, so a cached frame is never stale",
+    )
     secret_key: SecretStr = SecretStr("")
     viewer_dir: Path | None = None
 

@@ -144,3 +144,42 @@ def test_a_frame_beyond_the_last_is_404(clients, study):
     response = clients("rad_north").get(_url(study, sop_uid, "1,2"))
     assert response.status_code == 404
     assert "frame 2" in response.json()["detail"]
+
+
+def _count_range_reads(store):  # type: ignore[no-untyped-def]
+    reads: list[str] = []
+    original = store.get_range
+
+    def counting(key: str, offset: int, length: int) -> bytes:
+        reads.append(key)
+        return original(key, offset, length)
+
+    store.get_range = counting
+    return reads, lambda: setattr(store, "get_range", original)
+
+
+@pytest.mark.parametrize(("cache_mb", "reads_per_request"), [(128, 0), (0, 1)])
+def test_a_frame_asked_again_comes_from_memory_unless_the_cache_is_off(
+    clients, dw, study, archive, settings, tokens, cache_mb, reads_per_request
+):
+    from noctis.api.app import create_app
+    from support.web import client_for
+
+    sop_uid = next(u for u, ts in study.syntaxes.items() if ts == "1.2.840.10008.1.2.1")
+    app = create_app(settings.model_copy(update={"frame_cache_mb": cache_mb}), archive)
+    client = client_for(app, tokens["rad_north"])
+    first = client.get(_url(study, sop_uid, "1"), headers={"Accept": OHIF_ACCEPT})
+    reads, restore = _count_range_reads(archive.store)
+    try:
+        again = [client.get(_url(study, sop_uid, "1"), headers={"Accept": OHIF_ACCEPT})]
+        again.append(client.get(_url(study, sop_uid, "1"), headers={"Accept": NATIVE_ACCEPT}))
+        rendered = client.get(
+            _url(study, sop_uid, "1").replace("/frames/1", "/rendered"),
+            headers={"Accept": "image/jpeg"},
+        )
+    finally:
+        restore()
+    assert first.status_code == 200 and rendered.status_code == 200
+    for response in again:  # the same bytes, whether from memory or from the store
+        assert _frames(dw, response)[0][1] == _frames(dw, first)[0][1]
+    assert len(reads) == 3 * reads_per_request

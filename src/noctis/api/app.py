@@ -42,7 +42,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.archive = archive
-    app.state.dicomweb_cache = DicomWebCache()
+    app.state.dicomweb_cache = DicomWebCache(frame_budget=settings.frame_cache_mb << 20)
     app.state.metrics = health.Metrics()
     app.add_middleware(health.MetricsMiddleware, metrics=app.state.metrics)
     _unavailable_is_503(app)

@@ -21,6 +21,7 @@ from noctis.dicom.transcode import PixelLayout
 Value = TypeVar("Value")
 
 METADATA_BUDGET = 256 << 20  # bytes of cached metadata JSON
+FRAME_BUDGET = 128 << 20  # bytes of frames as stored (settings.frame_cache_mb)
 COMPRESSED_BUDGET = 64 << 20  # bytes of gzipped metadata documents
 LAYOUT_ENTRIES = 20_000  # frame layouts with their small image attribute sets
 
@@ -72,7 +73,10 @@ class LRU(Generic[Value]):
 
 class DicomWebCache:
     def __init__(
-        self, metadata_budget: int = METADATA_BUDGET, layout_entries: int = LAYOUT_ENTRIES
+        self,
+        metadata_budget: int = METADATA_BUDGET,
+        layout_entries: int = LAYOUT_ENTRIES,
+        frame_budget: int = FRAME_BUDGET,
     ) -> None:
         # object key -> one instance's metadata JSON, with a placeholder for the base URL
         self.metadata: LRU[bytes] = LRU(metadata_budget, len)
@@ -80,3 +84,7 @@ class DicomWebCache:
         self.compressed: LRU[bytes] = LRU(COMPRESSED_BUDGET, len)
         # object key -> (image attributes, frame layout)
         self.layouts: LRU[tuple[Dataset, PixelLayout]] = LRU(layout_entries)
+        # "object key#frame number" -> the frame's bytes as stored. A viewer reads each frame
+        # at least twice (the image, then again while scrolling or for a second viewport),
+        # and from S3 each read is a round trip (as Orthanc's storage cache, 128 MB).
+        self.frames: LRU[bytes] = LRU(frame_budget, len)

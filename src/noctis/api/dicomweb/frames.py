@@ -84,10 +84,10 @@ def read_frames(
     image, layout = located
     check_frames(layout.number_of_frames, numbers)
     if not layout.encapsulated or plan.decode:
-        return list(native_frames(store, instance, image, layout, numbers)), (
-            EXPLICIT_VR_LITTLE_ENDIAN
-        )
-    return list(stored_frames(store, instance, layout, numbers)), layout.transfer_syntax_uid
+        native = native_frames(store, instance, image, layout, numbers, ctx.cache.frames)
+        return list(native), EXPLICIT_VR_LITTLE_ENDIAN
+    stored = stored_frames(store, instance, layout, numbers, ctx.cache.frames)
+    return list(stored), layout.transfer_syntax_uid
 
 
 def _refusal(instance: StoredInstance) -> str:

@@ -17,7 +17,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
-from noctis.api.dicomweb.cache import DicomWebCache
+from noctis.api.dicomweb.cache import LRU, DicomWebCache
 from noctis.api.dicomweb.lookup import StoredInstance
 from noctis.dicom import metadata as dicom_metadata
 from noctis.dicom.metadata import BASE_MARKER, BUNDLE_MINIMUM
@@ -147,12 +147,25 @@ class FrameNotFound(FrameError):
 
 
 def stored_frames(
-    store: ObjectStore, instance: StoredInstance, layout: PixelLayout, numbers: list[int]
+    store: ObjectStore,
+    instance: StoredInstance,
+    layout: PixelLayout,
+    numbers: list[int],
+    cache: LRU[bytes] | None = None,
 ) -> Iterator[bytes]:
-    """The frames (1-based numbers) as stored: fragments joined, native bytes untouched."""
+    """The frames (1-based numbers) as stored: fragments joined, native bytes untouched;
+    from ``cache`` when it holds them, into it when it does not."""
     for number in numbers:
+        key = f"{instance.object_key}#{number}"
+        cached = cache.get(key) if cache is not None else None
+        if cached is not None:
+            yield cached
+            continue
         ranges = layout.frames[number - 1]
-        yield b"".join(store.get_range(instance.object_key, o, n) for o, n in ranges)
+        data = b"".join(store.get_range(instance.object_key, o, n) for o, n in ranges)
+        if cache is not None:
+            cache.put(key, data)
+        yield data
 
 
 def native_frames(
@@ -161,10 +174,11 @@ def native_frames(
     image: Dataset,
     layout: PixelLayout,
     numbers: list[int],
+    cache: LRU[bytes] | None = None,
 ) -> Iterator[bytes]:
     """The frames as explicit VR little endian native bytes (decoded if compressed)."""
     for number, stored in zip(
-        numbers, stored_frames(store, instance, layout, numbers), strict=True
+        numbers, stored_frames(store, instance, layout, numbers, cache), strict=True
     ):
         if layout.encapsulated:
             yield array_to_native(image, decode_frame(image, stored))

@@ -77,7 +77,7 @@ def _pixels(ctx: WebContext, instance: StoredInstance, number: int) -> tuple[Dat
         return whole_object_pixels(store, instance, number)
     image, layout = located
     check_frames(layout.number_of_frames, [number])
-    stored = next(stored_frames(store, instance, layout, [number]))
+    stored = next(stored_frames(store, instance, layout, [number], ctx.cache.frames))
     return image, render.frame_array(image, layout, number - 1, stored)
 
 
