@@ -79,7 +79,7 @@ def write_instance(
     """Index one stored object; the caller owns the transaction."""
     statements = _statements(conn.dialect.name)
     patient_pk = _patient(conn, statements, facility_id, header)
-    study_pk = _get_or_insert(
+    study_pk, study_is_new = _get_or_insert(
         conn,
         statements.study_get,
         statements.study_insert,
@@ -95,10 +95,12 @@ def write_instance(
             "created_at": now,
             "updated_at": now,
         },
-    )[0]
-    # Lock the study row first: writers of one study serialize here, so counters and
-    # ModalitiesInStudy stay exact with several SCP processes.
-    conn.execute(statements.study_touch, {"pk": study_pk, "now": now})
+    )
+    if not study_is_new:
+        # Lock the study row first: writers of one study serialize here, so counters and
+        # ModalitiesInStudy stay exact with several SCP processes. (A study this transaction
+        # inserted is locked already.)
+        conn.execute(statements.study_touch, {"pk": study_pk, "now": now})
     series_pk, series_is_new = _get_or_insert(
         conn,
         statements.series_get,
@@ -140,8 +142,11 @@ def write_instance(
         {"pk": study_pk, "size": size, "new_series": int(series_is_new)},
     )
     if series_is_new:
-        modalities = conn.execute(statements.modalities, {"study_pk": study_pk}).scalars()
-        joined = "\\".join(sorted(m for m in modalities if m))
+        if study_is_new:  # its only series
+            joined = header.modality
+        else:
+            modalities = conn.execute(statements.modalities, {"study_pk": study_pk}).scalars()
+            joined = "\\".join(sorted(m for m in modalities if m))
         conn.execute(statements.study_modalities, {"pk": study_pk, "modalities": joined})
     return IndexedInstance(replaced_key=None)
 
@@ -156,10 +161,11 @@ def _patient(
         values = dict(
             zip(("patient_name", "patient_birth_date", "patient_sex"), wanted, strict=True)
         )
-        pk, _ = _get_or_insert(
-            conn, statements.patient_get_id, statements.patient_insert, key, values
-        )
-        return pk
+        pk = conn.execute(statements.patient_insert, {**key, **values}).scalar()
+        if pk is not None:
+            return int(pk)
+        # A concurrent writer inserted the patient since our look-up.
+        return int(conn.execute(statements.patient_get_id, key).scalar_one())
     if tuple(row[1:]) != wanted:  # the latest demographics win, as the modality sent them
         conn.execute(
             statements.patient_update,
