@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from noctis.index import db
@@ -65,6 +66,16 @@ class Archive:
         except Exception as exc:
             report["objects"] = f"object store unreachable: {type(exc).__name__}"
         return report
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only Core connection (no ORM session): for the hot read paths of every
+        request (credentials, WADO look-ups). On SQLite it takes no write lock."""
+        with self.reader.kw["bind"].connect() as conn:
+            try:
+                yield conn
+            finally:
+                conn.rollback()
 
     def drain_tasks(self) -> None:
         """Send pending notices and, on the in-process queue, run every task until none is

@@ -68,7 +68,7 @@ class NoctisAuthenticator:
         if credential.startswith(TOKEN_PREFIX):
             with self._read_engine.connect() as conn:
                 token = find_token(conn, credential)
-                conn.rollback()
+                conn.rollback()  # a read-only transaction: nothing to keep
             if token is None:
                 return None
             if is_stale(token):

@@ -31,10 +31,10 @@ def locate(
     except ParamError as exc:
         raise bad_request(str(exc)) from exc
     hidden: int | None = None
-    with ctx.archive.reader() as session:
-        found = find_instances(session, ctx.facility_ids, study, series, sop)
+    with ctx.archive.reading() as conn:
+        found = find_instances(conn, ctx.facility_ids, study, series, sop)
         if not found:
-            hidden = hidden_from(session, ctx.facility_ids, study, series, sop)
+            hidden = hidden_from(conn, ctx.facility_ids, study, series, sop)
     if not found:
         what = "instance" if sop else "series" if series else "study"
         ctx.record(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Connection, Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from noctis.index.models import Facility, Instance, Series, Study
@@ -101,7 +101,7 @@ def _params(
 
 
 def find_instances(
-    session: Session,
+    session: Session | Connection,
     facility_ids: Collection[int] | None,
     study_uid: str,
     series_uid: str | None = None,
@@ -116,7 +116,7 @@ def find_instances(
 
 
 def hidden_from(
-    session: Session,
+    session: Session | Connection,
     facility_ids: Collection[int] | None,
     study_uid: str,
     series_uid: str | None = None,
