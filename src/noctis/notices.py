@@ -40,17 +40,14 @@ class SeriesNotices:
         """An instance of this series was stored; the tasks hear of it at the next beat."""
         with self._lock:
             self._pending[(facility, study, series)] = sop_instance
-            if self._closed:
-                pass  # sent below, at once
-            elif self._thread is None:
+            closed = self._closed
+            if not closed and self._thread is None:
                 self._thread = threading.Thread(
                     target=self._beat, name="noctis-series-notices", daemon=True
                 )
                 self._thread.start()
-                return
-            else:
-                return
-        self.flush()
+        if closed:  # no beat any more: at once
+            self.flush()
 
     def flush(self) -> None:
         """Send every pending notice now."""
