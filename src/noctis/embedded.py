@@ -50,6 +50,12 @@ def serve(settings: Settings) -> None:
     archive = prepare(settings)
     register_tasks(archive)
     admin = ensure_first_admin(archive)
+    if settings.scp_processes > 1:
+        # Its tasks and metrics live in this one process; `noctis scp` runs several.
+        log.warning(
+            "noctis serve runs one SCP process; NOCTIS_SCP_PROCESSES=%d applies to `noctis scp`",
+            settings.scp_processes,
+        )
     scp = Scp(archive).start()
     app = create_app(settings, archive)
     _announce(console, settings, scp.port, admin, installed_viewer_version(settings))
