@@ -111,25 +111,38 @@ def _image_response(
     return Response(body, media_type=options.media_type)
 
 
+def _instance_image(
+    ctx: WebContext,
+    request: Request,
+    kind: str,
+    path: tuple[str, str, str],
+    frames: str | None = None,
+) -> Response:
+    """One rendered image or thumbnail of an instance: its first frame, or the one named."""
+    options = _options(request, thumbnail=kind == "thumbnail")
+    number = 1
+    if frames is not None:
+        numbers = parse_frame_list(frames)
+        if len(numbers) != 1:
+            raise bad_request(f"one frame per {kind} request")
+        number = numbers[0]
+    action = f"wado.{kind}"
+    found = locate(ctx, action, *path)[0]
+    return _image_response(ctx, action, found, number, options)
+
+
 @router.get(INSTANCE + "/rendered")
 def instance_rendered(
     study: str, series: str, instance: str, request: Request, ctx: ContextDep
 ) -> Response:
-    options = _options(request, thumbnail=False)
-    found = locate(ctx, "wado.rendered", study, series, instance)[0]
-    return _image_response(ctx, "wado.rendered", found, 1, options)
+    return _instance_image(ctx, request, "rendered", (study, series, instance))
 
 
 @router.get(INSTANCE + "/frames/{frames}/rendered")
 def frame_rendered(
     study: str, series: str, instance: str, frames: str, request: Request, ctx: ContextDep
 ) -> Response:
-    options = _options(request, thumbnail=False)
-    numbers = parse_frame_list(frames)
-    if len(numbers) != 1:
-        raise bad_request("render one frame per request")
-    found = locate(ctx, "wado.rendered", study, series, instance)[0]
-    return _image_response(ctx, "wado.rendered", found, numbers[0], options)
+    return _instance_image(ctx, request, "rendered", (study, series, instance), frames)
 
 
 @router.get("/studies/{study}/series/{series}/rendered")
@@ -161,21 +174,14 @@ def _multipart(
 def instance_thumbnail(
     study: str, series: str, instance: str, request: Request, ctx: ContextDep
 ) -> Response:
-    options = _options(request, thumbnail=True)
-    found = locate(ctx, "wado.thumbnail", study, series, instance)[0]
-    return _image_response(ctx, "wado.thumbnail", found, 1, options)
+    return _instance_image(ctx, request, "thumbnail", (study, series, instance))
 
 
 @router.get(INSTANCE + "/frames/{frames}/thumbnail")
 def frame_thumbnail(
     study: str, series: str, instance: str, frames: str, request: Request, ctx: ContextDep
 ) -> Response:
-    options = _options(request, thumbnail=True)
-    numbers = parse_frame_list(frames)
-    if len(numbers) != 1:
-        raise bad_request("one frame per thumbnail")
-    found = locate(ctx, "wado.thumbnail", study, series, instance)[0]
-    return _image_response(ctx, "wado.thumbnail", found, numbers[0], options)
+    return _instance_image(ctx, request, "thumbnail", (study, series, instance), frames)
 
 
 @router.get("/studies/{study}/series/{series}/thumbnail")
