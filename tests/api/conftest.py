@@ -33,7 +33,7 @@ from noctis.index.models import Facility
 from noctis.queue import NullQueue
 from noctis.settings import Settings
 from support.ports import free_port, is_listening
-from support.web import client_for, create_user, token_for
+from support.web import client_for, create_user, open_archive, token_for
 
 FACILITIES = ("north", "south")
 USERS = {
@@ -105,6 +105,19 @@ def settings(tmp_path: Path, template: Template) -> Settings:
 @pytest.fixture
 def archive(settings: Settings) -> Iterator[Archive]:
     archive = Archive.open(settings, queue=NullQueue())
+    yield archive
+    archive.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def accounts_archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Archive]:
+    """An archive with only the default facility and no user, on SQLite and on PostgreSQL:
+    for the tests of accounts, login and audit (which make their own)."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    archive = open_archive(url, tmp_path)
     yield archive
     archive.close()
 

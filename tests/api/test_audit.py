@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,21 +17,15 @@ from noctis.api.security import Principal, Role
 from noctis.archive import Archive
 from noctis.audit import AuditAction, AuditOutcome, record_audit
 from noctis.index.accounts import AuditEvent
-from support.web import auth_app, client_for, create_user, open_archive, token_for
+from support.web import auth_app, client_for, create_user, token_for
 
 STUDY_A = "1.2.826.0.1.3680043.8.498.1"
 STUDY_B = "1.2.826.0.1.3680043.8.498.2"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Archive]:
-    if request.param == "postgres":
-        url = request.getfixturevalue("pg_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
-    archive = open_archive(url, tmp_path)
-    yield archive
-    archive.close()
+@pytest.fixture
+def archive(accounts_archive: Archive) -> Archive:
+    return accounts_archive
 
 
 @pytest.fixture

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -19,18 +17,12 @@ from noctis.index.accounts import ApiToken, AuditEvent, User, WebSession
 from noctis.index.facilities import apply_facility
 from noctis.index.migrate import alembic_config, current_revision, upgrade
 from noctis.specs.facility import FacilitySpec
-from support.web import auth_app, client_for, create_user, login, open_archive, token_for
+from support.web import auth_app, client_for, create_user, login, token_for
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Archive]:
-    if request.param == "postgres":
-        url = request.getfixturevalue("pg_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
-    archive = open_archive(url, tmp_path)
-    yield archive
-    archive.close()
+@pytest.fixture
+def archive(accounts_archive: Archive) -> Archive:
+    return accounts_archive
 
 
 @pytest.fixture
