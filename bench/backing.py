@@ -9,24 +9,16 @@ full_page_writes on). `--pg-fsync off` gives the test settings instead.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
-from bench.procs import BenchError
+from bench.procs import BenchError, test_support
 
-TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 _TEST_ONLY_SETTINGS = ("--fsync=", "--synchronous_commit=", "--full_page_writes=")
-
-
-def _support() -> None:
-    if str(TESTS_DIR) not in sys.path:
-        sys.path.insert(0, str(TESTS_DIR))
 
 
 def start_postgres(*, durable: bool) -> Any:
     """A fresh PostgreSQL 15 on a free loopback port (a `support.postgres.PostgresServer`)."""
-    _support()
+    test_support()
     try:
         from support.postgres import PostgresServer
     except ImportError as exc:
@@ -50,7 +42,7 @@ def postgres_settings(server: Any) -> dict[str, str]:
 
 
 def postgres_superuser() -> str:
-    _support()
+    test_support()
     from support.postgres import SUPERUSER
 
     return str(SUPERUSER)
@@ -58,7 +50,7 @@ def postgres_superuser() -> str:
 
 def start_s3(bucket: str) -> Any:
     """SeaweedFS `weed mini` on free loopback ports (a `support.s3.SeaweedFS`), with `bucket`."""
-    _support()
+    test_support()
     try:
         from support.s3 import SeaweedFS
     except ImportError as exc:

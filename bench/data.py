@@ -18,7 +18,6 @@ import importlib
 import json
 import random
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
@@ -28,6 +27,8 @@ import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.filereader import dcmread
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
+
+from bench.procs import test_support
 
 GENERATOR_VERSION = "1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -152,9 +153,7 @@ def warm_page_cache(dataset: Dataset) -> None:
 
 def _ct_generator() -> tuple[str, Callable[[Path, int, int], None]]:
     if SHARED_GENERATOR.is_file():
-        tests_dir = str(SHARED_GENERATOR.parent.parent)
-        if tests_dir not in sys.path:
-            sys.path.insert(0, tests_dir)
+        test_support()
         try:
             module = importlib.import_module("support.dicomdata")
             shared = module.generate_ct_series

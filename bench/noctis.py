@@ -26,13 +26,20 @@ import httpx
 import yaml
 
 from bench import backing
-from bench.procs import LOOPBACK, BenchError, Service, free_ports, log_tail, run_tool
+from bench.procs import (
+    LOOPBACK,
+    BenchError,
+    Service,
+    free_ports,
+    log_tail,
+    run_tool,
+    test_support,
+)
 from bench.target import CALLING_AE, Target
 
 BUCKET = "noctis-bench"
 FACILITY = "bench"  # production: the facility the benchmark registers
 WEB_USER = "bench"
-TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 NOCTIS = [sys.executable, "-m", "noctis.cli"]
 LISTENING = "listening on"  # what each SCP process logs once it accepts associations
 
@@ -227,8 +234,7 @@ class NoctisTarget(Target):
 
     def _issue_token(self) -> str:
         """An API token for a radiologist of the facility, through tests/support/web.py."""
-        if str(TESTS_DIR) not in sys.path:
-            sys.path.insert(0, str(TESTS_DIR))
+        test_support()
         try:
             from noctis.archive import Archive
             from noctis.settings import Settings

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +23,7 @@ from types import TracebackType
 import psutil
 
 LOOPBACK = "127.0.0.1"
+TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 DCMTK_DIR = Path(os.environ.get("BENCH_DCMTK_BIN", "/usr/bin"))
 
 
@@ -29,15 +31,19 @@ class BenchError(RuntimeError):
     """A server or tool did not do what the benchmark needs; the message says why."""
 
 
+def test_support() -> None:
+    """Make the test suite's helpers (``tests/support``) importable: the benchmark starts
+    PostgreSQL, SeaweedFS and the CT generator through the same code as the tests."""
+    if str(TESTS_DIR) not in sys.path:
+        sys.path.insert(0, str(TESTS_DIR))
+
+
 def free_ports(count: int) -> list[int]:
     """`count` distinct loopback ports that nothing listens on right now."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((LOOPBACK, 0))
-            ports.append(sock.getsockname()[1])
-        return ports
+    test_support()
+    from support.ports import free_ports as pick
+
+    return pick(count)
 
 
 def free_port() -> int:
@@ -77,11 +83,10 @@ def dcmtk_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(no log at {path}: {exc})"
-    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+    test_support()
+    from support import log_tail as tail
+
+    return tail(path, lines)
 
 
 class Service:
