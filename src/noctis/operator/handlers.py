@@ -7,6 +7,7 @@ talks to the API or the database at import: the startup handler builds the clien
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -118,13 +119,21 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
     return {key: copy.deepcopy(value) for key, value in body.items()}
 
 
-def _run(memo: kopf.Memo, body: kopf.Body, fn: Callable[[Operator, dict[str, Any]], None]) -> None:
+def _run(
+    memo: kopf.Memo,
+    body: kopf.Body,
+    fn: Callable[[Operator, dict[str, Any]], None],
+    *,
+    raise_for_kopf: bool = True,
+) -> None:
+    """``fn`` on the object, one at a time per object, its failures turned into conditions
+    and events (and, unless a timer runs it, into kopf's retries)."""
     op: Operator = memo.operator
     raw = _plain(body)
     meta = raw["metadata"]
     resource = OWN_RESOURCES[raw["kind"]]
     with op.serialized(raw["kind"], meta["namespace"], meta["name"]):
-        guarded(op, resource, raw, lambda: fn(op, raw))
+        guarded(op, resource, raw, lambda: fn(op, raw), raise_for_kopf=raise_for_kopf)
 
 
 # StoragePool ----------------------------------------------------------------------------------
@@ -141,17 +150,9 @@ def storagepool_reconcile(body: kopf.Body, memo: kopf.Memo, reason: str, **_: An
 
 @kopf.timer(GROUP, VERSION, STORAGEPOOLS.plural, interval=TICK)
 def storagepool_usage(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    op: Operator = memo.operator
-    if _due(memo, "usage_at", op.settings.operator_usage_interval):
-        raw = _plain(body)
-        with op.serialized("StoragePool", raw["metadata"]["namespace"], raw["metadata"]["name"]):
-            guarded(
-                op,
-                STORAGEPOOLS,
-                raw,
-                lambda: storagepool.reconcile(op, raw, measure=True),
-                raise_for_kopf=False,
-            )
+    if _due(memo, "usage_at", memo.operator.settings.operator_usage_interval):
+        reconcile = functools.partial(storagepool.reconcile, measure=True)
+        _run(memo, body, reconcile, raise_for_kopf=False)
 
 
 def _deletes_bucket(spec: kopf.Spec, **_: Any) -> bool:
@@ -177,17 +178,9 @@ def facility_reconcile(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) 
 
 @kopf.timer(GROUP, VERSION, FACILITIES.plural, interval=TICK)
 def facility_usage(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    op: Operator = memo.operator
-    if _due(memo, "usage_at", op.settings.operator_facility_interval):
-        raw = _plain(body)
-        with op.serialized("Facility", raw["metadata"]["namespace"], raw["metadata"]["name"]):
-            guarded(
-                op,
-                FACILITIES,
-                raw,
-                lambda: facility.reconcile(op, raw, apply_always=False),
-                raise_for_kopf=False,
-            )
+    if _due(memo, "usage_at", memo.operator.settings.operator_facility_interval):
+        reconcile = functools.partial(facility.reconcile, apply_always=False)
+        _run(memo, body, reconcile, raise_for_kopf=False)
 
 
 @kopf.on.delete(GROUP, VERSION, FACILITIES.plural)
