@@ -40,11 +40,8 @@ _SEQUENCE_DELIMITER = 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 _BINARY_VRS = frozenset({b"OB", b"OW", b"UN", b"OD", b"OF", b"OL", b"OV"})
 
-# Pixel attributes needed to decode or render a frame: a small copy of these is cached
-# instead of whole headers.
-IMAGE_KEYWORDS = (
-    "SOPClassUID",
-    "Modality",
+# How one frame's bytes are laid out (Image Pixel module).
+PIXEL_LAYOUT_KEYWORDS = (
     "Rows",
     "Columns",
     "SamplesPerPixel",
@@ -54,6 +51,13 @@ IMAGE_KEYWORDS = (
     "PixelRepresentation",
     "PhotometricInterpretation",
     "PlanarConfiguration",
+)
+# Pixel attributes needed to decode or render a frame: a small copy of these is cached
+# instead of whole headers.
+IMAGE_KEYWORDS = (
+    "SOPClassUID",
+    "Modality",
+    *PIXEL_LAYOUT_KEYWORDS,
     "NumberOfFrames",
     "RescaleSlope",
     "RescaleIntercept",
@@ -344,17 +348,7 @@ def array_to_native(image: Dataset, array: np.ndarray) -> bytes:
 
 def _single_frame_dataset(image: Dataset) -> Dataset:
     ds = Dataset()
-    for keyword in (
-        "Rows",
-        "Columns",
-        "SamplesPerPixel",
-        "BitsAllocated",
-        "BitsStored",
-        "HighBit",
-        "PixelRepresentation",
-        "PhotometricInterpretation",
-        "PlanarConfiguration",
-    ):
+    for keyword in PIXEL_LAYOUT_KEYWORDS:
         if keyword in image:
             ds[keyword] = image[keyword]
     ds.NumberOfFrames = 1
