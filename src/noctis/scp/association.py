@@ -10,7 +10,8 @@ pynetdicom 3.0 offers no public hook for these, so each override is small and sa
 - `spool_received_datasets` makes pynetdicom write each received data set to a file in the
   spool directory (chunked receive) instead of memory or the system temp dir.
 - `NoctisRequestHandler` makes both of an association's threads event-driven
-  (`noctis.scp.reactor`) instead of polling every millisecond.
+  (`noctis.scp.reactor`) instead of polling every millisecond, and lets the DUL thread receive
+  C-STORE requests itself (`noctis.scp.direct_store`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import socketserver
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import _config, dimse_messages
 from pynetdicom.association import Association
@@ -30,6 +31,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from noctis.dicom.part10 import file_meta
 from noctis.scp.contexts import GET_MODELS, MOVE_MODELS
+from noctis.scp.direct_store import DirectStore
 from noctis.scp.reactor import EventDrivenDUL, SignallingQueue, serve_until_done
 from noctis.scp.retrieve import serve_retrieve
 from noctis.scp.runtime import ScpRuntime
@@ -120,8 +122,10 @@ class NoctisRequestHandler(RequestHandler):
         assoc.runtime = self.server.runtime  # type: ignore[attr-defined]
         wake = assoc._wake = threading.Event()  # type: ignore[attr-defined]
         assoc.dimse.msg_queue = SignallingQueue(wake.set)
-        assoc.dul.__class__ = EventDrivenDUL
-        assoc.dul.install_wake_up(wake.set)  # type: ignore[attr-defined]
+        dul = cast(EventDrivenDUL, assoc.dul)
+        dul.__class__ = EventDrivenDUL
+        dul.install_wake_up(wake.set)
+        dul.install_direct_store(DirectStore(assoc, assoc.runtime, dul.send_bytes))
         return assoc
 
 

@@ -30,6 +30,8 @@ ErrorComment (64 characters at most) saying what went wrong.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydicom.dataset import Dataset
 
 SUCCESS = 0x0000
@@ -60,12 +62,29 @@ MAX_SUBOPERATIONS = 0xFFFF  # the counts are US: a retrieve cannot announce more
 _ERROR_COMMENT_LENGTH = 64  # ErrorComment is LO
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A response status and its ErrorComment (empty: none)."""
+
+    status: int
+    comment: str = ""
+
+    def for_pynetdicom(self) -> int | Dataset:
+        """What a pynetdicom handler returns for this answer."""
+        return with_comment(self.status, self.comment) if self.comment else self.status
+
+
 def with_comment(status: int, comment: str) -> Dataset:
     """A status data set with an ErrorComment, which pynetdicom copies into the response."""
     ds = Dataset()
     ds.Status = status
-    ds.ErrorComment = _printable(comment)[:_ERROR_COMMENT_LENGTH]
+    ds.ErrorComment = error_comment(comment)
     return ds
+
+
+def error_comment(text: str) -> str:
+    """``text`` as an ErrorComment can hold it."""
+    return _printable(text)[:_ERROR_COMMENT_LENGTH]
 
 
 def _printable(text: str) -> str:

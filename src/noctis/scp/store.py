@@ -1,8 +1,9 @@
 """C-STORE: hand the received bytes, as received, to the one write path (`noctis.ingest`).
 
-pynetdicom spools each incoming data set to a Part 10 file (``STORE_RECV_CHUNKED_DATASET``,
-file meta written from the request and the accepted transfer syntax) and the handler passes
-that file on: no data set is decoded here, and no instance is ever held whole in memory.
+Each incoming data set is spooled to a Part 10 file (file meta built from the request and the
+accepted transfer syntax), by `noctis.scp.direct_store` for almost every request and by
+pynetdicom (``STORE_RECV_CHUNKED_DATASET``) for the rest, and `store_received` passes that
+file on: no data set is decoded here, and no instance is ever held whole in memory.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from noctis.scp import status
 from noctis.scp.metrics import get_metrics, result_class
 
 if TYPE_CHECKING:
+    from pynetdicom.association import Association
     from pynetdicom.events import Event
 
     from noctis.scp.runtime import ScpRuntime
 
 log = logging.getLogger(__name__)
+
+SUCCESS = status.Answer(status.SUCCESS)
+INTERNAL_ERROR = status.Answer(status.STORE_INTERNAL_ERROR, "internal error (logged)")
 
 _STATUS_FOR_FAILURE = {
     IngestFailure.MALFORMED: status.CANNOT_UNDERSTAND,
@@ -47,31 +52,52 @@ _COMMENT_FOR_FAILURE = {
 
 
 def handle_store(event: Event, runtime: ScpRuntime) -> int | Dataset:
-    """EVT_C_STORE handler: the status to answer with, never an exception (pynetdicom would
-    answer C211 and leave the spooled file behind)."""
-    try:
-        answer = _store(event, runtime)
-        code = answer if isinstance(answer, int) else int(answer.Status)
-        get_metrics().requests.labels(service="store", result=result_class(code)).inc()
-    except Exception:
-        log.exception("C-STORE handler failed")
-        return status.with_comment(status.STORE_INTERNAL_ERROR, "internal error (logged)")
-    return answer
-
-
-def _store(event: Event, runtime: ScpRuntime) -> int | Dataset:
-    metrics = get_metrics()
-    caller = runtime.access.allowed(event.assoc, "store")
-    if caller is None:
-        metrics.store_failures.labels(reason="not-authorized").inc()
-        return status.with_comment(status.NOT_AUTHORIZED, "this AE may not store here")
+    """EVT_C_STORE handler (requests `noctis.scp.direct_store` leaves to pynetdicom): the
+    status to answer with, never an exception (pynetdicom would answer C211)."""
     request = cast(C_STORE, event.request)
-    sop_class = str(request.AffectedSOPClassUID or "")
-    sop_instance = str(request.AffectedSOPInstanceUID or "")
-    started = time.perf_counter()
     staged: Path | None = None
     try:
         path, staged = _part10_file(event, runtime.spool_dir)
+        answer = store_received(
+            runtime,
+            event.assoc,
+            str(request.AffectedSOPClassUID or ""),
+            str(request.AffectedSOPInstanceUID or ""),
+            path,
+        )
+    except Exception:
+        log.exception("C-STORE handler failed")
+        answer = INTERNAL_ERROR
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+    return answer.for_pynetdicom()
+
+
+def store_received(
+    runtime: ScpRuntime, assoc: Association, sop_class: str, sop_instance: str, path: Path
+) -> status.Answer:
+    """Ingest the received Part 10 file at ``path``: the answer for the peer, never an
+    exception. The caller removes ``path`` afterwards."""
+    try:
+        answer = _store(runtime, assoc, sop_class, sop_instance, path)
+    except Exception:
+        log.exception("C-STORE handler failed")
+        return INTERNAL_ERROR
+    get_metrics().requests.labels(service="store", result=result_class(answer.status)).inc()
+    return answer
+
+
+def _store(
+    runtime: ScpRuntime, assoc: Association, sop_class: str, sop_instance: str, path: Path
+) -> status.Answer:
+    metrics = get_metrics()
+    caller = runtime.access.allowed(assoc, "store")
+    if caller is None:
+        metrics.store_failures.labels(reason="not-authorized").inc()
+        return status.Answer(status.NOT_AUTHORIZED, "this AE may not store here")
+    started = time.perf_counter()
+    try:
         result = ingest(
             runtime.archive,
             FacilityRef(caller.facility_id, caller.facility_name),
@@ -88,24 +114,19 @@ def _store(event: Event, runtime: ScpRuntime) -> int | Dataset:
             sop_instance,
             exc.message,
         )
-        runtime.audit.stored(event.assoc, caller, None, AuditOutcome.FAILURE)
+        runtime.audit.stored(assoc, caller, None, AuditOutcome.FAILURE)
         comment = _COMMENT_FOR_FAILURE.get(exc.failure, exc.message)
-        return status.with_comment(_STATUS_FOR_FAILURE[exc.failure], comment)
+        return status.Answer(_STATUS_FOR_FAILURE[exc.failure], comment)
     except Exception:
         metrics.store_failures.labels(reason="internal-error").inc()
         log.exception("C-STORE from %s failed: SOP Instance %s", caller.ae_title, sop_instance)
-        return status.with_comment(status.STORE_INTERNAL_ERROR, "internal error (logged)")
-    finally:
-        if staged is not None:
-            staged.unlink(missing_ok=True)
+        return INTERNAL_ERROR
     metrics.store_seconds.observe(time.perf_counter() - started)
     metrics.instances_stored.labels(outcome=result.outcome.value).inc()
-    runtime.audit.stored(
-        event.assoc, caller, result.header.study_instance_uid, AuditOutcome.SUCCESS
-    )
+    runtime.audit.stored(assoc, caller, result.header.study_instance_uid, AuditOutcome.SUCCESS)
     if result.outcome is not IngestOutcome.DUPLICATE:
         metrics.bytes_stored.inc(result.size)
-    return status.SUCCESS
+    return SUCCESS
 
 
 def _part10_file(event: Event, spool_dir: Path) -> tuple[Path, Path | None]:
