@@ -177,8 +177,8 @@ def _existing_instance(
     archive: Archive, facility: FacilityRef, sop_uid: str
 ) -> StoredContent | None:
     try:
-        with archive.reader() as session:
-            return find_content(session.connection(), facility.id, sop_uid)
+        with archive.reading() as conn:
+            return find_content(conn, facility.id, sop_uid)
     except SQLAlchemyError as exc:
         raise IngestError(
             IngestFailure.INDEX_UNAVAILABLE, f"index unavailable: {type(exc).__name__}"

@@ -69,6 +69,41 @@ def test_study_counters_and_modalities_follow_what_was_stored(
         assert counts == {"CT": 2, "PT": 1}
 
 
+def test_a_new_study_counts_its_first_instance(
+    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+) -> None:
+    path = make_dicom(Modality="MR")
+    ingest(archive, default_facility, path)
+    with archive.sessions() as session:
+        study = session.scalar(select(Study))
+        series = session.scalar(select(Series))
+        assert study is not None and series is not None
+        assert (study.number_of_series, study.number_of_instances) == (1, 1)
+        assert study.size_bytes == path.stat().st_size
+        assert study.modalities_in_study == "MR"
+        assert series.number_of_instances == 1
+
+
+def test_a_series_uid_reused_by_another_study_stays_with_its_first_study(
+    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+) -> None:
+    """A sender bug: the same Series Instance UID in two studies. The instance joins the
+    series already indexed; the second study is indexed with no series of its own."""
+    series = "1.2.3.99"
+    ingest(
+        archive, default_facility, make_dicom(StudyInstanceUID="1.2.3.1", SeriesInstanceUID=series)
+    )
+    ingest(
+        archive, default_facility, make_dicom(StudyInstanceUID="1.2.3.2", SeriesInstanceUID=series)
+    )
+    with archive.sessions() as session:
+        counts = dict(
+            session.execute(select(Study.study_instance_uid, Study.number_of_series)).all()
+        )
+        assert counts == {"1.2.3.1": 1, "1.2.3.2": 0}
+        assert session.scalar(select(Series.number_of_instances)) == 2
+
+
 def test_same_instance_same_bytes_is_a_no_op(
     archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:

@@ -2,8 +2,10 @@
 
 Statements are SQLAlchemy Core, built once per dialect with bind parameters, so each store
 pays only for execution (the ORM's per-statement construction cost ~9 ms an instance).
-The common case, one more instance of a known series, runs five statements: find patient,
-find study and lock it, find series, insert instance, update counters.
+The common case, one more instance of a known series, runs six statements: find patient,
+find study and lock it (PostgreSQL), find series, insert instance, count it in series and
+study. A new study runs seven: find and insert patient, find and insert study, insert series
+and instance, count them in the study.
 """
 
 from __future__ import annotations
@@ -96,31 +98,25 @@ def write_instance(
             "updated_at": now,
         },
     )
-    if not study_is_new:
+    if not study_is_new and statements.lock_study:
         # Lock the study row first: writers of one study serialize here, so counters and
         # ModalitiesInStudy stay exact with several SCP processes. (A study this transaction
-        # inserted is locked already.)
+        # inserted is locked already; on SQLite the write transaction locks the database.)
         conn.execute(statements.study_touch, {"pk": study_pk, "now": now})
-    series_pk, series_is_new = _get_or_insert(
-        conn,
-        statements.series_get,
-        statements.series_insert,
-        {"facility_id": facility_id, "series_instance_uid": header.series_instance_uid},
-        {
-            "study_pk": study_pk,
-            "modality": header.modality,
-            "series_number": header.series_number,
-            "series_description": header.series_description,
-            "body_part_examined": header.body_part_examined,
-            "series_date": header.series_date,
-            "series_time": header.series_time,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
+    series_key = {"facility_id": facility_id, "series_instance_uid": header.series_instance_uid}
+    series_values = {
+        "study_pk": study_pk,
+        "modality": header.modality,
+        "series_number": header.series_number,
+        "series_description": header.series_description,
+        "body_part_examined": header.body_part_examined,
+        "series_date": header.series_date,
+        "series_time": header.series_time,
+        "created_at": now,
+        "updated_at": now,
+    }
     values = {
         "facility_id": facility_id,
-        "series_pk": series_pk,
         "sop_instance_uid": header.sop_instance_uid,
         "sop_class_uid": header.sop_class_uid,
         "instance_number": header.instance_number,
@@ -134,12 +130,31 @@ def write_instance(
         "sha256": sha256,
         "created_at": now,
     }
+    if study_is_new:
+        # A new study's series is new too (unless the sender reused its UID in another study):
+        # insert it with its first instance counted, and count the study once.
+        series_pk = conn.execute(
+            statements.series_insert, {**series_key, **series_values, "number_of_instances": 1}
+        ).scalar()
+        if series_pk is not None:
+            values["series_pk"] = series_pk
+            if conn.execute(statements.instance_insert, values).scalar() is None:
+                return _replace(conn, statements, values, study_pk, replace=replace)
+            conn.execute(
+                statements.study_first_instance,
+                {"pk": study_pk, "size": size, "modalities": header.modality},
+            )
+            return IndexedInstance(replaced_key=None)
+    series_pk, series_is_new = _get_or_insert(
+        conn, statements.series_get, statements.series_insert, series_key, series_values
+    )
+    values["series_pk"] = series_pk
     if conn.execute(statements.instance_insert, values).scalar() is None:
         return _replace(conn, statements, values, study_pk, replace=replace)
     conn.execute(statements.series_count, {"pk": series_pk, "now": now})
     conn.execute(
         statements.study_count,
-        {"pk": study_pk, "size": size, "new_series": int(series_is_new)},
+        {"pk": study_pk, "size": size, "new_series": int(series_is_new), "now": now},
     )
     if series_is_new:
         if study_is_new:  # its only series
@@ -225,6 +240,8 @@ class _Statements:
         if insert is None:
             raise NotImplementedError(f"the index supports PostgreSQL and SQLite, not {dialect}")
         p, st, se, i = _PATIENT, _STUDY, _SERIES, _INSTANCE
+        # SQLite's write transaction (BEGIN IMMEDIATE) already holds the database.
+        self.lock_study = dialect != "sqlite"
         facility = bindparam("facility_id")
         self.patient_get = select(
             p.c.id, p.c.patient_name, p.c.patient_birth_date, p.c.patient_sex
@@ -271,6 +288,17 @@ class _Statements:
                 number_of_instances=st.c.number_of_instances + 1,
                 size_bytes=st.c.size_bytes + bindparam("size"),
                 number_of_series=st.c.number_of_series + bindparam("new_series"),
+                updated_at=bindparam("now"),
+            )
+        )
+        self.study_first_instance = (
+            update(st)
+            .where(st.c.id == bindparam("pk"))
+            .values(
+                number_of_instances=1,
+                number_of_series=1,
+                size_bytes=bindparam("size"),
+                modalities_in_study=bindparam("modalities"),
             )
         )
         self.modalities = (

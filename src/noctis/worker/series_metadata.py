@@ -26,9 +26,11 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from noctis.archive import Archive
@@ -60,8 +62,8 @@ def instance_stored(
     **_: Any,
 ) -> None:
     """Schedule the series' metadata bundle for when the series has gone quiet."""
-    with archive.reader() as session:
-        state = _series_state(session, facility, study_instance_uid, series_instance_uid)
+    with archive.reading() as conn:
+        state = _series_state(conn, facility, study_instance_uid, series_instance_uid)
     if state is None:
         return  # removed since
     if int(state.split("@", 1)[0]) < BUNDLE_MINIMUM:
@@ -92,7 +94,7 @@ def series_metadata(
     later changes). Returns what happened: built, current, superseded or gone.
     """
     with archive.reader() as session:
-        now = _series_state(session, facility, study_instance_uid, series_instance_uid)
+        now = _series_state(session.connection(), facility, study_instance_uid, series_instance_uid)
         if now is None:
             return "gone"
         if state is not None and now != state:
@@ -125,22 +127,30 @@ class _Member:
     transfer_syntax_uid: str
 
 
-def _series_state(session: Session, facility: str, study_uid: str, series_uid: str) -> str | None:
+def _series_state(conn: Connection, facility: str, study_uid: str, series_uid: str) -> str | None:
     """Changes with every instance added to the series; None when there is no such series."""
-    row = session.execute(
-        select(Series.number_of_instances, Series.updated_at)
-        .join(Study, Series.study_pk == Study.id)
-        .join(Facility, Series.facility_id == Facility.id)
-        .where(
-            Facility.name == facility,
-            Series.series_instance_uid == series_uid,
-            Study.study_instance_uid == study_uid,
-        )
+    row = conn.execute(
+        _series_state_query(), {"facility": facility, "study": study_uid, "series": series_uid}
     ).first()
     if row is None:
         return None
     count, updated_at = row
     return f"{count}@{updated_at.isoformat() if updated_at else ''}"
+
+
+@cache
+def _series_state_query() -> Select[tuple[int, datetime]]:
+    # Built once: this runs for every series notice, on the SCP's process when embedded.
+    return (
+        select(Series.number_of_instances, Series.updated_at)
+        .join(Study, Series.study_pk == Study.id)
+        .join(Facility, Series.facility_id == Facility.id)
+        .where(
+            Facility.name == bindparam("facility"),
+            Series.series_instance_uid == bindparam("series"),
+            Study.study_instance_uid == bindparam("study"),
+        )
+    )
 
 
 def _members(session: Session, facility: str, study_uid: str, series_uid: str) -> list[_Member]:
