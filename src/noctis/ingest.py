@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -84,8 +85,13 @@ def ingest(
     *,
     expected_sop_class_uid: str | None = None,
     expected_sop_instance_uid: str | None = None,
+    syncing: Future[None] | None = None,
 ) -> IngestResult:
-    """Store the Part 10 file at ``path`` for ``facility``; raise IngestError on failure."""
+    """Store the Part 10 file at ``path`` for ``facility``; raise IngestError on failure.
+
+    ``syncing``: the caller's fsync of ``path``, running while the header is read (worth it
+    when the store's ``syncs_caller_file``); waited for before the file is stored.
+    """
     try:
         header = parse_instance_header(path)
     except MalformedDicom as exc:
@@ -105,7 +111,9 @@ def ingest(
 
     key = _new_object_key(facility, header)
     try:
-        archive.store.put_file(key, path, size)
+        if syncing is not None:
+            syncing.result()
+        archive.store.put_file(key, path, size, synced=syncing is not None)
     except (StorageUnavailable, OSError) as exc:
         raise IngestError(IngestFailure.STORAGE_UNAVAILABLE, f"object store failed: {exc}") from exc
     except Exception as exc:

@@ -51,6 +51,7 @@ class CountingStore:
 
     def __init__(self, inner: ObjectStore) -> None:
         self.inner = inner
+        self.syncs_caller_file = inner.syncs_caller_file
         self.calls: list[tuple[str, str]] = []
         self._lock = threading.Lock()
 
@@ -74,9 +75,9 @@ class CountingStore:
         self._record("put", key)
         self.inner.put(key, stream, length)
 
-    def put_file(self, key: str, path: Path, length: int) -> None:
+    def put_file(self, key: str, path: Path, length: int, *, synced: bool = False) -> None:
         self._record("put", key)
-        self.inner.put_file(key, path, length)
+        self.inner.put_file(key, path, length, synced=synced)
 
     def get(self, key: str) -> bytes:
         self._record("get", key)

@@ -28,6 +28,7 @@ import os
 import struct
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -145,25 +146,38 @@ class DirectStore:
         if incoming.spool is None or incoming.path is None:
             answer = SPOOL_FAILED
         else:
-            try:
-                incoming.spool.close()
-                answer = store_received(
-                    self._runtime,
-                    self._assoc,
-                    request.sop_class_uid,
-                    request.sop_instance_uid,
-                    incoming.path,
-                )
-            except OSError as exc:
-                log.error("cannot spool C-STORE data set: %s", exc)
-                answer = SPOOL_FAILED
-            finally:
-                incoming.path.unlink(missing_ok=True)
+            answer = self._store(incoming.spool, incoming.path, request)
         if not self._assoc.is_established:
             return  # aborted or released while storing: nobody to answer
         response = store_response(request, answer.status, status.error_comment(answer.comment))
         peer_max_pdu = int(self._assoc.requestor.maximum_length or 0)
         self._send(command_pdus(incoming.context_id, response, peer_max_pdu))
+
+    def _store(self, spool: IO[bytes], path: Path, request: StoreRequest) -> status.Answer:
+        runtime = self._runtime
+        syncing: Future[None] | None = None
+        try:
+            spool.flush()
+            if runtime.archive.store.syncs_caller_file:
+                # The store would fsync this file after the header is read; start it now.
+                syncing = runtime.fsync_pool.submit(os.fsync, spool.fileno())
+            return store_received(
+                runtime,
+                self._assoc,
+                request.sop_class_uid,
+                request.sop_instance_uid,
+                path,
+                syncing,
+            )
+        except OSError as exc:
+            log.error("cannot spool C-STORE data set: %s", exc)
+            return SPOOL_FAILED
+        finally:
+            if syncing is not None:
+                wait([syncing])  # ingest may have answered without it (a refusal)
+            with contextlib.suppress(OSError):
+                spool.close()
+            path.unlink(missing_ok=True)
 
     def _storage_syntax(self, context_id: int) -> str | None:
         """The transfer syntax of ``context_id`` if it is a storage context we serve."""

@@ -25,6 +25,8 @@ from noctis.scp import status
 from noctis.scp.metrics import get_metrics, result_class
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from pynetdicom.association import Association
     from pynetdicom.events import Event
 
@@ -75,12 +77,17 @@ def handle_store(event: Event, runtime: ScpRuntime) -> int | Dataset:
 
 
 def store_received(
-    runtime: ScpRuntime, assoc: Association, sop_class: str, sop_instance: str, path: Path
+    runtime: ScpRuntime,
+    assoc: Association,
+    sop_class: str,
+    sop_instance: str,
+    path: Path,
+    syncing: Future[None] | None = None,
 ) -> status.Answer:
-    """Ingest the received Part 10 file at ``path``: the answer for the peer, never an
-    exception. The caller removes ``path`` afterwards."""
+    """Ingest the received Part 10 file at ``path`` (being fsynced by ``syncing``, if given):
+    the answer for the peer, never an exception. The caller removes ``path`` afterwards."""
     try:
-        answer = _store(runtime, assoc, sop_class, sop_instance, path)
+        answer = _store(runtime, assoc, sop_class, sop_instance, path, syncing)
     except Exception:
         log.exception("C-STORE handler failed")
         return INTERNAL_ERROR
@@ -89,7 +96,12 @@ def store_received(
 
 
 def _store(
-    runtime: ScpRuntime, assoc: Association, sop_class: str, sop_instance: str, path: Path
+    runtime: ScpRuntime,
+    assoc: Association,
+    sop_class: str,
+    sop_instance: str,
+    path: Path,
+    syncing: Future[None] | None,
 ) -> status.Answer:
     metrics = get_metrics()
     caller = runtime.access.allowed(assoc, "store")
@@ -104,6 +116,7 @@ def _store(
             path,
             expected_sop_class_uid=sop_class or None,
             expected_sop_instance_uid=sop_instance or None,
+            syncing=syncing,
         )
     except IngestError as exc:
         metrics.store_failures.labels(reason=exc.failure.value).inc()

@@ -31,14 +31,19 @@ def check_key(key: str) -> str:
 
 @runtime_checkable
 class ObjectStore(Protocol):
+    # True when put_file makes the caller's file itself durable (fsync, then a hard link): a
+    # caller that can fsync the file earlier, overlapped with other work, says synced=True.
+    syncs_caller_file: bool
+
     def put(self, key: str, stream: BinaryIO, length: int) -> None:
         """Store ``length`` bytes read from ``stream`` under ``key``; durable on return."""
 
-    def put_file(self, key: str, path: Path, length: int) -> None:
+    def put_file(self, key: str, path: Path, length: int, *, synced: bool = False) -> None:
         """Store the ``length``-byte file at ``path`` under ``key``; durable on return.
 
         The store may keep the file's data without copying it (a hard link): the caller may
-        remove the file afterwards, but must not change it.
+        remove the file afterwards, but must not change it. ``synced``: the caller has
+        fsynced the file already.
         """
 
     def get(self, key: str) -> bytes:

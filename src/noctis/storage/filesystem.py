@@ -25,6 +25,7 @@ class FilesystemStore:
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        self.syncs_caller_file = fsync
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
@@ -47,7 +48,7 @@ class FilesystemStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def put_file(self, key: str, path: Path, length: int) -> None:
+    def put_file(self, key: str, path: Path, length: int, *, synced: bool = False) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".incoming-{uuid.uuid4().hex}"
@@ -61,7 +62,7 @@ class FilesystemStore:
             size = tmp.stat().st_size
             if size != length:
                 raise ValueError(f"file holds {size} bytes, expected {length}")
-            if self.fsync:
+            if self.fsync and not synced:
                 fd = os.open(tmp, os.O_RDONLY)
                 try:
                     os.fsync(fd)

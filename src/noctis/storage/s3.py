@@ -50,6 +50,7 @@ class S3Store:
         self.bucket = bucket
         self.endpoint = endpoint  # for messages only
         self.region = region
+        self.syncs_caller_file = False  # it copies the file to the server
 
     @classmethod
     def connect(
@@ -108,7 +109,7 @@ class S3Store:
                 self.bucket, key, _ExactReader(stream, length), length, part_size=PART_SIZE
             )
 
-    def put_file(self, key: str, path: Path, length: int) -> None:
+    def put_file(self, key: str, path: Path, length: int, *, synced: bool = False) -> None:
         with path.open("rb") as stream:
             self.put(key, stream, length)
 
