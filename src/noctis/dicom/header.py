@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -11,6 +12,8 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+
+from noctis.dicom.header_scan import scan_header
 
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 
@@ -77,17 +80,51 @@ def _read_header(handle: BinaryIO) -> tuple[Dataset, int | None]:
 
 
 def parse_instance_header(source: Path | BinaryIO) -> InstanceHeader:
-    ds, offset = read_header(source)
+    """The index's fields of a Part 10 file: scanned from its bytes when it allows
+    (`noctis.dicom.header_scan`), parsed by pydicom otherwise."""
+    if isinstance(source, Path | str):
+        with open(source, "rb") as handle:
+            return _parse_instance_header(handle)
+    source.seek(0)
+    return _parse_instance_header(source)
+
+
+def _parse_instance_header(handle: BinaryIO) -> InstanceHeader:
+    scanned = scan_header(handle)
+    if scanned is not None:
+        values = scanned.values
+        return _build_header(
+            scanned.transfer_syntax,
+            lambda keyword: str(values.get(keyword, "")),
+            lambda keyword: _int_or_none(values.get(keyword)),
+            scanned.pixel_data_offset,
+        )
+    handle.seek(0)
+    ds, offset = _read_header(handle)
     return header_from_dataset(ds, offset)
 
 
 def header_from_dataset(ds: Dataset, pixel_data_offset: int | None = None) -> InstanceHeader:
     meta = getattr(ds, "file_meta", None)
     transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
+    return _build_header(
+        transfer_syntax,
+        lambda keyword: _text(ds, keyword),
+        lambda keyword: _integer(ds, keyword),
+        pixel_data_offset,
+    )
+
+
+def _build_header(
+    transfer_syntax: str,
+    text: Callable[[str], str],
+    integer: Callable[[str], int | None],
+    pixel_data_offset: int | None,
+) -> InstanceHeader:
     if not transfer_syntax:
         raise MalformedDicom("file meta information has no Transfer Syntax UID")
     try:
-        missing = [kw for kw in _REQUIRED_UIDS if not _text(ds, kw)]
+        missing = [kw for kw in _REQUIRED_UIDS if not text(kw)]
     except Exception as exc:
         raise MalformedDicom(f"cannot decode data set: {exc}") from exc
     if missing:
@@ -96,31 +133,31 @@ def header_from_dataset(ds: Dataset, pixel_data_offset: int | None = None) -> In
         pixel_data_offset = None  # an offset into the inflated stream means nothing stored
     try:
         return InstanceHeader(
-            sop_class_uid=_text(ds, "SOPClassUID"),
-            sop_instance_uid=_text(ds, "SOPInstanceUID"),
+            sop_class_uid=text("SOPClassUID"),
+            sop_instance_uid=text("SOPInstanceUID"),
             transfer_syntax_uid=transfer_syntax,
-            study_instance_uid=_text(ds, "StudyInstanceUID"),
-            series_instance_uid=_text(ds, "SeriesInstanceUID"),
-            patient_id=_text(ds, "PatientID"),
-            patient_name=_text(ds, "PatientName"),
-            patient_birth_date=_date(ds, "PatientBirthDate"),
-            patient_sex=_text(ds, "PatientSex"),
-            study_date=_date(ds, "StudyDate"),
-            study_time=_time(ds, "StudyTime"),
-            accession_number=_text(ds, "AccessionNumber"),
-            study_id=_text(ds, "StudyID"),
-            study_description=_text(ds, "StudyDescription"),
-            referring_physician_name=_text(ds, "ReferringPhysicianName"),
-            modality=_text(ds, "Modality"),
-            series_number=_integer(ds, "SeriesNumber"),
-            series_description=_text(ds, "SeriesDescription"),
-            body_part_examined=_text(ds, "BodyPartExamined"),
-            series_date=_date(ds, "SeriesDate"),
-            series_time=_time(ds, "SeriesTime"),
-            instance_number=_integer(ds, "InstanceNumber"),
-            rows=_integer(ds, "Rows"),
-            columns=_integer(ds, "Columns"),
-            number_of_frames=_integer(ds, "NumberOfFrames"),
+            study_instance_uid=text("StudyInstanceUID"),
+            series_instance_uid=text("SeriesInstanceUID"),
+            patient_id=text("PatientID"),
+            patient_name=text("PatientName"),
+            patient_birth_date=_date(text("PatientBirthDate")),
+            patient_sex=text("PatientSex"),
+            study_date=_date(text("StudyDate")),
+            study_time=_time(text("StudyTime")),
+            accession_number=text("AccessionNumber"),
+            study_id=text("StudyID"),
+            study_description=text("StudyDescription"),
+            referring_physician_name=text("ReferringPhysicianName"),
+            modality=text("Modality"),
+            series_number=integer("SeriesNumber"),
+            series_description=text("SeriesDescription"),
+            body_part_examined=text("BodyPartExamined"),
+            series_date=_date(text("SeriesDate")),
+            series_time=_time(text("SeriesTime")),
+            instance_number=integer("InstanceNumber"),
+            rows=integer("Rows"),
+            columns=integer("Columns"),
+            number_of_frames=integer("NumberOfFrames"),
             pixel_data_offset=pixel_data_offset,
         )
     except MalformedDicom:
@@ -170,25 +207,32 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip().replace("\x00", "")
 
 
-def _date(ds: Dataset, keyword: str) -> str:
+def _date(text: str) -> str:
     # ACR-NEMA style "YYYY.MM.DD" is still found in old instances; the index holds YYYYMMDD
     # (and range matching compares those strings). Anything else is not a date to match on.
-    value = _text(ds, keyword).replace(".", "").replace("-", "")
+    value = text.replace(".", "").replace("-", "")
     return value if len(value) == 8 and value.isdigit() else ""
 
 
-def _time(ds: Dataset, keyword: str) -> str:
+def _time(text: str) -> str:
     # Likewise "HH:MM:SS" -> "HHMMSS"; the index column holds 16 characters (TM's maximum).
-    return _text(ds, keyword).replace(":", "")[:16]
+    return text.replace(":", "")[:16]
+
+
+def _int_or_none(value: str | int | None) -> int | None:
+    """An IS value as stored (digits), or a US value; None when absent or not an integer."""
+    if value is None or isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def _integer(ds: Dataset, keyword: str) -> int | None:
     raw = _raw_text(ds, keyword)  # IS: the digits as stored
     if raw is not None:
-        try:
-            return int(raw)
-        except ValueError:
-            return None
+        return _int_or_none(raw)
     value = ds.get(keyword)
     if value in (None, ""):
         return None
