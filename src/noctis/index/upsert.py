@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from noctis.dicom.header import InstanceHeader
+from noctis.index.driver import DriverStatement
 from noctis.index.models import Instance, Patient, Series, Study
 
 _PATIENT = Patient.__table__
@@ -51,15 +52,36 @@ class StoredContent:
 
 
 def find_content(conn: Connection, facility_id: int, sop_uid: str) -> StoredContent | None:
-    row = (
-        conn.execute(
-            _statements(conn.dialect.name).instance_get,
-            {"facility_id": facility_id, "sop_instance_uid": sop_uid},
-        )
-        .mappings()
-        .first()
+    row = _statements(conn.dialect.name).instance_get.first(
+        conn, {"facility_id": facility_id, "sop_instance_uid": sop_uid}
     )
-    return StoredContent(row["object_key"], row["sha256"]) if row else None
+    if row is None:
+        return None
+    existing = _Existing(*row)
+    return StoredContent(existing.object_key, existing.sha256)
+
+
+class _Existing(NamedTuple):
+    """An indexed instance's row, as `_Statements.instance_get` selects it."""
+
+    id: int
+    sha256: str
+    object_key: str
+    size_bytes: int
+    series_pk: int
+
+
+def _found(value: Any) -> int:
+    """The primary key a conflicting insert guarantees is there."""
+    if value is None:
+        raise LookupError("row vanished between a conflicting insert and its look-up")
+    return int(value)
+
+
+def _found_row(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    if row is None:
+        raise LookupError("row vanished between a conflicting insert and its look-up")
+    return row
 
 
 @dataclass(frozen=True)
@@ -102,7 +124,7 @@ def write_instance(
         # Lock the study row first: writers of one study serialize here, so counters and
         # ModalitiesInStudy stay exact with several SCP processes. (A study this transaction
         # inserted is locked already; on SQLite the write transaction locks the database.)
-        conn.execute(statements.study_touch, {"pk": study_pk, "now": now})
+        statements.study_touch.run(conn, {"pk": study_pk, "now": now})
     series_key = {"facility_id": facility_id, "series_instance_uid": header.series_instance_uid}
     series_values = {
         "study_pk": study_pk,
@@ -133,15 +155,15 @@ def write_instance(
     if study_is_new:
         # A new study's series is new too (unless the sender reused its UID in another study):
         # insert it with its first instance counted, and count the study once.
-        series_pk = conn.execute(
-            statements.series_insert, {**series_key, **series_values, "number_of_instances": 1}
-        ).scalar()
+        series_pk = statements.series_insert.scalar(
+            conn, {**series_key, **series_values, "number_of_instances": 1}
+        )
         if series_pk is not None:
             values["series_pk"] = series_pk
-            if conn.execute(statements.instance_insert, values).scalar() is None:
+            if statements.instance_insert.scalar(conn, values) is None:
                 return _replace(conn, statements, values, study_pk, replace=replace)
-            conn.execute(
-                statements.study_first_instance,
+            statements.study_first_instance.run(
+                conn,
                 {"pk": study_pk, "size": size, "modalities": header.modality},
             )
             return IndexedInstance(replaced_key=None)
@@ -149,11 +171,11 @@ def write_instance(
         conn, statements.series_get, statements.series_insert, series_key, series_values
     )
     values["series_pk"] = series_pk
-    if conn.execute(statements.instance_insert, values).scalar() is None:
+    if statements.instance_insert.scalar(conn, values) is None:
         return _replace(conn, statements, values, study_pk, replace=replace)
-    conn.execute(statements.series_count, {"pk": series_pk, "now": now})
-    conn.execute(
-        statements.study_count,
+    statements.series_count.run(conn, {"pk": series_pk, "now": now})
+    statements.study_count.run(
+        conn,
         {"pk": study_pk, "size": size, "new_series": int(series_is_new), "now": now},
     )
     if series_is_new:
@@ -162,7 +184,7 @@ def write_instance(
         else:
             modalities = conn.execute(statements.modalities, {"study_pk": study_pk}).scalars()
             joined = "\\".join(sorted(m for m in modalities if m))
-        conn.execute(statements.study_modalities, {"pk": study_pk, "modalities": joined})
+        statements.study_modalities.run(conn, {"pk": study_pk, "modalities": joined})
     return IndexedInstance(replaced_key=None)
 
 
@@ -171,36 +193,40 @@ def _patient(
 ) -> int:
     wanted = (header.patient_name, header.patient_birth_date, header.patient_sex)
     key = {"facility_id": facility_id, "patient_id": header.patient_id}
-    row = conn.execute(statements.patient_get, key).first()
+    row = statements.patient_get.first(conn, key)
     if row is None:
         values = dict(
             zip(("patient_name", "patient_birth_date", "patient_sex"), wanted, strict=True)
         )
-        pk = conn.execute(statements.patient_insert, {**key, **values}).scalar()
+        pk = statements.patient_insert.scalar(conn, {**key, **values})
         if pk is not None:
             return int(pk)
         # A concurrent writer inserted the patient since our look-up.
-        return int(conn.execute(statements.patient_get_id, key).scalar_one())
+        return _found(statements.patient_get_id.scalar(conn, key))
     if tuple(row[1:]) != wanted:  # the latest demographics win, as the modality sent them
-        conn.execute(
-            statements.patient_update,
+        statements.patient_update.run(
+            conn,
             {"pk": row[0], "name": wanted[0], "birth": wanted[1], "sex": wanted[2]},
         )
     return int(row[0])
 
 
 def _get_or_insert(
-    conn: Connection, get: Any, insert: Any, key: dict[str, Any], values: dict[str, Any]
+    conn: Connection,
+    get: DriverStatement,
+    insert: DriverStatement,
+    key: dict[str, Any],
+    values: dict[str, Any],
 ) -> tuple[int, bool]:
     """(primary key, inserted?): look up first (the usual case), insert when missing."""
-    pk = conn.execute(get, key).scalar()
+    pk = get.scalar(conn, key)
     if pk is not None:
         return int(pk), False
-    pk = conn.execute(insert, {**key, **values}).scalar()
+    pk = insert.scalar(conn, {**key, **values})
     if pk is not None:
         return int(pk), True
     # A concurrent writer inserted it between our look-up and insert.
-    return int(conn.execute(get, key).scalar_one()), False
+    return _found(get.scalar(conn, key)), False
 
 
 def _replace(
@@ -211,10 +237,11 @@ def _replace(
     *,
     replace: bool,
 ) -> IndexedInstance:
-    existing = conn.execute(
-        statements.instance_get,
+    row = statements.instance_get.first(
+        conn,
         {"facility_id": values["facility_id"], "sop_instance_uid": values["sop_instance_uid"]},
-    ).one()
+    )
+    existing = _Existing(*_found_row(row))
     if existing.sha256 == values["sha256"]:
         raise SameContent(existing.object_key)
     if not replace:
@@ -243,14 +270,14 @@ class _Statements:
         # SQLite's write transaction (BEGIN IMMEDIATE) already holds the database.
         self.lock_study = dialect != "sqlite"
         facility = bindparam("facility_id")
-        self.patient_get = select(
+        patient_get = select(
             p.c.id, p.c.patient_name, p.c.patient_birth_date, p.c.patient_sex
         ).where(p.c.facility_id == facility, p.c.patient_id == bindparam("patient_id"))
-        self.patient_get_id = select(p.c.id).where(
+        patient_get_id = select(p.c.id).where(
             p.c.facility_id == facility, p.c.patient_id == bindparam("patient_id")
         )
-        self.patient_insert = _insert_returning(insert, p, ["facility_id", "patient_id"])
-        self.patient_update = (
+        patient_insert = _insert_returning(insert, p, ["facility_id", "patient_id"])
+        patient_update = (
             update(p)
             .where(p.c.id == bindparam("pk"))
             .values(
@@ -259,29 +286,29 @@ class _Statements:
                 patient_sex=bindparam("sex"),
             )
         )
-        self.study_get = select(st.c.id).where(
+        study_get = select(st.c.id).where(
             st.c.facility_id == facility,
             st.c.study_instance_uid == bindparam("study_instance_uid"),
         )
-        self.study_insert = _insert_returning(insert, st, ["facility_id", "study_instance_uid"])
-        self.study_touch = (
+        study_insert = _insert_returning(insert, st, ["facility_id", "study_instance_uid"])
+        study_touch = (
             update(st).where(st.c.id == bindparam("pk")).values(updated_at=bindparam("now"))
         )
-        self.series_get = select(se.c.id).where(
+        series_get = select(se.c.id).where(
             se.c.facility_id == facility,
             se.c.series_instance_uid == bindparam("series_instance_uid"),
         )
-        self.series_insert = _insert_returning(insert, se, ["facility_id", "series_instance_uid"])
-        self.instance_insert = _insert_returning(insert, i, ["facility_id", "sop_instance_uid"])
-        self.instance_get = select(
+        series_insert = _insert_returning(insert, se, ["facility_id", "series_instance_uid"])
+        instance_insert = _insert_returning(insert, i, ["facility_id", "sop_instance_uid"])
+        instance_get = select(
             i.c.id, i.c.sha256, i.c.object_key, i.c.size_bytes, i.c.series_pk
         ).where(i.c.facility_id == facility, i.c.sop_instance_uid == bindparam("sop_instance_uid"))
-        self.series_count = (
+        series_count = (
             update(se)
             .where(se.c.id == bindparam("pk"))
             .values(number_of_instances=se.c.number_of_instances + 1, updated_at=bindparam("now"))
         )
-        self.study_count = (
+        study_count = (
             update(st)
             .where(st.c.id == bindparam("pk"))
             .values(
@@ -291,7 +318,7 @@ class _Statements:
                 updated_at=bindparam("now"),
             )
         )
-        self.study_first_instance = (
+        study_first_instance = (
             update(st)
             .where(st.c.id == bindparam("pk"))
             .values(
@@ -301,14 +328,29 @@ class _Statements:
                 modalities_in_study=bindparam("modalities"),
             )
         )
-        self.modalities = (
-            select(se.c.modality).where(se.c.study_pk == bindparam("study_pk")).distinct()
-        )
-        self.study_modalities = (
+        modalities = select(se.c.modality).where(se.c.study_pk == bindparam("study_pk")).distinct()
+        study_modalities = (
             update(st)
             .where(st.c.id == bindparam("pk"))
             .values(modalities_in_study=bindparam("modalities"))
         )
+        # The hot statements run on the DBAPI cursor; this one, rarely run, through Core.
+        self.patient_get = DriverStatement(patient_get)
+        self.patient_get_id = DriverStatement(patient_get_id)
+        self.patient_insert = DriverStatement(patient_insert)
+        self.patient_update = DriverStatement(patient_update)
+        self.study_get = DriverStatement(study_get)
+        self.study_insert = DriverStatement(study_insert)
+        self.study_touch = DriverStatement(study_touch)
+        self.series_get = DriverStatement(series_get)
+        self.series_insert = DriverStatement(series_insert)
+        self.instance_insert = DriverStatement(instance_insert)
+        self.instance_get = DriverStatement(instance_get)
+        self.series_count = DriverStatement(series_count)
+        self.study_count = DriverStatement(study_count)
+        self.study_first_instance = DriverStatement(study_first_instance)
+        self.modalities = modalities
+        self.study_modalities = DriverStatement(study_modalities)
 
 
 def _insert_returning(insert: Any, table: Any, unique: list[str]) -> Any:
