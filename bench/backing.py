@@ -1,7 +1,8 @@
 """Backing services the targets need: PostgreSQL (Orthanc's and Noctis's index) and S3.
 
-Both come from the test support package (tests/support/postgres.py, tests/support/s3.py), the
-same code that starts them for the test suite, so there is one way to run them on a machine.
+PostgreSQL and SeaweedFS come from the test support package (tests/support/postgres.py,
+tests/support/s3.py), the same code that starts them for the test suite, so there is one way to
+run them on a machine; MinIO, faster, is the benchmark's own (bench/minio.py).
 The tests turn PostgreSQL's durability off; a benchmark that compares archives must not, so
 by default the server here keeps PostgreSQL's own defaults (fsync, synchronous_commit and
 full_page_writes on). `--pg-fsync off` gives the test settings instead.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.minio import MinioServer, minio_binary
 from bench.procs import BenchError, test_support
 
 _TEST_ONLY_SETTINGS = ("--fsync=", "--synchronous_commit=", "--full_page_writes=")
@@ -48,14 +50,33 @@ def postgres_superuser() -> str:
     return str(SUPERUSER)
 
 
-def start_s3(bucket: str) -> Any:
-    """SeaweedFS `weed mini` on free loopback ports (a `support.s3.SeaweedFS`), with `bucket`."""
-    test_support()
-    try:
-        from support.s3 import SeaweedFS
-    except ImportError as exc:
-        raise BenchError(f"tests/support/s3.py cannot be imported: {exc}") from exc
-    server = SeaweedFS.start()
+S3_SERVERS = ("minio", "seaweedfs")
+
+
+def s3_server_name(wanted: str) -> str:
+    """``auto``: MinIO if `scripts/build-testbed.sh minio` built it, SeaweedFS otherwise."""
+    if wanted == "auto":
+        return "minio" if minio_binary() is not None else "seaweedfs"
+    if wanted == "minio" and minio_binary() is None:
+        raise BenchError("MinIO is not built: run scripts/build-testbed.sh minio")
+    return wanted
+
+
+def start_s3(bucket: str, server_name: str) -> Any:
+    """The S3 server ``server_name`` (see `s3_server_name`) on free loopback ports, with
+    ``bucket``: a `bench.minio.MinioServer` or a `support.s3.SeaweedFS`."""
+    if server_name == "minio":
+        binary = minio_binary()
+        if binary is None:
+            raise BenchError("MinIO is not built: run scripts/build-testbed.sh minio")
+        server: Any = MinioServer.start(binary)
+    else:
+        test_support()
+        try:
+            from support.s3 import SeaweedFS
+        except ImportError as exc:
+            raise BenchError(f"tests/support/s3.py cannot be imported: {exc}") from exc
+        server = SeaweedFS.start()
     try:
         client = server.client()
         if not client.bucket_exists(bucket):

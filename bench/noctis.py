@@ -48,12 +48,15 @@ class NoctisTarget(Target):
     ae_title = "NOCTIS"
     queryable = True
 
-    def __init__(self, root: Path, *, production: bool, pg_durable: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, production: bool, pg_durable: bool = True, s3: str = "seaweedfs"
+    ) -> None:
         super().__init__(root)
         self.production = production
         self.pg_durable = pg_durable
+        self.s3 = s3
         self.name = "noctis-production" if production else "noctis-embedded"
-        self.label = "Noctis PostgreSQL+S3" if production else "Noctis embedded"
+        self.label = f"Noctis PostgreSQL+S3 ({s3})" if production else "Noctis embedded"
         self.scp_processes = 1
         self.receiver = ""  # "serve" or "scp": the command of the receiving process
         self.scp: Service | None = None
@@ -108,7 +111,8 @@ class NoctisTarget(Target):
         self._pg = backing.start_postgres(durable=self.pg_durable)
         self.on_stop(self._pg.stop)
         self.details["postgresql"] = backing.postgres_settings(self._pg)
-        self._s3 = backing.start_s3(BUCKET)
+        self._s3 = backing.start_s3(BUCKET, self.s3)
+        self.details["s3"] = self.s3
         self.on_stop(self._s3.stop)
         self.env.update(
             NOCTIS_DATABASE_URL=self._pg.url,

@@ -27,7 +27,7 @@ if not __package__:  # `python bench/run.py`: make `bench` importable, not its m
 
 from rich.console import Console
 
-from bench import data, query, store, web
+from bench import backing, data, query, store, web
 from bench.data import Dataset, FileSet
 from bench.noctis import NoctisTarget
 from bench.procs import BenchError, load_average
@@ -81,6 +81,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("on", "off"),
         default="on",
         help="PostgreSQL durability: on = PostgreSQL defaults; off = the test suite's settings",
+    )
+    parser.add_argument(
+        "--s3",
+        choices=("auto", *backing.S3_SERVERS),
+        default="auto",
+        help="Noctis's S3 server: auto = MinIO if scripts/build-testbed.sh minio built it, "
+        "else SeaweedFS weed mini (the test suite's)",
     )
     parser.add_argument(
         "--gzip",
@@ -166,7 +173,11 @@ def run_target(
 ) -> None:
     want_store = args.suite in ("store", "all")
     target = make_target(
-        name, root, pg_durable=args.pg_fsync == "on", web=args.suite in ("web", "all")
+        name,
+        root,
+        pg_durable=args.pg_fsync == "on",
+        web=args.suite in ("web", "all"),
+        s3=backing.s3_server_name(args.s3),
     )
     want_web = args.suite in ("web", "all") and target.queryable
     if not (want_store or want_web):
@@ -256,6 +267,7 @@ def _meta(args: argparse.Namespace, sizes: dict[str, int]) -> dict[str, Any]:
         "mode": "quick" if args.quick else "full",
         "sizes": sizes,
         "pg_fsync": args.pg_fsync,
+        "s3": backing.s3_server_name(args.s3),
         "http_accept_encoding": "gzip, deflate" if args.gzip else "identity",
         "host": {
             "name": platform.node(),

@@ -191,8 +191,11 @@ TARGET_NAMES = (
 )
 
 
-def make_target(name: str, root: Path, *, pg_durable: bool, web: bool = True) -> Target:
-    """The target called `name`; `web`: it will also serve the DICOMweb benchmark."""
+def make_target(
+    name: str, root: Path, *, pg_durable: bool, web: bool = True, s3: str = "seaweedfs"
+) -> Target:
+    """The target called `name`; `web`: it will also serve the DICOMweb benchmark; `s3`: the
+    S3 server of Noctis in production (`bench.backing.S3_SERVERS`)."""
     root.mkdir(parents=True, exist_ok=True)
     if name == "storescp":
         return StoreScp(root)
@@ -203,5 +206,5 @@ def make_target(name: str, root: Path, *, pg_durable: bool, web: bool = True) ->
     if name == "noctis-embedded":
         return NoctisTarget(root, production=False)
     if name == "noctis-production":
-        return NoctisTarget(root, production=True, pg_durable=pg_durable)
+        return NoctisTarget(root, production=True, pg_durable=pg_durable, s3=s3)
     raise BenchError(f"unknown target {name!r}; choose from {', '.join(TARGET_NAMES)}")

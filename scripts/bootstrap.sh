@@ -3,7 +3,7 @@
 # benchmarks use real servers and peers) and a virtualenv at .venv with the package.
 #   scripts/bootstrap.sh            runtime only (what `scripts/serve` needs)
 #   scripts/bootstrap.sh --test     plus test peers: PostgreSQL, Redis, dcmtk, Chromium
-#   scripts/bootstrap.sh --bench    plus Orthanc for the side-by-side benchmarks
+#   scripts/bootstrap.sh --bench    plus Orthanc and MinIO (built once, cached) for the benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,4 +52,9 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[$extras]"
   touch "$stamp"
+fi
+
+if [ "$want_bench" = 1 ]; then
+  # The benchmark's S3 server (bench/minio.py); cached outside the repo, built once.
+  scripts/build-testbed.sh minio >/dev/null
 fi

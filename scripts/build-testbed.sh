@@ -3,6 +3,7 @@
 #   kube-apiserver, kube-controller-manager, kubectl  (one k8s.io/kubernetes release)
 #   etcd                                              (go.etcd.io/etcd/server/v3)
 #   helm                                              (helm.sh/helm/v3)
+# `build-testbed.sh minio` builds only MinIO (github.com/minio/minio), the benchmark's S3 server.
 # Layout: ${NOCTIS_TESTBED_CACHE:-$HOME/.cache/noctis-testbed}/<name>-<version>/bin/<binary>
 # A binary that is already there is not rebuilt. Versions: scripts/testbed-versions.env.
 set -euo pipefail
@@ -158,8 +159,27 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@${version}"
 }
 
+build_minio() {
+  local version="${MINIO_VERSION}"
+  local bindir="${CACHE}/minio-${version}/bin"
+  if [[ -x "${bindir}/minio" ]]; then
+    log "minio ${version}: cached in ${bindir}"
+    return
+  fi
+  mkdir -p "${bindir}"
+  run_timed "minio ${version}" env GOFLAGS="${ORIG_GOFLAGS}" GOBIN="${bindir}" \
+    "${NICE[@]}" "${GO}" install -trimpath -ldflags "-s -w" "github.com/minio/minio@${version}"
+}
+
 main() {
   local total_start=${SECONDS}
+  if [[ "${1:-}" == "minio" ]]; then
+    mkdir -p "${CACHE}"
+    build_minio
+    log "done in $((SECONDS - total_start)) s"
+    echo "${CACHE}/minio-${MINIO_VERSION}/bin"
+    return
+  fi
   log "cache: ${CACHE}"
   log "using $("${GO}" version) (etcd ${ETCD_VERSION} and helm ${HELM_VERSION} need go >= 1.26)"
   mkdir -p "${CACHE}"
