@@ -16,16 +16,19 @@ from noctis.settings import Settings
 from support.dicomdata import small_ct
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "postgres-s3"])
 def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Archive]:
-    """An Archive with a migrated index (SQLite or PostgreSQL) and a filesystem store."""
-    if request.param == "postgres":
+    """An Archive with a migrated index (SQLite or PostgreSQL) and a filesystem store, or
+    PostgreSQL and S3 (where ingest runs the PUT beside the index write)."""
+    if request.param.startswith("postgres"):
         url = request.getfixturevalue("pg_url")
     else:
         url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
     upgrade(url)
     settings = Settings(data_dir=tmp_path, database_url=url)
     archive = Archive.open(settings, queue=NullQueue())
+    if request.param == "postgres-s3":
+        archive.store = request.getfixturevalue("s3_store")
     yield archive
     archive.close()
 

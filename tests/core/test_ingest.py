@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,13 +14,14 @@ from noctis.archive import Archive
 from noctis.index.models import Instance, Patient, Series, Study
 from noctis.ingest import FacilityRef, IngestError, IngestFailure, IngestOutcome, ingest
 from noctis.settings import DuplicatePolicy
+from noctis.storage import StorageUnavailable
+from support.archive import stored_object_keys
 
 DicomFactory = Callable[..., Path]
 
 
-def _objects(archive: Archive) -> list[Path]:
-    root = archive.settings.resolved_storage_path()
-    return [p for p in root.rglob("*.dcm")] if root.exists() else []
+def _objects(archive: Archive) -> list[str]:
+    return sorted(key for key in stored_object_keys(archive.store) if key.endswith(".dcm"))
 
 
 def _count(archive: Archive, model: type) -> int:
@@ -221,3 +223,46 @@ def test_the_stored_object_keeps_its_transfer_syntax(
     stored = archive.store.get(result.object_key)
     assert stored == source.read_bytes()
     assert result.header.transfer_syntax_uid == str(dcmread(source).file_meta.TransferSyntaxUID)
+
+
+def test_the_index_commits_only_once_the_object_is_stored(
+    archive: Archive,
+    default_facility: FacilityRef,
+    make_dicom: DicomFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whether the PUT runs before the index write or beside it (PostgreSQL + S3), no reader
+    ever sees an instance whose object is not stored yet."""
+    indexed_while_storing: list[int] = []
+    put_file = archive.store.put_file
+
+    def slow_put_file(key: str, path: Path, length: int, **options: bool) -> None:
+        time.sleep(0.2)  # time for the index statements, when they run beside the PUT
+        indexed_while_storing.append(_count(archive, Instance))
+        put_file(key, path, length, **options)
+        indexed_while_storing.append(_count(archive, Instance))
+
+    monkeypatch.setattr(archive.store, "put_file", slow_put_file)
+    result = ingest(archive, default_facility, make_dicom())
+    assert indexed_while_storing == [0, 0]
+    assert _count(archive, Instance) == 1
+    assert _objects(archive) == [result.object_key]
+
+
+def test_a_failed_put_leaves_nothing_indexed(
+    archive: Archive,
+    default_facility: FacilityRef,
+    make_dicom: DicomFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def failing_put_file(key: str, path: Path, length: int, **options: bool) -> None:
+        time.sleep(0.1)
+        raise StorageUnavailable("connection refused")
+
+    monkeypatch.setattr(archive.store, "put_file", failing_put_file)
+    with pytest.raises(IngestError) as failure:
+        ingest(archive, default_facility, make_dicom())
+    assert failure.value.failure is IngestFailure.STORAGE_UNAVAILABLE
+    assert "connection refused" in failure.value.message
+    assert [_count(archive, model) for model in (Patient, Study, Series, Instance)] == [0] * 4
+    assert _objects(archive) == []
