@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
@@ -32,15 +31,11 @@ class Archive:
     write_lock: AbstractContextManager[object] = field(init=False)
     # Stored series, told to the tasks once per series per beat (noctis.notices).
     notices: SeriesNotices = field(init=False)
-    # Blocking I/O the write path overlaps with its own work (an fsync, an S3 PUT); its
-    # threads start on first use.
-    io_pool: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
         self.reader = db.make_reader(self.engine)
         self.notices = SeriesNotices(lambda: self.queue)
         self.write_lock = db.write_lock(self.engine)
-        self.io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="noctis-io")
 
     @classmethod
     def open(cls, settings: Settings, *, queue: TaskQueue | None = None) -> Archive:
@@ -91,7 +86,6 @@ class Archive:
 
     def close(self) -> None:
         self.notices.close()
-        self.io_pool.shutdown(wait=True)
         self.engine.dispose()
         if isinstance(self.write_lock, db.SqliteWriteLock):
             self.write_lock.close()

@@ -6,21 +6,17 @@ Order of events, and why:
 2. Compare with what the index already holds for this SOP Instance UID: the same bytes again
    are a no-op success; different bytes follow the duplicate policy.
 3. Put the object, as received (transfer syntax preserved), under a key no other attempt uses.
-4. Upsert patient, study, series and instance in one transaction. On PostgreSQL with S3 its
-   statements run while the PUT is in flight; the transaction commits only after the PUT
-   succeeded, and is rolled back if it failed.
+4. Upsert patient, study, series and instance in one transaction.
 5. Success only after both are durable. If the index write fails, the object is removed, so
    no object is left that the index does not know, and nothing half-indexed remains.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -114,26 +110,27 @@ def ingest(
             )
 
     key = _new_object_key(facility, header)
-    putting: Future[None] | None = None
-    object_stored: Callable[[], None] | None = None
-    if _overlap_put_and_index(archive):
-        putting = archive.io_pool.submit(_put, archive, key, path, size, syncing)
-        object_stored = functools.partial(_wait_for_put, putting)
-    else:
-        _put(archive, key, path, size, syncing)
+    try:
+        if syncing is not None:
+            syncing.result()
+        archive.store.put_file(key, path, size, synced=syncing is not None)
+    except (StorageUnavailable, OSError) as exc:
+        raise IngestError(IngestFailure.STORAGE_UNAVAILABLE, f"object store failed: {exc}") from exc
+    except Exception as exc:
+        raise IngestError(
+            IngestFailure.STORAGE_UNAVAILABLE, f"object store failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
     try:
-        outcome, replaced_key = _index(archive, facility, header, key, size, digest, object_stored)
-    except _NotStored as failure:
-        raise failure.error from failure.error.__cause__  # nothing stored: nothing to remove
+        outcome, replaced_key = _index(archive, facility, header, key, size, digest)
     except SameContent as race:
-        _remove_object(archive, key, putting)
+        _remove_object(archive, key)
         return IngestResult(IngestOutcome.DUPLICATE, header, race.object_key, size, digest)
     except IngestError:
-        _remove_object(archive, key, putting)
+        _remove_object(archive, key)
         raise
     except Exception as exc:
-        _remove_object(archive, key, putting)
+        _remove_object(archive, key)
         reason = type(exc).__name__ if isinstance(exc, SQLAlchemyError) else str(exc)
         raise IngestError(IngestFailure.INDEX_UNAVAILABLE, f"index write failed: {reason}") from exc
 
@@ -196,47 +193,7 @@ def _existing_instance(
         ) from exc
 
 
-def _overlap_put_and_index(archive: Archive) -> bool:
-    """Whether the object store's PUT runs beside the index statements: on PostgreSQL (whose
-    row locks are taken after the PUT, see write_instance) with a store that copies the file
-    (S3, where the PUT takes milliseconds). SQLite locks the whole index for a write: never
-    while waiting for a PUT."""
-    return archive.engine.dialect.name == "postgresql" and not archive.store.syncs_caller_file
-
-
-def _put(archive: Archive, key: str, path: Path, size: int, syncing: Future[None] | None) -> None:
-    try:
-        if syncing is not None:
-            syncing.result()
-        archive.store.put_file(key, path, size, synced=syncing is not None)
-    except (StorageUnavailable, OSError) as exc:
-        raise IngestError(IngestFailure.STORAGE_UNAVAILABLE, f"object store failed: {exc}") from exc
-    except Exception as exc:
-        raise IngestError(
-            IngestFailure.STORAGE_UNAVAILABLE, f"object store failed: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-class _NotStored(Exception):
-    """The PUT running beside the index write failed: roll the index write back."""
-
-    def __init__(self, error: IngestError) -> None:
-        self.error = error
-
-
-def _wait_for_put(putting: Future[None]) -> None:
-    try:
-        putting.result()
-    except IngestError as exc:
-        raise _NotStored(exc) from exc
-
-
-def _remove_object(archive: Archive, key: str, putting: Future[None] | None = None) -> None:
-    """Remove an object the index does not reference (once its PUT, if running, is over)."""
-    if putting is not None:
-        wait([putting])
-        if putting.exception() is not None:
-            return  # never stored
+def _remove_object(archive: Archive, key: str) -> None:
     try:
         archive.store.delete(key)
     except Exception:
@@ -252,7 +209,6 @@ def _index(
     key: str,
     size: int,
     digest: str,
-    object_stored: Callable[[], None] | None = None,
 ) -> tuple[IngestOutcome, str | None]:
     replace = archive.settings.duplicate_policy is DuplicatePolicy.REPLACE
     try:
@@ -266,7 +222,6 @@ def _index(
                 sha256=digest,
                 now=datetime.now(UTC),
                 replace=replace,
-                object_stored=object_stored,
             )
     except DifferentContent as exc:
         raise IngestError(

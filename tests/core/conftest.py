@@ -19,7 +19,7 @@ from support.dicomdata import small_ct
 @pytest.fixture(params=["sqlite", "postgres", "postgres-s3"])
 def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Archive]:
     """An Archive with a migrated index (SQLite or PostgreSQL) and a filesystem store, or
-    PostgreSQL and S3 (where ingest runs the PUT beside the index write)."""
+    PostgreSQL and S3 (the production pair)."""
     if request.param.startswith("postgres"):
         url = request.getfixturevalue("pg_url")
     else:

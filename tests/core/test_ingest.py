@@ -231,13 +231,12 @@ def test_the_index_commits_only_once_the_object_is_stored(
     make_dicom: DicomFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Whether the PUT runs before the index write or beside it (PostgreSQL + S3), no reader
-    ever sees an instance whose object is not stored yet."""
+    """No reader ever sees an instance whose object is not stored yet."""
     indexed_while_storing: list[int] = []
     put_file = archive.store.put_file
 
     def slow_put_file(key: str, path: Path, length: int, **options: bool) -> None:
-        time.sleep(0.2)  # time for the index statements, when they run beside the PUT
+        time.sleep(0.2)  # time for an index write that would not wait for the PUT
         indexed_while_storing.append(_count(archive, Instance))
         put_file(key, path, length, **options)
         indexed_while_storing.append(_count(archive, Instance))

@@ -3,14 +3,13 @@
 Statements are SQLAlchemy Core, built once per dialect with bind parameters, so each store
 pays only for execution (the ORM's per-statement construction cost ~9 ms an instance).
 The common case, one more instance of a known series, runs six statements: find patient,
-find study, find series, insert instance, then (PostgreSQL: lock the study) count it in
-series and study. A new study runs seven: find and insert patient, find and insert study,
-insert series and instance, count them in the study.
+find study and lock it (PostgreSQL), find series, insert instance, count it in series and
+study. A new study runs seven: find and insert patient, find and insert study, insert series
+and instance, count them in the study.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -72,10 +71,6 @@ class _Existing(NamedTuple):
     series_pk: int
 
 
-def _stored_already() -> None:
-    """The object was stored before the index write began."""
-
-
 def _found(value: Any) -> int:
     """The primary key a conflicting insert guarantees is there."""
     if value is None:
@@ -104,15 +99,8 @@ def write_instance(
     sha256: str,
     now: datetime,
     replace: bool,
-    object_stored: Callable[[], None] | None = None,
 ) -> IndexedInstance:
-    """Index one stored object; the caller owns the transaction.
-
-    ``object_stored``, when the object's PUT runs beside this write, waits for it (raising if
-    it failed): it is called after the rows are inserted and before the study row is locked
-    and counted, so the statements overlap the PUT and the lock is held only to commit.
-    """
-    ready = object_stored or _stored_already
+    """Index one stored object; the caller owns the transaction."""
     statements = _statements(conn.dialect.name)
     patient_pk = _patient(conn, statements, facility_id, header)
     study_pk, study_is_new = _get_or_insert(
@@ -132,6 +120,11 @@ def write_instance(
             "updated_at": now,
         },
     )
+    if not study_is_new and statements.lock_study:
+        # Lock the study row first: writers of one study serialize here, so counters and
+        # ModalitiesInStudy stay exact with several SCP processes. (A study this transaction
+        # inserted is locked already; on SQLite the write transaction locks the database.)
+        statements.study_touch.run(conn, {"pk": study_pk, "now": now})
     series_key = {"facility_id": facility_id, "series_instance_uid": header.series_instance_uid}
     series_values = {
         "study_pk": study_pk,
@@ -168,8 +161,7 @@ def write_instance(
         if series_pk is not None:
             values["series_pk"] = series_pk
             if statements.instance_insert.scalar(conn, values) is None:
-                return _replace(conn, statements, values, study_pk, replace=replace, ready=ready)
-            ready()
+                return _replace(conn, statements, values, study_pk, replace=replace)
             statements.study_first_instance.run(
                 conn,
                 {"pk": study_pk, "size": size, "modalities": header.modality},
@@ -180,14 +172,7 @@ def write_instance(
     )
     values["series_pk"] = series_pk
     if statements.instance_insert.scalar(conn, values) is None:
-        return _replace(conn, statements, values, study_pk, replace=replace, ready=ready)
-    ready()
-    if not study_is_new and statements.lock_study:
-        # Lock the study row: writers of one study serialize here, so ModalitiesInStudy stays
-        # exact with several SCP processes (the counters are increments). A study this
-        # transaction inserted is locked already; on SQLite the write transaction locks the
-        # database.
-        statements.study_touch.run(conn, {"pk": study_pk, "now": now})
+        return _replace(conn, statements, values, study_pk, replace=replace)
     statements.series_count.run(conn, {"pk": series_pk, "now": now})
     statements.study_count.run(
         conn,
@@ -251,7 +236,6 @@ def _replace(
     study_pk: int,
     *,
     replace: bool,
-    ready: Callable[[], None],
 ) -> IndexedInstance:
     row = statements.instance_get.first(
         conn,
@@ -264,7 +248,6 @@ def _replace(
         raise DifferentContent(values["sop_instance_uid"])
     if existing.series_pk != values["series_pk"]:
         raise MovedInstance(values["sop_instance_uid"])
-    ready()  # the index is about to reference the new object
     conn.execute(
         update(_INSTANCE).where(_INSTANCE.c.id == existing.id).values(**values),
     )

@@ -160,7 +160,7 @@ class DirectStore:
             spool.flush()
             if runtime.archive.store.syncs_caller_file:
                 # The store would fsync this file after the header is read; start it now.
-                syncing = runtime.archive.io_pool.submit(os.fsync, spool.fileno())
+                syncing = runtime.fsync_pool.submit(os.fsync, spool.fileno())
             return store_received(
                 runtime,
                 self._assoc,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,9 @@ class ScpRuntime:
     ae_title: str
     spool_dir: Path  # where received instances are spooled and retrieved objects staged
     audit: DimseAudit
+    # fsyncs of received instances, overlapped with reading their headers (threads start on
+    # first use and wait while idle)
+    fsync_pool: ThreadPoolExecutor
 
     @classmethod
     def create(cls, archive: Archive) -> ScpRuntime:
@@ -35,4 +39,5 @@ class ScpRuntime:
             ae_title=settings.ae_title.strip(),
             spool_dir=spool,
             audit=audit,
+            fsync_pool=ThreadPoolExecutor(max_workers=4, thread_name_prefix="noctis-fsync"),
         )
