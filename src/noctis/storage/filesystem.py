@@ -3,7 +3,8 @@
 Objects are written to a temporary file in the same directory, fsynced, then renamed into
 place, so a reader never sees a half-written object and a crash leaves no partial one.
 ``put_file`` links the caller's file instead of copying it when both are on one filesystem (a
-received instance spooled next to the objects, as in embedded mode): the bytes are written once.
+received instance spooled next to the objects, as in embedded mode): the bytes are written once,
+and the link is made only once they are durable.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -50,28 +50,27 @@ class FilesystemStore:
 
     def put_file(self, key: str, path: Path, length: int, *, synced: bool = False) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".incoming-{uuid.uuid4().hex}"
+        size = os.stat(path).st_size
+        if size != length:
+            raise ValueError(f"file holds {size} bytes, expected {length}")
+        if self.fsync and not synced:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        # The file is complete and durable: its link appears whole, no temporary name needed.
         try:
-            os.link(path, tmp)
-        except OSError:  # another filesystem, or links not supported: copy
-            with path.open("rb") as stream:
-                self.put(key, stream, length)
-            return
-        try:
-            size = tmp.stat().st_size
-            if size != length:
-                raise ValueError(f"file holds {size} bytes, expected {length}")
-            if self.fsync and not synced:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
+            try:
+                os.link(path, target)
+            except FileNotFoundError:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(path, target)
+        except FileExistsError:
             raise
+        except OSError:  # another filesystem, or links not supported: copy
+            with open(path, "rb") as stream:
+                self.put(key, stream, length)
 
     def get(self, key: str) -> bytes:
         try:
