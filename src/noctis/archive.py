@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from noctis.dicom.metadata import BUNDLE_MINIMUM
 from noctis.index import db
 from noctis.notices import SeriesNotices
 from noctis.queue import CeleryQueue, InProcessQueue, TaskQueue
@@ -34,7 +35,7 @@ class Archive:
 
     def __post_init__(self) -> None:
         self.reader = db.make_reader(self.engine)
-        self.notices = SeriesNotices(lambda: self.queue)
+        self.notices = SeriesNotices(lambda: self.queue, smallest_series=BUNDLE_MINIMUM)
         self.write_lock = db.write_lock(self.engine)
 
     @classmethod

@@ -122,7 +122,9 @@ def ingest(
         ) from exc
 
     try:
-        outcome, replaced_key = _index(archive, facility, header, key, size, digest)
+        outcome, replaced_key, series_instances = _index(
+            archive, facility, header, key, size, digest
+        )
     except SameContent as race:
         _remove_object(archive, key)
         return IngestResult(IngestOutcome.DUPLICATE, header, race.object_key, size, digest)
@@ -141,6 +143,7 @@ def ingest(
         header.study_instance_uid,
         header.series_instance_uid,
         header.sop_instance_uid,
+        series_instances,
     )
     return IngestResult(outcome, header, key, size, digest)
 
@@ -209,7 +212,8 @@ def _index(
     key: str,
     size: int,
     digest: str,
-) -> tuple[IngestOutcome, str | None]:
+) -> tuple[IngestOutcome, str | None, int | None]:
+    """The outcome, the object no longer referenced (a replacement) and the series' count."""
     replace = archive.settings.duplicate_policy is DuplicatePolicy.REPLACE
     try:
         with archive.write_lock, archive.engine.begin() as conn:
@@ -233,5 +237,5 @@ def _index(
             IngestFailure.CONFLICT, "a replacement may not move an instance to another series"
         ) from exc
     if indexed.replaced_key is not None:
-        return IngestOutcome.REPLACED, indexed.replaced_key
-    return IngestOutcome.STORED, None
+        return IngestOutcome.REPLACED, indexed.replaced_key, indexed.series_instances
+    return IngestOutcome.STORED, None, indexed.series_instances

@@ -75,3 +75,24 @@ def test_the_queue_is_looked_up_at_each_send() -> None:
     notices.flush()
     assert first.sent == [] and len(second.sent) == 1
     notices.close()
+
+
+def test_series_too_small_for_any_task_are_not_told() -> None:
+    queue = RecordingQueue()
+    notices = SeriesNotices(lambda: queue, interval=60, smallest_series=4)
+    notices.stored("north", "1.2.3", "1.2.3.1", "1.2.3.1.1", series_instances=1)  # one-off
+    for number in range(1, 5):  # the index counts 1..4: told, at the fourth
+        notices.stored("north", "1.2.3", "1.2.3.2", f"1.2.3.2.{number}", series_instances=number)
+    notices.stored("north", "1.2.3", "1.2.3.3", "1.2.3.3.1", series_instances=None)  # unknown
+    notices.flush()
+    assert sorted(_series(queue.sent)) == [("1.2.3.2", "1.2.3.2.4"), ("1.2.3.3", "1.2.3.3.1")]
+
+
+def test_a_series_counted_earlier_in_the_beat_keeps_its_largest_count() -> None:
+    """Two SCP threads may mark one series out of order; the larger count wins."""
+    queue = RecordingQueue()
+    notices = SeriesNotices(lambda: queue, interval=60, smallest_series=4)
+    notices.stored("north", "1.2.3", "1.2.3.1", "1.2.3.1.5", series_instances=5)
+    notices.stored("north", "1.2.3", "1.2.3.1", "1.2.3.1.4", series_instances=4)
+    notices.flush()
+    assert _series(queue.sent) == [("1.2.3.1", "1.2.3.1.4")]

@@ -17,7 +17,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from worker_support import Outcomes, bundle_keys, celery_archive, empty_broker, wait_for
 
-from noctis.dicom.metadata import bundle_key
+from noctis.dicom.metadata import BUNDLE_MINIMUM, bundle_key
 from noctis.ingest import IngestOutcome, ingest
 from noctis.queue import INSTANCE_STORED
 from noctis.settings import Settings
@@ -133,9 +133,11 @@ def test_a_worker_follows_new_facilities_and_beats_its_heartbeat(
             assert liveness.check(settings)[0]
 
             late = register_facility(sender, "late")  # after the worker started
-            path = generate_ct_series(tmp_path / "late", slices=1, size=16)[0]
-            assert ingest(sender, late, path).outcome is IngestOutcome.STORED
-            wait_for(lambda: len(stored) == 1, "INSTANCE_STORED on the new facility's queue")
+            # A series large enough for a task to act on (smaller ones are not told).
+            series = generate_ct_series(tmp_path / "late", slices=BUNDLE_MINIMUM, size=16)
+            for path in series:
+                assert ingest(sender, late, path).outcome is IngestOutcome.STORED
+            wait_for(lambda: len(stored) >= 1, "INSTANCE_STORED on the new facility's queue")
         time.sleep(0.3)
         alive, why = liveness.check(settings, max_age=0.25)  # stopped: the heartbeat ages
         assert not alive and "stuck" in why
@@ -150,16 +152,20 @@ def test_a_broker_outage_never_fails_a_store(
     settings = embedded_settings(tmp_path / "data", broker_url=empty_broker(redis_server))
     archive = celery_archive(settings)
     facility = register_facility(archive, "north")
-    path = generate_ct_series(tmp_path / "series", slices=1, size=16)[0]
+    # A series large enough to be told to the tasks (smaller ones are not).
+    series = generate_ct_series(tmp_path / "series", slices=BUNDLE_MINIMUM, size=16)
     try:
         with redis_server.offline(), caplog.at_level(logging.ERROR, logger="noctis.queue"):
             started = time.monotonic()
-            result = ingest(archive, facility, path)
+            results = [ingest(archive, facility, path) for path in series]
             elapsed = time.monotonic() - started
             archive.notices.flush()  # the series' notice, sent at the next beat otherwise
-        assert result.outcome is IngestOutcome.STORED
-        assert archive.store.get(result.object_key) == path.read_bytes()
-        assert indexed_objects(archive) == {result.header.sop_instance_uid: result.object_key}
+        assert [r.outcome for r in results] == [IngestOutcome.STORED] * len(series)
+        for path, result in zip(series, results, strict=True):
+            assert archive.store.get(result.object_key) == path.read_bytes()
+        assert indexed_objects(archive) == {
+            r.header.sop_instance_uid: r.object_key for r in results
+        }
         assert "could not queue task noctis.instance_stored" in caplog.text
         assert elapsed < 10, f"a store waited {elapsed:.1f} s for the broker"
     finally:

@@ -87,6 +87,7 @@ def _found_row(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
 @dataclass(frozen=True)
 class IndexedInstance:
     replaced_key: str | None  # the object the index no longer references, if any
+    series_instances: int | None = None  # the series' instance count after this write
 
 
 def write_instance(
@@ -166,14 +167,14 @@ def write_instance(
                 conn,
                 {"pk": study_pk, "size": size, "modalities": header.modality},
             )
-            return IndexedInstance(replaced_key=None)
+            return IndexedInstance(replaced_key=None, series_instances=1)
     series_pk, series_is_new = _get_or_insert(
         conn, statements.series_get, statements.series_insert, series_key, series_values
     )
     values["series_pk"] = series_pk
     if statements.instance_insert.scalar(conn, values) is None:
         return _replace(conn, statements, values, study_pk, replace=replace)
-    statements.series_count.run(conn, {"pk": series_pk, "now": now})
+    series_instances = statements.series_count.scalar(conn, {"pk": series_pk, "now": now})
     statements.study_count.run(
         conn,
         {"pk": study_pk, "size": size, "new_series": int(series_is_new), "now": now},
@@ -185,7 +186,7 @@ def write_instance(
             modalities = conn.execute(statements.modalities, {"study_pk": study_pk}).scalars()
             joined = "\\".join(sorted(m for m in modalities if m))
         statements.study_modalities.run(conn, {"pk": study_pk, "modalities": joined})
-    return IndexedInstance(replaced_key=None)
+    return IndexedInstance(replaced_key=None, series_instances=int(series_instances))
 
 
 def _patient(
@@ -307,6 +308,7 @@ class _Statements:
             update(se)
             .where(se.c.id == bindparam("pk"))
             .values(number_of_instances=se.c.number_of_instances + 1, updated_at=bindparam("now"))
+            .returning(se.c.number_of_instances)
         )
         study_count = (
             update(st)
