@@ -64,6 +64,17 @@ class IngestError(Exception):
 
 
 @dataclass(frozen=True)
+class Received:
+    """A file its caller wrote (a received C-STORE): its size and SHA-256, computed as it was
+    written, and the caller's fsync of it, running while the header is read (worth it when
+    the store ``syncs_caller_file``), which ingest waits for before storing the file."""
+
+    size: int
+    sha256: str
+    syncing: Future[None] | None = None
+
+
+@dataclass(frozen=True)
 class FacilityRef:
     id: int
     name: str
@@ -85,19 +96,22 @@ def ingest(
     *,
     expected_sop_class_uid: str | None = None,
     expected_sop_instance_uid: str | None = None,
-    syncing: Future[None] | None = None,
+    received: Received | None = None,
 ) -> IngestResult:
     """Store the Part 10 file at ``path`` for ``facility``; raise IngestError on failure.
 
-    ``syncing``: the caller's fsync of ``path``, running while the header is read (worth it
-    when the store's ``syncs_caller_file``); waited for before the file is stored.
+    ``received``: what the caller that wrote ``path`` knows of it already.
     """
     try:
         header = parse_instance_header(path)
     except MalformedDicom as exc:
         raise IngestError(IngestFailure.MALFORMED, str(exc)) from exc
     _check_expected(header, expected_sop_class_uid, expected_sop_instance_uid)
-    size, digest = _size_and_sha256(path)
+    if received is not None:
+        size, digest = received.size, received.sha256
+    else:
+        size, digest = _size_and_sha256(path)
+    syncing = received.syncing if received is not None else None
 
     existing = _existing_instance(archive, facility, header.sop_instance_uid)
     if existing is not None:

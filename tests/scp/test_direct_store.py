@@ -5,6 +5,7 @@ pynetdicom, and lose nothing when a transfer breaks off.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
 from collections.abc import Iterator
@@ -19,8 +20,10 @@ from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from scp_support import AE_TITLE, MODALITY, RunningScp, assert_stored_as_sent
+from sqlalchemy import select
 
 from noctis.archive import Archive
+from noctis.index.models import Instance
 from noctis.scp import command_set, status
 from noctis.scp.server import Scp
 from support.archive import index_counts, register_facility
@@ -139,6 +142,12 @@ def test_fragmented_messages_store_the_bytes_sent(
         assoc.release()
     assert codes == [status.SUCCESS] * 3
     assert_stored_as_sent(scp.archive, files, tmp_path)
+    # The digest the index keeps (hashed while receiving) is the stored object's.
+    with scp.archive.sessions() as session:
+        rows = session.execute(select(Instance.object_key, Instance.sha256)).all()
+    assert len(rows) == 3
+    for key, digest in rows:
+        assert hashlib.sha256(scp.archive.store.get(key)).hexdigest() == digest
 
 
 def _request_pdus(path: Path, context_id: int, max_pdu: int = 4096) -> list[bytes]:

@@ -23,13 +23,14 @@ pynetdicom's would; a partial spool file is removed when the association ends.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import struct
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
 from noctis.dicom.part10 import part10_head
+from noctis.ingest import Received
 from noctis.scp import status
 from noctis.scp.command_set import (
     StoreRequest,
@@ -68,6 +70,15 @@ class _Incoming:
     request: StoreRequest
     path: Path | None
     spool: IO[bytes] | None  # None once spooling failed: the rest is read and dropped
+    digest: Any = field(default_factory=hashlib.sha256)  # of every byte written
+    size: int = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self.spool is None:
+            raise OSError("the spool file is closed")
+        self.spool.write(data)
+        self.digest.update(data)
+        self.size += len(data)
 
 
 class DirectStore:
@@ -132,7 +143,7 @@ class DirectStore:
             )
         if incoming.spool is not None:
             try:
-                incoming.spool.write(data)
+                incoming.write(data)
             except OSError as exc:
                 log.error("cannot spool C-STORE data set: %s", exc)
                 _discard(incoming)
@@ -146,14 +157,16 @@ class DirectStore:
         if incoming.spool is None or incoming.path is None:
             answer = SPOOL_FAILED
         else:
-            answer = self._store(incoming.spool, incoming.path, request)
+            answer = self._store(incoming, incoming.spool, incoming.path, request)
         if not self._assoc.is_established:
             return  # aborted or released while storing: nobody to answer
         response = store_response(request, answer.status, status.error_comment(answer.comment))
         peer_max_pdu = int(self._assoc.requestor.maximum_length or 0)
         self._send(command_pdus(incoming.context_id, response, peer_max_pdu))
 
-    def _store(self, spool: IO[bytes], path: Path, request: StoreRequest) -> status.Answer:
+    def _store(
+        self, incoming: _Incoming, spool: IO[bytes], path: Path, request: StoreRequest
+    ) -> status.Answer:
         runtime = self._runtime
         syncing: Future[None] | None = None
         try:
@@ -167,7 +180,7 @@ class DirectStore:
                 request.sop_class_uid,
                 request.sop_instance_uid,
                 path,
-                syncing,
+                Received(incoming.size, incoming.digest.hexdigest(), syncing),
             )
         except OSError as exc:
             log.error("cannot spool C-STORE data set: %s", exc)
@@ -204,7 +217,7 @@ def _open_spool(directory: Path, context_id: int, request: StoreRequest, syntax:
     spool = os.fdopen(fd, "wb")  # buffered: a data set fragment is written through whole
     incoming = _Incoming(context_id, request, Path(name), spool)
     try:
-        spool.write(part10_head(request.sop_class_uid, request.sop_instance_uid, syntax))
+        incoming.write(part10_head(request.sop_class_uid, request.sop_instance_uid, syntax))
     except OSError as exc:
         log.error("cannot spool C-STORE data set: %s", exc)
         _discard(incoming)

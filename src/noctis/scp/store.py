@@ -20,13 +20,18 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from noctis.audit import AuditOutcome
 from noctis.dicom.part10 import PREAMBLE, part10_head
-from noctis.ingest import FacilityRef, IngestError, IngestFailure, IngestOutcome, ingest
+from noctis.ingest import (
+    FacilityRef,
+    IngestError,
+    IngestFailure,
+    IngestOutcome,
+    Received,
+    ingest,
+)
 from noctis.scp import status
 from noctis.scp.metrics import get_metrics, result_class
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     from pynetdicom.association import Association
     from pynetdicom.events import Event
 
@@ -82,12 +87,12 @@ def store_received(
     sop_class: str,
     sop_instance: str,
     path: Path,
-    syncing: Future[None] | None = None,
+    received: Received | None = None,
 ) -> status.Answer:
-    """Ingest the received Part 10 file at ``path`` (being fsynced by ``syncing``, if given):
-    the answer for the peer, never an exception. The caller removes ``path`` afterwards."""
+    """Ingest the received Part 10 file at ``path`` (``received``: what the caller knows of
+    it): the answer for the peer, never an exception. The caller removes ``path`` afterwards."""
     try:
-        answer = _store(runtime, assoc, sop_class, sop_instance, path, syncing)
+        answer = _store(runtime, assoc, sop_class, sop_instance, path, received)
     except Exception:
         log.exception("C-STORE handler failed")
         return INTERNAL_ERROR
@@ -101,7 +106,7 @@ def _store(
     sop_class: str,
     sop_instance: str,
     path: Path,
-    syncing: Future[None] | None,
+    received: Received | None,
 ) -> status.Answer:
     metrics = get_metrics()
     caller = runtime.access.allowed(assoc, "store")
@@ -116,7 +121,7 @@ def _store(
             path,
             expected_sop_class_uid=sop_class or None,
             expected_sop_instance_uid=sop_instance or None,
-            syncing=syncing,
+            received=received,
         )
     except IngestError as exc:
         metrics.store_failures.labels(reason=exc.failure.value).inc()
