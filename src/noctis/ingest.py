@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -66,12 +67,15 @@ class IngestError(Exception):
 @dataclass(frozen=True)
 class Received:
     """A file its caller wrote (a received C-STORE): its size and SHA-256, computed as it was
-    written, and the caller's fsync of it, running while the header is read (worth it when
-    the store ``syncs_caller_file``), which ingest waits for before storing the file."""
+    written; the caller's fsync of it, running while the header is read (worth it when the
+    store ``syncs_caller_file``), which ingest waits for before storing the file; and the
+    caller's open handle on it (opening a file by name waits on its directory, which other
+    associations are busy creating and removing files in)."""
 
     size: int
     sha256: str
     syncing: Future[None] | None = None
+    opened: BinaryIO | None = None  # the file, open for reading: no second open by name
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,8 @@ def ingest(
     ``received``: what the caller that wrote ``path`` knows of it already.
     """
     try:
-        header = parse_instance_header(path)
+        opened = received.opened if received is not None else None
+        header = parse_instance_header(opened if opened is not None else path)
     except MalformedDicom as exc:
         raise IngestError(IngestFailure.MALFORMED, str(exc)) from exc
     _check_expected(header, expected_sop_class_uid, expected_sop_instance_uid)

@@ -180,7 +180,7 @@ class DirectStore:
                 request.sop_class_uid,
                 request.sop_instance_uid,
                 path,
-                Received(incoming.size, incoming.digest.hexdigest(), syncing),
+                Received(incoming.size, incoming.digest.hexdigest(), syncing, spool),
             )
         except OSError as exc:
             log.error("cannot spool C-STORE data set: %s", exc)
@@ -214,7 +214,9 @@ def _open_spool(directory: Path, context_id: int, request: StoreRequest, syntax:
     except OSError as exc:
         log.error("cannot create a C-STORE spool file in %s: %s", directory, exc)
         return _Incoming(context_id, request, None, None)
-    spool = os.fdopen(fd, "wb")  # buffered: a data set fragment is written through whole
+    # Buffered (a data set fragment is written through whole), and readable: ingest reads the
+    # header through this handle.
+    spool = os.fdopen(fd, "w+b")
     incoming = _Incoming(context_id, request, Path(name), spool)
     try:
         incoming.write(part10_head(request.sop_class_uid, request.sop_instance_uid, syntax))
