@@ -142,6 +142,8 @@ def test_fragmented_messages_store_the_bytes_sent(
         assoc.release()
     assert codes == [status.SUCCESS] * 3
     assert_stored_as_sent(scp.archive, files, tmp_path)
+    _wait_until_closed(scp)
+    assert _spool_files(scp) == []  # nor the spool file made ready for a next request
     # The digest the index keeps (hashed while receiving) is the stored object's.
     with scp.archive.sessions() as session:
         rows = session.execute(select(Instance.object_key, Instance.sha256)).all()

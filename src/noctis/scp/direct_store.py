@@ -90,6 +90,10 @@ class DirectStore:
         self._send = send
         self._incoming: _Incoming | None = None
         self._syntaxes: dict[int, str | None] = {}  # context ID -> transfer syntax, if ours
+        # The next data set's spool file, made after a response went out, while the peer
+        # readies its next request: creating a file waits on the spool directory and on the
+        # journal commits of other stores' fsyncs (0.1-0.2 ms measured).
+        self._prepared: tuple[int, Path] | None = None
 
     def take(self, items: memoryview) -> int | None:
         """Consume the PDV items of one P-DATA-TF PDU (its body, after the 6-byte header).
@@ -114,10 +118,14 @@ class DirectStore:
         return None
 
     def close(self) -> None:
-        """The association ended: drop a data set still being received."""
+        """The association ended: drop a data set still being received, and the spool file
+        made for the next one."""
         incoming, self._incoming = self._incoming, None
         if incoming is not None:
             _discard(incoming)
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            _remove_spool_file(*prepared)
 
     # --- one message --------------------------------------------------------------------
 
@@ -130,8 +138,28 @@ class DirectStore:
         request = read_store_request(command)
         if request is None:
             return False
-        self._incoming = _open_spool(self._runtime.spool_dir, context_id, request, syntax)
+        self._incoming = self._open_spool(context_id, request, syntax)
         return True
+
+    def _open_spool(self, context_id: int, request: StoreRequest, syntax: str) -> _Incoming:
+        """A spool file holding the Part 10 head; without one if the spool cannot be written."""
+        prepared, self._prepared = self._prepared, None
+        try:
+            fd, path = prepared if prepared is not None else _new_spool_file(self._runtime)
+        except OSError as exc:
+            log.error("cannot create a C-STORE spool file in %s: %s", self._runtime.spool_dir, exc)
+            return _Incoming(context_id, request, None, None)
+        # Buffered (a data set fragment is written through whole), and readable: ingest reads
+        # the header through this handle.
+        spool = os.fdopen(fd, "w+b")
+        incoming = _Incoming(context_id, request, path, spool)
+        try:
+            incoming.write(part10_head(request.sop_class_uid, request.sop_instance_uid, syntax))
+        except OSError as exc:
+            log.error("cannot spool C-STORE data set: %s", exc)
+            _discard(incoming)
+            incoming.spool = None
+        return incoming
 
     def _receive(self, context_id: int, control: int, data: memoryview) -> None:
         incoming = self._incoming
@@ -154,15 +182,26 @@ class DirectStore:
 
     def _answer(self, incoming: _Incoming) -> None:
         request = incoming.request
-        if incoming.spool is None or incoming.path is None:
-            answer = SPOOL_FAILED
-        else:
-            answer = self._store(incoming, incoming.spool, incoming.path, request)
-        if not self._assoc.is_established:
-            return  # aborted or released while storing: nobody to answer
-        response = store_response(request, answer.status, status.error_comment(answer.comment))
-        peer_max_pdu = int(self._assoc.requestor.maximum_length or 0)
-        self._send(command_pdus(incoming.context_id, response, peer_max_pdu))
+        try:
+            if incoming.spool is None or incoming.path is None:
+                answer = SPOOL_FAILED
+            else:
+                answer = self._store(incoming, incoming.spool, incoming.path, request)
+            if not self._assoc.is_established:
+                return  # aborted or released while storing: nobody to answer
+            comment = status.error_comment(answer.comment)
+            response = store_response(request, answer.status, comment)
+            peer_max_pdu = int(self._assoc.requestor.maximum_length or 0)
+            self._send(command_pdus(incoming.context_id, response, peer_max_pdu))
+        finally:
+            # After the answer, while the peer readies its next request: what would otherwise
+            # delay the answer.
+            if incoming.path is not None:
+                incoming.path.unlink(missing_ok=True)
+        try:
+            self._prepared = _new_spool_file(self._runtime)
+        except OSError:
+            self._prepared = None  # the next request tries again, and answers A700 if it fails
 
     def _store(
         self, incoming: _Incoming, spool: IO[bytes], path: Path, request: StoreRequest
@@ -173,7 +212,7 @@ class DirectStore:
             spool.flush()
             if runtime.archive.store.syncs_caller_file:
                 # The store would fsync this file after the header is read; start it now.
-                syncing = runtime.fsync_pool.submit(os.fsync, spool.fileno())
+                syncing = runtime.io_pool.submit(os.fsync, spool.fileno())
             return store_received(
                 runtime,
                 self._assoc,
@@ -190,7 +229,6 @@ class DirectStore:
                 wait([syncing])  # ingest may have answered without it (a refusal)
             with contextlib.suppress(OSError):
                 spool.close()
-            path.unlink(missing_ok=True)
 
     def _storage_syntax(self, context_id: int) -> str | None:
         """The transfer syntax of ``context_id`` if it is a storage context we serve."""
@@ -207,24 +245,15 @@ class DirectStore:
         return self._syntaxes[context_id]
 
 
-def _open_spool(directory: Path, context_id: int, request: StoreRequest, syntax: str) -> _Incoming:
-    """A spool file holding the Part 10 head; without one if the spool cannot be written."""
-    try:
-        fd, name = tempfile.mkstemp(dir=directory, prefix="incoming-")
-    except OSError as exc:
-        log.error("cannot create a C-STORE spool file in %s: %s", directory, exc)
-        return _Incoming(context_id, request, None, None)
-    # Buffered (a data set fragment is written through whole), and readable: ingest reads the
-    # header through this handle.
-    spool = os.fdopen(fd, "w+b")
-    incoming = _Incoming(context_id, request, Path(name), spool)
-    try:
-        incoming.write(part10_head(request.sop_class_uid, request.sop_instance_uid, syntax))
-    except OSError as exc:
-        log.error("cannot spool C-STORE data set: %s", exc)
-        _discard(incoming)
-        incoming.spool = None
-    return incoming
+def _new_spool_file(runtime: ScpRuntime) -> tuple[int, Path]:
+    fd, name = tempfile.mkstemp(dir=runtime.spool_dir, prefix="incoming-")
+    return fd, Path(name)
+
+
+def _remove_spool_file(fd: int, path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    path.unlink(missing_ok=True)
 
 
 def _discard(incoming: _Incoming) -> None:

@@ -20,7 +20,7 @@ class ScpRuntime:
     audit: DimseAudit
     # fsyncs of received instances, overlapped with reading their headers (threads start on
     # first use and wait while idle)
-    fsync_pool: ThreadPoolExecutor
+    io_pool: ThreadPoolExecutor
 
     @classmethod
     def create(cls, archive: Archive) -> ScpRuntime:
@@ -39,5 +39,5 @@ class ScpRuntime:
             ae_title=settings.ae_title.strip(),
             spool_dir=spool,
             audit=audit,
-            fsync_pool=ThreadPoolExecutor(max_workers=4, thread_name_prefix="noctis-fsync"),
+            io_pool=ThreadPoolExecutor(max_workers=4, thread_name_prefix="noctis-io"),
         )
