@@ -20,7 +20,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import urllib3
 from minio import Minio
 
 from bench.procs import LOOPBACK, BenchError, free_ports, test_support
@@ -70,16 +69,10 @@ class MinioServer:
         return server
 
     def client(self) -> Minio:
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=2.0, read=30.0), retries=urllib3.Retry(total=0)
-        )
-        return Minio(
-            self.endpoint,
-            access_key=self.access_key,
-            secret_key=self.secret_key,
-            secure=False,
-            http_client=http,
-        )
+        test_support()
+        from support.s3 import setup_client
+
+        return setup_client(self.endpoint, self.access_key, self.secret_key)
 
     def _up(self) -> None:
         test_support()

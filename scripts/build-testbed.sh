@@ -105,10 +105,7 @@ build_kubernetes() {
 build_etcd() {
   local version="${ETCD_VERSION}"
   local bindir="${CACHE}/etcd-${version}/bin"
-  if [[ -x "${bindir}/etcd" ]]; then
-    log "etcd ${version}: cached in ${bindir}"
-    return
-  fi
+  cached "etcd" "${version}" && return
   local dir="${workdir}/etcd"
   mkdir -p "${dir}" "${bindir}"
   cat >"${dir}/go.mod" <<GOMOD
@@ -137,10 +134,7 @@ GOMAIN
 build_helm() {
   local version="${HELM_VERSION}"
   local bindir="${CACHE}/helm-${version}/bin"
-  if [[ -x "${bindir}/helm" ]]; then
-    log "helm ${version}: cached in ${bindir}"
-    return
-  fi
+  cached "helm" "${version}" && return
   mkdir -p "${bindir}"
   # Like helm's Makefile: the default Kubernetes version of `helm template` follows client-go.
   local gomod client_go k8s_minor
@@ -153,22 +147,29 @@ build_helm() {
   for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
     ldflags+=" -X ${pkg}.k8sVersionMajor=1 -X ${pkg}.k8sVersionMinor=${k8s_minor}"
   done
-  # go install pkg@version builds outside any module, where -mod=mod is rejected.
-  run_timed "helm ${version}" env GOFLAGS="${ORIG_GOFLAGS}" GOBIN="${bindir}" \
-    "${NICE[@]}" "${GO}" install -trimpath -ldflags "${ldflags}" \
-    "helm.sh/helm/v3/cmd/helm@${version}"
+  go_install "helm ${version}" "${bindir}" "${ldflags}" "helm.sh/helm/v3/cmd/helm@${version}"
 }
 
 build_minio() {
   local version="${MINIO_VERSION}"
   local bindir="${CACHE}/minio-${version}/bin"
-  if [[ -x "${bindir}/minio" ]]; then
-    log "minio ${version}: cached in ${bindir}"
-    return
-  fi
+  cached "minio" "${version}" && return
   mkdir -p "${bindir}"
-  run_timed "minio ${version}" env GOFLAGS="${ORIG_GOFLAGS}" GOBIN="${bindir}" \
-    "${NICE[@]}" "${GO}" install -trimpath -ldflags "-s -w" "github.com/minio/minio@${version}"
+  go_install "minio ${version}" "${bindir}" "-s -w" "github.com/minio/minio@${version}"
+}
+
+# cached NAME VERSION: true, and says so, when NAME of VERSION is built already.
+cached() {
+  local bindir="${CACHE}/$1-$2/bin"
+  [[ -x "${bindir}/$1" ]] || return 1
+  log "$1 $2: cached in ${bindir}"
+}
+
+# go_install LABEL BINDIR LDFLAGS PKG@VERSION: build a command into BINDIR.
+go_install() {
+  # go install pkg@version builds outside any module, where -mod=mod is rejected.
+  run_timed "$1" env GOFLAGS="${ORIG_GOFLAGS}" GOBIN="$2" \
+    "${NICE[@]}" "${GO}" install -trimpath -ldflags "$3" "$4"
 }
 
 main() {

@@ -118,18 +118,7 @@ class SeaweedFS(LocalServer):
         return f"http://{self.endpoint}"
 
     def client(self) -> Minio:
-        """A minio client for test set-up, with short timeouts so a dead server fails fast."""
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=2.0, read=30.0),
-            retries=urllib3.Retry(total=0),
-        )
-        return Minio(
-            self.endpoint,
-            access_key=self.access_key,
-            secret_key=self.secret_key,
-            secure=False,
-            http_client=http,
-        )
+        return setup_client(self.endpoint, self.access_key, self.secret_key)
 
     def up(self) -> None:
         """Start the process (again) on the same ports and data; returns when S3 answers."""
@@ -188,6 +177,18 @@ class SeaweedFS(LocalServer):
         env["AWS_ACCESS_KEY_ID"] = self.access_key
         env["AWS_SECRET_ACCESS_KEY"] = self.secret_key
         return env
+
+
+def setup_client(endpoint: str, access_key: str, secret_key: str) -> Minio:
+    """A minio client for set-up (tests, benchmarks), with short timeouts so a dead server
+    fails fast."""
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=2.0, read=30.0),
+        retries=urllib3.Retry(total=0),
+    )
+    return Minio(
+        endpoint, access_key=access_key, secret_key=secret_key, secure=False, http_client=http
+    )
 
 
 def _choose_ports() -> dict[str, int]:

@@ -20,8 +20,8 @@ NO_DATA_SET = 0x0101  # CommandDataSetType: no data set follows
 _ELEMENT_HEADER = struct.Struct("<HHI")  # group, element, length (implicit VR LE)
 _US = struct.Struct("<H")
 _UL = struct.Struct("<I")
-_PDU_HEADER = struct.Struct(">BBI")  # type, reserved, length
-_PDV_HEADER = struct.Struct(">IBB")  # item length, context ID, message control header
+PDU_HEADER = struct.Struct(">BBI")  # type, reserved, length
+PDV_HEADER = struct.Struct(">IBB")  # item length, context ID, message control header
 P_DATA_TF = 0x04
 COMMAND_FRAGMENT = 0x01  # message control header: command, more fragments follow
 LAST_COMMAND_FRAGMENT = 0x03  # message control header: command, last fragment
@@ -81,14 +81,14 @@ def store_response(request: StoreRequest, status: int, comment: str | None = Non
 def command_pdus(context_id: int, command: bytes, peer_max_pdu: int) -> bytes:
     """The P-DATA-TF PDUs carrying ``command``: one, unless the peer's maximum PDU length
     (0: unlimited) asks for smaller fragments."""
-    room = len(command) if peer_max_pdu == 0 else max(peer_max_pdu - _PDV_HEADER.size, 1)
+    room = len(command) if peer_max_pdu == 0 else max(peer_max_pdu - PDV_HEADER.size, 1)
     pdus = []
     for start in range(0, len(command), room):
         fragment = command[start : start + room]
         last = start + room >= len(command)
         control = LAST_COMMAND_FRAGMENT if last else COMMAND_FRAGMENT
-        item = _PDV_HEADER.pack(len(fragment) + 2, context_id, control) + fragment
-        pdus.append(_PDU_HEADER.pack(P_DATA_TF, 0, len(item)) + item)
+        item = PDV_HEADER.pack(len(fragment) + 2, context_id, control) + fragment
+        pdus.append(PDU_HEADER.pack(P_DATA_TF, 0, len(item)) + item)
     return b"".join(pdus)
 
 

@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import struct
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, wait
@@ -41,6 +40,7 @@ from noctis.dicom.part10 import part10_head
 from noctis.ingest import Received
 from noctis.scp import status
 from noctis.scp.command_set import (
+    PDV_HEADER,
     StoreRequest,
     command_pdus,
     read_store_request,
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_PDV_HEADER = struct.Struct(">IBB")  # item length, presentation context ID, control header
 _COMMAND = 0x01  # message control header bits
 _LAST = 0x02
 
@@ -103,12 +102,12 @@ class DirectStore:
         """
         offset, end = 0, len(items)
         while offset < end:
-            if end - offset < _PDV_HEADER.size:
+            if end - offset < PDV_HEADER.size:
                 raise FragmentError("truncated PDV item")
-            length, context_id, control = _PDV_HEADER.unpack_from(items, offset)
+            length, context_id, control = PDV_HEADER.unpack_from(items, offset)
             if length < 2 or length > end - offset - 4:
                 raise FragmentError("PDV item length overruns its PDU")
-            data = items[offset + _PDV_HEADER.size : offset + 4 + length]
+            data = items[offset + PDV_HEADER.size : offset + 4 + length]
             if self._incoming is None:
                 if not self._start(context_id, control, data):
                     return offset

@@ -12,6 +12,10 @@ much). Here both threads sleep until there is work instead:
 - the association thread waits on an Event that the DIMSE message queue and the DUL's
   ``to_user_queue`` (release and abort requests from the peer) set when something arrives.
 
+The DUL thread also reads each PDU whole into one buffer (pynetdicom reads 4 KiB at a time)
+and offers every P-DATA-TF PDU of an established association to a `DirectStore` first
+(`noctis.scp.direct_store`), which takes C-STORE requests without the state machine.
+
 Both still wake every ``IDLE_WAIT`` seconds to check what pynetdicom checks on each pass:
 ARTIM and network (idle) timeouts, the other thread being alive. A kill request wakes the DUL
 thread at once. Each loop otherwise does what pynetdicom's does, in the same order; its
@@ -26,7 +30,6 @@ import os
 import queue
 import select
 import ssl
-import struct
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -35,14 +38,14 @@ from pynetdicom import evt
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 
+from noctis.scp.command_set import P_DATA_TF, PDU_HEADER
+
 if TYPE_CHECKING:
     from noctis.scp.direct_store import DirectStore
 
 log = logging.getLogger(__name__)
 
-_PDU_HEADER = struct.Struct(">BBI")  # type, reserved, length
 _PDU_TYPES = frozenset(range(0x01, 0x08))
-_P_DATA_TF = 0x04
 
 # Seconds between timer checks while nothing happens: an idle association costs two wake-ups
 # per IDLE_WAIT (measured: 0.5% of a core at 50 ms, 2% at 5 ms), and its timeouts are checked
@@ -125,8 +128,8 @@ class EventDrivenDUL(DULServiceProvider):
         """One PDU from the socket: a direct store's, or decoded for the state machine (what
         pynetdicom's does, with the same events for a closed connection or a bad PDU)."""
         try:
-            header = self._receive_exactly(_PDU_HEADER.size)
-            pdu_type, _, length = _PDU_HEADER.unpack(header)
+            header = self._receive_exactly(PDU_HEADER.size)
+            pdu_type, _, length = PDU_HEADER.unpack(header)
             if pdu_type not in _PDU_TYPES:
                 log.error("unknown PDU type 0x%02X received", pdu_type)
                 self.event_queue.put("Evt19")  # unrecognised or invalid PDU
@@ -137,7 +140,7 @@ class EventDrivenDUL(DULServiceProvider):
             return
         direct = self._direct_store
         if (
-            pdu_type == _P_DATA_TF
+            pdu_type == P_DATA_TF
             and direct is not None
             and self.state_machine.current_state == "Sta6"
         ):
@@ -145,7 +148,7 @@ class EventDrivenDUL(DULServiceProvider):
             if rest is None:
                 return
             if rest:  # a message for pynetdicom after a direct store, in the same PDU
-                header = _PDU_HEADER.pack(_P_DATA_TF, 0, length - rest)
+                header = PDU_HEADER.pack(P_DATA_TF, 0, length - rest)
                 body = body[rest:]
         try:
             pdu, event = self._decode_pdu(header + body)
