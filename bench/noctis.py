@@ -1,9 +1,8 @@
 """Noctis as a benchmark target, started through its own CLI like a user would.
 
 - embedded: `noctis serve` (SCP, web API and in-process tasks in one process; SQLite index and
-  filesystem objects in the data dir, the loopback-only default facility). `serve` runs one
-  SCP, so the case with several SCP processes runs `noctis scp` in embedded mode on the same
-  data dir, and `serve` comes back for the web benchmark;
+  filesystem objects in the data dir, the loopback-only default facility); the case with
+  several SCP processes restarts it with NOCTIS_SCP_PROCESSES on the same data dir;
 - production: PostgreSQL + S3 (SeaweedFS), `noctis migrate`, `noctis facility apply -f`, then
   `noctis scp` and `noctis api` as separate processes, like the pods on Kubernetes. No Celery
   broker is configured, so the SCP runs no background tasks (a worker would run elsewhere).
@@ -90,16 +89,12 @@ class NoctisTarget(Target):
         )
 
     def set_scp_processes(self, count: int) -> bool:
-        """Restart the receiver with NOCTIS_SCP_PROCESSES=count, on the same data.
-
-        `noctis serve` runs one SCP in its own process, so embedded mode with several SCP
-        processes is `noctis scp` in embedded mode (same data dir) until set back to 1.
-        """
+        """Restart the receiver with NOCTIS_SCP_PROCESSES=count, on the same data."""
         if self.scp is not None:
             self.scp.stop()
         self.scp_processes = count
         self.env["NOCTIS_SCP_PROCESSES"] = str(count)
-        self._start_receiver("scp" if self.production or count > 1 else "serve")
+        self._start_receiver("scp" if self.production else "serve")
         return True
 
     def restore(self) -> None:

@@ -2,13 +2,18 @@
 
 SQLite index and filesystem objects under the data directory, tasks in-process, the DICOM
 SCP on a background thread and the web side (DICOMweb, REST, login, viewer) in the
-foreground under uvicorn, which handles SIGTERM/Ctrl-C; then open associations finish.
+foreground under uvicorn, which handles SIGTERM/Ctrl-C; then open associations finish. With
+``NOCTIS_SCP_PROCESSES`` above 1, that many SCP processes share the port (one Python process
+stores only as fast as its GIL allows; parallel senders use every core).
 Like the CLI, this is a composition root: it may import the process packages.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -22,6 +27,9 @@ from noctis.index.facilities import (
 from noctis.index.migrate import upgrade
 from noctis.queue import InProcessQueue
 from noctis.settings import Settings
+
+if TYPE_CHECKING:
+    from noctis.scp.supervisor import Siblings
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +51,15 @@ def serve(settings: Settings) -> None:
     from noctis.api.app import create_app
     from noctis.api.auth import ensure_first_admin
     from noctis.api.viewer import installed_viewer_version
-    from noctis.scp.server import Scp
+    from noctis.scp.server import Scp, stop_on_signals
     from noctis.worker.inprocess import register_tasks
 
     console = Console(stderr=True)
     archive = prepare(settings)
     register_tasks(archive)
     admin = ensure_first_admin(archive)
-    if settings.scp_processes > 1:
-        # Its tasks and metrics live in this one process; `noctis scp` runs several.
-        log.warning(
-            "noctis serve runs one SCP process; NOCTIS_SCP_PROCESSES=%d applies to `noctis scp`",
-            settings.scp_processes,
-        )
-    scp = Scp(archive).start()
+    siblings = _start_siblings(settings)
+    scp = Scp(archive, reuse_port=siblings is not None).start()
     app = create_app(settings, archive)
     _announce(console, settings, scp.port, admin, installed_viewer_version(settings))
     server = uvicorn.Server(
@@ -68,13 +71,40 @@ def serve(settings: Settings) -> None:
             access_log=False,
         )
     )
+    # uvicorn handles SIGTERM/Ctrl-C while it runs, then raises the signal again: with these
+    # handlers (restored by uvicorn) that only records it, so what follows still runs.
+    stop_on_signals()
     try:
         server.run()
     finally:
         console.print("stopping: no new associations; letting open ones finish")
+        if siblings is not None:
+            siblings.terminate()
         scp.stop()
+        if siblings is not None:
+            siblings.wait()
         archive.drain_tasks()
         archive.close()
+
+
+def _start_siblings(settings: Settings) -> Siblings | None:
+    """With ``scp_processes > 1``, the other SCP processes on the port (each runs the tasks
+    of what it stores), watched by a thread that restarts one that dies."""
+    from noctis.scp.server import clean_spool
+    from noctis.scp.supervisor import Siblings
+
+    if settings.scp_processes < 2:
+        return None
+    clean_spool(settings.resolved_spool_dir())  # before any process receives into it
+    siblings = Siblings(settings, settings.scp_processes - 1, run_tasks=True).start()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            siblings.restart_dead()
+
+    threading.Thread(target=watch, name="noctis-scp-siblings", daemon=True).start()
+    return siblings
 
 
 def _announce(

@@ -185,3 +185,52 @@ def test_echo_and_upload_commands(scp_process: ScpProcess, tmp_path: Path) -> No
         assert index_counts(archive)["instance"] == 5
     finally:
         archive.close()
+
+
+def test_noctis_serve_runs_several_scp_processes(tmp_path: Path) -> None:
+    """`noctis serve` with NOCTIS_SCP_PROCESSES=2: both processes accept on the one port, what
+    either stores is in the one index, and SIGTERM stops them all."""
+    port, health_port, api_port = free_ports(3)
+    env = {
+        **scp_environment(tmp_path / "data", port, health_port, processes=2),
+        "NOCTIS_API_HOST": LOOPBACK,
+        "NOCTIS_API_PORT": str(api_port),
+        "NOCTIS_ADMIN_PASSWORD": "a-long-enough-password",
+        "NOCTIS_VIEWER_DIR": str(tmp_path / "no-viewer"),
+    }
+    log = tmp_path / "serve.log"
+    process = noctis("serve", env=env, log=log)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while log.read_text(errors="replace").count("listening on") < 2:
+            assert process.poll() is None, log_tail(log)
+            assert time.monotonic() < deadline, f"noctis serve not listening:\n{log_tail(log)}"
+            time.sleep(0.2)
+        for index in range(8):
+            ae = AE(ae_title=f"CALLER{index}")
+            ae.add_requested_context(Verification)
+            assoc = ae.associate(LOOPBACK, port, ae_title="NOCTIS")
+            assert assoc.is_established
+            assert assoc.send_c_echo().Status == status.SUCCESS
+            assoc.release()
+        files = generate_ct_series(tmp_path / "ct", slices=8, size=32)
+        senders = [
+            subprocess.Popen(
+                [sys.executable, "-m", "noctis.cli", "upload", str(path), "--port", str(port)],
+                env={**os.environ},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for path in files
+        ]
+        assert [sender.wait(timeout=120) for sender in senders] == [0] * len(files)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log_tail(log)
+        assert not is_listening(port)
+    finally:
+        terminate(process, timeout=30)
+    archive = open_archive(embedded_settings(tmp_path / "data"))
+    try:
+        assert index_counts(archive)["instance"] == len(files)
+    finally:
+        archive.close()

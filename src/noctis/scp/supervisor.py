@@ -1,6 +1,10 @@
-"""``noctis scp`` with ``scp_processes > 1``: N SCP processes on one port (SO_REUSEPORT).
+"""Several SCP processes on one port (SO_REUSEPORT): ``noctis scp`` and ``noctis serve`` with
+``scp_processes > 1``. `Siblings` starts, restarts and drains the others (``noctis serve``
+keeps its web side, its tasks and SCP number 0 in its own process, and each sibling runs the
+tasks of what it stores).
 
-This process is SCP number 0 and the supervisor of the N-1 others: it starts them (spawned, so
+``noctis scp`` (`supervise`): this process is SCP number 0 and the supervisor of the N-1
+others: it starts them (spawned, so
 none inherits a lock, a socket or a database connection), restarts one that dies, and is the
 only process serving health and metrics. Readiness adds "is every SCP process listening" to
 the archive's own check; ``/metrics`` adds up every process's samples (prometheus_client
@@ -23,12 +27,80 @@ from typing import Any
 
 from noctis.archive import Archive
 from noctis.probes import HealthServer
+from noctis.queue import InProcessQueue
 from noctis.scp.metrics import MULTIPROC_ENV, exposition, mark_process_dead
 from noctis.settings import Settings
 
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
+
+
+class Siblings:
+    """The other SCP processes beside this one on the port: spawned (so none inherits a lock,
+    a socket or a database connection), restarted when one dies, drained on shutdown.
+    ``run_tasks``: each runs the archive's tasks in-process (`noctis serve`)."""
+
+    def __init__(self, settings: Settings, count: int, *, run_tasks: bool = False) -> None:
+        self.settings = settings
+        self.count = count
+        self.run_tasks = run_tasks
+        self.metrics_dir: Path | None = None  # set by a supervisor that adds up their metrics
+        self._context = multiprocessing.get_context("spawn")
+        self._level = logging.getLogger().getEffectiveLevel()
+        self._listening: dict[int, Any] = {}  # per sibling: set once its socket accepts
+        self._processes: dict[int, BaseProcess] = {}
+        self._stopping = False
+
+    def start(self) -> Siblings:
+        for index in range(1, self.count + 1):
+            self._processes[index] = self._start(index)
+        return self
+
+    def _start(self, index: int) -> BaseProcess:
+        self._listening[index] = self._context.Event()
+        process = self._context.Process(
+            target=serve_child,
+            args=(self.settings, self._level, self._listening[index], self.run_tasks),
+            name=f"noctis-scp-{index}",
+            daemon=False,
+        )
+        process.start()
+        return process
+
+    def serving(self) -> int:
+        """How many are alive and accepting."""
+        return sum(
+            process.is_alive() and self._listening[index].is_set()
+            for index, process in self._processes.items()
+        )
+
+    def restart_dead(self) -> None:
+        for index, process in self._processes.items():
+            if process.is_alive() or self._stopping:
+                continue
+            log.error("SCP process %s exited with %s; restarting", process.pid, process.exitcode)
+            self._forget(process)
+            time.sleep(RESTART_DELAY)
+            self._processes[index] = self._start(index)
+
+    def terminate(self) -> None:
+        """SIGTERM: each stops accepting and drains its own associations."""
+        self._stopping = True
+        for process in self._processes.values():
+            process.terminate()
+
+    def wait(self) -> None:
+        for process in self._processes.values():
+            process.join(self.settings.scp_drain_seconds + 5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+            self._forget(process)
+
+    def _forget(self, process: BaseProcess) -> None:
+        if process.pid is not None and self.metrics_dir is not None:
+            mark_process_dead(process.pid, str(self.metrics_dir))
 
 
 def supervise(settings: Settings) -> None:
@@ -42,30 +114,15 @@ def supervise(settings: Settings) -> None:
     os.environ[MULTIPROC_ENV] = str(metrics_dir)
     stopping = stop_on_signals()
     clean_spool(settings.resolved_spool_dir())  # before any process receives into it
-    context = multiprocessing.get_context("spawn")
-    level = logging.getLogger().getEffectiveLevel()
-    listening: dict[int, Any] = {}  # per sibling: set once its socket accepts
-
-    def start(index: int) -> BaseProcess:
-        listening[index] = context.Event()
-        process = context.Process(
-            target=serve_child,
-            args=(settings, level, listening[index]),
-            name=f"noctis-scp-{index}",
-            daemon=False,
-        )
-        process.start()
-        return process
-
-    siblings = {index: start(index) for index in range(1, count)}
+    siblings = Siblings(settings, count - 1)
+    siblings.metrics_dir = metrics_dir
+    siblings.start()
     archive = Archive.open(settings)
     scp = Scp(archive, reuse_port=True).start()
 
     def ready() -> dict[str, str]:
         report = archive.readiness()
-        serving = int(scp.serving) + sum(
-            p.is_alive() and listening[i].is_set() for i, p in siblings.items()
-        )
+        serving = int(scp.serving) + siblings.serving()
         report["scp-processes"] = "ok" if serving == count else f"{serving} of {count} serving"
         return report
 
@@ -79,25 +136,11 @@ def supervise(settings: Settings) -> None:
     log.info("%d SCP processes on port %d", count, settings.scp_port)
     try:
         while not stopping.wait(0.5):
-            for index, process in siblings.items():
-                if process.is_alive():
-                    continue
-                log.error(
-                    "SCP process %s exited with %s; restarting", process.pid, process.exitcode
-                )
-                _forget(process, metrics_dir)
-                time.sleep(RESTART_DELAY)
-                siblings[index] = start(index)
+            siblings.restart_dead()
         log.info("stopping %d SCP processes", count)
-        for process in siblings.values():
-            process.terminate()  # SIGTERM: each drains its own associations
+        siblings.terminate()
         scp.stop()
-        for process in siblings.values():
-            process.join(settings.scp_drain_seconds + 5)
-            if process.is_alive():
-                process.kill()
-                process.join(5)
-            _forget(process, metrics_dir)
+        siblings.wait()
     finally:
         health.stop()
         archive.close()
@@ -105,7 +148,7 @@ def supervise(settings: Settings) -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def serve_child(settings: Settings, log_level: int, listening: Any) -> None:
+def serve_child(settings: Settings, log_level: int, listening: Any, run_tasks: bool) -> None:
     """One SCP process sharing the port with its siblings."""
     from noctis.scp.server import Scp, stop_on_signals
 
@@ -115,12 +158,17 @@ def serve_child(settings: Settings, log_level: int, listening: Any) -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     stopping = stop_on_signals()
     archive = Archive.open(settings)
+    if run_tasks and isinstance(archive.queue, InProcessQueue):
+        from noctis.worker.inprocess import register_tasks
+
+        register_tasks(archive)
     try:
         scp = Scp(archive, reuse_port=True).start()
         listening.set()
         while not stopping.wait(0.5):
             pass
         scp.stop()
+        archive.drain_tasks()
     finally:
         archive.close()
 
@@ -134,8 +182,3 @@ def _metrics_dir() -> tuple[Path, bool]:
             stale.unlink()
         return directory, False
     return Path(tempfile.mkdtemp(prefix="noctis-scp-metrics-")), True
-
-
-def _forget(process: BaseProcess, metrics_dir: Path) -> None:
-    if process.pid is not None:
-        mark_process_dead(process.pid, str(metrics_dir))
