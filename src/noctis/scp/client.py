@@ -19,6 +19,7 @@ from pynetdicom.association import Association
 
 from noctis.scp.association import configure_pynetdicom
 from noctis.scp.contexts import VERIFICATION, requested_storage_contexts
+from noctis.scp.requestor import requesting
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def echo(
     configure_pynetdicom()
     ae = _ae(calling_ae, timeout)
     ae.add_requested_context(VERIFICATION)
-    assoc = ae.associate(host, port, ae_title=called_ae)
+    assoc = requesting(ae.associate(host, port, ae_title=called_ae))
     if not assoc.is_established:
         log.warning(
             "C-ECHO: no association with %s at %s:%d (%s)", called_ae, host, port, _why(assoc)
@@ -85,7 +86,7 @@ def store_files(
         covered = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in contexts}
         batch = [path for path, pair in described if pair in covered]
         ae = _ae(calling_ae, timeout)
-        assoc = ae.associate(host, port, ae_title=called_ae, contexts=contexts)
+        assoc = requesting(ae.associate(host, port, ae_title=called_ae, contexts=contexts))
         if not assoc.is_established:
             reason = f"no association with {called_ae} at {host}:{port} ({_why(assoc)})"
             for path in batch:

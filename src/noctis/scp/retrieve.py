@@ -40,6 +40,7 @@ from noctis.scp.identifiers import (
     require_unique_key,
 )
 from noctis.scp.metrics import get_metrics, result_class
+from noctis.scp.requestor import requesting
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -257,12 +258,14 @@ def _move_to(
         batch = [m for m in matches if _pair(m) in covered]
         if not batch:
             continue
-        store_assoc = ae.associate(
-            destination.host,
-            destination.port,
-            contexts=contexts,
-            ae_title=destination.ae_title,
-            max_pdu=runtime.archive.settings.max_pdu_size,
+        store_assoc = requesting(
+            ae.associate(
+                destination.host,
+                destination.port,
+                contexts=contexts,
+                ae_title=destination.ae_title,
+                max_pdu=runtime.archive.settings.max_pdu_size,
+            )
         )
         if not store_assoc.is_established:
             log.warning(

@@ -1,0 +1,32 @@
+"""Associations Noctis requests (C-MOVE sub-operations, `noctis upload`): pynetdicom's, with
+one race closed.
+
+pynetdicom's ``send_c_store`` clears the reactor's checkpoint, waits until the reactor says it
+is paused, sends the request and takes the response from the message queue. The reactor sets
+"paused" just before it waits at the checkpoint, so a sender can see "paused" while the
+reactor is already past a checkpoint that was still open; if the response then arrives before
+the reactor's next look at the queue (a loaded process: the reactor thread waits for the GIL),
+the reactor takes it, logs "Received unexpected C-STORE service message" and drops it, and the
+sender waits out the DIMSE timeout (60 s) and counts a failed sub-operation. Here a response
+the reactor takes while a sender holds the checkpoint goes back to the queue, for the sender.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynetdicom.association import Association
+
+
+class RequestingAssociation(Association):
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        if not msg.is_valid_request and not self._reactor_checkpoint.is_set():
+            self.dimse.msg_queue.put((context_id, msg))  # a sender is waiting for it
+            return
+        super()._serve_request(msg, context_id)
+
+
+def requesting(assoc: Association) -> Association:
+    """``assoc`` (just associated, nothing sent yet) with the race closed."""
+    assoc.__class__ = RequestingAssociation
+    return assoc
