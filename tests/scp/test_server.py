@@ -224,9 +224,19 @@ def test_noctis_serve_runs_several_scp_processes(tmp_path: Path) -> None:
             for path in files
         ]
         assert [sender.wait(timeout=120) for sender in senders] == [0] * len(files)
+        # SIGTERM: no new associations, while an open one goes on, then a clean exit.
+        ae = AE(ae_title="DRAINING")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate(LOOPBACK, port, ae_title="NOCTIS")
+        assert assoc.is_established
         process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while is_listening(port):
+            assert time.monotonic() < deadline, "still accepting after SIGTERM"
+            time.sleep(0.05)
+        assert assoc.send_c_echo().Status == status.SUCCESS
+        assoc.release()
         assert process.wait(timeout=60) == 0, log_tail(log)
-        assert not is_listening(port)
     finally:
         terminate(process, timeout=30)
     archive = open_archive(embedded_settings(tmp_path / "data"))
