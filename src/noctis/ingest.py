@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from noctis.archive import Archive
 from noctis.dicom.header import InstanceHeader, MalformedDicom, parse_instance_header
+from noctis.index import db
 from noctis.index.upsert import (
     DifferentContent,
     MovedInstance,
@@ -235,7 +236,7 @@ def _index(
     """The outcome, the object no longer referenced (a replacement) and the series' count."""
     replace = archive.settings.duplicate_policy is DuplicatePolicy.REPLACE
     try:
-        with archive.write_lock, archive.engine.begin() as conn:
+        with db.index_write(archive.engine, archive.write_lock) as conn:
             indexed = write_instance(
                 conn,
                 facility.id,

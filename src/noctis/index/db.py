@@ -5,13 +5,15 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from types import TracebackType
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -28,14 +30,45 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
     )
+    ping_idle_connections(engine)
+    return engine
+
+
+# A pooled connection used less than this long ago is taken to be alive.
+PING_AFTER_IDLE_SECONDS = 1.0
+_IDLE_SINCE = "noctis_idle_since"
+
+
+def ping_idle_connections(engine: Engine, idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> None:
+    """Check a pooled connection before it is used again, if it sat idle for a while.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: one more round trip for each of
+    the two a store makes. A connection that served a request a moment ago is alive; one that
+    sat idle may have been cut by a server restart or a firewall, and a failed ping makes the
+    pool replace it before anyone uses it (SQLAlchemy's pessimistic disconnect handling).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out another (or a new one).
+            raise DisconnectionError(f"pooled connection is dead: {type(exc).__name__}") from exc
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -123,8 +156,26 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 
 def make_reader(engine: Engine) -> sessionmaker[Session]:
-    """Sessions for reading only: on SQLite they never wait for (or block) a writer."""
-    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+    """Sessions for reading only: on SQLite they never wait for (or block) a writer; on
+    PostgreSQL they run in autocommit, so a read costs no BEGIN and ROLLBACK round trips (READ
+    COMMITTED takes a snapshot per statement either way)."""
+    options: dict[str, object] = {READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "AUTOCOMMIT"
+    return sessionmaker(engine.execution_options(**options), expire_on_commit=False)
+
+
+@contextmanager
+def index_write(engine: Engine, lock: AbstractContextManager[object]) -> Iterator[Connection]:
+    """The connection for one index write (`noctis.index.upsert.write_instance`): on SQLite a
+    write transaction, under ``lock`` (see `write_lock`), committed when the block ends; on
+    PostgreSQL an autocommit connection, on which the write's one function call commits."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+        return
+    with lock, engine.begin() as conn:
+        yield conn
 
 
 @contextmanager

@@ -1,11 +1,15 @@
 """The index half of the write path: patient, study, series and instance in one transaction.
 
-Statements are SQLAlchemy Core, built once per dialect with bind parameters, so each store
+On SQLite, statements are SQLAlchemy Core, built once with bind parameters, so each store
 pays only for execution (the ORM's per-statement construction cost ~9 ms an instance).
-The common case, one more instance of a known series, runs six statements: find patient,
-find study and lock it (PostgreSQL), find series, insert instance, count it in series and
-study. A new study runs seven: find and insert patient, find and insert study, insert series
-and instance, count them in the study.
+The common case, one more instance of a known series, runs five statements: find patient,
+find study, find series, insert instance, count it in series and study. A new study runs
+seven: find and insert patient, find and insert study, insert series and instance, count
+them in the study. (SQLite's write transaction holds the whole database, so writers of one
+study take turns.)
+
+On PostgreSQL the same steps run in the server, in one call of the function that migration
+0003 defines (`noctis.index.pg_write`): a round trip costs more there than all the steps.
 """
 
 from __future__ import annotations
@@ -21,6 +25,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from noctis.dicom.header import InstanceHeader
 from noctis.index.driver import DriverStatement
 from noctis.index.models import Instance, Patient, Series, Study
+from noctis.index.pg_write import (
+    MOVED_INSTANCE,
+    SAME_CONTENT,
+    AlreadyIndexed,
+    call_write_instance,
+)
 
 _PATIENT = Patient.__table__
 _STUDY = Study.__table__
@@ -101,7 +111,19 @@ def write_instance(
     now: datetime,
     replace: bool,
 ) -> IndexedInstance:
-    """Index one stored object; the caller owns the transaction."""
+    """Index one stored object; the caller owns the transaction (on PostgreSQL, an
+    autocommit connection makes the one function call its own transaction)."""
+    if conn.dialect.name == "postgresql":
+        return _write_on_postgresql(
+            conn,
+            facility_id,
+            header,
+            object_key=object_key,
+            size=size,
+            sha256=sha256,
+            now=now,
+            replace=replace,
+        )
     statements = _statements(conn.dialect.name)
     patient_pk = _patient(conn, statements, facility_id, header)
     study_pk, study_is_new = _get_or_insert(
@@ -121,11 +143,6 @@ def write_instance(
             "updated_at": now,
         },
     )
-    if not study_is_new and statements.lock_study:
-        # Lock the study row first: writers of one study serialize here, so counters and
-        # ModalitiesInStudy stay exact with several SCP processes. (A study this transaction
-        # inserted is locked already; on SQLite the write transaction locks the database.)
-        statements.study_touch.run(conn, {"pk": study_pk, "now": now})
     series_key = {"facility_id": facility_id, "series_instance_uid": header.series_instance_uid}
     series_values = {
         "study_pk": study_pk,
@@ -187,6 +204,37 @@ def write_instance(
             joined = "\\".join(sorted(m for m in modalities if m))
         statements.study_modalities.run(conn, {"pk": study_pk, "modalities": joined})
     return IndexedInstance(replaced_key=None, series_instances=int(series_instances))
+
+
+def _write_on_postgresql(
+    conn: Connection,
+    facility_id: int,
+    header: InstanceHeader,
+    *,
+    object_key: str,
+    size: int,
+    sha256: str,
+    now: datetime,
+    replace: bool,
+) -> IndexedInstance:
+    try:
+        replaced_key, series_instances = call_write_instance(
+            conn,
+            facility_id,
+            header,
+            object_key=object_key,
+            size=size,
+            sha256=sha256,
+            now=now,
+            replace=replace,
+        )
+    except AlreadyIndexed as refused:
+        if refused.sqlstate == SAME_CONTENT:
+            raise SameContent(refused.object_key or "") from refused
+        if refused.sqlstate == MOVED_INSTANCE:
+            raise MovedInstance(header.sop_instance_uid) from refused
+        raise DifferentContent(header.sop_instance_uid) from refused
+    return IndexedInstance(replaced_key=replaced_key, series_instances=series_instances)
 
 
 def _patient(
@@ -268,8 +316,6 @@ class _Statements:
         if insert is None:
             raise NotImplementedError(f"the index supports PostgreSQL and SQLite, not {dialect}")
         p, st, se, i = _PATIENT, _STUDY, _SERIES, _INSTANCE
-        # SQLite's write transaction (BEGIN IMMEDIATE) already holds the database.
-        self.lock_study = dialect != "sqlite"
         facility = bindparam("facility_id")
         patient_get = select(
             p.c.id, p.c.patient_name, p.c.patient_birth_date, p.c.patient_sex
@@ -292,9 +338,6 @@ class _Statements:
             st.c.study_instance_uid == bindparam("study_instance_uid"),
         )
         study_insert = _insert_returning(insert, st, ["facility_id", "study_instance_uid"])
-        study_touch = (
-            update(st).where(st.c.id == bindparam("pk")).values(updated_at=bindparam("now"))
-        )
         series_get = select(se.c.id).where(
             se.c.facility_id == facility,
             se.c.series_instance_uid == bindparam("series_instance_uid"),
@@ -343,7 +386,6 @@ class _Statements:
         self.patient_update = DriverStatement(patient_update)
         self.study_get = DriverStatement(study_get)
         self.study_insert = DriverStatement(study_insert)
-        self.study_touch = DriverStatement(study_touch)
         self.series_get = DriverStatement(series_get)
         self.series_insert = DriverStatement(series_insert)
         self.instance_insert = DriverStatement(instance_insert)

@@ -1,0 +1,118 @@
+"""Several writers storing one study at once (parallel associations, several SCP processes):
+the index must come out exactly as if they had taken turns."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from noctis.archive import Archive
+from noctis.index.migrate import alembic_config, current_revision, upgrade
+from noctis.index.models import Instance, Series, Study
+from noctis.ingest import FacilityRef, IngestOutcome, ingest
+
+DicomFactory = Callable[..., Path]
+STUDY = "1.2.826.0.1.3680043.8.498.77"
+MODALITIES = ("CT", "MR", "PR", "SR")
+PER_SERIES = 6
+WRITERS = 8
+
+
+def test_writers_of_one_study_keep_its_counters_exact(
+    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+) -> None:
+    """Once a study exists, eight threads store three new series into it at once (and more of
+    its first): every instance is counted once, and ModalitiesInStudy lists all four."""
+    files = [
+        make_dicom(
+            StudyInstanceUID=STUDY,
+            SeriesInstanceUID=f"{STUDY}.{series}",
+            Modality=modality,
+            InstanceNumber=number,
+        )
+        for number in range(1, PER_SERIES + 1)
+        for series, modality in enumerate(MODALITIES, start=1)
+    ]
+    seed, files = files[0], files[1:]  # the study and its CT series exist before the rush
+    assert ingest(archive, default_facility, seed).outcome is IngestOutcome.STORED
+    start = threading.Barrier(WRITERS)
+
+    def store(batch: list[Path]) -> list[IngestOutcome]:
+        start.wait()
+        return [ingest(archive, default_facility, path).outcome for path in batch]
+
+    batches = [files[i::WRITERS] for i in range(WRITERS)]
+    with ThreadPoolExecutor(WRITERS) as pool:
+        outcomes = [o for batch in pool.map(store, batches) for o in batch]
+
+    assert outcomes == [IngestOutcome.STORED] * len(files)
+    files.append(seed)
+    total_bytes = sum(path.stat().st_size for path in files)
+    with archive.sessions() as session:
+        study = session.scalars(select(Study)).one()
+        assert study.number_of_instances == len(files)
+        assert study.number_of_series == len(MODALITIES)
+        assert study.modalities_in_study == "\\".join(sorted(MODALITIES))
+        assert study.size_bytes == total_bytes
+        counts = dict(session.execute(select(Series.modality, Series.number_of_instances)).all())
+        assert counts == dict.fromkeys(MODALITIES, PER_SERIES)
+        assert session.scalar(select(func.count()).select_from(Instance)) == len(files)
+
+
+def test_the_same_instance_sent_twice_at_once_is_stored_once(
+    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+) -> None:
+    path = make_dicom(StudyInstanceUID=STUDY)
+    start = threading.Barrier(4)
+
+    def store(_: int) -> IngestOutcome:
+        start.wait()
+        return ingest(archive, default_facility, path).outcome
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = sorted(pool.map(store, range(4)))
+
+    assert outcomes.count(IngestOutcome.STORED) == 1
+    assert outcomes.count(IngestOutcome.DUPLICATE) == 3
+    with archive.sessions() as session:
+        study = session.scalars(select(Study)).one()
+        assert (study.number_of_instances, study.number_of_series) == (1, 1)
+    objects = [key for key in _keys(archive) if key.endswith(".dcm")]
+    assert len(objects) == 1  # the losers removed the objects they had put
+
+
+def test_the_postgresql_write_function_comes_and_goes_with_its_migration(
+    archive: Archive,
+) -> None:
+    if archive.engine.dialect.name != "postgresql":
+        pytest.skip("the write function exists on PostgreSQL only")
+    from alembic import command
+
+    url = archive.settings.resolved_database_url()
+    archive.engine.dispose()
+    assert current_revision(url) == "0003"
+    assert _has_write_function(archive)
+    command.downgrade(alembic_config(url), "0002")
+    assert not _has_write_function(archive)
+    upgrade(url)
+    assert _has_write_function(archive)
+
+
+def _has_write_function(archive: Archive) -> bool:
+    with archive.engine.connect() as conn:
+        found = conn.execute(
+            text("SELECT count(*) FROM pg_proc WHERE proname = 'noctis_write_instance'")
+        ).scalar()
+    archive.engine.dispose()
+    return bool(found)
+
+
+def _keys(archive: Archive) -> list[str]:
+    from support.archive import stored_object_keys
+
+    return list(stored_object_keys(archive.store))
