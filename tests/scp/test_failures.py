@@ -8,6 +8,7 @@ object was written and before the index transaction.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -16,6 +17,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from scp_support import AE_TITLE, MODALITY, RunningScp, identifier
 
+from noctis.index.db import PING_AFTER_IDLE_SECONDS
 from noctis.probes import HealthServer
 from noctis.scp import status
 from noctis.scp.client import store_files
@@ -79,6 +81,22 @@ def test_postgres_down_mid_store(
     assert stored_object_keys(store) == set()  # the object written before the failure is gone
     assert store_files(LOOPBACK, scp.port, files, AE_TITLE, MODALITY).succeeded == 2
     assert index_counts(scp.archive)["instance"] == 2
+
+
+def test_a_postgres_restart_while_idle_costs_no_store(
+    scp: RunningScp, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Pooled connections that a restart cut are found dead before they are used (pinged after
+    an idle second), so the next store after a quiet restart just works."""
+    postgres = request.getfixturevalue("postgres")
+    files = generate_ct_series(tmp_path / "ct", slices=3, size=32)
+    assert store_files(LOOPBACK, scp.port, files[:1], AE_TITLE, MODALITY).succeeded == 1
+    postgres.down()
+    postgres.up()
+    time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+    report = store_files(LOOPBACK, scp.port, files[1:], AE_TITLE, MODALITY)
+    assert report.failures == []
+    assert index_counts(scp.archive)["instance"] == 3
 
 
 def test_find_with_the_index_down(scp: RunningScp, request: pytest.FixtureRequest) -> None:
