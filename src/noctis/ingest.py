@@ -67,11 +67,12 @@ class IngestError(Exception):
 
 @dataclass(frozen=True)
 class Received:
-    """A file its caller wrote (a received C-STORE): its size and SHA-256, computed as it was
-    written; the caller's fsync of it, running while the header is read (worth it when the
-    store ``syncs_caller_file``), which ingest waits for before storing the file; and the
-    caller's open handle on it (opening a file by name waits on its directory, which other
-    associations are busy creating and removing files in)."""
+    """An instance its caller received and spooled (a C-STORE): its size and SHA-256,
+    computed as it was written; the caller's fsync of it, running while the header is read
+    (worth it when the store ``syncs_caller_file``), which ingest waits for before storing the
+    file; and the caller's open handle on it (opening a file by name waits on its directory,
+    which other associations are busy creating and removing files in). Without a path, the
+    handle is all there is (data spooled in memory for a store that copies it anyway)."""
 
     size: int
     sha256: str
@@ -97,7 +98,7 @@ class IngestResult:
 def ingest(
     archive: Archive,
     facility: FacilityRef,
-    path: Path,
+    path: Path | None,
     *,
     expected_sop_class_uid: str | None = None,
     expected_sop_instance_uid: str | None = None,
@@ -105,17 +106,22 @@ def ingest(
 ) -> IngestResult:
     """Store the Part 10 file at ``path`` for ``facility``; raise IngestError on failure.
 
-    ``received``: what the caller that wrote ``path`` knows of it already.
+    ``received``: what the caller that wrote ``path`` knows of it already; with no ``path``,
+    ``received.opened`` is the instance (the store must not adopt files).
     """
+    opened = received.opened if received is not None else None
+    source = path if path is not None else opened
+    if source is None or (path is None and archive.store.adopts_files):
+        raise ValueError("ingest needs a file for a store that adopts files")
     try:
-        opened = received.opened if received is not None else None
-        header = parse_instance_header(opened if opened is not None else path)
+        header = parse_instance_header(source)
     except MalformedDicom as exc:
         raise IngestError(IngestFailure.MALFORMED, str(exc)) from exc
     _check_expected(header, expected_sop_class_uid, expected_sop_instance_uid)
     if received is not None:
         size, digest = received.size, received.sha256
     else:
+        assert path is not None
         size, digest = _size_and_sha256(path)
     syncing = received.syncing if received is not None else None
 
@@ -133,7 +139,12 @@ def ingest(
     try:
         if syncing is not None:
             syncing.result()
-        archive.store.put_file(key, path, size, synced=syncing is not None)
+        if path is not None:
+            archive.store.put_file(key, path, size, synced=syncing is not None)
+        else:
+            assert opened is not None
+            opened.seek(0)
+            archive.store.put(key, opened, size)
     except (StorageUnavailable, OSError) as exc:
         raise IngestError(IngestFailure.STORAGE_UNAVAILABLE, f"object store failed: {exc}") from exc
     except Exception as exc:

@@ -24,7 +24,8 @@ from sqlalchemy import select
 
 from noctis.archive import Archive
 from noctis.index.models import Instance
-from noctis.scp import command_set, status
+from noctis.ingest import FacilityRef
+from noctis.scp import command_set, direct_store, status
 from noctis.scp.server import Scp
 from support.archive import index_counts, register_facility
 from support.dicomdata import dataset_bytes, generate_ct_series, sop_instance_uid
@@ -260,3 +261,56 @@ def test_refusals_carry_the_same_status_and_comment(
     assert codes[0] == codes[1]
     assert codes[0][0] == status.DOES_NOT_MATCH_SOP_CLASS
     assert index_counts(scp.archive)["instance"] == 0
+
+
+# --- where a data set waits: a named file, memory, or an unnamed file -------------------------
+
+
+@pytest.fixture
+def either_scp(archive: Archive, facility: FacilityRef) -> Iterator[RunningScp]:
+    """An SCP on each configuration: the filesystem store adopts named spool files, S3
+    copies the data, so it is spooled in memory up to IN_MEMORY_LIMIT and to an unnamed file
+    beyond."""
+    running = Scp(archive, host=LOOPBACK, port=0).start()
+    yield RunningScp(running, archive)
+    running.stop(timeout=5)
+
+
+def test_data_sets_below_and_above_the_in_memory_limit_are_stored_as_sent(
+    either_scp: RunningScp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(direct_store, "IN_MEMORY_LIMIT", 64 << 10)
+    small = generate_ct_series(tmp_path / "small", slices=2, size=32)  # ~2 KB each
+    large = generate_ct_series(tmp_path / "large", slices=2, size=256)  # ~130 KB each
+    assert all(path.stat().st_size > 64 << 10 for path in large)
+    assoc = _associate(either_scp.port)
+    try:
+        codes = [int(assoc.send_c_store(path).Status) for path in small + large]
+    finally:
+        assoc.release()
+    assert codes == [status.SUCCESS] * 4
+    assert_stored_as_sent(either_scp.archive, small + large, tmp_path)
+    _wait_until_closed(either_scp)
+    assert _spool_files(either_scp) == []
+
+
+def test_abort_mid_data_set_stores_nothing_in_either_configuration(
+    either_scp: RunningScp, tmp_path: Path
+) -> None:
+    (path,) = generate_ct_series(tmp_path / "ct", slices=1, size=64)
+    assoc = _associate(either_scp.port)
+    context_id = assoc.accepted_contexts[0].context_id
+    for pdu in _request_pdus(path, context_id)[:2]:  # the command and a first fragment
+        assoc.dul.socket.send(pdu)
+    time.sleep(0.2)
+    assoc.abort()
+    _wait_until_closed(either_scp)
+    assert _spool_files(either_scp) == []
+    assert index_counts(either_scp.archive)["instance"] == 0
+    # and the association after it stores as usual
+    assoc = _associate(either_scp.port)
+    try:
+        assert int(assoc.send_c_store(path).Status) == status.SUCCESS
+    finally:
+        assoc.release()
+    assert_stored_as_sent(either_scp.archive, [path], tmp_path)

@@ -51,6 +51,7 @@ class CountingStore:
 
     def __init__(self, inner: ObjectStore) -> None:
         self.inner = inner
+        self.adopts_files = inner.adopts_files
         self.syncs_caller_file = inner.syncs_caller_file
         self.calls: list[tuple[str, str]] = []
         self._lock = threading.Lock()

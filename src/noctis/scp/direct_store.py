@@ -9,7 +9,8 @@ Here the DUL thread (`noctis.scp.reactor.EventDrivenDUL`) hands every P-DATA-TF 
 established association to `DirectStore.take` first. A PDU whose first item is a complete
 C-STORE-RQ command on a storage context we accept as SCP starts a direct store: the data set
 fragments are written to a spool file as they arrive (after the File Meta built from the
-request and the context's transfer syntax, as pynetdicom would), the archive's C-STORE handler
+request and the context's transfer syntax, as pynetdicom would; in memory, up to a limit, for a
+store that copies it anyway), the archive's C-STORE handler
 (`noctis.scp.store.store_received`) runs, and the C-STORE-RSP goes out on the socket from the
 same thread. Everything else (other commands, a command split over several fragments, any
 message pynetdicom is already assembling) is left to pynetdicom, untouched, so the two never
@@ -57,6 +58,10 @@ _COMMAND = 0x01  # message control header bits
 _LAST = 0x02
 
 SPOOL_FAILED = status.Answer(status.OUT_OF_RESOURCES, "could not spool the data set")
+# A data set for a store that copies it (S3) stays in memory up to this size; a bigger one
+# goes on to an unnamed file in the spool directory. With max_associations at 32, the
+# associations' spools hold at most 128 MiB of memory.
+IN_MEMORY_LIMIT = 4 << 20
 
 
 class FragmentError(Exception):
@@ -141,16 +146,29 @@ class DirectStore:
         return True
 
     def _open_spool(self, context_id: int, request: StoreRequest, syntax: str) -> _Incoming:
-        """A spool file holding the Part 10 head; without one if the spool cannot be written."""
-        prepared, self._prepared = self._prepared, None
+        """A spool holding the Part 10 head; without one if the spool cannot be written.
+
+        For a store that adopts files (links them into place), a named file in the spool
+        directory; for one that copies the data (S3), memory, or an unnamed file in the spool
+        directory beyond IN_MEMORY_LIMIT: no file to create, write, read back and remove.
+        """
+        runtime = self._runtime
+        path: Path | None = None
+        spool: IO[bytes]
         try:
-            fd, path = prepared if prepared is not None else _new_spool_file(self._runtime)
+            if runtime.archive.store.adopts_files:
+                prepared, self._prepared = self._prepared, None
+                fd, path = prepared if prepared is not None else _new_spool_file(runtime)
+                # Buffered (a data set fragment is written through whole), and readable:
+                # ingest reads the header through this handle.
+                spool = os.fdopen(fd, "w+b")
+            else:
+                spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed by _store)
+                    max_size=IN_MEMORY_LIMIT, dir=runtime.spool_dir
+                )
         except OSError as exc:
-            log.error("cannot create a C-STORE spool file in %s: %s", self._runtime.spool_dir, exc)
+            log.error("cannot create a C-STORE spool file in %s: %s", runtime.spool_dir, exc)
             return _Incoming(context_id, request, None, None)
-        # Buffered (a data set fragment is written through whole), and readable: ingest reads
-        # the header through this handle.
-        spool = os.fdopen(fd, "w+b")
         incoming = _Incoming(context_id, request, path, spool)
         try:
             incoming.write(part10_head(request.sop_class_uid, request.sop_instance_uid, syntax))
@@ -182,7 +200,7 @@ class DirectStore:
     def _answer(self, incoming: _Incoming) -> None:
         request = incoming.request
         try:
-            if incoming.spool is None or incoming.path is None:
+            if incoming.spool is None:
                 answer = SPOOL_FAILED
             else:
                 answer = self._store(incoming, incoming.spool, incoming.path, request)
@@ -197,13 +215,14 @@ class DirectStore:
             # delay the answer.
             if incoming.path is not None:
                 incoming.path.unlink(missing_ok=True)
-        try:
-            self._prepared = _new_spool_file(self._runtime)
-        except OSError:
-            self._prepared = None  # the next request tries again, and answers A700 if it fails
+        if self._runtime.archive.store.adopts_files:
+            try:
+                self._prepared = _new_spool_file(self._runtime)
+            except OSError:
+                self._prepared = None  # the next request tries again; A700 if it fails
 
     def _store(
-        self, incoming: _Incoming, spool: IO[bytes], path: Path, request: StoreRequest
+        self, incoming: _Incoming, spool: IO[bytes], path: Path | None, request: StoreRequest
     ) -> status.Answer:
         runtime = self._runtime
         syncing: Future[None] | None = None

@@ -86,11 +86,12 @@ def store_received(
     assoc: Association,
     sop_class: str,
     sop_instance: str,
-    path: Path,
+    path: Path | None,
     received: Received | None = None,
 ) -> status.Answer:
     """Ingest the received Part 10 file at ``path`` (``received``: what the caller knows of
-    it): the answer for the peer, never an exception. The caller removes ``path`` afterwards."""
+    it; without a path, its open handle is the instance): the answer for the peer, never an
+    exception. The caller removes ``path`` afterwards."""
     try:
         answer = _store(runtime, assoc, sop_class, sop_instance, path, received)
     except Exception:
@@ -105,7 +106,7 @@ def _store(
     assoc: Association,
     sop_class: str,
     sop_instance: str,
-    path: Path,
+    path: Path | None,
     received: Received | None,
 ) -> status.Answer:
     metrics = get_metrics()

@@ -31,6 +31,10 @@ def check_key(key: str) -> str:
 
 @runtime_checkable
 class ObjectStore(Protocol):
+    # True when put_file keeps the caller's file itself (a hard link): a caller that receives
+    # data for the store writes it to a named file next to the store; otherwise it may keep
+    # the data in memory and hand over a stream (put), the store copies it anyway.
+    adopts_files: bool
     # True when put_file makes the caller's file itself durable (fsync, then a hard link): a
     # caller that can fsync the file earlier, overlapped with other work, says synced=True.
     syncs_caller_file: bool

@@ -25,6 +25,7 @@ class FilesystemStore:
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        self.adopts_files = True
         self.syncs_caller_file = fsync
         self.root.mkdir(parents=True, exist_ok=True)
 

@@ -50,7 +50,8 @@ class S3Store:
         self.bucket = bucket
         self.endpoint = endpoint  # for messages only
         self.region = region
-        self.syncs_caller_file = False  # it copies the file to the server
+        self.adopts_files = False  # it copies the data to the server
+        self.syncs_caller_file = False
 
     @classmethod
     def connect(
