@@ -59,7 +59,7 @@ def serve(settings: Settings) -> None:
     register_tasks(archive)
     admin = ensure_first_admin(archive)
     siblings = _start_siblings(settings)
-    scp = Scp(archive, reuse_port=siblings is not None).start()
+    scp = Scp(archive, listener=siblings.listener if siblings is not None else None).start()
     app = create_app(settings, archive)
     _announce(console, settings, scp.port, admin, installed_viewer_version(settings))
     server = uvicorn.Server(
@@ -90,13 +90,15 @@ def serve(settings: Settings) -> None:
 def _start_siblings(settings: Settings) -> Siblings | None:
     """With ``scp_processes > 1``, the other SCP processes on the port (each runs the tasks
     of what it stores), watched by a thread that restarts one that dies."""
+    from noctis.scp.association import listening_socket
     from noctis.scp.server import clean_spool
     from noctis.scp.supervisor import Siblings
 
     if settings.scp_processes < 2:
         return None
     clean_spool(settings.resolved_spool_dir())  # before any process receives into it
-    siblings = Siblings(settings, settings.scp_processes - 1, run_tasks=True).start()
+    listener = listening_socket(settings.scp_host, settings.scp_port)
+    siblings = Siblings(settings, settings.scp_processes - 1, listener, run_tasks=True).start()
 
     def watch() -> None:
         while True:

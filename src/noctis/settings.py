@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     ae_title: str = "NOCTIS"
     scp_host: str = "0.0.0.0"
     scp_port: int = 11112
-    scp_processes: int = Field(1, ge=1, description="SCP processes sharing the port (SO_REUSEPORT)")
+    scp_processes: int = Field(
+        1, ge=1, description="SCP processes accepting from one listening socket on the port"
+    )
     max_associations: int = 32
     max_pdu_size: int = 0
     dimse_timeout: float = 60.0

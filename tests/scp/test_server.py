@@ -1,5 +1,5 @@
 """``noctis scp`` as a process: health and metrics endpoints, SIGTERM draining, several
-processes on one port (SO_REUSEPORT), and the ``noctis echo`` / ``noctis upload`` commands.
+processes on one port (one listening socket), and the ``noctis echo`` / ``noctis upload`` commands.
 
 Embedded settings (the loopback "default" facility accepts any calling AE title), a temp data
 directory and free loopback ports.

@@ -2,9 +2,10 @@
 
 pynetdicom 3.0 offers no public hook for these, so each override is small and says why:
 
-- `NoctisServer` binds with SO_REUSEPORT when several SCP processes share one port, and does
-  not hand every association a deep copy of the ~200 storage presentation contexts (about
-  60 ms per association, for contexts negotiation only reads).
+- `NoctisServer` accepts from a listening socket that several SCP processes share (see
+  `listening_socket`) when it is given one, and does not hand every association a deep copy
+  of the ~200 storage presentation contexts (about 60 ms per association, for contexts
+  negotiation only reads).
 - `NoctisAssociation` answers C-GET and C-MOVE itself (`noctis.scp.retrieve`) so retrieved
   instances are sent as the bytes stored; every other request goes to pynetdicom.
 - `spool_received_datasets` makes pynetdicom write each received data set to a file in the
@@ -130,22 +131,41 @@ class NoctisRequestHandler(RequestHandler):
 
 
 class NoctisServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server, optionally sharing its port with sibling processes."""
+    """pynetdicom's threaded server, optionally accepting from a listening socket that sibling
+    processes accept from too (``listener``)."""
 
     daemon_threads = True
 
-    def __init__(self, *args: Any, runtime: ScpRuntime, reuse_port: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        runtime: ScpRuntime,
+        listener: socket.socket | None = None,
+        **kwargs: Any,
+    ):
         self.runtime = runtime
-        self.reuse_port = reuse_port
+        self.listener = listener
         kwargs.setdefault("request_handler", NoctisRequestHandler)
         super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
-        if self.reuse_port and self.socket is not None:
-            # Each SCP process binds its own socket to the same port; the kernel spreads
-            # incoming connections over them.
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        if self.listener is None:
+            super().server_bind()
+            return
+        self.socket.close()  # the one socketserver made: the shared one is bound already
+        self.socket = self.listener
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        if self.listener is None:
+            super().server_activate()
+
+    def server_close(self) -> None:
+        if self.listener is None:
+            super().server_close()
+        else:
+            # Only this process's descriptor: a shutdown() would stop the siblings too.
+            self.socket.close()
 
     def shutdown(self) -> None:
         """Stop accepting and close the listening socket (open associations carry on)."""
@@ -153,3 +173,17 @@ class NoctisServer(ThreadedAssociationServer):
         # started by `noctis.scp.server`, was never registered.
         socketserver.BaseServer.shutdown(self)
         self.server_close()
+
+
+def listening_socket(host: str, port: int, backlog: int = 64) -> socket.socket:
+    """The listening socket several SCP processes accept from (each is passed a copy).
+
+    Non-blocking, so the process that loses the race for a connection goes back to waiting
+    instead of blocking in accept(). A process busy with its associations gets to accept later
+    than an idle one, so connections spread by load; one SO_REUSEPORT socket per process
+    spreads them by a hash of their addresses, which sent four associations 3:1 or 4:0 to two
+    processes more often than 2:2.
+    """
+    sock = socket.create_server((host, port), backlog=backlog)
+    sock.setblocking(False)
+    return sock

@@ -61,8 +61,8 @@ def _build() -> ScpMetrics:
             "DICOM associations rejected (A-ASSOCIATE-RJ)",
             ["reason"],
         ),
-        # One sample per process (pid label in multiprocess mode): shows that SO_REUSEPORT
-        # spreads associations over the processes.
+        # One sample per process (pid label in multiprocess mode): shows how associations
+        # spread over the SCP processes.
         process_associations=Gauge(
             "noctis_scp_process_associations",
             "DICOM associations accepted by this process",

@@ -2,7 +2,7 @@
 
 `Scp` runs one listener in this process (tests start it on port 0 and stop it themselves);
 `run(settings)` is the ``noctis scp`` process: one SCP, or with ``scp_processes > 1`` that many
-processes sharing the port through SO_REUSEPORT (one Python process cannot store faster than
+processes accepting from one listening socket (one Python process cannot store faster than
 its GIL allows; several can), the first of which supervises the others. Either way one
 health/metrics endpoint serves them all: that first process's, which adds up every process's
 metrics (prometheus_client multiprocess mode) and reports them all in readiness.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -56,14 +57,16 @@ class Scp:
         *,
         host: str | None = None,
         port: int | None = None,
-        reuse_port: bool = False,
+        listener: socket.socket | None = None,
     ) -> None:
+        """``listener``: a listening socket shared with sibling SCP processes
+        (`noctis.scp.association.listening_socket`), instead of one of its own."""
         settings = archive.settings
         self.archive = archive
         self.runtime = ScpRuntime.create(archive)
         self.host = settings.scp_host if host is None else host
         self.requested_port = settings.scp_port if port is None else port
-        self.reuse_port = reuse_port
+        self.listener = listener
         self.ae = _application_entity(settings)
         self._server: NoctisServer | None = None
         self._thread: threading.Thread | None = None
@@ -96,7 +99,7 @@ class Scp:
             evt_handlers=self._handlers(),
             server_class=NoctisServer,
             runtime=self.runtime,
-            reuse_port=self.reuse_port,
+            listener=self.listener,
         )
         self._thread = threading.Thread(
             target=server.serve_forever,

@@ -1,7 +1,9 @@
-"""Several SCP processes on one port (SO_REUSEPORT): ``noctis scp`` and ``noctis serve`` with
-``scp_processes > 1``. `Siblings` starts, restarts and drains the others (``noctis serve``
-keeps its web side, its tasks and SCP number 0 in its own process, and each sibling runs the
-tasks of what it stores).
+"""Several SCP processes on one port: ``noctis scp`` and ``noctis serve`` with
+``scp_processes > 1``. They accept from one listening socket, made here and passed to each
+(`noctis.scp.association.listening_socket`), so a busy process leaves the next association to
+an idle one. `Siblings` starts, restarts and drains the others (``noctis serve`` keeps its web
+side, its tasks and SCP number 0 in its own process, and each sibling runs the tasks of what it
+stores).
 
 ``noctis scp`` (`supervise`): this process is SCP number 0 and the supervisor of the N-1
 others: it starts them (spawned, so
@@ -18,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -28,6 +31,7 @@ from typing import Any
 from noctis.archive import Archive
 from noctis.probes import HealthServer
 from noctis.queue import InProcessQueue
+from noctis.scp.association import listening_socket
 from noctis.scp.metrics import MULTIPROC_ENV, exposition, mark_process_dead
 from noctis.settings import Settings
 
@@ -41,9 +45,12 @@ class Siblings:
     a socket or a database connection), restarted when one dies, drained on shutdown.
     ``run_tasks``: each runs the archive's tasks in-process (`noctis serve`)."""
 
-    def __init__(self, settings: Settings, count: int, *, run_tasks: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, count: int, listener: socket.socket, *, run_tasks: bool = False
+    ) -> None:
         self.settings = settings
         self.count = count
+        self.listener = listener  # the listening socket every SCP process accepts from
         self.run_tasks = run_tasks
         self.metrics_dir: Path | None = None  # set by a supervisor that adds up their metrics
         self._context = multiprocessing.get_context("spawn")
@@ -61,7 +68,13 @@ class Siblings:
         self._listening[index] = self._context.Event()
         process = self._context.Process(
             target=serve_child,
-            args=(self.settings, self._level, self._listening[index], self.run_tasks),
+            args=(
+                self.settings,
+                self._level,
+                self._listening[index],
+                self.run_tasks,
+                self.listener,
+            ),
             name=f"noctis-scp-{index}",
             daemon=False,
         )
@@ -114,11 +127,12 @@ def supervise(settings: Settings) -> None:
     os.environ[MULTIPROC_ENV] = str(metrics_dir)
     stopping = stop_on_signals()
     clean_spool(settings.resolved_spool_dir())  # before any process receives into it
-    siblings = Siblings(settings, count - 1)
+    listener = listening_socket(settings.scp_host, settings.scp_port)
+    siblings = Siblings(settings, count - 1, listener)
     siblings.metrics_dir = metrics_dir
     siblings.start()
     archive = Archive.open(settings)
-    scp = Scp(archive, reuse_port=True).start()
+    scp = Scp(archive, listener=listener).start()
 
     def ready() -> dict[str, str]:
         report = archive.readiness()
@@ -148,8 +162,10 @@ def supervise(settings: Settings) -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def serve_child(settings: Settings, log_level: int, listening: Any, run_tasks: bool) -> None:
-    """One SCP process sharing the port with its siblings."""
+def serve_child(
+    settings: Settings, log_level: int, listening: Any, run_tasks: bool, listener: socket.socket
+) -> None:
+    """One SCP process accepting from the listening socket its siblings accept from."""
     from noctis.scp.server import Scp, stop_on_signals
 
     logging.basicConfig(
@@ -163,7 +179,7 @@ def serve_child(settings: Settings, log_level: int, listening: Any, run_tasks: b
 
         register_tasks(archive)
     try:
-        scp = Scp(archive, reuse_port=True).start()
+        scp = Scp(archive, listener=listener).start()
         listening.set()
         while not stopping.wait(0.5):
             pass
