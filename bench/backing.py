@@ -36,6 +36,20 @@ def start_postgres(*, durable: bool) -> Any:
     return BenchPostgres.start()
 
 
+def server_pids(server: Any) -> list[int]:
+    """The root pid of a server from `start_postgres` or `start_s3` (the process started
+    through tests/support `spawn` or `bench.minio`, kept in its `_process`), while it runs.
+
+    As root, PostgreSQL is started with Popen's `user=`, which switches user in the child
+    before exec: the pid is the postmaster itself, not a sudo or runuser wrapper. Were it one,
+    the postmaster would still be measured: CPU is summed over the whole tree under the pid.
+    """
+    process = getattr(server, "_process", None)
+    if process is None or process.poll() is not None:
+        return []
+    return [process.pid]
+
+
 def postgres_settings(server: Any) -> dict[str, str]:
     """The settings that matter for write throughput, as the server reports them."""
     names = ("server_version", "fsync", "synchronous_commit", "full_page_writes", "shared_buffers")

@@ -7,8 +7,9 @@
   `noctis scp` and `noctis api` as separate processes, like the pods on Kubernetes. No Celery
   broker is configured, so the SCP runs no background tasks (a worker would run elsewhere).
 
-Peak RSS is measured on the receiving process (serve, which includes the web API and the
-in-process tasks; or scp) and every process it started (the other SCP processes).
+Peak RSS and the server's CPU are measured on the receiving process (serve, which includes the
+web API and the in-process tasks; or scp) and every process it started (the other SCP
+processes); in production the CPU of PostgreSQL and of the S3 server is measured apart.
 """
 
 from __future__ import annotations
@@ -198,6 +199,15 @@ class NoctisTarget(Target):
         if self.scp is None:
             return []
         return [self.scp.pid]
+
+    def backing_pids(self) -> dict[str, list[int]]:
+        """Production: PostgreSQL and the S3 server (not `noctis api`, idle during a store)."""
+        if not self.production:
+            return {}
+        return {
+            "database": backing.server_pids(self._pg),
+            "object_store": backing.server_pids(self._s3),
+        }
 
     def count_instances(self) -> int:
         """Instances both in the index and in the object store (the smaller of the two counts).

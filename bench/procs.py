@@ -1,4 +1,5 @@
-"""Child processes of the benchmark: started in a session of their own, logged, always stopped.
+"""Child processes of the benchmark: started in a session of their own, logged, always stopped;
+and what they cost (memory of a process tree, CPU time of trees and of the machine).
 
 Every server runs in its own process group, so stopping it also stops whatever it forked
 (Noctis's extra SCP processes, Orthanc's helpers) and a Ctrl-C in the terminal reaches the

@@ -23,6 +23,10 @@ PEER_NAMES = ("storescp", "orthanc-sqlite", "orthanc-pg")
 # A case Orthanc has no counterpart for is compared with the nearest one it has.
 SAME_LOAD = {"ct-4/2p": "ct-4"}
 MULTI_PROCESS_CASES = frozenset(SAME_LOAD)
+# The CPU components the CPU table shows, in order, with their short names; then "rest": the
+# CPU of the machine outside them (the benchmark itself, kernel threads, other processes).
+CPU_COMPONENTS = {"server": "server", "database": "db", "object_store": "s3", "sender": "sender"}
+CPU_REST = ("harness", "kernel", "other_processes")
 
 
 @dataclass
@@ -87,7 +91,20 @@ def _median_result(group: list[StoreResult]) -> StoreResult:
         ok=not errors,
         error=errors,
         round=0,
+        cpu_ms={
+            name: statistics.median(r.cpu_ms[name] for r in basis if name in r.cpu_ms)
+            for name in dict.fromkeys(name for r in basis for name in r.cpu_ms)
+        },
+        machine_busy=_median(r.machine_busy for r in basis),
+        cpu_processes=last.cpu_processes,
+        cpu_others_ms=last.cpu_others_ms,
     )
+
+
+def _median(values: Any) -> float:
+    """The median of the figures that were measured (not NaN); NaN if none was."""
+    found = [v for v in values if not math.isnan(v)]
+    return statistics.median(found) if found else math.nan
 
 
 @dataclass
@@ -166,6 +183,7 @@ def print_report(results: Results, console: Console | None = None) -> None:
     )
     if results.store:
         console.print(_store_table(results))
+        console.print(_cpu_table(results))
         names = {r.target for r in results.store}
         if any(n.startswith("noctis") for n in names) and any(n in PEER_NAMES for n in names):
             console.print(_ratio_table(results))
@@ -210,6 +228,40 @@ def _store_table(results: Results) -> Table:
                 )
         sample = next(r for r in results.store if r.case == case)
         table.add_row(f"{case}\n{sample.instances} inst., {sample.bytes / 1e6:,.0f} MB", *cells)
+    return table
+
+
+def _cpu_table(results: Results) -> Table:
+    names = _targets_in(results.store, results)
+    table = Table(
+        title="CPU per instance, ms: server, its PostgreSQL (db) and S3 (s3), storescu (sender); "
+        "machine: all of it (busy %), rest: none of those"
+    )
+    table.add_column("case")
+    for name in names:
+        table.add_column(results.labels[name], justify="right")
+    for case in dict.fromkeys(r.case for r in results.store):
+        cells = []
+        for name in names:
+            result = results.store_result(name, case)
+            if result is None:
+                cells.append("")
+            elif not result.ok:
+                cells.append("[red]FAILED[/red]")
+            elif not result.cpu_ms:
+                cells.append("-")
+            else:
+                parts = [
+                    f"{short} {result.cpu_ms[key]:,.1f}"
+                    for key, short in CPU_COMPONENTS.items()
+                    if key in result.cpu_ms
+                ]
+                machine = result.cpu_ms.get("machine", math.nan)
+                busy = "" if math.isnan(result.machine_busy) else f" ({result.machine_busy:.0%})"
+                rest = [result.cpu_ms[key] for key in CPU_REST if key in result.cpu_ms]
+                rest_cell = f" · rest {sum(rest):,.1f}" if rest else ""
+                cells.append(" · ".join(parts) + f"\nmachine {machine:,.1f}{busy}{rest_cell}")
+        table.add_row(case, *cells)
     return table
 
 

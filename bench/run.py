@@ -250,9 +250,12 @@ def _run_queries(
 
 def _log_store(target: Target, result: store.StoreResult) -> None:
     if result.ok:
+        cpu = result.cpu_ms
         console.log(
             f"{target.label}: {result.case}: {result.instances_per_s:,.0f} inst/s, "
-            f"{result.mb_per_s:,.0f} MB/s, peak RSS {result.peak_rss_mb:,.0f} MB"
+            f"{result.mb_per_s:,.0f} MB/s, peak RSS {result.peak_rss_mb:,.0f} MB, "
+            f"CPU/inst server {cpu.get('server', 0):.1f} ms, machine "
+            f"{cpu.get('machine', 0):.1f} ms ({result.machine_busy:.0%} busy)"
         )
     else:
         console.log(f"[red]{target.label}: {result.case} failed: {result.error}[/red]")

@@ -67,6 +67,7 @@ class Orthanc(Target):
         self.postgres = postgres
         self.dicomweb = dicomweb  # load the DICOMweb plugin (only when the web suite runs)
         self.pg_durable = pg_durable
+        self._pg: Any = None
         self.name = "orthanc-pg" if postgres else "orthanc-sqlite"
         self.label = "Orthanc PostgreSQL" if postgres else "Orthanc SQLite"
 
@@ -77,7 +78,7 @@ class Orthanc(Target):
         if self.dicomweb:
             plugins.append(_orthanc_plugin("orthanc-dicomweb", "libOrthancDicomWeb.so"))
         if self.postgres:
-            pg = backing.start_postgres(durable=self.pg_durable)
+            pg = self._pg = backing.start_postgres(durable=self.pg_durable)
             self.on_stop(pg.stop)
             pg.create_database("orthanc")
             self.details["postgresql"] = backing.postgres_settings(pg)
@@ -152,6 +153,9 @@ class Orthanc(Target):
 
     def server_pids(self) -> list[int]:
         return [self.service.pid]
+
+    def backing_pids(self) -> dict[str, list[int]]:
+        return {"database": backing.server_pids(self._pg)} if self._pg is not None else {}
 
     def count_instances(self) -> int:
         return int(self._get("/statistics").json()["CountInstances"])

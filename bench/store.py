@@ -10,16 +10,23 @@ Cases, in order, against one running target (each sends instances it does not ho
 A case's time runs from starting the first storescu to the exit of the last one. After each
 case the target must hold every instance sent so far, by its own count; otherwise the case is
 marked failed and its figures are not compared (a server that drops data cannot look fast).
+
+Over the same interval, the CPU time (user + system) of each component, per instance sent:
+the server's process tree, its PostgreSQL and S3 server (`Target.backing_pids`), the storescu
+processes, the benchmark itself, and the whole machine's busy CPU (`bench.cpu.CpuMeter`).
 """
 
 from __future__ import annotations
 
+import math
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import CpuMeter
 from bench.data import Dataset, FileSet
 from bench.procs import LOOPBACK, RssSampler, dcmtk_environment, dcmtk_tool
 from bench.target import CALLING_AE, Target, wait_for_count
@@ -50,6 +57,16 @@ class StoreResult:
     ok: bool
     error: str = ""
     round: int = 1
+    # CPU ms (user + system) per instance sent, by component: "server", "database",
+    # "object_store" (those the target has), "sender" (storescu), "harness" (the benchmark
+    # process), "kernel" (kernel threads), "other_processes" (every other process), "machine"
+    # (every busy CPU of the machine).
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    machine_busy: float = math.nan  # the machine's busy share of all its CPUs, 0-1
+    cpu_processes: dict[str, int] = field(default_factory=dict)  # processes in each tree
+    # CPU ms per instance of the five processes outside the components that used the most
+    # (kernel threads by name, other people's work): what the gap up to "machine" is made of.
+    cpu_others_ms: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +112,14 @@ def load(target: Target, filesets: list[FileSet]) -> None:
 
 
 def _run_case(target: Target, case: StoreCase, expected: int) -> StoreResult:
-    with RssSampler(target.server_pids) as rss:
+    trees: dict[str, Callable[[], list[int]]] = {"server": target.server_pids}
+    trees.update({name: _backing(target, name) for name in target.backing_pids()})
+    # "sender" is getrusage(RUSAGE_CHILDREN): the CPU of the benchmark's children that
+    # terminated and were waited for inside the meter. Only send()'s storescu processes are:
+    # the servers (Service, tests/support spawn) are children too but are waited for only
+    # when stopped or restarted (set_scp_processes, before the case), the RSS sampler and the
+    # meter read /proc and start no process, and wait_for_count comes after the meter.
+    with RssSampler(target.server_pids) as rss, CpuMeter(trees) as cpu:
         began = time.perf_counter()
         error = send(target, case.files.files, associations=case.associations)
         seconds = time.perf_counter() - began
@@ -116,7 +140,15 @@ def _run_case(target: Target, case: StoreCase, expected: int) -> StoreResult:
         counted_total=counted,
         ok=not error,
         error=error,
+        cpu_ms={name: s * 1000 / case.files.count for name, s in cpu.seconds.items()},
+        machine_busy=cpu.busy,
+        cpu_processes=cpu.processes,
+        cpu_others_ms={name: s * 1000 / case.files.count for name, s in cpu.others.items()},
     )
+
+
+def _backing(target: Target, component: str) -> Callable[[], list[int]]:
+    return lambda: target.backing_pids().get(component, [])
 
 
 def send(target: Target, files: list[Path], *, associations: int) -> str:

@@ -44,6 +44,11 @@ class Target:
         """The receiving server's processes (their trees are what peak RSS measures)."""
         raise NotImplementedError
 
+    def backing_pids(self) -> dict[str, list[int]]:
+        """The root pids of the services behind the server, by component ("database",
+        "object_store"); their whole trees are what the CPU figures measure. None by default."""
+        return {}
+
     def count_instances(self) -> int:
         """How many instances the target holds now, by its own account."""
         raise NotImplementedError
