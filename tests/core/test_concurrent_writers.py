@@ -86,11 +86,10 @@ def test_the_same_instance_sent_twice_at_once_is_stored_once(
     assert len(objects) == 1  # the losers removed the objects they had put
 
 
+@pytest.mark.parametrize("archive", ["postgres"], indirect=True)
 def test_the_postgresql_write_function_comes_and_goes_with_its_migration(
     archive: Archive,
 ) -> None:
-    if archive.engine.dialect.name != "postgresql":
-        pytest.skip("the write function exists on PostgreSQL only")
     from alembic import command
 
     url = archive.settings.resolved_database_url()
