@@ -16,8 +16,8 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ, C_STORE_RSP
-from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+from pynetdicom.dimse_messages import C_ECHO_RQ, C_FIND_RSP, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from scp_support import AE_TITLE, MODALITY, RunningScp, assert_stored_as_sent
 from sqlalchemy import select
@@ -93,6 +93,36 @@ def test_store_response_bytes_equal_pynetdicom(code: int, comment: str | None) -
     request = command_set.StoreRequest(7, CT_UID, "1.2.3.4.5")
     ours = command_set.store_response(request, code, comment)
     theirs = _pynetdicom_command(C_STORE_RSP(), _store_response_primitive(code, comment))
+    assert ours == theirs
+
+
+@pytest.mark.parametrize(
+    ("code", "identifier", "comment"),
+    [
+        (0xFF00, True, None),
+        (0xFF01, True, None),
+        (0x0000, False, None),
+        (0xFE00, False, None),
+        (0xA900, False, "QueryRetrieveLevel PATIENT is not in the Study Root model"),
+    ],
+)
+def test_find_response_bytes_equal_pynetdicom(
+    code: int, identifier: bool, comment: str | None
+) -> None:
+    """C-FIND responses, written by `noctis.scp.find` with the command set codec."""
+    find_model = "1.2.840.10008.5.1.4.1.2.2.1"
+    response = C_FIND()
+    response.MessageIDBeingRespondedTo = 9
+    response.AffectedSOPClassUID = find_model
+    response.Status = code
+    if identifier:
+        response.Identifier = io.BytesIO(b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ")
+    if comment is not None:
+        response.ErrorComment = comment
+    theirs = _pynetdicom_command(C_FIND_RSP(), response)
+    ours = command_set.find_response(
+        9, find_model, code, has_identifier=identifier, comment=comment
+    )
     assert ours == theirs
 
 

@@ -9,12 +9,15 @@ must never see.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
 import pytest
+from pynetdicom import AE
 from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from scp_support import (
     AE_TITLE,
@@ -33,6 +36,7 @@ from noctis.ingest import FacilityRef, ingest
 from noctis.scp import status
 from support import dcmtk
 from support.archive import register_facility
+from support.ports import LOOPBACK
 
 pytestmark = pytest.mark.dcmtk
 
@@ -345,3 +349,66 @@ def test_undecodable_identifier(scp: RunningScp) -> None:
     request.Priority = 2
     request.Identifier = BytesIO(UNDECODABLE_IDENTIFIER)
     assert raw_request(scp.port, request) == [status.FIND_UNDECODABLE_IDENTIFIER]
+
+
+MANY = 400  # matches that go out in several batches (noctis.scp.find.BATCH_BYTES)
+
+
+@pytest.fixture
+def many(scp: RunningScp, facility: FacilityRef, tmp_path: Path) -> list[str]:
+    """MANY studies of MANY patients named Many^000, Many^001, ..."""
+    names = [f"Many^{index:03d}" for index in range(MANY)]
+    for index, name in enumerate(names):
+        path = make_instance(
+            tmp_path / "many",
+            PatientID=f"M{index}",
+            PatientName=name,
+            StudyInstanceUID=f"1.2.826.0.1.77.{index}",
+        )
+        ingest(scp.archive, facility, path)
+    return names
+
+
+@pytest.mark.parametrize("archive", ["embedded"], indirect=True)
+def test_many_matches_all_come_back_to_findscu(
+    scp: RunningScp, many: list[str], tmp_path: Path
+) -> None:
+    found = find(scp, tmp_path, {"PatientName": "Many*", "StudyInstanceUID": ""}, level="STUDY")
+    assert sorted(str(r.PatientName) for r in found) == many
+    assert len(values(found, "StudyInstanceUID")) == MANY
+
+
+@pytest.mark.parametrize("archive", ["embedded"], indirect=True)
+def test_a_c_cancel_stops_the_responses(scp: RunningScp, many: list[str]) -> None:
+    """A C-CANCEL-RQ sent right after the request, before any response was read: the SCP
+    answers Cancel instead of sending every match."""
+    ae = AE(ae_title=MODALITY)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate(LOOPBACK, scp.port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    request = C_FIND()
+    request.MessageID = 5
+    request.AffectedSOPClassUID = StudyRootQueryRetrieveInformationModelFind
+    request.Priority = 2
+    request.Identifier = BytesIO(
+        encode(identifier("STUDY", PatientName="Many*", StudyInstanceUID=""), True, True)
+    )
+    codes: list[int] = []
+    try:
+        context_id = assoc.accepted_contexts[0].context_id
+        assoc._reactor_checkpoint.clear()  # the responses come to us, as in send_c_find
+        while not assoc._is_paused:
+            time.sleep(0.001)
+        assoc.dimse.send_msg(request, context_id)
+        assoc.send_c_cancel(5, context_id)
+        while True:
+            _, response = assoc.dimse.get_msg(block=True)
+            assert response is not None, "no final response"
+            codes.append(int(response.Status))
+            if codes[-1] not in (status.PENDING, status.PENDING_WITH_UNSUPPORTED_KEYS):
+                break
+        assoc._reactor_checkpoint.set()
+    finally:
+        assoc.release()
+    assert codes[-1] == status.CANCEL
+    assert len(codes) < MANY  # stopped early, not after every match

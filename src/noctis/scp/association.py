@@ -7,7 +7,8 @@ pynetdicom 3.0 offers no public hook for these, so each override is small and sa
   of the ~200 storage presentation contexts (about 60 ms per association, for contexts
   negotiation only reads).
 - `NoctisAssociation` answers C-GET and C-MOVE itself (`noctis.scp.retrieve`) so retrieved
-  instances are sent as the bytes stored; every other request goes to pynetdicom.
+  instances are sent as the bytes stored, and C-FIND (`noctis.scp.find.serve_find`) so its
+  many responses are encoded and sent in batches; every other request goes to pynetdicom.
 - `spool_received_datasets` makes pynetdicom write each received data set to a file in the
   spool directory (chunked receive) instead of memory or the system temp dir.
 - `NoctisRequestHandler` makes both of an association's threads event-driven
@@ -27,12 +28,13 @@ from typing import Any, cast
 
 from pynetdicom import _config, dimse_messages
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from noctis.dicom.part10 import file_meta
-from noctis.scp.contexts import GET_MODELS, MOVE_MODELS
+from noctis.scp.contexts import FIND_MODELS, GET_MODELS, MOVE_MODELS
 from noctis.scp.direct_store import DirectStore
+from noctis.scp.find import serve_find
 from noctis.scp.reactor import EventDrivenDUL, SignallingQueue, serve_until_done
 from noctis.scp.retrieve import serve_retrieve
 from noctis.scp.runtime import ScpRuntime
@@ -93,6 +95,23 @@ class NoctisAssociation(Association):
 
     def _serve_request(self, msg: Any, context_id: int) -> None:
         context = self._accepted_cx.get(context_id)
+        if (
+            isinstance(msg, C_FIND)
+            and msg.is_valid_request
+            and context is not None
+            and str(context.abstract_syntax) in FIND_MODELS
+            and not self._sent_release
+        ):
+            # C-CANCELs are tracked per request, as pynetdicom's _serve_request does, except
+            # that one for this very request, come in before its turn, still cancels it.
+            self.dimse.cancel_req = {
+                key: value for key, value in self.dimse.cancel_req.items() if key == msg.MessageID
+            }
+            try:
+                serve_find(self, msg, context, self.runtime)
+            finally:
+                self.dimse.cancel_req = {}
+            return
         if (
             isinstance(msg, C_GET | C_MOVE)
             and msg.is_valid_request

@@ -1,11 +1,12 @@
-"""C-STORE command sets and P-DATA-TF PDUs, read and written directly (PS3.7 9.3.1, PS3.8 9.3.5).
+"""DIMSE command sets and P-DATA-TF PDUs, read and written directly (PS3.7 9.3, PS3.8 9.3.5).
 
 The direct C-STORE path (`noctis.scp.direct_store`) reads each request's command set and writes
 its response itself: through pydicom and pynetdicom's message classes the two took about 0.5 ms
-a message, a tenth of a small instance's round trip. A command set is a short list of group
-0000 elements in implicit VR little endian; only the C-STORE-RQ fields the archive uses are
-read, and anything this reader does not recognise as a well-formed C-STORE-RQ is left to
-pynetdicom. The response bytes are the same as pynetdicom's (a test compares them).
+a message, a tenth of a small instance's round trip; C-FIND (`noctis.scp.find`) writes its
+responses here too, one for every match. A command set is a short list of group 0000 elements
+in implicit VR little endian; only the C-STORE-RQ fields the archive uses are read, and
+anything this reader does not recognise as a well-formed C-STORE-RQ is left to pynetdicom.
+The response bytes are the same as pynetdicom's (tests compare them).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
+C_FIND_RSP = 0x8020
 NO_DATA_SET = 0x0101  # CommandDataSetType: no data set follows
+DATA_SET = 0x0001  # CommandDataSetType as pynetdicom writes it when one follows
 
 _ELEMENT_HEADER = struct.Struct("<HHI")  # group, element, length (implicit VR LE)
 _US = struct.Struct("<H")
@@ -23,6 +26,8 @@ _UL = struct.Struct("<I")
 PDU_HEADER = struct.Struct(">BBI")  # type, reserved, length
 PDV_HEADER = struct.Struct(">IBB")  # item length, context ID, message control header
 P_DATA_TF = 0x04
+DATA_FRAGMENT = 0x00  # message control header: data set, more fragments follow
+LAST_DATA_FRAGMENT = 0x02  # message control header: data set, last fragment
 COMMAND_FRAGMENT = 0x01  # message control header: command, more fragments follow
 LAST_COMMAND_FRAGMENT = 0x03  # message control header: command, last fragment
 
@@ -63,17 +68,64 @@ def read_store_request(command: bytes | memoryview) -> StoreRequest | None:
 
 def store_response(request: StoreRequest, status: int, comment: str | None = None) -> bytes:
     """The C-STORE-RSP command set answering ``request``."""
+    return _response(
+        C_STORE_RSP,
+        request.message_id,
+        request.sop_class_uid,
+        status,
+        comment=comment,
+        sop_instance_uid=request.sop_instance_uid,
+    )
+
+
+def find_response(
+    message_id: int,
+    sop_class_uid: str,
+    status: int,
+    *,
+    has_identifier: bool = False,
+    comment: str | None = None,
+    offending: tuple[int, ...] = (),
+) -> bytes:
+    """A C-FIND-RSP command set: pending with an identifier to follow, or final."""
+    return _response(
+        C_FIND_RSP,
+        message_id,
+        sop_class_uid,
+        status,
+        has_data=has_identifier,
+        comment=comment,
+        offending=offending,
+    )
+
+
+def _response(
+    command_field: int,
+    message_id: int,
+    sop_class_uid: str,
+    status: int,
+    *,
+    has_data: bool = False,
+    comment: str | None = None,
+    offending: tuple[int, ...] = (),
+    sop_instance_uid: str | None = None,
+) -> bytes:
     elements = [
-        _element(0x0002, _padded_uid(request.sop_class_uid)),
-        _element(0x0100, _US.pack(C_STORE_RSP)),
-        _element(0x0120, _US.pack(request.message_id)),
-        _element(0x0800, _US.pack(NO_DATA_SET)),
+        _element(0x0002, _padded_uid(sop_class_uid)),
+        _element(0x0100, _US.pack(command_field)),
+        _element(0x0120, _US.pack(message_id)),
+        _element(0x0800, _US.pack(DATA_SET if has_data else NO_DATA_SET)),
         _element(0x0900, _US.pack(status)),
     ]
+    if offending:
+        elements.append(
+            _element(0x0901, b"".join(_US.pack(t >> 16) + _US.pack(t & 0xFFFF) for t in offending))
+        )
     if comment:
         text = comment.encode("ascii", "replace")[:64]
         elements.append(_element(0x0902, text + b" " * (len(text) % 2)))
-    elements.append(_element(0x1000, _padded_uid(request.sop_instance_uid)))
+    if sop_instance_uid is not None:
+        elements.append(_element(0x1000, _padded_uid(sop_instance_uid)))
     body = b"".join(elements)
     return _element(0x0000, _UL.pack(len(body))) + body
 
@@ -81,12 +133,20 @@ def store_response(request: StoreRequest, status: int, comment: str | None = Non
 def command_pdus(context_id: int, command: bytes, peer_max_pdu: int) -> bytes:
     """The P-DATA-TF PDUs carrying ``command``: one, unless the peer's maximum PDU length
     (0: unlimited) asks for smaller fragments."""
-    room = len(command) if peer_max_pdu == 0 else max(peer_max_pdu - PDV_HEADER.size, 1)
+    return _pdus(context_id, command, peer_max_pdu, COMMAND_FRAGMENT, LAST_COMMAND_FRAGMENT)
+
+
+def data_set_pdus(context_id: int, data_set: bytes, peer_max_pdu: int) -> bytes:
+    """The P-DATA-TF PDUs carrying an encoded data set (a C-FIND identifier)."""
+    return _pdus(context_id, data_set, peer_max_pdu, DATA_FRAGMENT, LAST_DATA_FRAGMENT)
+
+
+def _pdus(context_id: int, data: bytes, peer_max_pdu: int, more: int, last: int) -> bytes:
+    room = max(len(data), 1) if peer_max_pdu == 0 else max(peer_max_pdu - PDV_HEADER.size, 1)
     pdus = []
-    for start in range(0, len(command), room):
-        fragment = command[start : start + room]
-        last = start + room >= len(command)
-        control = LAST_COMMAND_FRAGMENT if last else COMMAND_FRAGMENT
+    for start in range(0, max(len(data), 1), room):
+        fragment = data[start : start + room]
+        control = last if start + room >= len(data) else more
         item = PDV_HEADER.pack(len(fragment) + 2, context_id, control) + fragment
         pdus.append(PDU_HEADER.pack(P_DATA_TF, 0, len(item)) + item)
     return b"".join(pdus)

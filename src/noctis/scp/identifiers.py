@@ -25,6 +25,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
+from noctis.dicom.plain_data_set import Element
 from noctis.index.query import ATTRIBUTES, BY_TAG, Attribute, Level, MatchQuery
 
 QUERY_LEVEL_TAG = Tag(0x0008, 0x0052)
@@ -66,6 +67,14 @@ def decode_identifier(event: Any) -> Dataset:
     """The request's identifier, with every element decoded (pydicom decodes lazily)."""
     try:
         identifier = event.identifier
+    except Exception as exc:
+        raise IdentifierUndecodable(f"identifier cannot be decoded: {exc}") from exc
+    return decoded(identifier)
+
+
+def decoded(identifier: Dataset) -> Dataset:
+    """``identifier`` with every element decoded; IdentifierUndecodable if one cannot be."""
+    try:
         for element in identifier:  # converts each raw element, raising on bad values
             _ = element.value
     except Exception as exc:
@@ -113,30 +122,38 @@ def supported_attribute(element: DataElement, level: Level) -> Attribute | None:
     return attribute
 
 
-def response_identifier(
+def response_elements(
     parsed: ParsedIdentifier, values: dict[str, Any], retrieve_ae_title: str
-) -> Dataset:
-    """A C-FIND response for one match: every requested key, with a value or zero-length."""
-    ds = Dataset()
-    ds.SpecificCharacterSet = RESPONSE_CHARSET
-    ds.QueryRetrieveLevel = parsed.level.value
+) -> list[Element]:
+    """A C-FIND response for one match as (tag, VR, value): every requested key, with a value
+    or empty (``None``)."""
+    found: dict[int, tuple[str, Any]] = {
+        int(CHARSET_TAG): ("CS", RESPONSE_CHARSET),
+        int(QUERY_LEVEL_TAG): ("CS", parsed.level.value),
+    }
     for element in parsed.return_keys:
         attribute = supported_attribute(element, parsed.level)
         if attribute is not None:
-            ds.add_new(attribute.tag, attribute.vr, _dicom_value(values.get(attribute.keyword)))
+            found[attribute.tag] = (attribute.vr, _dicom_value(values.get(attribute.keyword)))
         elif element.tag == RETRIEVE_AE_TAG:
-            ds.add_new(element.tag, "AE", retrieve_ae_title)
+            found[int(element.tag)] = ("AE", retrieve_ae_title)
         elif element.tag == AVAILABILITY_TAG:
-            ds.add_new(element.tag, "CS", "ONLINE")
-        elif element.VR == "SQ":
-            ds.add_new(element.tag, "SQ", Sequence())
+            found[int(element.tag)] = ("CS", "ONLINE")
         else:
-            ds.add_new(element.tag, element.VR, None)
+            found[int(element.tag)] = (element.VR, None)
     # The unique keys of the level and the levels above always come back (PS3.4 C.4.1.2.3).
     for level, keyword in UNIQUE_KEYS.items():
-        if _DEPTH[level] <= _DEPTH[parsed.level] and keyword not in ds:
-            attribute = ATTRIBUTES[keyword]
-            ds.add_new(attribute.tag, attribute.vr, _dicom_value(values.get(keyword)))
+        attribute = ATTRIBUTES[keyword]
+        if _DEPTH[level] <= _DEPTH[parsed.level] and attribute.tag not in found:
+            found[attribute.tag] = (attribute.vr, _dicom_value(values.get(keyword)))
+    return [(tag, vr, value) for tag, (vr, value) in found.items()]
+
+
+def identifier_dataset(elements: list[Element]) -> Dataset:
+    """The response elements as a pydicom data set (an empty sequence for an SQ key)."""
+    ds = Dataset()
+    for tag, vr, value in elements:
+        ds.add_new(tag, vr, Sequence() if vr == "SQ" else value)
     return ds
 
 

@@ -27,6 +27,7 @@ behaviour is pinned with pynetdicom (``>=3.0,<3.1`` in pyproject) and covered by
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -53,6 +54,9 @@ _PDU_TYPES = frozenset(range(0x01, 0x08))
 # A read of less than this from the peer asks for this much more: small PDUs that arrived
 # together are then taken off the socket in one call.
 READ_AHEAD = 64 << 10
+
+# Bytes other threads may have handed over for sending before they wait (`queue_pdus`).
+OUTGOING_LIMIT = 1 << 20
 
 # Seconds between timer checks while nothing happens: an idle association costs two wake-ups
 # per IDLE_WAIT (measured: 0.5% of a core at 50 ms, 2% at 5 ms), and its timeouts are checked
@@ -115,11 +119,17 @@ class EventDrivenDUL(DULServiceProvider):
     _direct_store: DirectStore | None = None
     _pending: bytearray  # bytes read ahead of the PDU being read
     _readable = False  # the last wait saw the peer's socket readable
+    # Encoded P-DATA-TF PDUs other threads hand over (`queue_pdus`), and their total size.
+    _outgoing: collections.deque[bytes]
+    _outgoing_size = 0
+    _outgoing_room: threading.Condition
 
     def install_wake_up(self, wake_association: Callable[[], None]) -> None:
         """Before the thread starts: queues that wake this thread and the association's."""
         self._wake_up = WakeUpPipe()
         self._pending = bytearray()
+        self._outgoing = collections.deque()
+        self._outgoing_room = threading.Condition()
         self.to_provider_queue = SignallingQueue(self._wake_up.wake)
         self.to_user_queue = SignallingQueue(wake_association)
 
@@ -133,6 +143,31 @@ class EventDrivenDUL(DULServiceProvider):
             self._raw_socket().sendall(data)
         except OSError:
             self.event_queue.put("Evt17")  # transport connection closed
+
+    def queue_pdus(self, data: bytes) -> bool:
+        """Hand encoded P-DATA-TF PDUs to this thread to send, in order (from the association
+        thread: C-FIND responses). Waits while OUTGOING_LIMIT bytes are still unsent (a slow
+        reader); False if the association is no longer established (nothing is sent)."""
+        with self._outgoing_room:
+            while self._outgoing_size > OUTGOING_LIMIT:
+                if not self.is_alive() or not self.assoc.is_established:
+                    return False
+                self._outgoing_room.wait(IDLE_WAIT)
+            if not self.is_alive() or not self.assoc.is_established:
+                return False
+            self._outgoing.append(data)
+            self._outgoing_size += len(data)
+        self._wake_up.wake()
+        return True
+
+    def _send_outgoing(self) -> None:
+        with self._outgoing_room:
+            data = b"".join(self._outgoing)
+            self._outgoing.clear()
+            self._outgoing_size = 0
+            self._outgoing_room.notify_all()
+        if self.state_machine.current_state == "Sta6":
+            self.send_bytes(data)
 
     def _read_pdu_data(self) -> None:
         """One PDU from the socket: a direct store's, or decoded for the state machine (what
@@ -232,6 +267,10 @@ class EventDrivenDUL(DULServiceProvider):
         try:
             self._react()
         finally:
+            with self._outgoing_room:  # nobody sends them now: let a waiting sender go
+                self._outgoing.clear()
+                self._outgoing_size = 0
+                self._outgoing_room.notify_all()
             self._wake_up.close()
             if self._direct_store is not None:
                 self._direct_store.close()
@@ -244,6 +283,8 @@ class EventDrivenDUL(DULServiceProvider):
                 self.assoc._dul_ready.set()
             if self._kill_thread:
                 return
+            if self._outgoing:
+                self._send_outgoing()
             if self.artim_timer.expired:
                 self.event_queue.put("Evt18")
             try:
@@ -264,7 +305,7 @@ class EventDrivenDUL(DULServiceProvider):
             self.state_machine.do_action(event)
 
     def _wait_for_work(self) -> None:
-        if self.to_provider_queue.qsize() or self._pending:
+        if self.to_provider_queue.qsize() or self._pending or self._outgoing:
             return
         transport = self.socket
         sock = transport.socket if transport is not None else None
