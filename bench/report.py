@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -205,38 +206,58 @@ def _targets_in(rows: list[Any], results: Results) -> list[str]:
 
 
 def _store_table(results: Results) -> Table:
-    names = _targets_in(results.store, results)
-    table = Table(
-        title="Store (storescu -> target): instances/s, MB/s; peak RSS (PSS) of the server, MB"
-    )
-    table.add_column("case")
-    for name in names:
-        table.add_column(results.labels[name], justify="right")
-    for case in dict.fromkeys(r.case for r in results.store):
-        cells = []
-        for name in names:
-            result = results.store_result(name, case)
-            if result is None:
-                cells.append("")
-            elif not result.ok:
-                cells.append("[red]FAILED[/red]")
-            else:
-                pss = f" (PSS {result.peak_pss_mb:,.0f})" if result.peak_pss_mb else ""
-                cells.append(
-                    f"{result.instances_per_s:,.0f}/s {result.mb_per_s:,.0f} MB/s\n"
-                    f"RSS {result.peak_rss_mb:,.0f} MB{pss}"
-                )
+    def cell(result: StoreResult) -> str:
+        pss = f" (PSS {result.peak_pss_mb:,.0f})" if result.peak_pss_mb else ""
+        return (
+            f"{result.instances_per_s:,.0f}/s {result.mb_per_s:,.0f} MB/s\n"
+            f"RSS {result.peak_rss_mb:,.0f} MB{pss}"
+        )
+
+    def row_label(case: str) -> str:
         sample = next(r for r in results.store if r.case == case)
-        table.add_row(f"{case}\n{sample.instances} inst., {sample.bytes / 1e6:,.0f} MB", *cells)
-    return table
+        return f"{case}\n{sample.instances} inst., {sample.bytes / 1e6:,.0f} MB"
+
+    return _per_case_table(
+        results,
+        "Store (storescu -> target): instances/s, MB/s; peak RSS (PSS) of the server, MB",
+        cell,
+        row_label,
+    )
 
 
 def _cpu_table(results: Results) -> Table:
-    names = _targets_in(results.store, results)
-    table = Table(
-        title="CPU per instance, ms: server, its PostgreSQL (db) and S3 (s3), storescu (sender); "
-        "machine: all of it (busy %), rest: none of those"
+    def cell(result: StoreResult) -> str:
+        if not result.cpu_ms:
+            return "-"
+        parts = [
+            f"{short} {result.cpu_ms[key]:,.1f}"
+            for key, short in CPU_COMPONENTS.items()
+            if key in result.cpu_ms
+        ]
+        machine = result.cpu_ms.get("machine", math.nan)
+        busy = "" if math.isnan(result.machine_busy) else f" ({result.machine_busy:.0%})"
+        rest = [result.cpu_ms[key] for key in CPU_REST if key in result.cpu_ms]
+        rest_cell = f" · rest {sum(rest):,.1f}" if rest else ""
+        return " · ".join(parts) + f"\nmachine {machine:,.1f}{busy}{rest_cell}"
+
+    return _per_case_table(
+        results,
+        "CPU per instance, ms: server, its PostgreSQL (db) and S3 (s3), storescu (sender); "
+        "machine: all of it (busy %), rest: none of those",
+        cell,
+        lambda case: case,
     )
+
+
+def _per_case_table(
+    results: Results,
+    title: str,
+    cell: Callable[[StoreResult], str],
+    row_label: Callable[[str], str],
+) -> Table:
+    """A row per store case, a column per target; ``cell`` writes a successful result."""
+    names = _targets_in(results.store, results)
+    table = Table(title=title)
     table.add_column("case")
     for name in names:
         table.add_column(results.labels[name], justify="right")
@@ -248,20 +269,9 @@ def _cpu_table(results: Results) -> Table:
                 cells.append("")
             elif not result.ok:
                 cells.append("[red]FAILED[/red]")
-            elif not result.cpu_ms:
-                cells.append("-")
             else:
-                parts = [
-                    f"{short} {result.cpu_ms[key]:,.1f}"
-                    for key, short in CPU_COMPONENTS.items()
-                    if key in result.cpu_ms
-                ]
-                machine = result.cpu_ms.get("machine", math.nan)
-                busy = "" if math.isnan(result.machine_busy) else f" ({result.machine_busy:.0%})"
-                rest = [result.cpu_ms[key] for key in CPU_REST if key in result.cpu_ms]
-                rest_cell = f" · rest {sum(rest):,.1f}" if rest else ""
-                cells.append(" · ".join(parts) + f"\nmachine {machine:,.1f}{busy}{rest_cell}")
-        table.add_row(case, *cells)
+                cells.append(cell(result))
+        table.add_row(row_label(case), *cells)
     return table
 
 

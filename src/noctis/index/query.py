@@ -149,7 +149,8 @@ def find(session: Session, query: MatchQuery) -> list[Match]:
             statement = statement.offset(query.offset)
         if query.limit is not None:
             statement = statement.limit(query.limit)
-        return [_to_match(row, query.level) for row in session.execute(statement)]
+        keywords = _column_keywords(query.level)
+        return [_to_match(row, keywords) for row in session.execute(statement)]
 
 
 def count(session: Session, query: MatchQuery) -> int:
@@ -314,9 +315,14 @@ def _order(statement: Select[Any], level: Level) -> Select[Any]:
     return statement.order_by(Series.id, Instance.instance_number, Instance.id)
 
 
-def _to_match(row: Any, level: Level) -> Match:
+def _column_keywords(level: Level) -> list[str]:
+    """The attributes a result row at ``level`` holds in columns."""
+    return [a.keyword for a in attributes_for(level) if a.column is not None]
+
+
+def _to_match(row: Any, keywords: list[str]) -> Match:
     mapping = row._mapping
-    values = {a.keyword: mapping[a.keyword] for a in attributes_for(level) if a.column is not None}
+    values = {keyword: mapping[keyword] for keyword in keywords}
     return Match(
         values=values,
         facility=mapping["_facility"],
