@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from noctis import heap
 from noctis.archive import Archive
 from noctis.index.facilities import (
     ANY_AE,
@@ -74,6 +75,7 @@ def serve(settings: Settings) -> None:
     # uvicorn handles SIGTERM/Ctrl-C while it runs, then raises the signal again: with these
     # handlers (restored by uvicorn) that only records it, so what follows still runs.
     stop_on_signals()
+    heap.settle()
     try:
         server.run()
     finally:

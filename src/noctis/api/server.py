@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uvicorn
 
+from noctis import heap
 from noctis.api.app import create_app
 from noctis.settings import Settings
 
 
 def run(settings: Settings) -> None:
     app = create_app(settings)
+    heap.settle()
     uvicorn.run(
         app,
         host=settings.api_host,

@@ -26,6 +26,7 @@ from typing import Any
 
 from pynetdicom import AE, evt
 
+from noctis import heap
 from noctis.archive import Archive
 from noctis.probes import HealthServer
 from noctis.scp.association import (
@@ -228,6 +229,7 @@ def run(settings: Settings) -> None:
         ready=archive.readiness,
         metrics=exposition,
     ).start()
+    heap.settle()
     try:
         while not stopping.wait(0.5):
             pass

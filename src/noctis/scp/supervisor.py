@@ -28,6 +28,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from noctis import heap
 from noctis.archive import Archive
 from noctis.probes import HealthServer
 from noctis.queue import InProcessQueue
@@ -148,6 +149,7 @@ def supervise(settings: Settings) -> None:
         metrics=lambda: exposition(str(metrics_dir)),
     ).start()
     log.info("%d SCP processes on port %d", count, settings.scp_port)
+    heap.settle()
     try:
         while not stopping.wait(0.5):
             siblings.restart_dead()
@@ -180,6 +182,7 @@ def serve_child(
         register_tasks(archive)
     try:
         scp = Scp(archive, listener=listener).start()
+        heap.settle()
         listening.set()
         while not stopping.wait(0.5):
             pass
