@@ -2,9 +2,9 @@
 
 A full collection walks every object the collector tracks. After start-up a Noctis server
 holds about 180,000 of them (pydicom's dictionaries, pynetdicom, SQLAlchemy, FastAPI), and a
-full collection of that heap took 100-135 ms on the test machine; it comes every few QIDO
-requests of 206 studies (each builds enough objects to trigger one), so one QIDO in eight took
-140 ms instead of 20, and an association storing meanwhile waited as long. `settle` collects
+full collection of that heap took 100-135 ms on the test machine and came every dozen or so
+QIDO requests of 206 studies (each builds enough objects to bring one nearer): 3 of 40 took
+140-160 ms instead of 20, and an association storing meanwhile waited as long. `settle` collects
 once and freezes what is left (`gc.freeze`): those objects are never walked again, and a full
 collection then walks only what came later: 1.1 ms measured.
 
