@@ -85,7 +85,6 @@ def find_response(
     *,
     has_identifier: bool = False,
     comment: str | None = None,
-    offending: tuple[int, ...] = (),
 ) -> bytes:
     """A C-FIND-RSP command set: pending with an identifier to follow, or final."""
     return _response(
@@ -95,7 +94,6 @@ def find_response(
         status,
         has_data=has_identifier,
         comment=comment,
-        offending=offending,
     )
 
 
@@ -107,7 +105,6 @@ def _response(
     *,
     has_data: bool = False,
     comment: str | None = None,
-    offending: tuple[int, ...] = (),
     sop_instance_uid: str | None = None,
 ) -> bytes:
     elements = [
@@ -117,10 +114,6 @@ def _response(
         _element(0x0800, _US.pack(DATA_SET if has_data else NO_DATA_SET)),
         _element(0x0900, _US.pack(status)),
     ]
-    if offending:
-        elements.append(
-            _element(0x0901, b"".join(_US.pack(t >> 16) + _US.pack(t & 0xFFFF) for t in offending))
-        )
     if comment:
         text = comment.encode("ascii", "replace")[:64]
         elements.append(_element(0x0902, text + b" " * (len(text) % 2)))

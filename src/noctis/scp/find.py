@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
@@ -58,13 +59,13 @@ BATCH_BYTES = 16 << 10
 
 def handle_find(event: Event, runtime: ScpRuntime) -> Iterator[FindResponse]:
     """EVT_C_FIND handler (requests the association does not serve itself)."""
-    for code, elements in answers(
+    request = FindRequest(
         event.assoc,
         lambda: decode_identifier(event),
         str(event.request.AffectedSOPClassUID),
         lambda: bool(event.is_cancelled),
-        runtime,
-    ):
+    )
+    for code, elements in answers(request, runtime):
         yield code, identifier_dataset(elements) if elements is not None else None
 
 
@@ -97,7 +98,7 @@ def serve_find(
         return command_pdus(context_id, _final_response(message_id, sop_class, code), peer_max_pdu)
 
     batch = bytearray()
-    for code, found in answers(assoc, identifier, sop_class, cancelled, runtime):
+    for code, found in answers(FindRequest(assoc, identifier, sop_class, cancelled), runtime):
         if found is None:
             batch += final(code)
             break
@@ -136,18 +137,22 @@ def _final_response(message_id: int, sop_class: str, code: int | Dataset) -> byt
     return find_response(message_id, sop_class, int(code))
 
 
-def answers(
-    assoc: Association,
-    identifier: Callable[[], Dataset],
-    sop_class_uid: str,
-    cancelled: Callable[[], bool],
-    runtime: ScpRuntime,
-) -> Iterator[Answer]:
+@dataclass(frozen=True)
+class FindRequest:
+    """A C-FIND-RQ as the answers need it, however it arrived."""
+
+    assoc: Association
+    identifier: Callable[[], Dataset]  # decoded; raises IdentifierUndecodable
+    sop_class_uid: str
+    cancelled: Callable[[], bool]  # a C-CANCEL-RQ came for it
+
+
+def answers(request: FindRequest, runtime: ScpRuntime) -> Iterator[Answer]:
     """The responses to a C-FIND-RQ: pending ones with a match's elements, then the final
     one."""
     final = status.SUCCESS
     try:
-        for answer in _answers(assoc, identifier, sop_class_uid, cancelled, runtime):
+        for answer in _answers(request, runtime):
             code, _ = answer
             final = code if isinstance(code, int) else int(code.Status)
             yield answer
@@ -159,19 +164,16 @@ def answers(
         get_metrics().requests.labels(service="find", result=result_class(final)).inc()
 
 
-def _answers(
-    assoc: Association,
-    identifier: Callable[[], Dataset],
-    sop_class_uid: str,
-    cancelled: Callable[[], bool],
-    runtime: ScpRuntime,
-) -> Iterator[Answer]:
+def _answers(request: FindRequest, runtime: ScpRuntime) -> Iterator[Answer]:
+    assoc = request.assoc
     caller = runtime.access.allowed(assoc, "find")
     if caller is None:
         yield status.with_comment(status.NOT_AUTHORIZED, "this AE may not query here"), None
         return
     try:
-        parsed = parse_identifier(identifier(), FIND_MODELS.get(sop_class_uid, "STUDY"))
+        parsed = parse_identifier(
+            request.identifier(), FIND_MODELS.get(request.sop_class_uid, "STUDY")
+        )
         matches = _matches(runtime, parsed, caller.facility_id)
     except IdentifierUndecodable as exc:
         yield status.with_comment(status.FIND_UNDECODABLE_IDENTIFIER, str(exc)), None
@@ -189,7 +191,7 @@ def _answers(
     runtime.audit.queried(assoc, caller, parsed.level, dict(parsed.filters), len(matches))
     pending = status.PENDING_WITH_UNSUPPORTED_KEYS if parsed.unsupported else status.PENDING
     for match in matches:
-        if cancelled():
+        if request.cancelled():
             yield status.CANCEL, None
             return
         yield pending, response_elements(parsed, match.values, runtime.ae_title)
