@@ -18,7 +18,7 @@ done
 
 debs=()
 if [ "$want_test" = 1 ]; then
-  debs+=(dcmtk postgresql redis-server chromium chromium-driver fonts-dejavu-core)
+  debs+=(dcmtk postgresql redis-server chromium chromium-driver fonts-dejavu-core strace)
 fi
 if [ "$want_bench" = 1 ]; then
   debs+=(orthanc orthanc-dicomweb orthanc-postgresql)

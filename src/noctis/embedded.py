@@ -52,11 +52,12 @@ def serve(settings: Settings) -> None:
     from noctis.api.app import create_app
     from noctis.api.auth import ensure_first_admin
     from noctis.api.viewer import installed_viewer_version
-    from noctis.scp.server import Scp, stop_on_signals
+    from noctis.scp.server import Scp, clean_spool, stop_on_signals
     from noctis.worker.inprocess import register_tasks
 
     console = Console(stderr=True)
     archive = prepare(settings)
+    clean_spool(settings.resolved_spool_dir())  # before any SCP process receives into it
     register_tasks(archive)
     admin = ensure_first_admin(archive)
     siblings = _start_siblings(settings)
@@ -93,12 +94,10 @@ def _start_siblings(settings: Settings) -> Siblings | None:
     """With ``scp_processes > 1``, the other SCP processes on the port (each runs the tasks
     of what it stores), watched by a thread that restarts one that dies."""
     from noctis.scp.association import listening_socket
-    from noctis.scp.server import clean_spool
     from noctis.scp.supervisor import Siblings
 
     if settings.scp_processes < 2:
         return None
-    clean_spool(settings.resolved_spool_dir())  # before any process receives into it
     listener = listening_socket(settings.scp_host, settings.scp_port)
     siblings = Siblings(settings, settings.scp_processes - 1, listener, run_tasks=True).start()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -15,6 +16,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
 
 
 class IndexUnavailable(RuntimeError):
@@ -38,7 +41,21 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         connect_args={"connect_timeout": 5},
     )
     ping_idle_connections(engine)
+    event.listen(engine, "connect", _postgresql_durable_commits)
     return engine
+
+
+def _postgresql_durable_commits(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    """A commit the archive acknowledges must be on disk: never run with synchronous_commit
+    off, whatever the server, database or role default says (``local``, ``on``,
+    ``remote_write`` and ``remote_apply`` are all durable on this server, and are kept)."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        row = cursor.fetchone()
+        if row is not None and row[0] == "off":
+            log.warning("synchronous_commit is off for this database: the archive turns it on")
+            cursor.execute("SET synchronous_commit TO on")
+    dbapi_connection.commit()
 
 
 # A pooled connection used less than this long ago is taken to be alive.
@@ -75,7 +92,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     dbapi_connection.isolation_level = None  # autocommit at the driver; SQLAlchemy sends BEGIN
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: each commit syncs the WAL before it returns, so an acknowledged store survives a
+    # power loss (NORMAL syncs only at checkpoints: a commit could vanish with the OS).
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()

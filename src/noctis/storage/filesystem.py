@@ -5,6 +5,10 @@ place, so a reader never sees a half-written object and a crash leaves no partia
 ``put_file`` links the caller's file instead of copying it when both are on one filesystem (a
 received instance spooled next to the objects, as in embedded mode): the bytes are written once,
 and the link is made only once they are durable.
+
+A file's own fsync does not make its name durable: after a power loss the directory may not
+list it. So the directory that gets the new name is fsynced before ``put`` returns, and so is
+the parent of every directory made for it (a new study's and series' directories).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ class FilesystemStore:
 
     def put(self, key: str, stream: BinaryIO, length: int) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._make_directories(target.parent)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -48,6 +52,7 @@ class FilesystemStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self._sync_directory(target.parent)
 
     def put_file(self, key: str, path: Path, length: int, *, synced: bool = False) -> None:
         target = self._path(key)
@@ -65,13 +70,36 @@ class FilesystemStore:
             try:
                 os.link(path, target)
             except FileNotFoundError:
-                target.parent.mkdir(parents=True, exist_ok=True)
+                self._make_directories(target.parent)
                 os.link(path, target)
         except FileExistsError:
             raise
         except OSError:  # another filesystem, or links not supported: copy
             with open(path, "rb") as stream:
                 self.put(key, stream, length)
+            return
+        self._sync_directory(target.parent)
+
+    def _make_directories(self, directory: Path) -> None:
+        """Make ``directory`` and any missing parent, each new name durable in its parent."""
+        missing: list[Path] = []
+        while not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        for made in reversed(missing):
+            # A concurrent store of the same study may have made it: its name is synced here
+            # too, as this store's object will be reached through it.
+            made.mkdir(exist_ok=True)
+            self._sync_directory(made.parent)
+
+    def _sync_directory(self, directory: Path) -> None:
+        if not self.fsync:
+            return
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def get(self, key: str) -> bytes:
         try:

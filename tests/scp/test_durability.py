@@ -1,0 +1,247 @@
+"""Acknowledged = durable: the system calls of one real C-STORE, traced with strace, show the
+object's data, its name (and the names of the directories made for it) and the index commit
+synced to disk before the C-STORE response goes out. Also: PostgreSQL commits are never
+asynchronous, and a spool left by a crash is cleaned when the archive starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+from sqlalchemy import text
+
+from support import README_HINT, dcmtk, log_tail, terminate, wait_until
+from support.archive import embedded_settings, open_archive
+from support.dicomdata import generate_ct_series
+from support.ports import LOOPBACK, free_ports
+
+pytestmark = pytest.mark.dcmtk
+
+_LINE = re.compile(r"^(?P<pid>\d+)\s+\S+\s+(?P<rest>.*)$")
+_ENTERED = re.compile(r"^(?P<name>\w+)\((?P<args>.*)$")
+_RESUMED = re.compile(r"^<\.\.\. (?P<name>\w+) resumed>")
+_RESULT = re.compile(r"\) += (?P<result>-?\d+)[^)]*$")
+_UNFINISHED = " <unfinished ...>"
+_PATH = re.compile(r"<(?P<path>/[^<>]*)>")
+
+
+@dataclass
+class Call:
+    name: str
+    args: str
+    pid: int
+    started: int  # line number where the call was entered
+    finished: int | None = None  # line number where it returned (None: not in the trace)
+    result: int | None = None
+
+    def path(self) -> str:
+        found = _PATH.search(self.args)
+        return found.group("path") if found else ""
+
+    def strings(self) -> list[str]:
+        return re.findall(r'"([^"]*)"', self.args)
+
+
+def parse_trace(lines: list[str]) -> list[Call]:
+    """strace -f output: one Call per system call, with where it started and returned (a call
+    interrupted by another thread's shows as "<unfinished ...>" then "<... resumed>")."""
+    calls: list[Call] = []
+    pending: dict[tuple[int, str], Call] = {}
+    for number, line in enumerate(lines):
+        matched = _LINE.match(line)
+        if not matched:
+            continue
+        pid, rest = int(matched.group("pid")), matched.group("rest")
+        resumed = _RESUMED.match(rest)
+        if resumed:
+            call = pending.pop((pid, resumed.group("name")), None)
+        else:
+            entered = _ENTERED.match(rest)
+            if not entered:
+                continue
+            call = Call(entered.group("name"), entered.group("args"), pid, number)
+            calls.append(call)
+            if rest.endswith(_UNFINISHED):
+                pending[(pid, call.name)] = call
+                continue
+        returned = _RESULT.search(rest)
+        if call is not None and returned:
+            call.finished, call.result = number, int(returned.group("result"))
+    return calls
+
+
+def _ready(health_port: int) -> bool:
+    try:
+        url = f"http://{LOOPBACK}:{health_port}/readyz"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_one_c_store_syncs_object_name_and_index_before_its_response(tmp_path: Path) -> None:
+    strace = shutil.which("strace")
+    assert strace, f"strace is missing: {README_HINT}"
+    port, health_port = free_ports(2)
+    data_dir = tmp_path / "data"
+    env = {
+        **os.environ,
+        "NOCTIS_MODE": "embedded",
+        "NOCTIS_DATA_DIR": str(data_dir),
+        "NOCTIS_SCP_HOST": LOOPBACK,
+        "NOCTIS_SCP_PORT": str(port),
+        "NOCTIS_HEALTH_HOST": LOOPBACK,
+        "NOCTIS_HEALTH_PORT": str(health_port),
+    }
+    trace = tmp_path / "scp.strace"
+    log = tmp_path / "scp.log"
+    with log.open("ab") as out:
+        tracer = subprocess.Popen(
+            [
+                strace,
+                "-f",
+                "-qq",
+                "--seccomp-bpf",
+                "-tt",
+                "-yy",
+                "-s",
+                "256",
+                "-e",
+                "trace=fsync,fdatasync,link,linkat,mkdir,mkdirat,sendto",
+                "-o",
+                str(trace),
+                sys.executable,
+                "-m",
+                "noctis.cli",
+                "scp",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(
+            lambda: _ready(health_port), what="noctis scp", process=tracer, log=log, timeout=90
+        )
+        [ct] = generate_ct_series(tmp_path / "ct", slices=1, size=256)
+        result = dcmtk.storescu(port, [ct], calling="MODALITY", called="NOCTIS")
+        assert result.ok, result.output
+    finally:
+        for child in psutil.Process(tracer.pid).children():
+            child.terminate()
+        terminate(tracer, timeout=30)
+
+    calls = parse_trace(trace.read_text().splitlines())
+    objects = str(data_dir / "objects")
+    [linked] = [
+        c for c in calls if c.name in ("link", "linkat") and objects in c.args and c.result == 0
+    ]
+    spooled, stored = linked.strings()[0], linked.strings()[-1]
+    assert stored.startswith(objects), linked
+    assert linked.finished is not None
+
+    # The response: the first send on the association's socket after the object was linked.
+    response = next(
+        c
+        for c in calls
+        if c.name == "sendto" and c.started > linked.started and f":{port}->" in c.args
+    )
+
+    def synced_before_response(path: str) -> list[Call]:
+        return [
+            c
+            for c in calls
+            if c.name in ("fsync", "fdatasync")
+            and c.path() == path
+            and c.finished is not None
+            and c.finished < response.started
+        ]
+
+    # The data, before it got its name in the store.
+    data_syncs = [c for c in synced_before_response(spooled) if c.finished < linked.started]
+    assert data_syncs, f"the received file {spooled} was not synced before it was linked"
+    # Its name in the store, after the link.
+    directory = str(Path(stored).parent)
+    assert any(c.started > linked.finished for c in synced_before_response(directory)), (
+        f"the directory {directory} was not synced between the link and the response"
+    )
+    # Every directory made for the new study and series, by a sync of its parent.
+    made = [
+        c.strings()[0]
+        for c in calls
+        if c.name in ("mkdir", "mkdirat") and c.result == 0 and objects + "/" in c.args
+    ]
+    assert made, "a new study's directories were made"
+    for new_directory in made:
+        parent = str(Path(new_directory).parent)
+        assert synced_before_response(parent), f"{new_directory}'s name was not synced"
+    # The index commit: SQLite's write-ahead log, after the object was in place.
+    wal = str(data_dir / "index.sqlite3-wal")
+    assert any(c.started > linked.finished for c in synced_before_response(wal)), (
+        f"the index's write-ahead log was not synced before the response:\n{log_tail(log)}"
+    )
+
+
+@pytest.mark.postgres
+def test_postgresql_commits_are_synchronous_even_where_the_server_says_off(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The test server runs with synchronous_commit=off (for speed); the archive's own
+    connections turn it back on, as they would on a production server set up that way."""
+    settings = embedded_settings(tmp_path).model_copy(update={"database_url": pg_url})
+    archive = open_archive(settings)
+    try:
+        with archive.engine.connect() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+        with archive.reading() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+    finally:
+        archive.close()
+
+
+def test_serve_cleans_a_crashed_spool_at_start(tmp_path: Path) -> None:
+    """`noctis serve` with one SCP process removes what a crash left in the spool."""
+    port, health_port, api_port = free_ports(3)
+    data_dir = tmp_path / "data"
+    spool = data_dir / "spool"
+    spool.mkdir(parents=True)
+    leftovers = [spool / "incoming-crashed1", spool / "retrieve-crashed2"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"\0" * 1024)
+    env = {
+        **os.environ,
+        "NOCTIS_MODE": "embedded",
+        "NOCTIS_DATA_DIR": str(data_dir),
+        "NOCTIS_SCP_HOST": LOOPBACK,
+        "NOCTIS_SCP_PORT": str(port),
+        "NOCTIS_HEALTH_HOST": LOOPBACK,
+        "NOCTIS_HEALTH_PORT": str(health_port),
+        "NOCTIS_API_HOST": LOOPBACK,
+        "NOCTIS_API_PORT": str(api_port),
+        "NOCTIS_ADMIN_PASSWORD": "a-long-enough-password",
+        "NOCTIS_VIEWER_DIR": str(tmp_path / "no-viewer"),
+    }
+    log = tmp_path / "serve.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "noctis.cli", "serve"], env=env, stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "listening on" not in log.read_text(errors="replace"):
+            assert process.poll() is None, log_tail(log)
+            assert time.monotonic() < deadline, log_tail(log)
+            time.sleep(0.1)
+        assert [p for p in leftovers if p.exists()] == []
+    finally:
+        terminate(process, timeout=30)
