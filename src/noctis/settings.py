@@ -65,6 +65,18 @@ class Settings(BaseSettings):
         1, ge=1, description="SCP processes accepting from one listening socket on the port"
     )
     max_associations: int = 32
+    association_request_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="seconds a new connection may take to send its A-ASSOCIATE-RQ (and, with "
+        "DICOM TLS, to finish its handshake) before it is closed",
+    )
+    max_connections_per_address: int = Field(
+        16,
+        ge=0,
+        description="connections one peer address may hold open at once, associated or not "
+        "(0: no cap); behind a NAT or a Service that hides client addresses, raise it",
+    )
     max_pdu_size: int = 0
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +144,21 @@ def test_dicom_tls_accepts_tls_callers_only(tls_scp: tuple[Scp, Path]) -> None:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(certificate))
     assert _echo(node.port, context)
     assert not _echo(node.port, None)  # plain DICOM to a TLS port gets no association
+
+
+def test_a_silent_tls_connection_neither_blocks_others_nor_stays(
+    tls_scp: tuple[Scp, Path],
+) -> None:
+    """The TLS handshake runs in the connection's own thread, within the request timeout: a
+    peer that connects and says nothing does not stop the next caller from connecting."""
+    node, certificate = tls_scp
+    silent = socket.create_connection((LOOPBACK, node.port), timeout=5)
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(certificate))
+        started = time.monotonic()
+        assert _echo(node.port, context)
+        assert time.monotonic() - started < 3
+        silent.settimeout(node.archive.settings.association_request_timeout + 5)
+        assert silent.recv(1) == b""  # closed by the server once the timeout passed
+    finally:
+        silent.close()

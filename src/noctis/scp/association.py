@@ -14,13 +14,19 @@ pynetdicom 3.0 offers no public hook for these, so each override is small and sa
 - `NoctisRequestHandler` makes both of an association's threads event-driven
   (`noctis.scp.reactor`) instead of polling every millisecond, and lets the DUL thread receive
   C-STORE requests itself (`noctis.scp.direct_store`).
+- `NoctisServer` caps the connections of one address (`noctis.scp.connections`) and leaves a
+  DICOM TLS handshake to the connection's own thread, bounded in time (pynetdicom shakes hands
+  in the accepting thread, where one silent peer would stop every other from connecting).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import socket
 import socketserver
+import ssl
 import tempfile
 import threading
 from pathlib import Path
@@ -32,12 +38,15 @@ from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from noctis.dicom.part10 import file_meta
+from noctis.scp.connections import ConnectionLimiter
 from noctis.scp.contexts import FIND_MODELS, GET_MODELS, MOVE_MODELS
 from noctis.scp.direct_store import DirectStore
 from noctis.scp.find import serve_find
 from noctis.scp.reactor import EventDrivenDUL, SignallingQueue, serve_until_done
 from noctis.scp.retrieve import serve_retrieve
 from noctis.scp.runtime import ScpRuntime
+
+log = logging.getLogger(__name__)
 
 _RETRIEVE_MODELS = frozenset({*GET_MODELS, *MOVE_MODELS})
 
@@ -89,6 +98,13 @@ class SharedContexts(list):  # type: ignore[type-arg]
 class NoctisAssociation(Association):
     runtime: ScpRuntime
     _wake: threading.Event  # set when a DIMSE message or an ACSE primitive arrives
+    _release_connection: functools.partial[None]  # uncounts it in the server's limiter
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self._release_connection()
 
     def _run_reactor(self) -> None:
         serve_until_done(self, self._wake)
@@ -135,10 +151,39 @@ class NoctisAssociation(Association):
 class NoctisRequestHandler(RequestHandler):
     server: NoctisServer
 
+    def handle(self) -> None:
+        """Runs in the connection's own thread: the TLS handshake, then the association (its
+        thread uncounts the connection when it ends; here only if it never started)."""
+        started = False
+        try:
+            if isinstance(self.request, ssl.SSLSocket) and not self._shake_hands(self.request):
+                return
+            super().handle()
+            started = True
+        finally:
+            if not started:
+                self.server.release_connection(self.client_address)
+
+    def _shake_hands(self, connection: ssl.SSLSocket) -> bool:
+        waited = connection.gettimeout()
+        connection.settimeout(self.server.request_timeout)
+        try:
+            connection.do_handshake()
+        except (OSError, ValueError) as exc:  # ssl.SSLError and TimeoutError are OSErrors
+            log.info("DICOM TLS handshake with %s failed: %s", self.client_address[0], exc)
+            with contextlib.suppress(OSError):
+                connection.close()
+            return False
+        connection.settimeout(waited)
+        return True
+
     def _create_association(self) -> Association:
         assoc = super()._create_association()
         # Same objects, with the retrieve routing and reactors above; nothing has started yet.
         assoc.__class__ = NoctisAssociation
+        assoc._release_connection = functools.partial(  # type: ignore[attr-defined]
+            self.server.release_connection, self.client_address
+        )
         assoc.runtime = self.server.runtime  # type: ignore[attr-defined]
         wake = assoc._wake = threading.Event()  # type: ignore[attr-defined]
         assoc.dimse.msg_queue = SignallingQueue(wake.set)
@@ -164,8 +209,27 @@ class NoctisServer(ThreadedAssociationServer):
     ):
         self.runtime = runtime
         self.listener = listener
+        settings = runtime.archive.settings
+        self.connections = ConnectionLimiter(settings.max_connections_per_address)
+        self.request_timeout = settings.association_request_timeout
         kwargs.setdefault("request_handler", NoctisRequestHandler)
         super().__init__(*args, **kwargs)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        connection, address = self.socket.accept()
+        if self.ssl_context:
+            # The handshake happens in the connection's thread (NoctisRequestHandler.handle).
+            connection = self.ssl_context.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        return connection, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Counted and handled, or (over the address's cap) closed at once."""
+        return self.connections.admit(_host(client_address))
+
+    def release_connection(self, client_address: Any) -> None:
+        self.connections.release(_host(client_address))
 
     def server_bind(self) -> None:
         if self.listener is None:
@@ -192,6 +256,10 @@ class NoctisServer(ThreadedAssociationServer):
         # started by `noctis.scp.server`, was never registered.
         socketserver.BaseServer.shutdown(self)
         self.server_close()
+
+
+def _host(client_address: Any) -> str:
+    return str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
 
 
 def listening_socket(host: str, port: int, backlog: int = 64) -> socket.socket:

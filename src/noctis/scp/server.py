@@ -184,7 +184,9 @@ def _application_entity(settings: Settings) -> AE:
     ae.maximum_pdu_size = settings.max_pdu_size
     ae.dimse_timeout = settings.dimse_timeout
     ae.network_timeout = settings.network_timeout
-    ae.acse_timeout = min(settings.network_timeout, 30.0)
+    # The acceptor's ACSE (ARTIM) timer: how long a new connection may wait to send its
+    # A-ASSOCIATE-RQ (noctis.scp.connections) and a released one to close.
+    ae.acse_timeout = min(settings.network_timeout, settings.association_request_timeout)
     ae.implementation_version_name = IMPLEMENTATION_VERSION
     # Access control is ours (EVT_REQUESTED): the built-in checks would reject first, with no
     # log line or metric saying why.
