@@ -199,6 +199,9 @@ class NoctisServer(ThreadedAssociationServer):
     processes accept from too (``listener``)."""
 
     daemon_threads = True
+    # socketserver listens with a backlog of 5: a burst of connections beyond it waits for
+    # TCP to retransmit the handshake (1 s and more) before it is even accepted.
+    request_queue_size = 128
 
     def __init__(
         self,
