@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import inspect, select, update
 
 from noctis.api.auth import AccountError, add_user, ensure_first_admin
 from noctis.api.auth.credentials import now
@@ -36,17 +36,22 @@ def browser(app: FastAPI) -> TestClient:
 
 
 def test_migrations_down_to_0001_and_up_again(archive: Archive) -> None:
-    """The accounts tables (0002) and the PostgreSQL write function (0003) come and go with
-    their migrations."""
+    """The accounts tables (0002), the PostgreSQL write function (0003) and the shared login
+    lockout (0005) come and go with their migrations."""
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     url = archive.settings.resolved_database_url()
-    assert current_revision(url) == "0003"
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    assert current_revision(url) == head
+    assert "login_lockout" in inspect(archive.engine).get_table_names()
     archive.engine.dispose()
     command.downgrade(alembic_config(url), "0001")
     assert current_revision(url) == "0001"
+    assert "login_lockout" not in inspect(archive.engine).get_table_names()
+    archive.engine.dispose()
     upgrade(url)
-    assert current_revision(url) == "0003"
+    assert current_revision(url) == head
 
 
 def test_api_needs_credentials(browser: TestClient) -> None:
@@ -84,7 +89,9 @@ def test_login_sets_a_safe_cookie_and_logout_ends_the_session(
         "method": "session",
         "facilities": ["default"],
     }
-    assert browser.get("/logout", follow_redirects=False).status_code == 303
+    assert browser.get("/logout", follow_redirects=False).status_code == 405  # POST only
+    assert browser.get("/api/me").status_code == 200
+    assert browser.post("/logout", follow_redirects=False).status_code == 303
     assert browser.get("/api/me").status_code == 401
     with archive.sessions() as session:
         assert session.scalar(select(WebSession)) is None

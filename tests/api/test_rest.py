@@ -147,10 +147,17 @@ def test_system_status(admin: TestClient) -> None:
     assert status["versions"]["noctis"]
 
 
-def test_docs_are_public_and_describe_the_api(app: FastAPI) -> None:
-    client = TestClient(app)
-    assert client.get("/docs").status_code == 200
-    paths = client.get("/openapi.json").json()["paths"]
+def test_docs_need_a_login_and_describe_the_api(app: FastAPI, admin: TestClient) -> None:
+    anonymous = TestClient(app)
+    for page in ("docs", "redoc"):
+        response = anonymous.get(f"/{page}", follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/login?next=%2F{page}"
+        shown = admin.get(f"/{page}")
+        assert shown.status_code == 200 and "/openapi.json" in shown.text
+    refused = anonymous.get("/openapi.json")
+    assert refused.status_code == 401 and "paths" not in refused.text
+    paths = admin.get("/openapi.json").json()["paths"]
     assert {"/api/users", "/api/tokens", "/api/audit", "/api/facilities", "/api/system"} <= set(
         paths
     )
