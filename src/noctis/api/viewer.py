@@ -95,6 +95,10 @@ VIEWER_CSP = "; ".join(
         "frame-ancestors 'none'",
     ]
 )
+# Scripts are served with the policy of the workers they may start: OHIF's image decoders
+# (OpenJPEG, CharLS, libjpeg-turbo compiled with emscripten's embind) build functions with
+# `new Function` as they load, in web workers; the page itself never needs eval.
+WORKER_CSP = VIEWER_CSP.replace(_SCRIPT_SRC, _SCRIPT_SRC + " 'unsafe-eval'", 1)
 _INLINE_SCRIPT = re.compile(r"<script([^>]*)>(.*?)</script>", re.DOTALL | re.IGNORECASE)
 
 # A missing path with one of these suffixes is a missing file (404), not a viewer route.
@@ -295,10 +299,11 @@ def _file_in(root: Path, relative: str) -> Path | None:
 
 def _file_response(request: Request, target: Path) -> Response:
     name = target.name
-    # On scripts too: a worker's policy is the one its own script is served with.
     headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": VIEWER_CSP}
     if target.suffix == ".html":
         headers["Content-Security-Policy"] = viewer_page_csp(target)
+    elif target.suffix in (".js", ".mjs"):  # a worker's policy is its own script's
+        headers["Content-Security-Policy"] = WORKER_CSP
     if name in NO_CACHE or target.suffix == ".html":
         headers["Cache-Control"] = "no-cache"
     elif _HASHED.search(name):
