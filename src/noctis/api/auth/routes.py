@@ -75,7 +75,7 @@ async def login_submit(
 
     wait = context.rate_limiter.take(client)
     if wait is not None:  # no audit row per refusal: a flood must not turn into writes
-        log.warning("login attempts from %s are over the rate limit", client)
+        log.info("login attempts from %s are over the rate limit", client)
         return page(
             "Too many sign-in attempts from your address. Wait a moment and try again.",
             status.HTTP_429_TOO_MANY_REQUESTS,

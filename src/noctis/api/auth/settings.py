@@ -20,8 +20,8 @@ class AuthSettings(BaseSettings):
     cookie_name: str = "noctis_session"
     cookie_secure: Literal["auto", "always", "never"] = Field(
         default="auto",
-        description="auto: Secure when the request came over https (behind a proxy, run "
-        "uvicorn with --proxy-headers so X-Forwarded-Proto counts)",
+        description="auto: Secure when the request came over https (behind a proxy, list "
+        "it in NOCTIS_TRUSTED_PROXIES so its X-Forwarded-Proto counts)",
     )
     session_lifetime_seconds: int = Field(default=12 * 3600, ge=60)
     session_idle_seconds: int = Field(default=2 * 3600, ge=60)
