@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy import delete, inspect, select, update
 
 from noctis.api.app import create_app
@@ -23,6 +24,7 @@ from noctis.archive import Archive
 from noctis.index.accounts import ApiToken, AuditEvent, LoginLockout, User, WebSession
 from noctis.index.facilities import apply_facility
 from noctis.index.migrate import alembic_config, current_revision, upgrade
+from noctis.settings import Settings
 from noctis.specs.facility import FacilitySpec
 from support.web import auth_app, client_for, create_user, login, open_archive, running, token_for
 
@@ -451,3 +453,28 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(archive: Archive) -
     assert clients_seen(["127.0.0.0/8", "203.0.113.0/24"], chain) == [
         ("6.6.6.6", "bad-credentials")
     ]
+
+
+@pytest.mark.parametrize(("trusted", "secure"), [([], False), (["127.0.0.1"], True)])
+def test_https_behind_a_proxy_counts_only_from_a_trusted_one(
+    archive: Archive, trusted: list[str], secure: bool
+) -> None:
+    """X-Forwarded-Proto from a trusted proxy makes the session cookie Secure (auto)."""
+    password = create_user(archive, "rad", "radiologist")
+    settings = archive.settings.model_copy(update={"trusted_proxies": trusted})
+    with running(create_app(settings, archive)) as base, httpx.Client(base_url=base) as client:
+        answer = _login_form(client, "rad", password, **{"X-Forwarded-Proto": "https"})
+    assert answer.status_code == 303
+    assert ("secure" in answer.headers["set-cookie"].lower()) is secure
+
+
+def test_trusted_proxies_are_read_from_the_environment_and_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NOCTIS_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.1")
+    assert Settings().trusted_proxies == ["10.0.0.0/8", "192.168.1.1"]
+    monkeypatch.setenv("NOCTIS_TRUSTED_PROXIES", "10.0.0.0/8,*")
+    with pytest.raises(ValidationError, match="not an address or CIDR: '\\*'"):
+        Settings()
+    monkeypatch.delenv("NOCTIS_TRUSTED_PROXIES")
+    assert Settings().trusted_proxies == []  # nobody's X-Forwarded-For counts by default

@@ -164,8 +164,8 @@ def update_user(
         # A new password or a disable logs the user out everywhere (as `noctis user passwd`
         # does), so that re-enabling later never revives an old cookie. API tokens stay:
         # administrators issue and revoke those (DELETE /api/tokens/{id}).
-        enabling_changes = body.enabled is not None and body.enabled != user.enabled
-        if body.password is not None or enabling_changes:
+        enabled_flips = body.enabled is not None and body.enabled != user.enabled
+        if body.password is not None or enabled_flips:
             accounts.end_sessions(session, user)
         if body.enabled is not None:
             user.enabled = body.enabled
