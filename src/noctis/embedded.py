@@ -51,6 +51,7 @@ def serve(settings: Settings) -> None:
 
     from noctis.api.app import create_app
     from noctis.api.auth import ensure_first_admin
+    from noctis.api.server import uvicorn_config
     from noctis.api.viewer import installed_viewer_version
     from noctis.scp.server import Scp, clean_spool, stop_on_signals
     from noctis.worker.inprocess import register_tasks
@@ -65,12 +66,8 @@ def serve(settings: Settings) -> None:
     app = create_app(settings, archive)
     _announce(console, settings, scp.port, admin, installed_viewer_version(settings))
     server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.api_host,
-            port=settings.api_port,
-            log_level="warning",
-            access_log=False,
+        uvicorn_config(
+            app, settings.api_host, settings.api_port, log_level="warning", access_log=False
         )
     )
     # uvicorn handles SIGTERM/Ctrl-C while it runs, then raises the signal again: with these

@@ -6,6 +6,7 @@ processes each build their own.
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -117,8 +118,23 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr = SecretStr("")
     viewer_dir: Path | None = None
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="reverse proxies (addresses or CIDRs, comma-separated) whose "
+        "X-Forwarded-For/-Proto are believed; empty: none, the peer is the client",
+    )
 
-    @field_validator("worker_queues", "scp_facilities", mode="before")
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"not an address or CIDR: {network!r}") from None
+        return value
+
+    @field_validator("worker_queues", "scp_facilities", "trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

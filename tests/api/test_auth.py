@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from pydantic import ValidationError
+from sqlalchemy import delete, inspect, select, update
 
+from noctis.api.app import create_app
 from noctis.api.auth import AccountError, add_user, ensure_first_admin
 from noctis.api.auth.credentials import now
 from noctis.api.auth.settings import AuthSettings
 from noctis.archive import Archive
-from noctis.index.accounts import ApiToken, AuditEvent, User, WebSession
+from noctis.index.accounts import ApiToken, AuditEvent, LoginLockout, User, WebSession
 from noctis.index.facilities import apply_facility
 from noctis.index.migrate import alembic_config, current_revision, upgrade
+from noctis.settings import Settings
 from noctis.specs.facility import FacilitySpec
-from support.web import auth_app, client_for, create_user, login, token_for
+from support.web import auth_app, client_for, create_user, login, open_archive, running, token_for
 
 
 @pytest.fixture
@@ -36,17 +45,22 @@ def browser(app: FastAPI) -> TestClient:
 
 
 def test_migrations_down_to_0001_and_up_again(archive: Archive) -> None:
-    """The accounts tables (0002) and the PostgreSQL write function (0003) come and go with
-    their migrations."""
+    """The accounts tables (0002), the PostgreSQL write function (0003) and the shared login
+    lockout (0005) come and go with their migrations."""
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     url = archive.settings.resolved_database_url()
-    assert current_revision(url) == "0003"
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    assert current_revision(url) == head
+    assert "login_lockout" in inspect(archive.engine).get_table_names()
     archive.engine.dispose()
     command.downgrade(alembic_config(url), "0001")
     assert current_revision(url) == "0001"
+    assert "login_lockout" not in inspect(archive.engine).get_table_names()
+    archive.engine.dispose()
     upgrade(url)
-    assert current_revision(url) == "0003"
+    assert current_revision(url) == head
 
 
 def test_api_needs_credentials(browser: TestClient) -> None:
@@ -84,7 +98,9 @@ def test_login_sets_a_safe_cookie_and_logout_ends_the_session(
         "method": "session",
         "facilities": ["default"],
     }
-    assert browser.get("/logout", follow_redirects=False).status_code == 303
+    assert browser.get("/logout", follow_redirects=False).status_code == 405  # POST only
+    assert browser.get("/api/me").status_code == 200
+    assert browser.post("/logout", follow_redirects=False).status_code == 303
     assert browser.get("/api/me").status_code == 401
     with archive.sessions() as session:
         assert session.scalar(select(WebSession)) is None
@@ -265,3 +281,200 @@ def test_reset_password_ends_sessions(archive: Archive, app: FastAPI) -> None:
     login(TestClient(app), "rad", new)
     with pytest.raises(AccountError, match="no user named"):
         reset_password(archive, "nobody")
+
+
+# -- Over real HTTP: cross-site forms, lockout, login floods, forwarded addresses ----------
+
+
+def _login_form(
+    client: httpx.Client, username: str, password: str, **headers: str
+) -> httpx.Response:
+    return client.post(
+        "/login",
+        data={"username": username, "password": password, "next": "/"},
+        headers=headers,
+        follow_redirects=False,
+    )
+
+
+def test_cross_site_login_and_logout_forms_are_refused(archive: Archive, app: FastAPI) -> None:
+    password = create_user(archive, "rad", "radiologist")
+    with running(app) as base, httpx.Client(base_url=base) as browser:
+        for forged in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            refused = _login_form(browser, "rad", password, **forged)
+            assert refused.status_code == 403 and "cross-origin" in refused.text
+            assert "set-cookie" not in refused.headers
+        same_site = _login_form(browser, "rad", password, **{"Sec-Fetch-Site": "same-site"})
+        assert same_site.status_code == 403  # a sibling host is another origin
+        signed_in = _login_form(
+            browser, "rad", password, Origin=base, **{"Sec-Fetch-Site": "same-origin"}
+        )
+        assert signed_in.status_code == 303 and browser.get("/api/me").status_code == 200
+        assert browser.get("/logout", follow_redirects=False).status_code == 405
+        forged_logout = browser.post("/logout", headers={"Origin": "http://evil.example"})
+        assert forged_logout.status_code == 403
+        assert browser.get("/api/me").status_code == 200  # still signed in
+        assert browser.post("/logout", headers={"Origin": base}).status_code == 303
+        assert browser.get("/api/me").status_code == 401
+
+
+def test_login_page_may_not_be_framed_or_run_scripts(app: FastAPI) -> None:
+    with running(app) as base:
+        page = httpx.get(f"{base}/login")
+    policy = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
+    assert "script-src" not in policy and "unsafe-inline" not in policy
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
+
+
+def test_parallel_wrong_passwords_are_counted_atomically_and_shared(
+    archive: Archive, tmp_path: Path
+) -> None:
+    """30 wrong passwords at once: only the allowed 5 are checked, the rest are refused as
+    locked; a second app on the same database (another process's view) sees the lockout."""
+    password = create_user(archive, "rad", "radiologist")
+    generous = AuthSettings(login_rate_burst=100)  # the address rate limit is not tested here
+    url = archive.settings.resolved_database_url()
+    other = open_archive(url, tmp_path / "other-process")
+    try:
+        with (
+            running(auth_app(archive, generous)) as first,
+            running(auth_app(other, generous)) as second,
+        ):
+
+            def attempt(_: int) -> httpx.Response:
+                with httpx.Client(base_url=first, timeout=60) as client:
+                    return _login_form(client, "rad", "wrong-password")
+
+            with ThreadPoolExecutor(30) as pool:
+                answers = list(pool.map(attempt, range(30)))
+            with httpx.Client(base_url=second) as client:
+                locked = _login_form(client, "rad", password)
+    finally:
+        other.close()
+    codes = Counter(a.status_code for a in answers)
+    assert codes == {401: 5, 429: 25}, codes
+    assert all("Too many failed attempts" in a.text for a in answers if a.status_code == 429)
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+    with archive.sessions() as session:
+        reasons = Counter(
+            e.detail["reason"] for e in session.scalars(select(AuditEvent)) if e.detail
+        )
+    assert reasons == {"bad-credentials": 5, "locked-out": 26}
+
+
+def test_a_login_flood_is_refused_before_hashing_and_qido_stays_fast(archive: Archive) -> None:
+    """40 logins at once with random user names (each would cost an argon2 hash) beside a
+    signed-in user's QIDO requests: the flood gets 429 with Retry-After, QIDO stays fast."""
+    password = create_user(archive, "rad", "radiologist")
+    app = create_app(archive.settings, archive)
+    with running(app) as base, httpx.Client(base_url=base, timeout=60) as reader:
+        login(reader, "rad", password)
+        assert reader.get("/dicom-web/studies").status_code in (200, 204)
+
+        def flood(_: int) -> httpx.Response:
+            with httpx.Client(base_url=base, timeout=60) as client:
+                return _login_form(client, f"nobody-{uuid.uuid4().hex}", "guess-guess")
+
+        latencies = []
+        with ThreadPoolExecutor(40) as pool:
+            flooding = pool.map(flood, range(40))
+            for _ in range(30):
+                started = time.perf_counter()
+                assert reader.get("/dicom-web/studies").status_code in (200, 204)
+                latencies.append(time.perf_counter() - started)
+            answers = list(flooding)
+    codes = Counter(a.status_code for a in answers)
+    latencies.sort()
+    p95 = latencies[int(len(latencies) * 0.95) - 1]
+    print(f"\nQIDO beside a login flood: p50 {latencies[14]:.3f} s, p95 {p95:.3f} s; {codes}")
+    assert codes[429] >= 25 and set(codes) <= {401, 429}, codes
+    assert all(int(a.headers["retry-after"]) >= 1 for a in answers if a.status_code == 429)
+    assert p95 < 1.0, latencies
+
+
+def test_logins_beyond_the_hashing_queue_are_told_to_come_back(archive: Archive) -> None:
+    """One hashing slot and no queue: of ten simultaneous logins, those that find the slot
+    taken get 503 with Retry-After instead of piling up."""
+    settings = AuthSettings(login_rate_burst=100, login_hash_concurrency=1, login_hash_queue=0)
+    with running(auth_app(archive, settings)) as base:
+
+        def attempt(n: int) -> httpx.Response:
+            with httpx.Client(base_url=base, timeout=60) as client:
+                return _login_form(client, f"someone-{n}", "guess-guess")
+
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(attempt, range(10)))
+    busy = [a for a in answers if a.status_code == 503]
+    assert busy and {a.status_code for a in answers} == {401, 503}
+    assert all(a.headers["retry-after"] == "1" and "busy" in a.text for a in busy)
+
+
+def test_an_unknown_user_name_costs_a_password_check_too(archive: Archive, app: FastAPI) -> None:
+    create_user(archive, "rad", "radiologist")
+
+    def seconds(username: str) -> float:
+        started = time.perf_counter()
+        assert _login_form(client, username, "wrong-password").status_code == 401
+        return time.perf_counter() - started
+
+    with running(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+        known = sorted(seconds("rad") for _ in range(3))
+        unknown = sorted(seconds(f"ghost-{i}") for i in range(3))
+    # Argon2 takes tens of milliseconds; a skipped check would answer in one or two.
+    assert unknown[1] > 0.5 * known[1], (known, unknown)
+
+
+def test_forwarded_addresses_count_only_from_trusted_proxies(archive: Archive) -> None:
+    create_user(archive, "rad", "radiologist")
+
+    def clients_seen(trusted: list[str], forwarded: list[str]) -> list[tuple[str, str]]:
+        settings = archive.settings.model_copy(update={"trusted_proxies": trusted})
+        with running(create_app(settings, archive)) as base, httpx.Client(base_url=base) as c:
+            for address in forwarded:
+                _login_form(c, "rad", "wrong-password", **{"X-Forwarded-For": address})
+        with archive.sessions.begin() as session:
+            events = session.scalars(select(AuditEvent).order_by(AuditEvent.id))
+            seen = [(e.client, (e.detail or {}).get("reason", "")) for e in events]
+            session.execute(delete(AuditEvent))
+            session.execute(delete(LoginLockout))
+        return seen
+
+    # No proxy configured (the default): forged addresses are ignored, the lockout holds.
+    forged = [f"10.9.8.{n}" for n in range(7)]
+    assert (
+        clients_seen([], forged)
+        == [("127.0.0.1", "bad-credentials")] * 5 + [("127.0.0.1", "locked-out")] * 2
+    )
+    # Behind a trusted proxy: the right-most address it did not add itself.
+    chain = ["6.6.6.6, 203.0.113.7"]
+    assert clients_seen(["127.0.0.1"], chain) == [("203.0.113.7", "bad-credentials")]
+    assert clients_seen(["127.0.0.0/8", "203.0.113.0/24"], chain) == [
+        ("6.6.6.6", "bad-credentials")
+    ]
+
+
+@pytest.mark.parametrize(("trusted", "secure"), [([], False), (["127.0.0.1"], True)])
+def test_https_behind_a_proxy_counts_only_from_a_trusted_one(
+    archive: Archive, trusted: list[str], secure: bool
+) -> None:
+    """X-Forwarded-Proto from a trusted proxy makes the session cookie Secure (auto)."""
+    password = create_user(archive, "rad", "radiologist")
+    settings = archive.settings.model_copy(update={"trusted_proxies": trusted})
+    with running(create_app(settings, archive)) as base, httpx.Client(base_url=base) as client:
+        answer = _login_form(client, "rad", password, **{"X-Forwarded-Proto": "https"})
+    assert answer.status_code == 303
+    assert ("secure" in answer.headers["set-cookie"].lower()) is secure
+
+
+def test_trusted_proxies_are_read_from_the_environment_and_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NOCTIS_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.1")
+    assert Settings().trusted_proxies == ["10.0.0.0/8", "192.168.1.1"]
+    monkeypatch.setenv("NOCTIS_TRUSTED_PROXIES", "10.0.0.0/8,*")
+    with pytest.raises(ValidationError, match="not an address or CIDR: '\\*'"):
+        Settings()
+    monkeypatch.delenv("NOCTIS_TRUSTED_PROXIES")
+    assert Settings().trusted_proxies == []  # nobody's X-Forwarded-For counts by default

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -12,7 +13,15 @@ from sqlalchemy import select
 
 from noctis.archive import Archive
 from noctis.index.accounts import ApiToken, AuditEvent
-from support.web import auth_app, client_for, create_user, login, open_archive, token_for
+from support.web import (
+    auth_app,
+    client_for,
+    create_user,
+    login,
+    open_archive,
+    running,
+    token_for,
+)
 
 
 @pytest.fixture
@@ -147,11 +156,51 @@ def test_system_status(admin: TestClient) -> None:
     assert status["versions"]["noctis"]
 
 
-def test_docs_are_public_and_describe_the_api(app: FastAPI) -> None:
-    client = TestClient(app)
-    assert client.get("/docs").status_code == 200
-    paths = client.get("/openapi.json").json()["paths"]
+def test_docs_need_a_login_and_describe_the_api(app: FastAPI, admin: TestClient) -> None:
+    anonymous = TestClient(app)
+    for page in ("docs", "redoc"):
+        response = anonymous.get(f"/{page}", follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/login?next=%2F{page}"
+        shown = admin.get(f"/{page}")
+        assert shown.status_code == 200 and "/openapi.json" in shown.text
+    refused = anonymous.get("/openapi.json")
+    assert refused.status_code == 401 and "paths" not in refused.text
+    paths = admin.get("/openapi.json").json()["paths"]
     assert {"/api/users", "/api/tokens", "/api/audit", "/api/facilities", "/api/system"} <= set(
         paths
     )
     assert "/login" not in paths  # pages, not API
+
+
+def test_a_new_password_or_a_disable_ends_the_users_sessions(
+    archive: Archive, app: FastAPI, admin: TestClient
+) -> None:
+    """Over real HTTP: what an administrator changes through PATCH /api/users logs the user
+    out of every browser, and re-enabling the account does not bring old cookies back."""
+    password = create_user(archive, "rad", "radiologist")
+    boss = token_for(archive, "boss")
+    with running(app) as base, client_for(base, boss) as administrator:
+
+        def signed_in(secret: str) -> httpx.Client:
+            browser = httpx.Client(base_url=base)
+            login(browser, "rad", secret)
+            assert browser.get("/api/me").status_code == 200
+            return browser
+
+        def patch(**changes: object) -> None:
+            assert administrator.patch("/api/users/rad", json=changes).status_code == 200
+
+        first, second = signed_in(password), signed_in(password)
+        patch(display_name="Dr Rad")  # other changes leave the sessions alone
+        assert first.get("/api/me").status_code == 200
+        patch(password="a-new-password-1")
+        assert first.get("/api/me").status_code == 401
+        assert second.get("/api/me").status_code == 401
+        third = signed_in("a-new-password-1")
+        patch(enabled=False)
+        assert third.get("/api/me").status_code == 401
+        patch(enabled=True)
+        assert third.get("/api/me").status_code == 401  # not revived
+        assert first.get("/api/me").status_code == 401
+        signed_in("a-new-password-1")  # the account itself works again

@@ -6,21 +6,27 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import http.client
 import io
 import json
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from noctis.api import viewer, viewer_fetch
 from noctis.archive import Archive
-from support.web import auth_app, create_user, login, open_archive
+from support.web import auth_app, create_user, login, open_archive, running
 
-INDEX = b"<!doctype html><title>OHIF</title><script src=/app.bundle.0123456789abcdef.js></script>"
+INLINE_SCRIPT = 'window.PUBLIC_URL="/"'  # OHIF's index.html has inline scripts like this
+INDEX = (
+    b"<!doctype html><title>OHIF</title><script>" + INLINE_SCRIPT.encode() + b"</script>"
+    b"<script src=/app.bundle.0123456789abcdef.js></script>"
+)
 
 
 @pytest.fixture
@@ -255,3 +261,48 @@ def test_the_pinned_build_is_what_the_cache_holds() -> None:
 def test_dotted_viewer_routes_still_get_the_app(browser: TestClient) -> None:
     assert browser.get("/viewer/1.2.840.10008").content == INDEX  # a route, not a file
     assert browser.get("/missing.css").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/assets/../index.html",
+        "/assets/%2e%2e/index.html",
+        "/assets/%2E%2E/app-config.js",
+        "/assets/..%2fapp.bundle.0123456789abcdef.js",
+        "//assets/../sw.js",
+        "/assets//..//index.html",
+        "/assets/./../../assets/../es6-shim.min.js",
+    ],
+)
+def test_viewer_files_are_not_public_through_dotted_paths(
+    archive: Archive, app: FastAPI, path: str
+) -> None:
+    """Sent as written (no client-side normalisation) to the real server, without a login:
+    only what is really under /assets/ is public."""
+    with running(app) as base:
+        connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=10)
+        connection.request("GET", path)
+        answer = connection.getresponse()
+        body = answer.read()
+        connection.close()
+        assert httpx.get(f"{base}/assets/favicon.ico").status_code == 200  # still public
+    assert answer.status in (401, 404), (path, answer.status)
+    assert b"OHIF" not in body and b"window.config" not in body and b"console" not in body
+
+
+def test_viewer_pages_may_not_be_framed_and_let_ohif_run(browser: TestClient) -> None:
+    page = browser.get("/viewer")
+    policy = dict(
+        part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";")
+    )
+    assert policy["frame-ancestors"] == "'none'" and page.headers["x-frame-options"] == "DENY"
+    inline = base64.b64encode(hashlib.sha256(INLINE_SCRIPT.encode()).digest()).decode()
+    assert policy["script-src"].split() == ["'self'", "'wasm-unsafe-eval'", f"'sha256-{inline}'"]
+    assert "blob:" in policy["worker-src"] and "data:" in policy["img-src"]
+    assert policy["object-src"] == "'none'" and policy["connect-src"].startswith("'self'")
+    # A worker runs under the policy its own script is served with: OHIF's decoders (wasm
+    # with emscripten's embind) need eval there, and only there.
+    worker = browser.get("/app.bundle.0123456789abcdef.js").headers["content-security-policy"]
+    assert "script-src 'self' 'wasm-unsafe-eval' 'unsafe-eval'" in worker
+    assert "frame-ancestors 'none'" in worker

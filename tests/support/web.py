@@ -12,16 +12,22 @@ Administrators see every facility whatever their grants.
 
 `open_archive(url, data_dir)` migrates and opens an archive with the default facility;
 `auth_app(archive)` is a bare FastAPI app with only the auth package, REST API and viewer
-installed (what the auth tests need without the DICOMweb routers).
+installed (what the auth tests need without the DICOMweb routers). `with running(app) as
+base_url:` serves an app under uvicorn on a loopback port, configured as `noctis api` runs
+it (uvicorn's own proxy-header handling off).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -30,11 +36,13 @@ from noctis.api.auth import install
 from noctis.api.auth.accounts import add_user, require_user
 from noctis.api.auth.credentials import issue_token
 from noctis.api.auth.settings import AuthSettings
+from noctis.api.server import uvicorn_config
 from noctis.archive import Archive
 from noctis.index.facilities import ensure_default_facility
 from noctis.index.migrate import upgrade
 from noctis.queue import NullQueue
 from noctis.settings import Settings
+from support.ports import LOOPBACK, free_port
 
 TEST_PASSWORD_SUFFIX = "-pw-0123"
 
@@ -101,3 +109,22 @@ def auth_app(archive: Archive, auth_settings: AuthSettings | None = None) -> Fas
     install(app, archive.settings, archive, auth_settings or AuthSettings())
     viewer.mount(app, archive.settings)
     return app
+
+
+@contextmanager
+def running(app: FastAPI) -> Iterator[str]:
+    """The app under uvicorn on a free loopback port, as `noctis api` runs it; its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(app, LOOPBACK, port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{LOOPBACK}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

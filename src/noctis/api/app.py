@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from noctis.api import health
 from noctis.api.dicomweb import routers as dicomweb_routers
@@ -37,6 +38,9 @@ def create_app(settings: Settings, archive: Archive | None = None) -> FastAPI:
 
     app = FastAPI(
         title="Noctis",
+        docs_url=None,  # /docs, /redoc and /openapi.json need a login: noctis.api.auth.docs
+        redoc_url=None,
+        openapi_url=None,
         summary="DICOMweb (QIDO-RS, WADO-RS, STOW-RS), REST and the OHIF viewer",
         lifespan=lifespan,
     )
@@ -50,6 +54,10 @@ def create_app(settings: Settings, archive: Archive | None = None) -> FastAPI:
     for router in dicomweb_routers():
         app.include_router(router)
     _install_auth_and_viewer(app, settings, archive)
+    # Outermost: every layer, the audit trail and the login rate limit included, sees the
+    # real client. Uvicorn's own copy of this middleware is off wherever we start uvicorn
+    # (`noctis.api.server.uvicorn_config`): its default trusts any local peer.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
 
 

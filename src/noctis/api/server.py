@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import uvicorn
 
 from noctis import heap
@@ -9,18 +11,21 @@ from noctis.api.app import create_app
 from noctis.settings import Settings
 
 
+def uvicorn_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """Uvicorn's settings for our app, wherever we start it. Its proxy-header handling is
+    off: by default it believes X-Forwarded-For from any local peer, and the app applies
+    NOCTIS_TRUSTED_PROXIES itself (`noctis.api.app.create_app`)."""
+    return uvicorn.Config(app, host=host, port=port, proxy_headers=False, **options)
+
+
 def run(settings: Settings) -> None:
     app = create_app(settings)
     heap.settle()
-    uvicorn.run(
+    config = uvicorn_config(
         app,
-        host=settings.api_host,
-        port=settings.api_port,
-        # X-Forwarded-Proto/For (URLs in responses, client addresses in the audit trail) are
-        # trusted only from the addresses in FORWARDED_ALLOW_IPS (uvicorn's variable; default
-        # 127.0.0.1): set it to the ingress controller's, or clients could forge their address.
-        proxy_headers=True,
-        forwarded_allow_ips=None,
+        settings.api_host,
+        settings.api_port,
         log_level="info",
         access_log=False,  # /metrics counts requests; the audit trail records patient data
     )
+    uvicorn.Server(config).run()

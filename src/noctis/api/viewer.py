@@ -9,9 +9,12 @@ session, a browser asking for a page is sent to ``/login``; anything else gets 4
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
+from functools import lru_cache
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -51,7 +54,8 @@ RESERVED_PREFIXES = (
 )
 # Icons and the web manifest carry nothing but OHIF's artwork, and browsers fetch the
 # manifest without cookies: served to anyone.
-PUBLIC_PREFIXES = ("assets/", "manifest.json", "favicon.ico")
+PUBLIC_DIRS = ("assets/",)
+PUBLIC_FILES = frozenset({"manifest.json", "favicon.ico"})
 NO_CACHE = {"index.html", "app-config.js", "sw.js", "init-service-worker.js"}
 _HASHED = re.compile(r"(^|\.)[0-9a-f]{16,}\.(js|css|wasm|woff2?)$")
 MEDIA_TYPES = {
@@ -69,6 +73,33 @@ MEDIA_TYPES = {
     ".xml": "application/xml",
 }
 
+
+# What OHIF needs and no more: its own scripts, WebAssembly codecs ('wasm-unsafe-eval'),
+# workers (from its files and blob: URLs), images and fonts from data:/blob: URLs, inline
+# styles (React and its UI kit set them), requests to this origin only; never framed.
+_SCRIPT_SRC = "script-src 'self' 'wasm-unsafe-eval'"
+VIEWER_CSP = "; ".join(
+    [
+        "default-src 'self'",
+        _SCRIPT_SRC,
+        "worker-src 'self' blob:",
+        "child-src 'self' blob:",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "font-src 'self' data:",
+        "media-src 'self' data: blob:",
+        "connect-src 'self' data: blob:",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+# Scripts are served with the policy of the workers they may start: OHIF's image decoders
+# (OpenJPEG, CharLS, libjpeg-turbo compiled with emscripten's embind) build functions with
+# `new Function` as they load, in web workers; the page itself never needs eval.
+WORKER_CSP = VIEWER_CSP.replace(_SCRIPT_SRC, _SCRIPT_SRC + " 'unsafe-eval'", 1)
+_INLINE_SCRIPT = re.compile(r"<script([^>]*)>(.*?)</script>", re.DOTALL | re.IGNORECASE)
 
 # A missing path with one of these suffixes is a missing file (404), not a viewer route.
 ASSET_SUFFIXES = set(MEDIA_TYPES) | {".map", ".txt", ".gz", ".jpg", ".gif", ".woff", ".ttf"}
@@ -117,6 +148,29 @@ def app_config(dicomweb_root: str = "/dicom-web") -> str:
   source.qidoRoot = root;
   source.wadoRoot = root;
   source.wadoUriRoot = root;
+  // OHIF shows a Logout menu item only with its in-browser OpenID Connect client
+  // (`oidc`), which would replace our login. Its header shows `whiteLabeling`'s logo in
+  // the study list and in the viewer: ours is the name and a Sign out button that posts
+  // to /logout (POST only; the session ends on the server, then the login page).
+  function signOut(event) {{
+    event.preventDefault();
+    event.stopPropagation();  // the logo sits in OHIF's "back to the study list" link
+    var form = document.createElement("form");
+    form.method = "post";
+    form.action = "/logout";
+    document.body.appendChild(form);
+    form.submit();
+  }}
+  function noctisHeader(React) {{
+    var h = React.createElement;
+    return h("span", {{ style: {{ display: "inline-flex", alignItems: "center", gap: "12px" }} }},
+      h("span", {{ style: {{ color: "#5acce6", fontSize: "18px", fontWeight: 600,
+        letterSpacing: "0.04em" }} }}, "Noctis"),
+      h("button", {{ id: "noctis-sign-out", type: "button", title: "Sign out of Noctis",
+        onClick: signOut, style: {{ color: "#5acce6", background: "transparent",
+        border: "1px solid #5acce6", borderRadius: "4px", padding: "1px 8px",
+        fontSize: "13px", cursor: "pointer" }} }}, "Sign out"));
+  }}
   window.config = {{
     name: "noctis",
     routerBasename: null,
@@ -137,6 +191,7 @@ def app_config(dicomweb_root: str = "/dicom-web") -> str:
       sourceName: "noctis",
       configuration: source
     }}],
+    whiteLabeling: {{ createLogoComponentFn: noctisHeader }},
     httpErrorHandler: function (error) {{
       if (error && error.status === 401) {{
         var here = window.location.pathname + window.location.search;
@@ -161,14 +216,38 @@ def is_reserved(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in RESERVED_PREFIXES)
 
 
+def normalised(path: str) -> str | None:
+    """The path without empty, ``.`` and ``..`` segments; None if it climbs above the root."""
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if not segments:
+                return None
+            segments.pop()
+        else:
+            segments.append(segment)
+    return "/".join(segments)
+
+
+def is_public(relative: str) -> bool:
+    """Served without a login (`relative` already normalised)."""
+    return relative.startswith(PUBLIC_DIRS) or relative in PUBLIC_FILES
+
+
 def mount(app: FastAPI, settings: Settings) -> None:
     """Serve the viewer at ``/`` (call after `noctis.api.auth.install`)."""
     root = viewer_dir(settings)
     config_js = app_config()
 
     async def viewer(request: Request) -> Response:
-        relative = request.path_params.get("path", "").strip("/")
-        if not relative.startswith(PUBLIC_PREFIXES):
+        # Judge the path the file system will see: `/assets/../index.html`, its
+        # percent-encoded and double-slashed forms are `index.html`, not an asset.
+        relative = normalised(request.path_params.get("path", ""))
+        if relative is None or is_reserved("/" + relative):
+            return PlainTextResponse("not found", status_code=404)
+        if not is_public(relative):
             authenticator: Authenticator | None = getattr(request.app.state, "authenticator", None)
             principal = None
             if authenticator is not None:
@@ -179,7 +258,7 @@ def mount(app: FastAPI, settings: Settings) -> None:
             return Response(
                 config_js,
                 media_type=MEDIA_TYPES[".js"],
-                headers={"Cache-Control": "no-cache"},
+                headers={"Cache-Control": "no-cache", "Content-Security-Policy": VIEWER_CSP},
             )
         if not (root / "index.html").is_file():
             return HTMLResponse(not_installed_page(root), status_code=503)
@@ -220,7 +299,11 @@ def _file_in(root: Path, relative: str) -> Path | None:
 
 def _file_response(request: Request, target: Path) -> Response:
     name = target.name
-    headers = {"X-Content-Type-Options": "nosniff"}
+    headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": VIEWER_CSP}
+    if target.suffix == ".html":
+        headers["Content-Security-Policy"] = viewer_page_csp(target)
+    elif target.suffix in (".js", ".mjs"):  # a worker's policy is its own script's
+        headers["Content-Security-Policy"] = WORKER_CSP
     if name in NO_CACHE or target.suffix == ".html":
         headers["Cache-Control"] = "no-cache"
     elif _HASHED.search(name):
@@ -236,6 +319,26 @@ def _file_response(request: Request, target: Path) -> Response:
     return FileResponse(target, media_type=media_type, headers=headers)
 
 
+def viewer_page_csp(page: Path) -> str:
+    """The viewer's policy plus the hashes of the page's own inline scripts (OHIF's
+    index.html sets ``window.PUBLIC_URL`` inline)."""
+    stat = page.stat()
+    return _page_csp(str(page), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _page_csp(path: str, mtime_ns: int, size: int) -> str:
+    html = Path(path).read_text(encoding="utf-8", errors="replace")
+    hashes = [
+        "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+        for attributes, body in _INLINE_SCRIPT.findall(html)
+        if "src=" not in attributes and body
+    ]
+    if not hashes:
+        return VIEWER_CSP
+    return VIEWER_CSP.replace(_SCRIPT_SRC, _SCRIPT_SRC + " " + " ".join(hashes), 1)
+
+
 def not_installed_page(root: Path) -> str:
     return page(
         "Viewer not installed - Noctis",
@@ -246,5 +349,5 @@ def not_installed_page(root: Path) -> str:
         "<code>scripts/fetch-viewer.sh</code> or <code>python -m noctis.api.viewer_fetch</code>"
         ", then reload this page.</p>"
         "<p class=note>DICOMweb at <code>/dicom-web</code> and the REST API at "
-        "<code>/api</code> (<a href=/docs style='color:#5acce6'>/docs</a>) work without it.</p>",
+        "<code>/api</code> (<a href=/docs>/docs</a>) work without it.</p>",
     )

@@ -121,3 +121,18 @@ class AuditEvent(Base):
     study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
     facility_id: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class LoginLockout(Base):
+    """Password attempts of one user name from one client address in the current window.
+
+    Shared by every API process through the index, and counted with one atomic upsert
+    before the password is checked (``noctis.api.auth.lockout``): parallel attempts can
+    never all slip under the limit."""
+
+    __tablename__ = "login_lockout"
+
+    username: Mapped[str] = mapped_column(String(150), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -120,15 +120,13 @@ def set_password(session: Session, user: User, password: str) -> None:
     user.password_hash = passwords.hash_password(password)
 
 
-def authenticate_password(session: Session, username: str, password: str) -> User | None:
-    """The enabled local user with this password, or None (same cost either way)."""
-    user = get_user(session, username)
-    candidate = user.password_hash if user is not None and user.enabled else None
-    if not passwords.verify_password(candidate, password) or user is None:
-        return None
-    if passwords.needs_rehash(candidate or ""):
-        user.password_hash = passwords.hash_password(password)
-    return user
+def end_sessions(session: Session, user: User) -> None:
+    """Log the user out of every browser: after a password change, a disable, a reset."""
+    from sqlalchemy import delete
+
+    from noctis.index.accounts import WebSession
+
+    session.execute(delete(WebSession).where(WebSession.user_id == user.id))
 
 
 def count_admins(session: Session) -> int:
@@ -170,16 +168,12 @@ def add_user(
 def reset_password(archive: Any, username: str, password: str | None = None) -> str:
     """`noctis user passwd`: set a user's password (generated when not given), re-enable the
     account, and end its browser sessions; the new password."""
-    from sqlalchemy import delete
-
-    from noctis.index.accounts import WebSession
-
     secret = password if password is not None else passwords.generate_password()
     with _sessions(archive).begin() as session:
         user = require_user(session, username)
         set_password(session, user, secret)
         user.enabled = True
-        session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+        end_sessions(session, user)
     return secret
 
 

@@ -3,52 +3,18 @@
 from __future__ import annotations
 
 import secrets
-import threading
-import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
 from itsdangerous import URLSafeTimedSerializer
 
 from noctis.api.auth.authenticator import NoctisAuthenticator
+from noctis.api.auth.flood import AddressRateLimiter, HashingGate
 from noctis.api.auth.oidc import OidcProvider
 from noctis.api.auth.settings import AuthSettings
 from noctis.archive import Archive
 from noctis.settings import Settings
-
-
-class LoginThrottle:
-    """Refuses a (user name, client) pair for a while after repeated failed logins."""
-
-    def __init__(self, max_failures: int, lockout_seconds: float) -> None:
-        self._max = max_failures
-        self._window = lockout_seconds
-        self._failures: dict[tuple[str, str], deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, key: tuple[str, str], moment: float) -> deque[float]:
-        failures = self._failures.setdefault(key, deque())
-        while failures and failures[0] <= moment - self._window:
-            failures.popleft()
-        return failures
-
-    def locked(self, username: str, client: str) -> bool:
-        with self._lock:
-            return len(self._recent((username.lower(), client), time.monotonic())) >= self._max
-
-    def failed(self, username: str, client: str) -> None:
-        with self._lock:
-            moment = time.monotonic()
-            self._recent((username.lower(), client), moment).append(moment)
-            if len(self._failures) > 10_000:  # forget the oldest offenders, bound memory
-                for stale in list(self._failures)[:1000]:
-                    del self._failures[stale]
-
-    def succeeded(self, username: str, client: str) -> None:
-        with self._lock:
-            self._failures.pop((username.lower(), client), None)
 
 
 @dataclass
@@ -59,7 +25,8 @@ class AuthContext:
     authenticator: NoctisAuthenticator
     oidc: OidcProvider | None
     signer: URLSafeTimedSerializer
-    throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(5, 300))
+    rate_limiter: AddressRateLimiter
+    hashing: HashingGate
 
     def cookie_secure(self, request: Request) -> bool:
         if self.auth.cookie_secure == "auto":

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import secrets
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadSignature
+from starlette.concurrency import run_in_threadpool
 
-from noctis.api.auth.accounts import AccountError, authenticate_password, create_user, get_user
+from noctis.api.auth.accounts import AccountError, create_user, get_user
 from noctis.api.auth.accounts import set_facilities as grant_facilities
 from noctis.api.auth.context import AuthContext, AuthContextDep, safe_next
-from noctis.api.auth.credentials import close_session, open_session, purge_expired_sessions
+from noctis.api.auth.credentials import close_session, open_session
+from noctis.api.auth.flood import HashingBusy
 from noctis.api.auth.oidc import OidcError, OidcProvider, pkce_pair
 from noctis.api.auth.pages import login_page, message_page
+from noctis.api.auth.password_login import begin_attempt, open_login_session, verify
 from noctis.api.security import Role, client_address
 from noctis.audit import AuditAction, AuditOutcome, record_audit
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 OIDC_STATE_COOKIE = "noctis_oidc"
@@ -40,52 +47,88 @@ def login_form(request: Request, context: AuthContextDep, next: str = "/") -> Re
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login_submit(
+async def login_submit(
     request: Request,
     context: AuthContextDep,
     username: Annotated[str, Form(max_length=150)],
     password: Annotated[str, Form(max_length=1024)],
     next: Annotated[str, Form()] = "/",
 ) -> Response:
+    """Rate limit by address (in memory, before anything costs), count the attempt in the
+    shared lockout, check the password through the hashing gate, open the session."""
     next_url = safe_next(next)
     client = client_address(request)
     username = username.strip()
 
-    def refuse(message: str, reason: str, code: int = status.HTTP_401_UNAUTHORIZED) -> Response:
-        _audit_login(context, username, client, AuditOutcome.DENIED, {"reason": reason})
-        page = _login_form(context, next_url, error=message, username=username)
-        return HTMLResponse(page, status_code=code, headers=_NO_STORE)
+    def page(message: str, code: int, retry_after: float | None = None) -> Response:
+        headers = dict(_NO_STORE)
+        if retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+        body = _login_form(context, next_url, error=message, username=username)
+        return HTMLResponse(body, status_code=code, headers=headers)
 
-    if context.throttle.locked(username, client):
-        return refuse(
+    async def refuse(message: str, reason: str, code: int, retry: float | None = None) -> Response:
+        await run_in_threadpool(
+            _audit_login, context, username, client, AuditOutcome.DENIED, {"reason": reason}
+        )
+        return page(message, code, retry)
+
+    wait = context.rate_limiter.take(client)
+    if wait is not None:  # no audit row per refusal: a flood must not turn into writes
+        log.info("login attempts from %s are over the rate limit", client)
+        return page(
+            "Too many sign-in attempts from your address. Wait a moment and try again.",
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            wait,
+        )
+    attempt = await run_in_threadpool(
+        begin_attempt, context.archive, context.auth, username, client
+    )
+    if attempt.locked_for is not None:
+        return await refuse(
             "Too many failed attempts. Wait a few minutes and try again.",
             "locked-out",
             status.HTTP_429_TOO_MANY_REQUESTS,
+            attempt.locked_for,
         )
-    with context.archive.sessions.begin() as session:
-        user = authenticate_password(session, username, password)
-        cookie = None
-        if user is not None:
-            purge_expired_sessions(session)  # housekeeping, at the pace of logins
-            cookie = open_session(
-                session,
-                user,
-                lifetime=timedelta(seconds=context.auth.session_lifetime_seconds),
+    try:
+        verdict = await context.hashing.run(partial(verify, attempt.password_hash, password))
+    except HashingBusy:
+        return page(
+            "The archive is busy signing other users in. Try again in a moment.",
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            1,
+        )
+    cookie = None
+    if verdict.matched:
+        cookie = await run_in_threadpool(
+            partial(
+                open_login_session,
+                context.archive,
+                context.auth,
+                attempt,
+                verdict,
+                username=username,
                 client=client,
                 user_agent=request.headers.get("user-agent", ""),
             )
+        )
     if cookie is None:
-        context.throttle.failed(username, client)
-        return refuse("Wrong user name or password.", "bad-credentials")
-    context.throttle.succeeded(username, client)
-    _audit_login(context, username, client, AuditOutcome.SUCCESS, {"method": "password"})
+        return await refuse(
+            "Wrong user name or password.", "bad-credentials", status.HTTP_401_UNAUTHORIZED
+        )
+    await run_in_threadpool(
+        _audit_login, context, username, client, AuditOutcome.SUCCESS, {"method": "password"}
+    )
     response = RedirectResponse(next_url, status.HTTP_303_SEE_OTHER)
     context.set_session_cookie(request, response, cookie)
     return response
 
 
-@router.api_route("/logout", methods=["GET", "POST"])
+@router.post("/logout")
 def logout(request: Request, context: AuthContextDep) -> Response:
+    """POST only (a GET answers 405): a link or an image on another page cannot log
+    anyone out, and the cross-origin guard refuses a form posted from another site."""
     principal = context.authenticator.authenticate(request)
     cookie = request.cookies.get(context.auth.cookie_name)
     if cookie:

@@ -20,13 +20,31 @@ class AuthSettings(BaseSettings):
     cookie_name: str = "noctis_session"
     cookie_secure: Literal["auto", "always", "never"] = Field(
         default="auto",
-        description="auto: Secure when the request came over https (behind a proxy, run "
-        "uvicorn with --proxy-headers so X-Forwarded-Proto counts)",
+        description="auto: Secure when the request came over https (behind a proxy, list "
+        "it in NOCTIS_TRUSTED_PROXIES so its X-Forwarded-Proto counts)",
     )
     session_lifetime_seconds: int = Field(default=12 * 3600, ge=60)
     session_idle_seconds: int = Field(default=2 * 3600, ge=60)
-    login_max_failures: int = Field(default=5, ge=1, description="failed logins before a lockout")
-    login_lockout_seconds: int = Field(default=300, ge=0)
+    login_max_failures: int = Field(
+        default=5, ge=1, description="password attempts per user name and client address..."
+    )
+    login_lockout_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="...within this window, started by the first attempt (0: no lockout)",
+    )
+    login_rate_burst: int = Field(
+        default=10, ge=1, description="login attempts one client address may make at once..."
+    )
+    login_rate_per_minute: float = Field(
+        default=20.0, gt=0, description="...and how fast its allowance refills"
+    )
+    login_hash_concurrency: int = Field(
+        default=2, ge=1, description="password hashes computed at once by one API process"
+    )
+    login_hash_queue: int = Field(
+        default=16, ge=0, description="logins that may wait for a hashing slot (then 503)"
+    )
 
     # OpenID Connect (enabled when issuer and client id are set)
     oidc_issuer: str | None = None

@@ -7,8 +7,11 @@ import logging
 from fastapi import FastAPI
 
 from noctis.api.audit import DatabaseAuditSink
+from noctis.api.auth import docs
 from noctis.api.auth.authenticator import NoctisAuthenticator
-from noctis.api.auth.context import AuthContext, LoginThrottle, make_signer
+from noctis.api.auth.context import AuthContext, make_signer
+from noctis.api.auth.flood import AddressRateLimiter, HashingGate
+from noctis.api.auth.guards import CrossOriginGuard, SecurityHeaders
 from noctis.api.auth.oidc import OidcProvider
 from noctis.api.auth.routes import router as login_router
 from noctis.api.auth.settings import AuthSettings
@@ -38,13 +41,18 @@ def install(
         authenticator=authenticator,
         oidc=oidc,
         signer=make_signer(settings),
-        throttle=LoginThrottle(auth.login_max_failures, auth.login_lockout_seconds),
+        rate_limiter=AddressRateLimiter(auth.login_rate_burst, auth.login_rate_per_minute),
+        hashing=HashingGate(auth.login_hash_concurrency, auth.login_hash_queue),
     )
     app.state.noctis_auth = context
     app.state.authenticator = authenticator
     app.state.audit = DatabaseAuditSink(archive.sessions)
     app.include_router(login_router)
     app.include_router(rest_router, prefix="/api")
+    docs.install(app)
+    # Outermost last: the guard refuses a cross-site POST before anything reads it.
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(CrossOriginGuard)
     if oidc is not None:
         log.info("single sign-on through %s", oidc.issuer)
     return context

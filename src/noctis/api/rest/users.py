@@ -161,6 +161,12 @@ def update_user(
             accounts.set_facilities(session, user, body.facilities)
         if body.display_name is not None:
             user.display_name = body.display_name
+        # A new password or a disable logs the user out everywhere (as `noctis user passwd`
+        # does), so that re-enabling later never revives an old cookie. API tokens stay:
+        # administrators issue and revoke those (DELETE /api/tokens/{id}).
+        enabled_flips = body.enabled is not None and body.enabled != user.enabled
+        if body.password is not None or enabled_flips:
+            accounts.end_sessions(session, user)
         if body.enabled is not None:
             user.enabled = body.enabled
     except accounts.AccountError as exc:

@@ -1,0 +1,80 @@
+"""What keeps a login flood from starving the archive: a rate limit per client address,
+checked before any password is hashed, and a bound on the hashes running at once.
+
+An argon2 verification costs ~64 MiB and tens to hundreds of milliseconds of CPU on
+purpose. Forty of them at once (random user names cost as much as real ones, for timing
+safety) took QIDO from 16 ms to 9.6 s and C-STORE to seconds: every hash took a thread of
+the request pool and a core. Here an address gets a small burst of attempts and then a
+steady trickle (429 with Retry-After past that), and hashes run in threads of their own,
+a few at a time, with a short queue (503 with Retry-After when it is full).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+
+T = TypeVar("T")
+
+
+class AddressRateLimiter:
+    """A token bucket per client address: `burst` attempts at once, refilled at
+    `per_minute`. Kept in this process's memory (it protects this process's CPU); the
+    oldest addresses are forgotten beyond `max_addresses`."""
+
+    def __init__(self, burst: int, per_minute: float, max_addresses: int = 50_000) -> None:
+        self._burst = float(burst)
+        self._rate = per_minute / 60.0  # tokens per second
+        self._max = max_addresses
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, address: str) -> float | None:
+        """Spend one attempt of `address`: None if allowed, else seconds until the next."""
+        moment = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.pop(address, (self._burst, moment))
+            tokens = min(self._burst, tokens + (moment - last) * self._rate)
+            allowed = tokens >= 1.0
+            if allowed:
+                tokens -= 1.0
+            self._buckets[address] = (tokens, moment)  # most recent last
+            while len(self._buckets) > self._max:
+                self._buckets.popitem(last=False)
+        if allowed:
+            return None
+        return (1.0 - tokens) / self._rate if self._rate > 0 else math.inf
+
+
+class HashingBusy(Exception):
+    """Every hashing slot is taken and the queue is full."""
+
+
+class HashingGate:
+    """Runs password hashing in worker threads, at most `concurrency` at once and with at
+    most `queue` more waiting; never on the event loop, never in the request thread pool
+    (whose threads the rest of the API needs)."""
+
+    def __init__(self, concurrency: int, queue: int) -> None:
+        self._concurrency = concurrency
+        self._capacity = concurrency + queue
+        self._in_flight = 0
+        self._limiter: anyio.CapacityLimiter | None = None  # made in the event loop
+
+    async def run(self, work: Callable[[], T]) -> T:
+        if self._in_flight >= self._capacity:
+            raise HashingBusy
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self._concurrency)
+        self._in_flight += 1
+        try:
+            return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+        finally:
+            self._in_flight -= 1

@@ -1,0 +1,73 @@
+"""Failed-login lockout, counted in the index so that every API process shares it.
+
+An attempt is counted BEFORE its password is checked, with one atomic upsert that returns
+the new count (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``, on SQLite and on
+PostgreSQL): of thirty parallel attempts, only the first `max_attempts` are evaluated and
+the others are refused as locked, whichever process they reach. A successful login clears
+the count; failures stay counted until the window (started by the first attempt) is over.
+Keyed by user name and client address, so that nobody can lock a user out from elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from sqlalchemy import DateTime, case, delete, literal
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from noctis.api.auth.credentials import aware, now
+from noctis.index.accounts import LoginLockout
+
+_TABLE = LoginLockout.__table__
+
+
+def _key(username: str, client: str) -> tuple[str, str]:
+    return username.lower()[:150], client[:64]
+
+
+def reserve_attempt(
+    session: Session, username: str, client: str, *, max_attempts: int, window: timedelta
+) -> float | None:
+    """Count one attempt: None if its password may be checked, else the seconds until
+    the lockout ends."""
+    name, address = _key(username, client)
+    moment = now()
+    started = literal(moment, DateTime(timezone=True))
+    expired = _TABLE.c.window_start <= literal(moment - window, DateTime(timezone=True))
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(_TABLE)
+        .values(username=name, client=address, attempts=1, window_start=moment)
+        .on_conflict_do_update(
+            index_elements=[_TABLE.c.username, _TABLE.c.client],
+            set_={
+                "attempts": case((expired, 1), else_=_TABLE.c.attempts + 1),
+                "window_start": case((expired, started), else_=_TABLE.c.window_start),
+            },
+        )
+        .returning(_TABLE.c.attempts, _TABLE.c.window_start)
+    )
+    attempts, window_start = session.execute(statement).one()
+    if attempts <= max_attempts:
+        return None
+    remaining = (aware(window_start) + window - moment).total_seconds()
+    return float(max(1, math.ceil(remaining)))
+
+
+def clear_attempts(session: Session, username: str, client: str) -> None:
+    name, address = _key(username, client)
+    session.execute(
+        delete(LoginLockout).where(LoginLockout.username == name, LoginLockout.client == address)
+    )
+
+
+def purge_stale_attempts(
+    session: Session, window: timedelta, moment: datetime | None = None
+) -> int:
+    """Forget counts whose window is over (housekeeping, at the pace of logins)."""
+    cutoff = (moment or now()) - window
+    result = session.execute(delete(LoginLockout).where(LoginLockout.window_start <= cutoff))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
