@@ -24,7 +24,10 @@ def require_admin(principal: PrincipalDep) -> Principal:
     return principal
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the transaction commits when the route returns, before the response is
+# sent. Otherwise a client could act on a 2xx before the change is committed (a disabled user's
+# next request still signed in), and a failed commit would follow a 2xx already sent.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
