@@ -15,7 +15,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 
 from noctis.dicom.errors import MalformedDicom
-from noctis.dicom.header_scan import WANTED, scan_header
+from noctis.dicom.header_scan import WANTED, CannotScan, scan_header, scanned_value
 from noctis.dicom.pixel_checks import check_pixels
 from noctis.dicom.structure import DEFLATED, Walked, file_meta, walk_part10
 from noctis.dicom.uids import check_uids
@@ -115,11 +115,7 @@ def read_checked_header(source: Path | BinaryIO, *, max_inflated: int = 0) -> In
 def _read_checked_header(handle: BinaryIO, max_inflated: int) -> InstanceHeader:
     walked = walk_part10(handle, capture=_HEADER_TAGS, max_inflated=max_inflated)
     check_pixels(walked)
-    if walked.transfer_syntax == DEFLATED:
-        header = header_from_dataset(_captured_dataset(walked))
-    else:
-        handle.seek(0)
-        header = _parse_instance_header(handle)
+    header = _header_from_walk(walked)
     check_uids(
         {
             "SOPClassUID": header.sop_class_uid,
@@ -132,11 +128,41 @@ def _read_checked_header(handle: BinaryIO, max_inflated: int) -> InstanceHeader:
     return header
 
 
+def _header_from_walk(walked: Walked) -> InstanceHeader:
+    """The header from the values the walk kept: read straight from their bytes as
+    `noctis.dicom.header_scan` does, or decoded by pydicom when they need it."""
+    values: dict[str, str | int] = {}
+    try:
+        for tag, (keyword, dictionary_vr) in WANTED.items():
+            found = walked.captured.get(tag)
+            if found is not None:
+                vr, raw = found
+                if (vr or dictionary_vr) != dictionary_vr:
+                    raise CannotScan("unexpected VR")
+                values[keyword] = scanned_value(raw, dictionary_vr, walked.little_endian)
+    except (CannotScan, UnicodeDecodeError):
+        return header_from_dataset(_captured_dataset(walked), walked.pixel_data_offset)
+    return _build_header(
+        walked.transfer_syntax,
+        lambda keyword: str(values.get(keyword, "")),
+        lambda keyword: _int_or_none(values.get(keyword)),
+        walked.pixel_data_offset,
+    )
+
+
 def _captured_dataset(walked: Walked) -> Dataset:
     """The top-level elements the walk kept, as pydicom would have read them."""
     elements = {
         Tag(tag): RawDataElement(
-            Tag(tag), vr.decode() if vr else None, len(raw), raw, 0, vr is None, True, True, False
+            Tag(tag),
+            vr.decode() if vr else None,
+            len(raw),
+            raw,
+            0,
+            vr is None,
+            walked.little_endian,
+            True,
+            False,
         )
         for tag, (vr, raw) in sorted(walked.captured.items())
         if tag in _HEADER_TAGS
@@ -160,7 +186,8 @@ def _parse_instance_header(handle: BinaryIO) -> InstanceHeader:
     handle.seek(0)
     if _transfer_syntax(handle) == DEFLATED:  # never inflated whole: read as it streams
         handle.seek(0)
-        return header_from_dataset(_captured_dataset(walk_part10(handle, capture=_HEADER_TAGS)))
+        walked = walk_part10(handle, capture=_HEADER_TAGS, header_only=True)
+        return header_from_dataset(_captured_dataset(walked))
     handle.seek(0)
     ds, offset = _read_header(handle)
     return header_from_dataset(ds, offset)

@@ -36,7 +36,8 @@ UNDEFINED = 0xFFFFFFFF
 ITEM = 0xFFFEE000
 ITEM_END = 0xFFFEE00D
 SEQUENCE_END = 0xFFFEE0DD
-PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # float, double, Pixel Data
+PIXEL_DATA = 0x7FE00010
+PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, PIXEL_DATA})  # float, double, Pixel Data
 TRANSFER_SYNTAX_TAG = 0x00020010
 
 MAX_DEPTH = 32  # sequences nested deeper are refused (real objects nest a handful)
@@ -88,6 +89,7 @@ class Walked:
     little_endian: bool
     captured: dict[int, tuple[bytes | None, bytes]] = field(default_factory=dict)
     pixels: list[PixelElement] = field(default_factory=list)
+    pixel_data_offset: int | None = None  # of the (7FE0,0010) tag, in the file (not deflated)
 
 
 def tag_text(tag: int) -> str:
@@ -95,12 +97,17 @@ def tag_text(tag: int) -> str:
 
 
 def walk_part10(
-    handle: BinaryIO, *, capture: frozenset[int] = frozenset(), max_inflated: int = 0
+    handle: BinaryIO,
+    *,
+    capture: frozenset[int] = frozenset(),
+    max_inflated: int = 0,
+    header_only: bool = False,
 ) -> Walked:
     """Walk the Part 10 file open in ``handle`` to its last byte; MalformedDicom on damage.
 
     ``capture``: top-level tags whose raw values to return (besides the pixel attributes);
-    ``max_inflated``: the cap on a deflated data set's inflated size (0: the default).
+    ``max_inflated``: the cap on a deflated data set's inflated size (0: the default);
+    ``header_only``: stop at the first top-level pixel data element (to read a header).
     """
     start, syntax = file_meta(handle)
     if not syntax:
@@ -114,7 +121,8 @@ def walk_part10(
     else:
         source = FileSource(handle, start)
     walked = Walked(syntax, little)
-    _Walk(source, walked, capture | frozenset(PIXEL_ATTRIBUTES)).top(start, explicit, little)
+    walk = _Walk(source, walked, capture | frozenset(PIXEL_ATTRIBUTES))
+    walk.top(start, explicit, little, header_only)
     return walked
 
 
@@ -206,12 +214,14 @@ class _Walk:
         looks_explicit = vr in _VRS
         return looks_explicit if looks_explicit != explicit else explicit
 
-    def top(self, offset: int, explicit: bool, little: bool) -> None:
+    def top(self, offset: int, explicit: bool, little: bool, header_only: bool) -> None:
         """The data set from ``offset`` to the end of the file (or inflated stream)."""
         explicit = self.encoding(offset, explicit, little)
         read = self.reader(explicit, little)
         source = self.source
         while not source.at_end(offset):
+            if header_only and read(offset)[0] in PIXEL_DATA_TAGS:
+                return
             offset = self.element(read, offset, None, explicit, little, 0, top=True)
 
     def elements_of_item(
@@ -252,7 +262,7 @@ class _Walk:
             raise MalformedDicom(f"{tag_text(tag)} found where an element was expected")
         if length == UNDEFINED:
             if tag in PIXEL_DATA_TAGS or vr in (b"OB", b"OW"):
-                return self.fragments(tag, value_at, little, top)
+                return self.fragments(tag, offset, value_at, little, top)
             if vr is None or vr in (b"SQ", b"UN"):
                 # UN of undefined length holds implicit VR little endian (PS3.5 6.2.2)
                 item_explicit, item_little = (False, True) if vr == b"UN" else (explicit, little)
@@ -264,15 +274,21 @@ class _Walk:
         if vr == b"SQ" or (vr is None and tag in _SEQUENCE_TAGS):
             self.sequence(value_at, value_end, explicit, little, depth + 1)
             return value_end
-        if top and tag in self.capture:
+        if top and tag in self.capture and not self.walked.pixels:  # as pydicom, stop there
             self.keep(tag, vr, value_at, length)
         if not self.source.reaches(value_end):
             if tag in PIXEL_DATA_TAGS:
                 raise MalformedDicom(f"Pixel Data truncated: {length} bytes declared, fewer sent")
             raise MalformedDicom(f"{tag_text(tag)} runs past the end of the data set")
         if top and tag in PIXEL_DATA_TAGS:
-            self.walked.pixels.append(PixelElement(tag, length))
+            self.found_pixels(PixelElement(tag, length), offset)
         return value_end
+
+    def found_pixels(self, pixels: PixelElement, offset: int) -> None:
+        walked = self.walked
+        if not walked.pixels and pixels.tag == PIXEL_DATA and walked.transfer_syntax != DEFLATED:
+            walked.pixel_data_offset = offset
+        walked.pixels.append(pixels)
 
     def keep(self, tag: int, vr: bytes | None, value_at: int, length: int) -> None:
         if length > MAX_CAPTURED:
@@ -305,7 +321,7 @@ class _Walk:
                     raise MalformedDicom("an item runs past the end of its sequence")
                 offset = self.elements_of_item(value_at, value_at + length, explicit, little, depth)
 
-    def fragments(self, tag: int, offset: int, little: bool, top: bool) -> int:
+    def fragments(self, tag: int, tag_at: int, offset: int, little: bool, top: bool) -> int:
         """Encapsulated data (PS3.5 A.4): items of defined length (the first is the Basic
         Offset Table), then a Sequence Delimitation Item."""
         read = self.reader(False, little)
@@ -319,8 +335,8 @@ class _Walk:
                 raise MalformedDicom("Pixel Data ends before its sequence delimiter")
             item, _, length, value_at = read(offset)
             if item == SEQUENCE_END:
-                if top:
-                    self.walked.pixels.append(pixels)
+                if top and tag in PIXEL_DATA_TAGS:
+                    self.found_pixels(pixels, tag_at)
                 return value_at
             if item != ITEM or length == UNDEFINED:
                 raise MalformedDicom(f"{tag_text(item)} found among Pixel Data fragments")
