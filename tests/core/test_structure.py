@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 from pydicom.filereader import data_element_generator
+from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from noctis.dicom.header import (
