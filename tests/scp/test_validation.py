@@ -9,13 +9,11 @@ The SCP runs in this process, so this process's RSS is the server's.
 from __future__ import annotations
 
 import io
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 from pynetdicom import AE
@@ -29,6 +27,7 @@ from support import dcmtk
 from support.archive import index_counts, stored_object_keys
 from support.damaged import damaged_instances, part10, write_deflated_bomb
 from support.dicomdata import dataset_bytes, small_ct
+from support.memory import PeakRss
 from support.ports import LOOPBACK
 
 EMPTY = {"patient": 0, "study": 0, "series": 0, "instance": 0}
@@ -121,34 +120,6 @@ def test_a_data_set_on_another_sop_classs_context_is_refused(
     assert int(response.Status) == status.DOES_NOT_MATCH_SOP_CLASS
     assert "presentation context" in str(response.ErrorComment)
     _nothing_stored(scp)
-
-
-class PeakRss:
-    """Samples this process's RSS every few milliseconds while in use; ``growth`` is the
-    peak above the RSS at the start."""
-
-    def __init__(self) -> None:
-        self.process = psutil.Process()
-        self.start = self.peak = self.process.memory_info().rss
-        self.running = True
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.005)
-
-    def __enter__(self) -> PeakRss:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.running = False
-        self.thread.join()
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.start
 
 
 @pytest.fixture
