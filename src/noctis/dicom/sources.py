@@ -25,8 +25,7 @@ class FileSource:
     """A seekable file from ``start`` to its end."""
 
     def __init__(self, handle: BinaryIO, start: int) -> None:
-        handle.seek(0, 2)
-        self.end = handle.tell()
+        self.end = handle.seek(0, 2)
         self.handle = handle
         self.data = b""
         self.base = start  # the offset of data[0]

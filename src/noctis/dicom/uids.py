@@ -14,10 +14,13 @@ from noctis.dicom.errors import MalformedDicom
 
 MAX_LENGTH = 64
 _COMPONENT = re.compile(r"0|[1-9][0-9]*")
+_VALID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
 
 
 def uid_problem(uid: str) -> str | None:
     """What is wrong with ``uid``, or None if it is a valid UID."""
+    if len(uid) <= MAX_LENGTH and _VALID.fullmatch(uid):
+        return None  # one match for the valid ones, which are nearly all
     if not uid:
         return "empty"
     if len(uid) > MAX_LENGTH:
