@@ -54,7 +54,12 @@ class FileSource:
 
 class InflatingSource:
     """The inflated bytes of a deflated data set starting at ``start`` of ``handle``, read
-    forward only; MalformedDicom once more than ``limit`` bytes would come out."""
+    forward only; MalformedDicom once more than ``limit`` bytes would come out.
+
+    ``data`` holds inflated bytes from offset ``base`` up to ``produced``; what the walk has
+    passed is dropped in large steps (dropping a few bytes per element was the walk's main
+    cost), and inflated pieces wholly before the next offset wanted are never kept.
+    """
 
     def __init__(self, handle: BinaryIO, start: int, limit: int) -> None:
         handle.seek(start)
@@ -66,11 +71,11 @@ class InflatingSource:
         self.produced = 0  # inflated bytes so far: base + len(data)
         self.finished = False
 
-    def _inflate(self) -> None:
-        """Inflate one more piece onto ``data``; sets ``finished`` at the end of the stream."""
+    def _inflate(self) -> bytes:
+        """The next inflated piece (empty at the end of the stream, which sets finished)."""
         if self.inflater.eof:
             self.finished = True
-            return
+            return b""
         pending = self.inflater.unconsumed_tail
         if not pending:
             pending = self.handle.read(_INFLATE_IN)
@@ -84,31 +89,40 @@ class InflatingSource:
         self.produced += len(out)
         if self.produced > self.limit:
             raise MalformedDicom(f"inflated data set exceeds the {self.limit >> 20} MiB limit")
-        self.data += out
+        return out
 
-    def _drop_before(self, offset: int) -> None:
-        if offset > self.base:
-            del self.data[: min(offset - self.base, len(self.data))]
-            self.base = min(offset, self.produced)
-
-    def window(self, offset: int, need: int) -> tuple[bytes, int]:
+    def _cover(self, offset: int, upto: int) -> None:
+        """Hold the inflated bytes from ``offset`` to ``upto`` (as far as the stream goes),
+        dropping what lies before ``offset``."""
         if offset < self.base:
             raise ValueError("an inflating source reads forward only")
-        self._drop_before(offset)
-        while self.produced < offset + need and not self.finished:
-            self._inflate()
-            self._drop_before(offset)
-        if offset > self.produced:
-            return b"", offset
-        return bytes(self.data[offset - self.base : offset - self.base + max(need, _READ)]), offset
+        if offset >= self.produced:
+            self.data.clear()
+            self.base = self.produced
+        elif offset - self.base > _INFLATE_OUT:
+            del self.data[: offset - self.base]
+            self.base = offset
+        while self.produced < upto and not self.finished:
+            out = self._inflate()
+            start = self.produced - len(out)  # the offset of out[0]
+            if self.produced <= offset:  # wholly before what is wanted: data is empty
+                self.base = self.produced
+            elif start < offset:
+                self.data += out[offset - start :]
+                self.base = offset
+            else:
+                self.data += out
+
+    def window(self, offset: int, need: int) -> tuple[bytes, int]:
+        self._cover(offset, offset + need)
+        # A copy of what was asked for, no more: the walk asks for an element header at a time.
+        at = offset - self.base
+        return bytes(self.data[at : at + need]), offset
 
     def reaches(self, offset: int) -> bool:
-        self._drop_before(offset)
-        while self.produced < offset and not self.finished:
-            self._inflate()
-            self._drop_before(offset)
+        self._cover(offset, offset)
         return offset <= self.produced
 
     def at_end(self, offset: int) -> bool:
-        data, base = self.window(offset, 1)
-        return len(data) <= offset - base
+        self._cover(offset, offset + 1)
+        return self.produced <= offset
