@@ -96,6 +96,11 @@ def damaged_instances() -> list[Damaged]:
             "invalid SeriesInstanceUID: not only digits and dots",
         ),
         Damaged(
+            "leading-zero-in-sop-instance-uid",
+            part10(small_ct(SOPInstanceUID="1.2.840.0099.1")),
+            "invalid SOPInstanceUID: a component with a leading zero",
+        ),
+        Damaged(
             "leading-zero-in-series-uid",
             part10(small_ct(SeriesInstanceUID="1.2.03.4")),
             "invalid SeriesInstanceUID: a component with a leading zero",
