@@ -27,7 +27,13 @@ from noctis.dicom.header import (
 from noctis.dicom.structure import MAX_ELEMENTS
 from noctis.dicom.uids import uid_problem
 from support.damaged import damaged_instances, encapsulated_ct, part10, write_deflated_bomb
-from support.dicomdata import generate_ct_series, sample_dirs, small_ct, transfer_syntax_samples
+from support.dicomdata import (
+    generate_ct_series,
+    retired_us_sample,
+    sample_dirs,
+    small_ct,
+    transfer_syntax_samples,
+)
 
 # pydicom's test files that are damaged on purpose (their names say so), and why we refuse them.
 DAMAGED_ON_PURPOSE = {
@@ -70,9 +76,10 @@ def test_every_test_file_accepted_before_passes_with_the_same_header() -> None:
         assert DAMAGED_ON_PURPOSE[name] in message
 
 
-def test_the_suites_instances_pass(tmp_path: Path) -> None:
+def test_the_conformance_set_and_generated_series_pass(tmp_path: Path) -> None:
     files = [
-        *transfer_syntax_samples(tmp_path / "samples").values(),
+        *transfer_syntax_samples(tmp_path / "samples").values(),  # a real file per syntax
+        retired_us_sample(),
         *generate_ct_series(tmp_path / "ct", slices=2, size=64),
     ]
     for path in files:
