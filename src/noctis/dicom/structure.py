@@ -75,6 +75,7 @@ PIXEL_ATTRIBUTES = {
 
 Reader = Callable[[int], tuple[int, bytes | None, int, int]]
 _EXPLICIT_LITTLE = struct.Struct("<HH2sH")
+_IMPLICIT_LITTLE = struct.Struct("<HHL")
 
 
 @dataclass
@@ -226,17 +227,18 @@ class _Walk:
         explicit = self.encoding(offset, explicit, little)
         read = self.reader(explicit, little)
         source = self.source
-        if explicit and little and not header_only and isinstance(source, FileSource):
-            offset = self.plain_top(offset, read)
+        if little and not header_only and isinstance(source, FileSource):
+            offset = self.plain_top(offset, read, explicit)
         while not source.at_end(offset):
             if header_only and read(offset)[0] in PIXEL_DATA_TAGS:
                 return
             offset = self.element(read, offset, None, explicit, little, 0, top=True)
 
-    def plain_top(self, offset: int, read: Reader) -> int:
-        """The top level of an explicit VR little endian file, the common case, with the
-        elements of short VRs (most of a header) handled inline: a call per element was a
-        third of the walk's time. Everything else goes through `element`. Returns the end."""
+    def plain_top(self, offset: int, read: Reader, explicit: bool) -> int:
+        """The top level of a little endian file, the common case, with plain elements (short
+        VRs, or implicit VR ones that are not sequences: most of a header) handled inline: a
+        call per element was a third of the walk's time. Everything else goes through
+        `element`. Returns the end."""
         source = self.source
         assert isinstance(source, FileSource)
         end, capture, captured = source.end, self.capture, self.walked.captured
@@ -247,15 +249,23 @@ class _Walk:
                 data, base = source.window(offset, 12)
                 at = 0
                 if len(data) < 8:  # cut inside an element header: `element` says so
-                    offset = self.element(read, offset, None, True, True, 0, top=True)
+                    offset = self.element(read, offset, None, explicit, True, 0, top=True)
                     continue
-            group, element, vr, length = _EXPLICIT_LITTLE.unpack_from(data, at)
+            if explicit:
+                group, element, vr, length = _EXPLICIT_LITTLE.unpack_from(data, at)
+                tag = group << 16 | element
+                plain = vr in _SHORT_VRS
+            else:
+                group, element, length = _IMPLICIT_LITTLE.unpack_from(data, at)
+                tag, vr = group << 16 | element, None
+                plain = (
+                    length != UNDEFINED and tag not in _SEQUENCE_TAGS and tag not in PIXEL_DATA_TAGS
+                )
             value_end = offset + 8 + length
-            if vr not in _SHORT_VRS or value_end > end or group == 0xFFFE:
-                offset = self.element(read, offset, None, True, True, 0, top=True)
+            if not plain or value_end > end or group == 0xFFFE:
+                offset = self.element(read, offset, None, explicit, True, 0, top=True)
                 continue
             self.elements += 1
-            tag = group << 16 | element
             if tag in capture and not self.walked.pixels:
                 if value_end - base > len(data):
                     data, base = source.window(offset, 8 + length)
