@@ -13,11 +13,12 @@ deflated data set (A.5) is walked from a streaming inflater with a cap on the in
 Every refusal is a MalformedDicom whose message starts with what is wrong, short enough for a
 DIMSE ErrorComment (64 characters). Bounds: nesting depth, element count, captured values.
 
-Cost (2-core test machine, CPU time, best of 7 runs of 2,000): walk and pixel checks 38 us for
-a 512x512 CT instance (525 KB, of which it reads the first 8 KB), 32 us for an 848-byte one.
-The walk also keeps the index's attributes, so ingest's whole header step (walk, pixel checks,
-header, UIDs: `noctis.dicom.header.read_checked_header`) took 71 us and 53 us, against 81 us and
-47 us for the header parse alone before.
+Cost (2-core test machine shared with other work, CPU time, best of 7 runs of 2,000): walk and
+pixel checks 38-42 us for a 512x512 CT instance (525 KB, of which it reads the first 8 KB),
+31-34 us for an 848-byte one. The walk also keeps the index's attributes, so ingest's whole
+header step (walk, pixel checks, header, UIDs: `noctis.dicom.header.read_checked_header`) took
+71-87 us and 53-65 us, against 76-101 us and 47-59 us for the header parse alone before; a CT
+instance in implicit VR 80 us against 64-85 us.
 """
 
 from __future__ import annotations
@@ -145,12 +146,12 @@ def file_meta(handle: BinaryIO) -> tuple[int, str, FileSource]:
     read = _reader(source, explicit=True, little=True)
     offset, syntax = PREAMBLE_END, ""
     while True:
-        data, base = source.window(offset, 6)
+        data, base = source.window(offset, 12)
         at = offset - base
         if len(data) - at < 6 or data[at : at + 2] != b"\x02\x00":
             return offset, syntax, source
         tag, _, length, value_at = read(offset)
-        if length == UNDEFINED or not source.reaches(value_at + length):
+        if length == UNDEFINED or value_at + length > source.end:
             raise MalformedDicom(f"file meta element {tag_text(tag)} runs past the end")
         if tag == TRANSFER_SYNTAX_TAG:
             data, base = source.window(value_at, length)
