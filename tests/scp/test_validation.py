@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 from pynetdicom import AE
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
 from scp_support import AE_TITLE, MODALITY, RunningScp
-from test_direct_store import _sending_pdus_of
 
 from noctis.scp import status
 from noctis.scp.client import store_files
@@ -72,6 +72,12 @@ def test_invalid_uids_from_storescu_get_a_permanent_failure(
     assert dcmtk.final_status(result.output) == status.CANNOT_UNDERSTAND, result.output
     assert comment in result.output
     _nothing_stored(scp)
+
+
+def _sending_pdus_of(monkeypatch: pytest.MonkeyPatch, length: int) -> None:
+    """pynetdicom (our SCU here) cuts what it sends into PDUs of ``length``: 64 splits the
+    command, which leaves the message to pynetdicom's receive path (as in test_direct_store)."""
+    monkeypatch.setattr(DIMSEServiceProvider, "maximum_pdu_size", property(lambda _: length))
 
 
 def _store_on_context(port: int, data_set: bytes, sop_class: str, sop_uid: str) -> Any:
