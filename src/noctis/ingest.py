@@ -1,8 +1,9 @@
 """THE write path. DIMSE C-STORE and DICOMweb STOW-RS both store instances through `ingest`.
 
 Order of events, and why:
-1. Parse the header (no pixels) and hash the bytes: a malformed data set is refused before
-   anything is written.
+1. Walk the data set's structure to its last byte, check its pixel data length and UIDs,
+   parse the header (no pixels decoded): a damaged data set is refused before anything is
+   written.
 2. Compare with what the index already holds for this SOP Instance UID: the same bytes again
    are a no-op success; different bytes follow the duplicate policy.
 3. Put the object, as received (transfer syntax preserved), under a key no other attempt uses.
@@ -26,7 +27,7 @@ from typing import BinaryIO
 from sqlalchemy.exc import SQLAlchemyError
 
 from noctis.archive import Archive
-from noctis.dicom.header import InstanceHeader, MalformedDicom, parse_instance_header
+from noctis.dicom.header import InstanceHeader, MalformedDicom, read_checked_header
 from noctis.index import db
 from noctis.index.upsert import (
     DifferentContent,
@@ -51,7 +52,7 @@ class IngestOutcome(StrEnum):
 
 
 class IngestFailure(StrEnum):
-    MALFORMED = "malformed"  # cannot be parsed or lacks required attributes
+    MALFORMED = "malformed"  # damaged, cannot be parsed, invalid UIDs or required ones missing
     MISMATCH = "mismatch"  # the data set does not match what the request announced
     CONFLICT = "conflict"  # different bytes under a stored SOP Instance UID (policy "reject")
     STORAGE_UNAVAILABLE = "storage-unavailable"
@@ -113,8 +114,8 @@ def ingest(
     source = path if path is not None else opened
     if source is None or (path is None and archive.store.adopts_files):
         raise ValueError("ingest needs a file for a store that adopts files")
-    try:
-        header = parse_instance_header(source)
+    try:  # structure to the last byte, pixel data against the header, UIDs (PS3.5 9.1)
+        header = read_checked_header(source, max_inflated=archive.settings.max_inflated_mb << 20)
     except MalformedDicom as exc:
         raise IngestError(IngestFailure.MALFORMED, str(exc)) from exc
     _check_expected(header, expected_sop_class_uid, expected_sop_instance_uid)

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     health_host: str = "0.0.0.0"
     health_port: int = 8081
     duplicate_policy: DuplicatePolicy = DuplicatePolicy.REJECT
+    max_inflated_mb: int = Field(
+        512,
+        ge=1,
+        description="a deflated data set (transfer syntax 1.2.840.10008.1.2.1.99) inflating to "
+        "more than this many MiB is refused at ingest, over DIMSE and STOW alike",
+    )
     scp_facilities: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="facilities whose AEs may call this SCP (comma-separated); empty: any",

@@ -6,6 +6,8 @@ import pytest
 from sqlalchemy import func, select
 
 from noctis.index.models import Instance, Study
+from support.damaged import damaged_instances, write_deflated_bomb
+from support.memory import PeakRss
 
 FAILED_SOP_SEQUENCE = "00081198"
 REFERENCED_SOP_SEQUENCE = "00081199"
@@ -207,3 +209,68 @@ def test_stow_is_audited(clients, dw, archive):
     with archive.sessions() as session:
         events = session.scalars(select(AuditEvent).where(AuditEvent.action == "stow")).all()
     assert [(e.outcome, e.study_instance_uid) for e in events] == [("success", study.study_uid)]
+
+
+# --- damaged and hostile instances over real HTTP (uvicorn on loopback) --------------------
+
+
+@pytest.fixture
+def http(live_server, tokens):
+    from support.web import client_for
+
+    with client_for(live_server, tokens["rad_north"]) as client:
+        yield client
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("case", damaged_instances(), ids=lambda case: case.name)
+def test_a_damaged_instance_fails_alone_and_the_others_are_stored(http, dw, archive, case):
+    good = dw.build_study(["explicit"])
+    response = dw.stow(http, [case.data, *good.files.values()])
+
+    assert response.status_code == 202, response.text
+    body = response.json()
+    (failed,) = body[FAILED_SOP_SEQUENCE]["Value"]
+    assert failed[FAILURE_REASON]["Value"] == [0xC000]
+    assert case.comment in response.headers["Warning"]
+    (stored,) = body[REFERENCED_SOP_SEQUENCE]["Value"]
+    assert stored["00081155"]["Value"] == list(good.files)
+    assert _count(archive) == 1
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_only_damaged_instances_is_409_and_stores_nothing(http, archive):
+    damaged = damaged_instances()
+    response = http.post(
+        "/dicom-web/studies",
+        content=_body([case.data for case in damaged]),
+        headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'},
+    )
+    assert response.status_code == 409
+    failed = response.json()[FAILED_SOP_SEQUENCE]["Value"]
+    assert [item[FAILURE_REASON]["Value"] for item in failed] == [[0xC000]] * len(damaged)
+    assert _count(archive) == 0 and _count(archive, Study) == 0
+
+
+def _body(parts: list[bytes]) -> bytes:
+    head = b"--b\r\nContent-Type: application/dicom\r\n\r\n"
+    return b"".join(head + part + b"\r\n" for part in parts) + b"--b--\r\n"
+
+
+def test_a_deflate_bomb_is_refused_and_memory_stays_bounded(http, archive, tmp_path):
+    """306 KB sent, 300 MiB once inflated: refused past the cap, the server's RSS (this
+    process runs uvicorn) growing by far less than the inflated size."""
+    bomb = write_deflated_bomb(tmp_path / "bomb.dcm", 300 << 20).read_bytes()
+    archive.settings.max_inflated_mb = 100
+    with PeakRss() as rss:
+        response = http.post(
+            "/dicom-web/studies",
+            content=_body([bomb]),
+            headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'},
+        )
+    assert response.status_code == 409
+    (failed,) = response.json()[FAILED_SOP_SEQUENCE]["Value"]
+    assert failed[FAILURE_REASON]["Value"] == [0xC000]
+    assert "inflated data set exceeds the 100 MiB limit" in response.headers["Warning"]
+    assert rss.growth < 50 << 20, f"RSS grew by {rss.growth >> 20} MiB"
+    assert _count(archive) == 0

@@ -10,18 +10,30 @@ from typing import BinaryIO
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
 
-from noctis.dicom.header_scan import scan_header
+from noctis.dicom.errors import MalformedDicom
+from noctis.dicom.header_scan import WANTED, CannotScan, scan_header, scanned_value
+from noctis.dicom.pixel_checks import check_pixels
+from noctis.dicom.structure import DEFLATED, Walked, file_meta, walk_part10
+from noctis.dicom.uids import check_uids
 
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
-
-class MalformedDicom(ValueError):
-    """The bytes are not a DICOM data set the archive can index."""
+__all__ = [
+    "InstanceHeader",
+    "MalformedDicom",
+    "parse_instance_header",
+    "read_checked_header",
+    "read_header",
+]
+# What a deflated data set's header is read from, as the walk passes it: the index's
+# attributes and the character set that decodes them.
+_HEADER_TAGS = frozenset(WANTED) | {0x00080005}
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,78 @@ def parse_instance_header(source: Path | BinaryIO) -> InstanceHeader:
     return _parse_instance_header(source)
 
 
+def read_checked_header(source: Path | BinaryIO, *, max_inflated: int = 0) -> InstanceHeader:
+    """The index's fields of a received Part 10 file that passes ingest's checks: its
+    structure walked to the last byte (`noctis.dicom.structure`), its pixel data against its
+    header (`noctis.dicom.pixel_checks`), its UIDs valid (`noctis.dicom.uids`). A deflated data
+    set is inflated once, as a stream, never whole; ``max_inflated`` caps it (0: default)."""
+    if isinstance(source, Path | str):
+        with open(source, "rb") as handle:
+            return _read_checked_header(handle, max_inflated)
+    return _read_checked_header(source, max_inflated)
+
+
+def _read_checked_header(handle: BinaryIO, max_inflated: int) -> InstanceHeader:
+    walked = walk_part10(handle, capture=_HEADER_TAGS, max_inflated=max_inflated)
+    check_pixels(walked)
+    header = _header_from_walk(walked)
+    check_uids(
+        {
+            "SOPClassUID": header.sop_class_uid,
+            "SOPInstanceUID": header.sop_instance_uid,
+            "StudyInstanceUID": header.study_instance_uid,
+            "SeriesInstanceUID": header.series_instance_uid,
+            "TransferSyntaxUID": header.transfer_syntax_uid,
+        }
+    )
+    return header
+
+
+def _header_from_walk(walked: Walked) -> InstanceHeader:
+    """The header from the values the walk kept: read straight from their bytes as
+    `noctis.dicom.header_scan` does, or decoded by pydicom when they need it."""
+    values: dict[str, str | int] = {}
+    try:
+        for tag, (keyword, dictionary_vr) in WANTED.items():
+            found = walked.captured.get(tag)
+            if found is not None:
+                vr, raw = found
+                if (vr or dictionary_vr) != dictionary_vr:
+                    raise CannotScan("unexpected VR")
+                values[keyword] = scanned_value(raw, dictionary_vr, walked.little_endian)
+    except (CannotScan, UnicodeDecodeError):
+        return header_from_dataset(_captured_dataset(walked), walked.pixel_data_offset)
+    return _build_header(
+        walked.transfer_syntax,
+        lambda keyword: str(values.get(keyword, "")),
+        lambda keyword: _int_or_none(values.get(keyword)),
+        walked.pixel_data_offset,
+    )
+
+
+def _captured_dataset(walked: Walked) -> Dataset:
+    """The top-level elements the walk kept, as pydicom would have read them."""
+    elements = {
+        Tag(tag): RawDataElement(
+            Tag(tag),
+            vr.decode() if vr else None,
+            len(raw),
+            raw,
+            0,
+            vr is None,
+            walked.little_endian,
+            True,
+            False,
+        )
+        for tag, (vr, raw) in sorted(walked.captured.items())
+        if tag in _HEADER_TAGS
+    }
+    ds = Dataset(elements)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = walked.transfer_syntax
+    return ds
+
+
 def _parse_instance_header(handle: BinaryIO) -> InstanceHeader:
     scanned = scan_header(handle)
     if scanned is not None:
@@ -100,8 +184,20 @@ def _parse_instance_header(handle: BinaryIO) -> InstanceHeader:
             scanned.pixel_data_offset,
         )
     handle.seek(0)
+    if _transfer_syntax(handle) == DEFLATED:  # never inflated whole: read as it streams
+        handle.seek(0)
+        walked = walk_part10(handle, capture=_HEADER_TAGS, header_only=True)
+        return header_from_dataset(_captured_dataset(walked))
+    handle.seek(0)
     ds, offset = _read_header(handle)
     return header_from_dataset(ds, offset)
+
+
+def _transfer_syntax(handle: BinaryIO) -> str:
+    try:
+        return file_meta(handle)[1]
+    except MalformedDicom:  # not Part 10: pydicom's parse says why
+        return ""
 
 
 def header_from_dataset(ds: Dataset, pixel_data_offset: int | None = None) -> InstanceHeader:

@@ -71,8 +71,8 @@ WANTED: dict[int, tuple[str, bytes]] = {
 }
 
 
-class _CannotScan(Exception):
-    """Leave this file to pydicom."""
+class CannotScan(Exception):
+    """Leave this file (or value) to pydicom."""
 
 
 class ScannedHeader:
@@ -88,7 +88,7 @@ def scan_header(handle: BinaryIO) -> ScannedHeader | None:
     """The index's fields of the Part 10 file open at its start, or None (ask pydicom)."""
     try:
         return _Scanner(handle).scan()
-    except (_CannotScan, struct.error, UnicodeDecodeError):
+    except (CannotScan, struct.error, UnicodeDecodeError):
         return None
 
 
@@ -102,7 +102,7 @@ class _Scanner:
         """Make sure bytes up to ``end`` are read."""
         while len(self.data) < end:
             if self.eof:
-                raise _CannotScan("data ends early")
+                raise CannotScan("data ends early")
             more = self.handle.read(max(end - len(self.data), len(self.data)))
             self.eof = not more
             self.data += more
@@ -110,10 +110,10 @@ class _Scanner:
     def scan(self) -> ScannedHeader:
         self.need(PREAMBLE_END)
         if self.data[128:132] != b"DICM":
-            raise _CannotScan("no preamble")
+            raise CannotScan("no preamble")
         offset, syntax = self.file_meta(PREAMBLE_END)
         if not syntax or syntax == DEFLATED:
-            raise _CannotScan("no transfer syntax, or deflated")
+            raise CannotScan("no transfer syntax, or deflated")
         little = syntax != EXPLICIT_VR_BIG_ENDIAN
         explicit = syntax != IMPLICIT_VR_LITTLE_ENDIAN
         read_element = self.element_reader(explicit=explicit, little=little)
@@ -132,9 +132,9 @@ class _Scanner:
                 self.need(value_at + length)
                 keyword, dictionary_vr = wanted
                 if (vr or dictionary_vr) != dictionary_vr:
-                    raise _CannotScan("unexpected VR")
+                    raise CannotScan("unexpected VR")
                 raw = self.data[value_at : value_at + length]
-                values[keyword] = _value(raw, dictionary_vr, little)
+                values[keyword] = scanned_value(raw, dictionary_vr, little)
             offset = value_at + length
 
     def file_meta(self, offset: int) -> tuple[int, str]:
@@ -148,7 +148,7 @@ class _Scanner:
                 return offset, syntax
             tag, _, length, value_at = read_element(offset)
             if length == _UNDEFINED:
-                raise _CannotScan("undefined length in the file meta")
+                raise CannotScan("undefined length in the file meta")
             self.need(value_at + length)
             if tag == 0x00020010:
                 syntax = _text(self.data[value_at : value_at + length])
@@ -175,7 +175,7 @@ class _Scanner:
                 self.need(offset + 12)
                 return tag, vr, long.unpack_from(self.data, offset + 8)[0], offset + 12
             if vr not in _VRS:
-                raise _CannotScan("not a VR")  # perhaps implicit VR after all: pydicom's call
+                raise CannotScan("not a VR")  # perhaps implicit VR after all: pydicom's call
             return tag, vr, short.unpack_from(self.data, offset + 6)[0], offset + 8
 
         return read
@@ -185,7 +185,7 @@ class _Scanner:
     ) -> Callable[[int], tuple[int, bytes | None, int, int]]:
         """How the items of an undefined-length element of ``vr`` are encoded."""
         if vr not in (b"SQ", b"UN", None):
-            raise _CannotScan("undefined length outside a sequence")
+            raise CannotScan("undefined length outside a sequence")
         if vr == b"UN":  # holds implicit VR little endian (PS3.5 6.2.2)
             return self.element_reader(explicit=False, little=True)
         return read_element
@@ -199,7 +199,7 @@ class _Scanner:
             if tag == _SEQUENCE_END:
                 return value_at
             if tag != _ITEM:
-                raise _CannotScan("not an item")
+                raise CannotScan("not an item")
             if length != _UNDEFINED:
                 offset = value_at + length
                 continue
@@ -215,13 +215,14 @@ class _Scanner:
                     offset = value_at + length
 
 
-def _value(raw: bytes, vr: bytes, little: bool) -> str | int:
+def scanned_value(raw: bytes, vr: bytes, little: bool) -> str | int:
+    """A raw value of ``vr`` as pydicom would give it; CannotScan if pydicom must decode it."""
     if vr == b"US":
         if len(raw) != 2:
-            raise _CannotScan("US of another length")
+            raise CannotScan("US of another length")
         return int.from_bytes(raw, "little" if little else "big")
     if vr not in _TEXT_VRS:
-        raise _CannotScan("not a text VR")
+        raise CannotScan("not a text VR")
     return _text(raw)
 
 
@@ -229,7 +230,7 @@ def _text(raw: bytes) -> str:
     """A text value as pydicom gives it when the bytes are ASCII (the character set cannot
     change them): NULs dropped, each of several values stripped."""
     if not raw.isascii() or b"\x1b" in raw:
-        raise _CannotScan("text the character set may change")
+        raise CannotScan("text the character set may change")
     text = raw.decode("ascii").replace("\x00", "")
     if "\\" in text:
         return "\\".join(part.strip() for part in text.split("\\")).strip()

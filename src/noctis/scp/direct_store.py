@@ -71,6 +71,7 @@ class FragmentError(Exception):
 @dataclass
 class _Incoming:
     context_id: int
+    context_sop_class: str  # the abstract syntax the context was negotiated for
     request: StoreRequest
     path: Path | None
     spool: IO[bytes] | None  # None once spooling failed: the rest is read and dropped
@@ -93,7 +94,8 @@ class DirectStore:
         self._runtime = runtime
         self._send = send
         self._incoming: _Incoming | None = None
-        self._syntaxes: dict[int, str | None] = {}  # context ID -> transfer syntax, if ours
+        # context ID -> (SOP class, transfer syntax), if a storage context we serve
+        self._syntaxes: dict[int, tuple[str, str] | None] = {}
         # The next data set's spool file, made after a response went out, while the peer
         # readies its next request: creating a file waits on the spool directory and on the
         # journal commits of other stores' fsyncs (0.1-0.2 ms measured).
@@ -136,16 +138,18 @@ class DirectStore:
     def _start(self, context_id: int, control: int, command: memoryview) -> bool:
         if control != _COMMAND | _LAST or self._assoc.dimse.message is not None:
             return False  # a split command, or pynetdicom is mid-message: all pynetdicom's
-        syntax = self._storage_syntax(context_id)
-        if syntax is None:
+        context = self._storage_context(context_id)
+        if context is None:
             return False
         request = read_store_request(command)
         if request is None:
             return False
-        self._incoming = self._open_spool(context_id, request, syntax)
+        self._incoming = self._open_spool(context_id, request, *context)
         return True
 
-    def _open_spool(self, context_id: int, request: StoreRequest, syntax: str) -> _Incoming:
+    def _open_spool(
+        self, context_id: int, request: StoreRequest, sop_class: str, syntax: str
+    ) -> _Incoming:
         """A spool holding the Part 10 head; without one if the spool cannot be written.
 
         For a store that adopts files (links them into place), a named file in the spool
@@ -168,8 +172,8 @@ class DirectStore:
                 )
         except OSError as exc:
             log.error("cannot create a C-STORE spool file in %s: %s", runtime.spool_dir, exc)
-            return _Incoming(context_id, request, None, None)
-        incoming = _Incoming(context_id, request, path, spool)
+            return _Incoming(context_id, sop_class, request, None, None)
+        incoming = _Incoming(context_id, sop_class, request, path, spool)
         try:
             incoming.write(part10_head(request.sop_class_uid, request.sop_instance_uid, syntax))
         except OSError as exc:
@@ -238,6 +242,7 @@ class DirectStore:
                 request.sop_instance_uid,
                 path,
                 Received(incoming.size, incoming.digest.hexdigest(), syncing, spool),
+                context_sop_class=incoming.context_sop_class,
             )
         except OSError as exc:
             log.error("cannot spool C-STORE data set: %s", exc)
@@ -248,18 +253,19 @@ class DirectStore:
             with contextlib.suppress(OSError):
                 spool.close()
 
-    def _storage_syntax(self, context_id: int) -> str | None:
-        """The transfer syntax of ``context_id`` if it is a storage context we serve."""
+    def _storage_context(self, context_id: int) -> tuple[str, str] | None:
+        """The SOP class and transfer syntax of ``context_id`` if it is a storage context
+        we serve."""
         if context_id not in self._syntaxes:
             context = self._assoc._accepted_cx.get(context_id)
-            syntax = None
+            found = None
             if (
                 context is not None
                 and context.as_scp
                 and uid_to_service_class(str(context.abstract_syntax)) is StorageServiceClass
             ):
-                syntax = str(context.transfer_syntax[0])
-            self._syntaxes[context_id] = syntax
+                found = (str(context.abstract_syntax), str(context.transfer_syntax[0]))
+            self._syntaxes[context_id] = found
         return self._syntaxes[context_id]
 
 

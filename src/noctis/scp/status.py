@@ -7,8 +7,11 @@ request as it stands will never succeed"; 0124 means "you may not do this here".
 | situation                                           | C-STORE | C-FIND | C-MOVE | C-GET |
 |-----------------------------------------------------|---------|--------|--------|-------|
 | the caller's AE may not use this service            | 0124    | 0124   | 0124   | 0124  |
-| data set cannot be parsed / lacks required UIDs     | C000    |        |        |       |
-| data set's SOP class/instance differ from request   | A900    |        |        |       |
+| data set damaged (structure, pixel data length,     | C000    |        |        |       |
+|   frames), UIDs invalid or missing, inflates past   |         |        |        |       |
+|   the cap, cannot be parsed                         |         |        |        |       |
+| data set's SOP class/instance differ from request,  | A900    |        |        |       |
+|   or request's SOP class from the context's         |         |        |        |       |
 | same SOP Instance UID already stored, other bytes   | C100    |        |        |       |
 | object store unavailable                            | A700    |        | sub-op | sub-op|
 | index unavailable                                   | A700    | A700   | A701   | A701  |

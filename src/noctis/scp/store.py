@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 SUCCESS = status.Answer(status.SUCCESS)
 INTERNAL_ERROR = status.Answer(status.STORE_INTERNAL_ERROR, "internal error (logged)")
+CONTEXT_MISMATCH = status.Answer(
+    status.DOES_NOT_MATCH_SOP_CLASS, "SOP Class differs from the presentation context's"
+)
 
 _STATUS_FOR_FAILURE = {
     IngestFailure.MALFORMED: status.CANNOT_UNDERSTAND,
@@ -71,6 +74,7 @@ def handle_store(event: Event, runtime: ScpRuntime) -> int | Dataset:
             str(request.AffectedSOPClassUID or ""),
             str(request.AffectedSOPInstanceUID or ""),
             path,
+            context_sop_class=str(event.context.abstract_syntax),
         )
     except Exception:
         log.exception("C-STORE handler failed")
@@ -88,12 +92,15 @@ def store_received(
     sop_instance: str,
     path: Path | None,
     received: Received | None = None,
+    *,
+    context_sop_class: str = "",
 ) -> status.Answer:
     """Ingest the received Part 10 file at ``path`` (``received``: what the caller knows of
-    it; without a path, its open handle is the instance): the answer for the peer, never an
-    exception. The caller removes ``path`` afterwards."""
+    it; without a path, its open handle is the instance), sent on a presentation context of
+    ``context_sop_class``: the answer for the peer, never an exception. The caller removes
+    ``path`` afterwards."""
     try:
-        answer = _store(runtime, assoc, sop_class, sop_instance, path, received)
+        answer = _store(runtime, assoc, sop_class, sop_instance, path, received, context_sop_class)
     except Exception:
         log.exception("C-STORE handler failed")
         return INTERNAL_ERROR
@@ -108,12 +115,25 @@ def _store(
     sop_instance: str,
     path: Path | None,
     received: Received | None,
+    context_sop_class: str,
 ) -> status.Answer:
     metrics = get_metrics()
     caller = runtime.access.allowed(assoc, "store")
     if caller is None:
         metrics.store_failures.labels(reason="not-authorized").inc()
         return status.Answer(status.NOT_AUTHORIZED, "this AE may not store here")
+    if context_sop_class and sop_class != context_sop_class:
+        # The context was negotiated for one SOP class; ingest then checks the data set
+        # against the request, so all three agree.
+        metrics.store_failures.labels(reason="context-mismatch").inc()
+        log.warning(
+            "C-STORE from %s refused: SOP Class %s sent on a context of %s",
+            caller.ae_title,
+            sop_class,
+            context_sop_class,
+        )
+        runtime.audit.stored(assoc, caller, None, AuditOutcome.FAILURE)
+        return CONTEXT_MISMATCH
     started = time.perf_counter()
     try:
         result = ingest(
