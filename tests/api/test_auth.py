@@ -36,17 +36,17 @@ def browser(app: FastAPI) -> TestClient:
 
 
 def test_migrations_down_to_0001_and_up_again(archive: Archive) -> None:
-    """The accounts tables (0002) and the PostgreSQL write function (0003) come and go with
-    their migrations."""
+    """The accounts tables (0002), the PostgreSQL write function (0003) and the patient
+    identity (0004) come and go with their migrations."""
     from alembic import command
 
     url = archive.settings.resolved_database_url()
-    assert current_revision(url) == "0003"
+    assert current_revision(url) == "0004"
     archive.engine.dispose()
     command.downgrade(alembic_config(url), "0001")
     assert current_revision(url) == "0001"
     upgrade(url)
-    assert current_revision(url) == "0003"
+    assert current_revision(url) == "0004"
 
 
 def test_api_needs_credentials(browser: TestClient) -> None:

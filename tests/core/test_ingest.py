@@ -105,7 +105,11 @@ def test_a_series_uid_reused_by_another_study_is_refused_and_nothing_is_stored(
     assert refused.value.failure is IngestFailure.SERIES_OF_ANOTHER_STUDY
     assert "belongs to study 1.2.3.1" in refused.value.message
     assert _objects(archive) == [first.object_key]
-    assert (_count(archive, Study), _count(archive, Patient), _count(archive, Instance)) == (1, 1, 1)
+    assert (_count(archive, Study), _count(archive, Patient), _count(archive, Instance)) == (
+        1,
+        1,
+        1,
+    )
     with archive.sessions() as session:
         assert session.scalar(select(Series.number_of_instances)) == 1
 
