@@ -134,7 +134,9 @@ class Study(Base):
     # and match on, whatever another study of the same patient says.
     patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
     issuer_of_patient_id: Mapped[str] = mapped_column(String(64), default="")
-    patient_name: Mapped[str] = mapped_column(String(324), default="", index=True)
+    # Indexed for case-insensitive prefix searches (QIDO PatientName=A*) by migration 0004:
+    # lower(patient_name) on PostgreSQL, patient_name COLLATE NOCASE on SQLite.
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
     patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
     patient_sex: Mapped[str] = mapped_column(String(16), default="")
     study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)

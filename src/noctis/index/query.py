@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, select, true
+from sqlalchemy import Boolean, ColumnElement, Select, and_, exists, func, literal, select, true
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.functions import FunctionElement
 
 from noctis.index.models import Facility, Instance, Patient, Series, Study
 
@@ -292,11 +294,35 @@ def _condition(
         pattern = _like_pattern(value)
         if fuzzy and not pattern.endswith("%"):
             pattern += "%"
-        return column.ilike(pattern, escape="\\")
+        return _CaseInsensitiveLike(column, literal(pattern))
     if "*" in value or "?" in value:
         return column.like(_like_pattern(value), escape="\\")
     alternatives = value.split("\\")
     return column.in_(alternatives) if len(alternatives) > 1 else column == value
+
+
+class _CaseInsensitiveLike(FunctionElement[bool]):
+    """``column LIKE pattern`` ignoring case (pattern escaped with a backslash), written so
+    that the study's PatientName index (migration 0004) serves a prefix such as ``A*``:
+    ``lower(column) LIKE lower(pattern)`` for PostgreSQL's index on lower(patient_name); a
+    plain LIKE for SQLite, whose LIKE ignores ASCII case (its lower() folds nothing more) and
+    uses an index in NOCASE collation."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "case_insensitive_like"
+
+
+@compiles(_CaseInsensitiveLike)
+def _lower_like(element: _CaseInsensitiveLike, compiler: Any, **kw: Any) -> str:
+    column, pattern = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"lower({column}) LIKE lower({pattern}) ESCAPE '\\'"
+
+
+@compiles(_CaseInsensitiveLike, "sqlite")
+def _sqlite_like(element: _CaseInsensitiveLike, compiler: Any, **kw: Any) -> str:
+    column, pattern = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"{column} LIKE {pattern} ESCAPE '\\'"
 
 
 def _like_pattern(value: str) -> str:

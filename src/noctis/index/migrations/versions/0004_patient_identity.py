@@ -6,7 +6,7 @@ arrived with; the PostgreSQL write function refuses to misfile
 - study: patient_id, issuer_of_patient_id, patient_name, patient_birth_date, patient_sex, as
   the study arrived (filled from its patient row for the studies already stored: their
   original demographics were overwritten before this revision and cannot be recovered);
-  indexes on patient_name (QIDO ``PatientName=A*``) and patient_id.
+  indexes on patient_id and, case-insensitively, on patient_name (QIDO ``PatientName=A*``).
 - noctis_write_instance (PostgreSQL) is replaced: it files an instance only under the study
   its series already belongs to (NX004 otherwise: DETAIL is that study's UID) and a study only
   under the patient it was filed under (NX005), never rewrites a patient's demographics, and
@@ -31,6 +31,13 @@ branch_labels = None
 depends_on = None
 
 _HAS_PATIENT_ID = sa.text("patient_id <> ''")
+# What `noctis.index.query` matches PatientName=A* with, so that the index serves it:
+# lower(patient_name) LIKE lower(pattern) on PostgreSQL (text_pattern_ops: whatever the
+# database's collation), patient_name LIKE pattern on SQLite (its LIKE ignores ASCII case).
+_CASE_INSENSITIVE_NAME = {
+    "postgresql": sa.text("lower(patient_name) text_pattern_ops"),
+    "sqlite": sa.text("patient_name COLLATE NOCASE"),
+}
 _STUDY_PATIENT_COLUMNS = (
     "patient_id",
     "issuer_of_patient_id",
@@ -327,15 +334,15 @@ def upgrade() -> None:
             f"UPDATE study SET {column} = "
             f"(SELECT {source} FROM patient WHERE patient.id = study.patient_pk)"
         )
-    op.create_index("ix_study_patient_name", "study", ["patient_name"])
+    op.create_index("ix_study_patient_name", "study", [_CASE_INSENSITIVE_NAME[_dialect()]])
     op.create_index("ix_study_patient_id", "study", ["patient_id"])
-    if op.get_bind().dialect.name == "postgresql":
+    if _dialect() == "postgresql":
         op.execute(f"DROP FUNCTION IF EXISTS {_OLD_SIGNATURE}")
         op.execute(WRITE_INSTANCE)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
+    if _dialect() == "postgresql":
         op.execute(f"DROP FUNCTION IF EXISTS {_NEW_SIGNATURE}")
         op.execute(_revision_0003().WRITE_INSTANCE)
     op.drop_index("ix_study_patient_id", "study")
@@ -349,6 +356,10 @@ def downgrade() -> None:
     with op.batch_alter_table("patient") as batch:
         batch.create_unique_constraint("uq_patient_facility_id", ["facility_id", "patient_id"])
         batch.drop_column("issuer_of_patient_id")
+
+
+def _dialect() -> str:
+    return str(op.get_bind().dialect.name)
 
 
 def _revision_0003():  # type: ignore[no-untyped-def]
