@@ -149,7 +149,7 @@ def _store(
     metrics.store_seconds.observe(time.perf_counter() - started)
     metrics.instances_stored.labels(outcome=result.outcome.value).inc()
     runtime.audit.stored(assoc, caller, result.header.study_instance_uid, AuditOutcome.SUCCESS)
-    if result.outcome is not IngestOutcome.DUPLICATE:
+    if result.outcome in (IngestOutcome.STORED, IngestOutcome.REPLACED):  # bytes kept
         metrics.bytes_stored.inc(result.size)
     return SUCCESS
 
