@@ -4,7 +4,9 @@ duplicates told apart by their data set. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -292,3 +294,32 @@ def test_migration_0004_gives_the_studies_already_stored_their_patients_attribut
     ]
     command.downgrade(alembic_config(url), "0003")  # and back, while no patients would merge
     upgrade(url)
+
+
+@BACKENDS
+def test_writers_of_one_new_study_with_an_empty_patient_id_make_one_patient(
+    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+) -> None:
+    """Eight senders start the same new study at once: whoever loses the race for the study
+    files under the winner's, and leaves no patient of its own behind."""
+    study = "1.2.826.0.1.3680043.8.498.4242"
+    files = [
+        make_dicom(PatientID="", PatientName="NO^ID", StudyInstanceUID=study, InstanceNumber=n)
+        for n in range(1, 9)
+    ]
+    start = threading.Barrier(len(files))
+
+    def store(path: Path) -> IngestOutcome:
+        start.wait()
+        return ingest(archive, default_facility, path).outcome
+
+    with ThreadPoolExecutor(len(files)) as pool:
+        outcomes = list(pool.map(store, files))
+
+    assert outcomes == [IngestOutcome.STORED] * len(files)
+    assert (_count(archive, Patient), _count(archive, Study), _count(archive, Instance)) == (
+        1,
+        1,
+        len(files),
+    )
+    assert _events(archive, "demographics-conflict") == []
