@@ -2,19 +2,22 @@
 
 Order of events, and why:
 1. Walk the data set's structure to its last byte, check its pixel data length and UIDs,
-   parse the header (no pixels decoded): a damaged data set is refused before anything is
-   written.
-2. Compare with what the index already holds for this SOP Instance UID: the same bytes again
-   are a no-op success; different bytes follow the duplicate policy.
+   parse the header (no pixels decoded) and hash the data set (not the sender's File Meta):
+   a damaged data set is refused before anything is written.
+2. Compare with what the index already holds for this SOP Instance UID: the same data set
+   again is a no-op success; another one follows the duplicate policy (keep the first and
+   answer Success, the default; reject; or replace).
 3. Put the object, as received (transfer syntax preserved), under a key no other attempt uses.
-4. Upsert patient, study, series and instance in one transaction.
+4. Upsert patient, study, series and instance in one transaction, filed only where the index
+   admits it (`noctis.index.upsert`: a series stays with its study, a study with its patient).
 5. Success only after both are durable. If the index write fails, the object is removed, so
    no object is left that the index does not know, and nothing half-indexed remains.
+6. What needs an administrator's eye (demographics that differ from those stored, a discarded
+   duplicate) is audited and counted (`noctis.reconciliation`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from concurrent.futures import Future
@@ -26,17 +29,24 @@ from typing import BinaryIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from noctis import reconciliation
 from noctis.archive import Archive
+from noctis.dicom.data_set_digest import DataSetDigest
 from noctis.dicom.header import InstanceHeader, MalformedDicom, read_checked_header
 from noctis.index import db
 from noctis.index.upsert import (
+    DemographicsConflict,
     DifferentContent,
+    IndexedInstance,
     MovedInstance,
     SameContent,
+    SeriesOfAnotherStudy,
     StoredContent,
+    StudyOfAnotherPatient,
     find_content,
     write_instance,
 )
+from noctis.reconciliation import UNKNOWN_SENDER, Sender
 from noctis.settings import DuplicatePolicy
 from noctis.storage import StorageUnavailable
 
@@ -47,14 +57,17 @@ _HASH_CHUNK = 1 << 20
 
 class IngestOutcome(StrEnum):
     STORED = "stored"
-    DUPLICATE = "duplicate"  # the same bytes were already stored: nothing changed
-    REPLACED = "replaced"  # different bytes replaced the earlier ones (policy "replace")
+    DUPLICATE = "duplicate"  # the same data set was already stored: nothing changed
+    DISCARDED = "discarded"  # another data set was stored first and kept (policy "keep-first")
+    REPLACED = "replaced"  # another data set replaced the earlier one (policy "replace")
 
 
 class IngestFailure(StrEnum):
     MALFORMED = "malformed"  # damaged, cannot be parsed, invalid UIDs or required ones missing
     MISMATCH = "mismatch"  # the data set does not match what the request announced
-    CONFLICT = "conflict"  # different bytes under a stored SOP Instance UID (policy "reject")
+    CONFLICT = "conflict"  # another data set under a stored SOP Instance UID (policy "reject")
+    SERIES_OF_ANOTHER_STUDY = "series-of-another-study"  # the series is filed under another study
+    STUDY_OF_ANOTHER_PATIENT = "study-of-another-patient"  # the study is another patient's
     STORAGE_UNAVAILABLE = "storage-unavailable"
     INDEX_UNAVAILABLE = "index-unavailable"
 
@@ -68,8 +81,9 @@ class IngestError(Exception):
 
 @dataclass(frozen=True)
 class Received:
-    """An instance its caller received and spooled (a C-STORE): its size and SHA-256,
-    computed as it was written; the caller's fsync of it, running while the header is read
+    """An instance its caller received and spooled (a C-STORE, a STOW-RS part): its size and
+    the SHA-256 of its data set (`noctis.dicom.data_set_digest`: File Meta excluded), computed
+    as it was written; the caller's fsync of it, running while the header is read
     (worth it when the store ``syncs_caller_file``), which ingest waits for before storing the
     file; and the caller's open handle on it (opening a file by name waits on its directory,
     which other associations are busy creating and removing files in). Without a path, the
@@ -104,11 +118,13 @@ def ingest(
     expected_sop_class_uid: str | None = None,
     expected_sop_instance_uid: str | None = None,
     received: Received | None = None,
+    sender: Sender = UNKNOWN_SENDER,
 ) -> IngestResult:
     """Store the Part 10 file at ``path`` for ``facility``; raise IngestError on failure.
 
     ``received``: what the caller that wrote ``path`` knows of it already; with no ``path``,
-    ``received.opened`` is the instance (the store must not adopt files).
+    ``received.opened`` is the instance (the store must not adopt files). ``sender``: who the
+    audit trail names for what needs reconciling.
     """
     opened = received.opened if received is not None else None
     source = path if path is not None else opened
@@ -123,18 +139,18 @@ def ingest(
         size, digest = received.size, received.sha256
     else:
         assert path is not None
-        size, digest = _size_and_sha256(path)
+        size, digest = _size_and_data_set_sha256(path)
     syncing = received.syncing if received is not None else None
+    policy = archive.settings.duplicate_policy
 
     existing = _existing_instance(archive, facility, header.sop_instance_uid)
     if existing is not None:
         if existing.sha256 == digest:
             return IngestResult(IngestOutcome.DUPLICATE, header, existing.object_key, size, digest)
-        if archive.settings.duplicate_policy is DuplicatePolicy.REJECT:
-            raise IngestError(
-                IngestFailure.CONFLICT,
-                f"SOP Instance {header.sop_instance_uid} is already stored with different content",
-            )
+        if policy is DuplicatePolicy.REJECT:
+            raise _different_content(header)
+        if policy is DuplicatePolicy.KEEP_FIRST:
+            return _discard(archive, facility, sender, header, existing, size, digest)
 
     key = _new_object_key(facility, header)
     try:
@@ -154,12 +170,15 @@ def ingest(
         ) from exc
 
     try:
-        outcome, replaced_key, series_instances = _index(
-            archive, facility, header, key, size, digest
-        )
+        outcome, indexed = _index(archive, facility, header, key, size, digest)
     except SameContent as race:
         _remove_object(archive, key)
         return IngestResult(IngestOutcome.DUPLICATE, header, race.object_key, size, digest)
+    except DifferentContent as race:  # stored by a concurrent sender since our look-up
+        _remove_object(archive, key)
+        if policy is not DuplicatePolicy.KEEP_FIRST:
+            raise _different_content(header) from race
+        return _discard(archive, facility, sender, header, None, size, digest)
     except IngestError:
         _remove_object(archive, key)
         raise
@@ -168,16 +187,74 @@ def ingest(
         reason = type(exc).__name__ if isinstance(exc, SQLAlchemyError) else str(exc)
         raise IngestError(IngestFailure.INDEX_UNAVAILABLE, f"index write failed: {reason}") from exc
 
-    if replaced_key:
-        _remove_object(archive, replaced_key)
+    if indexed.replaced_key:
+        _remove_object(archive, indexed.replaced_key)
+    if indexed.conflict is not None:
+        _record_conflict(archive, facility, sender, header, indexed.conflict)
     archive.notices.stored(
         facility.name,
         header.study_instance_uid,
         header.series_instance_uid,
         header.sop_instance_uid,
-        series_instances,
+        indexed.series_instances,
     )
     return IngestResult(outcome, header, key, size, digest)
+
+
+def _different_content(header: InstanceHeader) -> IngestError:
+    return IngestError(
+        IngestFailure.CONFLICT,
+        f"SOP Instance {header.sop_instance_uid} is already stored with a different data set",
+    )
+
+
+def _discard(
+    archive: Archive,
+    facility: FacilityRef,
+    sender: Sender,
+    header: InstanceHeader,
+    kept: StoredContent | None,
+    size: int,
+    digest: str,
+) -> IngestResult:
+    """Policy keep-first: the stored instance stays, this copy is audited, counted and
+    dropped, and the sender is answered Success."""
+    if kept is None:
+        kept = _existing_instance(archive, facility, header.sop_instance_uid)
+    log.warning(
+        "SOP Instance %s arrived again with a different data set: the first one is kept",
+        header.sop_instance_uid,
+    )
+    reconciliation.duplicate_discarded(
+        archive,
+        facility.id,
+        facility.name,
+        sender,
+        header,
+        kept_sha256=kept.sha256 if kept else None,
+        discarded_sha256=digest,
+    )
+    key = kept.object_key if kept else ""
+    return IngestResult(IngestOutcome.DISCARDED, header, key, size, digest)
+
+
+def _record_conflict(
+    archive: Archive,
+    facility: FacilityRef,
+    sender: Sender,
+    header: InstanceHeader,
+    conflict: DemographicsConflict,
+) -> None:
+    log.warning(
+        "study %s: patient %r demographics differ from the %s's stored ones; stored as "
+        "received for this study, recorded for reconciliation",
+        header.study_instance_uid,
+        header.patient_id,
+        conflict.compared_with,
+    )
+    reconciliation.demographics_conflict(
+        archive, facility.id, facility.name, sender, header, conflict
+    )
 
 
 def _check_expected(
@@ -196,8 +273,8 @@ def _check_expected(
         )
 
 
-def _size_and_sha256(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
+def _size_and_data_set_sha256(path: Path) -> tuple[int, str]:
+    digest = DataSetDigest()
     size = 0
     with path.open("rb") as handle:
         while chunk := handle.read(_HASH_CHUNK):
@@ -244,8 +321,9 @@ def _index(
     key: str,
     size: int,
     digest: str,
-) -> tuple[IngestOutcome, str | None, int | None]:
-    """The outcome, the object no longer referenced (a replacement) and the series' count."""
+) -> tuple[IngestOutcome, IndexedInstance]:
+    """The outcome and what the index write reports (a replaced object, the series' count, a
+    demographics conflict); DifferentContent passes through (the caller applies the policy)."""
     replace = archive.settings.duplicate_policy is DuplicatePolicy.REPLACE
     try:
         with db.index_write(archive.engine, archive.write_lock) as conn:
@@ -259,15 +337,22 @@ def _index(
                 now=datetime.now(UTC),
                 replace=replace,
             )
-    except DifferentContent as exc:
-        raise IngestError(
-            IngestFailure.CONFLICT,
-            f"SOP Instance {header.sop_instance_uid} is already stored with different content",
-        ) from exc
     except MovedInstance as exc:
         raise IngestError(
             IngestFailure.CONFLICT, "a replacement may not move an instance to another series"
         ) from exc
+    except SeriesOfAnotherStudy as exc:
+        raise IngestError(
+            IngestFailure.SERIES_OF_ANOTHER_STUDY,
+            f"Series {header.series_instance_uid} belongs to study {exc.study_instance_uid}, "
+            f"not {header.study_instance_uid}: refused, nothing stored",
+        ) from exc
+    except StudyOfAnotherPatient as exc:
+        raise IngestError(
+            IngestFailure.STUDY_OF_ANOTHER_PATIENT,
+            f"Study {header.study_instance_uid} is filed under another patient (PatientID and "
+            "IssuerOfPatientID differ): refused, nothing stored",
+        ) from exc
     if indexed.replaced_key is not None:
-        return IngestOutcome.REPLACED, indexed.replaced_key, indexed.series_instances
-    return IngestOutcome.STORED, None, indexed.series_instances
+        return IngestOutcome.REPLACED, indexed
+    return IngestOutcome.STORED, indexed

@@ -16,11 +16,16 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class DuplicatePolicy(StrEnum):
-    """What happens when a SOP Instance UID already stored arrives again with different bytes.
+    """What happens when a SOP Instance UID already stored arrives again with a different data
+    set (the File Meta the sender wrote is not compared).
 
-    The same bytes sent again are always a no-op success.
+    The same data set sent again is always a no-op success.
     """
 
+    # Keep what was accepted first and answer Success, as Orthanc and dcm4chee do: a failure
+    # makes a modality queue and retry for ever, and a re-send in another transfer syntax is
+    # the same instance. The discarded copy is audited and counted.
+    KEEP_FIRST = "keep-first"
     REJECT = "reject"  # keep what was accepted first; the sender gets a failure status
     REPLACE = "replace"  # store the new bytes, then remove the old object
 
@@ -84,7 +89,7 @@ class Settings(BaseSettings):
     spool_dir: Path | None = Field(None, description="where large incoming instances are spooled")
     health_host: str = "0.0.0.0"
     health_port: int = 8081
-    duplicate_policy: DuplicatePolicy = DuplicatePolicy.REJECT
+    duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
     max_inflated_mb: int = Field(
         512,
         ge=1,

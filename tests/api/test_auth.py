@@ -45,8 +45,8 @@ def browser(app: FastAPI) -> TestClient:
 
 
 def test_migrations_down_to_0001_and_up_again(archive: Archive) -> None:
-    """The accounts tables (0002), the PostgreSQL write function (0003) and the shared login
-    lockout (0005) come and go with their migrations."""
+    """The accounts tables (0002), the PostgreSQL write function (0003), the patient identity
+    (0004) and the shared login lockout (0005) come and go with their migrations."""
     from alembic import command
     from alembic.script import ScriptDirectory
 

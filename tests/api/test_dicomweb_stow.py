@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from noctis.index.models import Instance, Study
+from noctis.settings import DuplicatePolicy
 from support.damaged import damaged_instances, write_deflated_bomb
 from support.memory import PeakRss
 
@@ -45,7 +46,10 @@ def test_the_same_instance_twice_is_a_success_and_stored_once(clients, dw, archi
     assert _count(archive) == 1
 
 
-def test_different_bytes_under_a_stored_uid_fail_as_a_duplicate(clients, dw, archive):
+def test_another_data_set_under_a_stored_uid_keeps_the_first_or_fails_when_rejecting(
+    clients, dw, archive
+):
+    """keep-first (the default): 200 and the first data set kept; reject: 409 and 0x0111."""
     study = dw.build_study(["explicit"])
     client = clients("rad_north")
     sop_uid = next(iter(study.files))
@@ -57,6 +61,14 @@ def test_different_bytes_under_a_stored_uid_fail_as_a_duplicate(clients, dw, arc
         SOPInstanceUID=sop_uid,
         PatientName="Other^Name",
     )
+    response = dw.stow(client, [changed])
+    assert response.status_code == 200, response.text
+    assert response.json()[REFERENCED_SOP_SEQUENCE]["Value"][0]["00081155"]["Value"] == [sop_uid]
+    with archive.sessions() as session:
+        assert session.scalar(select(Study.patient_name)) != "Other^Name"
+    assert _count(archive) == 1
+
+    archive.settings.duplicate_policy = DuplicatePolicy.REJECT
     response = dw.stow(client, [changed])
     assert response.status_code == 409
     failed = response.json()[FAILED_SOP_SEQUENCE]["Value"][0]

@@ -94,7 +94,9 @@ def test_the_postgresql_write_function_comes_and_goes_with_its_migration(
 
     url = archive.settings.resolved_database_url()
     archive.engine.dispose()
-    assert current_revision(url) == "0003"
+    assert current_revision(url) == "0005"  # the head
+    assert _has_write_function(archive)
+    command.downgrade(alembic_config(url), "0003")  # back to 0003's version of it
     assert _has_write_function(archive)
     command.downgrade(alembic_config(url), "0002")
     assert not _has_write_function(archive)

@@ -86,24 +86,32 @@ def test_a_new_study_counts_its_first_instance(
         assert series.number_of_instances == 1
 
 
-def test_a_series_uid_reused_by_another_study_stays_with_its_first_study(
+def test_a_series_uid_reused_by_another_study_is_refused_and_nothing_is_stored(
     archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
-    """A sender bug: the same Series Instance UID in two studies. The instance joins the
-    series already indexed; the second study is indexed with no series of its own."""
+    """A sender bug: the same Series Instance UID in two studies. The second instance is
+    refused (never filed under the first study) and leaves no object, study or patient."""
     series = "1.2.3.99"
-    ingest(
+    first = ingest(
         archive, default_facility, make_dicom(StudyInstanceUID="1.2.3.1", SeriesInstanceUID=series)
     )
-    ingest(
-        archive, default_facility, make_dicom(StudyInstanceUID="1.2.3.2", SeriesInstanceUID=series)
+    with pytest.raises(IngestError) as refused:
+        ingest(
+            archive,
+            default_facility,
+            make_dicom(StudyInstanceUID="1.2.3.2", SeriesInstanceUID=series),
+        )
+
+    assert refused.value.failure is IngestFailure.SERIES_OF_ANOTHER_STUDY
+    assert "belongs to study 1.2.3.1" in refused.value.message
+    assert _objects(archive) == [first.object_key]
+    assert (_count(archive, Study), _count(archive, Patient), _count(archive, Instance)) == (
+        1,
+        1,
+        1,
     )
     with archive.sessions() as session:
-        counts = dict(
-            session.execute(select(Study.study_instance_uid, Study.number_of_series)).all()
-        )
-        assert counts == {"1.2.3.1": 1, "1.2.3.2": 0}
-        assert session.scalar(select(Series.number_of_instances)) == 2
+        assert session.scalar(select(Series.number_of_instances)) == 1
 
 
 def test_same_instance_same_bytes_is_a_no_op(
@@ -121,9 +129,10 @@ def test_same_instance_same_bytes_is_a_no_op(
         assert session.scalar(select(Study.number_of_instances)) == 1
 
 
-def test_different_bytes_are_rejected_and_the_first_version_kept(
+def test_reject_policy_refuses_another_data_set_and_keeps_the_first(
     archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
+    archive.settings.duplicate_policy = DuplicatePolicy.REJECT
     original = make_dicom(SOPInstanceUID="1.2.3.4.5", PatientName="First^Version")
     changed = make_dicom(SOPInstanceUID="1.2.3.4.5", PatientName="Second^Version")
     kept = ingest(archive, default_facility, original)

@@ -20,12 +20,14 @@ from scp_support import (
     RunningScp,
     assert_same_instance,
     assert_stored_as_sent,
+    stored_data_set,
     stored_file,
 )
 
 from noctis.scp import status
 from noctis.scp.client import store_files
 from noctis.scp.store import _part10_file
+from noctis.settings import DuplicatePolicy
 from support import dcmtk
 from support.archive import index_counts, stored_object_keys
 from support.dicomdata import (
@@ -78,9 +80,11 @@ def test_ct_series_300_slices(scp: RunningScp, tmp_path: Path) -> None:
     assert len(stored_object_keys(scp.archive.store)) == 300
 
 
-def test_same_instance_twice_is_success_different_bytes_is_conflict(
+def test_same_instance_twice_is_success_another_data_set_keeps_the_first(
     scp: RunningScp, tmp_path: Path
 ) -> None:
+    """The default duplicate policy (keep-first): a re-send with another data set is answered
+    Success and discarded; with ``reject`` it gets C100 and its comment."""
     [original] = generate_ct_series(tmp_path / "a", slices=1, size=16)
     assert store_files(LOOPBACK, scp.port, [original], AE_TITLE, MODALITY).succeeded == 1
     again = store_files(LOOPBACK, scp.port, [original], AE_TITLE, MODALITY)
@@ -90,6 +94,15 @@ def test_same_instance_twice_is_success_different_bytes_is_conflict(
     ds = dcmread(original)
     ds.PatientName = "Someone^Else"
     ds.save_as(changed, enforce_file_format=True)
+    report = store_files(LOOPBACK, scp.port, [changed], AE_TITLE, MODALITY)
+    assert report.statuses == {changed: status.SUCCESS}
+    assert index_counts(scp.archive)["instance"] == 1
+    assert len(stored_object_keys(scp.archive.store)) == 1
+    assert stored_data_set(scp.archive, sop_instance_uid(original), tmp_path) == dataset_bytes(
+        original
+    )
+
+    scp.archive.settings.duplicate_policy = DuplicatePolicy.REJECT
     report = store_files(LOOPBACK, scp.port, [changed], AE_TITLE, MODALITY)
     assert report.statuses == {changed: status.DUPLICATE_CONFLICT}
     assert "already stored" in report.failures[0][1]

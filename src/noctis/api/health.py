@@ -22,6 +22,8 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from noctis import reconciliation
+
 router = APIRouter(tags=["health"])
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -98,4 +100,7 @@ def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
     registry = request.app.state.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    # The write path's counters for reconciliation live in the process's default registry
+    # (STOW-RS ingests here, C-STORE in the SCP, which serves that registry whole).
+    body = generate_latest(registry) + reconciliation.metrics_text()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -46,6 +46,7 @@ class InstanceHeader:
     study_instance_uid: str
     series_instance_uid: str
     patient_id: str
+    issuer_of_patient_id: str
     patient_name: str
     patient_birth_date: str
     patient_sex: str
@@ -235,6 +236,7 @@ def _build_header(
             study_instance_uid=text("StudyInstanceUID"),
             series_instance_uid=text("SeriesInstanceUID"),
             patient_id=text("PatientID"),
+            issuer_of_patient_id=text("IssuerOfPatientID"),
             patient_name=text("PatientName"),
             patient_birth_date=_date(text("PatientBirthDate")),
             patient_sex=text("PatientSex"),

@@ -57,6 +57,7 @@ WANTED: dict[int, tuple[str, bytes]] = {
     0x0008103E: ("SeriesDescription", b"LO"),
     0x00100010: ("PatientName", b"PN"),
     0x00100020: ("PatientID", b"LO"),
+    0x00100021: ("IssuerOfPatientID", b"LO"),
     0x00100030: ("PatientBirthDate", b"DA"),
     0x00100040: ("PatientSex", b"CS"),
     0x00180015: ("BodyPartExamined", b"CS"),

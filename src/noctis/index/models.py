@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -84,13 +85,36 @@ class ApplicationEntity(Base):
     facility: Mapped[Facility] = relationship(back_populates="application_entities")
 
 
+# A patient with a PatientID is one row per (facility, PatientID, IssuerOfPatientID); rows with
+# an empty PatientID are exempt, so that each such study gets a patient of its own.
+_HAS_PATIENT_ID = text("patient_id <> ''")
+
+
 class Patient(Base):
+    """A patient of a facility, with the demographics of the first study that named them.
+
+    Each study keeps the patient attributes it arrived with (`Study.patient_name` ...): a later
+    study with other demographics never changes these or another study's (the difference is
+    recorded for reconciliation instead, see `noctis.ingest`).
+    """
+
     __tablename__ = "patient"
-    __table_args__ = (UniqueConstraint("facility_id", "patient_id"),)
+    __table_args__ = (
+        Index(
+            "uq_patient_identity",
+            "facility_id",
+            "patient_id",
+            "issuer_of_patient_id",
+            unique=True,
+            sqlite_where=_HAS_PATIENT_ID,
+            postgresql_where=_HAS_PATIENT_ID,
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     facility_id: Mapped[int] = mapped_column(ForeignKey("facility.id"), index=True)
     patient_id: Mapped[str] = mapped_column(String(64), default="")
+    issuer_of_patient_id: Mapped[str] = mapped_column(String(64), default="")
     patient_name: Mapped[str] = mapped_column(String(324), default="", index=True)
     patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
     patient_sex: Mapped[str] = mapped_column(String(16), default="")
@@ -106,6 +130,15 @@ class Study(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     facility_id: Mapped[int] = mapped_column(ForeignKey("facility.id"))
     patient_pk: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    # The patient attributes this study arrived with: what its answers (QIDO, C-FIND) carry
+    # and match on, whatever another study of the same patient says.
+    patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    issuer_of_patient_id: Mapped[str] = mapped_column(String(64), default="")
+    # Indexed for case-insensitive prefix searches (QIDO PatientName=A*) by migration 0004:
+    # lower(patient_name) on PostgreSQL, patient_name COLLATE NOCASE on SQLite.
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+    patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
+    patient_sex: Mapped[str] = mapped_column(String(16), default="")
     study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
     study_date: Mapped[str] = mapped_column(String(8), default="")
     study_time: Mapped[str] = mapped_column(String(16), default="")

@@ -1,7 +1,8 @@
 """The index write on PostgreSQL: one call of the function ``noctis_write_instance``.
 
-Migration 0003 defines the function; it does what `noctis.index.upsert.write_instance` does on
-SQLite, in one round trip instead of eight (each a wait for the server and for the GIL).
+Migration 0004 defines the function (0003 its first version); it does what
+`noctis.index.upsert.write_instance` does on SQLite, in one round trip instead of four to eight
+(each a wait for the server and for the GIL).
 Called on an autocommit connection, the call is its own transaction: it returns once the
 index row is durable, or raises and leaves nothing behind.
 """
@@ -21,6 +22,7 @@ from noctis.index.driver import DriverStatement
 _PARAMETERS: Final = (
     "facility_id",
     "patient_id",
+    "issuer_of_patient_id",
     "patient_name",
     "patient_birth_date",
     "patient_sex",
@@ -54,7 +56,8 @@ _PARAMETERS: Final = (
 )
 _CALL: Final = DriverStatement(
     text(
-        "SELECT replaced_key, series_instances FROM noctis_write_instance("
+        "SELECT replaced_key, series_instances, conflict_with, stored_patient_name,"
+        " stored_patient_birth_date, stored_patient_sex FROM noctis_write_instance("
         + ", ".join(f"p_{name} => :{name}" for name in _PARAMETERS)
         + ")"
     )
@@ -65,15 +68,27 @@ _HEADER_FIELDS: Final = frozenset(InstanceHeader.__dataclass_fields__) & frozens
 SAME_CONTENT: Final = "NX001"
 DIFFERENT_CONTENT: Final = "NX002"
 MOVED_INSTANCE: Final = "NX003"
+SERIES_OF_ANOTHER_STUDY: Final = "NX004"  # DETAIL: the UID of the study it is filed under
+STUDY_OF_ANOTHER_PATIENT: Final = "NX005"
+_REFUSALS: Final = frozenset(
+    {
+        SAME_CONTENT,
+        DIFFERENT_CONTENT,
+        MOVED_INSTANCE,
+        SERIES_OF_ANOTHER_STUDY,
+        STUDY_OF_ANOTHER_PATIENT,
+    }
+)
 
 
 class AlreadyIndexed(Exception):
-    """The function refused: ``sqlstate`` says why; ``object_key`` for the same content."""
+    """The function refused: ``sqlstate`` says why; ``detail`` is the object key (same
+    content) or the study the series is filed under (series of another study)."""
 
-    def __init__(self, sqlstate: str, object_key: str | None) -> None:
+    def __init__(self, sqlstate: str, detail: str | None) -> None:
         super().__init__(sqlstate)
         self.sqlstate = sqlstate
-        self.object_key = object_key
+        self.detail = detail
 
 
 def call_write_instance(
@@ -86,8 +101,10 @@ def call_write_instance(
     sha256: str,
     now: datetime,
     replace: bool,
-) -> tuple[str | None, int | None]:
-    """(replaced object key, the series' instance count) from one call of the function.
+) -> tuple[Any, ...]:
+    """The function's row: replaced object key, the series' instance count, and, when the
+    instance's demographics differ from those stored, what they were compared with ("patient"
+    or "study") and the stored name, birth date and sex (None otherwise).
 
     ``conn`` should be in autocommit mode; inside a transaction the call is part of it.
     """
@@ -104,10 +121,10 @@ def call_write_instance(
         row = _CALL.first(conn, values)
     except DBAPIError as exc:
         sqlstate = getattr(exc.orig, "sqlstate", None)
-        if sqlstate in (SAME_CONTENT, DIFFERENT_CONTENT, MOVED_INSTANCE):
+        if sqlstate in _REFUSALS:
             detail = getattr(getattr(exc.orig, "diag", None), "message_detail", None)
             raise AlreadyIndexed(sqlstate, detail) from exc
         raise
     if row is None:
         raise LookupError("noctis_write_instance returned no row")
-    return row[0], row[1]
+    return row

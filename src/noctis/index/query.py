@@ -5,6 +5,9 @@ backslash-separated list; DA/TM/DT values may be ranges (``a-b``, ``-b``, ``a-``
 values may use ``*`` and ``?`` wildcards. Person names match case-insensitively (what users
 expect from a PACS search box). Keys the index does not hold are not matched on: callers
 decide whether to ignore them (C-FIND) or refuse them (QIDO).
+
+Patient attributes come from the study row at STUDY, SERIES and IMAGE level (each study keeps
+those it arrived with, and is matched on them), and from the patient row at PATIENT level.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, select, true
+from sqlalchemy import Boolean, ColumnElement, Select, and_, exists, func, literal, select, true
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.functions import FunctionElement
 
 from noctis.index.models import Facility, Instance, Patient, Series, Study
 
@@ -46,12 +51,35 @@ class Attribute:
     level: Level
     column: Any  # a mapped column, or None for computed attributes
     matchable: bool = True
+    study_column: Any = None  # a patient attribute's copy on the study row
+
+    def column_at(self, level: Level) -> Any:
+        """The column holding this attribute in results at ``level``."""
+        if self.study_column is not None and level is not Level.PATIENT:
+            return self.study_column
+        return self.column
+
+
+_STUDY_COPIES = {
+    "PatientName": Study.patient_name,
+    "PatientID": Study.patient_id,
+    "IssuerOfPatientID": Study.issuer_of_patient_id,
+    "PatientBirthDate": Study.patient_birth_date,
+    "PatientSex": Study.patient_sex,
+}
 
 
 def _attributes() -> dict[str, Attribute]:
     rows = [
         ("PatientName", 0x00100010, "PN", Level.PATIENT, Patient.patient_name),
         ("PatientID", 0x00100020, "LO", Level.PATIENT, Patient.patient_id),
+        (
+            "IssuerOfPatientID",
+            0x00100021,
+            "LO",
+            Level.PATIENT,
+            Patient.issuer_of_patient_id,
+        ),
         ("PatientBirthDate", 0x00100030, "DA", Level.PATIENT, Patient.patient_birth_date),
         ("PatientSex", 0x00100040, "CS", Level.PATIENT, Patient.patient_sex),
         ("StudyInstanceUID", 0x0020000D, "UI", Level.STUDY, Study.study_instance_uid),
@@ -92,7 +120,10 @@ def _attributes() -> dict[str, Attribute]:
             Instance.transfer_syntax_uid,
         ),
     ]
-    table = {kw: Attribute(kw, tag, vr, level, column) for kw, tag, vr, level, column in rows}
+    table = {
+        kw: Attribute(kw, tag, vr, level, column, study_column=_STUDY_COPIES.get(kw))
+        for kw, tag, vr, level, column in rows
+    }
     table["NumberOfPatientRelatedStudies"] = Attribute(
         "NumberOfPatientRelatedStudies", 0x00201200, "IS", Level.PATIENT, None, matchable=False
     )
@@ -201,9 +232,10 @@ def _base_statement(level: Level) -> Select[Any]:
             Instance.object_key.label("_object_key"),
             Instance.transfer_syntax_uid.label("_transfer_syntax_uid"),
         ]
-    columns += [a.column.label(a.keyword) for a in attributes_for(level) if a.column is not None]
+    columns += [
+        a.column_at(level).label(a.keyword) for a in attributes_for(level) if a.column is not None
+    ]
     statement = select(*columns).select_from(Study)
-    statement = statement.join(Patient, Study.patient_pk == Patient.id)
     statement = statement.join(Facility, Study.facility_id == Facility.id)
     if depth >= 2:
         statement = statement.join(Series, Series.study_pk == Study.id)
@@ -212,9 +244,11 @@ def _base_statement(level: Level) -> Select[Any]:
     return statement
 
 
-def _apply_filters(statement: Select[Any], query: MatchQuery) -> Select[Any]:
+def _apply_filters(
+    statement: Select[Any], query: MatchQuery, facility: Any = Study.facility_id
+) -> Select[Any]:
     if query.facility_ids is not None:
-        statement = statement.where(Study.facility_id.in_(list(query.facility_ids)))
+        statement = statement.where(facility.in_(list(query.facility_ids)))
     depth = _DEPTH[query.level]
     for keyword, raw in query.filters.items():
         attribute = ATTRIBUTES.get(keyword)
@@ -225,12 +259,15 @@ def _apply_filters(statement: Select[Any], query: MatchQuery) -> Select[Any]:
             continue
         if _DEPTH[attribute.level] > depth:
             continue  # a lower-level key cannot constrain a higher-level result
-        statement = statement.where(_condition(attribute, value, fuzzy=query.fuzzy))
+        condition = _condition(attribute, value, level=query.level, fuzzy=query.fuzzy)
+        statement = statement.where(condition)
     return statement
 
 
-def _condition(attribute: Attribute, value: str, *, fuzzy: bool) -> ColumnElement[bool]:
-    column = attribute.column
+def _condition(
+    attribute: Attribute, value: str, *, level: Level, fuzzy: bool
+) -> ColumnElement[bool]:
+    column = attribute.column_at(level)
     if attribute.keyword == "ModalitiesInStudy":
         wanted = [v.strip() for v in value.split("\\") if v.strip()]
         if not wanted:
@@ -257,11 +294,35 @@ def _condition(attribute: Attribute, value: str, *, fuzzy: bool) -> ColumnElemen
         pattern = _like_pattern(value)
         if fuzzy and not pattern.endswith("%"):
             pattern += "%"
-        return column.ilike(pattern, escape="\\")
+        return _CaseInsensitiveLike(column, literal(pattern))
     if "*" in value or "?" in value:
         return column.like(_like_pattern(value), escape="\\")
     alternatives = value.split("\\")
     return column.in_(alternatives) if len(alternatives) > 1 else column == value
+
+
+class _CaseInsensitiveLike(FunctionElement[bool]):
+    """``column LIKE pattern`` ignoring case (pattern escaped with a backslash), written so
+    that the study's PatientName index (migration 0004) serves a prefix such as ``A*``:
+    ``lower(column) LIKE lower(pattern)`` for PostgreSQL's index on lower(patient_name); a
+    plain LIKE for SQLite, whose LIKE ignores ASCII case (its lower() folds nothing more) and
+    uses an index in NOCASE collation."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "case_insensitive_like"
+
+
+@compiles(_CaseInsensitiveLike)
+def _lower_like(element: _CaseInsensitiveLike, compiler: Any, **kw: Any) -> str:
+    column, pattern = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"lower({column}) LIKE lower({pattern}) ESCAPE '\\'"
+
+
+@compiles(_CaseInsensitiveLike, "sqlite")
+def _sqlite_like(element: _CaseInsensitiveLike, compiler: Any, **kw: Any) -> str:
+    column, pattern = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"{column} LIKE {pattern} ESCAPE '\\'"
 
 
 def _like_pattern(value: str) -> str:
@@ -335,17 +396,20 @@ def _to_match(row: Any, keywords: list[str]) -> Match:
 
 
 def _find_patients(session: Session, query: MatchQuery) -> list[Match]:
-    studies = _apply_filters(
-        select(Patient.id).select_from(Study).join(Patient, Study.patient_pk == Patient.id),
-        MatchQuery(Level.STUDY, _patient_filters(query), query.facility_ids, fuzzy=query.fuzzy),
-    )
+    """Patients with at least one study, matched on the patient row."""
     statement = (
         select(Facility.name, Patient, func.count(Study.id))
         .select_from(Patient)
         .join(Facility, Patient.facility_id == Facility.id)
         .join(Study, Study.patient_pk == Patient.id)
-        .where(Patient.id.in_(studies.scalar_subquery()))
-        .group_by(Facility.name, Patient.id)
+    )
+    statement = _apply_filters(
+        statement,
+        MatchQuery(Level.PATIENT, _patient_filters(query), query.facility_ids, fuzzy=query.fuzzy),
+        facility=Patient.facility_id,
+    )
+    statement = (
+        statement.group_by(Facility.name, Patient.id)
         .order_by(Patient.patient_name, Patient.id)
         .offset(query.offset)
     )

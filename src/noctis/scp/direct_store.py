@@ -75,14 +75,16 @@ class _Incoming:
     request: StoreRequest
     path: Path | None
     spool: IO[bytes] | None  # None once spooling failed: the rest is read and dropped
-    digest: Any = field(default_factory=hashlib.sha256)  # of every byte written
+    # Of the data set only: the File Meta is ours, and duplicates are compared on the data set.
+    digest: Any = field(default_factory=hashlib.sha256)
     size: int = 0
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | memoryview, *, hashed: bool = True) -> None:
         if self.spool is None:
             raise OSError("the spool file is closed")
         self.spool.write(data)
-        self.digest.update(data)
+        if hashed:
+            self.digest.update(data)
         self.size += len(data)
 
 
@@ -175,7 +177,8 @@ class DirectStore:
             return _Incoming(context_id, sop_class, request, None, None)
         incoming = _Incoming(context_id, sop_class, request, path, spool)
         try:
-            incoming.write(part10_head(request.sop_class_uid, request.sop_instance_uid, syntax))
+            head = part10_head(request.sop_class_uid, request.sop_instance_uid, syntax)
+            incoming.write(head, hashed=False)
         except OSError as exc:
             log.error("cannot spool C-STORE data set: %s", exc)
             _discard(incoming)

@@ -75,7 +75,7 @@ def _build() -> ScpMetrics:
         ),
         instances_stored=Counter(
             "noctis_scp_instances_stored",
-            "instances accepted by C-STORE, by outcome (stored, duplicate, replaced)",
+            "instances accepted by C-STORE, by outcome (stored, duplicate, discarded, replaced)",
             ["outcome"],
         ),
         store_failures=Counter(

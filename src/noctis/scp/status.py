@@ -12,7 +12,13 @@ request as it stands will never succeed"; 0124 means "you may not do this here".
 |   the cap, cannot be parsed                         |         |        |        |       |
 | data set's SOP class/instance differ from request,  | A900    |        |        |       |
 |   or request's SOP class from the context's         |         |        |        |       |
-| same SOP Instance UID already stored, other bytes   | C100    |        |        |       |
+| same SOP Instance UID, same data set (a re-send)    | 0000    |        |        |       |
+| same SOP Instance UID, another data set: keep-first | 0000    |        |        |       |
+|   (the default; the copy is discarded and audited)  |         |        |        |       |
+| the same, NOCTIS_DUPLICATE_POLICY=reject            | C100    |        |        |       |
+| series already filed under another study            | C110    |        |        |       |
+| study already filed under another patient           | C111    |        |        |       |
+|   (another PatientID or IssuerOfPatientID)          |         |        |        |       |
 | object store unavailable                            | A700    |        | sub-op | sub-op|
 | index unavailable                                   | A700    | A700   | A701   | A701  |
 | identifier cannot be decoded                        |         | C310   | C510   | C410  |
@@ -52,6 +58,8 @@ DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 STORE_INTERNAL_ERROR = 0xC001
 DUPLICATE_CONFLICT = 0xC100
+SERIES_OF_ANOTHER_STUDY = 0xC110
+STUDY_OF_ANOTHER_PATIENT = 0xC111
 
 FIND_UNDECODABLE_IDENTIFIER = 0xC310
 FIND_INTERNAL_ERROR = 0xC311

@@ -28,6 +28,7 @@ from noctis.ingest import (
     Received,
     ingest,
 )
+from noctis.reconciliation import Sender
 from noctis.scp import status
 from noctis.scp.metrics import get_metrics, result_class
 
@@ -49,13 +50,17 @@ _STATUS_FOR_FAILURE = {
     IngestFailure.MALFORMED: status.CANNOT_UNDERSTAND,
     IngestFailure.MISMATCH: status.DOES_NOT_MATCH_SOP_CLASS,
     IngestFailure.CONFLICT: status.DUPLICATE_CONFLICT,
+    IngestFailure.SERIES_OF_ANOTHER_STUDY: status.SERIES_OF_ANOTHER_STUDY,
+    IngestFailure.STUDY_OF_ANOTHER_PATIENT: status.STUDY_OF_ANOTHER_PATIENT,
     IngestFailure.STORAGE_UNAVAILABLE: status.OUT_OF_RESOURCES,
     IngestFailure.INDEX_UNAVAILABLE: status.OUT_OF_RESOURCES,
 }
 # ErrorComment holds 64 characters: say what happened, not which UID (the sender knows it).
 _COMMENT_FOR_FAILURE = {
     IngestFailure.MISMATCH: "data set SOP Class/Instance differ from the request",
-    IngestFailure.CONFLICT: "already stored with different content under this UID",
+    IngestFailure.CONFLICT: "already stored with another data set under this UID",
+    IngestFailure.SERIES_OF_ANOTHER_STUDY: "series is filed under another study; not stored",
+    IngestFailure.STUDY_OF_ANOTHER_PATIENT: "study is filed under another patient; not stored",
     IngestFailure.STORAGE_UNAVAILABLE: "object store unavailable, try again later",
     IngestFailure.INDEX_UNAVAILABLE: "index unavailable, try again later",
 }
@@ -143,6 +148,7 @@ def _store(
             expected_sop_class_uid=sop_class or None,
             expected_sop_instance_uid=sop_instance or None,
             received=received,
+            sender=Sender(caller.ae_title, "ae", str(assoc.requestor.address)),
         )
     except IngestError as exc:
         metrics.store_failures.labels(reason=exc.failure.value).inc()
@@ -163,7 +169,7 @@ def _store(
     metrics.store_seconds.observe(time.perf_counter() - started)
     metrics.instances_stored.labels(outcome=result.outcome.value).inc()
     runtime.audit.stored(assoc, caller, result.header.study_instance_uid, AuditOutcome.SUCCESS)
-    if result.outcome is not IngestOutcome.DUPLICATE:
+    if result.outcome in (IngestOutcome.STORED, IngestOutcome.REPLACED):  # bytes kept
         metrics.bytes_stored.inc(result.size)
     return SUCCESS
 

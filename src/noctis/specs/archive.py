@@ -79,7 +79,10 @@ class ArchiveSpec(BaseModel):
     worker: WorkerSpec = Field(default_factory=WorkerSpec)
     image_pull_policy: ImagePullPolicy | None = Field(None, alias="imagePullPolicy")
     duplicate_policy: DuplicatePolicy = Field(
-        DuplicatePolicy.REJECT,
+        DuplicatePolicy.KEEP_FIRST,
         alias="duplicatePolicy",
-        description="a SOP instance received again with different bytes: reject or replace",
+        description=(
+            "a SOP instance received again with another data set: keep-first (Success, the "
+            "first kept, the copy audited), reject or replace"
+        ),
     )

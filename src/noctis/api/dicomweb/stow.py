@@ -22,12 +22,20 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from noctis.api.dicomweb.context import DICOM_JSON, PREFIX, ContextDep, WebContext, bad_request
-from noctis.api.dicomweb.multipart import MultipartError, parse_media_type, spool_parts
+from noctis.api.dicomweb.multipart import (
+    MultipartError,
+    SpooledPart,
+    parse_media_type,
+    spool_parts,
+)
 from noctis.api.dicomweb.params import ParamError, check_uid
+from noctis.audit import ActorType
+from noctis.dicom.data_set_digest import DataSetDigest
 from noctis.dicom.header import MalformedDicom, parse_instance_header
 from noctis.dicom.json import sequence, tag_key, value_json
 from noctis.index.models import Facility
-from noctis.ingest import FacilityRef, IngestError, IngestFailure, ingest
+from noctis.ingest import FacilityRef, IngestError, IngestFailure, Received, ingest
+from noctis.reconciliation import Sender
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix=PREFIX, tags=["STOW-RS"])
@@ -40,10 +48,15 @@ OUT_OF_RESOURCES = 0xA700
 DATA_SET_MISMATCH = 0xA900
 STUDY_UID_MISMATCH = 0xA901  # 43265: the instance is not of the study named in the path
 CANNOT_UNDERSTAND = 0xC000
+# Filing refusals: the C-STORE statuses of the same refusals (noctis.scp.status).
+SERIES_OF_ANOTHER_STUDY = 0xC110
+STUDY_OF_ANOTHER_PATIENT = 0xC111
 _REASONS = {
     IngestFailure.MALFORMED: CANNOT_UNDERSTAND,
     IngestFailure.MISMATCH: DATA_SET_MISMATCH,
     IngestFailure.CONFLICT: DUPLICATE_SOP_INSTANCE,
+    IngestFailure.SERIES_OF_ANOTHER_STUDY: SERIES_OF_ANOTHER_STUDY,
+    IngestFailure.STUDY_OF_ANOTHER_PATIENT: STUDY_OF_ANOTHER_PATIENT,
     IngestFailure.STORAGE_UNAVAILABLE: OUT_OF_RESOURCES,
     IngestFailure.INDEX_UNAVAILABLE: PROCESSING_FAILURE,
 }
@@ -71,14 +84,13 @@ async def _store(request: Request, ctx: WebContext, study: str | None) -> Respon
     facility = await run_in_threadpool(_target_facility, ctx, request.query_params.get("facility"))
     spool = ctx.archive.settings.resolved_spool_dir()
     try:
-        parts = await spool_parts(request.stream(), boundary, spool)
+        parts = await spool_parts(request.stream(), boundary, spool, digest=DataSetDigest)
     except MultipartError as exc:
         ctx.record("stow", "failure", study=study, facility_id=facility.id, reason=str(exc))
         raise bad_request(f"malformed multipart body: {exc}") from exc
     try:
         results = [
-            await run_in_threadpool(_store_part, ctx, facility, part.path, part.content_type, study)
-            for part in parts
+            await run_in_threadpool(_store_part, ctx, facility, part, study) for part in parts
         ]
     finally:
         for part in parts:
@@ -125,13 +137,10 @@ def _target_facility(ctx: WebContext, requested: str | None) -> FacilityRef:
 
 
 def _store_part(
-    ctx: WebContext,
-    facility: FacilityRef,
-    path: Path,
-    content_type: str | None,
-    study: str | None,
+    ctx: WebContext, facility: FacilityRef, part: SpooledPart, study: str | None
 ) -> dict[str, Any]:
     """Store one part; the outcome as a dict for the response."""
+    path, content_type = part.path, part.content_type
     if content_type and parse_media_type(content_type).type != DICOM:
         return _failed(None, None, None, CANNOT_UNDERSTAND, f"part of type {content_type}")
     if study is not None:
@@ -148,7 +157,13 @@ def _store_part(
                 f"instance of study {header.study_instance_uid}, not {study}",
             )
     try:
-        result = ingest(ctx.archive, facility, path)
+        result = ingest(
+            ctx.archive,
+            facility,
+            path,
+            received=Received(part.size, part.digest.hexdigest()),
+            sender=Sender(ctx.principal.subject, _actor_type(ctx), ctx.client),
+        )
     except IngestError as error:
         uids = _uids(path)
         return _failed(*uids, _REASONS.get(error.failure, PROCESSING_FAILURE), error.message)
@@ -161,6 +176,10 @@ def _store_part(
         "series": header.series_instance_uid,
         "outcome": result.outcome.value,
     }
+
+
+def _actor_type(ctx: WebContext) -> ActorType:
+    return "token" if ctx.principal.method == "token" else "user"
 
 
 def _uids(path: Path) -> tuple[str | None, str | None, str | None]:
