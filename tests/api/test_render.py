@@ -22,6 +22,7 @@ from noctis.dicom.json import dataset_to_json, find_bulk, value_json
 from noctis.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     FrameError,
+    StoredObjectTruncated,
     image_attributes,
     locate_frames,
     native_array,
@@ -104,10 +105,41 @@ def test_frame_layout_matches_pydicom(path):
 
 
 def test_a_file_without_rows_has_no_frames():
-    ds = Dataset()
-    ds.PatientName = "X"
-    with pytest.raises(FrameError):
-        locate_frames(lambda o, n: b"", 0, 0)
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.Rows
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(FrameError, match="no Rows"):
+        _locate(out.getvalue())
+
+
+def test_a_zero_frame_size_or_a_huge_frame_count_costs_no_memory():
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.NumberOfFrames = 2**31
+    ds.Columns = 0
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(FrameError, match="no bytes"):
+        _locate(out.getvalue())
+    ds.Columns, ds.Rows, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 8, 8, 7
+    ds.PixelData = bytes(1 << 20)  # a million 1-pixel frames, declared as 2^31
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(FrameError, match="shorter"):
+        _locate(out.getvalue())
+    ds.NumberOfFrames = 1 << 20
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    _, layout = _locate(out.getvalue())
+    assert layout.number_of_frames == 1 << 20
+    assert len(layout.frames[-1]) == 1 and layout.frames[-1][0][1] == 1
+    assert not isinstance(layout.frames, (tuple, list))  # computed per frame when asked
+
+
+def test_an_object_shorter_than_its_pixel_data_element_is_damaged_not_malformed():
+    data = open(get_testdata_file("CT_small.dcm"), "rb").read()  # noqa: SIM115
+    with pytest.raises(StoredObjectTruncated):
+        _locate(data[:-200])  # the last 138 bytes follow the pixel data
 
 
 def test_transcoding_a_compressed_instance_to_explicit_little_endian():

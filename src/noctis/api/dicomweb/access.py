@@ -7,11 +7,16 @@ that does not exist (404), so its existence is not disclosed; the audit trail re
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import HTTPException
 
 from noctis.api.dicomweb.context import WebContext, bad_request, not_found
 from noctis.api.dicomweb.lookup import StoredInstance, find_instances, hidden_from
 from noctis.api.dicomweb.params import ParamError, check_uid
+from noctis.dicom.transcode import StoredObjectTruncated
+
+log = logging.getLogger(__name__)
 
 
 def locate(
@@ -76,3 +81,12 @@ def fail(
         instance=instance.sop_uid,
     )
     return HTTPException(status, detail=message)
+
+
+def damaged(
+    ctx: WebContext, action: str, instance: StoredInstance, exc: StoredObjectTruncated
+) -> HTTPException:
+    """500 for a stored object shorter than the index (or its own Pixel Data element) says:
+    logged for the operators, since nothing the client does will fix it."""
+    log.error("stored object %s of instance %s: %s", instance.object_key, instance.sop_uid, exc)
+    return fail(ctx, action, instance, 500, f"the stored object is damaged: {exc}")

@@ -17,6 +17,7 @@ from noctis.api.security import (
     get_principal,
 )
 from noctis.archive import Archive
+from noctis.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class WebContext:
     client: str
     base_url: str  # absolute URL of the DICOMweb root, without a trailing slash
     cache: DicomWebCache
+    settings: Settings
 
     @property
     def facility_ids(self) -> frozenset[int] | None:
@@ -82,6 +84,7 @@ def get_context(request: Request) -> WebContext:
         client=client_address(request),
         base_url=base,
         cache=cache_of(request.app.state),
+        settings=request.app.state.settings,
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from noctis.api.dicomweb.access import audit_read, fail, locate
+from noctis.api.dicomweb.access import audit_read, damaged, fail, locate
 from noctis.api.dicomweb.context import PREFIX, ContextDep, WebContext, not_acceptable
 from noctis.api.dicomweb.lookup import StoredInstance
 from noctis.api.dicomweb.multipart import MediaType, MultipartWriter, accepts_any, parse_accept
@@ -26,7 +26,13 @@ from noctis.api.dicomweb.objects import (
     whole_object_frames,
 )
 from noctis.dicom.json import find_bulk
-from noctis.dicom.transcode import EXPLICIT_VR_LITTLE_ENDIAN, FrameError, to_explicit_little_endian
+from noctis.dicom.transcode import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    FrameError,
+    StoredObjectTruncated,
+    exact_reader,
+    to_explicit_little_endian,
+)
 from noctis.storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -114,6 +120,8 @@ def retrieve_bulkdata(
         raise fail(ctx, "wado.bulkdata", found, 404, str(exc)) from exc
     except ObjectNotFound as exc:
         raise fail(ctx, "wado.bulkdata", found, 503, "the stored object is unavailable") from exc
+    except StoredObjectTruncated as exc:
+        raise damaged(ctx, "wado.bulkdata", found, exc) from exc
     if bodies is None:
         raise fail(ctx, "wado.bulkdata", found, 404, f"no bulk data at {path[:80]}")
     audit_read(ctx, "wado.bulkdata", [found], path=path[:120])
@@ -135,9 +143,13 @@ def _bulk(ctx: WebContext, instance: StoredInstance, path: str) -> list[bytes] |
         if located is None:
             if not instance.rows:
                 return None
-            numbers = list(range(1, (instance.number_of_frames or 1) + 1))
-            return whole_object_frames(store, instance, numbers)[1]
+            return whole_object_frames(store, instance, None)[1]
         image, layout = located
+        if not (layout.encapsulated or layout.swap or layout.packed_pixels):
+            # Plain native pixels: the frames lie end to end, one read for all of them.
+            start, end = layout.frames[0][0][0], sum(layout.frames[-1][-1])
+            read = exact_reader(lambda o, n: store.get_range(instance.object_key, o, n))
+            return [read(start, end - start)]
         numbers = list(range(1, layout.number_of_frames + 1))
         if layout.encapsulated:
             return list(stored_frames(store, instance, layout, numbers))
