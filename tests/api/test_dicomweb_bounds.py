@@ -255,3 +255,27 @@ def test_a_long_answer_checks_the_object_reaches_its_last_frame_before_starting(
     response = web.get(f"{url}/frames/{frames}", headers={"Accept": OHIF_ACCEPT})
     assert response.status_code == 500
     assert "the stored object is damaged" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("viewport", "message"),
+    [
+        ("128,128,200,0,100,100", "outside the 128x128 image"),
+        ("128,128,0,0,100000,100000", None),  # clipped to the image: a 128x128 answer
+        ("8192,8192", "more than 16777216 pixels"),
+        ("100000,10", "between 1 and 8192"),
+    ],
+)
+def test_a_huge_viewport_or_source_region_is_400_or_clipped_never_500(web, dw, viewport, message):
+    url = stored(web, dw, dw.sample_bytes("explicit", SOPInstanceUID=generate_uid()))
+    response, growth = peak_growth(
+        lambda: web.get(f"{url}/rendered", params={"viewport": viewport, "accept": "image/png"})
+    )
+    if message is None:
+        assert response.status_code == 200, response.text
+        assert response.content.startswith(b"\x89PNG")
+        assert response.content[16:24] == (128).to_bytes(4, "big") * 2  # width, height
+    else:
+        assert response.status_code == 400
+        assert message in response.json()["detail"]
+    assert growth < 32 * MB, growth
