@@ -1,0 +1,121 @@
+"""Metadata never inflates pixel data: a deflated object whose few hundred KB inflate to
+100 MB is answered (study, series and instance metadata, and the worker's series bundle) with
+only its header inflated, over real HTTP, in bounded memory."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import zlib
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
+from sqlalchemy import update
+from test_dicomweb_bounds import MB, peak_growth
+
+from noctis.dicom.metadata import bundle_key, decode_bundle
+from noctis.index.models import Instance
+from noctis.worker.series_metadata import series_metadata
+from support.web import client_for
+
+INFLATED = 100 * MB
+
+
+def deflate_bomb(template: bytes) -> bytes:
+    """``template``'s header over 100 MB of zero pixels, deflated (about 100 KB), written
+    without ever holding the pixels inflated twice."""
+    ds = dcmread(io.BytesIO(template))
+    ds.Rows, ds.Columns = 10_000, 10_000
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.PixelRepresentation = 0
+    ds.PixelData = np.zeros(INFLATED, dtype=np.uint8).tobytes()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.fixture
+def bomb_series(clients, dw, archive):
+    """A series of four deflated instances (enough for a bundle), one of them the bomb put in
+    the store and the index directly, as an object stored before ingest bounded inflation."""
+    made = dw.build_study(["deflate"] * 4)
+    series_uid = next(iter(made.series.values()))
+    parts = []
+    for data in made.files.values():  # one series for all four
+        ds = dcmread(io.BytesIO(data))
+        ds.SeriesInstanceUID = series_uid
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        parts.append(out.getvalue())
+    assert dw.stow(clients("rad_north"), parts).status_code == 200
+    bomb_uid = next(iter(made.files))
+    bomb = deflate_bomb(parts[0])
+    assert len(bomb) < MB and len(zlib.compress(bomb)) < MB
+    key = f"replaced/{generate_uid()}"
+    archive.store.put(key, io.BytesIO(bomb), len(bomb))
+    with archive.sessions.begin() as session:
+        session.execute(
+            update(Instance)
+            .where(Instance.sop_instance_uid == bomb_uid)
+            .values(object_key=key, size_bytes=len(bomb), pixel_data_offset=None)
+        )
+    return made.study_uid, series_uid, bomb_uid, key
+
+
+def test_metadata_of_a_deflate_bomb_is_read_without_inflating_its_pixels(
+    live_server, tokens, bomb_series
+):
+    study_uid, series_uid, bomb_uid, _ = bomb_series
+    urls = [
+        f"/dicom-web/studies/{study_uid}/metadata",
+        f"/dicom-web/studies/{study_uid}/series/{series_uid}/metadata",
+        f"/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{bomb_uid}/metadata",
+    ]
+    answers: list = [None] * 3
+
+    def three_in_parallel() -> None:
+        def fetch(index: int) -> None:
+            with client_for(live_server, tokens["rad_north"]) as client:
+                answers[index] = client.get(urls[index])
+
+        threads = [threading.Thread(target=fetch, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    _, growth = peak_growth(three_in_parallel)
+    assert growth < 40 * MB, growth  # 2 GB for three such reads when pixels were inflated
+    for response in answers:
+        assert response.status_code == 200, response.text
+        instance = next(i for i in response.json() if i["00080018"]["Value"] == [bomb_uid])
+        assert instance["00280010"]["Value"] == [10_000]
+        pixel_uri = instance["7FE00010"]["BulkDataURI"]
+        assert pixel_uri.endswith(f"/instances/{bomb_uid}/bulkdata/7FE00010")
+    assert len(answers[0].json()) == 4
+
+
+def test_the_series_bundle_of_a_deflate_bomb_is_built_without_inflating_its_pixels(
+    archive, bomb_series, live_server, tokens
+):
+    study_uid, series_uid, bomb_uid, bomb_key = bomb_series
+    outcome, growth = peak_growth(
+        lambda: series_metadata(
+            archive, facility="north", study_instance_uid=study_uid, series_instance_uid=series_uid
+        )
+    )
+    assert outcome == "built"
+    assert growth < 24 * MB, growth
+    bundle = decode_bundle(archive.store.get(bundle_key("north", study_uid, series_uid)))
+    fragment = json.loads(bundle[bomb_key])
+    assert fragment["00080018"]["Value"] == [bomb_uid]
+    assert "BulkDataURI" in fragment["7FE00010"]
+    with client_for(live_server, tokens["rad_north"]) as client:
+        response = client.get(f"/dicom-web/studies/{study_uid}/series/{series_uid}/metadata")
+    assert response.status_code == 200
+    assert len(response.json()) == 4
