@@ -2,7 +2,11 @@
 
 Matching is ``noctis.index.query.find``, the same code C-FIND uses. Results are DICOM JSON
 with the attributes a viewer needs (counts, ModalitiesInStudy, RetrieveURL); an empty result
-is ``200 []``. When more results exist than were returned, a ``Warning`` header says so.
+is ``200 []``. An attribute without a value is left out of a result rather than sent as
+``{"vr": ...}``: OHIF's study list reads ``ModalitiesInStudy.Value.length`` whenever the
+attribute is present (and Modality is), and one such study (a file without Modality) made
+the whole list fail with "Data Source Connection Error". When more results exist than were
+returned, a ``Warning`` header says so.
 """
 
 from __future__ import annotations
@@ -114,7 +118,9 @@ def _result(match: Match, params: QidoParams, base_url: str) -> dict[str, Any]:
     result: dict[str, Any] = dict(_CHARACTER_SET)
     values = match.values
     for keyword, key, vr in _columns(params.returned):
-        result[key] = _index_json(vr, values.get(keyword))
+        value = values.get(keyword)
+        if value is not None and value != "":
+            result[key] = _index_json(vr, value)
     result.update(_AVAILABILITY)
     result[_RETRIEVE_URL] = {"vr": "UR", "Value": [base_url + _path(match, params.level)]}
     return dict(sorted(result.items()))
@@ -126,10 +132,8 @@ def _columns(returned: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
 
 
 def _index_json(vr: str, value: Any) -> dict[str, Any]:
-    """JSON for a value as the index keeps it: str (multiple values joined by a backslash),
-    int or None. A fast path for the many rows of a large search."""
-    if value is None or value == "":
-        return {"vr": vr}
+    """JSON for a value as the index keeps it: str (multiple values joined by a backslash)
+    or int. A fast path for the many rows of a large search."""
     if isinstance(value, int):
         return {"vr": vr, "Value": [value]}
     if vr == "PN":
