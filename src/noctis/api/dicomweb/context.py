@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/dicom-web"
 DICOM_JSON = "application/dicom+json"
+FACILITY_PARAMETER = "facility"
 
 
 def get_archive(request: Request) -> Archive:
@@ -41,6 +42,13 @@ class WebContext:
     base_url: str  # absolute URL of the DICOMweb root, without a trailing slash
     cache: DicomWebCache
     settings: Settings
+    # ``?facility=NAME``: answer from that facility only. An administrator needs it for a UID
+    # that two facilities hold (a 409 names them otherwise); anyone may give it.
+    facility: str | None = None
+
+    @property
+    def sees_several_facilities(self) -> bool:
+        return self.facility_ids is None or len(self.facility_ids) > 1
 
     @property
     def facility_ids(self) -> frozenset[int] | None:
@@ -85,6 +93,7 @@ def get_context(request: Request) -> WebContext:
         base_url=base,
         cache=cache_of(request.app.state),
         settings=request.app.state.settings,
+        facility=request.query_params.get(FACILITY_PARAMETER) or None,
     )
 
 
