@@ -279,3 +279,19 @@ def test_a_huge_viewport_or_source_region_is_400_or_clipped_never_500(web, dw, v
         assert response.status_code == 400
         assert message in response.json()["detail"]
     assert growth < 32 * MB, growth
+
+
+def test_a_short_object_in_a_study_retrieval_ends_the_answer_without_its_closing_delimiter(
+    web, dw, archive, caplog
+):
+    data = dw.sample_bytes("explicit", SOPInstanceUID=generate_uid())
+    url = stored(web, dw, data)
+    replace_object(archive, url, data[:-1000], size=len(data))
+    study_url = url.split("/series/")[0]
+    accept = {"Accept": "multipart/related; type=application/dicom"}
+    # The status went out before the object was read: the server cuts the answer short.
+    with pytest.raises(httpx.HTTPError), web.stream("GET", study_url, headers=accept) as response:
+        assert response.status_code == 200
+        body = b"".join(response.iter_bytes())
+        assert not body.rstrip().endswith(b"--")  # never a complete-looking answer
+    assert any("indexed" in r.getMessage() for r in caplog.records)

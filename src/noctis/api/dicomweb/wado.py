@@ -94,12 +94,17 @@ def _parts(
                 continue
             syntax = instance.transfer_syntax_uid
             yield writer.head(f"{DICOM}; transfer-syntax={syntax}", instance.size)
-            yield from store.iter_chunks(instance.object_key, _CHUNK)
+            sent = 0
+            for chunk in store.iter_chunks(instance.object_key, _CHUNK):
+                sent += len(chunk)
+                yield chunk
+            if sent != instance.size:
+                raise StoredObjectTruncated(f"{sent} bytes stored, {instance.size} indexed")
             yield b"\r\n"
-        except ObjectNotFound:
-            # The response has started: all we can do is end it short, so the client sees a
-            # truncated message instead of a silently missing instance.
-            log.error("object %s of instance %s is missing", instance.object_key, instance.sop_uid)
+        except (ObjectNotFound, StoredObjectTruncated) as exc:
+            # The response has started: all we can do is end it short (no closing delimiter),
+            # so the client sees a truncated message instead of a silently short instance.
+            log.error("object %s of instance %s: %r", instance.object_key, instance.sop_uid, exc)
             raise
     yield writer.end()
 
