@@ -294,3 +294,19 @@ def test_lookup_tables_match_the_direct_computation():
     slope, intercept = float(image.RescaleSlope), float(image.RescaleIntercept)
     direct = render.apply_window(pixels.astype(np.float64) * slope + intercept, window)
     assert np.array_equal(render.to_display(image, pixels, window), direct)
+
+
+def test_the_layout_cache_weighs_a_layout_by_its_fragments():
+    from noctis.api.dicomweb.cache import DicomWebCache
+    from noctis.dicom.transcode import PixelLayout
+
+    cache = DicomWebCache()
+    many = PixelLayout("1.2.840.10008.1.2.4.50", tuple(((8 * i, 8),) for i in range(1 << 18)))
+    for key in ("a", "b"):
+        cache.layouts.put(key, (Dataset(), many))
+    assert len(cache.layouts) == 1  # not 20,000 of these
+    for index in range(100):
+        cache.layouts.put(
+            str(index), (Dataset(), PixelLayout("1.2.840.10008.1.2.4.50", (((0, 8),),)))
+        )
+    assert len(cache.layouts) == 101  # the large one and 100 small ones
