@@ -119,3 +119,34 @@ def test_the_series_bundle_of_a_deflate_bomb_is_built_without_inflating_its_pixe
         response = client.get(f"/dicom-web/studies/{study_uid}/series/{series_uid}/metadata")
     assert response.status_code == 200
     assert len(response.json()) == 4
+
+
+def test_a_header_that_inflates_past_the_limit_is_left_out_not_held(
+    live_server, tokens, bomb_series, archive, caplog
+):
+    """70 MB of a document element before Pixel Data: past the 64 MB a header may inflate
+    to. The instance is left out of the study's metadata (logged); the others are answered."""
+    study_uid, series_uid, bomb_uid, bomb_key = bomb_series
+    ds = dcmread(io.BytesIO(archive.store.get(bomb_key)), stop_before_pixels=True)
+    ds.EncapsulatedDocument = bytes(70 * MB)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    key = f"replaced/{generate_uid()}"
+    archive.store.put(key, io.BytesIO(out.getvalue()), len(out.getvalue()))
+    with archive.sessions.begin() as session:
+        session.execute(
+            update(Instance)
+            .where(Instance.sop_instance_uid == bomb_uid)
+            .values(object_key=key, size_bytes=len(out.getvalue()))
+        )
+    del ds, out
+    with client_for(live_server, tokens["rad_north"]) as client:
+        url = f"/dicom-web/studies/{study_uid}/metadata"
+        response, growth = peak_growth(lambda: client.get(url))
+        instance = f"/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{bomb_uid}"
+        bulk = client.get(f"{instance}/bulkdata/00420011", headers={"Accept": "multipart/related"})
+    assert response.status_code == 200
+    answered = {i["00080018"]["Value"][0] for i in response.json()}
+    assert len(answered) == 3 and bomb_uid not in answered
+    assert growth < 96 * MB, growth
+    assert bulk.status_code == 500 and "inflates past 64 MB" in bulk.json()["detail"]

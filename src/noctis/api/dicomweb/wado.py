@@ -25,6 +25,7 @@ from noctis.api.dicomweb.objects import (
     stored_frames,
     whole_object_frames,
 )
+from noctis.dicom.deflated import HeaderTooLarge
 from noctis.dicom.json import find_bulk
 from noctis.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -127,6 +128,8 @@ def retrieve_bulkdata(
         raise fail(ctx, "wado.bulkdata", found, 503, "the stored object is unavailable") from exc
     except StoredObjectTruncated as exc:
         raise damaged(ctx, "wado.bulkdata", found, exc) from exc
+    except HeaderTooLarge as exc:
+        raise fail(ctx, "wado.bulkdata", found, 500, str(exc)) from exc
     if bodies is None:
         raise fail(ctx, "wado.bulkdata", found, 404, f"no bulk data at {path[:80]}")
     audit_read(ctx, "wado.bulkdata", [found], path=path[:120])
