@@ -18,6 +18,8 @@ from pydicom.dataset import Dataset, FileDataset
 from pydicom.filereader import _read_file_meta_info, dcmread, read_dataset, read_preamble
 from pydicom.tag import BaseTag
 
+from noctis.dicom.transcode import StoredObjectTruncated
+
 DEFLATED = "1.2.840.10008.1.2.1.99"
 # A header (everything before Pixel Data) larger than this is not answered from: real ones are
 # kilobytes, a few MB with large private blocks or embedded LUTs.
@@ -132,3 +134,71 @@ def read_header_stream(chunks: Iterable[bytes], limit: int = HEADER_LIMIT) -> tu
     header = FileDataset("", dataset, preamble, meta, False, True)
     header.set_original_encoding(False, True, dataset._character_set)
     return header, bool(found)
+
+
+class ForwardReader:
+    """Ranges of a stream that is read once, front to back: what lies between two ranges is
+    passed over, never kept, so a frame deep inside 300 MB of inflated pixels costs its own
+    size. A few bytes are kept behind, for frames that share a byte or a word."""
+
+    _KEEP = 16
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = memoryview(b"")
+        self._position = 0  # of the first pending byte
+        self._behind = b""  # the bytes just before it
+
+    def read(self, offset: int, length: int) -> bytes:
+        out = bytearray()
+        back = self._position - offset
+        if back > 0:
+            if back > len(self._behind):
+                raise ValueError(f"byte {offset} was passed over (at {self._position})")
+            start = len(self._behind) - back
+            out += self._behind[start : start + length]
+        end = offset + length
+        while self._position < end:
+            if not self._pending:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    raise StoredObjectTruncated(
+                        f"the inflated pixel data ends at byte {self._position}; {end} expected"
+                    )
+                self._pending = memoryview(chunk)
+            count = min(len(self._pending), end - self._position)
+            start = max(0, offset - self._position)  # pending bytes before the range
+            if start < count:
+                out += self._pending[start:count]
+            self._advance(count)
+        return bytes(out)
+
+    def _advance(self, count: int) -> None:
+        passed = bytes(self._pending[:count][-self._KEEP :])
+        self._behind = (self._behind + passed)[-self._KEEP :]
+        self._pending = self._pending[count:]
+        self._position += count
+
+
+def open_deflated_pixels(
+    chunks: Iterable[bytes], limit: int = HEADER_LIMIT
+) -> tuple[Dataset, int, ForwardReader] | None:
+    """(header, value length, reader at the value's first byte) of a deflated object's
+    Pixel Data, inflating only as far as the reads go; None when the object is not deflated
+    or has no Pixel Data."""
+    raw = LazyStream(chunks)
+    preamble = read_preamble(raw, False)
+    meta = _read_file_meta_info(raw)
+    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
+        return None
+    inflated = LazyStream(inflate(raw.remainder()), limit)
+    dataset = read_dataset(
+        inflated, False, True, stop_when=lambda tag, vr, length: int(tag) == 0x7FE00010
+    )
+    element = inflated.read(12)
+    if len(element) < 12 or element[:4] != b"\xe0\x7f\x10\x00":
+        return None
+    length = int.from_bytes(element[8:12], "little")
+    header = FileDataset("", dataset, preamble, meta, False, True)
+    header.set_original_encoding(False, True, dataset._character_set)
+    return header, length, ForwardReader(inflated.remainder())

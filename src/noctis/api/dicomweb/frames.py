@@ -31,11 +31,13 @@ from noctis.api.dicomweb.objects import (
     frame_layout,
     native_frames,
     stored_frames,
-    whole_object_frames,
+    whole_object_frame_list,
+    whole_object_source,
 )
 from noctis.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     FrameError,
+    PixelLayout,
     StoredObjectTruncated,
     exact_reader,
 )
@@ -130,10 +132,18 @@ def select_frames(
     if located is None:
         if instance.rows is None:
             raise FrameError("the instance has no pixel data")
-        _, bodies, syntax = whole_object_frames(store, instance, numbers)
-        if plan.decode and syntax != EXPLICIT_VR_LITTLE_ENDIAN:
-            raise FrameError("this instance's frames can only be sent as stored")
-        return FrameSelection(syntax, sum(map(len, bodies)), iter(bodies), in_memory=True)
+        image, layout, read = whole_object_source(store, instance)
+        check_frames(layout.number_of_frames, numbers)
+        if layout.encapsulated:
+            syntax, size = layout.transfer_syntax_uid, _stored_size(layout, numbers)
+            if plan.decode:
+                raise FrameError("this instance's frames can only be sent as stored")
+        else:
+            syntax, size = EXPLICIT_VR_LITTLE_ENDIAN, len(numbers) * _native_size(image)
+        # Read front to back (a deflated object is inflated as it goes), so built whole:
+        # within the request's byte limit, checked before anything is read.
+        frames = whole_object_frame_list(image, layout, read, numbers)
+        return FrameSelection(syntax, size, frames, in_memory=True)
     image, layout = located
     check_frames(layout.number_of_frames, numbers)
     last_byte = max(o + n for number in numbers for o, n in layout.frames[number - 1])
@@ -148,11 +158,15 @@ def select_frames(
         )
     return FrameSelection(
         layout.transfer_syntax_uid,
-        sum(layout.frame_size(n - 1) for n in numbers),
+        _stored_size(layout, numbers),
         stored_frames(store, instance, layout, numbers, ctx.cache.frames),
         last_byte=last_byte,
         read=read,
     )
+
+
+def _stored_size(layout: PixelLayout, numbers: list[int]) -> int:
+    return sum(layout.frame_size(n - 1) for n in numbers)
 
 
 def _native_size(image: Dataset) -> int:
