@@ -194,3 +194,31 @@ def test_a_frame_deep_in_a_deflate_bomb_costs_its_own_size(
             assert growth < 24 * MB, (path, growth)  # 100 MB when inflated whole
         parts = dw.split_multipart(response)
         assert [len(body) for _, body in parts] == [100 * 10_000] * 3
+
+
+def test_a_deflate_bomb_asked_as_explicit_little_endian_is_inflated_as_it_is_sent(
+    live_server, tokens, bomb_series
+):
+    study_uid, series_uid, bomb_uid, _ = bomb_series
+    url = f"/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{bomb_uid}"
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'
+
+    def fetch() -> tuple[int, bytes, int]:
+        with (
+            client_for(live_server, tokens["rad_north"]) as client,
+            client.stream("GET", url, headers={"Accept": accept}) as response,
+        ):
+            head, size = b"", 0
+            for chunk in response.iter_bytes():
+                if len(head) < 8192:
+                    head += chunk[:8192]
+                size += len(chunk)
+            return response.status_code, head, size
+
+    (status, head, size), growth = peak_growth(fetch)
+    assert status == 200
+    assert size > INFLATED  # the whole instance, pixels inflated
+    assert growth < 24 * MB, growth  # 100 MB of pixels, and pydicom's copies, when decoded
+    part = head.split(b"\r\n\r\n", 1)[1]
+    meta = dcmread(io.BytesIO(part + bytes(64)), stop_before_pixels=True).file_meta
+    assert meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"

@@ -15,12 +15,19 @@ import zlib
 from collections.abc import Iterable, Iterator
 
 from pydicom.dataset import Dataset, FileDataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, dcmread, read_dataset, read_preamble
+from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
-from noctis.dicom.transcode import StoredObjectTruncated
+from noctis.dicom.transcode import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    StoredObjectTruncated,
+)
 
-DEFLATED = "1.2.840.10008.1.2.1.99"
+DEFLATED = DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 # A header (everything before Pixel Data) larger than this is not answered from: real ones are
 # kilobytes, a few MB with large private blocks or embedded LUTs.
 HEADER_LIMIT = 64 << 20
@@ -97,11 +104,13 @@ def inflate(chunks: Iterable[bytes]) -> Iterator[bytes]:
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     for chunk in chunks:
         data = chunk
-        while data:
+        while data and not inflater.eof:
             out = inflater.decompress(data, _CHUNK)
             if out:
                 yield out
             data = inflater.unconsumed_tail
+        if inflater.eof:
+            break  # what follows the deflate stream (pydicom pads it to even length) is not data
     tail = inflater.flush()
     if tail:
         yield tail
@@ -202,3 +211,18 @@ def open_deflated_pixels(
     header = FileDataset("", dataset, preamble, meta, False, True)
     header.set_original_encoding(False, True, dataset._character_set)
     return header, length, ForwardReader(inflated.remainder())
+
+
+def inflated_as_explicit(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """A deflated Part 10 object as explicit VR little endian, chunk by chunk: the same data
+    set inflated (PS3.5 A.5: deflate wraps an explicit little endian encoding), behind its
+    file meta with the transfer syntax changed. Nothing is decoded or held whole."""
+    raw = LazyStream(chunks)
+    preamble = read_preamble(raw, False) or b"\0" * 128
+    meta = _read_file_meta_info(raw)
+    meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
+    head = DicomBytesIO()
+    head.write(preamble + b"DICM")
+    write_file_meta_info(head, meta, enforce_standard=True)
+    yield head.getvalue()
+    yield from inflate(raw.remainder())

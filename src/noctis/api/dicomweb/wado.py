@@ -25,7 +25,7 @@ from noctis.api.dicomweb.objects import (
     stored_frames,
     whole_object_frames,
 )
-from noctis.dicom.deflated import HeaderTooLarge
+from noctis.dicom.deflated import DEFLATED, HeaderTooLarge, inflated_as_explicit
 from noctis.dicom.json import find_bulk
 from noctis.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -90,8 +90,7 @@ def _parts(
     for instance in instances:
         try:
             if plan.transfer_syntax and instance.transfer_syntax_uid != plan.transfer_syntax:
-                data = to_explicit_little_endian(store.get(instance.object_key))
-                yield writer.part(data, f"{DICOM}; transfer-syntax={plan.transfer_syntax}")
+                yield from _transcoded(store, writer, instance, plan.transfer_syntax)
                 continue
             syntax = instance.transfer_syntax_uid
             yield writer.head(f"{DICOM}; transfer-syntax={syntax}", instance.size)
@@ -108,6 +107,21 @@ def _parts(
             log.error("object %s of instance %s: %r", instance.object_key, instance.sop_uid, exc)
             raise
     yield writer.end()
+
+
+def _transcoded(
+    store: ObjectStore, writer: MultipartWriter, instance: StoredInstance, syntax: str
+) -> Iterator[bytes]:
+    """One part re-encoded as explicit VR little endian. A deflated object only needs
+    inflating, streamed chunk by chunk (its size unknown, so the part has no length); others
+    are decoded whole."""
+    content_type = f"{DICOM}; transfer-syntax={syntax}"
+    if instance.transfer_syntax_uid == DEFLATED:
+        yield writer.head(content_type)
+        yield from inflated_as_explicit(store.iter_chunks(instance.object_key, _CHUNK))
+        yield b"\r\n"
+        return
+    yield writer.part(to_explicit_little_endian(store.get(instance.object_key)), content_type)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/bulkdata/{path:path}")
