@@ -334,3 +334,19 @@ def test_headers_read_in_chunks_match_pydicom_s_for_every_sample():
         compared += 1
         deflated += str(header.file_meta.get("TransferSyntaxUID", "")) == DEFLATED
     assert compared > 60 and deflated >= 1
+
+
+def test_a_deflated_object_without_pixel_data_is_read_to_its_end():
+    """The whole data set is the header: inflation must stop at the end of the deflate
+    stream, before the byte pydicom pads it with (it looped forever on that byte)."""
+    from noctis.dicom.deflated import read_header_stream
+
+    ds = dcmread(get_testdata_file("image_dfl.dcm"))
+    del ds.PixelData
+    ds.ImageComments = "x" * 1000  # makes the deflated stream odd, so it is padded
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    data = out.getvalue()
+    header, has_pixels = read_header_stream([data[i : i + 100] for i in range(0, len(data), 100)])
+    assert not has_pixels
+    assert header.ImageComments == "x" * 1000 and header.PatientName == ds.PatientName
