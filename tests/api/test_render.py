@@ -19,6 +19,7 @@ from pydicom.pixels import pixel_array
 from noctis.dicom import render
 from noctis.dicom.header import read_header
 from noctis.dicom.json import dataset_to_json, find_bulk, value_json
+from noctis.dicom.reencode import to_explicit_little_endian
 from noctis.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     FrameError,
@@ -28,7 +29,6 @@ from noctis.dicom.transcode import (
     native_array,
     native_frame,
     number_of_frames,
-    to_explicit_little_endian,
 )
 
 CORRUPT = {  # pydicom test files that are broken on purpose

@@ -15,15 +15,11 @@ import zlib
 from collections.abc import Iterable, Iterator
 
 from pydicom.dataset import Dataset, FileDataset
-from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, dcmread, read_dataset, read_preamble
-from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import BaseTag
-from pydicom.uid import UID
 
 from noctis.dicom.transcode import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-    EXPLICIT_VR_LITTLE_ENDIAN,
     StoredObjectTruncated,
 )
 
@@ -211,18 +207,3 @@ def open_deflated_pixels(
     header = FileDataset("", dataset, preamble, meta, False, True)
     header.set_original_encoding(False, True, dataset._character_set)
     return header, length, ForwardReader(inflated.remainder())
-
-
-def inflated_as_explicit(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """A deflated Part 10 object as explicit VR little endian, chunk by chunk: the same data
-    set inflated (PS3.5 A.5: deflate wraps an explicit little endian encoding), behind its
-    file meta with the transfer syntax changed. Nothing is decoded or held whole."""
-    raw = LazyStream(chunks)
-    preamble = read_preamble(raw, False) or b"\0" * 128
-    meta = _read_file_meta_info(raw)
-    meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
-    head = DicomBytesIO()
-    head.write(preamble + b"DICM")
-    write_file_meta_info(head, meta, enforce_standard=True)
-    yield head.getvalue()
-    yield from inflate(raw.remainder())

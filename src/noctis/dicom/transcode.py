@@ -13,10 +13,10 @@ import io
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import overload
 
 import numpy as np
-from pydicom import dcmread, dcmwrite
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import pack_bits, pixel_array
@@ -428,33 +428,3 @@ def value_layout(image: Dataset, value: bytes, vr: str) -> PixelLayout:
         bits = int(image.BitsAllocated)
         swap = 2 if bits == 8 and vr == "OW" else (bits // 8 if bits > 8 else 0)
     return native_layout(image, 0, len(value), swap=swap)
-
-
-def to_explicit_little_endian(data: bytes) -> bytes:
-    """A whole Part 10 instance re-encoded as explicit VR little endian, pixels decoded."""
-    ds = dcmread(io.BytesIO(data))
-    ts = str(ds.file_meta.TransferSyntaxUID)
-    if ts == EXPLICIT_VR_LITTLE_ENDIAN:
-        return data
-    if "PixelData" in ds and ts not in NATIVE_SYNTAXES:
-        ds.decompress()
-    elif "PixelData" in ds and ts == EXPLICIT_VR_BIG_ENDIAN:
-        array = pixel_array(ds, raw=True)
-        ds.PixelData = array_to_native(ds, array)
-    _convert_all(ds)
-    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
-    if not getattr(ds, "preamble", None):
-        ds.preamble = b"\x00" * 128
-    out = io.BytesIO()
-    # force_encoding: pydicom otherwise refuses to turn big endian into little endian. Every
-    # element was converted above, so no raw bytes of the old encoding are copied.
-    dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
-    return out.getvalue()
-
-
-def _convert_all(ds: Dataset) -> Any:
-    # Touch every element so none is written back as raw bytes of the old encoding.
-    for element in ds:
-        if element.VR == "SQ":
-            for item in element.value:
-                _convert_all(item)

@@ -25,14 +25,14 @@ from noctis.api.dicomweb.objects import (
     stored_frames,
     whole_object_frames,
 )
-from noctis.dicom.deflated import DEFLATED, HeaderTooLarge, inflated_as_explicit
+from noctis.dicom.deflated import DEFLATED, HeaderTooLarge
 from noctis.dicom.json import find_bulk
+from noctis.dicom.reencode import inflated_as_explicit, to_explicit_little_endian
 from noctis.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     FrameError,
     StoredObjectTruncated,
     exact_reader,
-    to_explicit_little_endian,
 )
 from noctis.storage import ObjectNotFound, ObjectStore
 
