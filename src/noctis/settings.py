@@ -127,6 +127,18 @@ class Settings(BaseSettings):
         description="frames kept in each API process's memory, in MB (0: none); objects never "
         "change under their key, so a cached frame is never stale",
     )
+    frames_per_request: int = Field(
+        1000,
+        ge=1,
+        description="distinct frames one WADO-RS frames request may ask for (duplicates in "
+        "the frame list count once); more is answered 400",
+    )
+    frame_mb_per_request: int = Field(
+        1024,
+        ge=1,
+        description="MB of frames one WADO-RS frames request may ask for; more is answered "
+        "413 (large answers are streamed, so this bounds work, not memory)",
+    )
     secret_key: SecretStr = SecretStr("")
     viewer_dir: Path | None = None
     trusted_proxies: Annotated[list[str], NoDecode] = Field(

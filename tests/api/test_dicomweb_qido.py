@@ -227,3 +227,27 @@ def test_queries_are_audited(clients, studies, archive):
         ).all()
     assert [e.outcome for e in events] == ["success"]
     assert events[0].detail["query"] == {"PatientID": "PA1"}
+
+
+def test_attributes_without_a_value_are_left_out_so_ohif_can_list_the_study(clients, dw):
+    """A study whose instances have no Modality (pydicom's test files include such) answers
+    without ModalitiesInStudy instead of ``{"vr": "CS"}``: OHIF's study list reads
+    ``ModalitiesInStudy.Value.length`` and failed for the whole list otherwise."""
+    made = dw.build_study(["explicit"], Modality="", AccessionNumber="")
+    assert dw.stow(clients("rad_north"), list(made.files.values())).status_code == 200
+    ohif_fields = "00081030,00080060,00080090,00100030"  # what OHIF's study list asks for
+    results = _search(
+        clients("rad_north"),
+        StudyInstanceUID=made.study_uid,
+        includefield=ohif_fields,
+        limit="101",
+        offset="0",
+        fuzzymatching="false",
+    )
+    assert len(results) == 1
+    study = results[0]
+    assert "00080061" not in study and "00080060" not in study and "00080050" not in study
+    assert study[STUDY_UID]["Value"] == [made.study_uid]
+    assert all("Value" in element for element in study.values()), study
+    series = _search(clients("rad_north"), f"/dicom-web/studies/{made.study_uid}/series")
+    assert "00080060" not in series[0]

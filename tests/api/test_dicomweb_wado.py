@@ -38,8 +38,12 @@ def test_study_series_and_instance_are_byte_identical(clients, dw, study):
         assert [b for _, b in dw.split_multipart(response)] == [data]
 
 
-def test_explicit_little_endian_on_request(clients, dw, study):
-    sop_uid = next(u for u, ts in study.syntaxes.items() if ts == "1.2.840.10008.1.2.4.90")
+@pytest.mark.parametrize(
+    "stored",
+    ["1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.1.99"],  # decoded; inflated as it is sent
+)
+def test_explicit_little_endian_on_request(clients, dw, study, stored):
+    sop_uid = next(u for u, ts in study.syntaxes.items() if ts == stored)
     url = f"/dicom-web/studies/{study.study_uid}/series/{study.series[sop_uid]}/instances/{sop_uid}"
     accept = (
         f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}'
@@ -51,6 +55,7 @@ def test_explicit_little_endian_on_request(clients, dw, study):
     original = dcmread(io.BytesIO(study.files[sop_uid]))
     assert decoded.file_meta.TransferSyntaxUID == EXPLICIT_VR_LITTLE_ENDIAN
     assert (decoded.pixel_array == original.pixel_array).all()
+    assert decoded.PatientName == original.PatientName
 
 
 def test_a_single_part_instance_when_asked_for_application_dicom(clients, study):

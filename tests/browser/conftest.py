@@ -8,6 +8,7 @@ browser of its own. Screenshots go to test-artifacts/ at the repository root.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +28,8 @@ from noctis.api.viewer import default_viewer_dir
 from noctis.archive import Archive
 from noctis.index.facilities import DEFAULT_FACILITY
 from noctis.index.models import Facility
-from noctis.ingest import FacilityRef, ingest
+from noctis.ingest import FacilityRef, IngestError, ingest
+from support.dicomdata import retired_us_sample, sample_dirs, transfer_syntax_samples
 from support.ports import free_port
 from support.web import create_user, open_archive
 
@@ -64,6 +66,7 @@ class LiveArchive:
     username: str
     password: str
     study: CtStudy
+    sample_studies: int  # studies of the public test files besides the CT
 
 
 def phantom_slice(index: int, size: int = 256) -> np.ndarray:
@@ -129,6 +132,27 @@ def write_ct_series(directory: Path, slices: int = 12) -> tuple[CtStudy, list[Pa
     return study, paths
 
 
+def store_public_samples(archive: Archive, ref: FacilityRef, workdir: Path) -> int:
+    """Store what the archive accepts of pydicom's own test files (what a newcomer's
+    ``noctis upload`` of them stores) and of the conformance set the suite uses (a real file
+    per transfer syntax, and the retired US class); the number of studies they make.
+
+    Odd files on purpose: the study list must show every study the archive accepted."""
+    workdir.mkdir()
+    sources = sorted(p for p in sample_dirs()[0].iterdir() if p.is_file())
+    sources += [*transfer_syntax_samples(workdir / "conformance").values(), retired_us_sample()]
+    studies = set()
+    for index, source in enumerate(sources):
+        copy = workdir / f"{index:04d}-{source.name}"  # the store links what it ingests
+        shutil.copyfile(source, copy)
+        try:
+            result = ingest(archive, ref, copy)
+        except IngestError:
+            continue  # not DICOM, or refused: not in the study list either
+        studies.add(result.header.study_instance_uid)
+    return len(studies)
+
+
 @pytest.fixture(scope="module")
 def live_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveArchive]:
     viewer_dir = default_viewer_dir()
@@ -142,6 +166,7 @@ def live_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveArchi
         ref = FacilityRef(facility.id, facility.name)
     for path in paths:
         ingest(archive, ref, path)
+    sample_studies = store_public_samples(archive, ref, root / "samples")
     password = create_user(archive, "dr.house", "radiologist", [DEFAULT_FACILITY])
     app = create_app(archive.settings, archive)
     port = free_port()
@@ -154,7 +179,9 @@ def live_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveArchi
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
     try:
-        yield LiveArchive(f"http://127.0.0.1:{port}", app, root, "dr.house", password, study)
+        yield LiveArchive(
+            f"http://127.0.0.1:{port}", app, root, "dr.house", password, study, sample_studies
+        )
     finally:
         server.should_exit = True
         thread.join(15)

@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from noctis.dicom.deflated import read_header_stream
 from noctis.dicom.json import PIXEL_DATA, dataset_to_json, tag_key
-from noctis.dicom.transcode import NATIVE_SYNTAXES
+from noctis.dicom.transcode import NATIVE_SYNTAXES, exact_reader
 from noctis.storage import ObjectStore
 
 # Stands for the DICOMweb base URL in fragments; replaced per response.
@@ -39,12 +40,21 @@ def instance_path(study_uid: str, series_uid: str, sop_uid: str) -> str:
 
 
 def read_header(store: ObjectStore, object_key: str, pixel_data_offset: int | None) -> Dataset:
-    """The stored data set without pixel data (read whole, pixels included, when there is no
-    pixel data offset: deflated or pixel-less objects)."""
+    """The stored data set without pixel data (see ``read_header_and_pixels``)."""
+    return read_header_and_pixels(store, object_key, pixel_data_offset)[0]
+
+
+def read_header_and_pixels(
+    store: ObjectStore, object_key: str, pixel_data_offset: int | None
+) -> tuple[Dataset, bool]:
+    """(the stored data set without pixel data, whether the object has pixel data): one
+    ranged read up to the pixel data offset, or, without one (deflated or pixel-less
+    objects), the object read in chunks up to Pixel Data, deflated ones inflated only that
+    far: pixel data is never inflated to answer metadata."""
     if pixel_data_offset is not None:
-        data = store.get_range(object_key, 0, pixel_data_offset)
-        return dcmread(io.BytesIO(data), stop_before_pixels=True)
-    return dcmread(io.BytesIO(store.get(object_key)))
+        data = exact_reader(lambda o, n: store.get_range(object_key, o, n))(0, pixel_data_offset)
+        return dcmread(io.BytesIO(data), stop_before_pixels=True), True
+    return read_header_stream(store.iter_chunks(object_key, 1 << 16))
 
 
 def instance_fragment(
@@ -55,11 +65,11 @@ def instance_fragment(
     instance_path: str,
 ) -> bytes:
     """One instance's DICOM JSON (UTF-8 bytes, base URL as BASE_MARKER)."""
-    header = read_header(store, object_key, pixel_data_offset)
+    header, has_pixels = read_header_and_pixels(store, object_key, pixel_data_offset)
     prefix = f"{BASE_MARKER}{instance_path}/bulkdata/"
     document = dataset_to_json(header, bulk_prefix=prefix)
     pixel_key = tag_key(PIXEL_DATA)
-    if pixel_data_offset is not None and pixel_key not in document:
+    if has_pixels and pixel_key not in document:
         native = transfer_syntax_uid in NATIVE_SYNTAXES
         wide = int(header.get("BitsAllocated") or 8) > 8
         vr = "OW" if native and wide else "OB"

@@ -27,6 +27,9 @@ JPEG = "image/jpeg"
 PNG = "image/png"
 MEDIA_TYPES = (JPEG, PNG)
 WINDOW_FUNCTIONS = ("linear", "linear-exact", "sigmoid")
+# What a rendered image may be, whatever the viewport asks: 4096x4096 RGB is 48 MB.
+MAX_VIEWPORT_SIDE = 8192
+MAX_VIEWPORT_PIXELS = 4096 * 4096
 
 
 class RenderError(ValueError):
@@ -76,8 +79,12 @@ def parse_viewport(text: str) -> Viewport:
     except ValueError as exc:
         raise RenderError(f"viewport values must be integers, got {text!r}") from exc
     width, height = numbers[0], numbers[1]
-    if not (0 < width <= 8192 and 0 < height <= 8192):
-        raise RenderError("viewport width and height must be between 1 and 8192")
+    if not (0 < width <= MAX_VIEWPORT_SIDE and 0 < height <= MAX_VIEWPORT_SIDE):
+        raise RenderError(f"viewport width and height must be between 1 and {MAX_VIEWPORT_SIDE}")
+    if width * height > MAX_VIEWPORT_PIXELS:
+        raise RenderError(
+            f"a viewport of {width}x{height} is more than {MAX_VIEWPORT_PIXELS} pixels (4096x4096)"
+        )
     region = None
     if len(numbers) == 6:
         sx, sy, sw, sh = numbers[2:]
@@ -321,8 +328,7 @@ def encode(
     picture = Image.fromarray(display)
     if viewport is not None:
         if viewport.region is not None:
-            x, y, w, h = viewport.region
-            picture = picture.crop((x, y, x + w, y + h))
+            picture = picture.crop(_source_box(viewport.region, picture.width, picture.height))
         picture = fit(picture, viewport.width, viewport.height)
     out = io.BytesIO()
     if media_type == PNG:
@@ -332,6 +338,19 @@ def encode(
     else:
         raise RenderError(f"cannot render {media_type}")
     return out.getvalue()
+
+
+def _source_box(
+    region: tuple[int, int, int, int], width: int, height: int
+) -> tuple[int, int, int, int]:
+    """The requested source region clipped to the image: PIL would pad a larger one with
+    black, allocating all of it (a region of 10^5 x 10^5 is 10 GB)."""
+    x, y, w, h = region
+    if x >= width or y >= height:
+        raise RenderError(
+            f"viewport source region starts at ({x},{y}), outside the {width}x{height} image"
+        )
+    return x, y, min(width, x + w), min(height, y + h)
 
 
 def fit(picture: Image.Image, width: int, height: int) -> Image.Image:

@@ -9,15 +9,14 @@ caller.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import overload
 
 import numpy as np
-from pydicom import dcmread, dcmwrite
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import pack_bits, pixel_array
@@ -38,6 +37,10 @@ NATIVE_SYNTAXES = frozenset(
 _ITEM = 0xFFFEE000
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
+# Each fragment costs a few hundred bytes of bookkeeping: a crafted object of empty items
+# must not turn 100 MB of data into gigabytes of it. Real multi-frame objects (whole slide
+# images included) stay far below.
+MAX_FRAGMENTS = 1 << 18
 _BINARY_VRS = frozenset({b"OB", b"OW", b"UN", b"OD", b"OF", b"OL", b"OV"})
 
 # How one frame's bytes are laid out (Image Pixel module).
@@ -107,13 +110,56 @@ def number_of_frames(ds: Dataset) -> int:
         return 1
 
 
+Ranges = tuple[tuple[int, int], ...]  # (offset, length) of each piece of one frame
+
+
+class StoredObjectTruncated(OSError):
+    """The stored object is shorter than the index or its own Pixel Data element says: the
+    archive's fault (a damaged object or store), never a short answer to the client."""
+
+
+@dataclass(frozen=True)
+class NativeFrames(Sequence[Ranges]):
+    """Where each frame of native pixel data lies, computed when asked: the frames are
+    evenly spaced, so a declared count of millions costs no memory."""
+
+    value_offset: int  # where the Pixel Data value starts in the object
+    value_length: int
+    frame_bits: int  # bits per frame (a multiple of 8 unless bit-packed)
+    count: int
+    swap: int = 0  # big endian words of this size: read whole words around each frame
+
+    def __len__(self) -> int:
+        return self.count
+
+    @overload
+    def __getitem__(self, index: int) -> Ranges: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Ranges]: ...
+    def __getitem__(self, index: int | slice) -> Ranges | Sequence[Ranges]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.count))]
+        if index < 0:
+            index += self.count
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        first_bit = index * self.frame_bits
+        start, end = first_bit // 8, (first_bit + self.frame_bits + 7) // 8
+        if self.swap:
+            # Big endian words straddle frame boundaries when a frame's length is odd: read
+            # whole words and trim after swapping.
+            start -= start % self.swap
+            end = min(self.value_length, end + (-end) % self.swap)
+        return ((self.value_offset + start, end - start),)
+
+
 @dataclass(frozen=True)
 class PixelLayout:
     """Where the frames of one stored object are, as absolute byte ranges."""
 
     transfer_syntax_uid: str
-    frames: tuple[tuple[tuple[int, int], ...], ...]  # per frame: (offset, length) per fragment
-    bit_offsets: tuple[int, ...] = ()  # bit-packed native data: first bit of each frame
+    frames: Sequence[Ranges]  # per frame: (offset, length) per fragment
+    packed_pixels: int = 0  # bit-packed native data: pixels per frame
     swap: int = 0  # big endian native data: the word size whose bytes must be swapped
     frame_length: int = 0  # set with swap: the frame's own length inside its whole words
 
@@ -125,19 +171,39 @@ class PixelLayout:
     def encapsulated(self) -> bool:
         return self.transfer_syntax_uid not in NATIVE_SYNTAXES
 
+    def frame_size(self, index: int) -> int:
+        """Bytes of frame ``index`` (0-based) as stored."""
+        return sum(length for _, length in self.frames[index])
+
 
 def locate_frames(
     read: Callable[[int, int], bytes], pixel_data_offset: int, size: int
 ) -> tuple[Dataset, PixelLayout]:
     """The header (no pixels) and frame layout of a stored object, reading only what is needed:
     the header and the Pixel Data element header for native data, the pixel data items for
-    encapsulated data. ``read(offset, length)`` reads a range of the object."""
+    encapsulated data. ``read(offset, length)`` reads a range of the object; ``size`` is its
+    length as the index has it."""
     try:
-        return _locate_frames(read, pixel_data_offset, size)
+        return _locate_frames(exact_reader(read), pixel_data_offset, size)
     except (FrameError, OSError, KeyError):
         raise  # ours, or the store's (unavailable, not found): not a malformed object
     except Exception as exc:
         raise FrameError(f"cannot locate frames: {type(exc).__name__}: {exc}") from exc
+
+
+def exact_reader(read: Callable[[int, int], bytes]) -> Callable[[int, int], bytes]:
+    """``read`` that raises StoredObjectTruncated when the store returns fewer bytes than
+    asked: every range the read side asks for lies inside the object the index describes."""
+
+    def exactly(offset: int, length: int) -> bytes:
+        data = read(offset, length)
+        if len(data) != length:
+            raise StoredObjectTruncated(
+                f"the stored object ends at byte {offset + len(data)}; {offset + length} expected"
+            )
+        return data
+
+    return exactly
 
 
 def _locate_frames(
@@ -157,56 +223,45 @@ def _locate_frames(
     if "Rows" not in header or "Columns" not in header or "BitsAllocated" not in header:
         raise FrameError("the instance's pixel data has no Rows, Columns or Bits Allocated")
     if length != _UNDEFINED:
-        layout = native_layout(header, value_offset, length)
+        if value_offset + length > size:
+            raise StoredObjectTruncated(
+                f"the Pixel Data element ends at byte {value_offset + length}, "
+                f"past the stored object's {size} bytes"
+            )
+        swap = 0
         if big_endian:
             bits = int(header.BitsAllocated)
             swap = 2 if bits == 8 and word_vr else (bits // 8 if bits > 8 else 0)
-            if swap:
-                layout = _word_aligned(layout, value_offset, length, swap)
-        return header, layout
+        return header, native_layout(header, value_offset, length, swap=swap)
     data = read(value_offset, size - value_offset)
     return header, encapsulated_layout(header, data, value_offset)
 
 
-def native_layout(image: Dataset, value_offset: int, value_length: int) -> PixelLayout:
-    """Frames of native pixel data whose value starts at ``value_offset`` in the object."""
+def native_layout(
+    image: Dataset, value_offset: int, value_length: int, *, swap: int = 0
+) -> PixelLayout:
+    """Frames of native pixel data whose value starts at ``value_offset`` in the object.
+
+    The declared Number of Frames is checked against the value's length, and nothing is
+    allocated per frame: a header may claim any count."""
     ts = str(image.file_meta.TransferSyntaxUID)
     rows, columns = int(image.Rows), int(image.Columns)
     samples = int(image.get("SamplesPerPixel") or 1)
     bits = int(image.BitsAllocated)
     frames = number_of_frames(image)
     pixels = rows * columns * samples
-    if bits == 1:
-        bit_offsets = tuple(i * pixels for i in range(frames))
-        ranges = []
-        for first_bit in bit_offsets:
-            start, end = first_bit // 8, (first_bit + pixels + 7) // 8
-            ranges.append(((value_offset + start, end - start),))
-        if (frames * pixels + 7) // 8 > value_length:
-            raise FrameError("pixel data is shorter than its rows, columns and frames say")
-        return PixelLayout(ts, tuple(ranges), bit_offsets)
-    if str(image.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
+    if bits != 1 and str(image.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
         pixels = pixels * 2 // 3  # two chroma samples shared by each pair of pixels
-    frame_length = pixels * bits // 8
-    if frames * frame_length > value_length:
+    frame_bits = pixels * bits if bits == 1 else pixels * bits // 8 * 8
+    if frame_bits <= 0:
+        raise FrameError("a frame of no bytes: Rows, Columns, Samples or Bits Allocated is 0")
+    if (frames * frame_bits + 7) // 8 > value_length:
         raise FrameError("pixel data is shorter than its rows, columns and frames say")
-    return PixelLayout(
-        ts,
-        tuple(((value_offset + i * frame_length, frame_length),) for i in range(frames)),
-    )
-
-
-def _word_aligned(layout: PixelLayout, value_offset: int, length: int, swap: int) -> PixelLayout:
-    # Big endian words straddle frame boundaries when a frame's length is odd: read whole
-    # words and trim after swapping.
-    frame_length = layout.frames[0][0][1]
-    end_of_value = value_offset + length
-    ranges = []
-    for ((start, size),) in layout.frames:
-        aligned = start - (start - value_offset) % swap
-        end = min(end_of_value, start + size + (-(start + size - value_offset)) % swap)
-        ranges.append(((aligned, end - aligned),))
-    return dataclasses.replace(layout, frames=tuple(ranges), swap=swap, frame_length=frame_length)
+    ranges = NativeFrames(value_offset, value_length, frame_bits, frames, swap)
+    if bits == 1:
+        return PixelLayout(ts, ranges, packed_pixels=pixels)
+    frame_length = frame_bits // 8 if swap else 0
+    return PixelLayout(ts, ranges, swap=swap, frame_length=frame_length)
 
 
 def encapsulated_layout(image: Dataset, data: bytes | memoryview, data_offset: int) -> PixelLayout:
@@ -232,7 +287,7 @@ def encapsulated_layout(image: Dataset, data: bytes | memoryview, data_offset: i
 
 
 def _items(view: memoryview) -> list[tuple[int, int]]:
-    items = []
+    items: list[tuple[int, int]] = []
     position = 0
     while position + 8 <= len(view):
         group, element, length = struct.unpack_from("<HHL", view, position)
@@ -241,6 +296,10 @@ def _items(view: memoryview) -> list[tuple[int, int]]:
             break
         if tag != _ITEM or length == _UNDEFINED:
             raise FrameError(f"unexpected tag {tag:08X} in encapsulated pixel data")
+        if position + 8 + length > len(view):
+            raise StoredObjectTruncated("an encapsulated pixel data item runs past the object")
+        if len(items) > MAX_FRAGMENTS:
+            raise FrameError(f"encapsulated pixel data of more than {MAX_FRAGMENTS} fragments")
         items.append((position, length))
         position += 8 + length
     return items
@@ -292,9 +351,9 @@ def _group_fragments(
 
 def native_frame(image: Dataset, layout: PixelLayout, index: int, raw: bytes) -> bytes:
     """Native (uncompressed) frame bytes in explicit VR little endian."""
-    if layout.bit_offsets:
-        pixels = int(image.Rows) * int(image.Columns) * int(image.get("SamplesPerPixel") or 1)
-        shift = layout.bit_offsets[index] % 8
+    if layout.packed_pixels:
+        pixels = layout.packed_pixels
+        shift = index * pixels % 8
         if shift == 0 and pixels % 8 == 0:
             return raw
         bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
@@ -358,47 +417,14 @@ def _single_frame_dataset(image: Dataset) -> Dataset:
     return ds
 
 
-def frames_from_dataset(ds: Dataset) -> list[bytes]:
-    """Every frame of a fully read data set, in its own transfer syntax (slow path)."""
-    from pydicom.encaps import generate_frames
-
-    if "PixelData" not in ds:
-        raise FrameError("the instance has no pixel data")
-    ts = str(ds.file_meta.TransferSyntaxUID)
-    count = number_of_frames(ds)
+def value_layout(image: Dataset, value: bytes, vr: str) -> PixelLayout:
+    """The layout of a Pixel Data value held in memory (an object read whole, as deflated ones
+    are): ranges into ``value``, bounded like a stored object's."""
+    ts = str(image.file_meta.TransferSyntaxUID)
     if ts not in NATIVE_SYNTAXES:
-        return list(generate_frames(ds.PixelData, number_of_frames=count))
-    array = pixel_array(ds, raw=True)
-    if count == 1:
-        array = array[np.newaxis, ...]
-    return [array_to_native(ds, frame) for frame in array]
-
-
-def to_explicit_little_endian(data: bytes) -> bytes:
-    """A whole Part 10 instance re-encoded as explicit VR little endian, pixels decoded."""
-    ds = dcmread(io.BytesIO(data))
-    ts = str(ds.file_meta.TransferSyntaxUID)
-    if ts == EXPLICIT_VR_LITTLE_ENDIAN:
-        return data
-    if "PixelData" in ds and ts not in NATIVE_SYNTAXES:
-        ds.decompress()
-    elif "PixelData" in ds and ts == EXPLICIT_VR_BIG_ENDIAN:
-        array = pixel_array(ds, raw=True)
-        ds.PixelData = array_to_native(ds, array)
-    _convert_all(ds)
-    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
-    if not getattr(ds, "preamble", None):
-        ds.preamble = b"\x00" * 128
-    out = io.BytesIO()
-    # force_encoding: pydicom otherwise refuses to turn big endian into little endian. Every
-    # element was converted above, so no raw bytes of the old encoding are copied.
-    dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
-    return out.getvalue()
-
-
-def _convert_all(ds: Dataset) -> Any:
-    # Touch every element so none is written back as raw bytes of the old encoding.
-    for element in ds:
-        if element.VR == "SQ":
-            for item in element.value:
-                _convert_all(item)
+        return encapsulated_layout(image, value, 0)
+    swap = 0
+    if ts == EXPLICIT_VR_BIG_ENDIAN:
+        bits = int(image.BitsAllocated)
+        swap = 2 if bits == 8 and vr == "OW" else (bits // 8 if bits > 8 else 0)
+    return native_layout(image, 0, len(value), swap=swap)

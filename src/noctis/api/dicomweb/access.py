@@ -7,11 +7,16 @@ that does not exist (404), so its existence is not disclosed; the audit trail re
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import HTTPException
 
-from noctis.api.dicomweb.context import WebContext, bad_request, not_found
+from noctis.api.dicomweb.context import FACILITY_PARAMETER, WebContext, bad_request, not_found
 from noctis.api.dicomweb.lookup import StoredInstance, find_instances, hidden_from
 from noctis.api.dicomweb.params import ParamError, check_uid
+from noctis.dicom.transcode import StoredObjectTruncated
+
+log = logging.getLogger(__name__)
 
 
 def locate(
@@ -33,6 +38,8 @@ def locate(
     hidden: int | None = None
     with ctx.archive.reading() as conn:
         found = find_instances(conn, ctx.facility_ids, study, series, sop)
+        if ctx.facility is not None:
+            found = [i for i in found if i.facility == ctx.facility]
         if not found:
             hidden = hidden_from(conn, ctx.facility_ids, study, series, sop)
     if not found:
@@ -47,7 +54,37 @@ def locate(
             instance=sop,
         )
         raise not_found(what.capitalize())
+    # Instances come ordered by study row, and a facility's copy of a study is its own row:
+    # several facilities show as a first and last instance of different facilities.
+    if found[0].facility_id != found[-1].facility_id:
+        raise _ambiguous(ctx, action, found, study, series, sop)
     return found
+
+
+def _ambiguous(
+    ctx: WebContext,
+    action: str,
+    found: list[StoredInstance],
+    study: str,
+    series: str | None,
+    sop: str | None,
+) -> HTTPException:
+    """409 for a UID that several facilities the caller sees hold: their data are never
+    mixed in one answer, and the caller chooses with ``?facility=NAME``."""
+    names = sorted({i.facility for i in found})
+    ctx.record(
+        action,
+        "failure",
+        study=study,
+        reason=f"held by facilities {', '.join(names)}",
+        series=series,
+        instance=sop,
+    )
+    return HTTPException(
+        409,
+        detail=f"{study} is held by facilities {', '.join(names)}; their data are answered "
+        f"one facility at a time: add ?{FACILITY_PARAMETER}=NAME (one of {', '.join(names)})",
+    )
 
 
 def audit_read(
@@ -76,3 +113,12 @@ def fail(
         instance=instance.sop_uid,
     )
     return HTTPException(status, detail=message)
+
+
+def damaged(
+    ctx: WebContext, action: str, instance: StoredInstance, exc: StoredObjectTruncated
+) -> HTTPException:
+    """500 for a stored object shorter than the index (or its own Pixel Data element) says:
+    logged for the operators, since nothing the client does will fix it."""
+    log.error("stored object %s of instance %s: %s", instance.object_key, instance.sop_uid, exc)
+    return fail(ctx, action, instance, 500, f"the stored object is damaged: {exc}")

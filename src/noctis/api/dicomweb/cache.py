@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 from pydicom.dataset import Dataset
 
-from noctis.dicom.transcode import PixelLayout
+from noctis.dicom.transcode import NativeFrames, PixelLayout
 
 Value = TypeVar("Value")
 
@@ -71,6 +71,13 @@ class LRU(Generic[Value]):
             self._weight = 0
 
 
+def _layout_weight(entry: tuple[Dataset, PixelLayout]) -> int:
+    """A layout listing many fragments weighs as much as many small ones: the cache holds
+    20,000 one-frame layouts, or one of 2^18 fragments, not 20,000 of those."""
+    frames = entry[1].frames
+    return 1 if isinstance(frames, NativeFrames) else 1 + len(frames) // 16
+
+
 class DicomWebCache:
     def __init__(
         self,
@@ -83,7 +90,7 @@ class DicomWebCache:
         # hash of (base URL, object keys) -> the gzipped metadata document
         self.compressed: LRU[bytes] = LRU(COMPRESSED_BUDGET, len)
         # object key -> (image attributes, frame layout)
-        self.layouts: LRU[tuple[Dataset, PixelLayout]] = LRU(layout_entries)
+        self.layouts: LRU[tuple[Dataset, PixelLayout]] = LRU(layout_entries, _layout_weight)
         # "object key#frame number" -> the frame's bytes as stored. A viewer reads each frame
         # at least twice (the image, then again while scrolling or for a second viewport),
         # and from S3 each read is a round trip (as Orthanc's storage cache, 128 MB).

@@ -17,11 +17,13 @@ from noctis.api.security import (
     get_principal,
 )
 from noctis.archive import Archive
+from noctis.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/dicom-web"
 DICOM_JSON = "application/dicom+json"
+FACILITY_PARAMETER = "facility"
 
 
 def get_archive(request: Request) -> Archive:
@@ -39,6 +41,14 @@ class WebContext:
     client: str
     base_url: str  # absolute URL of the DICOMweb root, without a trailing slash
     cache: DicomWebCache
+    settings: Settings
+    # ``?facility=NAME``: answer from that facility only. An administrator needs it for a UID
+    # that two facilities hold (a 409 names them otherwise); anyone may give it.
+    facility: str | None = None
+
+    @property
+    def sees_several_facilities(self) -> bool:
+        return self.facility_ids is None or len(self.facility_ids) > 1
 
     @property
     def facility_ids(self) -> frozenset[int] | None:
@@ -82,6 +92,8 @@ def get_context(request: Request) -> WebContext:
         client=client_address(request),
         base_url=base,
         cache=cache_of(request.app.state),
+        settings=request.app.state.settings,
+        facility=request.query_params.get(FACILITY_PARAMETER) or None,
     )
 
 

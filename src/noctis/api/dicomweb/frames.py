@@ -3,13 +3,24 @@
 Frames are sent in the stored transfer syntax when the client accepts it (OHIF asks with
 ``transfer-syntax=*``), otherwise decoded to explicit VR little endian. Each part's
 ``Content-Type`` names its ``transfer-syntax``: strict clients decode by it.
+
+Whatever the frame list, memory stays bounded: a frame asked twice is sent once, a request
+may ask for at most ``frames_per_request`` distinct frames and ``frame_mb_per_request`` MB
+(known from the layout before anything is read), and an answer larger than STREAM_ABOVE is
+streamed frame by frame instead of built whole.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from noctis.api.dicomweb.access import audit_read, fail, locate
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from pydicom.dataset import Dataset
+
+from noctis.api.dicomweb.access import audit_read, damaged, fail, locate
 from noctis.api.dicomweb.context import PREFIX, ContextDep, WebContext, bad_request
 from noctis.api.dicomweb.lookup import StoredInstance
 from noctis.api.dicomweb.multipart import MultipartWriter, parse_accept
@@ -20,74 +31,170 @@ from noctis.api.dicomweb.objects import (
     frame_layout,
     native_frames,
     stored_frames,
-    whole_object_frames,
+    whole_object_frame_list,
+    whole_object_source,
 )
-from noctis.dicom.transcode import EXPLICIT_VR_LITTLE_ENDIAN, FrameError
+from noctis.dicom.transcode import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    FrameError,
+    PixelLayout,
+    StoredObjectTruncated,
+    exact_reader,
+)
 from noctis.storage import ObjectNotFound
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix=PREFIX, tags=["WADO-RS frames"])
 
-MAX_FRAMES_PER_REQUEST = 10_000
+# Answers up to this size are built in memory (one frame, or a few: the common case, and a
+# status that still reflects every read); larger ones are streamed.
+STREAM_ABOVE = 8 << 20
 
 
-def parse_frame_list(text: str) -> list[int]:
-    """``1,2,3`` (1-based) as a list; 400 for anything else."""
+def parse_frame_list(text: str, limit: int | None = None) -> list[int]:
+    """``1,2,3`` (1-based) as a list without repeats, in first-asked order; 400 for anything
+    else, or for more than ``limit`` distinct frames."""
     try:
         numbers = [int(part) for part in text.replace("%2C", ",").split(",") if part.strip()]
     except ValueError as exc:
         raise bad_request(f"frame list must be comma-separated numbers, got {text[:60]!r}") from exc
     if not numbers or any(n < 1 for n in numbers):
         raise bad_request("frame numbers start at 1")
-    if len(numbers) > MAX_FRAMES_PER_REQUEST:
-        raise bad_request(f"at most {MAX_FRAMES_PER_REQUEST} frames per request")
-    return numbers
+    distinct = list(dict.fromkeys(numbers))
+    if limit is not None and len(distinct) > limit:
+        raise bad_request(
+            f"{len(distinct)} distinct frames asked; at most {limit} per request "
+            "(ask for the rest in further requests)"
+        )
+    return distinct
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}")
 def retrieve_frames(
     study: str, series: str, instance: str, frames: str, request: Request, ctx: ContextDep
 ) -> Response:
-    numbers = parse_frame_list(frames)
+    settings = ctx.settings
+    numbers = parse_frame_list(frames, settings.frames_per_request)
     found = locate(ctx, "wado.frames", study, series, instance)[0]
     ranges = parse_accept(request.headers.get("accept"))
     plan = plan_frames(ranges, found.transfer_syntax_uid)
     if plan is None:
         raise fail(ctx, "wado.frames", found, 406, _refusal(found))
     try:
-        bodies, syntax = read_frames(ctx, found, numbers, plan)
+        selection = select_frames(ctx, found, numbers, plan)
+        byte_limit = settings.frame_mb_per_request << 20
+        if selection.size > byte_limit:
+            raise fail(ctx, "wado.frames", found, 413, _too_large(selection.size, byte_limit))
+        writer = MultipartWriter(plan.part_type)
+        part_type = f"{plan.part_type}; transfer-syntax={selection.syntax}"
+        if selection.size <= STREAM_ABOVE or selection.in_memory:
+            body = writer.message([(data, part_type) for data in selection.frames])
+            audit_read(ctx, "wado.frames", [found], frames=frames[:200])
+            return Response(body, media_type=writer.content_type)
+        selection.check_end()
     except FrameNotFound as exc:
         raise fail(ctx, "wado.frames", found, 404, str(exc)) from exc
     except FrameError as exc:
         raise fail(ctx, "wado.frames", found, 400, str(exc)) from exc
     except ObjectNotFound as exc:
         raise fail(ctx, "wado.frames", found, 503, "the stored object is unavailable") from exc
+    except StoredObjectTruncated as exc:
+        raise damaged(ctx, "wado.frames", found, exc) from exc
     audit_read(ctx, "wado.frames", [found], frames=frames[:200])
-    writer = MultipartWriter(plan.part_type)
-    part_type = f"{plan.part_type}; transfer-syntax={syntax}"
-    body = writer.message([(data, part_type) for data in bodies])
-    return Response(body, media_type=writer.content_type)
+    return StreamingResponse(
+        _stream(writer, part_type, selection, found), media_type=writer.content_type
+    )
 
 
-def read_frames(
+@dataclass
+class FrameSelection:
+    """The frames one request asked for, sized before any is read."""
+
+    syntax: str  # the transfer syntax they are sent in
+    size: int  # bytes, all frames together (native: an upper bound)
+    frames: Iterator[bytes]
+    in_memory: bool = False  # the object was read whole: nothing left to stream
+    last_byte: int = 0  # the farthest byte of the object the frames need
+    read: Callable[[int, int], bytes] | None = None  # an exact ranged read of the object
+
+    def check_end(self) -> None:
+        """Raise StoredObjectTruncated unless the object reaches ``last_byte``: one tiny read
+        before a long answer starts, so a short object is a 500, not a cut-off 200."""
+        if self.read is not None and self.last_byte > 0:
+            self.read(self.last_byte - 1, 1)
+
+
+def select_frames(
     ctx: WebContext, instance: StoredInstance, numbers: list[int], plan: FramePlan
-) -> tuple[list[bytes], str]:
-    """The frames' bytes and the transfer syntax they are in."""
+) -> FrameSelection:
     store = ctx.archive.store
     located = frame_layout(store, ctx.cache, instance)
     if located is None:
         if instance.rows is None:
             raise FrameError("the instance has no pixel data")
-        _, bodies, syntax = whole_object_frames(store, instance, numbers)
-        if plan.decode and syntax != EXPLICIT_VR_LITTLE_ENDIAN:
-            raise FrameError("this instance's frames can only be sent as stored")
-        return bodies, syntax
+        image, layout, read = whole_object_source(store, instance)
+        check_frames(layout.number_of_frames, numbers)
+        if layout.encapsulated:
+            syntax, size = layout.transfer_syntax_uid, _stored_size(layout, numbers)
+            if plan.decode:
+                raise FrameError("this instance's frames can only be sent as stored")
+        else:
+            syntax, size = EXPLICIT_VR_LITTLE_ENDIAN, len(numbers) * _native_size(image)
+        # Read front to back (a deflated object is inflated as it goes), so built whole:
+        # within the request's byte limit, checked before anything is read.
+        frames = whole_object_frame_list(image, layout, read, numbers)
+        return FrameSelection(syntax, size, frames, in_memory=True)
     image, layout = located
     check_frames(layout.number_of_frames, numbers)
+    last_byte = max(o + n for number in numbers for o, n in layout.frames[number - 1])
+    read = exact_reader(lambda o, n: store.get_range(instance.object_key, o, n))
     if not layout.encapsulated or plan.decode:
-        native = native_frames(store, instance, image, layout, numbers, ctx.cache.frames)
-        return list(native), EXPLICIT_VR_LITTLE_ENDIAN
-    stored = stored_frames(store, instance, layout, numbers, ctx.cache.frames)
-    return list(stored), layout.transfer_syntax_uid
+        return FrameSelection(
+            EXPLICIT_VR_LITTLE_ENDIAN,
+            len(numbers) * _native_size(image),
+            native_frames(store, instance, image, layout, numbers, ctx.cache.frames),
+            last_byte=last_byte,
+            read=read,
+        )
+    return FrameSelection(
+        layout.transfer_syntax_uid,
+        _stored_size(layout, numbers),
+        stored_frames(store, instance, layout, numbers, ctx.cache.frames),
+        last_byte=last_byte,
+        read=read,
+    )
+
+
+def _stored_size(layout: PixelLayout, numbers: list[int]) -> int:
+    return sum(layout.frame_size(n - 1) for n in numbers)
+
+
+def _native_size(image: Dataset) -> int:
+    """Bytes of one frame as native explicit VR little endian."""
+    pixels = int(image.Rows) * int(image.Columns) * int(image.get("SamplesPerPixel") or 1)
+    bits = int(image.BitsAllocated)
+    return (pixels + 7) // 8 if bits == 1 else pixels * ((bits + 7) // 8)
+
+
+def _stream(
+    writer: MultipartWriter, part_type: str, selection: FrameSelection, found: StoredInstance
+) -> Iterator[bytes]:
+    try:
+        for data in selection.frames:
+            yield writer.part(data, part_type)
+    except Exception:
+        # The answer has started: ending it without the closing delimiter is the only way
+        # left to tell the client it is incomplete.
+        log.exception("frames of %s ended early", found.sop_uid)
+        raise
+    yield writer.end()
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (
+        f"the frames asked for come to {size >> 20} MB; at most {limit >> 20} MB per request "
+        "(ask for fewer frames per request)"
+    )
 
 
 def _refusal(instance: StoredInstance) -> str:

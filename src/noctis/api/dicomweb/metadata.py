@@ -12,12 +12,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import re
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 
 from noctis.api.dicomweb.access import audit_read, locate
 from noctis.api.dicomweb.context import (
     DICOM_JSON,
+    FACILITY_PARAMETER,
     PREFIX,
     ContextDep,
     WebContext,
@@ -67,12 +70,14 @@ def _metadata(
     fragments = _fragments(ctx, instances)
     audit_read(ctx, action, instances)
     body = metadata_document(fragments, ctx.base_url)
+    if ctx.facility is not None:
+        body = _bulk_uris_in_facility(body, ctx.facility)
     if len(body) < GZIP_MINIMUM or "gzip" not in request.headers.get("accept-encoding", ""):
         return Response(body, media_type=DICOM_JSON)
     # Browsers ask for gzip: a series' JSON shrinks ~10x. Compressed once per distinct
     # content (the object keys) and base URL, since viewers fetch the same series again.
     key = hashlib.sha256(
-        "\n".join([ctx.base_url, *(i.object_key for i in instances)]).encode()
+        "\n".join([ctx.base_url, ctx.facility or "", *(i.object_key for i in instances)]).encode()
     ).hexdigest()
     compressed = ctx.cache.compressed.get(key)
     if compressed is None:
@@ -83,6 +88,16 @@ def _metadata(
         media_type=DICOM_JSON,
         headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
     )
+
+
+_BULK_URI = re.compile(rb'("BulkDataURI":"[^"]*)"')
+
+
+def _bulk_uris_in_facility(body: bytes, facility: str) -> bytes:
+    """Bulk data URIs that name the facility chosen, so following them gives its data (a
+    UID two facilities hold is otherwise answered 409)."""
+    parameter = f"?{FACILITY_PARAMETER}={quote(facility, safe='')}".encode()
+    return _BULK_URI.sub(lambda m: m.group(1) + parameter + b'"', body)
 
 
 def _fragments(ctx: WebContext, instances: list[StoredInstance]) -> list[bytes]:

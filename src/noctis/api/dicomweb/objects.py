@@ -10,29 +10,29 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.pixels import pixel_array
 
 from noctis.api.dicomweb.cache import LRU, DicomWebCache
 from noctis.api.dicomweb.lookup import StoredInstance
 from noctis.dicom import metadata as dicom_metadata
+from noctis.dicom.deflated import open_deflated_pixels
 from noctis.dicom.metadata import BASE_MARKER, BUNDLE_MINIMUM
 from noctis.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
-    NATIVE_SYNTAXES,
     FrameError,
     PixelLayout,
+    StoredObjectTruncated,
     array_to_native,
     decode_frame,
-    frames_from_dataset,
+    exact_reader,
     image_attributes,
     locate_frames,
     native_frame,
-    number_of_frames,
+    native_layout,
+    value_layout,
 )
 from noctis.storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
@@ -161,8 +161,8 @@ def stored_frames(
         if cached is not None:
             yield cached
             continue
-        ranges = layout.frames[number - 1]
-        data = b"".join(store.get_range(instance.object_key, o, n) for o, n in ranges)
+        read = exact_reader(lambda o, n: store.get_range(instance.object_key, o, n))
+        data = b"".join(read(o, n) for o, n in layout.frames[number - 1])
         if cache is not None:
             cache.put(key, data)
         yield data
@@ -187,28 +187,77 @@ def native_frames(
 
 
 def whole_object_frames(
-    store: ObjectStore, instance: StoredInstance, numbers: list[int]
+    store: ObjectStore, instance: StoredInstance, numbers: list[int] | None
 ) -> tuple[Dataset, list[bytes], str]:
-    """Frames of an object read whole (deflated): (image attributes, frames, syntax)."""
-    ds = dcmread(io.BytesIO(store.get(instance.object_key)))
-    if "PixelData" not in ds:
-        raise FrameError("the instance has no pixel data")
-    check_frames(number_of_frames(ds), numbers)
-    frames = frames_from_dataset(ds)
-    ts = str(ds.file_meta.TransferSyntaxUID)
-    syntax = ts if ts not in NATIVE_SYNTAXES else EXPLICIT_VR_LITTLE_ENDIAN
-    return image_attributes(ds), [frames[n - 1] for n in numbers], syntax
+    """Frames of an object without a pixel data offset (deflated): (image attributes,
+    frames, syntax); every frame when ``numbers`` is None."""
+    image, layout, read = whole_object_source(store, instance)
+    if numbers is None:
+        numbers = list(range(1, layout.number_of_frames + 1))
+    check_frames(layout.number_of_frames, numbers)
+    syntax = layout.transfer_syntax_uid if layout.encapsulated else EXPLICIT_VR_LITTLE_ENDIAN
+    return image, list(whole_object_frame_list(image, layout, read, numbers)), syntax
+
+
+def whole_object_frame_list(
+    image: Dataset, layout: PixelLayout, read: Callable[[int, int], bytes], numbers: list[int]
+) -> Iterator[bytes]:
+    """The frames (native ones as explicit VR little endian), read front to back whatever
+    order they are asked in, and given in that order."""
+    found: dict[int, bytes] = {}
+    for number in sorted(set(numbers)):
+        stored = b"".join(read(o, n) for o, n in layout.frames[number - 1])
+        if not layout.encapsulated:
+            stored = native_frame(image, layout, number - 1, stored)
+        found[number] = stored
+    for number in numbers:
+        yield found[number]
 
 
 def whole_object_pixels(
     store: ObjectStore, instance: StoredInstance, number: int
-) -> tuple[Dataset, np.ndarray]:
-    """(image attributes, decoded frame) of an object read whole, for rendering."""
-    ds = dcmread(io.BytesIO(store.get(instance.object_key)))
-    if "PixelData" not in ds:
+) -> tuple[Dataset, PixelLayout, bytes]:
+    """(image attributes, layout, frame as stored) of an object without a pixel data
+    offset, for rendering."""
+    image, layout, read = whole_object_source(store, instance)
+    check_frames(layout.number_of_frames, [number])
+    return image, layout, b"".join(read(o, n) for o, n in layout.frames[number - 1])
+
+
+def whole_object_source(
+    store: ObjectStore, instance: StoredInstance
+) -> tuple[Dataset, PixelLayout, Callable[[int, int], bytes]]:
+    """(image attributes, layout, read(offset, length) within the Pixel Data value) of an
+    object without a pixel data offset.
+
+    A deflated object is inflated as the reads go, front to back, keeping nothing between
+    the ranges read: a frame deep in 300 MB of inflated pixels costs its own size. The
+    layout is the same bounded one as a stored object's, so a header's Number of Frames is
+    checked against the value's length, never trusted."""
+    opened = open_deflated_pixels(store.iter_chunks(instance.object_key, 1 << 16))
+    if opened is not None:
+        header, length, reader = opened
+        _check_image(header)
+        if length == 0xFFFFFFFF:
+            raise FrameError("deflated pixel data of undefined length")
+        image = image_attributes(header)
+        return image, native_layout(image, 0, length), reader.read
+    data = store.get(instance.object_key)  # not deflated: a file the header scan missed
+    if len(data) != instance.size:
+        raise StoredObjectTruncated(
+            f"the stored object has {len(data)} bytes; the index says {instance.size}"
+        )
+    ds = dcmread(io.BytesIO(data))
+    del data
+    if "PixelData" not in ds or not isinstance(ds.PixelData, bytes):
         raise FrameError("the instance has no pixel data")
-    check_frames(number_of_frames(ds), [number])
-    try:
-        return image_attributes(ds), pixel_array(ds, index=number - 1)
-    except Exception as exc:
-        raise FrameError(f"cannot decode frame: {type(exc).__name__}: {exc}") from exc
+    _check_image(ds)
+    image = image_attributes(ds)
+    value = ds.PixelData
+    layout = value_layout(image, value, ds["PixelData"].VR)
+    return image, layout, lambda o, n: value[o : o + n]
+
+
+def _check_image(ds: Dataset) -> None:
+    if "Rows" not in ds or "Columns" not in ds or "BitsAllocated" not in ds:
+        raise FrameError("the instance's pixel data has no Rows, Columns or Bits Allocated")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_description, keyword_for_tag, tag_for_keyword
 
+from noctis.api.dicomweb.context import FACILITY_PARAMETER
 from noctis.index.query import ATTRIBUTES, BY_TAG, Attribute, Level
 
 MAX_LIMIT = 1000
@@ -140,6 +141,8 @@ def parse_qido(
                 limit = MAX_LIMIT
         elif lowered == "offset":
             offset = _integer(value, "offset", minimum=0)
+        elif lowered == FACILITY_PARAMETER:
+            continue  # not an attribute: which facility answers (WebContext.facility)
         elif lowered == "fuzzymatching":
             if value.strip().lower() not in ("true", "false"):
                 raise ParamError("fuzzymatching must be true or false")

@@ -2,7 +2,11 @@
 
 Matching is ``noctis.index.query.find``, the same code C-FIND uses. Results are DICOM JSON
 with the attributes a viewer needs (counts, ModalitiesInStudy, RetrieveURL); an empty result
-is ``200 []``. When more results exist than were returned, a ``Warning`` header says so.
+is ``200 []``. An attribute without a value is left out of a result rather than sent as
+``{"vr": ...}``: OHIF's study list reads ``ModalitiesInStudy.Value.length`` whenever the
+attribute is present (and Modality is), and one such study (a file without Modality) made
+the whole list fail with "Data Source Connection Error". When more results exist than were
+returned, a ``Warning`` header says so.
 """
 
 from __future__ import annotations
@@ -10,11 +14,14 @@ from __future__ import annotations
 import functools
 import json
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy import select
 
 from noctis.api.dicomweb.context import (
     DICOM_JSON,
+    FACILITY_PARAMETER,
     PREFIX,
     ContextDep,
     WebContext,
@@ -24,6 +31,7 @@ from noctis.api.dicomweb.context import (
 from noctis.api.dicomweb.multipart import accepts_any, parse_accept
 from noctis.api.dicomweb.params import ParamError, QidoParams, parse_qido
 from noctis.dicom.json import tag_key, value_json
+from noctis.index.models import Facility
 from noctis.index.query import ATTRIBUTES, Level, Match, MatchQuery, QueryError, find
 
 router = APIRouter(prefix=PREFIX, tags=["QIDO-RS"])
@@ -76,7 +84,7 @@ def _search(
     query = MatchQuery(
         level,
         params.filters,
-        ctx.facility_ids,
+        _facility_scope(ctx),
         limit=params.limit + 1,  # one more, to know whether results were left out
         offset=params.offset,
         fuzzy=params.fuzzy,
@@ -95,7 +103,10 @@ def _search(
         query={k: v for k, v in params.filters.items()},
         results=len(matches),
     )
-    body = [_result(match, params, ctx.base_url) for match in matches]
+    # Each result is one facility's: a UID two facilities hold is two results, and for a
+    # caller who sees several, each RetrieveURL names its facility (``?facility=NAME``).
+    named = ctx.sees_several_facilities
+    body = [_result(match, params, ctx.base_url, named) for match in matches]
     headers = {}
     notes = list(params.notes)
     if truncated:
@@ -110,13 +121,29 @@ def _search(
     )
 
 
-def _result(match: Match, params: QidoParams, base_url: str) -> dict[str, Any]:
+def _facility_scope(ctx: WebContext) -> frozenset[int] | None:
+    """The facilities to search: the caller's, narrowed to ``?facility=NAME`` if given."""
+    if ctx.facility is None:
+        return ctx.facility_ids
+    with ctx.archive.reading() as conn:
+        chosen = conn.scalar(select(Facility.id).where(Facility.name == ctx.facility))
+    if chosen is None or (ctx.facility_ids is not None and chosen not in ctx.facility_ids):
+        return frozenset()
+    return frozenset({chosen})
+
+
+def _result(match: Match, params: QidoParams, base_url: str, named: bool) -> dict[str, Any]:
     result: dict[str, Any] = dict(_CHARACTER_SET)
     values = match.values
     for keyword, key, vr in _columns(params.returned):
-        result[key] = _index_json(vr, values.get(keyword))
+        value = values.get(keyword)
+        if value is not None and value != "":
+            result[key] = _index_json(vr, value)
     result.update(_AVAILABILITY)
-    result[_RETRIEVE_URL] = {"vr": "UR", "Value": [base_url + _path(match, params.level)]}
+    url = base_url + _path(match, params.level)
+    if named:
+        url += f"?{FACILITY_PARAMETER}={quote(match.facility, safe='')}"
+    result[_RETRIEVE_URL] = {"vr": "UR", "Value": [url]}
     return dict(sorted(result.items()))
 
 
@@ -126,10 +153,8 @@ def _columns(returned: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
 
 
 def _index_json(vr: str, value: Any) -> dict[str, Any]:
-    """JSON for a value as the index keeps it: str (multiple values joined by a backslash),
-    int or None. A fast path for the many rows of a large search."""
-    if value is None or value == "":
-        return {"vr": vr}
+    """JSON for a value as the index keeps it: str (multiple values joined by a backslash)
+    or int. A fast path for the many rows of a large search."""
     if isinstance(value, int):
         return {"vr": vr, "Value": [value]}
     if vr == "PN":

@@ -14,7 +14,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from pydicom.dataset import Dataset
 
-from noctis.api.dicomweb.access import audit_read, fail, locate
+from noctis.api.dicomweb.access import audit_read, damaged, fail, locate
 from noctis.api.dicomweb.context import (
     PREFIX,
     ContextDep,
@@ -35,7 +35,7 @@ from noctis.api.dicomweb.objects import (
     whole_object_pixels,
 )
 from noctis.dicom import render
-from noctis.dicom.transcode import FrameError
+from noctis.dicom.transcode import FrameError, StoredObjectTruncated
 from noctis.storage import ObjectNotFound
 
 router = APIRouter(prefix=PREFIX, tags=["WADO-RS rendered"])
@@ -74,10 +74,11 @@ def _pixels(ctx: WebContext, instance: StoredInstance, number: int) -> tuple[Dat
     if located is None:
         if not instance.rows:
             raise FrameError("the instance is not an image")
-        return whole_object_pixels(store, instance, number)
-    image, layout = located
-    check_frames(layout.number_of_frames, [number])
-    stored = next(stored_frames(store, instance, layout, [number], ctx.cache.frames))
+        image, layout, stored = whole_object_pixels(store, instance, number)
+    else:
+        image, layout = located
+        check_frames(layout.number_of_frames, [number])
+        stored = next(stored_frames(store, instance, layout, [number], ctx.cache.frames))
     return image, render.frame_array(image, layout, number - 1, stored)
 
 
@@ -101,6 +102,8 @@ def _render(
         raise fail(ctx, action, instance, 400, f"cannot render: {exc}") from exc
     except ObjectNotFound as exc:
         raise fail(ctx, action, instance, 503, "the stored object is unavailable") from exc
+    except StoredObjectTruncated as exc:
+        raise damaged(ctx, action, instance, exc) from exc
 
 
 def _image_response(

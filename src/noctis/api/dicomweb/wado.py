@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from noctis.api.dicomweb.access import audit_read, fail, locate
+from noctis.api.dicomweb.access import audit_read, damaged, fail, locate
 from noctis.api.dicomweb.context import PREFIX, ContextDep, WebContext, not_acceptable
 from noctis.api.dicomweb.lookup import StoredInstance
 from noctis.api.dicomweb.multipart import MediaType, MultipartWriter, accepts_any, parse_accept
@@ -25,8 +25,15 @@ from noctis.api.dicomweb.objects import (
     stored_frames,
     whole_object_frames,
 )
+from noctis.dicom.deflated import DEFLATED, HeaderTooLarge
 from noctis.dicom.json import find_bulk
-from noctis.dicom.transcode import EXPLICIT_VR_LITTLE_ENDIAN, FrameError, to_explicit_little_endian
+from noctis.dicom.reencode import inflated_as_explicit, to_explicit_little_endian
+from noctis.dicom.transcode import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    FrameError,
+    StoredObjectTruncated,
+    exact_reader,
+)
 from noctis.storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -83,19 +90,38 @@ def _parts(
     for instance in instances:
         try:
             if plan.transfer_syntax and instance.transfer_syntax_uid != plan.transfer_syntax:
-                data = to_explicit_little_endian(store.get(instance.object_key))
-                yield writer.part(data, f"{DICOM}; transfer-syntax={plan.transfer_syntax}")
+                yield from _transcoded(store, writer, instance, plan.transfer_syntax)
                 continue
             syntax = instance.transfer_syntax_uid
             yield writer.head(f"{DICOM}; transfer-syntax={syntax}", instance.size)
-            yield from store.iter_chunks(instance.object_key, _CHUNK)
+            sent = 0
+            for chunk in store.iter_chunks(instance.object_key, _CHUNK):
+                sent += len(chunk)
+                yield chunk
+            if sent != instance.size:
+                raise StoredObjectTruncated(f"{sent} bytes stored, {instance.size} indexed")
             yield b"\r\n"
-        except ObjectNotFound:
-            # The response has started: all we can do is end it short, so the client sees a
-            # truncated message instead of a silently missing instance.
-            log.error("object %s of instance %s is missing", instance.object_key, instance.sop_uid)
+        except (ObjectNotFound, StoredObjectTruncated) as exc:
+            # The response has started: all we can do is end it short (no closing delimiter),
+            # so the client sees a truncated message instead of a silently short instance.
+            log.error("object %s of instance %s: %r", instance.object_key, instance.sop_uid, exc)
             raise
     yield writer.end()
+
+
+def _transcoded(
+    store: ObjectStore, writer: MultipartWriter, instance: StoredInstance, syntax: str
+) -> Iterator[bytes]:
+    """One part re-encoded as explicit VR little endian. A deflated object only needs
+    inflating, streamed chunk by chunk (its size unknown, so the part has no length); others
+    are decoded whole."""
+    content_type = f"{DICOM}; transfer-syntax={syntax}"
+    if instance.transfer_syntax_uid == DEFLATED:
+        yield writer.head(content_type)
+        yield from inflated_as_explicit(store.iter_chunks(instance.object_key, _CHUNK))
+        yield b"\r\n"
+        return
+    yield writer.part(to_explicit_little_endian(store.get(instance.object_key)), content_type)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/bulkdata/{path:path}")
@@ -114,6 +140,10 @@ def retrieve_bulkdata(
         raise fail(ctx, "wado.bulkdata", found, 404, str(exc)) from exc
     except ObjectNotFound as exc:
         raise fail(ctx, "wado.bulkdata", found, 503, "the stored object is unavailable") from exc
+    except StoredObjectTruncated as exc:
+        raise damaged(ctx, "wado.bulkdata", found, exc) from exc
+    except HeaderTooLarge as exc:
+        raise fail(ctx, "wado.bulkdata", found, 500, str(exc)) from exc
     if bodies is None:
         raise fail(ctx, "wado.bulkdata", found, 404, f"no bulk data at {path[:80]}")
     audit_read(ctx, "wado.bulkdata", [found], path=path[:120])
@@ -135,9 +165,13 @@ def _bulk(ctx: WebContext, instance: StoredInstance, path: str) -> list[bytes] |
         if located is None:
             if not instance.rows:
                 return None
-            numbers = list(range(1, (instance.number_of_frames or 1) + 1))
-            return whole_object_frames(store, instance, numbers)[1]
+            return whole_object_frames(store, instance, None)[1]
         image, layout = located
+        if not (layout.encapsulated or layout.swap or layout.packed_pixels):
+            # Plain native pixels: the frames lie end to end, one read for all of them.
+            start, end = layout.frames[0][0][0], sum(layout.frames[-1][-1])
+            read = exact_reader(lambda o, n: store.get_range(instance.object_key, o, n))
+            return [read(start, end - start)]
         numbers = list(range(1, layout.number_of_frames + 1))
         if layout.encapsulated:
             return list(stored_frames(store, instance, layout, numbers))
