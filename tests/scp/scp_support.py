@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,3 +256,20 @@ def final_counts(statuses: list[Dataset]) -> tuple[int, dict[str, int]]:
         for kind in ("completed", "failed", "warning")
     }
     return int(last.Status), counts
+
+
+def scp_environment(
+    data_dir: Path, port: int, health_port: int, processes: int = 1
+) -> dict[str, str]:
+    """The environment of a `noctis scp` or `noctis serve` process on embedded settings, on
+    loopback ports."""
+    return {
+        **os.environ,
+        "NOCTIS_MODE": "embedded",
+        "NOCTIS_DATA_DIR": str(data_dir),
+        "NOCTIS_SCP_HOST": LOOPBACK,
+        "NOCTIS_SCP_PORT": str(port),
+        "NOCTIS_HEALTH_HOST": LOOPBACK,
+        "NOCTIS_HEALTH_PORT": str(health_port),
+        "NOCTIS_SCP_PROCESSES": str(processes),
+    }

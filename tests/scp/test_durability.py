@@ -6,7 +6,6 @@ asynchronous, and a spool left by a crash is cleaned when the archive starts.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from scp_support import scp_environment
 from sqlalchemy import text
 
 from support import README_HINT, dcmtk, log_tail, terminate, wait_until
@@ -94,15 +94,7 @@ def test_one_c_store_syncs_object_name_and_index_before_its_response(tmp_path: P
     assert strace, f"strace is missing: {README_HINT}"
     port, health_port = free_ports(2)
     data_dir = tmp_path / "data"
-    env = {
-        **os.environ,
-        "NOCTIS_MODE": "embedded",
-        "NOCTIS_DATA_DIR": str(data_dir),
-        "NOCTIS_SCP_HOST": LOOPBACK,
-        "NOCTIS_SCP_PORT": str(port),
-        "NOCTIS_HEALTH_HOST": LOOPBACK,
-        "NOCTIS_HEALTH_PORT": str(health_port),
-    }
+    env = scp_environment(data_dir, port, health_port)
     trace = tmp_path / "scp.strace"
     log = tmp_path / "scp.log"
     with log.open("ab") as out:
@@ -219,13 +211,7 @@ def test_serve_cleans_a_crashed_spool_at_start(tmp_path: Path) -> None:
     for leftover in leftovers:
         leftover.write_bytes(b"\0" * 1024)
     env = {
-        **os.environ,
-        "NOCTIS_MODE": "embedded",
-        "NOCTIS_DATA_DIR": str(data_dir),
-        "NOCTIS_SCP_HOST": LOOPBACK,
-        "NOCTIS_SCP_PORT": str(port),
-        "NOCTIS_HEALTH_HOST": LOOPBACK,
-        "NOCTIS_HEALTH_PORT": str(health_port),
+        **scp_environment(data_dir, port, health_port),
         "NOCTIS_API_HOST": LOOPBACK,
         "NOCTIS_API_PORT": str(api_port),
         "NOCTIS_ADMIN_PASSWORD": "a-long-enough-password",

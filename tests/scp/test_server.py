@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
+from scp_support import scp_environment
 
 from noctis.scp import status
 from support import dcmtk, log_tail, terminate
@@ -67,19 +68,6 @@ def noctis(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-
-
-def scp_environment(data_dir: Path, port: int, health_port: int, processes: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "NOCTIS_MODE": "embedded",
-        "NOCTIS_DATA_DIR": str(data_dir),
-        "NOCTIS_SCP_HOST": LOOPBACK,
-        "NOCTIS_SCP_PORT": str(port),
-        "NOCTIS_HEALTH_HOST": LOOPBACK,
-        "NOCTIS_HEALTH_PORT": str(health_port),
-        "NOCTIS_SCP_PROCESSES": str(processes),
-    }
 
 
 @pytest.fixture
