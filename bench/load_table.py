@@ -40,14 +40,16 @@ def load_table(phases: list[LoadPhase], cpus: int) -> Table:
 
 def _rows() -> list[tuple[str, Callable[[LoadPhase], str]]]:
     return [
-        ("legitimate-client errors", _errors),
-        ("QIDO answers (per s)", lambda p: _answers(p.qido)),
-        ("QIDO ms p50/p95/p99/max", lambda p: _latency(p.qido)),
-        ("metadata answers (per s)", lambda p: _answers(p.metadata)),
-        ("metadata ms p50/p95/p99/max", lambda p: _latency(p.metadata)),
-        ("stores: instances/s", _stores),
-        ("login flood answers (per s)", _flood),
-        ("peak RSS / PSS MB (server)", lambda p: f"{p.peak_rss_mb:,.0f} / {p.peak_pss_mb:,.0f}"),
+        ("legitimate errors", _errors),
+        ("QIDO answers", lambda p: _answers(p.qido)),
+        ("QIDO ms p50 / p95", lambda p: _latency(p.qido, "p50_ms", "p95_ms")),
+        ("QIDO ms p99 / max", lambda p: _latency(p.qido, "p99_ms", "max_ms")),
+        ("metadata answers", lambda p: _answers(p.metadata)),
+        ("metadata ms p50 / p95", lambda p: _latency(p.metadata, "p50_ms", "p95_ms")),
+        ("metadata ms p99 / max", lambda p: _latency(p.metadata, "p99_ms", "max_ms")),
+        ("stores inst/s", _stores),
+        ("login flood answers", _flood),
+        ("peak RSS / PSS MB", lambda p: f"{p.peak_rss_mb:.0f} / {p.peak_pss_mb:.0f}"),
         ("CPU, % of one CPU", _cpu),
         ("machine busy", lambda p: f"{p.machine_busy:.0%}"),
     ]
@@ -59,23 +61,22 @@ def _errors(phase: LoadPhase) -> str:
 
 
 def _answers(latency: Latency) -> str:
-    return f"{latency.requests:,} ({latency.per_s:,.1f})" if latency.requests else "0"
+    return f"{latency.requests} ({latency.per_s:.1f}/s)" if latency.requests else "0"
 
 
-def _latency(latency: Latency) -> str:
+def _latency(latency: Latency, *figures: str) -> str:
     if not latency.requests:
         return "-"
-    figures = (latency.p50_ms, latency.p95_ms, latency.p99_ms, latency.max_ms)
-    return " / ".join(f"{ms:,.0f}" for ms in figures)
+    return " / ".join(f"{getattr(latency, name):,.0f}" for name in figures)
 
 
 def _stores(phase: LoadPhase) -> str:
     if not phase.instances:
         return "-"
-    figures = f"{phase.instances_per_s:,.1f}\n({phase.instances} in {phase.store_seconds:,.1f} s)"
+    figures = f"{phase.instances_per_s:.1f} ({phase.instances} in {phase.store_seconds:.1f} s)"
     if phase.store_errors or phase.missing:
         failed = len(phase.store_errors)
-        return f"[red]{failed} storescu failed, {phase.missing} missing[/red]\n{figures}"
+        return f"[red]{failed} storescu failed\n{phase.missing} missing[/red]\n{figures}"
     return figures
 
 
@@ -87,7 +88,7 @@ def _flood(phase: LoadPhase) -> str:
         return f"[red]{flood['error']}[/red]"
     seconds = flood.get("seconds") or math.nan
     answers = sorted(flood.get("answers", {}).items())
-    return "\n".join(f"{status}: {n:,} ({n / seconds:,.1f})" for status, n in answers) or "none"
+    return "\n".join(f"{status}: {n} ({n / seconds:.1f}/s)" for status, n in answers) or "none"
 
 
 def _cpu(phase: LoadPhase) -> str:

@@ -198,7 +198,7 @@ def send_each(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.communicate()
-                errors.append(f"storescu still sending after {timeout:.0f} s (killed)")
+                errors.append(f"storescu still sending after {timeout:.0f} s: killed")
                 continue
             if process.returncode != 0:
                 tail = output.decode(errors="replace").strip().splitlines()[-3:]
