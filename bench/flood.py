@@ -3,8 +3,9 @@
 It runs as a process of its own (`python -m bench.flood URL --clients 40`), started and stopped
 by `LoginFlood`, so that its CPU and its event loop stay apart from the legitimate clients' (a
 busy loop would add its own delay to their latency figures). It floods until SIGTERM (or
-`--max-seconds`), then prints one JSON line: the answers it got by status code (or by the
-exception when none came), how many, over how long, and its own CPU seconds.
+`--max-seconds`, or its parent is gone), then prints one JSON line: the answers it got by
+status code (or by the exception when none came), how many, over how long, and its own CPU
+seconds.
 
 The form is what a browser's login form sends (no Origin or Sec-Fetch-Site header: a
 script, not a page; a cross-site guard lets it through). Every attempt has a new random user
@@ -69,14 +70,21 @@ async def flood(url: str, clients: int, max_seconds: float) -> dict[str, Any]:
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     answers[type(exc).__name__] += 1
 
+        async def orphaned() -> None:  # the benchmark died without stopping us
+            parent = os.getppid()
+            while os.getppid() == parent:
+                await asyncio.sleep(0.5)
+            stop.set()
+
         began = time.monotonic()
+        watchdog = asyncio.create_task(orphaned())
         workers = [asyncio.create_task(client()) for _ in range(clients)]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max_seconds)
         seconds = time.monotonic() - began
-        for worker in workers:  # attempts still in flight are not counted
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        for task in (watchdog, *workers):  # attempts still in flight are not counted
+            task.cancel()
+        await asyncio.gather(watchdog, *workers, return_exceptions=True)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "answers": dict(answers),

@@ -16,15 +16,18 @@ measured, not assumed: the flood's answers are counted by status code, whatever 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from itertools import cycle
 from typing import Any
 
 import aiohttp
+import psutil
 from yarl import URL
 
 from bench import store
@@ -124,12 +127,17 @@ def copies_needed(plan: Plan) -> int:
     return 2 * plan.copies_per_phase
 
 
-def run_phases(target: Target, dataset: Dataset, plan: Plan) -> list[LoadPhase]:
-    """The three phases against a target that already holds `dataset.ct` and `dataset.small`."""
-    return list(run_async(_run_phases(target, dataset, plan)))
+def run_phases(
+    target: Target, dataset: Dataset, plan: Plan, done: Callable[[LoadPhase], None]
+) -> None:
+    """The three phases against a target that already holds `dataset.ct` and `dataset.small`;
+    `done` is given each phase as it ends (so an interrupted run keeps the phases before)."""
+    run_async(_run_phases(target, dataset, plan, done))
 
 
-async def _run_phases(target: Target, dataset: Dataset, plan: Plan) -> list[LoadPhase]:
+async def _run_phases(
+    target: Target, dataset: Dataset, plan: Plan, done: Callable[[LoadPhase], None]
+) -> None:
     ct = dataset.ct
     series = f"/studies/{ct.study_uid}/series/{ct.series_uid}"
     clients = LegitimateClients(
@@ -142,12 +150,10 @@ async def _run_phases(target: Target, dataset: Dataset, plan: Plan) -> list[Load
     copies = dataset.ct_copies
     per = plan.copies_per_phase
     sends = {"baseline": [], "quiet": copies[:per], "flood": copies[per : 2 * per]}
-    phases = []
     async with clients:
         await clients.warm_up()  # caches and lazy imports, as the web suite's first request
         for name in PHASES:
-            phases.append(await _phase(target, clients, name, sends[name], plan))
-    return phases
+            done(await _phase(target, clients, name, sends[name], plan))
 
 
 async def _phase(
@@ -178,12 +184,16 @@ async def _phase(
                     await asyncio.gather(_send(phase, target, files, plan), least)
                 else:
                     await least
+            except asyncio.CancelledError:  # Ctrl-C: no request or storescu left behind
+                requests.cancel()
+                _kill_storescu()
+                raise
             finally:
                 stop.set()
+                if flood is not None:  # in a thread: the loop keeps timing requests in flight
+                    phase.flood = await asyncio.to_thread(flood.stop)
                 await requests
                 phase.seconds = time.perf_counter() - began
-                if flood is not None:
-                    phase.flood = flood.stop()
     finally:
         gc.enable()
         gc.collect()
@@ -212,6 +222,14 @@ async def _send(phase: LoadPhase, target: Target, files: list[Any], plan: Plan) 
     phase.store_seconds = time.perf_counter() - began
     phase.instances = len(files)
     phase.instances_per_s = len(files) / phase.store_seconds
+
+
+def _kill_storescu() -> None:
+    """Kill the benchmark's own storescu children (send_each's thread then returns)."""
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if child.name() == "storescu":
+                child.kill()
 
 
 def serving_pids(target: Target) -> list[int]:

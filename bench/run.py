@@ -272,16 +272,19 @@ def _run_queries(
 def _run_load(
     target: Target, dataset: Dataset, plan: load.Plan, results: Results, *, round_no: int
 ) -> None:
-    with console.status(f"{target.label}: phases {', '.join(load.PHASES)}"):
-        phases = load.run_phases(target, dataset, plan)
-    for phase in phases:
+    def done(phase: load.LoadPhase) -> None:
         phase.round = round_no
         results.load.append(phase)
+        stores = f", stores {phase.instances_per_s:,.1f} inst/s" if phase.instances else ""
+        flood = f", flood {phase.flood.get('answers', phase.flood)}" if phase.flood else ""
         console.log(
             f"{target.label}: load {phase.phase}: {phase.legitimate_errors} legitimate errors, "
-            f"QIDO p95 {phase.qido.p95_ms:,.0f} ms, metadata p95 {phase.metadata.p95_ms:,.0f} ms, "
-            f"{phase.instances_per_s:,.1f} inst/s, flood {phase.flood.get('answers', '-')}"
+            f"QIDO p95 {phase.qido.p95_ms:,.0f} ms, metadata p95 {phase.metadata.p95_ms:,.0f} ms"
+            f"{stores}{flood}"
         )
+
+    with console.status(f"{target.label}: load phases {', '.join(load.PHASES)}"):
+        load.run_phases(target, dataset, plan, done)
 
 
 def _log_store(target: Target, result: store.StoreResult) -> None:
