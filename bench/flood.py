@@ -52,23 +52,28 @@ async def flood(url: str, clients: int, max_seconds: float) -> dict[str, Any]:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     answers: Counter[str] = Counter()
+    pending = 0  # attempts sent and not answered yet
     names = random.Random(os.getpid())
     connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def client() -> None:
+            nonlocal pending
             while not stop.is_set():
                 form = {
                     "username": f"u{names.getrandbits(48):012x}",
                     "password": f"p{names.getrandbits(64):016x}",
                 }
+                pending += 1
                 try:
                     async with session.post(url, data=form, allow_redirects=False) as response:
                         await response.read()
                     answers[str(response.status)] += 1
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     answers[type(exc).__name__] += 1
+                finally:
+                    pending -= 1
 
         async def orphaned() -> None:  # the benchmark died without stopping us
             parent = os.getppid()
@@ -82,13 +87,15 @@ async def flood(url: str, clients: int, max_seconds: float) -> dict[str, Any]:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max_seconds)
         seconds = time.monotonic() - began
-        for task in (watchdog, *workers):  # attempts still in flight are not counted
+        unanswered = pending  # attempts in flight at the end: cancelled, counted apart
+        for task in (watchdog, *workers):
             task.cancel()
         await asyncio.gather(watchdog, *workers, return_exceptions=True)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "answers": dict(answers),
         "requests": sum(answers.values()),
+        "unanswered": unanswered,
         "seconds": seconds,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
     }

@@ -63,7 +63,7 @@ class Plan:
 
 
 FULL = Plan(seconds=20.0, store_timeout=120.0, copies_per_phase=1)
-QUICK = Plan(seconds=5.0, store_timeout=30.0, copies_per_phase=1)
+QUICK = Plan(seconds=5.0, store_timeout=20.0, copies_per_phase=1)
 
 
 @dataclass

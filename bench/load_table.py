@@ -88,7 +88,9 @@ def _flood(phase: LoadPhase) -> str:
         return f"[red]{flood['error']}[/red]"
     seconds = flood.get("seconds") or math.nan
     answers = sorted(flood.get("answers", {}).items())
-    return "\n".join(f"{status}: {n} ({n / seconds:.1f}/s)" for status, n in answers) or "none"
+    lines = [f"{status}: {n} ({n / seconds:.1f}/s)" for status, n in answers]
+    lines.append(f"in flight at end: {flood.get('unanswered', '?')}")
+    return "\n".join(lines)
 
 
 def _cpu(phase: LoadPhase) -> str:
