@@ -62,7 +62,7 @@ class Plan:
     copies_per_phase: int
 
 
-FULL = Plan(seconds=20.0, store_timeout=120.0, copies_per_phase=1)
+FULL = Plan(seconds=20.0, store_timeout=60.0, copies_per_phase=1)
 QUICK = Plan(seconds=5.0, store_timeout=20.0, copies_per_phase=1)
 
 
