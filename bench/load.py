@@ -99,7 +99,7 @@ class LoadPhase:
     http_errors: dict[str, int] = field(default_factory=dict)  # what legitimate clients saw
     instances: int = 0  # sent by storescu in this phase
     store_seconds: float = math.nan  # first storescu started to last one exited
-    instances_per_s: float = math.nan
+    instances_per_s: float = math.nan  # those the target holds after the phase, per second
     store_errors: list[str] = field(default_factory=list)
     missing: int = 0  # instances the target does not hold after the phase
     flood: dict[str, Any] = field(default_factory=dict)  # bench/flood.py's report
@@ -200,6 +200,7 @@ async def _phase(
     if files:
         counted = await asyncio.to_thread(wait_for_count, target, expected)
         phase.missing = max(0, expected - counted)
+        phase.instances_per_s = (phase.instances - phase.missing) / phase.store_seconds
     clients.take(phase)
     phase.peak_rss_mb = rss.peak_rss / 2**20
     phase.peak_pss_mb = rss.peak_pss / 2**20
@@ -221,7 +222,6 @@ async def _send(phase: LoadPhase, target: Target, files: list[Any], plan: Plan) 
     )
     phase.store_seconds = time.perf_counter() - began
     phase.instances = len(files)
-    phase.instances_per_s = len(files) / phase.store_seconds
 
 
 def _kill_storescu() -> None:

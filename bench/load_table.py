@@ -73,11 +73,14 @@ def _latency(latency: Latency, *figures: str) -> str:
 def _stores(phase: LoadPhase) -> str:
     if not phase.instances:
         return "-"
-    figures = f"{phase.instances_per_s:.1f} ({phase.instances} in {phase.store_seconds:.1f} s)"
     if phase.store_errors or phase.missing:
-        failed = len(phase.store_errors)
-        return f"[red]{failed} storescu failed\n{phase.missing} missing[/red]\n{figures}"
-    return figures
+        failed, stored = len(phase.store_errors), phase.instances - phase.missing
+        return (
+            f"[red]{failed} storescu failed\n{phase.missing} missing[/red]\n"
+            f"{phase.instances_per_s:.1f} ({stored} of {phase.instances} in "
+            f"{phase.store_seconds:.1f} s)"
+        )
+    return f"{phase.instances_per_s:.1f} ({phase.instances} in {phase.store_seconds:.1f} s)"
 
 
 def _flood(phase: LoadPhase) -> str:
