@@ -200,6 +200,10 @@ class NoctisTarget(Target):
             return []
         return [self.scp.pid]
 
+    def web_pids(self) -> list[int]:
+        """Production: `noctis api` (embedded, `serve` answers the web itself)."""
+        return [self.api.pid] if self.api is not None and self.api.running else []
+
     def backing_pids(self) -> dict[str, list[int]]:
         """Production: PostgreSQL and the S3 server (not `noctis api`, idle during a store)."""
         if not self.production:

@@ -14,6 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.load import LoadPhase
+from bench.load_table import load_failures, load_table
 from bench.store import StoreResult
 from bench.timing import Timing, pooled
 
@@ -37,10 +39,12 @@ class Results:
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)  # details, errors
     store: list[StoreResult] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
+    load: list[LoadPhase] = field(default_factory=list)
 
     @property
     def rounds(self) -> int:
         rounds = [r.round for r in self.store] + [t.round for t in self.timings]
+        rounds += [p.round for p in self.load]
         return max(rounds, default=0)
 
     def store_summary(self) -> list[StoreResult]:
@@ -190,12 +194,15 @@ def print_report(results: Results, console: Console | None = None) -> None:
             console.print(_ratio_table(results))
     if results.timings:
         console.print(_timing_table(results))
+    if results.load:
+        console.print(load_table(results.load, meta["host"]["cpus"]))
     found = goals(results)
     if found:
         console.print(_goal_table(found))
     failures = [(n, d["error"]) for n, d in results.targets.items() if d.get("error")]
     failures += [(r.target, f"{r.case}: {r.error}") for r in results.store_summary() if not r.ok]
     failures += [(t.target, f"{t.name}: {t.error}") for t in results.timing_summary() if not t.ok]
+    failures += load_failures(results.load)
     for name, error in failures:
         console.print(f"[red]{name}[/red]: {error}")
 
@@ -353,6 +360,7 @@ def write_json(results: Results, directory: Path) -> Path:
         "store_by_round": [r.as_dict() for r in results.store],
         "timings_by_round": [t.as_dict() for t in results.timings],
         "goals": [g.__dict__ for g in goals(results)],
+        "load": [p.as_dict() for p in results.load],
     }
     path.write_text(json.dumps(_clean(document), indent=2, default=str) + "\n")
     return path

@@ -1,4 +1,4 @@
-"""Run the benchmarks: `python bench/run.py {store,web,all} [--quick]` (or `python -m bench`).
+"""Run the benchmarks: `python bench/run.py {store,web,all,load} [--quick]` (or `python -m bench`).
 
 Every target is started here on free loopback ports in a temp dir, measured, and stopped
 before the next one starts (so targets never compete with each other for the CPU); all of
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,7 +28,7 @@ if not __package__:  # `python bench/run.py`: make `bench` importable, not its m
 
 from rich.console import Console
 
-from bench import backing, data, query, store, web
+from bench import backing, data, load, query, store, web
 from bench.data import Dataset, FileSet
 from bench.noctis import NoctisTarget
 from bench.procs import BenchError, load_average
@@ -39,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
 FULL = {"slices": 300, "size": 512, "small": 2000, "runs": 30}
 QUICK = {"slices": 24, "size": 512, "small": 100, "runs": 5}
+LOAD_TARGETS = ("noctis-embedded", "noctis-production")  # the load suite logs in to Noctis
 
 # Piped into a file or CI log, rich would wrap the tables at 80 columns: five targets need more.
 console = Console() if Console().is_terminal else Console(width=160)
@@ -51,14 +53,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "suite",
-        choices=("store", "web", "all"),
-        help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both",
+        choices=("store", "web", "all", "load"),
+        help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both; "
+        "load: QIDO/metadata under concurrent stores and a login flood (Noctis targets)",
     )
     parser.add_argument("--quick", action="store_true", help="small data, few runs: a smoke run")
     parser.add_argument(
         "--targets",
-        default=",".join(TARGET_NAMES),
-        help=f"comma-separated subset of: {', '.join(TARGET_NAMES)}",
+        help=f"comma-separated subset of: {', '.join(TARGET_NAMES)} (default: all of them; "
+        f"load: {', '.join(LOAD_TARGETS)})",
     )
     parser.add_argument("--runs", type=int, help="timed runs per web/C-FIND request")
     parser.add_argument(
@@ -105,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("runs", "slices", "small"):
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
-    names = [n.strip() for n in args.targets.split(",") if n.strip()]
+    plan = load.QUICK if args.quick else load.FULL
+    default = LOAD_TARGETS if args.suite == "load" else TARGET_NAMES
+    names = [n.strip() for n in (args.targets or ",".join(default)).split(",") if n.strip()]
     unknown = sorted(set(names) - set(TARGET_NAMES))
     if unknown:
         console.print(f"[red]unknown targets: {', '.join(unknown)}[/red]")
@@ -115,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     results = Results(meta=_meta(args, sizes))
+    if args.suite == "load":
+        results.meta["load"] = {
+            **asdict(plan),
+            "concurrency": load.CONCURRENCY,
+            "associations": load.ASSOCIATIONS,
+            "flood_clients": load.FLOOD_CLIENTS,
+        }
     began = time.monotonic()
     with console.status("preparing data (generated once, then cached)"):
         dataset = data.prepare(
@@ -122,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             slices=sizes["slices"],
             size=sizes["size"],
             small_count=sizes["small"],
-            copies=2,
+            copies=max(2, load.copies_needed(plan)) if args.suite == "load" else 2,
         )
         data.warm_page_cache(dataset)
     results.meta["data"] = data.summary(dataset)
@@ -141,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                     dataset,
                     results,
                     round_no=round_no,
+                    plan=plan,
                 )
     except KeyboardInterrupt:
         interrupted = True
@@ -158,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     failed = any(d.get("error") for d in results.targets.values())
     failed |= any(not r.ok for r in results.store) or any(not t.ok for t in results.timings)
+    failed |= any(not p.ok for p in results.load)
     return 130 if interrupted else int(failed)
 
 
@@ -170,8 +184,13 @@ def run_target(
     results: Results,
     *,
     round_no: int,
+    plan: load.Plan,
 ) -> None:
     want_store = args.suite in ("store", "all")
+    want_load = args.suite == "load" and name in LOAD_TARGETS
+    if args.suite == "load" and not want_load:
+        console.log(f"{name}: the load suite runs against Noctis targets only; skipped")
+        return
     target = make_target(
         name,
         root,
@@ -180,7 +199,7 @@ def run_target(
         s3=backing.s3_server_name(args.s3),
     )
     want_web = args.suite in ("web", "all") and target.queryable
-    if not (want_store or want_web):
+    if not (want_store or want_web or want_load):
         return
     results.labels[name] = target.label
     info = results.targets.setdefault(name, {})
@@ -205,6 +224,8 @@ def run_target(
             with console.status(f"{target.label}: loading data"):
                 store.load(target, [dataset.ct, dataset.small])
             held += [dataset.ct, dataset.small]
+        if want_load:
+            _run_load(target, dataset, plan, results, round_no=round_no)
         if want_web:
             target.restore()
             _run_queries(
@@ -246,6 +267,24 @@ def _run_queries(
             )
         else:
             console.log(f"[red]{target.label}: {timing.name} failed: {timing.error}[/red]")
+
+
+def _run_load(
+    target: Target, dataset: Dataset, plan: load.Plan, results: Results, *, round_no: int
+) -> None:
+    def done(phase: load.LoadPhase) -> None:
+        phase.round = round_no
+        results.load.append(phase)
+        stores = f", stores {phase.instances_per_s:,.1f} inst/s" if phase.instances else ""
+        flood = f", flood {phase.flood.get('answers', phase.flood)}" if phase.flood else ""
+        console.log(
+            f"{target.label}: load {phase.phase}: {phase.legitimate_errors} legitimate errors, "
+            f"QIDO p95 {phase.qido.p95_ms:,.0f} ms, metadata p95 {phase.metadata.p95_ms:,.0f} ms"
+            f"{stores}{flood}"
+        )
+
+    with console.status(f"{target.label}: load phases {', '.join(load.PHASES)}"):
+        load.run_phases(target, dataset, plan, done)
 
 
 def _log_store(target: Target, result: store.StoreResult) -> None:

@@ -153,6 +153,15 @@ def _backing(target: Target, component: str) -> Callable[[], list[int]]:
 
 def send(target: Target, files: list[Path], *, associations: int) -> str:
     """Send `files` with `associations` storescu processes at once; "" or what went wrong."""
+    return "; ".join(send_each(target, files, associations=associations))
+
+
+def send_each(
+    target: Target, files: list[Path], *, associations: int, timeout: float | None = None
+) -> list[str]:
+    """Send `files` with `associations` storescu processes at once; what went wrong with each
+    process that failed (one entry per failed storescu). A storescu still running `timeout`
+    seconds after the start is killed and counts as failed."""
     count = len(files)  # contiguous quarters, as a modality splitting a series would
     chunks = [
         files[i * count // associations : (i + 1) * count // associations]
@@ -180,9 +189,17 @@ def send(target: Target, files: list[Path], *, associations: int) -> str:
         if chunk
     ]
     errors = []
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         for process in processes:
-            output, _ = process.communicate()
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                output, _ = process.communicate(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                errors.append(f"storescu still sending after {timeout:.0f} s: killed")
+                continue
             if process.returncode != 0:
                 tail = output.decode(errors="replace").strip().splitlines()[-3:]
                 errors.append(f"storescu exited {process.returncode}: {' | '.join(tail)}")
@@ -191,4 +208,4 @@ def send(target: Target, files: list[Path], *, associations: int) -> str:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    return "; ".join(errors)
+    return errors

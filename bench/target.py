@@ -44,6 +44,10 @@ class Target:
         """The receiving server's processes (their trees are what peak RSS measures)."""
         raise NotImplementedError
 
+    def web_pids(self) -> list[int]:
+        """Processes answering the web apart from `server_pids` (Noctis's `noctis api`)."""
+        return []
+
     def backing_pids(self) -> dict[str, list[int]]:
         """The root pids of the services behind the server, by component ("database",
         "object_store"); their whole trees are what the CPU figures measure. None by default."""
