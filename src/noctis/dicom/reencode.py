@@ -1,10 +1,13 @@
 """Whole instances re-encoded as explicit VR little endian, for WADO-RS clients that ask
-for it: deflated ones by inflating as they are sent, others by decoding."""
+for it: deflated ones by inflating as they are sent, compressed ones by decoding frame by
+frame as they are sent, others (small, or odd) decoded whole."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom import dcmread, dcmwrite
@@ -12,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.filewriter import write_file_meta_info
-from pydicom.pixels import pixel_array
+from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import UID
 
 from noctis.dicom.deflated import LazyStream, inflate
@@ -20,8 +23,13 @@ from noctis.dicom.transcode import (
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_SYNTAXES,
+    FrameError,
+    PixelLayout,
     array_to_native,
+    single_frame_dataset,
 )
+
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\0\0\0\0"
 
 
 def inflated_as_explicit(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -39,19 +47,88 @@ def inflated_as_explicit(chunks: Iterable[bytes]) -> Iterator[bytes]:
     yield from inflate(raw.remainder())
 
 
-def to_explicit_little_endian(data: bytes) -> bytes:
-    """A whole Part 10 instance re-encoded as explicit VR little endian, pixels decoded."""
-    ds = dcmread(io.BytesIO(data))
-    ts = str(ds.file_meta.TransferSyntaxUID)
-    if ts == EXPLICIT_VR_LITTLE_ENDIAN:
-        return data
-    if "PixelData" in ds and ts not in NATIVE_SYNTAXES:
-        ds.decompress()
-    elif "PixelData" in ds and ts == EXPLICIT_VR_BIG_ENDIAN:
-        array = pixel_array(ds, raw=True)
-        ds.PixelData = array_to_native(ds, array)
-    _convert_all(ds)
+@dataclass
+class DecodedInstance:
+    """A compressed instance as explicit VR little endian, decoded as it is sent: ``head``
+    (file meta, header, Pixel Data element header) then ``frames``, ``length`` bytes in all.
+    The same bytes as ``to_explicit_little_endian`` gives, with about one frame in memory."""
+
+    head: bytes
+    frames: Iterator[bytes]
+    length: int
+
+
+def decoded_as_explicit(
+    read: Callable[[int, int], bytes], pixel_data_offset: int, size: int, layout: PixelLayout
+) -> DecodedInstance | None:
+    """``read(offset, length)`` (exact) of a stored compressed object, decoded frame by frame;
+    None when it has to be decoded whole (elements after Pixel Data, or bit-packed pixels).
+
+    The first frame is decoded before anything is sent: the decoder says what the header
+    becomes (Photometric Interpretation, Planar Configuration), as ``decompress`` sets it."""
+    if not layout.encapsulated:
+        return None
+    end = max(sum(frame[-1]) for frame in layout.frames)
+    if end + 8 != size or read(end, 8) != _SEQUENCE_DELIMITER:
+        return None  # something follows the pixel data: kept as today, decoded whole
+    ds = dcmread(io.BytesIO(read(0, pixel_data_offset)), stop_before_pixels=True)
+    bits = int(ds.BitsAllocated)
+    if bits % 8:
+        return None
+    count = layout.number_of_frames
+    frame_length = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1)
+    frame_length *= bits // 8
+    length = frame_length * count
+    if length + length % 2 >= 0xFFFFFFFF:
+        raise FrameError("the decoded pixel data would be longer than a DICOM value can be")
+    decode = _frame_decoder(ds, frame_length)
+    first, image_pixel = decode(b"".join(read(o, n) for o, n in layout.frames[0]))
     ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
+    ds.PhotometricInterpretation = image_pixel["photometric_interpretation"]
+    if int(image_pixel["samples_per_pixel"]) > 1:
+        ds.PlanarConfiguration = int(image_pixel["planar_configuration"])
+    if "NumberOfFrames" in ds or count > 1:
+        ds.NumberOfFrames = count
+    head = _explicit_bytes(ds)
+    padded = length + length % 2
+    vr = b"OB" if bits <= 8 else b"OW"
+    head += struct.pack("<HH2s2xL", 0x7FE0, 0x0010, vr, padded)
+
+    def frames() -> Iterator[bytes]:
+        yield first
+        for index in range(1, count):
+            yield decode(b"".join(read(o, n) for o, n in layout.frames[index]))[0]
+        if length % 2:
+            yield b"\0"
+
+    return DecodedInstance(head, frames(), len(head) + padded)
+
+
+def _frame_decoder(
+    header: Dataset, frame_length: int
+) -> Callable[[bytes], tuple[bytes, dict[str, Any]]]:
+    """decode(one frame as stored) -> (its native bytes, what the decoder says of them), as
+    pydicom's ``decompress`` decodes each frame (YBR as RGB)."""
+    decoder = get_decoder(header.file_meta.TransferSyntaxUID)
+
+    def decode(encoded: bytes) -> tuple[bytes, dict[str, Any]]:
+        ds = single_frame_dataset(header, encoded)
+        try:
+            array, image_pixel = next(decoder.iter_array(ds, as_rgb=True))
+        except Exception as exc:
+            raise FrameError(f"cannot decode frame: {type(exc).__name__}: {exc}") from exc
+        data = array.tobytes()
+        if len(data) != frame_length:
+            raise FrameError(f"a frame decoded to {len(data)} bytes; {frame_length} expected")
+        return data, image_pixel
+
+    return decode
+
+
+def _explicit_bytes(ds: Dataset) -> bytes:
+    """``ds`` (with file meta) written as explicit VR little endian, as
+    ``to_explicit_little_endian`` writes it."""
+    _convert_all(ds)
     if not getattr(ds, "preamble", None):
         ds.preamble = b"\x00" * 128
     out = io.BytesIO()
@@ -59,6 +136,22 @@ def to_explicit_little_endian(data: bytes) -> bytes:
     # element was converted above, so no raw bytes of the old encoding are copied.
     dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
     return out.getvalue()
+
+
+def to_explicit_little_endian(data: bytes) -> bytes:
+    """A whole Part 10 instance re-encoded as explicit VR little endian, pixels decoded."""
+    ds = dcmread(io.BytesIO(data))
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    if ts == EXPLICIT_VR_LITTLE_ENDIAN:
+        return data
+    if "PixelData" in ds and ts not in NATIVE_SYNTAXES:
+        # The instance keeps its SOP Instance UID: the client asked for this instance.
+        ds.decompress(generate_instance_uid=False)
+    elif "PixelData" in ds and ts == EXPLICIT_VR_BIG_ENDIAN:
+        array = pixel_array(ds, raw=True)
+        ds.PixelData = array_to_native(ds, array)
+    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
+    return _explicit_bytes(ds)
 
 
 def _convert_all(ds: Dataset) -> Any:

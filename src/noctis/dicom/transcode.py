@@ -372,9 +372,7 @@ def decode_frame(image: Dataset, encoded: bytes) -> np.ndarray:
 
     Color frames come back as RGB (pydicom converts YBR), as a viewer expects.
     """
-    ds = _single_frame_dataset(image)
-    ds.PixelData = encapsulate([encoded])
-    ds["PixelData"].VR = "OB"
+    ds = single_frame_dataset(image, encoded)
     try:
         return pixel_array(ds)
     except Exception as exc:
@@ -384,7 +382,7 @@ def decode_frame(image: Dataset, encoded: bytes) -> np.ndarray:
 def native_array(image: Dataset, native: bytes, *, raw: bool = False) -> np.ndarray:
     """An array from native little endian frame bytes (one frame); YBR becomes RGB unless
     ``raw``."""
-    ds = _single_frame_dataset(image)
+    ds = single_frame_dataset(image)
     ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
     ds.PixelData = native
     ds["PixelData"].VR = "OW" if int(image.BitsAllocated) > 8 else "OB"
@@ -405,7 +403,9 @@ def array_to_native(image: Dataset, array: np.ndarray) -> bytes:
     return array.astype(array.dtype.newbyteorder("<")).tobytes()
 
 
-def _single_frame_dataset(image: Dataset) -> Dataset:
+def single_frame_dataset(image: Dataset, encoded: bytes | None = None) -> Dataset:
+    """A data set of one frame with ``image``'s pixel attributes: ``encoded`` (one frame as
+    stored, encapsulated) as its Pixel Data when given."""
     ds = Dataset()
     for keyword in PIXEL_LAYOUT_KEYWORDS:
         if keyword in image:
@@ -414,6 +414,9 @@ def _single_frame_dataset(image: Dataset) -> Dataset:
     meta = FileMetaDataset()
     meta.TransferSyntaxUID = image.file_meta.TransferSyntaxUID
     ds.file_meta = meta
+    if encoded is not None:
+        ds.PixelData = encapsulate([encoded])
+        ds["PixelData"].VR = "OB"
     return ds
 
 
