@@ -4,6 +4,7 @@ frame as they are sent, others (small, or odd) decoded whole."""
 
 from __future__ import annotations
 
+import copy
 import io
 import struct
 from collections.abc import Callable, Iterable, Iterator
@@ -13,8 +14,8 @@ from typing import Any
 from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import _read_file_meta_info, read_preamble
-from pydicom.filewriter import write_file_meta_info
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import UID
 
@@ -30,6 +31,8 @@ from noctis.dicom.transcode import (
 )
 
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\0\0\0\0"
+# Elements after Pixel Data are read whole; more than this of them is decoded the old way.
+_TRAILER_LIMIT = 1 << 20
 
 
 def inflated_as_explicit(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -69,8 +72,11 @@ def decoded_as_explicit(
     if not layout.encapsulated:
         return None
     end = max(sum(frame[-1]) for frame in layout.frames)
-    if end + 8 != size or read(end, 8) != _SEQUENCE_DELIMITER:
-        return None  # something follows the pixel data: kept as today, decoded whole
+    if not 0 <= size - end - 8 <= _TRAILER_LIMIT:
+        return None  # odd: decoded whole, as before
+    after = read(end, size - end)  # also checks the object reaches its end before we start
+    if after[:8] != _SEQUENCE_DELIMITER:
+        return None
     ds = dcmread(io.BytesIO(read(0, pixel_data_offset)), stop_before_pixels=True)
     bits = int(ds.BitsAllocated)
     if bits % 8:
@@ -94,14 +100,28 @@ def decoded_as_explicit(
     vr = b"OB" if bits <= 8 else b"OW"
     head += struct.pack("<HH2s2xL", 0x7FE0, 0x0010, vr, padded)
 
+    trailer = _trailing_elements(after[8:])
+
     def frames() -> Iterator[bytes]:
         yield first
         for index in range(1, count):
             yield decode(b"".join(read(o, n) for o, n in layout.frames[index]))[0]
-        if length % 2:
-            yield b"\0"
+        yield b"\0" * (length % 2) + trailer
 
-    return DecodedInstance(head, frames(), len(head) + padded)
+    return DecodedInstance(head, frames(), len(head) + padded + len(trailer))
+
+
+def _trailing_elements(data: bytes) -> bytes:
+    """Elements after Pixel Data (Data Set Trailing Padding, in pydicom's test files) as
+    explicit VR little endian, written as pydicom writes them in a whole data set."""
+    if not data:
+        return b""
+    trailer = read_dataset(DicomBytesIO(data), False, True)
+    _convert_all(trailer)
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, False
+    write_dataset(out, trailer)
+    return out.getvalue()
 
 
 def _frame_decoder(
@@ -110,9 +130,12 @@ def _frame_decoder(
     """decode(one frame as stored) -> (its native bytes, what the decoder says of them), as
     pydicom's ``decompress`` decodes each frame (YBR as RGB)."""
     decoder = get_decoder(header.file_meta.TransferSyntaxUID)
+    # A copy: the header is changed to what it becomes (RGB, explicit VR little endian)
+    # while the frames still need decoding as they were stored.
+    image = copy.deepcopy(single_frame_dataset(header))
 
     def decode(encoded: bytes) -> tuple[bytes, dict[str, Any]]:
-        ds = single_frame_dataset(header, encoded)
+        ds = single_frame_dataset(image, encoded)
         try:
             array, image_pixel = next(decoder.iter_array(ds, as_rgb=True))
         except Exception as exc:
