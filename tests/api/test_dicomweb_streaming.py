@@ -282,7 +282,8 @@ def test_a_large_compressed_instance_is_decoded_frame_by_frame_as_it_is_sent(web
     [part] = answer.parts
     assert (part.length, part.sha256) == (expected_length, expected_hash)
     assert int(part.headers["Content-Length"]) == expected_length
-    assert growth < 64 * MB, growth  # 100 MB of pixels, and pydicom's copies, when decoded whole
+    # 320 MB when decoded whole; 54 MB more if its 54 MB of fragments were read at once
+    assert growth < 24 * MB, growth
     # Its frames as bulk data: one part per frame, as stored
     stored_frames = list(generate_frames(dcmread(io.BytesIO(data)).PixelData, number_of_frames=200))
     bulk = stream_parts(web, f"{url}/bulkdata/7FE00010", BULK)
