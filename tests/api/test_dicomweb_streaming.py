@@ -294,3 +294,18 @@ def test_a_large_compressed_instance_is_decoded_frame_by_frame_as_it_is_sent(web
     short = web.get(url, headers={"Accept": AS_EXPLICIT})
     assert short.status_code == 500
     assert "the stored object is damaged" in short.json()["detail"]
+
+
+def test_a_short_compressed_object_in_a_study_retrieval_ends_it_without_the_closing_delimiter(
+    web, dw, archive, caplog
+):
+    made = dw.build_study(["multiframe_rle", "rle"])
+    assert dw.stow(web, list(made.files.values())).status_code == 200
+    sop_uid = next(iter(made.files))
+    data = made.files[sop_uid]
+    url = instance_url(sop_uid, made.study_uid, made.series[sop_uid])
+    replace_object(archive, url, data[:-1000], size=len(data))
+    # Two instances: the answer starts before either is read, so it is cut off instead.
+    answer = stream_parts(web, f"/dicom-web/studies/{made.study_uid}", AS_EXPLICIT)
+    assert answer.status == 200 and not answer.complete
+    assert any(sop_uid in r.getMessage() for r in caplog.records)
