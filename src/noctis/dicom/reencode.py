@@ -65,15 +65,16 @@ def decoded_as_explicit(
     read: Callable[[int, int], bytes], pixel_data_offset: int, size: int, layout: PixelLayout
 ) -> DecodedInstance | None:
     """``read(offset, length)`` (exact) of a stored compressed object, decoded frame by frame;
-    None when it has to be decoded whole (elements after Pixel Data, or bit-packed pixels).
+    None when it is left to be decoded whole, as before (over 1 MB of elements after Pixel
+    Data, an unusual end of the pixel data, or bit-packed pixels).
 
     The first frame is decoded before anything is sent: the decoder says what the header
     becomes (Photometric Interpretation, Planar Configuration), as ``decompress`` sets it."""
     if not layout.encapsulated:
         return None
-    end = max(sum(frame[-1]) for frame in layout.frames)
+    end = max((o + n for frame in layout.frames for o, n in frame), default=0)
     if not 0 <= size - end - 8 <= _TRAILER_LIMIT:
-        return None  # odd: decoded whole, as before
+        return None
     after = read(end, size - end)  # also checks the object reaches its end before we start
     if after[:8] != _SEQUENCE_DELIMITER:
         return None

@@ -147,7 +147,7 @@ def bulk_answer(ctx: WebContext, instance: StoredInstance, path: str) -> BulkAns
             BulkPart(size, stored_frames(store, instance, layout, [number]))
             for number, size in enumerate(sizes, start=1)
         )
-        last_byte = max(sum(frame[-1]) for frame in layout.frames)
+        last_byte = max((o + n for frame in layout.frames for o, n in frame), default=0)
         return BulkAnswer(sum(sizes), parts, last_byte, read)
     start, end = layout.frames[0][0][0], sum(layout.frames[-1][-1])
     if not (layout.swap or layout.packed_pixels):
