@@ -23,6 +23,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     RLELossless,
     generate_uid,
@@ -233,11 +235,21 @@ def compressed_multiframe(dw, syntax: str, frames: int, size: int) -> tuple[byte
     return out.getvalue(), pixels
 
 
+def as_implicit(data: bytes) -> bytes:
+    ds = dcmread(io.BytesIO(data))
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
 def decompressed_by_pydicom(data: bytes) -> bytes:
-    """What the archive answered before decoding frame by frame: the whole instance
+    """What the archive answered before re-encoding as it sends: the whole instance
     decompressed by pydicom and written as explicit VR little endian."""
     ds = dcmread(io.BytesIO(data))
-    ds.decompress(generate_instance_uid=False)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.decompress(generate_instance_uid=False)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     _touch(ds)
     out = io.BytesIO()
     dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
@@ -252,15 +264,24 @@ def _touch(ds: Dataset) -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", ["rle-multiframe", "j2k-multiframe", "multiframe_rle", "jpeg_baseline", "jpeg2000"]
+    "kind",
+    [
+        "rle-multiframe",
+        "j2k-multiframe",
+        "multiframe_rle",
+        "jpeg_baseline",
+        "jpeg2000",
+        "implicit",
+        "implicit-multiframe",
+    ],
 )
-def test_a_compressed_instance_as_explicit_little_endian_is_what_pydicom_decompresses(
-    web, dw, kind
-):
+def test_an_instance_as_explicit_little_endian_is_what_pydicom_writes(web, dw, kind):
     if kind == "rle-multiframe":
         data, _ = compressed_multiframe(dw, RLELossless, 6, 64)
     elif kind == "j2k-multiframe":
         data, _ = compressed_multiframe(dw, JPEG2000Lossless, 4, 64)
+    elif kind == "implicit-multiframe":
+        data = as_implicit(dw.sample_bytes("multiframe", SOPInstanceUID=generate_uid()))
     else:  # pydicom's files: YBR JPEG (decoded as RGB), trailing padding after Pixel Data
         data = dw.sample_bytes(kind, SOPInstanceUID=generate_uid())
     url = stored(web, dw, data)
@@ -309,3 +330,17 @@ def test_a_short_compressed_object_in_a_study_retrieval_ends_it_without_the_clos
     answer = stream_parts(web, f"/dicom-web/studies/{made.study_uid}", AS_EXPLICIT)
     assert answer.status == 200 and not answer.complete
     assert any(sop_uid in r.getMessage() for r in caplog.records)
+
+
+def test_a_large_implicit_vr_instance_is_re_encoded_as_it_is_sent(web, dw):
+    data, _ = big_multiframe(dw)
+    data = as_implicit(data)  # 48 MB
+    url = stored(web, dw, data)
+    expected = decompressed_by_pydicom(data)
+    expected_hash, expected_length = hashlib.sha256(expected).hexdigest(), len(expected)
+    del expected
+    answer, growth = peak_growth(lambda: stream_parts(web, url, AS_EXPLICIT))
+    assert answer.status == 200 and answer.complete
+    [part] = answer.parts
+    assert (part.length, part.sha256) == (expected_length, expected_hash)
+    assert growth < 24 * MB, growth  # 110 MB when read, parsed and written whole

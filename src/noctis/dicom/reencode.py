@@ -33,6 +33,7 @@ from noctis.dicom.transcode import (
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\0\0\0\0"
 # Elements after Pixel Data are read whole; more than this of them is decoded the old way.
 _TRAILER_LIMIT = 1 << 20
+_CHUNK = 1 << 20
 
 
 def inflated_as_explicit(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -112,12 +113,46 @@ def decoded_as_explicit(
     return DecodedInstance(head, frames(), len(head) + padded + len(trailer))
 
 
-def _trailing_elements(data: bytes) -> bytes:
+def implicit_as_explicit(
+    read: Callable[[int, int], bytes], pixel_data_offset: int, size: int
+) -> DecodedInstance | None:
+    """``read(offset, length)`` (exact) of a stored implicit VR little endian object as
+    explicit VR little endian: its header re-encoded, its Pixel Data value (the same bytes)
+    copied range by range. None when it is left to be re-encoded whole, as before."""
+    element = read(pixel_data_offset, 8)
+    (length,) = struct.unpack_from("<L", element, 4)
+    value_offset = pixel_data_offset + 8
+    if length == 0xFFFFFFFF or element[4:6].isalpha():  # encapsulated, or explicit after all
+        return None
+    end = value_offset + length
+    if not 0 <= size - end <= _TRAILER_LIMIT:
+        return None  # the value runs past the object, or much follows it
+    after = read(end, size - end)  # also checks the object reaches its end before we start
+    # The header with an empty Pixel Data value: pydicom writes the element as it would with
+    # the value (OB or OW, its choice), and the real length goes in its place.
+    head = io.BytesIO(read(0, value_offset)[:-4] + b"\0\0\0\0")
+    ds = dcmread(head)
+    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
+    written = _explicit_bytes(ds)
+    if written[-12:-8] != b"\xe0\x7f\x10\x00" or written[-4:] != b"\0\0\0\0":
+        return None
+    written = written[:-4] + struct.pack("<L", length)
+    trailer = _trailing_elements(after, implicit=True)
+
+    def value() -> Iterator[bytes]:
+        for offset in range(value_offset, end, _CHUNK):
+            yield read(offset, min(_CHUNK, end - offset))
+        yield trailer
+
+    return DecodedInstance(written, value(), len(written) + length + len(trailer))
+
+
+def _trailing_elements(data: bytes, implicit: bool = False) -> bytes:
     """Elements after Pixel Data (Data Set Trailing Padding, in pydicom's test files) as
     explicit VR little endian, written as pydicom writes them in a whole data set."""
     if not data:
         return b""
-    trailer = read_dataset(DicomBytesIO(data), False, True)
+    trailer = read_dataset(DicomBytesIO(data), implicit, True)
     _convert_all(trailer)
     out = DicomBytesIO()
     out.is_little_endian, out.is_implicit_VR = True, False

@@ -3,7 +3,8 @@
 Instances stream from the object store exactly as they were received (byte-identical), one
 ``application/dicom`` part each; only a client that asks for explicit VR little endian gets
 instances stored otherwise re-encoded for it, as they are sent: a deflated one inflated, a
-compressed one decoded frame by frame (about one frame in memory).
+compressed one decoded frame by frame (about one frame in memory), an implicit VR one's
+pixel data copied range by range.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from noctis.dicom.deflated import DEFLATED
 from noctis.dicom.reencode import (
     DecodedInstance,
     decoded_as_explicit,
+    implicit_as_explicit,
     inflated_as_explicit,
     to_explicit_little_endian,
 )
 from noctis.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_SYNTAXES,
     FrameError,
     StoredObjectTruncated,
@@ -82,8 +85,9 @@ def _retrieve(
         )
     prepared: dict[str, DecodedInstance | None] = {}
     if len(instances) == 1 and plan.transfer_syntax not in (None, instances[0].transfer_syntax_uid):
-        # One instance to decode: its header, first frame and the end of its pixel data are
-        # read before the answer starts, so a damaged object is a status, not a cut-off 200.
+        # One instance to re-encode: its header and the end of its pixel data (a compressed
+        # one's first frame too) are read before the answer starts, so a damaged object is
+        # a status, not a cut-off 200.
         only = instances[0]
         try:
             prepared[only.object_key] = _decoded(ctx, only)
@@ -137,7 +141,8 @@ def _transcoded(
 ) -> Iterator[bytes]:
     """One part re-encoded as explicit VR little endian. A deflated object only needs
     inflating, streamed chunk by chunk (its size unknown, so the part has no length); a
-    compressed one is decoded frame by frame as it is sent; others are decoded whole."""
+    compressed one is decoded frame by frame as it is sent, an implicit VR one's pixel data
+    copied range by range; others (big endian, odd ones) are re-encoded whole."""
     store = ctx.archive.store
     content_type = f"{DICOM}; transfer-syntax={syntax}"
     if instance.transfer_syntax_uid == DEFLATED:
@@ -156,13 +161,17 @@ def _transcoded(
 
 
 def _decoded(ctx: WebContext, instance: StoredInstance) -> DecodedInstance | None:
-    """A compressed instance ready to be decoded frame by frame (its header read, its first
-    frame decoded, the end of its pixel data checked); None for any other."""
-    if instance.pixel_data_offset is None or instance.transfer_syntax_uid in NATIVE_SYNTAXES:
+    """An instance ready to be re-encoded as it is sent (its header read, the end of its
+    pixel data checked, a compressed one's first frame decoded): compressed and implicit VR
+    little endian ones; None for others (re-encoded whole)."""
+    offset, syntax = instance.pixel_data_offset, instance.transfer_syntax_uid
+    if offset is None or (syntax in NATIVE_SYNTAXES and syntax != IMPLICIT_VR_LITTLE_ENDIAN):
         return None
     store = ctx.archive.store
+    read = exact_reader(lambda o, n: store.get_range(instance.object_key, o, n))
+    if syntax == IMPLICIT_VR_LITTLE_ENDIAN:
+        return implicit_as_explicit(read, offset, instance.size)
     located = frame_layout(store, ctx.cache, instance)
     if located is None:
         return None
-    read = exact_reader(lambda o, n: store.get_range(instance.object_key, o, n))
-    return decoded_as_explicit(read, instance.pixel_data_offset, instance.size, located[1])
+    return decoded_as_explicit(read, offset, instance.size, located[1])
