@@ -166,8 +166,10 @@ def _whole_object_pixels(ctx: WebContext, instance: StoredInstance) -> BulkAnswe
     numbers = list(range(1, layout.number_of_frames + 1))
     if layout.encapsulated:
         sizes = [layout.frame_size(i) for i in range(len(numbers))]
-        frames = whole_object_frame_list(image, layout, read, numbers)
-        parts = (BulkPart(size, iter([frame])) for size, frame in zip(sizes, frames, strict=True))
+        parts = (
+            BulkPart(size, _each_frame(image, layout, read, [number]))
+            for number, size in zip(numbers, sizes, strict=True)
+        )
         return BulkAnswer(sum(sizes), parts)
     start, end = layout.frames[0][0][0], sum(layout.frames[-1][-1])
     if layout.swap or layout.packed_pixels:
