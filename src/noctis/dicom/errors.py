@@ -1,4 +1,5 @@
-"""The error every reader of received DICOM bytes raises for input it refuses."""
+"""The errors readers of DICOM bytes raise: for input refused, and for stored objects
+that cannot be answered from."""
 
 from __future__ import annotations
 
@@ -6,3 +7,12 @@ from __future__ import annotations
 class MalformedDicom(ValueError):
     """The bytes are not a DICOM data set the archive can index (a permanent problem: the
     same bytes sent again are refused again)."""
+
+
+class FrameError(ValueError):
+    """The frame cannot be produced (no pixel data, bad frame number, corrupt encoding)."""
+
+
+class StoredObjectTruncated(OSError):
+    """The stored object is shorter than the index or its own Pixel Data element says: the
+    archive's fault (a damaged object or store), never a short answer to the client."""

@@ -22,6 +22,11 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import pack_bits, pixel_array
 from pydicom.uid import UID
 
+from noctis.dicom.errors import FrameError, StoredObjectTruncated
+from noctis.dicom.fragments import MAX_FRAGMENTS, Window, fragment_groups
+
+__all__ = ["MAX_FRAGMENTS", "FrameError", "StoredObjectTruncated"]  # here for their users
+
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
@@ -34,13 +39,7 @@ NATIVE_SYNTAXES = frozenset(
         DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     }
 )
-_ITEM = 0xFFFEE000
-_SEQUENCE_DELIMITER = 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
-# Each fragment costs a few hundred bytes of bookkeeping: a crafted object of empty items
-# must not turn 100 MB of data into gigabytes of it. Real multi-frame objects (whole slide
-# images included) stay far below.
-MAX_FRAGMENTS = 1 << 18
 _BINARY_VRS = frozenset({b"OB", b"OW", b"UN", b"OD", b"OF", b"OL", b"OV"})
 
 # How one frame's bytes are laid out (Image Pixel module).
@@ -87,10 +86,6 @@ IMAGE_KEYWORDS = (
 )
 
 
-class FrameError(ValueError):
-    """The frame cannot be produced (no pixel data, bad frame number, corrupt encoding)."""
-
-
 def image_attributes(ds: Dataset) -> Dataset:
     """A small data set with the pixel-related attributes of ``ds`` and its transfer syntax."""
     image = Dataset()
@@ -111,11 +106,6 @@ def number_of_frames(ds: Dataset) -> int:
 
 
 Ranges = tuple[tuple[int, int], ...]  # (offset, length) of each piece of one frame
-
-
-class StoredObjectTruncated(OSError):
-    """The stored object is shorter than the index or its own Pixel Data element says: the
-    archive's fault (a damaged object or store), never a short answer to the client."""
 
 
 @dataclass(frozen=True)
@@ -233,8 +223,11 @@ def _locate_frames(
             bits = int(header.BitsAllocated)
             swap = 2 if bits == 8 and word_vr else (bits // 8 if bits > 8 else 0)
         return header, native_layout(header, value_offset, length, swap=swap)
-    data = read(value_offset, size - value_offset)
-    return header, encapsulated_layout(header, data, value_offset)
+    # Item by item through a window: a large object's fragments are never held at once.
+    window = Window(lambda o, n: read(value_offset + o, n), size - value_offset)
+    expected = number_of_frames(header)
+    groups = fragment_groups(header, window, size - value_offset, expected, window.read)
+    return header, _encapsulated(header, groups, value_offset)
 
 
 def native_layout(
@@ -267,86 +260,19 @@ def native_layout(
 def encapsulated_layout(image: Dataset, data: bytes | memoryview, data_offset: int) -> PixelLayout:
     """Frames of encapsulated pixel data; ``data`` starts at the value (the offset table item)
     and ``data_offset`` is where that is in the object."""
-    ts = str(image.file_meta.TransferSyntaxUID)
     view = memoryview(data)
-    items = _items(view)  # (item offset relative to data, value length)
-    if not items:
-        raise FrameError("encapsulated pixel data has no items")
-    bot_offset, bot_length = items[0]
-    basic = list(struct.unpack_from(f"<{bot_length // 4}L", view, bot_offset + 8))
-    fragments = items[1:]
-    if not fragments:
-        raise FrameError("encapsulated pixel data has no fragments")
-    first = fragments[0][0]
-    expected = number_of_frames(image)
-    groups = _group_fragments(image, view, fragments, first, basic, expected)
+    read = lambda o, n: view[o : o + n]  # noqa: E731
+    groups = fragment_groups(image, read, len(view), number_of_frames(image))
+    return _encapsulated(image, groups, data_offset)
+
+
+def _encapsulated(
+    image: Dataset, groups: list[list[tuple[int, int]]], data_offset: int
+) -> PixelLayout:
     frames = tuple(
         tuple((data_offset + offset + 8, length) for offset, length in group) for group in groups
     )
-    return PixelLayout(ts, frames)
-
-
-def _items(view: memoryview) -> list[tuple[int, int]]:
-    items: list[tuple[int, int]] = []
-    position = 0
-    while position + 8 <= len(view):
-        group, element, length = struct.unpack_from("<HHL", view, position)
-        tag = group << 16 | element
-        if tag == _SEQUENCE_DELIMITER:
-            break
-        if tag != _ITEM or length == _UNDEFINED:
-            raise FrameError(f"unexpected tag {tag:08X} in encapsulated pixel data")
-        if position + 8 + length > len(view):
-            raise StoredObjectTruncated("an encapsulated pixel data item runs past the object")
-        if len(items) > MAX_FRAGMENTS:
-            raise FrameError(f"encapsulated pixel data of more than {MAX_FRAGMENTS} fragments")
-        items.append((position, length))
-        position += 8 + length
-    return items
-
-
-def _group_fragments(
-    image: Dataset,
-    view: memoryview,
-    fragments: list[tuple[int, int]],
-    first: int,
-    basic: list[int],
-    expected: int,
-) -> list[list[tuple[int, int]]]:
-    extended = image.get("ExtendedOffsetTable")
-    if extended:
-        offsets = struct.unpack(f"<{len(extended) // 8}Q", extended)
-        by_offset = {offset - first: (offset, length) for offset, length in fragments}
-        try:
-            return [[by_offset[o]] for o in offsets]
-        except KeyError as exc:
-            raise FrameError("extended offset table does not match the fragments") from exc
-    if basic:
-        bounds = [*basic, 1 << 62]
-        groups: list[list[tuple[int, int]]] = [[] for _ in basic]
-        frame = 0
-        for offset, length in fragments:
-            while frame + 1 < len(basic) and offset - first >= bounds[frame + 1]:
-                frame += 1
-            groups[frame].append((offset, length))
-        return groups
-    if expected == 1:
-        return [list(fragments)]
-    if len(fragments) == expected:
-        return [[fragment] for fragment in fragments]
-    if len(fragments) < expected:
-        raise FrameError("fewer fragments than frames and no offset table")
-    # More fragments than frames and no offset table: a JPEG-family frame ends with EOI/EOC.
-    groups, current = [], []
-    for offset, length in fragments:
-        current.append((offset, length))
-        tail = bytes(view[offset + 8 + max(0, length - 10) : offset + 8 + length])
-        if b"\xff\xd9" in tail:
-            groups.append(current)
-            current = []
-    if current:
-        groups.append(current)
-    return groups
+    return PixelLayout(str(image.file_meta.TransferSyntaxUID), frames)
 
 
 def native_frame(image: Dataset, layout: PixelLayout, index: int, raw: bytes) -> bytes:
@@ -372,9 +298,7 @@ def decode_frame(image: Dataset, encoded: bytes) -> np.ndarray:
 
     Color frames come back as RGB (pydicom converts YBR), as a viewer expects.
     """
-    ds = _single_frame_dataset(image)
-    ds.PixelData = encapsulate([encoded])
-    ds["PixelData"].VR = "OB"
+    ds = single_frame_dataset(image, encoded)
     try:
         return pixel_array(ds)
     except Exception as exc:
@@ -384,7 +308,7 @@ def decode_frame(image: Dataset, encoded: bytes) -> np.ndarray:
 def native_array(image: Dataset, native: bytes, *, raw: bool = False) -> np.ndarray:
     """An array from native little endian frame bytes (one frame); YBR becomes RGB unless
     ``raw``."""
-    ds = _single_frame_dataset(image)
+    ds = single_frame_dataset(image)
     ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
     ds.PixelData = native
     ds["PixelData"].VR = "OW" if int(image.BitsAllocated) > 8 else "OB"
@@ -405,7 +329,9 @@ def array_to_native(image: Dataset, array: np.ndarray) -> bytes:
     return array.astype(array.dtype.newbyteorder("<")).tobytes()
 
 
-def _single_frame_dataset(image: Dataset) -> Dataset:
+def single_frame_dataset(image: Dataset, encoded: bytes | None = None) -> Dataset:
+    """A data set of one frame with ``image``'s pixel attributes: ``encoded`` (one frame as
+    stored, encapsulated) as its Pixel Data when given."""
     ds = Dataset()
     for keyword in PIXEL_LAYOUT_KEYWORDS:
         if keyword in image:
@@ -414,6 +340,9 @@ def _single_frame_dataset(image: Dataset) -> Dataset:
     meta = FileMetaDataset()
     meta.TransferSyntaxUID = image.file_meta.TransferSyntaxUID
     ds.file_meta = meta
+    if encoded is not None:
+        ds.PixelData = encapsulate([encoded])
+        ds["PixelData"].VR = "OB"
     return ds
 
 

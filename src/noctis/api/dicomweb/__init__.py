@@ -10,6 +10,14 @@ def routers() -> list[APIRouter]:
 
     Order matters only where paths could overlap; none of these do.
     """
-    from noctis.api.dicomweb import frames, metadata, qido, rendered, stow, wado
+    from noctis.api.dicomweb import bulkdata, frames, metadata, qido, rendered, stow, wado
 
-    return [qido.router, metadata.router, frames.router, rendered.router, wado.router, stow.router]
+    return [
+        qido.router,
+        metadata.router,
+        frames.router,
+        rendered.router,
+        wado.router,
+        bulkdata.router,
+        stow.router,
+    ]

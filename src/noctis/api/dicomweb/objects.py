@@ -21,7 +21,6 @@ from noctis.dicom import metadata as dicom_metadata
 from noctis.dicom.deflated import open_deflated_pixels
 from noctis.dicom.metadata import BASE_MARKER, BUNDLE_MINIMUM
 from noctis.dicom.transcode import (
-    EXPLICIT_VR_LITTLE_ENDIAN,
     FrameError,
     PixelLayout,
     StoredObjectTruncated,
@@ -119,7 +118,7 @@ def frame_layout(
     store: ObjectStore, cache: DicomWebCache, instance: StoredInstance
 ) -> tuple[Dataset, PixelLayout] | None:
     """(image attributes, layout) of an instance, or None when its frames can only be read
-    from the whole object (see ``whole_object_frames``)."""
+    from the whole object (see ``whole_object_source``)."""
     if instance.pixel_data_offset is None:
         return None
     cached = cache.layouts.get(instance.object_key)
@@ -184,19 +183,6 @@ def native_frames(
             yield array_to_native(image, decode_frame(image, stored))
         else:
             yield native_frame(image, layout, number - 1, stored)
-
-
-def whole_object_frames(
-    store: ObjectStore, instance: StoredInstance, numbers: list[int] | None
-) -> tuple[Dataset, list[bytes], str]:
-    """Frames of an object without a pixel data offset (deflated): (image attributes,
-    frames, syntax); every frame when ``numbers`` is None."""
-    image, layout, read = whole_object_source(store, instance)
-    if numbers is None:
-        numbers = list(range(1, layout.number_of_frames + 1))
-    check_frames(layout.number_of_frames, numbers)
-    syntax = layout.transfer_syntax_uid if layout.encapsulated else EXPLICIT_VR_LITTLE_ENDIAN
-    return image, list(whole_object_frame_list(image, layout, read, numbers)), syntax
 
 
 def whole_object_frame_list(

@@ -1,8 +1,10 @@
-"""WADO-RS instances and bulk data.
+"""WADO-RS instances.
 
 Instances stream from the object store exactly as they were received (byte-identical), one
 ``application/dicom`` part each; only a client that asks for explicit VR little endian gets
-instances stored otherwise re-encoded (decompressed) for it.
+instances stored otherwise re-encoded for it, as they are sent: a deflated one inflated, a
+compressed one decoded frame by frame (about one frame in memory), an implicit VR one's
+pixel data copied range by range.
 """
 
 from __future__ import annotations
@@ -16,25 +18,26 @@ from fastapi.responses import StreamingResponse
 from noctis.api.dicomweb.access import audit_read, damaged, fail, locate
 from noctis.api.dicomweb.context import PREFIX, ContextDep, WebContext, not_acceptable
 from noctis.api.dicomweb.lookup import StoredInstance
-from noctis.api.dicomweb.multipart import MediaType, MultipartWriter, accepts_any, parse_accept
-from noctis.api.dicomweb.negotiate import DICOM, OCTET_STREAM, InstancePlan, plan_instances
-from noctis.api.dicomweb.objects import (
-    frame_layout,
-    native_frames,
-    read_header,
-    stored_frames,
-    whole_object_frames,
+from noctis.api.dicomweb.multipart import MultipartWriter, parse_accept
+from noctis.api.dicomweb.negotiate import DICOM, InstancePlan, plan_instances
+from noctis.api.dicomweb.objects import frame_layout
+from noctis.dicom.deflated import DEFLATED
+from noctis.dicom.reencode import (
+    DecodedInstance,
+    decoded_as_explicit,
+    implicit_as_explicit,
+    inflated_as_explicit,
+    to_explicit_little_endian,
 )
-from noctis.dicom.deflated import DEFLATED, HeaderTooLarge
-from noctis.dicom.json import find_bulk
-from noctis.dicom.reencode import inflated_as_explicit, to_explicit_little_endian
 from noctis.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    NATIVE_SYNTAXES,
     FrameError,
     StoredObjectTruncated,
     exact_reader,
 )
-from noctis.storage import ObjectNotFound, ObjectStore
+from noctis.storage import ObjectNotFound
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix=PREFIX, tags=["WADO-RS"])
@@ -80,17 +83,37 @@ def _retrieve(
             media_type=f"{DICOM}; transfer-syntax={only.transfer_syntax_uid}",
             headers={"Content-Length": str(only.size)},
         )
+    prepared: dict[str, DecodedInstance | None] = {}
+    if len(instances) == 1 and plan.transfer_syntax not in (None, instances[0].transfer_syntax_uid):
+        # One instance to re-encode: its header and the end of its pixel data (a compressed
+        # one's first frame too) are read before the answer starts, so a damaged object is
+        # a status, not a cut-off 200.
+        only = instances[0]
+        try:
+            prepared[only.object_key] = _decoded(ctx, only)
+        except FrameError as exc:
+            raise fail(ctx, action, only, 500, f"the instance cannot be decoded: {exc}") from exc
+        except ObjectNotFound as exc:
+            raise fail(ctx, action, only, 503, "the stored object is unavailable") from exc
+        except StoredObjectTruncated as exc:
+            raise damaged(ctx, action, only, exc) from exc
     writer = MultipartWriter(DICOM)
-    return StreamingResponse(_parts(store, writer, instances, plan), media_type=writer.content_type)
+    parts = _parts(ctx, writer, instances, plan, prepared)
+    return StreamingResponse(parts, media_type=writer.content_type)
 
 
 def _parts(
-    store: ObjectStore, writer: MultipartWriter, instances: list[StoredInstance], plan: InstancePlan
+    ctx: WebContext,
+    writer: MultipartWriter,
+    instances: list[StoredInstance],
+    plan: InstancePlan,
+    prepared: dict[str, DecodedInstance | None],
 ) -> Iterator[bytes]:
+    store = ctx.archive.store
     for instance in instances:
         try:
             if plan.transfer_syntax and instance.transfer_syntax_uid != plan.transfer_syntax:
-                yield from _transcoded(store, writer, instance, plan.transfer_syntax)
+                yield from _transcoded(ctx, writer, instance, plan.transfer_syntax, prepared)
                 continue
             syntax = instance.transfer_syntax_uid
             yield writer.head(f"{DICOM}; transfer-syntax={syntax}", instance.size)
@@ -101,7 +124,7 @@ def _parts(
             if sent != instance.size:
                 raise StoredObjectTruncated(f"{sent} bytes stored, {instance.size} indexed")
             yield b"\r\n"
-        except (ObjectNotFound, StoredObjectTruncated) as exc:
+        except Exception as exc:
             # The response has started: all we can do is end it short (no closing delimiter),
             # so the client sees a truncated message instead of a silently short instance.
             log.error("object %s of instance %s: %r", instance.object_key, instance.sop_uid, exc)
@@ -110,73 +133,45 @@ def _parts(
 
 
 def _transcoded(
-    store: ObjectStore, writer: MultipartWriter, instance: StoredInstance, syntax: str
+    ctx: WebContext,
+    writer: MultipartWriter,
+    instance: StoredInstance,
+    syntax: str,
+    prepared: dict[str, DecodedInstance | None],
 ) -> Iterator[bytes]:
     """One part re-encoded as explicit VR little endian. A deflated object only needs
-    inflating, streamed chunk by chunk (its size unknown, so the part has no length); others
-    are decoded whole."""
+    inflating, streamed chunk by chunk (its size unknown, so the part has no length); a
+    compressed one is decoded frame by frame as it is sent, an implicit VR one's pixel data
+    copied range by range; others (big endian, odd ones) are re-encoded whole."""
+    store = ctx.archive.store
     content_type = f"{DICOM}; transfer-syntax={syntax}"
     if instance.transfer_syntax_uid == DEFLATED:
         yield writer.head(content_type)
         yield from inflated_as_explicit(store.iter_chunks(instance.object_key, _CHUNK))
         yield b"\r\n"
         return
-    yield writer.part(to_explicit_little_endian(store.get(instance.object_key)), content_type)
+    key = instance.object_key
+    decoded = prepared.pop(key) if key in prepared else _decoded(ctx, instance)
+    if decoded is None:
+        yield writer.part(to_explicit_little_endian(store.get(instance.object_key)), content_type)
+        return
+    yield writer.head(content_type, decoded.length) + decoded.head
+    yield from decoded.frames
+    yield b"\r\n"
 
 
-@router.get("/studies/{study}/series/{series}/instances/{instance}/bulkdata/{path:path}")
-def retrieve_bulkdata(
-    study: str, series: str, instance: str, path: str, request: Request, ctx: ContextDep
-) -> Response:
-    found = locate(ctx, "wado.bulkdata", study, series, instance)[0]
-    ranges = parse_accept(request.headers.get("accept"))
-    if not (accepts_any(ranges, "multipart/related") or _multipart_octets(ranges)):
-        raise not_acceptable(
-            'bulk data is sent as multipart/related; type="application/octet-stream"'
-        )
-    try:
-        bodies = _bulk(ctx, found, path.strip("/").upper())
-    except FrameError as exc:
-        raise fail(ctx, "wado.bulkdata", found, 404, str(exc)) from exc
-    except ObjectNotFound as exc:
-        raise fail(ctx, "wado.bulkdata", found, 503, "the stored object is unavailable") from exc
-    except StoredObjectTruncated as exc:
-        raise damaged(ctx, "wado.bulkdata", found, exc) from exc
-    except HeaderTooLarge as exc:
-        raise fail(ctx, "wado.bulkdata", found, 500, str(exc)) from exc
-    if bodies is None:
-        raise fail(ctx, "wado.bulkdata", found, 404, f"no bulk data at {path[:80]}")
-    audit_read(ctx, "wado.bulkdata", [found], path=path[:120])
-    writer = MultipartWriter(OCTET_STREAM)
-    return Response(writer.message([(b, None) for b in bodies]), media_type=writer.content_type)
-
-
-def _multipart_octets(ranges: list[MediaType]) -> bool:
-    return any(
-        m.type == "multipart/related" and (m.param("type") or OCTET_STREAM) == OCTET_STREAM
-        for m in ranges
-    )
-
-
-def _bulk(ctx: WebContext, instance: StoredInstance, path: str) -> list[bytes] | None:
-    store = ctx.archive.store
-    if path == "7FE00010":
-        located = frame_layout(store, ctx.cache, instance)
-        if located is None:
-            if not instance.rows:
-                return None
-            return whole_object_frames(store, instance, None)[1]
-        image, layout = located
-        if not (layout.encapsulated or layout.swap or layout.packed_pixels):
-            # Plain native pixels: the frames lie end to end, one read for all of them.
-            start, end = layout.frames[0][0][0], sum(layout.frames[-1][-1])
-            read = exact_reader(lambda o, n: store.get_range(instance.object_key, o, n))
-            return [read(start, end - start)]
-        numbers = list(range(1, layout.number_of_frames + 1))
-        if layout.encapsulated:
-            return list(stored_frames(store, instance, layout, numbers))
-        return [b"".join(native_frames(store, instance, image, layout, numbers))]
-    element = find_bulk(read_header(store, instance), path)
-    if element is None or not isinstance(element.value, bytes):
+def _decoded(ctx: WebContext, instance: StoredInstance) -> DecodedInstance | None:
+    """An instance ready to be re-encoded as it is sent (its header read, the end of its
+    pixel data checked, a compressed one's first frame decoded): compressed and implicit VR
+    little endian ones; None for others (re-encoded whole)."""
+    offset, syntax = instance.pixel_data_offset, instance.transfer_syntax_uid
+    if offset is None or (syntax in NATIVE_SYNTAXES and syntax != IMPLICIT_VR_LITTLE_ENDIAN):
         return None
-    return [element.value]
+    store = ctx.archive.store
+    read = exact_reader(lambda o, n: store.get_range(instance.object_key, o, n))
+    if syntax == IMPLICIT_VR_LITTLE_ENDIAN:
+        return implicit_as_explicit(read, offset, instance.size)
+    located = frame_layout(store, ctx.cache, instance)
+    if located is None:
+        return None
+    return decoded_as_explicit(read, offset, instance.size, located[1])
