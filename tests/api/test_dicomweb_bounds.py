@@ -20,11 +20,12 @@ import pytest
 from fastapi import FastAPI
 from pydicom import dcmread
 from pydicom.uid import generate_uid
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from noctis.api.app import create_app
 from noctis.dicom.header import read_header
 from noctis.index.models import Instance
+from support.archive import point_instance_at
 from support.web import client_for
 
 OHIF_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
@@ -105,23 +106,19 @@ def replace_object(archive, url: str, data: bytes, *, size: int | None = None) -
     stored before today's ingest checks (or damaged since) would be; ``size`` is what the
     index says the object's length is (default: the truth)."""
     sop_uid = url.rsplit("/", 1)[1]
-    key = f"replaced/{generate_uid()}"
-    archive.store.put(key, io.BytesIO(data), len(data))
     ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
     _, offset = read_header(io.BytesIO(data))
+    key = point_instance_at(
+        archive,
+        sop_uid,
+        data,
+        size_bytes=len(data) if size is None else size,
+        pixel_data_offset=offset,
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        number_of_frames=min(int(ds.get("NumberOfFrames") or 1), 2**31 - 1),
+    )
     with archive.sessions.begin() as session:
-        session.execute(
-            update(Instance)
-            .where(Instance.sop_instance_uid == sop_uid)
-            .values(
-                object_key=key,
-                size_bytes=len(data) if size is None else size,
-                pixel_data_offset=offset,
-                rows=int(ds.Rows),
-                columns=int(ds.Columns),
-                number_of_frames=min(int(ds.get("NumberOfFrames") or 1), 2**31 - 1),
-            )
-        )
         assert session.scalar(select(Instance.object_key).where(Instance.object_key == key))
 
 

@@ -19,6 +19,7 @@ from test_dicomweb_bounds import MB, peak_growth
 from noctis.dicom.metadata import bundle_key, decode_bundle
 from noctis.index.models import Instance
 from noctis.worker.series_metadata import series_metadata
+from support.archive import point_instance_at
 from support.web import client_for
 
 INFLATED = 100 * MB
@@ -163,21 +164,15 @@ def test_a_frame_deep_in_a_deflate_bomb_costs_its_own_size(
     assert dw.stow(clients("rad_north"), list(made.files.values())).status_code == 200
     sop_uid, data = next(iter(made.files.items()))
     bomb = deflate_bomb(data, frames=100)
-    key = f"replaced/{generate_uid()}"
-    archive.store.put(key, io.BytesIO(bomb), len(bomb))
-    with archive.sessions.begin() as session:
-        session.execute(
-            update(Instance)
-            .where(Instance.sop_instance_uid == sop_uid)
-            .values(
-                object_key=key,
-                size_bytes=len(bomb),
-                pixel_data_offset=None,
-                rows=100,
-                columns=10_000,
-                number_of_frames=100,
-            )
-        )
+    point_instance_at(
+        archive,
+        sop_uid,
+        bomb,
+        pixel_data_offset=None,
+        rows=100,
+        columns=10_000,
+        number_of_frames=100,
+    )
     instance = (
         f"/dicom-web/studies/{made.study_uid}/series/{made.series[sop_uid]}/instances/{sop_uid}"
     )

@@ -29,10 +29,9 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
-from sqlalchemy import update
 from test_dicomweb_bounds import BIG_FRAMES, MB, big_multiframe, peak_growth, replace_object, stored
 
-from noctis.index.models import Instance
+from support.archive import point_instance_at
 from support.web import client_for
 
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -146,21 +145,15 @@ def deflated_object(template: bytes) -> tuple[bytes, str]:
 def put_deflated(archive, sop_uid: str, data: bytes) -> None:
     """The deflated object in the store and the instance's index row pointing at it, as an
     object stored before ingest bounded inflation (ingest keeps no pixel data offset)."""
-    key = f"replaced/{generate_uid()}"
-    archive.store.put(key, io.BytesIO(data), len(data))
-    with archive.sessions.begin() as session:
-        session.execute(
-            update(Instance)
-            .where(Instance.sop_instance_uid == sop_uid)
-            .values(
-                object_key=key,
-                size_bytes=len(data),
-                pixel_data_offset=None,
-                rows=DEFLATED_ROWS,
-                columns=DEFLATED_ROWS,
-                number_of_frames=DEFLATED_FRAMES,
-            )
-        )
+    point_instance_at(
+        archive,
+        sop_uid,
+        data,
+        pixel_data_offset=None,
+        rows=DEFLATED_ROWS,
+        columns=DEFLATED_ROWS,
+        number_of_frames=DEFLATED_FRAMES,
+    )
 
 
 @pytest.fixture

@@ -9,11 +9,13 @@ Both are migrated and start with no facility: tests register the facilities they
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select, update
 
 from noctis.archive import Archive
 from noctis.index.facilities import apply_facility, ensure_default_facility
@@ -130,3 +132,18 @@ def stored_object_keys(store: ObjectStore) -> set[str]:
             if item.object_name
         }
     raise TypeError(f"cannot list {store!r}")
+
+
+def point_instance_at(archive: Archive, sop_uid: str, data: bytes, **row: Any) -> str:
+    """Put ``data`` in the store under a new key and point the instance's index row at it, as
+    an object stored before today's ingest checks (or damaged since) would be: ``row`` sets
+    other columns (``size_bytes`` defaults to the data's length). Returns the key."""
+    key = f"replaced/{generate_uid()}"
+    archive.store.put(key, io.BytesIO(data), len(data))
+    with archive.sessions.begin() as session:
+        session.execute(
+            update(Instance)
+            .where(Instance.sop_instance_uid == sop_uid)
+            .values(object_key=key, **{"size_bytes": len(data), **row})
+        )
+    return key
