@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -83,15 +82,13 @@ class IngestError(Exception):
 class Received:
     """An instance its caller received and spooled (a C-STORE, a STOW-RS part): its size and
     the SHA-256 of its data set (`noctis.dicom.data_set_digest`: File Meta excluded), computed
-    as it was written; the caller's fsync of it, running while the header is read
-    (worth it when the store ``syncs_caller_file``), which ingest waits for before storing the
-    file; and the caller's open handle on it (opening a file by name waits on its directory,
+    as it was written; and the caller's open handle on it (opening a file by name waits on its
+    directory,
     which other associations are busy creating and removing files in). Without a path, the
     handle is all there is (data spooled in memory for a store that copies it anyway)."""
 
     size: int
     sha256: str
-    syncing: Future[None] | None = None
     opened: BinaryIO | None = None  # the file, open for reading: no second open by name
 
 
@@ -140,7 +137,6 @@ def ingest(
     else:
         assert path is not None
         size, digest = _size_and_data_set_sha256(path)
-    syncing = received.syncing if received is not None else None
     policy = archive.settings.duplicate_policy
 
     existing = _existing_instance(archive, facility, header.sop_instance_uid)
@@ -154,10 +150,8 @@ def ingest(
 
     key = _new_object_key(facility, header)
     try:
-        if syncing is not None:
-            syncing.result()
         if path is not None:
-            archive.store.put_file(key, path, size, synced=syncing is not None)
+            archive.store.put_file(key, path, size)
         else:
             assert opened is not None
             opened.seek(0)

@@ -52,7 +52,6 @@ class CountingStore:
     def __init__(self, inner: ObjectStore) -> None:
         self.inner = inner
         self.adopts_files = inner.adopts_files
-        self.syncs_caller_file = inner.syncs_caller_file
         self.calls: list[tuple[str, str]] = []
         self._lock = threading.Lock()
 
@@ -76,9 +75,9 @@ class CountingStore:
         self._record("put", key)
         self.inner.put(key, stream, length)
 
-    def put_file(self, key: str, path: Path, length: int, *, synced: bool = False) -> None:
+    def put_file(self, key: str, path: Path, length: int) -> None:
         self._record("put", key)
-        self.inner.put_file(key, path, length, synced=synced)
+        self.inner.put_file(key, path, length)
 
     def get(self, key: str) -> bytes:
         self._record("get", key)

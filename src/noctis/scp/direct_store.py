@@ -29,7 +29,6 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -232,27 +231,21 @@ class DirectStore:
         self, incoming: _Incoming, spool: IO[bytes], path: Path | None, request: StoreRequest
     ) -> status.Answer:
         runtime = self._runtime
-        syncing: Future[None] | None = None
         try:
             spool.flush()
-            if runtime.archive.store.syncs_caller_file:
-                # The store would fsync this file after the header is read; start it now.
-                syncing = runtime.io_pool.submit(os.fsync, spool.fileno())
             return store_received(
                 runtime,
                 self._assoc,
                 request.sop_class_uid,
                 request.sop_instance_uid,
                 path,
-                Received(incoming.size, incoming.digest.hexdigest(), syncing, spool),
+                Received(incoming.size, incoming.digest.hexdigest(), spool),
                 context_sop_class=incoming.context_sop_class,
             )
         except OSError as exc:
             log.error("cannot spool C-STORE data set: %s", exc)
             return SPOOL_FAILED
         finally:
-            if syncing is not None:
-                wait([syncing])  # ingest may have answered without it (a refusal)
             with contextlib.suppress(OSError):
                 spool.close()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +17,6 @@ class ScpRuntime:
     ae_title: str
     spool_dir: Path  # where received instances are spooled and retrieved objects staged
     audit: DimseAudit
-    # fsyncs of received instances, overlapped with reading their headers (threads start on
-    # first use and wait while idle)
-    io_pool: ThreadPoolExecutor
 
     @classmethod
     def create(cls, archive: Archive) -> ScpRuntime:
@@ -39,5 +35,4 @@ class ScpRuntime:
             ae_title=settings.ae_title.strip(),
             spool_dir=spool,
             audit=audit,
-            io_pool=ThreadPoolExecutor(max_workers=4, thread_name_prefix="noctis-io"),
         )

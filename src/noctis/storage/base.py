@@ -35,19 +35,15 @@ class ObjectStore(Protocol):
     # data for the store writes it to a named file next to the store; otherwise it may keep
     # the data in memory and hand over a stream (put), the store copies it anyway.
     adopts_files: bool
-    # True when put_file makes the caller's file itself durable (fsync, then a hard link): a
-    # caller that can fsync the file earlier, overlapped with other work, says synced=True.
-    syncs_caller_file: bool
 
     def put(self, key: str, stream: BinaryIO, length: int) -> None:
         """Store ``length`` bytes read from ``stream`` under ``key``; durable on return."""
 
-    def put_file(self, key: str, path: Path, length: int, *, synced: bool = False) -> None:
+    def put_file(self, key: str, path: Path, length: int) -> None:
         """Store the ``length``-byte file at ``path`` under ``key``; durable on return.
 
         The store may keep the file's data without copying it (a hard link): the caller may
-        remove the file afterwards, but must not change it. ``synced``: the caller has
-        fsynced the file already.
+        remove the file afterwards, but must not change it.
         """
 
     def get(self, key: str) -> bytes:

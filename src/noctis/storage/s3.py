@@ -51,7 +51,6 @@ class S3Store:
         self.endpoint = endpoint  # for messages only
         self.region = region
         self.adopts_files = False  # it copies the data to the server
-        self.syncs_caller_file = False
 
     @classmethod
     def connect(
@@ -110,7 +109,7 @@ class S3Store:
                 self.bucket, key, _ExactReader(stream, length), length, part_size=PART_SIZE
             )
 
-    def put_file(self, key: str, path: Path, length: int, *, synced: bool = False) -> None:
+    def put_file(self, key: str, path: Path, length: int) -> None:
         with path.open("rb") as stream:
             self.put(key, stream, length)
 
