@@ -59,14 +59,7 @@ def bomb_series(clients, dw, archive):
     bomb_uid = next(iter(made.files))
     bomb = deflate_bomb(parts[0])
     assert len(bomb) < MB and len(zlib.compress(bomb)) < MB
-    key = f"replaced/{generate_uid()}"
-    archive.store.put(key, io.BytesIO(bomb), len(bomb))
-    with archive.sessions.begin() as session:
-        session.execute(
-            update(Instance)
-            .where(Instance.sop_instance_uid == bomb_uid)
-            .values(object_key=key, size_bytes=len(bomb), pixel_data_offset=None)
-        )
+    key = point_instance_at(archive, bomb_uid, bomb, pixel_data_offset=None)
     return made.study_uid, series_uid, bomb_uid, key
 
 

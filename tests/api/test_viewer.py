@@ -273,6 +273,7 @@ def test_dotted_viewer_routes_still_get_the_app(browser: TestClient) -> None:
         "//assets/../sw.js",
         "/assets//..//index.html",
         "/assets/./../../assets/../es6-shim.min.js",
+        "/assets/no-such-file",  # public as a file: never the app page instead
     ],
 )
 def test_viewer_files_are_not_public_through_dotted_paths(

@@ -4,6 +4,7 @@ duplicates told apart by their data set. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 from pydicom import dcmread
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from noctis.archive import Archive
 from noctis.audit import AuditFilter, query_audit
@@ -323,3 +324,26 @@ def test_writers_of_one_new_study_with_an_empty_patient_id_make_one_patient(
         len(files),
     )
     assert _events(archive, "demographics-conflict") == []
+
+
+@BACKENDS
+def test_an_instance_indexed_before_0004_sent_again_unchanged_is_a_duplicate(
+    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+) -> None:
+    """Rows indexed before migration 0004 hold the digest of the whole file (File Meta
+    included): the same instance sent again must not be taken for another data set."""
+    original = make_dicom()
+    first = ingest(archive, default_facility, original)
+    whole_file = hashlib.sha256(original.read_bytes()).hexdigest()
+    with archive.sessions.begin() as session:
+        session.execute(
+            update(Instance)
+            .where(Instance.sop_instance_uid == first.header.sop_instance_uid)
+            .values(sha256=whole_file)
+        )
+
+    again = ingest(archive, default_facility, original, sender=MODALITY)
+
+    assert again.outcome is IngestOutcome.DUPLICATE
+    assert again.object_key == first.object_key
+    assert _events(archive, "duplicate-discarded") == []

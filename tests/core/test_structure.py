@@ -18,13 +18,14 @@ from pydicom.filereader import data_element_generator
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
+from noctis.dicom.fragments import MAX_FRAGMENTS
 from noctis.dicom.header import (
     InstanceHeader,
     MalformedDicom,
     parse_instance_header,
     read_checked_header,
 )
-from noctis.dicom.structure import MAX_ELEMENTS
+from noctis.dicom.structure import MAX_CAPTURED, MAX_ELEMENTS
 from noctis.dicom.uids import uid_problem
 from support.damaged import damaged_instances, encapsulated_ct, part10, write_deflated_bomb
 from support.dicomdata import (
@@ -286,3 +287,18 @@ def test_a_data_set_of_a_million_empty_elements_is_refused() -> None:
     )
     with pytest.raises(MalformedDicom, match="more than 1000000 elements"):
         read_checked_header(io.BytesIO(data[:pixels] + sequence + data[pixels:]))
+
+
+def test_an_oversized_header_value_is_refused_in_implicit_vr_too() -> None:
+    """Implicit VR lengths are 4 bytes: a PatientName as long as the file must not be kept
+    (and then indexed) whole."""
+    ds = small_ct(PatientName="A" * (MAX_CAPTURED + 2))
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    with pytest.raises(MalformedDicom):
+        read_checked_header(io.BytesIO(part10(ds)))
+
+
+def test_more_fragments_than_the_read_side_serves_are_refused() -> None:
+    ds = encapsulated_ct(frames=1, fragments=MAX_FRAGMENTS + 1)
+    with pytest.raises(MalformedDicom, match=f"more than {MAX_FRAGMENTS} fragments"):
+        read_checked_header(io.BytesIO(part10(ds)))

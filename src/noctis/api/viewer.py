@@ -264,7 +264,8 @@ def mount(app: FastAPI, settings: Settings) -> None:
             return HTMLResponse(not_installed_page(root), status_code=503)
         target = _file_in(root, relative)
         if target is None:
-            if Path(relative).suffix.lower() in ASSET_SUFFIXES:  # a missing file, not a route
+            # A missing file, not a route: and a path public as a file is never the app page.
+            if is_public(relative) or Path(relative).suffix.lower() in ASSET_SUFFIXES:
                 return PlainTextResponse("not found", status_code=404)
             target = root / "index.html"
         return _file_response(request, target)

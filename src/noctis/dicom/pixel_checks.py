@@ -15,6 +15,7 @@ from __future__ import annotations
 from pydicom.uid import UID, MPEGTransferSyntaxes
 
 from noctis.dicom.errors import MalformedDicom
+from noctis.dicom.fragments import MAX_FRAGMENTS
 from noctis.dicom.structure import PIXEL_ATTRIBUTES, UNDEFINED, PixelElement, Walked
 
 MAX_FRAMES = 2**31 - 1
@@ -66,6 +67,8 @@ def _check_encapsulated(pixels: PixelElement, frames: int, video: bool) -> None:
     table = pixels.offset_table_length
     if not pixels.fragments:
         raise MalformedDicom("encapsulated Pixel Data without a fragment")
+    if pixels.fragments > MAX_FRAGMENTS:  # the read side could never serve its frames
+        raise MalformedDicom(f"encapsulated Pixel Data of more than {MAX_FRAGMENTS} fragments")
     if table % 4:
         raise MalformedDicom(f"Basic Offset Table of {table} bytes, not whole entries")
     if table and table // 4 != frames:

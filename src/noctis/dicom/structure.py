@@ -154,6 +154,8 @@ def file_meta(handle: BinaryIO) -> tuple[int, str, FileSource]:
         if length == UNDEFINED or value_at + length > source.end:
             raise MalformedDicom(f"file meta element {tag_text(tag)} runs past the end")
         if tag == TRANSFER_SYNTAX_TAG:
+            if length > 64:  # a UID
+                raise MalformedDicom(f"file meta Transfer Syntax UID of {length} bytes")
             data, base = source.window(value_at, length)
             raw = data[value_at - base : value_at - base + length]
             syntax = raw.decode("ascii", "replace").replace("\x00", "").strip()
@@ -263,18 +265,19 @@ class _Walk:
                     length != UNDEFINED and tag not in _SEQUENCE_TAGS and tag not in PIXEL_DATA_TAGS
                 )
             value_end = offset + 8 + length
-            if not plain or value_end > end or group == 0xFFFE:
+            oversized = tag in capture and length > MAX_CAPTURED  # element() refuses it
+            if not plain or value_end > end or group == 0xFFFE or oversized:
                 offset = self.element(read, offset, None, explicit, True, 0, top=True)
                 continue
             self.elements += 1
+            if self.elements > MAX_ELEMENTS:  # before walking millions more
+                raise MalformedDicom(f"data set holds more than {MAX_ELEMENTS} elements")
             if tag in capture and not self.walked.pixels:
                 if value_end - base > len(data):
                     data, base = source.window(offset, 8 + length)
                     at = 0
                 captured[tag] = (vr, data[at + 8 : at + 8 + length])
             offset = value_end
-        if self.elements > MAX_ELEMENTS:
-            raise MalformedDicom(f"data set holds more than {MAX_ELEMENTS} elements")
         return offset
 
     def elements_of_item(

@@ -227,6 +227,13 @@ class NoctisServer(ThreadedAssociationServer):
             )
         return connection, address
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # the thread did not start (socketserver closes the socket)
+            self.release_connection(client_address)
+            raise
+
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """Counted and handled, or (over the address's cap) closed at once."""
         return self.connections.admit(_host(client_address))

@@ -3,8 +3,10 @@
 Objects are written to a temporary file in the same directory, fsynced, then renamed into
 place, so a reader never sees a half-written object and a crash leaves no partial one.
 ``put_file`` links the caller's file instead of copying it when both are on one filesystem (a
-received instance spooled next to the objects, as in embedded mode): the bytes are written once,
-and the link is made only once they are durable.
+received instance spooled next to the objects, as in embedded mode): the bytes are written once;
+the link is made first, then the file and its directory are synced together, and only then
+does the caller write the index (so a crash can leave an unreferenced name, never an index row
+without its data).
 
 A file's own fsync does not make its name durable: after a power loss the directory may not
 list it. So the directory that gets the new name is fsynced before ``put`` returns, and so is
@@ -32,7 +34,8 @@ class FilesystemStore:
         self.fsync = fsync
         self.adopts_files = True
         # fsyncs of the directories that get new names, beside the file's own (put_file)
-        self._directory_syncs = ThreadPoolExecutor(max_workers=4, thread_name_prefix="noctis-dir")
+        # (threads start only as concurrent stores need them: one per store at most)
+        self._directory_syncs = ThreadPoolExecutor(max_workers=64, thread_name_prefix="noctis-dir")
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
@@ -62,7 +65,8 @@ class FilesystemStore:
         so that the file system commits them together (one after the other cost 16-20% of the
         CT ingest rate). Until both return the object is only a name the index does not know
         (the index is written after this returns): a crash may leave it for a sweep, never an
-        index row pointing at data that was not on disk."""
+        index row pointing at data that was not on disk (no sweep removes such names yet:
+        issue 14)."""
         target = self._path(key)
         size = os.stat(path).st_size
         if size != length:
