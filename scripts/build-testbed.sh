@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Build the Kubernetes test bed through the Go module proxy and cache it outside the repo:
-#   kube-apiserver, kube-controller-manager, kubectl  (one k8s.io/kubernetes release)
+#   kube-apiserver, kube-controller-manager, kubectl,
+#   kube-scheduler, kubelet, kube-proxy               (one k8s.io/kubernetes release)
 #   etcd                                              (go.etcd.io/etcd/server/v3)
 #   helm                                              (helm.sh/helm/v3)
+#   metrics-server                                    (sigs.k8s.io/metrics-server; the HPA's metrics)
+#   coredns                                           (github.com/coredns/coredns; cluster DNS)
+#   crictl                                            (sigs.k8s.io/cri-tools; the node's pods)
 # `build-testbed.sh minio` builds only MinIO (github.com/minio/minio), the benchmark's S3 server.
 # Layout: ${NOCTIS_TESTBED_CACHE:-$HOME/.cache/noctis-testbed}/<name>-<version>/bin/<binary>
 # A binary that is already there is not rebuilt. Versions: scripts/testbed-versions.env.
@@ -78,7 +82,7 @@ build_kubernetes() {
   local version="${KUBERNETES_VERSION}"
   local bindir="${CACHE}/kubernetes-${version}/bin"
   local missing=()
-  for cmd in kube-apiserver kube-controller-manager kubectl; do
+  for cmd in kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy; do
     [[ -x "${bindir}/${cmd}" ]] || missing+=("${cmd}")
   done
   if [[ ${#missing[@]} -eq 0 ]]; then
@@ -158,6 +162,35 @@ build_minio() {
   go_install "minio ${version}" "${bindir}" "-s -w" "github.com/minio/minio@${version}"
 }
 
+build_metrics_server() {
+  local version="${METRICS_SERVER_VERSION}"
+  local bindir="${CACHE}/metrics-server-${version}/bin"
+  cached "metrics-server" "${version}" && return
+  mkdir -p "${bindir}"
+  # Like its Makefile: the version is client-go's (metrics-server's /version and User-Agent).
+  local ldflags="-s -w -X k8s.io/client-go/pkg/version.gitVersion=${version}"
+  go_install "metrics-server ${version}" "${bindir}" "${ldflags}" \
+    "sigs.k8s.io/metrics-server/cmd/metrics-server@${version}"
+}
+
+build_coredns() {
+  local version="${COREDNS_VERSION}"
+  local bindir="${CACHE}/coredns-${version}/bin"
+  cached "coredns" "${version}" && return
+  mkdir -p "${bindir}"
+  go_install "coredns ${version}" "${bindir}" "-s -w" "github.com/coredns/coredns@${version}"
+}
+
+build_crictl() {
+  local version="${CRICTL_VERSION}"
+  local bindir="${CACHE}/crictl-${version}/bin"
+  cached "crictl" "${version}" && return
+  mkdir -p "${bindir}"
+  go_install "crictl ${version}" "${bindir}" \
+    "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${version}" \
+    "sigs.k8s.io/cri-tools/cmd/crictl@${version}"
+}
+
 # cached NAME VERSION: true, and says so, when NAME of VERSION is built already.
 cached() {
   local bindir="${CACHE}/$1-$2/bin"
@@ -187,10 +220,16 @@ main() {
   build_etcd
   build_helm
   build_kubernetes
+  build_metrics_server
+  build_coredns
+  build_crictl
   log "done in $((SECONDS - total_start)) s"
   echo "${CACHE}/kubernetes-${KUBERNETES_VERSION}/bin"
   echo "${CACHE}/etcd-${ETCD_VERSION}/bin"
   echo "${CACHE}/helm-${HELM_VERSION}/bin"
+  echo "${CACHE}/metrics-server-${METRICS_SERVER_VERSION}/bin"
+  echo "${CACHE}/coredns-${COREDNS_VERSION}/bin"
+  echo "${CACHE}/crictl-${CRICTL_VERSION}/bin"
 }
 
 main "$@"

@@ -205,13 +205,20 @@ class Component:
     log: Path
 
     @classmethod
-    def start(cls, name: str, argv: Sequence[str], log: Path) -> Component:
-        with log.open("wb") as out:
+    def start(
+        cls,
+        name: str,
+        argv: Sequence[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+    ) -> Component:
+        with log.open("ab") as out:
             process = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                env=env,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
@@ -372,8 +379,8 @@ def start_control_plane(
     try:
         (workdir / "logs").mkdir()
         etcd_client_port, etcd_peer_port, api_port = free_ports(3)
-        etcd_url = _start_etcd(plane, etcd_client_port, etcd_peer_port, timeout)
-        _start_apiserver(plane, etcd_url, api_port, timeout)
+        etcd_port = _start_etcd(plane, etcd_client_port, etcd_peer_port, timeout)
+        _start_apiserver(plane, etcd_port, api_port, timeout)
         _start_controller_manager(plane, timeout)
     except BaseException:
         plane.stop()
@@ -381,36 +388,86 @@ def start_control_plane(
     return plane
 
 
-def _start_etcd(plane: ControlPlane, client_port: int, peer_port: int, timeout: float) -> str:
+def etcd_command(etcd: Path, data_dir: Path, client_port: int, peer_port: int) -> list[str]:
+    """A one-member etcd on loopback, without fsync (test data only)."""
     client_url = f"http://127.0.0.1:{client_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
+    return [
+        str(etcd),
+        "--name=noctis-test",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client_url}",
+        f"--advertise-client-urls={client_url}",
+        f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=noctis-test={peer_url}",
+        "--unsafe-no-fsync",
+        "--log-level=warn",
+    ]
+
+
+def etcd_healthy(client_port: int) -> bool:
+    return _http_ok(f"http://127.0.0.1:{client_port}/health")
+
+
+def write_token_file(path: Path, users: Sequence[tuple[str, str, Sequence[str]]]) -> None:
+    """kube-apiserver's --token-auth-file: one ``token,user,uid,"group1,group2"`` line per user."""
+    lines = [f'{token},{user},{user},"{",".join(groups)}"' for token, user, groups in users]
+    path.write_text("".join(f"{line}\n" for line in lines))
+    path.chmod(0o600)
+
+
+def apiserver_common_flags(
+    etcd_port: int, secure_port: int, tokens: Path, sa_key: Path, sa_pub: Path
+) -> list[str]:
+    """The kube-apiserver flags every test bed shares (etcd, token users, ServiceAccounts)."""
+    return [
+        f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+        f"--secure-port={secure_port}",
+        f"--token-auth-file={tokens}",
+        "--allow-privileged=true",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={sa_pub}",
+        f"--service-account-signing-key-file={sa_key}",
+    ]
+
+
+def wait_healthy(component: Component, probe: Callable[[], bool], timeout: float) -> None:
+    """Wait until ``probe`` passes; fail at once, with its log, if the component exits."""
+
+    def ready() -> bool:
+        component.check_running()
+        try:
+            return probe()
+        except (OSError, ValueError):
+            return False
+
+    try:
+        wait_until(ready, timeout, f"{component.name} to become ready")
+    except TestbedError as error:
+        if component.process.poll() is not None:
+            raise
+        raise TestbedError(
+            f"{error}; last lines of {component.name}'s log:\n{log_tail(component.log)}"
+        ) from None
+
+
+def _start_etcd(plane: ControlPlane, client_port: int, peer_port: int, timeout: float) -> int:
     component = Component.start(
         "etcd",
-        [
-            str(plane.binaries.etcd),
-            "--name=noctis-test",
-            f"--data-dir={plane.workdir / 'etcd'}",
-            f"--listen-client-urls={client_url}",
-            f"--advertise-client-urls={client_url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=noctis-test={peer_url}",
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ],
+        etcd_command(plane.binaries.etcd, plane.workdir / "etcd", client_port, peer_port),
         plane.workdir / "logs" / "etcd.log",
     )
     plane.components.append(component)
-    _wait_healthy(component, lambda: _http_ok(f"{client_url}/health"), timeout)
-    return client_url
+    wait_healthy(component, lambda: etcd_healthy(client_port), timeout)
+    return client_port
 
 
-def _start_apiserver(plane: ControlPlane, etcd_url: str, port: int, timeout: float) -> None:
+def _start_apiserver(plane: ControlPlane, etcd_port: int, port: int, timeout: float) -> None:
     workdir = plane.workdir
     plane.admin_token = secrets.token_urlsafe(32)
     tokens = workdir / "tokens.csv"
-    tokens.write_text(f'{plane.admin_token},admin,admin,"system:masters"\n')
-    tokens.chmod(0o600)
+    write_token_file(tokens, [(plane.admin_token, "admin", ["system:masters"])])
     sa_key, sa_pub = write_service_account_keys(workdir)
     cert_dir = workdir / "apiserver-certs"
     plane.api_url = f"https://127.0.0.1:{port}"
@@ -419,26 +476,20 @@ def _start_apiserver(plane: ControlPlane, etcd_url: str, port: int, timeout: flo
         "kube-apiserver",
         [
             str(plane.binaries.kube_apiserver),
-            f"--etcd-servers={etcd_url}",
+            *apiserver_common_flags(etcd_port, port, tokens, sa_key, sa_pub),
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             # Endpoints may not hold loopback addresses; nothing runs in-cluster to use them.
             "--endpoint-reconciler-type=none",
-            f"--secure-port={port}",
             f"--cert-dir={cert_dir}",
-            f"--token-auth-file={tokens}",
             "--authorization-mode=RBAC",
             "--service-cluster-ip-range=10.0.0.0/24",
-            "--allow-privileged=true",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={sa_pub}",
-            f"--service-account-signing-key-file={sa_key}",
         ],
         workdir / "logs" / "kube-apiserver.log",
     )
     plane.components.append(component)
     wait_until(plane.ca_file.exists, timeout, "kube-apiserver's serving certificate")
-    _wait_healthy(component, lambda: plane.api_get("/readyz")[0] == 200, timeout)
+    wait_healthy(component, lambda: plane.api_get("/readyz")[0] == 200, timeout)
     plane.kubeconfig = workdir / "kubeconfig-admin"
     plane.kubeconfig.write_text(
         kubeconfig_yaml(plane.api_url, plane.ca_file, plane.admin_token, "admin")
@@ -465,25 +516,7 @@ def _start_controller_manager(plane: ControlPlane, timeout: float) -> None:
     plane.components.append(component)
     # The serviceaccount controller creating `default` proves the controllers run.
     default_sa = "/api/v1/namespaces/default/serviceaccounts/default"
-    _wait_healthy(component, lambda: plane.api_get(default_sa)[0] == 200, timeout)
-
-
-def _wait_healthy(component: Component, probe: Callable[[], bool], timeout: float) -> None:
-    def ready() -> bool:
-        component.check_running()
-        try:
-            return probe()
-        except (OSError, ValueError):
-            return False
-
-    try:
-        wait_until(ready, timeout, f"{component.name} to become ready")
-    except TestbedError as error:
-        if component.process.poll() is not None:
-            raise
-        raise TestbedError(
-            f"{error}; last lines of {component.name}'s log:\n{log_tail(component.log)}"
-        ) from None
+    wait_healthy(component, lambda: plane.api_get(default_sa)[0] == 200, timeout)
 
 
 def _decode_body(headers: Message, body: bytes) -> Any:

@@ -1,0 +1,45 @@
+"""The one-node cluster, once per session: `scripts/cluster`'s code (support.cluster) brings it up
+and takes it down. A cluster already running (`scripts/cluster up`) is used as it is and left
+running. Tests that use it carry the `cluster` marker: `pytest -m "not cluster"` skips them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from support.cluster import cluster as cluster_control
+from support.cluster.cluster import Cluster
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if {"cluster", "cluster_namespace"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker("cluster")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    already_running = cluster_control.is_running()
+    began = time.monotonic()
+    running = cluster_control.up(log=lambda message: print(f"cluster: {message}"))
+    print(f"\none-node cluster ready in {time.monotonic() - began:.1f} s")
+    try:
+        yield running
+    finally:
+        if not already_running:
+            cluster_control.down(log=lambda message: print(f"cluster: {message}"))
+
+
+@pytest.fixture
+def cluster_namespace(cluster: Cluster) -> Iterator[str]:
+    """A namespace of the test's own, deleted (with what it holds) afterwards."""
+    name = f"test-{secrets.token_hex(4)}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
