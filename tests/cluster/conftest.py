@@ -31,7 +31,8 @@ def cluster() -> Iterator[Cluster]:
         yield running
     finally:
         if not already_running:
-            cluster_control.down(log=lambda message: print(f"cluster: {message}"))
+            report = cluster_control.down(log=lambda message: print(f"cluster: {message}"))
+            assert report["leftovers"] == [], "`down` left the machine unclean"
 
 
 @pytest.fixture

@@ -224,8 +224,12 @@ def _wait_node_ready(cluster: Cluster) -> None:
         result = cluster.kubectl("get", "node", L.NODE_NAME, "-o", "json", check=False)
         if result.returncode != 0:
             return False
-        conditions = json.loads(result.stdout)["status"].get("conditions", [])
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        node = json.loads(result.stdout)
+        conditions = node["status"].get("conditions", [])
+        # The pod CIDR too: the controller manager gives it a moment after the node registers.
+        return node["spec"].get("podCIDR") == L.NODE_POD_CIDR and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in conditions
+        )
 
     try:
         wait_until(ready, NODE_READY_TIMEOUT, f"node {L.NODE_NAME} to be Ready", interval=0.5)
@@ -271,6 +275,9 @@ def _down(layout: Layout, log: Log) -> dict[str, Any]:
     if layout.root.exists():
         shutil.rmtree(layout.root, ignore_errors=True)
     report["seconds"] = round(time.monotonic() - began, 1)
+    report["leftovers"] = host.leftovers(layout)
+    for leftover in report["leftovers"]:
+        log(f"left behind: {leftover}")
     log(
         f"down in {report['seconds']} s: {len(report['mounts'])} mounts, "
         f"{report['cgroups']} cgroups, {len(report['iptables_chains'])} iptables chains, "

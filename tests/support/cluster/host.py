@@ -181,18 +181,21 @@ def _chain_removal(table: str, dump: str) -> tuple[str, list[str]]:
                 return words[words.index(flag) + 1]
         return None
 
-    network_mark = f'"{L.CNI_NETWORK}"'
+    def ours_by_comment(rule: str) -> bool:
+        # CNI's plugins comment each rule `name: "<network>" id: "<container>"`.
+        return f'name: "{L.CNI_NETWORK}"' in " ".join(shlex.split(rule))
+
     ours = {c for c in chains if c.startswith("KUBE-") or c == L.GUARD_CHAIN}
     for rule in rules:
         chain, jump = rule.split()[1], target(rule)
         if (
-            network_mark in rule
+            ours_by_comment(rule)
             and chain.startswith("CNI-")
             and not chain.startswith("CNI-HOSTPORT")
         ):
             ours.add(chain)
         if (
-            network_mark in rule
+            ours_by_comment(rule)
             and jump
             and jump.startswith("CNI-")
             and not jump.startswith("CNI-HOSTPORT")
@@ -202,14 +205,14 @@ def _chain_removal(table: str, dump: str) -> tuple[str, list[str]]:
     for chain in chains:
         if chain.startswith("CNI-HOSTPORT"):
             inside = [r for r in rules if r.split()[1] == chain]
-            if all(target(r) in ours or network_mark in r for r in inside):
+            if all(target(r) in ours or ours_by_comment(r) for r in inside):
                 ours.add(chain)
     if not ours:
         return "", []
     lines = [f"*{table}"]
     for rule in rules:
         chain = rule.split()[1]
-        if chain not in ours and (target(rule) in ours or (network_mark in rule)):
+        if chain not in ours and (target(rule) in ours or (ours_by_comment(rule))):
             lines.append("-D" + rule[2:])
     lines += [f"-F {chain}" for chain in sorted(ours)]
     lines += [f"-X {chain}" for chain in sorted(ours)]
@@ -330,3 +333,37 @@ def remove_cni_cache() -> None:
     for result in CNI_RESULTS_DIR.glob(f"{L.CNI_NETWORK}-*"):
         with contextlib.suppress(OSError):
             result.unlink()
+
+
+def leftovers(layout: Layout) -> list[str]:
+    """Whatever of the cluster is still on the machine (empty after a thorough `down`)."""
+    found = [f"process {pid}" for pid in processes_containing(str(layout.root))]
+    for save in ("iptables-save", "ip6tables-save"):
+        for table in IPTABLES_TABLES:
+            _script, chains = _chain_removal(table, run(save, "-t", table, check=False))
+            found += [f"{save.removesuffix('-save')} {table} chain {chain}" for chain in chains]
+    root = str(layout.root)
+    found += [f"mount {p}" for p in _mount_points() if p == root or p.startswith(root + "/")]
+    found += [f"cgroup {d}" for d in _cgroup_dirs("kubepods")]
+    found += [
+        f"link {n}" for n in (L.BRIDGE, L.NODE_INTERFACE) if Path(f"/sys/class/net/{n}").exists()
+    ]
+    if layout.root.exists():
+        found.append(f"directory {layout.root}")
+    return found
+
+
+def processes_containing(text: str) -> list[int]:
+    """Pids whose command line mentions ``text`` (e.g. the state directory)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+            pids.append(int(proc.name))
+    return pids
