@@ -5,6 +5,8 @@
 #
 #   scripts/build-images.sh [--export DIR] [--summary FILE] [IMAGE...]
 #   scripts/build-images.sh --print        the assignments below, without building
+#   scripts/build-images.sh --no-cache ...  rebuild the images asked for (not the base) without
+#                                           podman's layer cache: a cold build, for bench/
 #
 # IMAGE: any of  scp api worker operator   (the Noctis images, images/*/Dockerfile and
 #                                            operator/Dockerfile, context: the repository root)
@@ -189,17 +191,19 @@ ensure_base() {
 build_image() {
   local image="$1" ref dockerfile context
   ref="$(image_ref "${image}")"
-  if podman image exists "${ref}"; then
+  if [[ ${NO_CACHE} == 0 ]] && podman image exists "${ref}"; then
     WAS_CACHED[${image}]=true SECONDS_TAKEN[${image}]=0
     log "${image}: ${ref} (cached)"
     return
   fi
+  local cache_flag=()
+  [[ ${NO_CACHE} == 0 ]] || cache_flag=(--no-cache)
   read -r dockerfile context <<<"$(dockerfile_and_context "${image}")"
   log "${image}: building ${ref} ..."
   local start buildlog="${CACHE}/build-${image}.log"
   start="$(now)"
   mkdir -p "${CACHE}"
-  if ! nice -n 10 podman build --layers --build-arg "BASE=${BASE_REF}" \
+  if ! nice -n 10 podman build --layers "${cache_flag[@]}" --build-arg "BASE=${BASE_REF}" \
     --label "org.opencontainers.image.version=${ref##*:}" \
     -f "${dockerfile}" -t "${ref}" "${context}" >"${buildlog}" 2>&1; then
     tail -n 30 "${buildlog}" >&2
@@ -231,7 +235,7 @@ assignments() {
   echo "NOCTIS_S3_IMAGE=$(image_ref s3)"
 }
 
-BASE_REF="" NOCTIS_TAG=""
+BASE_REF="" NOCTIS_TAG="" NO_CACHE=0
 
 main() {
   BASE_REF="$(compute_base_ref)"
@@ -242,6 +246,7 @@ main() {
       --export) export_dir="${2:?--export needs a directory}"; shift 2 ;;
       --summary) summary="${2:?--summary needs a file}"; shift 2 ;;
       --print) print_only=1; shift ;;
+      --no-cache) NO_CACHE=1; shift ;;
       -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 0 ;;
       -*) die "unknown option: $1 (see --help)" ;;
       *) image_ref "$1" >/dev/null; images+=("$1"); shift ;;
