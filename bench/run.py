@@ -1,4 +1,5 @@
-"""Run the benchmarks: `python bench/run.py {store,web,all,load} [--quick]` (or `python -m bench`).
+"""Run the benchmarks: `python bench/run.py {store,web,all,load,images} [--quick]`
+(or `python -m bench`).
 
 Every target is started here on free loopback ports in a temp dir, measured, and stopped
 before the next one starts (so targets never compete with each other for the CPU); all of
@@ -28,7 +29,7 @@ if not __package__:  # `python bench/run.py`: make `bench` importable, not its m
 
 from rich.console import Console
 
-from bench import backing, data, load, query, store, web
+from bench import backing, data, images, load, query, store, web
 from bench.data import Dataset, FileSet
 from bench.noctis import NoctisTarget
 from bench.procs import BenchError, load_average
@@ -53,9 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "suite",
-        choices=("store", "web", "all", "load"),
+        choices=("store", "web", "all", "load", "images"),
         help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both; "
-        "load: QIDO/metadata under concurrent stores and a login flood (Noctis targets)",
+        "load: QIDO/metadata under concurrent stores and a login flood (Noctis targets); "
+        "images: build times and sizes of the container images",
     )
     parser.add_argument("--quick", action="store_true", help="small data, few runs: a smoke run")
     parser.add_argument(
@@ -97,6 +99,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="DICOMweb requests accept gzip like a browser (default: uncompressed bodies)",
     )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="images: rebuild every image without podman's layer cache (the base is kept)",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--keep", action="store_true", help="keep the servers' temp dirs and logs")
     return parser.parse_args(argv)
@@ -104,6 +111,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.suite == "images":
+        return images.main(console, args.results_dir, no_cache=args.no_cache)
     sizes = dict(QUICK if args.quick else FULL)
     for key in ("runs", "slices", "small"):
         if getattr(args, key) is not None:

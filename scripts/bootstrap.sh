@@ -2,7 +2,8 @@
 # Set up everything Noctis needs on a fresh Debian 12 machine: system packages (tests and
 # benchmarks use real servers and peers) and a virtualenv at .venv with the package.
 #   scripts/bootstrap.sh            runtime only (what `scripts/serve` needs)
-#   scripts/bootstrap.sh --test     plus test peers: PostgreSQL, Redis, dcmtk, Chromium
+#   scripts/bootstrap.sh --test     plus test peers: PostgreSQL, Redis, dcmtk, Chromium, and
+#                                   podman, runc and debootstrap for the images
 #   scripts/bootstrap.sh --bench    plus Orthanc and MinIO (built once, cached) for the benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,10 @@ done
 debs=()
 if [ "$want_test" = 1 ]; then
   debs+=(dcmtk postgresql redis-server chromium chromium-driver fonts-dejavu-core strace)
+  # The container images (scripts/build-images.sh): podman over runc, a base from debootstrap.
+  debs+=(podman runc debootstrap)
+  # The one-node cluster's runtime and network (scripts/cluster): containerd, CNI, kube-proxy's.
+  debs+=(containerd containernetworking-plugins iptables conntrack)
 fi
 if [ "$want_bench" = 1 ]; then
   debs+=(orthanc orthanc-dicomweb orthanc-postgresql)
@@ -39,8 +44,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   $sudo_cmd apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends "${missing[@]}"
-  # Debian starts the packaged services; the tests run their own on free loopback ports.
-  for svc in postgresql redis-server orthanc; do
+  # Debian starts the packaged services; the tests (and scripts/cluster) run their own.
+  for svc in postgresql redis-server orthanc containerd; do
     $sudo_cmd service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

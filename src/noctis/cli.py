@@ -27,6 +27,26 @@ app.add_typer(user_app, name="user")
 console = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"noctis {version('noctis')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Noctis: a Kubernetes-native PACS."""
+
+
 def _settings(**overrides: object) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -48,12 +68,25 @@ DataDir = Annotated[Path | None, typer.Option(help="data directory (embedded mod
 
 
 @app.command()
-def migrate() -> None:
+def migrate(
+    wait: Annotated[
+        float,
+        typer.Option(help="seconds to wait for the database to answer first (0: fail at once)"),
+    ] = 0,
+) -> None:
     """Bring the index database schema up to date."""
-    from noctis.index.migrate import upgrade
+    from noctis.index.migrate import DatabaseUnavailable, upgrade, wait_for_database
 
     settings = _settings()
-    upgrade(settings.resolved_database_url())
+    url = settings.resolved_database_url()
+    if wait > 0:
+        _logging()
+        try:
+            wait_for_database(url, wait)
+        except DatabaseUnavailable as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+    upgrade(url)
     console.print("index schema is up to date")
 
 

@@ -17,7 +17,12 @@ from pydantic import ValidationError
 from sqlalchemy import delete, inspect, select, update
 
 from noctis.api.app import create_app
-from noctis.api.auth import AccountError, add_user, ensure_first_admin
+from noctis.api.auth import (
+    AccountError,
+    add_user,
+    ensure_configured_admin,
+    ensure_first_admin,
+)
 from noctis.api.auth.credentials import now
 from noctis.api.auth.settings import AuthSettings
 from noctis.archive import Archive
@@ -233,6 +238,22 @@ def test_first_admin_password_from_the_environment(
     monkeypatch.setenv("NOCTIS_ADMIN_PASSWORD", "chosen-by-operator")
     assert ensure_first_admin(archive) == ("admin", None)  # never printed back
     login(TestClient(app), "admin", "chosen-by-operator")
+
+
+def test_production_api_creates_the_admin_only_with_a_configured_password(
+    archive: Archive, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOCTIS_ADMIN_PASSWORD", raising=False)
+    assert ensure_configured_admin(archive) is None  # no random password printed in a log
+    with archive.sessions() as session:
+        assert session.scalar(select(User).where(User.username == "admin")) is None
+    monkeypatch.setenv("NOCTIS_ADMIN_PASSWORD", "from-the-secret")
+    assert ensure_configured_admin(archive) == "admin"
+    login(TestClient(app), "admin", "from-the-secret")
+    # Another replica starting later, or a changed Secret, leaves the account as it is.
+    monkeypatch.setenv("NOCTIS_ADMIN_PASSWORD", "changed-later")
+    assert ensure_configured_admin(archive) == "admin"
+    login(TestClient(app), "admin", "from-the-secret")
 
 
 def test_add_user_explains_what_is_wrong(archive: Archive) -> None:

@@ -196,9 +196,32 @@ def test_archive_children() -> None:
     assert env_of(api_container)["NOCTIS_SECRET_KEY"] == {
         "secretKeyRef": {"name": "session", "key": "key"}
     }
+    assert "NOCTIS_ADMIN_PASSWORD" not in env_of(api_container)
     (worker_container,) = objs[4]["spec"]["template"]["spec"]["containers"]
     assert worker_container["command"] == ["noctis", "worker"]
     assert worker_container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert env_of(worker_container)["NOCTIS_WORKER_QUEUES"] == (
         "noctis,noctis.facility.north,noctis.facility.st-mary"
     )
+
+
+def test_archive_admin_password_reaches_the_api_only() -> None:
+    spec = ArchiveSpec.model_validate(
+        {
+            "storagePool": "images",
+            "database": {"name": "db", "key": "url"},
+            "api": {"adminPassword": {"name": "noctis-admin", "key": "password"}},
+        }
+    )
+    ctx = arc.archive_context("noctis", "pacs", spec, POOL)
+    (api_container,) = arc.build_api_deployment(ctx, spec, IMAGES)["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert env_of(api_container)["NOCTIS_ADMIN_PASSWORD"] == {
+        "secretKeyRef": {"name": "noctis-admin", "key": "password"}
+    }
+    (worker_container,) = arc.build_worker_deployment(ctx, spec, IMAGES, [])["spec"]["template"][
+        "spec"
+    ]["containers"]
+    assert "NOCTIS_ADMIN_PASSWORD" not in env_of(worker_container)
+    assert "NOCTIS_ADMIN_PASSWORD" not in ctx.config  # a Secret, never the shared ConfigMap

@@ -149,9 +149,17 @@ class SeaweedFS(LocalServer):
         super().down()
         self._remove_sockets()
 
+    def answers(self) -> bool:
+        """True once S3 stores and returns an object."""
+        return _answers(self.client())
+
     def _command(self) -> list[str]:
+        return [weed_binary(), *self.weed_arguments()]
+
+    def weed_arguments(self) -> list[str]:
+        """`weed`'s arguments for this server: its ports, data dir and sockets (the test bed's
+        SeaweedFS image runs the same, in a container on the host's network)."""
         return [
-            weed_binary(),
             "-logtostderr",
             f"-config_dir={self.root}",  # ignore any security.toml in ~/.seaweedfs or /etc
             "mini",

@@ -45,7 +45,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "noctis.databaseSecret" -}}
-{{- if .Values.database.url -}}
+{{- if .Values.quickstart.enabled -}}
+{{- include "noctis.quickstart.name" (dict "ctx" . "service" "postgresql") -}}
+{{- else if .Values.database.url -}}
 {{- printf "%s-database" (include "noctis.fullname" .) -}}
 {{- else -}}
 {{- .Values.database.existingSecret -}}
@@ -76,4 +78,78 @@ readOnlyRootFilesystem: true
 runAsNonRoot: true
 capabilities:
   drop: [ALL]
+{{- end -}}
+
+
+{{/* Key of the database URL in its Secret. */}}
+{{- define "noctis.databaseSecretKey" -}}
+{{- if .Values.quickstart.enabled -}}url{{- else -}}{{ .Values.database.secretKey }}{{- end -}}
+{{- end -}}
+
+{{/* Name of a quickstart object; call with (dict "ctx" $ "service" "postgresql"). */}}
+{{- define "noctis.quickstart.name" -}}
+{{- printf "%s-%s" (include "noctis.fullname" .ctx) .service -}}
+{{- end -}}
+
+{{/* In-cluster host name of a quickstart Service (needs the cluster's DNS). */}}
+{{- define "noctis.quickstart.host" -}}
+{{- printf "%s.%s.svc" (include "noctis.quickstart.name" .) .ctx.Release.Namespace -}}
+{{- end -}}
+
+{{/*
+A credential of the quickstart: the value given, else the one already in the Secret (so an
+upgrade keeps it), else a new random one. Call with
+(dict "ctx" $ "secret" <name> "key" <key> "given" <value> "length" <n>).
+*/}}
+{{- define "noctis.quickstart.credential" -}}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .secret -}}
+{{- if .given -}}
+{{- .given -}}
+{{- else if and $existing $existing.data (hasKey $existing.data .key) -}}
+{{- index $existing.data .key | b64dec -}}
+{{- else -}}
+{{- randAlphaNum (int .length) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The volume a quickstart service keeps its data on (not for persistentVolumeClaim, which
+the StatefulSet's volumeClaimTemplates make); call with (dict "ctx" $ "service" "postgresql"). */}}
+{{- define "noctis.quickstart.dataVolume" -}}
+{{- $storage := .ctx.Values.quickstart.storage -}}
+- name: data
+{{- if eq $storage.type "hostPath" }}
+  hostPath:
+    path: {{ printf "%s/%s" (required "quickstart.storage.hostPath is needed with type hostPath" $storage.hostPath | trimSuffix "/") .service }}
+    type: DirectoryOrCreate
+{{- else }}
+  emptyDir: {}
+{{- end }}
+{{- end -}}
+
+{{/* volumeClaimTemplates of a quickstart StatefulSet when storage is persistentVolumeClaim. */}}
+{{- define "noctis.quickstart.claimTemplates" -}}
+{{- $storage := .Values.quickstart.storage -}}
+{{- if eq $storage.type "persistentVolumeClaim" }}
+volumeClaimTemplates:
+  - metadata:
+      name: data
+    spec:
+      accessModes: [ReadWriteOnce]
+      {{- with $storage.storageClass }}
+      storageClassName: {{ . }}
+      {{- end }}
+      resources:
+        requests:
+          storage: {{ $storage.size }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod security context of a quickstart service running as uid/gid .uid. */}}
+{{- define "noctis.quickstart.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid }}
+runAsGroup: {{ .uid }}
+fsGroup: {{ .uid }}
+seccompProfile:
+  type: RuntimeDefault
 {{- end -}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import uvicorn
@@ -9,6 +10,8 @@ import uvicorn
 from noctis import heap
 from noctis.api.app import create_app
 from noctis.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def uvicorn_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
@@ -19,7 +22,12 @@ def uvicorn_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Co
 
 
 def run(settings: Settings) -> None:
+    from noctis.api.auth import ensure_configured_admin
+
     app = create_app(settings)
+    admin = ensure_configured_admin(app.state.archive)
+    if admin is not None:
+        log.info("administrator %r is there (password from NOCTIS_ADMIN_PASSWORD)", admin)
     heap.settle()
     config = uvicorn_config(
         app,

@@ -25,7 +25,13 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from noctis.api.viewer import MARKER, OHIF_INTEGRITY, OHIF_VERSION, app_config, default_viewer_dir
+from noctis.api.viewer_release import (
+    MARKER,
+    OHIF_INTEGRITY,
+    OHIF_VERSION,
+    app_config,
+    default_viewer_dir,
+)
 
 PACKAGE = "@ohif/app"
 DIST = PurePosixPath("package/dist")

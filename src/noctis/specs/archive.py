@@ -47,6 +47,13 @@ class ApiSpec(BaseModel):
     secret_key: SecretKeyRef | None = Field(
         None, alias="secretKey", description="Secret holding the session signing key"
     )
+    admin_password: SecretKeyRef | None = Field(
+        None,
+        alias="adminPassword",
+        description="Secret holding the password of the first administrator `admin`, created "
+        "when the index has no user yet (NOCTIS_ADMIN_PASSWORD); without it, create users "
+        "with `noctis user add`",
+    )
     resources: Resources = Field(
         default_factory=lambda: default_resources(cpu="250m", memory="256Mi", memory_limit="1Gi")
     )

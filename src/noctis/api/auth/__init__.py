@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from noctis.api.auth.accounts import AccountError, add_user, ensure_first_admin, reset_password
+from noctis.api.auth.accounts import (
+    AccountError,
+    add_user,
+    ensure_configured_admin,
+    ensure_first_admin,
+    reset_password,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -17,7 +23,14 @@ if TYPE_CHECKING:
     from noctis.archive import Archive
     from noctis.settings import Settings
 
-__all__ = ["AccountError", "add_user", "ensure_first_admin", "install", "reset_password"]
+__all__ = [
+    "AccountError",
+    "add_user",
+    "ensure_configured_admin",
+    "ensure_first_admin",
+    "install",
+    "reset_password",
+]
 
 
 def install(

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from noctis.api.auth import passwords
@@ -201,3 +202,24 @@ def ensure_first_admin(archive: Any, password: str | None = None) -> tuple[str, 
         create_user(session, FIRST_ADMIN, Role.ADMIN, password=secret, display_name="Administrator")
     log.info("created the first administrator %r", FIRST_ADMIN)
     return FIRST_ADMIN, None if chosen else secret
+
+
+def ensure_configured_admin(archive: Any) -> str | None:
+    """`noctis api`: create the administrator `admin` with NOCTIS_ADMIN_PASSWORD when that is
+    set and the index has no user yet (on Kubernetes, the Archive's `api.adminPassword`).
+    The name of the first administrator, or None when no password is configured (then
+    nothing is created: `noctis user add` makes users). An existing account keeps its password.
+
+    Several API replicas may start at once: one that loses the race to create the account
+    finds it there.
+    """
+    from noctis.api.auth.settings import AuthSettings
+
+    configured = AuthSettings().admin_password
+    if configured is None:
+        return None
+    try:
+        username, _ = ensure_first_admin(archive, configured.get_secret_value())
+    except IntegrityError:
+        username, _ = ensure_first_admin(archive, configured.get_secret_value())
+    return username

@@ -188,6 +188,9 @@ def build_api_deployment(ctx: ArchiveContext, spec: ArchiveSpec, images: Images)
     if spec.api.secret_key is not None:
         key = spec.api.secret_key
         env.append(common.secret_env("NOCTIS_SECRET_KEY", key.name, key.key))
+    if spec.api.admin_password is not None:
+        ref = spec.api.admin_password
+        env.append(common.secret_env("NOCTIS_ADMIN_PASSWORD", ref.name, ref.key))
     container = _container(
         "api",
         spec.api.image or images.api,
