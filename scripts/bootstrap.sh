@@ -29,9 +29,8 @@ if [ "$want_bench" = 1 ]; then
   debs+=(orthanc orthanc-dicomweb orthanc-postgresql)
 fi
 if [ "$want_test" = 1 ]; then
-  # The one-node cluster (scripts/cluster, tests/cluster): its node's runtime and network, podman
-  # for images, and a C compiler for its own static images (tests/support/cluster/{pause,hello}).
-  debs+=(containerd runc containernetworking-plugins iptables conntrack podman gcc libc6-dev)
+  # The one-node cluster's own images (tests/support/cluster/{pause,hello}): static C programs.
+  debs+=(gcc libc6-dev)
 fi
 
 missing=()

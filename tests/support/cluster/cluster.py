@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from support.cluster import host, images
+from support.cluster import chart, host, images
 from support.cluster import layout as L
 from support.cluster.components import admin_client
 from support.cluster.layout import ClusterBinaries, Layout
@@ -129,8 +129,9 @@ def _require_root() -> None:
 # Up
 
 
-def up(layout: Layout | None = None, *, log: Log = _stderr) -> Cluster:
-    """Build or reuse everything, start the cluster (or keep the running one), wait for the node."""
+def up(layout: Layout | None = None, *, install_noctis: bool = True, log: Log = _stderr) -> Cluster:
+    """Build or reuse everything, start the cluster (or keep the running one), wait for the node,
+    install (or upgrade) Noctis with the chart's quickstart."""
     _require_root()
     layout = layout or Layout.default()
     began = time.monotonic()
@@ -163,6 +164,13 @@ def up(layout: Layout | None = None, *, log: Log = _stderr) -> Cluster:
         node_wait = time.monotonic()
         _wait_node_ready(cluster)
         timings["node_ready"] = time.monotonic() - node_wait
+        if install_noctis and "scp" in refs:
+            log("installing Noctis (helm, quickstart) ...")
+            installed = chart.install(cluster, chart.admin_password_from_environment())
+            timings.update({f"chart_{key}": value for key, value in installed.items()})
+            log(f"Noctis Ready {installed['pods_ready']:.1f} s after `helm upgrade --install`")
+        elif install_noctis:
+            log("no Noctis images (scripts/build-images.sh is missing): chart not installed")
         timings["total"] = time.monotonic() - began
         log(f"node {L.NODE_NAME} Ready; up in {timings['total']:.1f} s")
         return cluster
