@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--json", action="store_true", help="status: print JSON")
+    parser.add_argument(
+        "--purge", action="store_true", help="down: remove the node's image store too"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
@@ -24,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in cluster.assignments(running):
                 print(line)
         elif args.command == "down":
-            cluster.down()
+            cluster.down(purge=args.purge)
         else:
             report = cluster.status()
             if args.json:

@@ -228,15 +228,20 @@ def _mount_points() -> list[str]:
     return points
 
 
+def _ours(point: str, layout: Layout) -> bool:
+    """A mount point under the state directory or the image store (the sandboxes' shm)."""
+    return any(
+        point == str(top) or point.startswith(f"{top}/")
+        for top in (layout.root, layout.containerd_root)
+    )
+
+
 def remove_mounts(layout: Layout) -> list[str]:
-    """Unmount (deepest first) everything under the state directory and our pods' netns."""
-    root = str(layout.root)
+    """Unmount (deepest first) everything under our directories and our pods' netns."""
     removed = []
     for _ in range(5):  # a mount can hide another at the same point
         points = [
-            p
-            for p in _mount_points()
-            if p == root or p.startswith(root + "/") or p.startswith(f"{NETNS_DIR}/cni-")
+            p for p in _mount_points() if _ours(p, layout) or p.startswith(f"{NETNS_DIR}/cni-")
         ]
         if not points:
             break
@@ -337,13 +342,16 @@ def remove_cni_cache() -> None:
 
 def leftovers(layout: Layout) -> list[str]:
     """Whatever of the cluster is still on the machine (empty after a thorough `down`)."""
-    found = [f"process {pid}" for pid in processes_containing(str(layout.root))]
+    found = [
+        f"process {pid}"
+        for top in (layout.root, layout.containerd_root)
+        for pid in processes_containing(str(top))
+    ]
     for save in ("iptables-save", "ip6tables-save"):
         for table in IPTABLES_TABLES:
             _script, chains = _chain_removal(table, run(save, "-t", table, check=False))
             found += [f"{save.removesuffix('-save')} {table} chain {chain}" for chain in chains]
-    root = str(layout.root)
-    found += [f"mount {p}" for p in _mount_points() if p == root or p.startswith(root + "/")]
+    found += [f"mount {p}" for p in _mount_points() if _ours(p, layout)]
     found += [f"cgroup {d}" for d in _cgroup_dirs("kubepods")]
     found += [
         f"link {n}" for n in (L.BRIDGE, L.NODE_INTERFACE) if Path(f"/sys/class/net/{n}").exists()

@@ -122,15 +122,17 @@ def stage_archives(layout: Layout, refs: list[str]) -> None:
 
 
 def import_archives(layout: Layout) -> list[str]:
-    """Import every staged archive the node's containerd does not hold yet; the refs imported."""
-    staged = layout.run / "images.json"
-    record = layout.run / "imported.json"
-    if not staged.exists():
+    """Import every staged archive the node's image store does not hold yet, and drop the images
+    of ours no longer staged (older tags); the refs imported."""
+    staged_file = layout.run / "images.json"
+    if not staged_file.exists():
         return []
+    staged: dict[str, str] = json.loads(staged_file.read_text())
+    record = layout.imported_record
     done: dict[str, str] = json.loads(record.read_text()) if record.exists() else {}
     present = set(_ctr(layout, "images", "list", "--quiet").split())
     imported = []
-    for ref, archive in json.loads(staged.read_text()).items():
+    for ref, archive in staged.items():
         if ref in present and done.get(ref) == archive:
             continue
         _ctr(layout, "images", "import", archive)
@@ -139,7 +141,30 @@ def import_archives(layout: Layout) -> list[str]:
         done[ref] = archive
         record.write_text(json.dumps(done, indent=2))
         imported.append(ref)
+    stale = _stale_images(layout, set(staged))
+    if stale:
+        _ctr(layout, "images", "remove", *stale)
+        for ref in stale:
+            done.pop(ref, None)
+        record.write_text(json.dumps(done, indent=2))
     return imported
+
+
+def _stale_images(layout: Layout, staged: set[str]) -> list[str]:
+    """Our images (``localhost/noctis-*``) not staged any more, and the ``sha256:<id>`` aliases
+    the CRI plugin keeps for them (an alias shares its image's manifest digest)."""
+    rows = [line.split() for line in _ctr(layout, "images", "list").splitlines()[1:]]
+    digests = {row[0]: row[2] for row in rows if len(row) > 2}
+    kept = {d for ref, d in digests.items() if not ref.startswith("sha256:") and ref in staged}
+    kept |= {
+        d for ref, d in digests.items() if not ref.startswith(("sha256:", "localhost/noctis-"))
+    }
+    return [
+        ref
+        for ref, digest in digests.items()
+        if (ref.startswith("localhost/noctis-") and ref not in staged)
+        or (ref.startswith("sha256:") and digest not in kept)
+    ]
 
 
 def _ctr(layout: Layout, *args: str) -> str:

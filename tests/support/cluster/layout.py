@@ -123,8 +123,19 @@ class Layout:
         return self.root / "etcd"
 
     @property
+    def image_store(self) -> Path:
+        """The node's image store (containerd's root), kept across `down` like a node's image
+        cache: importing the Noctis images again takes minutes. `down --purge` removes it."""
+        return testbed_cache() / "node-image-store"
+
+    @property
     def containerd_root(self) -> Path:
-        return self.root / "containerd" / "root"
+        return self.image_store / "containerd"
+
+    @property
+    def imported_record(self) -> Path:
+        """Which archive each image in the image store came from."""
+        return self.image_store / "imported.json"
 
     @property
     def containerd_state(self) -> Path:
