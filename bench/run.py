@@ -29,7 +29,7 @@ if not __package__:  # `python bench/run.py`: make `bench` importable, not its m
 
 from rich.console import Console
 
-from bench import backing, data, images, load, query, store, web
+from bench import backing, cluster, data, images, load, query, store, web
 from bench.data import Dataset, FileSet
 from bench.noctis import NoctisTarget
 from bench.procs import BenchError, load_average
@@ -54,10 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "suite",
-        choices=("store", "web", "all", "load", "images"),
+        choices=("store", "web", "all", "load", "images", "cluster"),
         help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both; "
         "load: QIDO/metadata under concurrent stores and a login flood (Noctis targets); "
-        "images: build times and sizes of the container images",
+        "images: build times and sizes of the container images; "
+        "cluster: the one-node cluster (up, helm install to first C-STORE, memory; as root)",
     )
     parser.add_argument("--quick", action="store_true", help="small data, few runs: a smoke run")
     parser.add_argument(
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.suite == "images":
         return images.main(console, args.results_dir, no_cache=args.no_cache)
+    if args.suite == "cluster":
+        return cluster.main(console, args.results_dir)
     sizes = dict(QUICK if args.quick else FULL)
     for key in ("runs", "slices", "small"):
         if getattr(args, key) is not None:

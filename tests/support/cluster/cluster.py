@@ -351,6 +351,7 @@ def status(layout: Layout | None = None) -> dict[str, Any]:
     if not supervisor:
         report["phase"] = "down" if not layout.root.exists() else "dead (run `down`)"
         return report
+    report["memory_mib"] = memory_mib(report)
     with contextlib.suppress(TestbedError, OSError, subprocess.SubprocessError):
         cluster = Cluster(
             layout, ClusterBinaries.from_cache(), admin_client(layout, ClusterBinaries.from_cache())
@@ -381,7 +382,38 @@ def describe(report: dict[str, Any]) -> str:
     for name, component in (report.get("components") or {}).items():
         state = "running" if component["running"] else f"exited ({component['exit_code']})"
         lines.append(f"  {name:<24} pid {component['pid']:<8} {state}")
+    memory = report.get("memory_mib") or {}
+    if memory:
+        lines.append("memory (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()))
     for key in ("nodes", "pods", "loadbalancers"):
         if report.get(key):
             lines += ["", report[key].rstrip()]
     return "\n".join(lines)
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def memory_mib(report: dict[str, Any]) -> dict[str, float]:
+    """Resident memory of each component, their sum, the shims, and what the pods use."""
+    memory = {
+        name: round(_rss_mib(component["pid"]), 1)
+        for name, component in (report.get("components") or {}).items()
+        if component.get("running")
+    }
+    if report.get("supervisor"):
+        memory["supervisor"] = round(_rss_mib(report["supervisor"]), 1)
+    memory["control plane and node"] = round(sum(memory.values()), 1)
+    shims = host.processes_matching(["-address", str(Layout.default().containerd_socket)])
+    memory["containerd shims"] = round(sum(_rss_mib(pid) for pid in shims), 1)
+    with contextlib.suppress(OSError, ValueError):
+        usage = Path("/sys/fs/cgroup/memory/kubepods/memory.usage_in_bytes").read_text()
+        memory["pods (kubepods cgroup)"] = round(int(usage) / 2**20, 1)
+    return memory
