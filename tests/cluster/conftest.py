@@ -15,10 +15,16 @@ from support.cluster import cluster as cluster_control
 from support.cluster.cluster import Cluster
 
 
+# The first test's setup brings the cluster up: on a cold machine that builds the images
+# (several minutes on two cores) and imports them into the node.
+SESSION_START_TIMEOUT = 1800
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if {"cluster", "cluster_namespace"} & set(getattr(item, "fixturenames", ())):
             item.add_marker("cluster")
+            item.add_marker(pytest.mark.timeout(SESSION_START_TIMEOUT))
 
 
 @pytest.fixture(scope="session")
