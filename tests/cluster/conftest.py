@@ -14,7 +14,6 @@ import pytest
 from support.cluster import cluster as cluster_control
 from support.cluster.cluster import Cluster
 
-
 # The first test's setup brings the cluster up: on a cold machine that builds the images
 # (several minutes on two cores) and imports them into the node.
 SESSION_START_TIMEOUT = 1800
