@@ -35,8 +35,10 @@
 #   NOCTIS_POSTGRES_IMAGE=... NOCTIS_REDIS_IMAGE=... NOCTIS_S3_IMAGE=...
 #   NOCTIS_IMAGE_ARCHIVES=DIR                     (with --export)
 # --export DIR writes every image asked for as DIR/<name>-<tag>.oci.tar (podman save --format
-# oci-archive; an archive already there is kept) for `ctr -n k8s.io images import`; the
-# image keeps its name (ctr: --base-name if your ctr does not read it).
+# oci-archive; an archive already there is kept) for `ctr -n k8s.io images import FILE`,
+# which keeps the image's name (checked with Debian's containerd 1.6).
+# For the chart: image.registry=localhost image.tag=$NOCTIS_IMAGE_TAG, and with the quickstart
+# quickstart.{postgresql,redis,s3}.image=$NOCTIS_{POSTGRES,REDIS,S3}_IMAGE.
 # --summary FILE appends one JSON object per image and line:
 #   {"image": "scp", "ref": "...", "seconds": 12.3, "bytes": 123456789, "cached": false}
 #
@@ -178,7 +180,10 @@ ensure_base() {
     WAS_CACHED[base]=true SECONDS_TAKEN[base]=0
     return
   fi
-  [[ -z "${NOCTIS_IMAGE_BASE:-}" ]] || die "base image ${ref} is not in podman's storage"
+  if [[ -n "${NOCTIS_IMAGE_BASE:-}" ]]; then # podman build pulls it
+    WAS_CACHED[base]=true SECONDS_TAKEN[base]=0
+    return
+  fi
   command -v debootstrap >/dev/null || die "debootstrap is missing (scripts/bootstrap.sh --test)"
   mkdir -p "${CACHE}"
   local start
