@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from noctis.operator.builders.archive import api_name
@@ -30,7 +32,38 @@ NOCTIS_COMPONENTS = ("operator", "scp", "worker", "api")
 THIS_MACHINE_AS_SEEN_BY_PODS = "10.244.0.1/32"
 
 
-def quickstart_values(images: dict[str, str], admin_password: str | None) -> dict[str, Any]:
+# The backing services' data directories on the node (the chart's hostPath storage), owned by
+# the users their images run as: it outlives `helm uninstall` (what a Retain StoragePool keeps)
+# and goes with `scripts/cluster down`.
+DATA_OWNERS = {"postgresql": 999, "s3": 10002}
+
+
+def data_directory(cluster: Cluster) -> Path:
+    volumes = cluster.layout.root / "volumes"
+    for service, uid in DATA_OWNERS.items():
+        (volumes / service).mkdir(parents=True, exist_ok=True)
+        os.chown(volumes / service, uid, uid)
+        (volumes / service).chmod(0o700)
+    return volumes
+
+
+def credentials(cluster: Cluster, admin_password: str | None) -> dict[str, str]:
+    """The backing services' credentials and the admin's password, made once per cluster and
+    kept (0600) in its state: a reinstall after `helm uninstall` must open the data it kept."""
+    path = cluster.layout.pki / "noctis-credentials.json"
+    saved: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    for key in ("postgres", "redis", "s3_access", "s3_secret", "admin"):
+        saved.setdefault(key, secrets.token_urlsafe(24))
+    if admin_password:
+        saved["admin"] = admin_password
+    path.write_text(json.dumps(saved, indent=2))
+    path.chmod(0o600)
+    return saved
+
+
+def quickstart_values(
+    images: dict[str, str], given: dict[str, str], data_dir: Path | None = None
+) -> dict[str, Any]:
     """Chart values: local images (never pulled), quickstart on, reachable from this machine."""
     registry, _, tag = images["scp"].rpartition(":")
     registry = registry.rsplit("/", 1)[0]
@@ -38,14 +71,19 @@ def quickstart_values(images: dict[str, str], admin_password: str | None) -> dic
         "enabled": True,
         "imagePullPolicy": "Never",
         "allowedCIDRs": [THIS_MACHINE_AS_SEEN_BY_PODS],
-        "postgresql": {"image": images["postgres"]},
-        "redis": {"image": images["redis"]},
-        "s3": {"image": images["s3"]},
+        "adminPassword": given["admin"],
+        "postgresql": {"image": images["postgres"], "password": given["postgres"]},
+        "redis": {"image": images["redis"], "password": given["redis"]},
+        "s3": {
+            "image": images["s3"],
+            "accessKey": given["s3_access"],
+            "secretKey": given["s3_secret"],
+        },
         "archive": {"serviceType": "LoadBalancer"},
         "dicomNode": {"serviceType": "LoadBalancer"},
     }
-    if admin_password:
-        quickstart["adminPassword"] = admin_password
+    if data_dir:
+        quickstart["storage"] = {"type": "hostPath", "hostPath": str(data_dir)}
     return {
         "image": {"registry": registry, "tag": tag, "pullPolicy": "Never"},
         "quickstart": quickstart,
@@ -61,7 +99,9 @@ def install(cluster: Cluster, admin_password: str | None = None) -> dict[str, fl
     if missing:
         raise TestbedError(f"no image for {', '.join(missing)} (scripts/build-images.sh)")
     values = cluster.layout.config / "noctis-values.json"
-    values.write_text(json.dumps(quickstart_values(cluster.images, admin_password), indent=2))
+    given = credentials(cluster, admin_password)
+    chosen = quickstart_values(cluster.images, given, data_directory(cluster))
+    values.write_text(json.dumps(chosen, indent=2))
     values.chmod(0o600)  # it may hold the admin's password
     began = time.monotonic()
     cluster.helm(

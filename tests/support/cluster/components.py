@@ -107,7 +107,7 @@ class ClusterFiles:
                 layout, configs.user_kubeconfig(layout, "system:kube-proxy")
             ),
             corefile=configs.write_corefile(
-                layout, configs.user_kubeconfig(layout, "noctis:coredns")
+                layout, configs.user_kubeconfig(layout, "testbed:coredns")
             ),
         )
 
@@ -274,7 +274,7 @@ def component_specs(
                 "-m",
                 "support.cluster.loadbalancer",
                 "--kubeconfig",
-                kubeconfig("noctis:loadbalancer-allocator"),
+                kubeconfig("testbed:loadbalancer-allocator"),
             ],
             lambda: True,
             env={**os.environ, "PYTHONPATH": pythonpath},
@@ -287,7 +287,7 @@ ADDON_RBAC = [
     {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
-        "metadata": {"name": "noctis:coredns"},
+        "metadata": {"name": "testbed:coredns"},
         "rules": [
             {
                 "apiGroups": [""],
@@ -304,7 +304,7 @@ ADDON_RBAC = [
     {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
-        "metadata": {"name": "noctis:loadbalancer-allocator"},
+        "metadata": {"name": "testbed:loadbalancer-allocator"},
         "rules": [
             {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch", "get"]},
             {"apiGroups": [""], "resources": ["services/status"], "verbs": ["patch", "update"]},
@@ -323,6 +323,6 @@ ADDON_RBAC = [
             },
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}],
         }
-        for name in ("noctis:coredns", "noctis:loadbalancer-allocator")
+        for name in ("testbed:coredns", "testbed:loadbalancer-allocator")
     ],
 ]

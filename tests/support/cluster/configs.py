@@ -25,8 +25,8 @@ TOKEN_USERS: dict[str, tuple[str, ...]] = {
     "system:kube-scheduler": (),
     "system:kube-controller-manager": (),
     "system:kube-proxy": (),
-    "noctis:coredns": (),
-    "noctis:loadbalancer-allocator": (),
+    "testbed:coredns": (),
+    "testbed:loadbalancer-allocator": (),
 }
 
 
