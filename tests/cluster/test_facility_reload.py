@@ -75,6 +75,12 @@ def hot_node(cluster: Cluster) -> Iterator[tuple[str, int]]:
     apply(cluster, dicom_node())
     try:
         service = f"{NODE}-scp"
+
+        def made() -> bool:
+            found = cluster.kubectl("get", "deployment", "-n", NAMESPACE, service, check=False)
+            return found.returncode == 0
+
+        wait_until(made, 60, "the operator to make the hot-reload node's Deployment")
         cluster.kubectl(
             "rollout", "status", "-n", NAMESPACE, f"deployment/{service}", "--timeout=180s",
             timeout=200,
@@ -90,6 +96,11 @@ def hot_node(cluster: Cluster) -> Iterator[tuple[str, int]]:
     finally:
         cluster.kubectl("delete", "-n", NAMESPACE, "dicomnode", NODE, "--wait=true", check=False)
         cluster.kubectl("delete", "-n", NAMESPACE, "facility", FACILITY, check=False)
+        selector = f"app.kubernetes.io/instance={NODE}"
+        cluster.kubectl(
+            "wait", "--for=delete", "pods", "-n", NAMESPACE, "-l", selector, "--timeout=120s",
+            check=False, timeout=130,
+        )  # fmt: skip
 
 
 def accepted(host: str, port: int, calling: str) -> bool:

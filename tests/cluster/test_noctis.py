@@ -40,7 +40,7 @@ def noctis(cluster: Cluster) -> tuple[str, int]:
 
 
 def component_pods(cluster: Cluster, component: str) -> list[dict]:
-    selector = f"app.kubernetes.io/component={component}"
+    selector = f"app.kubernetes.io/component={component},app.kubernetes.io/instance=noctis"
     return list(cluster.kubectl_json("get", "pods", "-n", NAMESPACE, "-l", selector)["items"])
 
 

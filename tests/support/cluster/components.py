@@ -49,6 +49,7 @@ class ClusterFiles:
     kubelet_client: CertificateFiles
     front_proxy_ca: CertificateFiles
     front_proxy_client: CertificateFiles
+    metrics_server: CertificateFiles
     sa_key: Path
     sa_pub: Path
     tokens: dict[str, str] = field(repr=False)
@@ -97,6 +98,14 @@ class ClusterFiles:
             front_proxy_ca=front_proxy_ca,
             front_proxy_client=ensure_certificate(
                 front_proxy_ca, layout.pki, "front-proxy-client", "front-proxy-client"
+            ),
+            metrics_server=ensure_certificate(
+                ca,
+                layout.pki,
+                "metrics-server",
+                "metrics-server",
+                server_names=("metrics-server.kube-system.svc",),
+                server_ips=(L.NODE_IP,),
             ),
             sa_key=sa_key,
             sa_pub=sa_pub,
@@ -268,6 +277,25 @@ def component_specs(
             lambda: _http_ok(f"http://127.0.0.1:{L.COREDNS_READY_PORT}/ready"),
         ),
         ComponentSpec(
+            "metrics-server",
+            [
+                str(binaries.metrics_server),
+                f"--bind-address={L.NODE_IP}",
+                f"--secure-port={L.METRICS_SERVER_PORT}",
+                f"--tls-cert-file={files.metrics_server.cert}",
+                f"--tls-private-key-file={files.metrics_server.key}",
+                f"--kubeconfig={kubeconfig('testbed:metrics-server')}",
+                f"--authentication-kubeconfig={kubeconfig('testbed:metrics-server')}",
+                f"--authorization-kubeconfig={kubeconfig('testbed:metrics-server')}",
+                # The kubelet's serving certificate is self-signed (no TLS bootstrap here).
+                "--kubelet-insecure-tls",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--kubelet-use-node-status-port",
+                "--metric-resolution=15s",
+            ],
+            lambda: _https_ok(f"https://{L.NODE_IP}:{L.METRICS_SERVER_PORT}/livez"),
+        ),
+        ComponentSpec(
             "loadbalancer",
             [
                 sys.executable,
@@ -280,49 +308,3 @@ def component_specs(
             env={**os.environ, "PYTHONPATH": pythonpath},
         ),
     ]
-
-
-# RBAC for the cluster's own add-ons that Kubernetes has no default role for.
-ADDON_RBAC = [
-    {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": "testbed:coredns"},
-        "rules": [
-            {
-                "apiGroups": [""],
-                "resources": ["endpoints", "services", "pods", "namespaces"],
-                "verbs": ["list", "watch"],
-            },
-            {
-                "apiGroups": ["discovery.k8s.io"],
-                "resources": ["endpointslices"],
-                "verbs": ["list", "watch"],
-            },
-        ],
-    },
-    {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": "testbed:loadbalancer-allocator"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch", "get"]},
-            {"apiGroups": [""], "resources": ["services/status"], "verbs": ["patch", "update"]},
-            {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-        ],
-    },
-    *[
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": name},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": name,
-            },
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}],
-        }
-        for name in ("testbed:coredns", "testbed:loadbalancer-allocator")
-    ],
-]

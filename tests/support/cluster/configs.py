@@ -27,6 +27,7 @@ TOKEN_USERS: dict[str, tuple[str, ...]] = {
     "system:kube-proxy": (),
     "testbed:coredns": (),
     "testbed:loadbalancer-allocator": (),
+    "testbed:metrics-server": (),
 }
 
 

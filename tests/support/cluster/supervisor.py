@@ -20,9 +20,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from support.cluster import images
+from support.cluster import addons, images
 from support.cluster.components import (
-    ADDON_RBAC,
     ClusterFiles,
     ComponentSpec,
     admin_client,
@@ -106,9 +105,14 @@ class Supervisor:
             # Images first, so that no pod ever waits on one (they are never pulled).
             images.import_archives(self.layout)
         elif name == "kube-apiserver":
-            admin = admin_client(self.layout, binaries)
-            rbac = {"apiVersion": "v1", "kind": "List", "items": ADDON_RBAC}
-            admin.kubectl("apply", "-f", "-", input=json.dumps(rbac))
+            self.apply(binaries, addons.rbac())
+        elif name == "metrics-server":
+            self.apply(binaries, addons.metrics_api(self.layout.pki / "ca.crt"))
+
+    def apply(self, binaries: ClusterBinaries, objects: list[dict[str, Any]]) -> None:
+        admin = admin_client(self.layout, binaries)
+        listed = {"apiVersion": "v1", "kind": "List", "items": objects}
+        admin.kubectl("apply", "-f", "-", input=json.dumps(listed))
 
     def check_components(self) -> None:
         exited = [c.name for c in self.components if c.process.poll() is not None]

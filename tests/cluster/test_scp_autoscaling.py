@@ -1,0 +1,140 @@
+"""The SCP Deployment scales on real metrics: metrics-server (built from its Go module) reads the
+kubelet, the DicomNode's HorizontalPodAutoscaler adds a pod under a bounded load of parallel
+associations, the replicas share new associations, and the HPA scales back down once the load is
+gone (after the 300 s stabilisation window the operator asks for: a stopping pod drains)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from support import dcmtk
+from support.cluster import chart
+from support.cluster.cluster import Cluster
+from support.dicomdata import generate_ct_series
+from support.kube import wait_until
+
+pytestmark = pytest.mark.dcmtk
+
+NAMESPACE = chart.NAMESPACE
+SCP = "noctis-scp"
+SCP_SELECTOR = "app.kubernetes.io/component=scp,app.kubernetes.io/instance=noctis"
+SENDERS = 4
+SCALE_UP_TIMEOUT = 300
+SCALE_DOWN_TIMEOUT = 600  # 300 s stabilisation, then one pod a minute
+HEALTH_PORT = 8081  # the SCP pods' health and metrics port
+
+
+def hpa(cluster: Cluster) -> dict:
+    return dict(cluster.kubectl_json("get", "hpa", "-n", NAMESPACE, SCP))
+
+
+def ready_scp_pods(cluster: Cluster) -> list[dict]:
+    pods = cluster.kubectl_json("get", "pods", "-n", NAMESPACE, "-l", SCP_SELECTOR)["items"]
+    return [
+        p
+        for p in pods
+        if "deletionTimestamp" not in p["metadata"]
+        and any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in p["status"].get("conditions", [])
+        )
+    ]
+
+
+def associations_accepted(pod: dict) -> float:
+    """The pod's own count of accepted associations, from its /metrics (pods' addresses are
+    this test bed's own namespaces: reachable from here, and nowhere else)."""
+    url = f"http://{pod['status']['podIP']}:{HEALTH_PORT}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(r"^noctis_scp_associations_total (\S+)$", text, re.MULTILINE)
+    assert found, f"no association counter at {url}"
+    return float(found.group(1))
+
+
+def send_until(stop: threading.Event, host: str, port: str, files: list[Path]) -> None:
+    command = [dcmtk.tool("storescu"), "-aet", "LOAD_CT", "-aec", "NOCTIS", host, port]
+    while not stop.is_set():
+        subprocess.run(
+            [*command, *map(str, files)],
+            capture_output=True,
+            env=dcmtk.environment(),
+            timeout=600,
+            check=False,
+        )
+
+
+def test_the_hpa_scales_the_scp_out_under_load_and_back_in(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    if not cluster.dicom:
+        pytest.fail("Noctis is not installed on the cluster (no images: scripts/build-images.sh)")
+    host, port = cluster.dicom.rsplit(":", 1)
+    autoscaler = hpa(cluster)
+    assert autoscaler["spec"]["minReplicas"] == 1 and autoscaler["spec"]["maxReplicas"] >= 2
+
+    def measured() -> bool:
+        metrics = hpa(cluster)["status"].get("currentMetrics") or []
+        return any(
+            m.get("resource", {}).get("current", {}).get("averageUtilization") is not None
+            for m in metrics
+        )
+
+    wait_until(measured, 120, "the HPA to read the SCP's CPU from metrics-server")
+
+    series = generate_ct_series(tmp_path / "ct", slices=100, patient_id="LOAD-1")
+    stop = threading.Event()
+    senders = [
+        threading.Thread(target=send_until, args=(stop, host, port, series), daemon=True)
+        for _ in range(SENDERS)
+    ]
+    began = time.monotonic()
+    for sender in senders:
+        sender.start()
+    try:
+        wait_until(
+            lambda: hpa(cluster)["status"].get("desiredReplicas", 1) >= 2,
+            SCALE_UP_TIMEOUT,
+            "the HPA to add an SCP pod under load",
+            interval=2,
+        )
+        print(f"\nHPA asked for more SCP pods {time.monotonic() - began:.0f} s into the load")
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join(timeout=600)
+    wait_until(lambda: len(ready_scp_pods(cluster)) >= 2, 180, "a second SCP pod Ready", 2)
+
+    # New associations spread over the replicas (kube-proxy picks an endpoint per connection).
+    pods = ready_scp_pods(cluster)
+    before = {p["metadata"]["name"]: associations_accepted(p) for p in pods}
+    echoes = [
+        subprocess.Popen(
+            [dcmtk.tool("echoscu"), "-aet", "SPREAD", "-aec", "NOCTIS", host, port],
+            env=dcmtk.environment(),
+        )
+        for _ in range(16)
+    ]
+    assert [echo.wait(timeout=60) for echo in echoes] == [0] * 16
+    after = {p["metadata"]["name"]: associations_accepted(p) for p in pods}
+    gained = {name: after[name] - before[name] for name in before}
+    assert sum(gained.values()) == 16
+    assert sum(1 for n in gained.values() if n > 0) >= 2, gained
+
+    load_ended = time.monotonic()
+    wait_until(
+        lambda: (
+            hpa(cluster)["status"].get("currentReplicas") == 1 and len(ready_scp_pods(cluster)) == 1
+        ),
+        SCALE_DOWN_TIMEOUT,
+        "the HPA to scale the SCP back to one pod",
+        interval=5,
+    )
+    print(f"back to one SCP pod {time.monotonic() - load_ended:.0f} s after the load stopped")
