@@ -8,19 +8,30 @@ The tests run in file order and share the CT the store test sends (one 300-slice
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import re
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email.parser import BytesParser
 from pathlib import Path
 
 import httpx
 import pytest
 from pydicom import dcmread
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, build_context, evt
 
 from support import dcmtk
 from support.cluster import chart
+from support.cluster import layout as L
 from support.cluster.cluster import Cluster
-from support.dicomdata import dataset_sha256, generate_ct_series, sop_instance_uid
+from support.dicomdata import (
+    dataset_bytes,
+    dataset_sha256,
+    generate_ct_series,
+    sop_instance_uid,
+)
 from support.web import login
 
 pytestmark = pytest.mark.dcmtk
@@ -146,6 +157,72 @@ def test_a_ct_stored_through_the_loadbalancer_comes_back_byte_identical(
     sent = {sop_instance_uid(p): dataset_sha256(p) for p in ct_series}
     received = {sop_instance_uid(p): dataset_sha256(p) for p in fetched.iterdir()}
     assert received == sent
+
+
+@contextmanager
+def move_destination(cluster: Cluster, ae_title: str) -> Iterator[tuple[dict[str, bytes], int]]:
+    """A storage SCP on the node's address (reachable from the pods only) registered in the
+    quickstart Facility as ``ae_title``; yields (SOP Instance UID -> data set bytes, port)."""
+    received: dict[str, bytes] = {}
+
+    def on_store(event: evt.Event) -> int:
+        received[str(event.request.AffectedSOPInstanceUID)] = event.encoded_dataset()
+        return 0x0000
+
+    ae = AE(ae_title=ae_title)
+    ae.supported_contexts = [
+        build_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        for context in StoragePresentationContexts
+    ]
+    server = ae.start_server(
+        (L.NODE_IP, 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    port = int(server.server_address[1])
+    entry = {"aeTitle": ae_title, "host": L.NODE_IP, "port": port, "services": ["store"]}
+    path = "/spec/applicationEntities"
+    entries = cluster.kubectl_json("get", "facility", "-n", NAMESPACE, "quickstart")["spec"][
+        "applicationEntities"
+    ]
+    patch = [{"op": "add", "path": f"{path}/-", "value": entry}]
+    cluster.kubectl(
+        "patch", "facility", "quickstart", "-n", NAMESPACE, "--type=json", "-p", json.dumps(patch)
+    )
+    try:
+        yield received, port
+    finally:
+        undo = [{"op": "remove", "path": f"{path}/{len(entries)}"}]
+        cluster.kubectl(
+            "patch", "facility", "quickstart", "-n", NAMESPACE, "--type=json",
+            "-p", json.dumps(undo), check=False,
+        )  # fmt: skip
+        server.shutdown()
+
+
+def test_movescu_sends_the_ct_to_a_registered_destination_byte_identical(
+    cluster: Cluster, ct_series: list[Path]
+) -> None:
+    host, port = noctis(cluster)
+    study = header_value(ct_series[0], "StudyInstanceUID")
+    with move_destination(cluster, "MOVE_DEST") as (received, _port):
+        moved = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the operator syncs the Facility within seconds
+            moved = dcmtk.movescu(
+                port,
+                {"StudyInstanceUID": study},
+                destination="MOVE_DEST",
+                level="STUDY",
+                calling=CALLING_AE,
+                called="NOCTIS",
+                host=host,
+            )
+            if moved.ok and dcmtk.final_status(moved.output) == 0x0000:
+                break
+            time.sleep(1)
+        assert moved is not None and moved.ok, moved.output[-2000:] if moved else ""
+        assert dcmtk.suboperation_counts(moved.output).get("completed") == len(ct_series)
+    sent = {sop_instance_uid(p): hashlib.sha256(dataset_bytes(p)).hexdigest() for p in ct_series}
+    assert {uid: hashlib.sha256(data).hexdigest() for uid, data in received.items()} == sent
 
 
 def test_dicomweb_through_the_api_service_serves_the_ct(

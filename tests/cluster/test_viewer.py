@@ -1,0 +1,67 @@
+"""The OHIF viewer through the API's Service, in headless Chromium: log in as the quickstart's
+admin, find a CT sent through the DicomNode's LoadBalancer in the study list, open it and see
+the image in the viewport (the canvas pixels)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Response
+
+from browser.conftest import chromium  # noqa: F401  (the headless Chromium fixture)
+from browser.test_viewer_browser import _wait_for_image
+from support import dcmtk
+from support.cluster import chart
+from support.cluster.cluster import Cluster
+from support.dicomdata import generate_ct_series
+
+pytestmark = [pytest.mark.browser, pytest.mark.dcmtk]
+
+
+def test_the_viewer_through_the_api_service_shows_a_ct_sent_through_the_loadbalancer(
+    cluster: Cluster,
+    chromium: Browser,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    if not cluster.dicom or not cluster.web:
+        pytest.fail("Noctis is not installed on the cluster (no images: scripts/build-images.sh)")
+    host, port = cluster.dicom.rsplit(":", 1)
+    series = generate_ct_series(
+        tmp_path / "ct", slices=20, patient_id="VIEWER-1", patient_name="Cluster^Viewer"
+    )
+    stored = dcmtk.storescu(int(port), series, calling="VIEWER_CT", called="NOCTIS", host=host)
+    assert stored.ok, stored.output[-2000:]
+    secret = cluster.kubectl_json("get", "secret", "-n", chart.NAMESPACE, "noctis-admin")
+    password = base64.b64decode(secret["data"]["password"]).decode()
+
+    base = cluster.web
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    server_errors: list[str] = []
+
+    def on_response(response: Response) -> None:
+        if response.url.startswith(base) and response.status >= 400:
+            server_errors.append(f"{response.status} {response.url}")
+
+    page.on("response", on_response)
+    try:
+        page.goto(f"{base}/")
+        assert page.url == f"{base}/login?next=%2F"
+        page.fill("#username", "admin")
+        page.fill("#password", password)
+        page.click("#sign-in")
+        page.wait_for_url(f"{base}/")
+        page.get_by_placeholder("Patient Name").fill("Cluster")
+        row = page.get_by_text("Cluster, Viewer")
+        row.wait_for(timeout=60_000)
+        row.click()
+        page.get_by_role("button", name="Basic Viewer").click()
+        page.wait_for_url("**/viewer?**")
+        stats = _wait_for_image(page)
+        page.screenshot(path=str(tmp_path / "ohif-cluster-ct.png"))
+    finally:
+        context.close()
+    assert stats["std"] > 20 and stats["levels"] > 16, stats
+    assert not server_errors, server_errors
