@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 from pydicom import dcmread
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, build_context, evt
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, StoragePresentationContexts, build_context, evt
 
 from support import dcmtk
 from support.cluster import chart
@@ -162,16 +163,20 @@ def test_a_ct_stored_through_the_loadbalancer_comes_back_byte_identical(
 @contextmanager
 def move_destination(cluster: Cluster, ae_title: str) -> Iterator[tuple[dict[str, bytes], int]]:
     """A storage SCP on the node's address (reachable from the pods only) registered in the
-    quickstart Facility as ``ae_title``; yields (SOP Instance UID -> data set bytes, port)."""
+    quickstart Facility as ``ae_title``; yields (SOP Instance UID -> data set bytes, port).
+    It accepts explicit VR little endian only: the CT's own syntax, so what arrives must be the
+    stored bytes, unconverted."""
     received: dict[str, bytes] = {}
 
     def on_store(event: evt.Event) -> int:
-        received[str(event.request.AffectedSOPInstanceUID)] = event.encoded_dataset()
+        received[str(event.request.AffectedSOPInstanceUID)] = event.encoded_dataset(
+            include_meta=False
+        )
         return 0x0000
 
     ae = AE(ae_title=ae_title)
     ae.supported_contexts = [
-        build_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        build_context(context.abstract_syntax, [ExplicitVRLittleEndian])
         for context in StoragePresentationContexts
     ]
     server = ae.start_server(

@@ -5,6 +5,8 @@ the image in the viewport (the canvas pixels)."""
 from __future__ import annotations
 
 import base64
+import random
+import string
 from pathlib import Path
 
 import pytest
@@ -28,8 +30,9 @@ def test_the_viewer_through_the_api_service_shows_a_ct_sent_through_the_loadbala
     if not cluster.dicom or not cluster.web:
         pytest.fail("Noctis is not installed on the cluster (no images: scripts/build-images.sh)")
     host, port = cluster.dicom.rsplit(":", 1)
+    family = "Cluster" + "".join(random.choices(string.ascii_uppercase, k=6))  # this run's
     series = generate_ct_series(
-        tmp_path / "ct", slices=20, patient_id="VIEWER-1", patient_name="Cluster^Viewer"
+        tmp_path / "ct", slices=20, patient_id=f"VIEWER-{family}", patient_name=f"{family}^Viewer"
     )
     stored = dcmtk.storescu(int(port), series, calling="VIEWER_CT", called="NOCTIS", host=host)
     assert stored.ok, stored.output[-2000:]
@@ -53,8 +56,7 @@ def test_the_viewer_through_the_api_service_shows_a_ct_sent_through_the_loadbala
         page.fill("#password", password)
         page.click("#sign-in")
         page.wait_for_url(f"{base}/")
-        page.get_by_placeholder("Patient Name").fill("Cluster")
-        row = page.get_by_text("Cluster, Viewer")
+        row = page.get_by_text(f"{family}, Viewer")
         row.wait_for(timeout=60_000)
         row.click()
         page.get_by_role("button", name="Basic Viewer").click()

@@ -121,7 +121,7 @@ def install(cluster: Cluster, admin_password: str | None = None) -> dict[str, fl
         "ports"
     ][0]["port"]
     cluster.dicom = f"{dicom_ip}:{node['spec']['port']}"
-    cluster.web = f"http://{web_ip}:{web_port}"
+    cluster.web = f"http://{web_ip}" + ("" if web_port == 80 else f":{web_port}")
     return timings
 
 
