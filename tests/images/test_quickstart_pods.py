@@ -59,7 +59,7 @@ def start_like_kubelet(
         return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), arg)
 
     mounts = [
-        f"{mount['mountPath']}:rw,mode=1777"
+        f"{mount['mountPath']}:rw,U"  # an emptyDir its user may write (podman ignores mode=)
         for mount in container.get("volumeMounts", [])
         for volume in pod["volumes"]
         if volume["name"] == mount["name"] and "emptyDir" in volume
