@@ -36,13 +36,13 @@ from typing import BinaryIO
 from pydicom.datadict import DicomDictionary
 
 from noctis.dicom.errors import MalformedDicom
+from noctis.dicom.inflate import DEFAULT_MAX_INFLATED
 from noctis.dicom.sources import FileSource, InflatingSource
 
 PREAMBLE_END = 132  # 128-byte preamble + "DICM"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
-DEFAULT_MAX_INFLATED = 512 << 20
 
 UNDEFINED = 0xFFFFFFFF
 ITEM = 0xFFFEE000

@@ -32,6 +32,7 @@ from noctis.api.dicomweb.objects import (
     whole_object_source,
 )
 from noctis.dicom.deflated import HeaderTooLarge
+from noctis.dicom.errors import StoredObjectDamaged
 from noctis.dicom.json import find_bulk
 from noctis.dicom.transcode import FrameError, PixelLayout, StoredObjectTruncated, exact_reader
 from noctis.storage import ObjectNotFound
@@ -86,7 +87,7 @@ def retrieve_bulkdata(
         raise fail(ctx, "wado.bulkdata", found, 404, str(exc)) from exc
     except ObjectNotFound as exc:
         raise fail(ctx, "wado.bulkdata", found, 503, "the stored object is unavailable") from exc
-    except StoredObjectTruncated as exc:
+    except StoredObjectDamaged as exc:
         raise damaged(ctx, "wado.bulkdata", found, exc) from exc
     except HeaderTooLarge as exc:
         raise fail(ctx, "wado.bulkdata", found, 500, str(exc)) from exc
@@ -162,7 +163,8 @@ def bulk_answer(ctx: WebContext, instance: StoredInstance, path: str) -> BulkAns
 def _whole_object_pixels(ctx: WebContext, instance: StoredInstance) -> BulkAnswer:
     """Pixel Data of an object without a pixel data offset (deflated): read front to back,
     a deflated one inflated as the answer is sent, keeping about a chunk."""
-    image, layout, read = whole_object_source(ctx.archive.store, instance)
+    store = ctx.archive.store
+    image, layout, read = whole_object_source(store, instance, max_inflated=ctx.max_inflated)
     numbers = list(range(1, layout.number_of_frames + 1))
     if layout.encapsulated:
         sizes = [layout.frame_size(i) for i in range(len(numbers))]

@@ -47,6 +47,11 @@ class WebContext:
     facility: str | None = None
 
     @property
+    def max_inflated(self) -> int:
+        """Bytes a stored deflated object may inflate to (NOCTIS_MAX_INFLATED_MB, as at ingest)."""
+        return self.settings.max_inflated_mb << 20
+
+    @property
     def sees_several_facilities(self) -> bool:
         return self.facility_ids is None or len(self.facility_ids) > 1
 

@@ -38,7 +38,7 @@ from noctis.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     FrameError,
     PixelLayout,
-    StoredObjectTruncated,
+    StoredObjectDamaged,
     exact_reader,
 )
 from noctis.storage import ObjectNotFound
@@ -98,7 +98,7 @@ def retrieve_frames(
         raise fail(ctx, "wado.frames", found, 400, str(exc)) from exc
     except ObjectNotFound as exc:
         raise fail(ctx, "wado.frames", found, 503, "the stored object is unavailable") from exc
-    except StoredObjectTruncated as exc:
+    except StoredObjectDamaged as exc:
         raise damaged(ctx, "wado.frames", found, exc) from exc
     audit_read(ctx, "wado.frames", [found], frames=frames[:200])
     return StreamingResponse(
@@ -132,7 +132,7 @@ def select_frames(
     if located is None:
         if instance.rows is None:
             raise FrameError("the instance has no pixel data")
-        image, layout, read = whole_object_source(store, instance)
+        image, layout, read = whole_object_source(store, instance, max_inflated=ctx.max_inflated)
         check_frames(layout.number_of_frames, numbers)
         if layout.encapsulated:
             syntax, size = layout.transfer_syntax_uid, _stored_size(layout, numbers)

@@ -35,7 +35,7 @@ from noctis.api.dicomweb.objects import (
     whole_object_pixels,
 )
 from noctis.dicom import render
-from noctis.dicom.transcode import FrameError, StoredObjectTruncated
+from noctis.dicom.transcode import FrameError, StoredObjectDamaged
 from noctis.storage import ObjectNotFound
 
 router = APIRouter(prefix=PREFIX, tags=["WADO-RS rendered"])
@@ -74,7 +74,9 @@ def _pixels(ctx: WebContext, instance: StoredInstance, number: int) -> tuple[Dat
     if located is None:
         if not instance.rows:
             raise FrameError("the instance is not an image")
-        image, layout, stored = whole_object_pixels(store, instance, number)
+        image, layout, stored = whole_object_pixels(
+            store, instance, number, max_inflated=ctx.max_inflated
+        )
     else:
         image, layout = located
         check_frames(layout.number_of_frames, [number])
@@ -102,7 +104,7 @@ def _render(
         raise fail(ctx, action, instance, 400, f"cannot render: {exc}") from exc
     except ObjectNotFound as exc:
         raise fail(ctx, action, instance, 503, "the stored object is unavailable") from exc
-    except StoredObjectTruncated as exc:
+    except StoredObjectDamaged as exc:
         raise damaged(ctx, action, instance, exc) from exc
 
 

@@ -34,6 +34,7 @@ from noctis.dicom.transcode import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_SYNTAXES,
     FrameError,
+    StoredObjectDamaged,
     StoredObjectTruncated,
     exact_reader,
 )
@@ -95,7 +96,7 @@ def _retrieve(
             raise fail(ctx, action, only, 500, f"the instance cannot be decoded: {exc}") from exc
         except ObjectNotFound as exc:
             raise fail(ctx, action, only, 503, "the stored object is unavailable") from exc
-        except StoredObjectTruncated as exc:
+        except StoredObjectDamaged as exc:
             raise damaged(ctx, action, only, exc) from exc
     writer = MultipartWriter(DICOM)
     parts = _parts(ctx, writer, instances, plan, prepared)
@@ -147,7 +148,8 @@ def _transcoded(
     content_type = f"{DICOM}; transfer-syntax={syntax}"
     if instance.transfer_syntax_uid == DEFLATED:
         yield writer.head(content_type)
-        yield from inflated_as_explicit(store.iter_chunks(instance.object_key, _CHUNK))
+        chunks = store.iter_chunks(instance.object_key, _CHUNK)
+        yield from inflated_as_explicit(chunks, ctx.max_inflated)
         yield b"\r\n"
         return
     key = instance.object_key
