@@ -16,6 +16,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from noctis.api.dicomweb.cache import LRU, DicomWebCache
+from noctis.api.dicomweb.failures import FrameNotFound
 from noctis.api.dicomweb.lookup import StoredInstance
 from noctis.dicom import metadata as dicom_metadata
 from noctis.dicom.deflated import open_deflated_pixels
@@ -141,10 +142,6 @@ def check_frames(count: int, numbers: list[int]) -> None:
         raise FrameNotFound(f"frame {wrong[0]} does not exist; the instance has {count}")
 
 
-class FrameNotFound(FrameError):
-    """A requested frame number is beyond the instance's frames."""
-
-
 def stored_frames(
     store: ObjectStore,
     instance: StoredInstance,
@@ -238,7 +235,7 @@ def whole_object_source(
     ds = dcmread(io.BytesIO(data))
     del data
     if "PixelData" not in ds or not isinstance(ds.PixelData, bytes):
-        raise FrameError("the instance has no pixel data")
+        raise FrameNotFound("the instance has no pixel data")
     _check_image(ds)
     image = image_attributes(ds)
     value = ds.PixelData
