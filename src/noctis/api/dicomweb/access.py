@@ -39,7 +39,7 @@ def locate(
     with ctx.archive.reading() as conn:
         found = find_instances(conn, ctx.facility_ids, study, series, sop)
         if ctx.facility is not None:
-            found = [i for i in found if i.facility == ctx.facility]
+            found = [i for i in found if i.facility_id == ctx.facility.id]
         if not found:
             hidden = hidden_from(conn, ctx.facility_ids, study, series, sop)
     if not found:
