@@ -13,6 +13,7 @@ from noctis.archive import Archive
 from noctis.cli import app
 from noctis.index.facilities import (
     FacilityConflict,
+    FacilityNameTaken,
     apply_facility,
     disable_facility,
     ensure_default_facility,
@@ -100,6 +101,50 @@ def test_reapplying_replaces_the_aes_and_disabling_refuses_callers(archive: Arch
         assert disable_facility(session, "north")
     with archive.sessions() as session:
         assert resolve_caller(session, "NEW", "10.0.0.1") is None
+
+
+def test_a_name_belongs_to_one_namespace_until_its_facility_is_deleted(archive: Archive) -> None:
+    """Two Facility resources named alike in two namespaces: the second is refused and the
+    first's entry untouched; once the first is disabled (deleted), the second claims it."""
+    with archive.sessions.begin() as session:
+        apply_facility(session, "radiology", _spec({"aeTitle": "A_CT"}), namespace="a")
+    with (
+        pytest.raises(FacilityNameTaken, match="namespace a") as refused,
+        archive.sessions.begin() as session,
+    ):
+        apply_facility(session, "radiology", _spec({"aeTitle": "B_CT"}), namespace="b")
+    assert refused.value.owner == "a"
+    with pytest.raises(FacilityNameTaken), archive.sessions.begin() as session:
+        disable_facility(session, "radiology", namespace="b")  # not b's to disable
+    with archive.sessions() as session:
+        assert resolve_caller(session, "A_CT", "10.0.0.1") is not None
+        assert resolve_caller(session, "B_CT", "10.0.0.1") is None
+        row = session.scalar(select(Facility).where(Facility.name == "radiology"))
+        assert row is not None and (row.namespace, row.enabled) == ("a", True)
+
+    with archive.sessions.begin() as session:
+        assert disable_facility(session, "radiology", namespace="a")
+    with archive.sessions.begin() as session:
+        apply_facility(session, "radiology", _spec({"aeTitle": "B_CT"}), namespace="b")
+    with archive.sessions() as session:
+        assert resolve_caller(session, "A_CT", "10.0.0.1") is None
+        assert resolve_caller(session, "B_CT", "10.0.0.1") is not None
+        row = session.scalar(select(Facility).where(Facility.name == "radiology"))
+        assert row is not None and (row.namespace, row.enabled) == ("b", True)
+
+
+def test_an_entry_of_no_namespace_is_claimed_and_the_cli_keeps_the_owner(
+    archive: Archive,
+) -> None:
+    with archive.sessions.begin() as session:
+        apply_facility(session, "north", _spec({"aeTitle": "N_CT"}))  # noctis facility apply
+    with archive.sessions.begin() as session:
+        apply_facility(session, "north", _spec({"aeTitle": "N_CT"}), namespace="pacs")
+    with archive.sessions.begin() as session:
+        apply_facility(session, "north", _spec({"aeTitle": "N_MR"}))
+    with archive.sessions() as session:
+        row = session.scalar(select(Facility).where(Facility.name == "north"))
+        assert row is not None and row.namespace == "pacs"
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,24 @@ class FacilityConflict(ValueError):
     """The spec cannot be applied as it stands (e.g. an AE title another facility owns)."""
 
 
+class FacilityNameTaken(FacilityConflict):
+    """The name is registered to the Facility of another Kubernetes namespace.
+
+    A facility name is one registry entry, one key prefix of its objects and one task queue,
+    whatever the namespace of the resource declaring it; so the second namespace is refused
+    rather than given the first one's studies or overwriting its modalities.
+    """
+
+    def __init__(self, name: str, owner: str) -> None:
+        super().__init__(
+            f"facility name {name} is taken by the Facility in namespace {owner}: facility "
+            "names are unique across namespaces (they key the archive's objects and "
+            "DICOMweb's ?facility=); rename this one, or delete that one to free the name"
+        )
+        self.name = name
+        self.owner = owner
+
+
 @dataclass(frozen=True)
 class Caller:
     """A calling AE the registry accepted, and what it may do."""
@@ -41,16 +59,36 @@ class Destination:
     port: int
 
 
-def apply_facility(session: Session, name: str, spec: FacilitySpec) -> Facility:
-    """Create or update a facility to match the spec, and enable it."""
+def check_claim(facility: Facility | None, namespace: str) -> None:
+    """Raise FacilityNameTaken unless the Facility of ``namespace`` may have this entry: it
+    is new, ours, nobody's, or released (disabled when its owner was deleted)."""
+    if facility is None or facility.namespace in (None, namespace) or not facility.enabled:
+        return
+    raise FacilityNameTaken(facility.name, facility.namespace)
+
+
+def apply_facility(
+    session: Session, name: str, spec: FacilitySpec, *, namespace: str | None = None
+) -> Facility:
+    """Create or update a facility to match the spec, and enable it.
+
+    ``namespace``: the Kubernetes namespace of the Facility resource applying it (the
+    operator); the entry becomes that namespace's, unless another namespace's Facility holds
+    it (FacilityNameTaken, nothing changed). Without it (`noctis facility apply`), the
+    entry's owner stays as it is.
+    """
     facility = session.scalar(
         select(Facility)
         .where(Facility.name == name)
         .options(selectinload(Facility.application_entities))
     )
+    if namespace is not None:
+        check_claim(facility, namespace)
     if facility is None:
         facility = Facility(name=name)
         session.add(facility)
+    if namespace is not None:
+        facility.namespace = namespace
     titles = [ae.ae_title for ae in spec.application_entities]
     if titles:
         taken = session.execute(
@@ -85,11 +123,18 @@ def apply_facility(session: Session, name: str, spec: FacilitySpec) -> Facility:
     return facility
 
 
-def disable_facility(session: Session, name: str) -> bool:
-    """Stop accepting associations and logins for the facility; its studies stay."""
+def disable_facility(session: Session, name: str, *, namespace: str | None = None) -> bool:
+    """Stop accepting associations and logins for the facility; its studies stay.
+
+    ``namespace``: only if the entry is that namespace's Facility's (or nobody's); another
+    namespace's entry is left as it is (FacilityNameTaken). The disabled entry stays with its
+    namespace until another namespace's Facility of the name claims it.
+    """
     facility = session.scalar(select(Facility).where(Facility.name == name))
     if facility is None:
         return False
+    if namespace is not None and facility.namespace not in (None, namespace):
+        raise FacilityNameTaken(name, facility.namespace)
     facility.enabled = False
     return True
 
