@@ -139,6 +139,24 @@ def test_load_balancer_service_passes_settings_through() -> None:
     ]
 
 
+@pytest.mark.parametrize("service_type", ["LoadBalancer", "NodePort"])
+def test_an_outside_facing_service_keeps_client_addresses(service_type: str) -> None:
+    spec = node(service={"type": service_type})
+    service = dn.build_service("main", "pacs", spec)
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    assert "NOCTIS_MAX_CONNECTIONS_PER_ADDRESS" not in dn.node_config(spec)  # the SCP's cap
+
+
+@pytest.mark.parametrize("service_type", ["LoadBalancer", "NodePort"])
+def test_cluster_traffic_policy_turns_the_per_address_cap_off(service_type: str) -> None:
+    spec = node(service={"type": service_type, "externalTrafficPolicy": "Cluster"})
+    assert dn.build_service("main", "pacs", spec)["spec"]["externalTrafficPolicy"] == "Cluster"
+    # Callers arrive from the nodes' addresses: a cap per address would count a whole node.
+    assert dn.node_config(spec)["NOCTIS_MAX_CONNECTIONS_PER_ADDRESS"] == "0"
+    internal = node(service={"type": "ClusterIP", "externalTrafficPolicy": "Cluster"})
+    assert "NOCTIS_MAX_CONNECTIONS_PER_ADDRESS" not in dn.node_config(internal)
+
+
 def test_cluster_ip_service_has_no_load_balancer_fields() -> None:
     service = dn.build_service("main", "pacs", node(service={"type": "ClusterIP"}))
     assert set(service["spec"]) == {"type", "selector", "ports"}

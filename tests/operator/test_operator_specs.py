@@ -41,6 +41,10 @@ def test_dicomnode_defaults() -> None:
         ({"aeTitle": "OK", "service": {"loadBalancerSourceRanges": ["10.0.0.0/33"]}}, "CIDR"),
         ({"aeTitle": "OK", "service": {"type": "ClusterIP", "nodePort": 30104}}, "nodePort"),
         ({"aeTitle": "OK", "service": {"type": "Ingress"}}, "spec.service.type"),
+        (
+            {"aeTitle": "OK", "service": {"externalTrafficPolicy": "local"}},
+            "spec.service.externalTrafficPolicy: Input should be 'Local' or 'Cluster'",
+        ),
         ({"aeTitle": "OK", "colour": "blue"}, "spec.colour"),
     ],
 )
