@@ -131,3 +131,65 @@ def test_the_schema_refuses_an_unknown_traffic_policy(
     )
     assert result.returncode != 0
     assert message in result.stderr and "externalTrafficPolicy" in result.stderr
+
+
+def api_env(cluster: Cluster) -> dict[str, str]:
+    deployment = cluster.get("deployment", "noctis-api") or {}
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def test_the_api_believes_forwarded_addresses_from_the_named_proxies_only(
+    archive: Cluster,
+) -> None:
+    cluster = archive
+    assert "NOCTIS_TRUSTED_PROXIES" not in api_env(cluster)  # by default nobody's counts
+
+    def patch(proxies: list[str] | None) -> None:
+        change = {"spec": {"api": {"trustedProxies": proxies}}}
+        cluster.kubectl("patch", "archive", "noctis", "--type", "merge", "-p", json.dumps(change))
+
+    patch(["10.244.0.0/16", "fd00:10::/64"])  # e.g. the ingress controller's pods
+    wait_for(
+        lambda: api_env(cluster).get("NOCTIS_TRUSTED_PROXIES") == "10.244.0.0/16,fd00:10::/64",
+        30,
+        "the API pods' NOCTIS_TRUSTED_PROXIES",
+        cluster.log,
+    )
+    cluster.wait_condition("archive", "noctis")
+    patch(None)
+    wait_for(
+        lambda: "NOCTIS_TRUSTED_PROXIES" not in api_env(cluster),
+        30,
+        "NOCTIS_TRUSTED_PROXIES to go",
+        cluster.log,
+    )
+
+
+@pytest.mark.parametrize(
+    ("proxies", "message"),
+    [
+        (["0.0.0.0/0"], "a /0 network would trust every address"),
+        (["::/0"], "a /0 network would trust every address"),
+        (["*"], "spec.api.trustedProxies[0]"),
+        (["10.0.0.0/33"], "spec.api.trustedProxies[0]"),
+    ],
+)
+def test_the_schema_refuses_trusting_everyone(
+    archive: Cluster, proxies: list[str], message: str
+) -> None:
+    doc = example("archive")
+    doc["metadata"]["name"] = "bad"
+    doc["spec"]["api"]["trustedProxies"] = proxies
+    result = archive.kube.kubectl(
+        "apply",
+        "-n",
+        archive.namespace,
+        "--dry-run=server",
+        "-f",
+        "-",
+        input=yaml.safe_dump(doc),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
