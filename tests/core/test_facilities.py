@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from noctis.index.facilities import (
     resolve_caller,
 )
 from noctis.index.models import Facility
+from noctis.ingest import FacilityRef, ingest
 from noctis.specs.facility import FacilitySpec
 
 
@@ -216,3 +218,27 @@ def test_facility_apply_reports_an_invalid_file_and_changes_nothing(tmp_path: Pa
     assert "port" in result.output
     listing = runner.invoke(app, ["facility", "list"], env=env)
     assert "US_NORTH" not in listing.output
+
+
+def test_a_deleted_facilitys_studies_never_go_to_a_namesake_of_another_namespace(
+    archive: Archive, make_dicom: Callable[..., Path]
+) -> None:
+    """A Facility deleted in namespace a leaves its studies under its name: b's Facility of
+    the same name stays refused (it would read a's studies), a's own can come back."""
+    with archive.sessions.begin() as session:
+        row = apply_facility(session, "oncology", _spec({"aeTitle": "A_PET"}), namespace="a")
+        kept = FacilityRef(row.id, row.name)
+    ingest(archive, kept, make_dicom(PatientID="A-1"))
+    with archive.sessions.begin() as session:
+        assert disable_facility(session, "oncology", namespace="a")
+    with (
+        pytest.raises(FacilityNameTaken, match="still holds the studies") as refused,
+        archive.sessions.begin() as session,
+    ):
+        apply_facility(session, "oncology", _spec({"aeTitle": "B_PET"}), namespace="b")
+    assert refused.value.owner == "a"
+    with archive.sessions.begin() as session:
+        apply_facility(session, "oncology", _spec({"aeTitle": "A_PET"}), namespace="a")
+    with archive.sessions() as session:
+        assert resolve_caller(session, "A_PET", "10.0.0.1") is not None
+        assert resolve_caller(session, "B_PET", "10.0.0.1") is None

@@ -9,7 +9,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from noctis.index.models import ApplicationEntity, Facility, Study
@@ -32,12 +32,20 @@ class FacilityNameTaken(FacilityConflict):
     rather than given the first one's studies or overwriting its modalities.
     """
 
-    def __init__(self, name: str, owner: str) -> None:
-        super().__init__(
-            f"facility name {name} is taken by the Facility in namespace {owner}: facility "
-            "names are unique across namespaces (they key the archive's objects and "
-            "DICOMweb's ?facility=); rename this one, or delete that one to free the name"
-        )
+    def __init__(self, name: str, owner: str, *, holds_studies: bool = False) -> None:
+        if holds_studies:
+            why = (
+                f"facility name {name} still holds the studies of the Facility deleted in "
+                f"namespace {owner}: they stay that namespace's (re-create the Facility there); "
+                "rename this one"
+            )
+        else:
+            why = (
+                f"facility name {name} is taken by the Facility in namespace {owner}: facility "
+                "names are unique across namespaces (they key the archive's objects and "
+                "DICOMweb's ?facility=); rename this one, or delete that one to free the name"
+            )
+        super().__init__(why)
         self.name = name
         self.owner = owner
 
@@ -59,12 +67,18 @@ class Destination:
     port: int
 
 
-def check_claim(facility: Facility | None, namespace: str) -> None:
+def check_claim(session: Session, facility: Facility | None, namespace: str) -> None:
     """Raise FacilityNameTaken unless the Facility of ``namespace`` may have this entry: it
-    is new, ours, nobody's, or released (disabled when its owner was deleted)."""
-    if facility is None or facility.namespace in (None, namespace) or not facility.enabled:
+    is new, ours, nobody's, or released (disabled when its owner was deleted) and empty. A
+    released entry that still holds studies stays its namespace's: another namespace's
+    namesake never inherits them (facilities are isolated, and namespaces may be tenants)."""
+    if facility is None or facility.namespace in (None, namespace):
         return
-    raise FacilityNameTaken(facility.name, facility.namespace)
+    if facility.enabled:
+        raise FacilityNameTaken(facility.name, facility.namespace)
+    holds_studies = session.scalar(select(exists().where(Study.facility_id == facility.id)))
+    if holds_studies:
+        raise FacilityNameTaken(facility.name, facility.namespace, holds_studies=True)
 
 
 def apply_facility(
@@ -83,7 +97,7 @@ def apply_facility(
         .options(selectinload(Facility.application_entities))
     )
     if namespace is not None:
-        check_claim(facility, namespace)
+        check_claim(session, facility, namespace)
     if facility is None:
         facility = Facility(name=name)
         session.add(facility)

@@ -41,7 +41,7 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
     try:
         with transaction(sessions) as session:
             row = session.scalar(select(Facility).where(Facility.name == name))
-            check_claim(row, namespace)
+            check_claim(session, row, namespace)
             if row is not None and row.namespace not in (None, namespace):
                 released_by = row.namespace
             synced = (
