@@ -188,6 +188,8 @@ def build_api_deployment(ctx: ArchiveContext, spec: ArchiveSpec, images: Images)
     if spec.api.secret_key is not None:
         key = spec.api.secret_key
         env.append(common.secret_env("NOCTIS_SECRET_KEY", key.name, key.key))
+    if spec.api.trusted_proxies:
+        env.append({"name": "NOCTIS_TRUSTED_PROXIES", "value": ",".join(spec.api.trusted_proxies)})
     container = _container(
         "api",
         spec.api.image or images.api,
