@@ -26,7 +26,8 @@
 #       work inside builds where TLS is intercepted).
 # An image whose tag exists is not built again; otherwise podman's layer cache makes a
 # rebuild redo only the layers whose inputs changed (a change under src/: ~15-25 s an image).
-# Older tags of an image built here are removed. To force a rebuild: podman rmi <image>.
+# Other tags of an image built here are removed once a day old. To force a rebuild:
+# podman rmi <image>.
 #
 # Output: progress and a table (image, seconds, size) on stderr; on stdout only shell
 # assignments, for `eval` or a script to parse:
@@ -219,16 +220,18 @@ build_image() {
   log "${image}: built in ${SECONDS_TAKEN[${image}]} s"
 }
 
-remove_older_tags() { # IMAGE: untag what earlier builds of it left (their layers go with them)
+remove_stale_tags() { # IMAGE: other tags of it made over a day ago (their layers go with them)
+  # Not younger ones: other work trees on this machine build other tags of the same images.
   local ref repo old
   ref="$(image_ref "$1")"
   repo="${ref%:*}"
   while read -r old; do
     [[ "${old}" == "${ref}" ]] || podman rmi "${old}" >/dev/null 2>&1 || true
-  done < <(podman images --filter "reference=${repo}" --format '{{.Repository}}:{{.Tag}}')
+  done < <(podman images --filter "reference=${repo}" --filter until=24h \
+    --format '{{.Repository}}:{{.Tag}}')
 }
 
-image_bytes() { podman image inspect --format '{{.Size}}' "$1"; }
+image_bytes() { podman image inspect --format '{{.Size}}' "$1" 2>/dev/null || echo 0; }
 
 export_image() { # IMAGE DIR
   local ref name archive
@@ -279,7 +282,7 @@ main() {
   local image
   for image in "${images[@]}"; do
     build_image "${image}"
-    remove_older_tags "${image}"
+    remove_stale_tags "${image}"
   done
   {
     printf '%-10s %-62s %8s %9s\n' image reference seconds MB

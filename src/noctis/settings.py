@@ -94,7 +94,8 @@ class Settings(BaseSettings):
         512,
         ge=1,
         description="a deflated data set (transfer syntax 1.2.840.10008.1.2.1.99) inflating to "
-        "more than this many MiB is refused at ingest, over DIMSE and STOW alike",
+        "more than this many MiB is refused at ingest, over DIMSE and STOW alike; reads of a "
+        "stored one stop there too",
     )
     scp_facilities: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -432,6 +432,34 @@ def test_logins_beyond_the_hashing_queue_are_told_to_come_back(archive: Archive)
     assert all(a.headers["retry-after"] == "1" and "busy" in a.text for a in busy)
 
 
+def test_logins_turned_away_as_busy_do_not_count_towards_the_lockout(archive: Archive) -> None:
+    """Ten wrong passwords at once against one hashing slot: those told to come back (503)
+    were never checked, so only the checked ones (401) count. With ten failures allowed,
+    the owner's right password afterwards still signs in."""
+    password = create_user(archive, "rad", "radiologist")
+    settings = AuthSettings(
+        login_rate_burst=100,
+        login_hash_concurrency=1,
+        login_hash_queue=0,
+        login_max_failures=10,
+    )
+    with running(auth_app(archive, settings)) as base:
+
+        def attempt(_: int) -> httpx.Response:
+            with httpx.Client(base_url=base, timeout=60) as client:
+                return _login_form(client, "rad", "wrong-password")
+
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(attempt, range(10)))
+        codes = Counter(a.status_code for a in answers)
+        assert codes[503] and set(codes) == {401, 503}, codes
+        with archive.sessions() as session:
+            counted = session.scalars(select(LoginLockout.attempts)).one()
+        assert counted == codes[401]
+        with httpx.Client(base_url=base) as client:
+            assert _login_form(client, "rad", password).status_code == 303
+
+
 def test_an_unknown_user_name_costs_a_password_check_too(archive: Archive, app: FastAPI) -> None:
     create_user(archive, "rad", "radiologist")
 

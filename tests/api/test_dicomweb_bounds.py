@@ -189,15 +189,17 @@ def _crafted(dw, **changes: Any) -> bytes:
 def test_a_declared_frame_count_of_two_billion_with_empty_frames_is_refused_cheaply(
     web, dw, archive
 ):
+    """A stored header that contradicts its pixel data (stored before ingest checked it) is
+    the archive's problem: 500 on every path that reads pixels, saying why, in bounded
+    memory (noctis.api.dicomweb.failures)."""
     url = stored(web, dw, dw.sample_bytes("explicit", SOPInstanceUID=generate_uid()))
     replace_object(archive, url, _crafted(dw, NumberOfFrames=2**31, Columns=0))
-    for path in ("/frames/1", "/frames/2147483648", "/rendered", "/frames/1/rendered"):
+    paths = ["/frames/1", "/frames/2147483648", "/rendered", "/frames/1/rendered"]
+    for path in [*paths, "/bulkdata/7FE00010"]:
         response, growth = peak_growth(lambda p=path: web.get(url + p))  # type: ignore[misc]
-        assert response.status_code == 400, (path, response.text)
+        assert response.status_code == 500, (path, response.text)
         assert "a frame of no bytes" in response.json()["detail"]
         assert growth < 16 * MB, (path, growth)
-    bulk = web.get(f"{url}/bulkdata/7FE00010", headers={"Accept": "multipart/related"})
-    assert bulk.status_code in (400, 404), bulk.text
 
 
 def test_a_million_declared_frames_are_never_listed_one_by_one(web, dw, archive):

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from pydicom import dcmread
+from sqlalchemy import func, select
 
+from noctis.index.models import Study
 from support.web import client_for
 
 OHIF_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
@@ -122,4 +124,38 @@ def test_a_one_facility_user_needs_no_choice_and_cannot_choose_another(live_serv
             "/dicom-web/studies",
             params={"StudyInstanceUID": made.study_uid, "facility": "south"},
         )
-        assert chosen.status_code == 200 and chosen.json() == []
+        assert chosen.status_code == 404  # not theirs: as if it did not exist
+
+
+@pytest.mark.parametrize(
+    ("user", "facility"),
+    [("rad_north", "south"), ("rad_north", "nowhere"), ("admin", "nowhere")],
+)
+def test_a_facility_one_may_not_choose_is_404_on_every_service(
+    live_server, tokens, shared, dw, archive, user, facility
+):
+    """``?facility=`` is resolved once for every service: one the caller has not (another
+    facility, or none of that name) is 404 for QIDO, retrieval, frames and STOW alike (QIDO
+    answered an empty 200 and STOW 403 before), and nothing is stored."""
+    made, first_uid = shared
+    instance = (
+        f"/dicom-web/studies/{made.study_uid}/series/{made.series[first_uid]}/instances/{first_uid}"
+    )
+    fresh = dw.build_study(["explicit"])
+    with client_for(live_server, tokens[user]) as client:
+        chosen = {"facility": facility}
+        answers = {
+            "qido": client.get("/dicom-web/studies", params=chosen),
+            "metadata": client.get(f"/dicom-web/studies/{made.study_uid}/metadata", params=chosen),
+            "frames": client.get(
+                instance + "/frames/1", params=chosen, headers={"Accept": OHIF_ACCEPT}
+            ),
+            "stow": dw.stow(client, list(fresh.files.values()), facility=facility),
+        }
+    for service, answer in answers.items():
+        assert answer.status_code == 404, (service, answer.text)
+        assert answer.json()["detail"] == f"Facility {facility!r} not found", service
+    with archive.sessions() as session:
+        count = select(func.count()).select_from(Study)
+        stored = session.scalar(count.where(Study.study_instance_uid == fresh.study_uid))
+    assert stored == 0

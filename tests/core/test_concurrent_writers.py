@@ -91,10 +91,12 @@ def test_the_postgresql_write_function_comes_and_goes_with_its_migration(
     archive: Archive,
 ) -> None:
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     url = archive.settings.resolved_database_url()
     archive.engine.dispose()
-    assert current_revision(url) == "0005"  # the head
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    assert current_revision(url) == head
     assert _has_write_function(archive)
     command.downgrade(alembic_config(url), "0003")  # back to 0003's version of it
     assert _has_write_function(archive)

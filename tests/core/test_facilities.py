@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from noctis.archive import Archive
 from noctis.cli import app
 from noctis.index.facilities import (
     FacilityConflict,
+    FacilityNameTaken,
     apply_facility,
     disable_facility,
     ensure_default_facility,
@@ -20,6 +22,7 @@ from noctis.index.facilities import (
     resolve_caller,
 )
 from noctis.index.models import Facility
+from noctis.ingest import FacilityRef, ingest
 from noctis.specs.facility import FacilitySpec
 
 
@@ -102,6 +105,50 @@ def test_reapplying_replaces_the_aes_and_disabling_refuses_callers(archive: Arch
         assert resolve_caller(session, "NEW", "10.0.0.1") is None
 
 
+def test_a_name_belongs_to_one_namespace_until_its_facility_is_deleted(archive: Archive) -> None:
+    """Two Facility resources named alike in two namespaces: the second is refused and the
+    first's entry untouched; once the first is disabled (deleted), the second claims it."""
+    with archive.sessions.begin() as session:
+        apply_facility(session, "radiology", _spec({"aeTitle": "A_CT"}), namespace="a")
+    with (
+        pytest.raises(FacilityNameTaken, match="namespace a") as refused,
+        archive.sessions.begin() as session,
+    ):
+        apply_facility(session, "radiology", _spec({"aeTitle": "B_CT"}), namespace="b")
+    assert refused.value.owner == "a"
+    with pytest.raises(FacilityNameTaken), archive.sessions.begin() as session:
+        disable_facility(session, "radiology", namespace="b")  # not b's to disable
+    with archive.sessions() as session:
+        assert resolve_caller(session, "A_CT", "10.0.0.1") is not None
+        assert resolve_caller(session, "B_CT", "10.0.0.1") is None
+        row = session.scalar(select(Facility).where(Facility.name == "radiology"))
+        assert row is not None and (row.namespace, row.enabled) == ("a", True)
+
+    with archive.sessions.begin() as session:
+        assert disable_facility(session, "radiology", namespace="a")
+    with archive.sessions.begin() as session:
+        apply_facility(session, "radiology", _spec({"aeTitle": "B_CT"}), namespace="b")
+    with archive.sessions() as session:
+        assert resolve_caller(session, "A_CT", "10.0.0.1") is None
+        assert resolve_caller(session, "B_CT", "10.0.0.1") is not None
+        row = session.scalar(select(Facility).where(Facility.name == "radiology"))
+        assert row is not None and (row.namespace, row.enabled) == ("b", True)
+
+
+def test_an_entry_of_no_namespace_is_claimed_and_the_cli_keeps_the_owner(
+    archive: Archive,
+) -> None:
+    with archive.sessions.begin() as session:
+        apply_facility(session, "north", _spec({"aeTitle": "N_CT"}))  # noctis facility apply
+    with archive.sessions.begin() as session:
+        apply_facility(session, "north", _spec({"aeTitle": "N_CT"}), namespace="pacs")
+    with archive.sessions.begin() as session:
+        apply_facility(session, "north", _spec({"aeTitle": "N_MR"}))
+    with archive.sessions() as session:
+        row = session.scalar(select(Facility).where(Facility.name == "north"))
+        assert row is not None and row.namespace == "pacs"
+
+
 @pytest.mark.parametrize(
     "ae",
     [
@@ -171,3 +218,27 @@ def test_facility_apply_reports_an_invalid_file_and_changes_nothing(tmp_path: Pa
     assert "port" in result.output
     listing = runner.invoke(app, ["facility", "list"], env=env)
     assert "US_NORTH" not in listing.output
+
+
+def test_a_deleted_facilitys_studies_never_go_to_a_namesake_of_another_namespace(
+    archive: Archive, make_dicom: Callable[..., Path]
+) -> None:
+    """A Facility deleted in namespace a leaves its studies under its name: b's Facility of
+    the same name stays refused (it would read a's studies), a's own can come back."""
+    with archive.sessions.begin() as session:
+        row = apply_facility(session, "oncology", _spec({"aeTitle": "A_PET"}), namespace="a")
+        kept = FacilityRef(row.id, row.name)
+    ingest(archive, kept, make_dicom(PatientID="A-1"))
+    with archive.sessions.begin() as session:
+        assert disable_facility(session, "oncology", namespace="a")
+    with (
+        pytest.raises(FacilityNameTaken, match="still holds the studies") as refused,
+        archive.sessions.begin() as session,
+    ):
+        apply_facility(session, "oncology", _spec({"aeTitle": "B_PET"}), namespace="b")
+    assert refused.value.owner == "a"
+    with archive.sessions.begin() as session:
+        apply_facility(session, "oncology", _spec({"aeTitle": "A_PET"}), namespace="a")
+    with archive.sessions() as session:
+        assert resolve_caller(session, "A_PET", "10.0.0.1") is not None
+        assert resolve_caller(session, "B_PET", "10.0.0.1") is None

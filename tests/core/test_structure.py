@@ -18,6 +18,7 @@ from pydicom.filereader import data_element_generator
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
+from noctis.dicom import sources
 from noctis.dicom.fragments import MAX_FRAGMENTS
 from noctis.dicom.header import (
     InstanceHeader,
@@ -25,7 +26,7 @@ from noctis.dicom.header import (
     parse_instance_header,
     read_checked_header,
 )
-from noctis.dicom.structure import MAX_CAPTURED, MAX_ELEMENTS
+from noctis.dicom.structure import MAX_CAPTURED, MAX_ELEMENTS, walk_part10
 from noctis.dicom.uids import uid_problem
 from support.damaged import damaged_instances, encapsulated_ct, part10, write_deflated_bomb
 from support.dicomdata import (
@@ -44,6 +45,8 @@ DAMAGED_ON_PURPOSE = {
     "badVR.dcm": "NumberOfFrames '1A' is not an integer",
     # its SOP Instance UID is 64 hex digits: no DICOMweb path could name it
     "bad_sequence.dcm": "invalid SOPInstanceUID: not only digits and dots",
+    # JPEG Baseline (explicit VR) in its File Meta, an implicit VR data set: pydicom guesses
+    "SC_rgb_jpeg.dcm": "data set is not in the explicit VR its transfer syntax says",
 }
 
 
@@ -75,6 +78,46 @@ def test_every_test_file_accepted_before_passes_with_the_same_header() -> None:
     assert refused.keys() == DAMAGED_ON_PURPOSE.keys()
     for name, message in refused.items():
         assert DAMAGED_ON_PURPOSE[name] in message
+
+
+def _verdict(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            walk_part10(handle)
+    except MalformedDicom as exc:
+        return str(exc)
+    return "accepted"
+
+
+def test_the_verdict_does_not_depend_on_read_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walk reads a file in windows (8 KB, 512 B after a skipped value) and inflates a
+    deflated one in pieces: whatever those sizes, every file gets the same verdict. With
+    512-byte reads, 25 of pydicom's files were refused (e.g. CT_small.dcm), and with 8 KB
+    ones waveform_ecg.dcm: a window reused after a sequence was read from the wrong byte."""
+    files = _sample_files()
+    whole = max(path.stat().st_size for path in files)
+    verdicts: dict[str, set[str]] = {}
+    for size in (1, 7, 512, 8 << 10, whole):
+        monkeypatch.setattr(sources, "_READ", size)
+        monkeypatch.setattr(sources, "_READ_AFTER_SKIP", size)
+        monkeypatch.setattr(sources, "_INFLATE_IN", size)
+        for path in files:
+            verdicts.setdefault(path.name, set()).add(_verdict(path))
+    assert {name: found for name, found in verdicts.items() if len(found) > 1} == {}
+    assert verdicts["waveform_ecg.dcm"] == verdicts["CT_small.dcm"] == {"accepted"}
+    assert verdicts["image_dfl.dcm"] == {"accepted"}  # deflated
+
+
+def test_the_encoding_is_the_transfer_syntax_s_never_a_guess() -> None:
+    """An implicit VR item whose first element is 0x5344 bytes long: read as explicit VR,
+    its length field spells "DS". The data set is what its transfer syntax says it is."""
+    item = Dataset()
+    item.CodeMeaning = "x" * 0x5344
+    ds = small_ct(AnatomicRegionSequence=Sequence([item]))
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    data = part10(ds)
+    assert struct.pack("<HHL", 0x0008, 0x0104, 0x5344)[4:6] == b"DS"
+    assert read_checked_header(io.BytesIO(data)).sop_instance_uid == ds.SOPInstanceUID
 
 
 def test_the_conformance_set_and_generated_series_pass(tmp_path: Path) -> None:

@@ -88,13 +88,14 @@ def test_operator_image_migrates_the_index_and_reconciles_a_facility(
 
     kube = kube_crds
     namespace = f"img-{secrets.token_hex(3)}"
+    release = namespace  # cluster-scoped objects of its own, removed afterwards
     kube.kubectl("create", "namespace", namespace)
     try:
         rendered = kube.helm(
-            "template", "noctis", str(REPO_ROOT / "charts" / "noctis"), "--namespace", namespace
+            "template", release, str(REPO_ROOT / "charts" / "noctis"), "--namespace", namespace
         ).stdout
         kube.kubectl("apply", "--namespace", namespace, "-f", "-", input=rendered)
-        token = kube.create_token(namespace, "noctis-operator")
+        token = kube.create_token(namespace, f"{release}-noctis-operator")
         # The container's user reads the CA and kubeconfig: copies it may read.
         config_dir = tmp_path / "kube"
         config_dir.mkdir(mode=0o755)
@@ -109,7 +110,7 @@ def test_operator_image_migrates_the_index_and_reconciles_a_facility(
             "KUBECONFIG": "/kube/kubeconfig",
             "NOCTIS_DATABASE_URL": pg_url,
             "NOCTIS_OPERATOR_NAMESPACES": namespace,
-            "NOCTIS_OPERATOR_PEERING": "noctis",
+            "NOCTIS_OPERATOR_PEERING": "noctis",  # the chart's peering object keeps its name
             "NOCTIS_OPERATOR_LIVENESS_HOST": LOOPBACK,
             "NOCTIS_OPERATOR_LIVENESS_PORT": str(liveness),
         }
@@ -150,6 +151,7 @@ def test_operator_image_migrates_the_index_and_reconciles_a_facility(
             assert not forbidden, forbidden[:5]
     finally:
         kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        kube.kubectl("delete", "clusterrole", f"{release}-noctis-operator", check=False)
 
 
 def test_scp_image_stores_what_it_acknowledges(

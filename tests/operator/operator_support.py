@@ -190,7 +190,10 @@ def wait_for(fn: Callable[[], Any], timeout: float, what: str, log: Path | None 
         time.sleep(0.2)
 
 
-def install_chart(kube: ControlPlane, namespace: str) -> None:
+def install_chart(kube: ControlPlane, namespace: str, *values: str) -> None:
+    """The chart rendered for release "noctis" in ``namespace`` and applied; ``values`` are
+    more ``--set`` assignments."""
+    sets = [arg for value in values for arg in ("--set", value)]
     rendered = kube.helm(
         "template",
         "noctis",
@@ -199,8 +202,16 @@ def install_chart(kube: ControlPlane, namespace: str) -> None:
         namespace,
         "--set",
         "database.existingSecret=noctis-database",
+        *sets,
     ).stdout
-    kube.kubectl("apply", "--namespace", namespace, "-f", "-", input=rendered)
+    # Objects of other watched namespaces (their RoleBindings) go in with their own.
+    by_namespace: dict[str, list[Any]] = {}
+    for doc in yaml.safe_load_all(rendered):
+        if doc:
+            where = doc["metadata"].get("namespace") or namespace
+            by_namespace.setdefault(where, []).append(doc)
+    for where, docs in by_namespace.items():
+        kube.kubectl("apply", "--namespace", where, "-f", "-", input=yaml.safe_dump_all(docs))
 
 
 def secrets_yaml(s3: SeaweedFS, database_url: str) -> str:

@@ -59,6 +59,9 @@ def quickstart(kube: ControlPlane, s3_server: SeaweedFS, tmp_path: Path) -> Iter
             plane.operator.stop()
     finally:
         kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        # Cluster-scoped, so not deleted with the namespace: `helm install` of release noctis
+        # in a later test would refuse to adopt it.
+        kube.kubectl("delete", "clusterrole", "noctis-operator", check=False)
 
 
 def test_quickstart_resources_become_an_archive(quickstart: Cluster) -> None:

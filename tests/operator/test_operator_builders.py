@@ -9,6 +9,7 @@ import pytest
 from noctis.operator.builders import archive as arc
 from noctis.operator.builders import dicomnode as dn
 from noctis.operator.builders.common import CONFIG_HASH
+from noctis.settings import Settings
 from noctis.specs.archive import ArchiveSpec
 from noctis.specs.dicomnode import DicomNodeSpec
 from noctis.specs.storagepool import StoragePoolSpec
@@ -139,6 +140,24 @@ def test_load_balancer_service_passes_settings_through() -> None:
     ]
 
 
+@pytest.mark.parametrize("service_type", ["LoadBalancer", "NodePort"])
+def test_an_outside_facing_service_keeps_client_addresses(service_type: str) -> None:
+    spec = node(service={"type": service_type})
+    service = dn.build_service("main", "pacs", spec)
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    assert "NOCTIS_MAX_CONNECTIONS_PER_ADDRESS" not in dn.node_config(spec)  # the SCP's cap
+
+
+@pytest.mark.parametrize("service_type", ["LoadBalancer", "NodePort"])
+def test_cluster_traffic_policy_turns_the_per_address_cap_off(service_type: str) -> None:
+    spec = node(service={"type": service_type, "externalTrafficPolicy": "Cluster"})
+    assert dn.build_service("main", "pacs", spec)["spec"]["externalTrafficPolicy"] == "Cluster"
+    # Callers arrive from the nodes' addresses: a cap per address would count a whole node.
+    assert dn.node_config(spec)["NOCTIS_MAX_CONNECTIONS_PER_ADDRESS"] == "0"
+    internal = node(service={"type": "ClusterIP", "externalTrafficPolicy": "Cluster"})
+    assert "NOCTIS_MAX_CONNECTIONS_PER_ADDRESS" not in dn.node_config(internal)
+
+
 def test_cluster_ip_service_has_no_load_balancer_fields() -> None:
     service = dn.build_service("main", "pacs", node(service={"type": "ClusterIP"}))
     assert set(service["spec"]) == {"type", "selector", "ports"}
@@ -225,3 +244,26 @@ def test_archive_admin_password_reaches_the_api_only() -> None:
     ]["containers"]
     assert "NOCTIS_ADMIN_PASSWORD" not in env_of(worker_container)
     assert "NOCTIS_ADMIN_PASSWORD" not in ctx.config  # a Secret, never the shared ConfigMap
+
+
+def test_api_pods_believe_forwarded_addresses_only_from_the_named_proxies() -> None:
+    default = arc.build_api_deployment(context(), ARCHIVE, IMAGES)
+    (container,) = default["spec"]["template"]["spec"]["containers"]
+    assert "NOCTIS_TRUSTED_PROXIES" not in env_of(container)  # nobody's X-Forwarded-For counts
+
+    spec = ArchiveSpec.model_validate(
+        {
+            **ARCHIVE.model_dump(by_alias=True),
+            "api": {"trustedProxies": ["10.244.0.0/16", "192.168.5.7", "fd00:10::/64"]},
+        }
+    )
+    deployment = arc.build_api_deployment(context(), spec, IMAGES)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    value = env_of(container)["NOCTIS_TRUSTED_PROXIES"]
+    assert value == "10.244.0.0/16,192.168.5.7/32,fd00:10::/64"
+    assert Settings(trusted_proxies=value).trusted_proxies == value.split(
+        ","
+    )  # as the pod reads it
+    # A new list rolls the API pods (the pod template changes with the config hash).
+    old_hash = default["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH]
+    assert deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH] != old_hash

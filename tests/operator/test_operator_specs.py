@@ -41,6 +41,10 @@ def test_dicomnode_defaults() -> None:
         ({"aeTitle": "OK", "service": {"loadBalancerSourceRanges": ["10.0.0.0/33"]}}, "CIDR"),
         ({"aeTitle": "OK", "service": {"type": "ClusterIP", "nodePort": 30104}}, "nodePort"),
         ({"aeTitle": "OK", "service": {"type": "Ingress"}}, "spec.service.type"),
+        (
+            {"aeTitle": "OK", "service": {"externalTrafficPolicy": "local"}},
+            "spec.service.externalTrafficPolicy: Input should be 'Local' or 'Cluster'",
+        ),
         ({"aeTitle": "OK", "colour": "blue"}, "spec.colour"),
     ],
 )
@@ -90,3 +94,22 @@ def test_archive_spec_and_queues() -> None:
     assert facility_queue("st-mary") == "noctis.facility.st-mary"
     with pytest.raises(SpecInvalid, match=r"spec\.database"):
         parse_spec(ArchiveSpec, {"storagePool": "images"})
+
+
+@pytest.mark.parametrize(
+    ("proxies", "message"),
+    [
+        (["*"], "spec.api.trustedProxies.0: Value error, not a CIDR: '*'"),
+        (["10.0.0.0/33"], "not a CIDR"),
+        (["0.0.0.0/0"], "would trust every address"),
+        (["::/0"], "would trust every address"),
+        ([f"10.0.{i}.0/24" for i in range(33)], "at most 32 items"),
+    ],
+)
+def test_archive_trusted_proxies_are_networks_not_everyone(
+    proxies: list[str], message: str
+) -> None:
+    spec = {"storagePool": "images", "database": {"name": "db", "key": "url"}}
+    with pytest.raises(SpecInvalid) as caught:
+        parse_spec(ArchiveSpec, {**spec, "api": {"trustedProxies": proxies}})
+    assert message in str(caught.value)

@@ -24,8 +24,11 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 from scp_support import scp_environment
+from sqlalchemy import func, select
 
+from noctis.index.models import Instance
 from noctis.scp import status
+from noctis.scp.client import store_files
 from support import dcmtk, log_tail, terminate
 from support.archive import embedded_settings, index_counts, open_archive
 from support.dicomdata import generate_ct_series
@@ -143,6 +146,44 @@ def test_processes_share_one_port(scp_process: ScpProcess) -> None:
     scp_process.process.send_signal(signal.SIGTERM)
     assert scp_process.process.wait(timeout=40) == 0, log_tail(scp_process.log)
     assert not is_listening(scp_process.port)
+
+
+def metric(metrics: str, sample: str) -> float:
+    """The value of one sample line (name and labels exactly as exposed), 0 if absent."""
+    found = re.search(rf"^{re.escape(sample)} ([0-9.e+]+)$", metrics, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.mark.parametrize("scp_process", [2], indirect=True)
+def test_one_scrape_adds_up_what_both_processes_stored(
+    scp_process: ScpProcess, tmp_path: Path
+) -> None:
+    """Two SCP processes store over a dozen associations; `/metrics` of the one health
+    server counts every instance, byte and store latency of both (multiprocess mode)."""
+    files = generate_ct_series(tmp_path / "ct", slices=24, size=32)
+    for batch in range(12):  # one association each: the two processes take turns
+        report = store_files(LOOPBACK, scp_process.port, files[batch * 2 : batch * 2 + 2])
+        assert report.succeeded == 2, report.failures
+    metrics = scp_process.metrics()
+
+    per_process = {
+        pid: float(value)
+        for pid, value in re.findall(
+            r'noctis_scp_process_associations\{pid="(\d+)"\} ([0-9.]+)', metrics
+        )
+    }
+    assert len(per_process) == 2 and all(per_process.values()), per_process  # both stored
+    assert metric(metrics, 'noctis_scp_instances_stored_total{outcome="stored"}') == 24
+    assert metric(metrics, 'noctis_scp_requests_total{result="success",service="store"}') == 24
+    assert metric(metrics, "noctis_scp_store_seconds_count") == 24
+    assert metric(metrics, 'noctis_scp_store_seconds_bucket{le="+Inf"}') == 24
+    archive = open_archive(embedded_settings(scp_process.data_dir))
+    try:
+        with archive.sessions() as session:
+            stored = session.scalar(select(func.sum(Instance.size_bytes)))
+    finally:
+        archive.close()
+    assert metric(metrics, "noctis_scp_stored_bytes_total") == stored
 
 
 def test_echo_and_upload_commands(scp_process: ScpProcess, tmp_path: Path) -> None:

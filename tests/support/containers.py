@@ -106,7 +106,7 @@ def image_bytes(ref: str) -> int:
 
 
 class Container:
-    """One detached container on the host's network; ``stop()`` removes it."""
+    """One detached container (``run``: on the host's network); ``stop()`` removes it."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -120,15 +120,21 @@ class Container:
         volumes: Sequence[str] = (),
         user: str | None = None,
     ) -> Container:
-        name = f"noctis-test-{secrets.token_hex(4)}"
-        options = ["--detach", "--name", name, "--network", "host"]
-        for key, value in (env or {}).items():
-            options += ["--env", f"{key}={value}"]
+        options = ["--network", "host"]
         for volume in volumes:
             options += ["--volume", volume]
         if user is not None:
             options += ["--user", user]
-        podman("run", *options, image, *args)
+        return cls.run_with(image, options, list(args), env or {})
+
+    @classmethod
+    def run_with(
+        cls, image: str, options: Sequence[str], args: Sequence[str], env: dict[str, str]
+    ) -> Container:
+        """`podman run --detach` with these options (network, user, mounts ...)."""
+        name = f"noctis-test-{secrets.token_hex(4)}"
+        environment = [item for key, value in env.items() for item in ("--env", f"{key}={value}")]
+        podman("run", "--detach", "--name", name, *options, *environment, image, *args)
         return cls(name)
 
     def logs(self) -> str:

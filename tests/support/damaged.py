@@ -105,7 +105,28 @@ def damaged_instances() -> list[Damaged]:
             part10(small_ct(SeriesInstanceUID="1.2.03.4")),
             "invalid SeriesInstanceUID: a component with a leading zero",
         ),
+        Damaged(
+            "deflated-stream-cut-short",
+            _deflated_ct()[:-40],
+            "deflated data set ends inside its compressed stream",
+        ),
+        Damaged(
+            "deflated-stream-corrupt",
+            # a block type that does not exist (BFINAL 1, BTYPE 11) where the data set starts
+            part10_head(CTImageStorage, generate_uid(), DEFLATED) + b"\x07" + bytes(64),
+            "deflated data set is corrupt: invalid block type",
+        ),
     ]
+
+
+def _deflated_ct() -> bytes:
+    """A small CT instance, its data set deflated whole (its stream ends with the file)."""
+    ds = small_ct(Rows=64, Columns=64, PixelData=bytes(range(256)) * 32)
+    data_set = io.BytesIO()
+    write_dataset(_explicit_little(data_set), ds)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    stream = deflater.compress(data_set.getvalue()) + deflater.flush()
+    return part10_head(CTImageStorage, ds.SOPInstanceUID, DEFLATED) + stream
 
 
 def write_deflated_bomb(path: Path, inflated_bytes: int) -> Path:

@@ -6,18 +6,24 @@ file whole before reading a single attribute: 306 KB of zeros inflate to 300 MB 
 metadata read. Here the object is read in chunks and inflated as the parser asks for bytes,
 so reading stops at Pixel Data with at most the header inflated; a header that inflates past
 ``HEADER_LIMIT`` is refused instead of held.
+
+The inflater is ingest's (`noctis.dicom.inflate`), bounded by the same NOCTIS_MAX_INFLATED_MB:
+a stored stream that is corrupt, cut short or inflates past the bound is a damaged stored
+object (StoredObjectDamaged, StoredObjectTruncated), never a short answer.
 """
 
 from __future__ import annotations
 
 import io
-import zlib
 from collections.abc import Iterable, Iterator
 
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.filereader import _read_file_meta_info, dcmread, read_dataset, read_preamble
 from pydicom.tag import BaseTag
 
+from noctis.dicom.errors import StoredObjectDamaged
+from noctis.dicom.inflate import DEFAULT_MAX_INFLATED, InflateError, TruncatedStream
+from noctis.dicom.inflate import inflate as _inflate
 from noctis.dicom.transcode import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     StoredObjectTruncated,
@@ -95,24 +101,21 @@ class LazyStream(io.RawIOBase):
         yield from self._chunks
 
 
-def inflate(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Raw deflate (PS3.5 A.5) inflated piece by piece, never more than a chunk at a time."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    for chunk in chunks:
-        data = chunk
-        while data and not inflater.eof:
-            out = inflater.decompress(data, _CHUNK)
-            if out:
-                yield out
-            data = inflater.unconsumed_tail
-        if inflater.eof:
-            break  # what follows the deflate stream (pydicom pads it to even length) is not data
-    tail = inflater.flush()
-    if tail:
-        yield tail
+def inflate(chunks: Iterable[bytes], max_inflated: int = DEFAULT_MAX_INFLATED) -> Iterator[bytes]:
+    """A stored object's raw deflate stream (PS3.5 A.5) inflated piece by piece, never more
+    than a chunk at a time; StoredObjectTruncated if it is cut short, StoredObjectDamaged if
+    it is corrupt or inflates past ``max_inflated`` bytes."""
+    try:
+        yield from _inflate(chunks, max_inflated, _CHUNK)
+    except TruncatedStream as exc:
+        raise StoredObjectTruncated(f"the stored object is cut short: {exc}") from exc
+    except InflateError as exc:
+        raise StoredObjectDamaged(str(exc)) from exc
 
 
-def read_header_stream(chunks: Iterable[bytes], limit: int = HEADER_LIMIT) -> tuple[Dataset, bool]:
+def read_header_stream(
+    chunks: Iterable[bytes], limit: int = HEADER_LIMIT, max_inflated: int = DEFAULT_MAX_INFLATED
+) -> tuple[Dataset, bool]:
     """(the data set up to Pixel Data, whether Pixel Data follows) of a Part 10 object given
     as chunks.
 
@@ -134,7 +137,7 @@ def read_header_stream(chunks: Iterable[bytes], limit: int = HEADER_LIMIT) -> tu
         raw.seek(0)
         header = dcmread(raw, stop_before_pixels=True)
         return header, False
-    inflated = LazyStream(inflate(raw.remainder()), limit)
+    inflated = LazyStream(inflate(raw.remainder(), max_inflated), limit)
     dataset = read_dataset(inflated, False, True, stop_when=at_pixel_data)
     header = FileDataset("", dataset, preamble, meta, False, True)
     header.set_original_encoding(False, True, dataset._character_set)
@@ -186,17 +189,17 @@ class ForwardReader:
 
 
 def open_deflated_pixels(
-    chunks: Iterable[bytes], limit: int = HEADER_LIMIT
+    chunks: Iterable[bytes], limit: int = HEADER_LIMIT, max_inflated: int = DEFAULT_MAX_INFLATED
 ) -> tuple[Dataset, int, ForwardReader] | None:
     """(header, value length, reader at the value's first byte) of a deflated object's
-    Pixel Data, inflating only as far as the reads go; None when the object is not deflated
-    or has no Pixel Data."""
+    Pixel Data, inflating only as far as the reads go (at most ``max_inflated`` bytes); None
+    when the object is not deflated or has no Pixel Data."""
     raw = LazyStream(chunks)
     preamble = read_preamble(raw, False)
     meta = _read_file_meta_info(raw)
     if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
         return None
-    inflated = LazyStream(inflate(raw.remainder()), limit)
+    inflated = LazyStream(inflate(raw.remainder(), max_inflated), limit)
     dataset = read_dataset(
         inflated, False, True, stop_when=lambda tag, vr, length: int(tag) == 0x7FE00010
     )

@@ -20,6 +20,7 @@ from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import UID
 
 from noctis.dicom.deflated import LazyStream, inflate
+from noctis.dicom.inflate import DEFAULT_MAX_INFLATED
 from noctis.dicom.transcode import (
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -36,10 +37,14 @@ _TRAILER_LIMIT = 1 << 20
 _CHUNK = 1 << 20
 
 
-def inflated_as_explicit(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def inflated_as_explicit(
+    chunks: Iterable[bytes], max_inflated: int = DEFAULT_MAX_INFLATED
+) -> Iterator[bytes]:
     """A deflated Part 10 object as explicit VR little endian, chunk by chunk: the same data
     set inflated (PS3.5 A.5: deflate wraps an explicit little endian encoding), behind its
-    file meta with the transfer syntax changed. Nothing is decoded or held whole."""
+    file meta with the transfer syntax changed. Nothing is decoded or held whole; a stream
+    that is corrupt, cut short or inflates past ``max_inflated`` raises StoredObjectDamaged
+    (the answer has started: it ends short)."""
     raw = LazyStream(chunks)
     preamble = read_preamble(raw, False) or b"\0" * 128
     meta = _read_file_meta_info(raw)
@@ -48,7 +53,7 @@ def inflated_as_explicit(chunks: Iterable[bytes]) -> Iterator[bytes]:
     head.write(preamble + b"DICM")
     write_file_meta_info(head, meta, enforce_standard=True)
     yield head.getvalue()
-    yield from inflate(raw.remainder())
+    yield from inflate(raw.remainder(), max_inflated)
 
 
 @dataclass

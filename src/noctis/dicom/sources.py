@@ -3,17 +3,19 @@
 The walk reads element headers and seeks over values, so a source hands out small windows at
 increasing offsets and says whether an offset exists at all. `FileSource` seeks in the file (a
 named file or an in-memory/unnamed one: `noctis.ingest.Received.opened`) and never reads the
-values it skips; `InflatingSource` inflates a deflated data set (PS3.5 A.5) piece by piece,
-discarding what the walk has passed, and refuses to inflate past a cap: memory stays at a few
-hundred KB whatever the stream expands to.
+values it skips; `InflatingSource` inflates a deflated data set (PS3.5 A.5) piece by piece
+(`noctis.dicom.inflate`, the inflater the read side uses too), discarding what the walk has
+passed, and refuses a corrupt or cut stream and one inflating past a cap: memory stays at a
+few hundred KB whatever the stream expands to.
 """
 
 from __future__ import annotations
 
-import zlib
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from noctis.dicom.errors import MalformedDicom
+from noctis.dicom.inflate import CorruptStream, InflatedTooLarge, TruncatedStream, inflate
 
 _READ = 8192  # what one read of the file brings: most headers end before this
 _READ_AFTER_SKIP = 512  # after seeking over a value: an element header, not more pixels
@@ -63,9 +65,9 @@ class InflatingSource:
 
     def __init__(self, handle: BinaryIO, start: int, limit: int) -> None:
         handle.seek(start)
-        self.handle = handle
+        compressed = iter(lambda: handle.read(_INFLATE_IN), b"")
+        self.pieces: Iterator[bytes] = inflate(compressed, limit, _INFLATE_OUT)
         self.limit = limit
-        self.inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         self.data = bytearray()
         self.base = 0
         self.produced = 0  # inflated bytes so far: base + len(data)
@@ -73,22 +75,18 @@ class InflatingSource:
 
     def _inflate(self) -> bytes:
         """The next inflated piece (empty at the end of the stream, which sets finished)."""
-        if self.inflater.eof:
-            self.finished = True
-            return b""
-        pending = self.inflater.unconsumed_tail
-        if not pending:
-            pending = self.handle.read(_INFLATE_IN)
-            if not pending:
-                # zlib reports no error for a stream that just stops: say it ourselves.
-                raise MalformedDicom("deflated data set ends inside its compressed stream")
         try:
-            out = self.inflater.decompress(pending, _INFLATE_OUT)
-        except zlib.error as exc:
-            raise MalformedDicom(f"deflated data set cannot be inflated: {exc}") from exc
+            out = next(self.pieces, b"")
+        except TruncatedStream as exc:
+            raise MalformedDicom("deflated data set ends inside its compressed stream") from exc
+        except CorruptStream as exc:
+            raise MalformedDicom(f"deflated data set is corrupt: {exc.detail}") from exc
+        except InflatedTooLarge as exc:
+            limit = exc.limit >> 20
+            raise MalformedDicom(f"inflated data set exceeds the {limit} MiB limit") from exc
+        if not out:
+            self.finished = True
         self.produced += len(out)
-        if self.produced > self.limit:
-            raise MalformedDicom(f"inflated data set exceeds the {self.limit >> 20} MiB limit")
         return out
 
     def _cover(self, offset: int, upto: int) -> None:

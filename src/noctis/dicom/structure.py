@@ -10,6 +10,11 @@ nested (7.5); encapsulated Pixel Data as items ending in a sequence delimiter (A
 checks the pixel data against what the header declares (`noctis.dicom.pixel_checks`). A
 deflated data set (A.5) is walked from a streaming inflater with a cap on the inflated size.
 
+The encoding is the one the transfer syntax says, never guessed from the bytes: the File Meta
+Information is explicit VR little endian, the data set is in its syntax's VR and byte order,
+implicit VR only for Implicit VR Little Endian (and inside UN of undefined length, PS3.5
+6.2.2). So the verdict is the same whatever sizes the file is read in.
+
 Every refusal is a MalformedDicom whose message starts with what is wrong, short enough for a
 DIMSE ErrorComment (64 characters). Bounds: nesting depth, element count, captured values.
 
@@ -31,13 +36,13 @@ from typing import BinaryIO
 from pydicom.datadict import DicomDictionary
 
 from noctis.dicom.errors import MalformedDicom
+from noctis.dicom.inflate import DEFAULT_MAX_INFLATED
 from noctis.dicom.sources import FileSource, InflatingSource
 
 PREAMBLE_END = 132  # 128-byte preamble + "DICM"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
-DEFAULT_MAX_INFLATED = 512 << 20
 
 UNDEFINED = 0xFFFFFFFF
 ITEM = 0xFFFEE000
@@ -214,20 +219,25 @@ class _Walk:
         if self.elements > MAX_ELEMENTS:
             raise MalformedDicom(f"data set holds more than {MAX_ELEMENTS} elements")
 
-    def encoding(self, offset: int, explicit: bool, little: bool) -> bool:
-        """Whether the data set starting at ``offset`` is explicit VR: as its transfer syntax
-        says, unless its first element says otherwise (pydicom reads such files too)."""
+    def declared_encoding(self, offset: int, explicit: bool) -> None:
+        """Refuse, saying why, a data set whose first element has no VR where its transfer
+        syntax says explicit VR (an implicit VR data set under an explicit syntax: pydicom
+        guesses and reads such files; the walk never guesses, it would refuse the element
+        anyway, with a puzzling message)."""
+        if not explicit:
+            return
         data, base = self.source.window(offset, 6)
         at = offset - base
-        if len(data) - at < 6 or data[at : at + 2] == b"\xfe\xff"[:: 1 if little else -1]:
-            return explicit
-        vr = bytes(data[at + 4 : at + 6])
-        looks_explicit = vr in _VRS
-        return looks_explicit if looks_explicit != explicit else explicit
+        if len(data) - at < 6 or data[at : at + 2] == b"\xfe\xff":
+            return  # `element` says what is wrong
+        if bytes(data[at + 4 : at + 6]) not in _VRS:
+            raise MalformedDicom("data set is not in the explicit VR its transfer syntax says")
 
     def top(self, offset: int, explicit: bool, little: bool, header_only: bool) -> None:
-        """The data set from ``offset`` to the end of the file (or inflated stream)."""
-        explicit = self.encoding(offset, explicit, little)
+        """The data set from ``offset`` to the end of the file (or inflated stream), in the
+        encoding its transfer syntax says (never guessed from the bytes: a guess made on what
+        one read happens to hold gave answers that depended on read sizes)."""
+        self.declared_encoding(offset, explicit)
         read = self.reader(explicit, little)
         source = self.source
         if little and not header_only and isinstance(source, FileSource):
@@ -249,9 +259,11 @@ class _Walk:
         while offset < end:
             at = offset - base
             if at + 12 > len(data):
+                # The source may answer from a window it already holds, starting before
+                # ``offset`` (after `element` walked a sequence, say): never assume at = 0.
                 data, base = source.window(offset, 12)
-                at = 0
-                if len(data) < 8:  # cut inside an element header: `element` says so
+                at = offset - base
+                if len(data) - at < 8:  # cut inside an element header: `element` says so
                     offset = self.element(read, offset, None, explicit, True, 0, top=True)
                     continue
             if explicit:
@@ -275,7 +287,7 @@ class _Walk:
             if tag in capture and not self.walked.pixels:
                 if value_end - base > len(data):
                     data, base = source.window(offset, 8 + length)
-                    at = 0
+                    at = offset - base
                 captured[tag] = (vr, data[at + 8 : at + 8 + length])
             offset = value_end
         return offset
@@ -287,7 +299,6 @@ class _Walk:
         Returns the offset after it."""
         if depth > MAX_DEPTH:
             raise MalformedDicom(f"sequences nested deeper than {MAX_DEPTH} levels")
-        explicit = self.encoding(offset, explicit, little)
         read = self.reader(explicit, little)
         while True:
             if end is not None and offset >= end:

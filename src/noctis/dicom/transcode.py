@@ -22,10 +22,11 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import pack_bits, pixel_array
 from pydicom.uid import UID
 
-from noctis.dicom.errors import FrameError, StoredObjectTruncated
+from noctis.dicom.errors import FrameError, StoredObjectDamaged, StoredObjectTruncated
 from noctis.dicom.fragments import MAX_FRAGMENTS, Window, fragment_groups
 
-__all__ = ["MAX_FRAGMENTS", "FrameError", "StoredObjectTruncated"]  # here for their users
+# here for their users
+__all__ = ["MAX_FRAGMENTS", "FrameError", "StoredObjectDamaged", "StoredObjectTruncated"]
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"

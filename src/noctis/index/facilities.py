@@ -9,7 +9,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from noctis.index.models import ApplicationEntity, Facility, Study
@@ -22,6 +22,32 @@ LOOPBACK_CIDRS = ["127.0.0.0/8", "::1/128"]
 
 class FacilityConflict(ValueError):
     """The spec cannot be applied as it stands (e.g. an AE title another facility owns)."""
+
+
+class FacilityNameTaken(FacilityConflict):
+    """The name is registered to the Facility of another Kubernetes namespace.
+
+    A facility name is one registry entry, one key prefix of its objects and one task queue,
+    whatever the namespace of the resource declaring it; so the second namespace is refused
+    rather than given the first one's studies or overwriting its modalities.
+    """
+
+    def __init__(self, name: str, owner: str, *, holds_studies: bool = False) -> None:
+        if holds_studies:
+            why = (
+                f"facility name {name} still holds the studies of the Facility deleted in "
+                f"namespace {owner}: they stay that namespace's (re-create the Facility there); "
+                "rename this one"
+            )
+        else:
+            why = (
+                f"facility name {name} is taken by the Facility in namespace {owner}: facility "
+                "names are unique across namespaces (they key the archive's objects and "
+                "DICOMweb's ?facility=); rename this one, or delete that one to free the name"
+            )
+        super().__init__(why)
+        self.name = name
+        self.owner = owner
 
 
 @dataclass(frozen=True)
@@ -41,16 +67,42 @@ class Destination:
     port: int
 
 
-def apply_facility(session: Session, name: str, spec: FacilitySpec) -> Facility:
-    """Create or update a facility to match the spec, and enable it."""
+def check_claim(session: Session, facility: Facility | None, namespace: str) -> None:
+    """Raise FacilityNameTaken unless the Facility of ``namespace`` may have this entry: it
+    is new, ours, nobody's, or released (disabled when its owner was deleted) and empty. A
+    released entry that still holds studies stays its namespace's: another namespace's
+    namesake never inherits them (facilities are isolated, and namespaces may be tenants)."""
+    if facility is None or facility.namespace in (None, namespace):
+        return
+    if facility.enabled:
+        raise FacilityNameTaken(facility.name, facility.namespace)
+    holds_studies = session.scalar(select(exists().where(Study.facility_id == facility.id)))
+    if holds_studies:
+        raise FacilityNameTaken(facility.name, facility.namespace, holds_studies=True)
+
+
+def apply_facility(
+    session: Session, name: str, spec: FacilitySpec, *, namespace: str | None = None
+) -> Facility:
+    """Create or update a facility to match the spec, and enable it.
+
+    ``namespace``: the Kubernetes namespace of the Facility resource applying it (the
+    operator); the entry becomes that namespace's, unless another namespace's Facility holds
+    it (FacilityNameTaken, nothing changed). Without it (`noctis facility apply`), the
+    entry's owner stays as it is.
+    """
     facility = session.scalar(
         select(Facility)
         .where(Facility.name == name)
         .options(selectinload(Facility.application_entities))
     )
+    if namespace is not None:
+        check_claim(session, facility, namespace)
     if facility is None:
         facility = Facility(name=name)
         session.add(facility)
+    if namespace is not None:
+        facility.namespace = namespace
     titles = [ae.ae_title for ae in spec.application_entities]
     if titles:
         taken = session.execute(
@@ -85,11 +137,18 @@ def apply_facility(session: Session, name: str, spec: FacilitySpec) -> Facility:
     return facility
 
 
-def disable_facility(session: Session, name: str) -> bool:
-    """Stop accepting associations and logins for the facility; its studies stay."""
+def disable_facility(session: Session, name: str, *, namespace: str | None = None) -> bool:
+    """Stop accepting associations and logins for the facility; its studies stay.
+
+    ``namespace``: only if the entry is that namespace's Facility's (or nobody's); another
+    namespace's entry is left as it is (FacilityNameTaken). The disabled entry stays with its
+    namespace until another namespace's Facility of the name claims it.
+    """
     facility = session.scalar(select(Facility).where(Facility.name == name))
     if facility is None:
         return False
+    if namespace is not None and facility.namespace not in (None, namespace):
+        raise FacilityNameTaken(name, facility.namespace)
     facility.enabled = False
     return True
 

@@ -49,6 +49,10 @@ class Facility(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
+    # The Kubernetes namespace of the Facility resource this entry belongs to (the operator
+    # writes it); NULL for an entry `noctis facility apply` wrote. A name is one facility
+    # whatever the namespace: it keys the facility's objects and its task queue.
+    namespace: Mapped[str | None] = mapped_column(String(63))
     display_name: Mapped[str] = mapped_column(String(255), default="")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     storage_pool: Mapped[str | None] = mapped_column(String(253))

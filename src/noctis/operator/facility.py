@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from noctis.index.db import transaction
 from noctis.index.facilities import (
     FacilityConflict,
+    FacilityNameTaken,
     apply_facility,
+    check_claim,
     disable_facility,
     facility_usage,
 )
@@ -24,25 +26,54 @@ from noctis.specs.facility import FacilitySpec
 
 
 def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None:
-    """Sync the registry entry (when it differs from the spec) and report usage."""
+    """Sync the registry entry (when it differs from the spec) and report usage.
+
+    A facility name is one entry whatever the namespace: while another namespace's Facility
+    holds it, this one is refused (NameTaken) and that entry is not touched; once that
+    Facility is deleted (its entry disabled), this one claims the entry, studies included.
+    """
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     spec = parse_spec(FacilitySpec, body.get("spec"))
     sessions = op.index_sessions()
     wanted = spec.model_dump(mode="json", by_alias=True)
+    released_by = None
     try:
         with transaction(sessions) as session:
             row = session.scalar(select(Facility).where(Facility.name == name))
-            synced = row is not None and row.enabled and row.spec == wanted
+            check_claim(session, row, namespace)
+            if row is not None and row.namespace not in (None, namespace):
+                released_by = row.namespace
+            synced = (
+                row is not None
+                and row.enabled
+                and row.namespace == namespace
+                and row.spec == wanted
+            )
             if apply_always or not synced:
-                row = apply_facility(session, name, spec)
+                row = apply_facility(session, name, spec, namespace=namespace)
             assert row is not None
             studies, size = facility_usage(session, row.id)
             last = row.last_association_at
+    except FacilityNameTaken as exc:
+        raise Blocked("NameTaken", str(exc)) from exc
     except FacilityConflict as exc:
         raise Blocked("Conflict", str(exc)) from exc
+    except IntegrityError as exc:  # e.g. another namespace's Facility of this name, just added
+        raise Blocked(
+            "Conflict", f"the registry changed meanwhile; retrying: {exc.orig}", delay=2
+        ) from exc
     except SQLAlchemyError as exc:
         raise Blocked("IndexUnavailable", f"index database: {type(exc).__name__}: {exc}") from exc
+    if released_by is not None:
+        op.events(
+            body,
+            "Normal",
+            "Claimed",
+            f"facility name {name} was released when the Facility in namespace {released_by} "
+            f"was deleted; its registry entry is now this namespace's, with the {studies} "
+            "studies stored under it",
+        )
 
     conditions = [Cond(SYNCED, True, "Applied", "registry entry matches the spec")]
     pool_missing = spec.storage_pool is not None and (
@@ -80,12 +111,23 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
 
 
 def disable(op: Operator, body: dict[str, Any]) -> None:
-    """The Facility is being deleted: refuse its callers from now on; its studies stay."""
-    name = body["metadata"]["name"]
+    """The Facility is being deleted: refuse its callers from now on; its studies stay.
+    An entry another namespace's Facility holds is not this one's to disable."""
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
     sessions = op.index_sessions()
     try:
         with transaction(sessions) as session:
-            found = disable_facility(session, name)
+            found = disable_facility(session, name, namespace=namespace)
+    except FacilityNameTaken as exc:
+        op.events(
+            body,
+            "Normal",
+            "NotOwned",
+            f"facility {name} is registered to the Facility in namespace {exc.owner}; "
+            "its registry entry is left as it is",
+        )
+        return
     except SQLAlchemyError as exc:
         raise Blocked("IndexUnavailable", f"index database: {type(exc).__name__}: {exc}") from exc
     message = (

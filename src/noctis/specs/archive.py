@@ -6,10 +6,13 @@ Archive and take the same settings, so one place says where images and the index
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import ipaddress
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from noctis.settings import DuplicatePolicy
-from noctis.specs.common import KubeName, Port
+from noctis.specs.common import CIDR, KubeName, Port
 from noctis.specs.kube import (
     Image,
     ImagePullPolicy,
@@ -25,6 +28,21 @@ DEFAULT_QUEUE = "noctis"
 def facility_queue(facility: str) -> str:
     """The task queue of one facility: its derivatives and routing never wait behind another's."""
     return f"noctis.facility.{facility}"
+
+
+def _not_everyone(value: str) -> str:
+    if ipaddress.ip_network(value).prefixlen == 0:
+        raise ValueError(
+            f"{value} would trust every address: any client could then choose its own "
+            "address with X-Forwarded-For; name the proxies' networks"
+        )
+    return value
+
+
+# An IPv6 CIDR is at most 49 characters (with a dotted IPv4 tail); the bound also keeps the
+# cost of the CRD's CEL rule known to the API server.
+ProxyNetwork = Annotated[CIDR, StringConstraints(max_length=49), AfterValidator(_not_everyone)]
+MAX_TRUSTED_PROXIES = 32
 
 
 class ApiServiceSpec(BaseModel):
@@ -58,6 +76,23 @@ class ApiSpec(BaseModel):
         default_factory=lambda: default_resources(cpu="250m", memory="256Mi", memory_limit="1Gi")
     )
     image: Image | None = None
+    trusted_proxies: list[ProxyNetwork] = Field(
+        default_factory=list,
+        alias="trustedProxies",
+        max_length=MAX_TRUSTED_PROXIES,
+        description="networks (CIDRs) of the reverse proxies in front of the API, e.g. the "
+        "ingress controller's pods: only their X-Forwarded-For and X-Forwarded-Proto are "
+        "believed (NOCTIS_TRUSTED_PROXIES), so login rate limits and lockouts, and the audit "
+        "trail, see each client's own address; empty: the peer is the client",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.all(n, !n.endsWith('/0'))",
+                    "message": "a /0 network would trust every address: name the proxies' networks",
+                }
+            ]
+        },
+    )
 
 
 class WorkerSpec(BaseModel):

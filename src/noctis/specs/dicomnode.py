@@ -59,8 +59,20 @@ class DicomServiceSpec(BaseModel):
     )
     load_balancer_class: str | None = Field(None, alias="loadBalancerClass", max_length=253)
     external_traffic_policy: ExternalTrafficPolicy = Field(
-        ExternalTrafficPolicy.LOCAL, alias="externalTrafficPolicy"
+        ExternalTrafficPolicy.LOCAL,
+        alias="externalTrafficPolicy",
+        description="Local (the default) keeps each caller's own address, which the "
+        "facilities' allowed CIDRs and the per-address connection cap need; Cluster hides it "
+        "behind a node's address (the per-address cap is then turned off)",
     )
+
+    @property
+    def hides_client_addresses(self) -> bool:
+        """Callers from outside reach the pods from a node's address (source NAT)."""
+        return (
+            self.type != ServiceType.CLUSTER_IP
+            and self.external_traffic_policy == ExternalTrafficPolicy.CLUSTER
+        )
 
     @model_validator(mode="after")
     def _consistent(self) -> DicomServiceSpec:

@@ -11,6 +11,7 @@ a few at a time, with a short queue (503 with Retry-After when it is full).
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
@@ -24,10 +25,29 @@ import anyio.to_thread
 T = TypeVar("T")
 
 
+IPV6_PREFIX = 64  # what one subscriber, host or LAN is given (RFC 6177): one bucket for all
+
+
+def rate_limit_key(address: str) -> str:
+    """The bucket a client address spends from: an IPv4 address itself (an IPv4-mapped IPv6
+    one too), an IPv6 address its /64. Keyed by the whole IPv6 address, whoever holds a
+    /64 -- any home router, any cloud VM -- would have 2^64 fresh buckets to rotate through.
+    Anything else (no address known) is its own key."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
+
+
 class AddressRateLimiter:
-    """A token bucket per client address: `burst` attempts at once, refilled at
-    `per_minute`. Kept in this process's memory (it protects this process's CPU); the
-    oldest addresses are forgotten beyond `max_addresses`."""
+    """A token bucket per client address (per IPv6 /64: `rate_limit_key`): `burst`
+    attempts at once, refilled at `per_minute`. Kept in this process's memory (it protects
+    this process's CPU); the oldest addresses are forgotten beyond `max_addresses`."""
 
     def __init__(self, burst: int, per_minute: float, max_addresses: int = 50_000) -> None:
         self._burst = float(burst)
@@ -38,14 +58,15 @@ class AddressRateLimiter:
 
     def take(self, address: str) -> float | None:
         """Spend one attempt of `address`: None if allowed, else seconds until the next."""
+        key = rate_limit_key(address)
         moment = time.monotonic()
         with self._lock:
-            tokens, last = self._buckets.pop(address, (self._burst, moment))
+            tokens, last = self._buckets.pop(key, (self._burst, moment))
             tokens = min(self._burst, tokens + (moment - last) * self._rate)
             allowed = tokens >= 1.0
             if allowed:
                 tokens -= 1.0
-            self._buckets[address] = (tokens, moment)  # most recent last
+            self._buckets[key] = (tokens, moment)  # most recent last
             while len(self._buckets) > self._max:
                 self._buckets.popitem(last=False)
         if allowed:

@@ -5,15 +5,18 @@ the new count (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``, on SQLite and
 PostgreSQL): of thirty parallel attempts, only the first `max_attempts` are evaluated and
 the others are refused as locked, whichever process they reach. A successful login clears
 the count; failures stay counted until the window (started by the first attempt) is over.
-Keyed by user name and client address, so that nobody can lock a user out from elsewhere.
+An attempt refused before its password was checked (the hashing gate was full: 503) is
+released again: being turned away for load is not a failed login. Keyed by user name and
+client address, so that nobody can lock a user out from elsewhere.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, case, delete, literal
+from sqlalchemy import DateTime, case, delete, literal, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,11 +30,16 @@ def _key(username: str, client: str) -> tuple[str, str]:
     return username.lower()[:150], client[:64]
 
 
+@dataclass(frozen=True)
+class Reservation:
+    locked_for: float | None  # None: the password may be checked; else seconds until it may
+    window_start: datetime  # of the window the attempt was counted in (to release it)
+
+
 def reserve_attempt(
     session: Session, username: str, client: str, *, max_attempts: int, window: timedelta
-) -> float | None:
-    """Count one attempt: None if its password may be checked, else the seconds until
-    the lockout ends."""
+) -> Reservation:
+    """Count one attempt: whether its password may be checked, or for how long not."""
     name, address = _key(username, client)
     moment = now()
     started = literal(moment, DateTime(timezone=True))
@@ -52,9 +60,26 @@ def reserve_attempt(
     )
     attempts, window_start = session.execute(statement).one()
     if attempts <= max_attempts:
-        return None
+        return Reservation(None, window_start)
     remaining = (aware(window_start) + window - moment).total_seconds()
-    return float(max(1, math.ceil(remaining)))
+    return Reservation(float(max(1, math.ceil(remaining))), window_start)
+
+
+def release_attempt(session: Session, username: str, client: str, window_start: datetime) -> None:
+    """Un-count an attempt whose password was never checked, in the window it was counted
+    in only (a window begun since then holds none of it). Atomic like the count: parallel
+    releases and reservations each see the other's change."""
+    name, address = _key(username, client)
+    session.execute(
+        update(LoginLockout)
+        .where(
+            LoginLockout.username == name,
+            LoginLockout.client == address,
+            LoginLockout.window_start == window_start,
+            LoginLockout.attempts > 0,
+        )
+        .values(attempts=LoginLockout.attempts - 1)
+    )
 
 
 def clear_attempts(session: Session, username: str, client: str) -> None:

@@ -4,7 +4,9 @@ password is hashed and the hashing can be bounded (``noctis.api.auth.flood``):
 1. `begin_attempt`: count the attempt in the shared lockout (atomic, committed at once)
    and read the user's password hash;
 2. `verify`: the argon2 verification (and a rehash when the parameters changed), run
-   through the hashing gate; an unknown user name costs one verification too;
+   through the hashing gate; an unknown user name costs one verification too. If the gate
+   is full, `abandon_attempt` un-counts the attempt: a login turned away for load (503) was
+   never checked, so it is no failure and must not lock the account out;
 3. `open_login_session`: if the password matched and the account did not change in the
    meantime, clear the count and open the browser session.
 """
@@ -13,13 +15,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
 from noctis.api.auth import passwords
 from noctis.api.auth.credentials import open_session, purge_expired_sessions
-from noctis.api.auth.lockout import clear_attempts, purge_stale_attempts, reserve_attempt
+from noctis.api.auth.lockout import (
+    clear_attempts,
+    purge_stale_attempts,
+    release_attempt,
+    reserve_attempt,
+)
 from noctis.api.auth.settings import AuthSettings
 from noctis.archive import Archive
 from noctis.index.accounts import User
@@ -33,6 +40,7 @@ class Attempt:
     locked_for: float | None  # seconds until the lockout ends; None: may be checked
     user_id: int | None
     password_hash: str | None  # None: unknown, disabled or password-less user
+    window_start: datetime | None = None  # of the lockout window it was counted in
 
 
 @dataclass(frozen=True)
@@ -45,22 +53,30 @@ def begin_attempt(archive: Archive, auth: AuthSettings, username: str, client: s
     global _last_purge
     window = timedelta(seconds=auth.login_lockout_seconds)
     with archive.sessions.begin() as session:
-        locked_for = reserve_attempt(
+        reserved = reserve_attempt(
             session, username, client, max_attempts=auth.login_max_failures, window=window
         )
         if time.monotonic() - _last_purge > PURGE_INTERVAL:
             _last_purge = time.monotonic()
             purge_stale_attempts(session, window)
-        if locked_for is not None:
-            return Attempt(locked_for, None, None)
+        if reserved.locked_for is not None:
+            return Attempt(reserved.locked_for, None, None)
         row = session.execute(
             select(User.id, User.password_hash).where(
                 User.username == username, User.enabled.is_(True)
             )
         ).first()
     if row is None:
-        return Attempt(None, None, None)
-    return Attempt(None, row.id, row.password_hash)
+        return Attempt(None, None, None, reserved.window_start)
+    return Attempt(None, row.id, row.password_hash, reserved.window_start)
+
+
+def abandon_attempt(archive: Archive, username: str, client: str, attempt: Attempt) -> None:
+    """Un-count an attempt whose password was not checked (the hashing gate was full)."""
+    if attempt.window_start is None:
+        return
+    with archive.sessions.begin() as session:
+        release_attempt(session, username, client, attempt.window_start)
 
 
 def verify(password_hash: str | None, password: str) -> Verdict:

@@ -21,7 +21,12 @@ from noctis.api.auth.credentials import close_session, open_session
 from noctis.api.auth.flood import HashingBusy
 from noctis.api.auth.oidc import OidcError, OidcProvider, pkce_pair
 from noctis.api.auth.pages import login_page, message_page
-from noctis.api.auth.password_login import begin_attempt, open_login_session, verify
+from noctis.api.auth.password_login import (
+    abandon_attempt,
+    begin_attempt,
+    open_login_session,
+    verify,
+)
 from noctis.api.security import Role, client_address
 from noctis.audit import AuditAction, AuditOutcome, record_audit
 
@@ -94,6 +99,8 @@ async def login_submit(
     try:
         verdict = await context.hashing.run(partial(verify, attempt.password_hash, password))
     except HashingBusy:
+        # Not checked, so not a failure: it must not count towards the account's lockout.
+        await run_in_threadpool(abandon_attempt, context.archive, username, client, attempt)
         return page(
             "The archive is busy signing other users in. Try again in a moment.",
             status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -14,7 +14,7 @@ from fastapi import HTTPException
 from noctis.api.dicomweb.context import FACILITY_PARAMETER, WebContext, bad_request, not_found
 from noctis.api.dicomweb.lookup import StoredInstance, find_instances, hidden_from
 from noctis.api.dicomweb.params import ParamError, check_uid
-from noctis.dicom.transcode import StoredObjectTruncated
+from noctis.dicom.errors import StoredObjectDamaged
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def locate(
     with ctx.archive.reading() as conn:
         found = find_instances(conn, ctx.facility_ids, study, series, sop)
         if ctx.facility is not None:
-            found = [i for i in found if i.facility == ctx.facility]
+            found = [i for i in found if i.facility_id == ctx.facility.id]
         if not found:
             hidden = hidden_from(conn, ctx.facility_ids, study, series, sop)
     if not found:
@@ -116,9 +116,10 @@ def fail(
 
 
 def damaged(
-    ctx: WebContext, action: str, instance: StoredInstance, exc: StoredObjectTruncated
+    ctx: WebContext, action: str, instance: StoredInstance, exc: StoredObjectDamaged
 ) -> HTTPException:
-    """500 for a stored object shorter than the index (or its own Pixel Data element) says:
-    logged for the operators, since nothing the client does will fix it."""
+    """500 for a stored object shorter than the index (or its own Pixel Data element) says,
+    or a corrupt deflated one: logged for the operators, since nothing the client does will
+    fix it."""
     log.error("stored object %s of instance %s: %s", instance.object_key, instance.sop_uid, exc)
     return fail(ctx, action, instance, 500, f"the stored object is damaged: {exc}")

@@ -9,7 +9,6 @@ object's value read range by range, a deflated object's inflated as the answer i
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -17,8 +16,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydicom.dataset import Dataset
 
-from noctis.api.dicomweb.access import audit_read, damaged, fail, locate
+from noctis.api.dicomweb.access import audit_read, fail, locate
 from noctis.api.dicomweb.context import PREFIX, ContextDep, WebContext, not_acceptable
+from noctis.api.dicomweb.failures import check_reaches, ended_early, read_failures
 from noctis.api.dicomweb.frames import STREAM_ABOVE
 from noctis.api.dicomweb.lookup import StoredInstance
 from noctis.api.dicomweb.multipart import MediaType, MultipartWriter, accepts_any, parse_accept
@@ -31,12 +31,9 @@ from noctis.api.dicomweb.objects import (
     whole_object_frame_list,
     whole_object_source,
 )
-from noctis.dicom.deflated import HeaderTooLarge
 from noctis.dicom.json import find_bulk
-from noctis.dicom.transcode import FrameError, PixelLayout, StoredObjectTruncated, exact_reader
-from noctis.storage import ObjectNotFound
+from noctis.dicom.transcode import PixelLayout, StoredObjectTruncated, exact_reader
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix=PREFIX, tags=["WADO-RS bulk data"])
 
 _CHUNK = 1 << 20
@@ -58,12 +55,6 @@ class BulkAnswer:
     last_byte: int = 0  # the farthest byte of the stored object the parts need
     read: Read | None = None  # an exact ranged read of the stored object
 
-    def check_end(self) -> None:
-        """Raise StoredObjectTruncated unless the object reaches ``last_byte``: one tiny read
-        before a long answer starts, so a short object is a 500, not a cut-off 200."""
-        if self.read is not None and self.last_byte > 0:
-            self.read(self.last_byte - 1, 1)
-
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/bulkdata/{path:path}")
 def retrieve_bulkdata(
@@ -76,26 +67,19 @@ def retrieve_bulkdata(
             'bulk data is sent as multipart/related; type="application/octet-stream"'
         )
     writer = MultipartWriter(OCTET_STREAM)
-    try:
+    with read_failures(ctx, "wado.bulkdata", found):  # the statuses: see failures.py
         answer = bulk_answer(ctx, found, path.strip("/").upper())
         if answer is not None and answer.size <= STREAM_ABOVE:
             body = writer.message([(b"".join(p.chunks), None) for p in answer.parts])
         elif answer is not None:
-            answer.check_end()
-    except FrameError as exc:
-        raise fail(ctx, "wado.bulkdata", found, 404, str(exc)) from exc
-    except ObjectNotFound as exc:
-        raise fail(ctx, "wado.bulkdata", found, 503, "the stored object is unavailable") from exc
-    except StoredObjectTruncated as exc:
-        raise damaged(ctx, "wado.bulkdata", found, exc) from exc
-    except HeaderTooLarge as exc:
-        raise fail(ctx, "wado.bulkdata", found, 500, str(exc)) from exc
+            check_reaches(answer.read, answer.last_byte)
     if answer is None:
         raise fail(ctx, "wado.bulkdata", found, 404, f"no bulk data at {path[:80]}")
     audit_read(ctx, "wado.bulkdata", [found], path=path[:120])
     if answer.size <= STREAM_ABOVE:
         return Response(body, media_type=writer.content_type)
-    return StreamingResponse(_stream(writer, answer, found), media_type=writer.content_type)
+    parts = ended_early(_parts(writer, answer), "bulk data", found)
+    return StreamingResponse(parts, media_type=writer.content_type)
 
 
 def _multipart_octets(ranges: list[MediaType]) -> bool:
@@ -105,22 +89,16 @@ def _multipart_octets(ranges: list[MediaType]) -> bool:
     )
 
 
-def _stream(writer: MultipartWriter, answer: BulkAnswer, found: StoredInstance) -> Iterator[bytes]:
-    try:
-        for part in answer.parts:
-            yield writer.head(None, part.length)
-            sent = 0
-            for chunk in part.chunks:
-                sent += len(chunk)
-                yield chunk
-            if part.length is not None and sent != part.length:
-                raise StoredObjectTruncated(f"a part of {sent} bytes; {part.length} announced")
-            yield b"\r\n"
-    except Exception:
-        # The answer has started: ending it without the closing delimiter is the only way
-        # left to tell the client it is incomplete.
-        log.exception("bulk data of %s ended early", found.sop_uid)
-        raise
+def _parts(writer: MultipartWriter, answer: BulkAnswer) -> Iterator[bytes]:
+    for part in answer.parts:
+        yield writer.head(None, part.length)
+        sent = 0
+        for chunk in part.chunks:
+            sent += len(chunk)
+            yield chunk
+        if part.length is not None and sent != part.length:
+            raise StoredObjectTruncated(f"a part of {sent} bytes; {part.length} announced")
+        yield b"\r\n"
     yield writer.end()
 
 
@@ -162,7 +140,8 @@ def bulk_answer(ctx: WebContext, instance: StoredInstance, path: str) -> BulkAns
 def _whole_object_pixels(ctx: WebContext, instance: StoredInstance) -> BulkAnswer:
     """Pixel Data of an object without a pixel data offset (deflated): read front to back,
     a deflated one inflated as the answer is sent, keeping about a chunk."""
-    image, layout, read = whole_object_source(ctx.archive.store, instance)
+    store = ctx.archive.store
+    image, layout, read = whole_object_source(store, instance, max_inflated=ctx.max_inflated)
     numbers = list(range(1, layout.number_of_frames + 1))
     if layout.encapsulated:
         sizes = [layout.frame_size(i) for i in range(len(numbers))]

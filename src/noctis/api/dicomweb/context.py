@@ -1,4 +1,6 @@
-"""What every DICOMweb handler needs: the archive, the caller, the audit trail, its base URL."""
+"""What every DICOMweb handler needs: the archive, the caller, the audit trail, its base URL,
+and the facility the caller chose with ``?facility=NAME`` (resolved here, once, for every
+service: QIDO narrows its search to it, retrieval answers from it, STOW stores into it)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy import select
 
 from noctis.api.dicomweb.cache import DicomWebCache
 from noctis.api.security import (
@@ -17,6 +20,7 @@ from noctis.api.security import (
     get_principal,
 )
 from noctis.archive import Archive
+from noctis.index.models import Facility
 from noctis.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,15 @@ def get_archive(request: Request) -> Archive:
 ArchiveDep = Annotated[Archive, Depends(get_archive)]
 
 
+@dataclass(frozen=True)
+class ChosenFacility:
+    """The facility named by ``?facility=NAME``, one of the caller's."""
+
+    id: int
+    name: str
+    enabled: bool
+
+
 @dataclass
 class WebContext:
     archive: Archive
@@ -44,7 +57,12 @@ class WebContext:
     settings: Settings
     # ``?facility=NAME``: answer from that facility only. An administrator needs it for a UID
     # that two facilities hold (a 409 names them otherwise); anyone may give it.
-    facility: str | None = None
+    facility: ChosenFacility | None = None
+
+    @property
+    def max_inflated(self) -> int:
+        """Bytes a stored deflated object may inflate to (NOCTIS_MAX_INFLATED_MB, as at ingest)."""
+        return self.settings.max_inflated_mb << 20
 
     @property
     def sees_several_facilities(self) -> bool:
@@ -85,7 +103,7 @@ def get_context(request: Request) -> WebContext:
     principal = get_principal(request)
     audit = get_audit(request)
     base = str(request.base_url).rstrip("/") + PREFIX
-    return WebContext(
+    ctx = WebContext(
         archive=request.app.state.archive,
         principal=principal,
         audit=audit,
@@ -93,8 +111,31 @@ def get_context(request: Request) -> WebContext:
         base_url=base,
         cache=cache_of(request.app.state),
         settings=request.app.state.settings,
-        facility=request.query_params.get(FACILITY_PARAMETER) or None,
     )
+    ctx.facility = choose_facility(ctx, request.query_params.get(FACILITY_PARAMETER))
+    return ctx
+
+
+def choose_facility(ctx: WebContext, name: str | None) -> ChosenFacility | None:
+    """``?facility=NAME`` as one of the caller's facilities; None when not given.
+
+    404 when the caller has no facility of that name, whether none exists or it is not
+    theirs: both answer alike, so a facility's existence is not disclosed (the audit trail
+    records which). Without the parameter, a UID that several of the caller's facilities
+    hold is answered 409 by retrieval (`noctis.api.dicomweb.access`)."""
+    if not name:
+        return None
+    with ctx.archive.reading() as conn:
+        row = conn.execute(
+            select(Facility.id, Facility.name, Facility.enabled).where(Facility.name == name)
+        ).first()
+    if row is None:
+        ctx.record("facility", "failure", reason=f"no facility {name[:64]!r}")
+        raise not_found(f"Facility {name[:64]!r}")
+    if not ctx.principal.can_read(row.id):
+        ctx.record("facility", "denied", facility_id=row.id, reason="facility not granted")
+        raise not_found(f"Facility {name[:64]!r}")
+    return ChosenFacility(row.id, row.name, row.enabled)
 
 
 def cache_of(state: Any) -> DicomWebCache:

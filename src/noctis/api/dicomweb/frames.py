@@ -12,7 +12,6 @@ streamed frame by frame instead of built whole.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -20,13 +19,19 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydicom.dataset import Dataset
 
-from noctis.api.dicomweb.access import audit_read, damaged, fail, locate
+from noctis.api.dicomweb.access import audit_read, fail, locate
 from noctis.api.dicomweb.context import PREFIX, ContextDep, WebContext, bad_request
+from noctis.api.dicomweb.failures import (
+    FrameNotAcceptable,
+    FrameNotFound,
+    check_reaches,
+    ended_early,
+    read_failures,
+)
 from noctis.api.dicomweb.lookup import StoredInstance
 from noctis.api.dicomweb.multipart import MultipartWriter, parse_accept
 from noctis.api.dicomweb.negotiate import FramePlan, plan_frames
 from noctis.api.dicomweb.objects import (
-    FrameNotFound,
     check_frames,
     frame_layout,
     native_frames,
@@ -34,16 +39,8 @@ from noctis.api.dicomweb.objects import (
     whole_object_frame_list,
     whole_object_source,
 )
-from noctis.dicom.transcode import (
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    FrameError,
-    PixelLayout,
-    StoredObjectTruncated,
-    exact_reader,
-)
-from noctis.storage import ObjectNotFound
+from noctis.dicom.transcode import EXPLICIT_VR_LITTLE_ENDIAN, PixelLayout, exact_reader
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix=PREFIX, tags=["WADO-RS frames"])
 
 # Answers up to this size are built in memory (one frame, or a few: the common case, and a
@@ -80,7 +77,7 @@ def retrieve_frames(
     plan = plan_frames(ranges, found.transfer_syntax_uid)
     if plan is None:
         raise fail(ctx, "wado.frames", found, 406, _refusal(found))
-    try:
+    with read_failures(ctx, "wado.frames", found):  # the statuses: see failures.py
         selection = select_frames(ctx, found, numbers, plan)
         byte_limit = settings.frame_mb_per_request << 20
         if selection.size > byte_limit:
@@ -91,19 +88,10 @@ def retrieve_frames(
             body = writer.message([(data, part_type) for data in selection.frames])
             audit_read(ctx, "wado.frames", [found], frames=frames[:200])
             return Response(body, media_type=writer.content_type)
-        selection.check_end()
-    except FrameNotFound as exc:
-        raise fail(ctx, "wado.frames", found, 404, str(exc)) from exc
-    except FrameError as exc:
-        raise fail(ctx, "wado.frames", found, 400, str(exc)) from exc
-    except ObjectNotFound as exc:
-        raise fail(ctx, "wado.frames", found, 503, "the stored object is unavailable") from exc
-    except StoredObjectTruncated as exc:
-        raise damaged(ctx, "wado.frames", found, exc) from exc
+        check_reaches(selection.read, selection.last_byte)
     audit_read(ctx, "wado.frames", [found], frames=frames[:200])
-    return StreamingResponse(
-        _stream(writer, part_type, selection, found), media_type=writer.content_type
-    )
+    parts = ended_early(_parts(writer, part_type, selection), "frames", found)
+    return StreamingResponse(parts, media_type=writer.content_type)
 
 
 @dataclass
@@ -117,12 +105,6 @@ class FrameSelection:
     last_byte: int = 0  # the farthest byte of the object the frames need
     read: Callable[[int, int], bytes] | None = None  # an exact ranged read of the object
 
-    def check_end(self) -> None:
-        """Raise StoredObjectTruncated unless the object reaches ``last_byte``: one tiny read
-        before a long answer starts, so a short object is a 500, not a cut-off 200."""
-        if self.read is not None and self.last_byte > 0:
-            self.read(self.last_byte - 1, 1)
-
 
 def select_frames(
     ctx: WebContext, instance: StoredInstance, numbers: list[int], plan: FramePlan
@@ -131,13 +113,13 @@ def select_frames(
     located = frame_layout(store, ctx.cache, instance)
     if located is None:
         if instance.rows is None:
-            raise FrameError("the instance has no pixel data")
-        image, layout, read = whole_object_source(store, instance)
+            raise FrameNotFound("the instance has no pixel data")
+        image, layout, read = whole_object_source(store, instance, max_inflated=ctx.max_inflated)
         check_frames(layout.number_of_frames, numbers)
         if layout.encapsulated:
             syntax, size = layout.transfer_syntax_uid, _stored_size(layout, numbers)
             if plan.decode:
-                raise FrameError("this instance's frames can only be sent as stored")
+                raise FrameNotAcceptable("this instance's frames can only be sent as stored")
         else:
             syntax, size = EXPLICIT_VR_LITTLE_ENDIAN, len(numbers) * _native_size(image)
         # Read front to back (a deflated object is inflated as it goes), so built whole:
@@ -176,17 +158,9 @@ def _native_size(image: Dataset) -> int:
     return (pixels + 7) // 8 if bits == 1 else pixels * ((bits + 7) // 8)
 
 
-def _stream(
-    writer: MultipartWriter, part_type: str, selection: FrameSelection, found: StoredInstance
-) -> Iterator[bytes]:
-    try:
-        for data in selection.frames:
-            yield writer.part(data, part_type)
-    except Exception:
-        # The answer has started: ending it without the closing delimiter is the only way
-        # left to tell the client it is incomplete.
-        log.exception("frames of %s ended early", found.sop_uid)
-        raise
+def _parts(writer: MultipartWriter, part_type: str, selection: FrameSelection) -> Iterator[bytes]:
+    for data in selection.frames:
+        yield writer.part(data, part_type)
     yield writer.end()
 
 

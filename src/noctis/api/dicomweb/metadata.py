@@ -71,13 +71,15 @@ def _metadata(
     audit_read(ctx, action, instances)
     body = metadata_document(fragments, ctx.base_url)
     if ctx.facility is not None:
-        body = _bulk_uris_in_facility(body, ctx.facility)
+        body = _bulk_uris_in_facility(body, ctx.facility.name)
     if len(body) < GZIP_MINIMUM or "gzip" not in request.headers.get("accept-encoding", ""):
         return Response(body, media_type=DICOM_JSON)
     # Browsers ask for gzip: a series' JSON shrinks ~10x. Compressed once per distinct
-    # content (the object keys) and base URL, since viewers fetch the same series again.
+    # content (the object keys), base URL and facility chosen (its bulk data URIs name it),
+    # since viewers fetch the same series again.
+    chosen = ctx.facility.name if ctx.facility is not None else ""
     key = hashlib.sha256(
-        "\n".join([ctx.base_url, ctx.facility or "", *(i.object_key for i in instances)]).encode()
+        "\n".join([ctx.base_url, chosen, *(i.object_key for i in instances)]).encode()
     ).hexdigest()
     compressed = ctx.cache.compressed.get(key)
     if compressed is None:

@@ -16,6 +16,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from noctis.api.dicomweb.cache import LRU, DicomWebCache
+from noctis.api.dicomweb.failures import FrameNotFound
 from noctis.api.dicomweb.lookup import StoredInstance
 from noctis.dicom import metadata as dicom_metadata
 from noctis.dicom.deflated import open_deflated_pixels
@@ -141,10 +142,6 @@ def check_frames(count: int, numbers: list[int]) -> None:
         raise FrameNotFound(f"frame {wrong[0]} does not exist; the instance has {count}")
 
 
-class FrameNotFound(FrameError):
-    """A requested frame number is beyond the instance's frames."""
-
-
 def stored_frames(
     store: ObjectStore,
     instance: StoredInstance,
@@ -201,26 +198,28 @@ def whole_object_frame_list(
 
 
 def whole_object_pixels(
-    store: ObjectStore, instance: StoredInstance, number: int
+    store: ObjectStore, instance: StoredInstance, number: int, *, max_inflated: int
 ) -> tuple[Dataset, PixelLayout, bytes]:
     """(image attributes, layout, frame as stored) of an object without a pixel data
     offset, for rendering."""
-    image, layout, read = whole_object_source(store, instance)
+    image, layout, read = whole_object_source(store, instance, max_inflated=max_inflated)
     check_frames(layout.number_of_frames, [number])
     return image, layout, b"".join(read(o, n) for o, n in layout.frames[number - 1])
 
 
 def whole_object_source(
-    store: ObjectStore, instance: StoredInstance
+    store: ObjectStore, instance: StoredInstance, *, max_inflated: int
 ) -> tuple[Dataset, PixelLayout, Callable[[int, int], bytes]]:
     """(image attributes, layout, read(offset, length) within the Pixel Data value) of an
     object without a pixel data offset.
 
     A deflated object is inflated as the reads go, front to back, keeping nothing between
-    the ranges read: a frame deep in 300 MB of inflated pixels costs its own size. The
-    layout is the same bounded one as a stored object's, so a header's Number of Frames is
-    checked against the value's length, never trusted."""
-    opened = open_deflated_pixels(store.iter_chunks(instance.object_key, 1 << 16))
+    the ranges read: a frame deep in 300 MB of inflated pixels costs its own size, and
+    nothing past ``max_inflated`` bytes is inflated (StoredObjectDamaged). The layout is the
+    same bounded one as a stored object's, so a header's Number of Frames is checked against
+    the value's length, never trusted."""
+    chunks = store.iter_chunks(instance.object_key, 1 << 16)
+    opened = open_deflated_pixels(chunks, max_inflated=max_inflated)
     if opened is not None:
         header, length, reader = opened
         _check_image(header)
@@ -236,7 +235,7 @@ def whole_object_source(
     ds = dcmread(io.BytesIO(data))
     del data
     if "PixelData" not in ds or not isinstance(ds.PixelData, bytes):
-        raise FrameError("the instance has no pixel data")
+        raise FrameNotFound("the instance has no pixel data")
     _check_image(ds)
     image = image_attributes(ds)
     value = ds.PixelData

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy import select
 
 from noctis.api.dicomweb.context import (
     DICOM_JSON,
@@ -31,7 +30,6 @@ from noctis.api.dicomweb.context import (
 from noctis.api.dicomweb.multipart import accepts_any, parse_accept
 from noctis.api.dicomweb.params import ParamError, QidoParams, parse_qido
 from noctis.dicom.json import tag_key, value_json
-from noctis.index.models import Facility
 from noctis.index.query import ATTRIBUTES, Level, Match, MatchQuery, QueryError, find
 
 router = APIRouter(prefix=PREFIX, tags=["QIDO-RS"])
@@ -125,11 +123,7 @@ def _facility_scope(ctx: WebContext) -> frozenset[int] | None:
     """The facilities to search: the caller's, narrowed to ``?facility=NAME`` if given."""
     if ctx.facility is None:
         return ctx.facility_ids
-    with ctx.archive.reading() as conn:
-        chosen = conn.scalar(select(Facility.id).where(Facility.name == ctx.facility))
-    if chosen is None or (ctx.facility_ids is not None and chosen not in ctx.facility_ids):
-        return frozenset()
-    return frozenset({chosen})
+    return frozenset({ctx.facility.id})
 
 
 def _result(match: Match, params: QidoParams, base_url: str, named: bool) -> dict[str, Any]:

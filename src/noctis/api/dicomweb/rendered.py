@@ -14,7 +14,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from pydicom.dataset import Dataset
 
-from noctis.api.dicomweb.access import audit_read, damaged, fail, locate
+from noctis.api.dicomweb.access import audit_read, fail, locate
 from noctis.api.dicomweb.context import (
     PREFIX,
     ContextDep,
@@ -23,20 +23,18 @@ from noctis.api.dicomweb.context import (
     not_acceptable,
     not_found,
 )
+from noctis.api.dicomweb.failures import FrameNotFound, read_failures
 from noctis.api.dicomweb.frames import parse_frame_list
 from noctis.api.dicomweb.lookup import StoredInstance
 from noctis.api.dicomweb.multipart import MultipartWriter, parse_accept
 from noctis.api.dicomweb.negotiate import plan_image
 from noctis.api.dicomweb.objects import (
-    FrameNotFound,
     check_frames,
     frame_layout,
     stored_frames,
     whole_object_pixels,
 )
 from noctis.dicom import render
-from noctis.dicom.transcode import FrameError, StoredObjectTruncated
-from noctis.storage import ObjectNotFound
 
 router = APIRouter(prefix=PREFIX, tags=["WADO-RS rendered"])
 
@@ -73,8 +71,10 @@ def _pixels(ctx: WebContext, instance: StoredInstance, number: int) -> tuple[Dat
     located = frame_layout(store, ctx.cache, instance)
     if located is None:
         if not instance.rows:
-            raise FrameError("the instance is not an image")
-        image, layout, stored = whole_object_pixels(store, instance, number)
+            raise FrameNotFound("the instance is not an image")
+        image, layout, stored = whole_object_pixels(
+            store, instance, number, max_inflated=ctx.max_inflated
+        )
     else:
         image, layout = located
         check_frames(layout.number_of_frames, [number])
@@ -85,25 +85,20 @@ def _pixels(ctx: WebContext, instance: StoredInstance, number: int) -> tuple[Dat
 def _render(
     ctx: WebContext, action: str, instance: StoredInstance, number: int, options: RenderRequest
 ) -> bytes:
-    try:
+    with read_failures(ctx, action, instance):  # the statuses: see failures.py
         image, pixels = _pixels(ctx, instance, number)
-        return render.render(
-            image,
-            pixels,
-            media_type=options.media_type,
-            window=options.window,
-            viewport=options.viewport,
-            quality=options.quality,
-            frame_index=number - 1,
-        )
-    except FrameNotFound as exc:
-        raise fail(ctx, action, instance, 404, str(exc)) from exc
-    except (FrameError, render.RenderError) as exc:
-        raise fail(ctx, action, instance, 400, f"cannot render: {exc}") from exc
-    except ObjectNotFound as exc:
-        raise fail(ctx, action, instance, 503, "the stored object is unavailable") from exc
-    except StoredObjectTruncated as exc:
-        raise damaged(ctx, action, instance, exc) from exc
+        try:
+            return render.render(
+                image,
+                pixels,
+                media_type=options.media_type,
+                window=options.window,
+                viewport=options.viewport,
+                quality=options.quality,
+                frame_index=number - 1,
+            )
+        except render.RenderError as exc:  # the rendering asked for (viewport, window)
+            raise fail(ctx, action, instance, 400, f"cannot render: {exc}") from exc
 
 
 def _image_response(

@@ -81,7 +81,7 @@ async def _store(request: Request, ctx: WebContext, study: str | None) -> Respon
         ctx.record("stow", "denied", study=study, reason=f"role {ctx.principal.role} is read-only")
         raise HTTPException(403, detail="your role may not store instances")
     boundary = _boundary(request.headers.get("content-type", ""))
-    facility = await run_in_threadpool(_target_facility, ctx, request.query_params.get("facility"))
+    facility = await run_in_threadpool(_target_facility, ctx)
     spool = ctx.archive.settings.resolved_spool_dir()
     try:
         parts = await spool_parts(request.stream(), boundary, spool, digest=DataSetDigest)
@@ -113,20 +113,20 @@ def _boundary(content_type: str) -> str:
     return boundary
 
 
-def _target_facility(ctx: WebContext, requested: str | None) -> FacilityRef:
+def _target_facility(ctx: WebContext) -> FacilityRef:
+    """The facility named by ``?facility=NAME`` (resolved with every service's: one the
+    caller has, else 404), or the caller's only enabled one."""
+    chosen = ctx.facility
+    if chosen is not None:
+        if not chosen.enabled:
+            ctx.record("stow", "denied", facility_id=chosen.id, reason="facility disabled")
+            raise HTTPException(403, detail=f"facility {chosen.name!r} is disabled")
+        return FacilityRef(chosen.id, chosen.name)
     with ctx.archive.sessions() as session:
         statement = select(Facility.id, Facility.name).where(Facility.enabled.is_(True))
         if ctx.facility_ids is not None:
             statement = statement.where(Facility.id.in_(list(ctx.facility_ids)))
         allowed = {name: FacilityRef(id, name) for id, name in session.execute(statement)}
-    if requested:
-        chosen = allowed.get(requested) or next(
-            (f for f in allowed.values() if str(f.id) == requested), None
-        )
-        if chosen is None:
-            ctx.record("stow", "denied", reason=f"facility {requested[:64]!r} not granted")
-            raise HTTPException(403, detail=f"you may not store into facility {requested!r}")
-        return chosen
     if len(allowed) == 1:
         return next(iter(allowed.values()))
     if not allowed:

@@ -9,14 +9,14 @@ pixel data copied range by range.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from noctis.api.dicomweb.access import audit_read, damaged, fail, locate
+from noctis.api.dicomweb.access import audit_read, locate
 from noctis.api.dicomweb.context import PREFIX, ContextDep, WebContext, not_acceptable
+from noctis.api.dicomweb.failures import ended_early, read_failures
 from noctis.api.dicomweb.lookup import StoredInstance
 from noctis.api.dicomweb.multipart import MultipartWriter, parse_accept
 from noctis.api.dicomweb.negotiate import DICOM, InstancePlan, plan_instances
@@ -33,13 +33,10 @@ from noctis.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_SYNTAXES,
-    FrameError,
     StoredObjectTruncated,
     exact_reader,
 )
-from noctis.storage import ObjectNotFound
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix=PREFIX, tags=["WADO-RS"])
 
 _CHUNK = 1 << 20
@@ -89,14 +86,8 @@ def _retrieve(
         # one's first frame too) are read before the answer starts, so a damaged object is
         # a status, not a cut-off 200.
         only = instances[0]
-        try:
+        with read_failures(ctx, action, only):  # the statuses: see failures.py
             prepared[only.object_key] = _decoded(ctx, only)
-        except FrameError as exc:
-            raise fail(ctx, action, only, 500, f"the instance cannot be decoded: {exc}") from exc
-        except ObjectNotFound as exc:
-            raise fail(ctx, action, only, 503, "the stored object is unavailable") from exc
-        except StoredObjectTruncated as exc:
-            raise damaged(ctx, action, only, exc) from exc
     writer = MultipartWriter(DICOM)
     parts = _parts(ctx, writer, instances, plan, prepared)
     return StreamingResponse(parts, media_type=writer.content_type)
@@ -109,27 +100,32 @@ def _parts(
     plan: InstancePlan,
     prepared: dict[str, DecodedInstance | None],
 ) -> Iterator[bytes]:
-    store = ctx.archive.store
     for instance in instances:
-        try:
-            if plan.transfer_syntax and instance.transfer_syntax_uid != plan.transfer_syntax:
-                yield from _transcoded(ctx, writer, instance, plan.transfer_syntax, prepared)
-                continue
-            syntax = instance.transfer_syntax_uid
-            yield writer.head(f"{DICOM}; transfer-syntax={syntax}", instance.size)
-            sent = 0
-            for chunk in store.iter_chunks(instance.object_key, _CHUNK):
-                sent += len(chunk)
-                yield chunk
-            if sent != instance.size:
-                raise StoredObjectTruncated(f"{sent} bytes stored, {instance.size} indexed")
-            yield b"\r\n"
-        except Exception as exc:
-            # The response has started: all we can do is end it short (no closing delimiter),
-            # so the client sees a truncated message instead of a silently short instance.
-            log.error("object %s of instance %s: %r", instance.object_key, instance.sop_uid, exc)
-            raise
+        # The response has started: an error ends it short (no closing delimiter), so the
+        # client sees a truncated message instead of a silently short instance.
+        yield from ended_early(_part(ctx, writer, instance, plan, prepared), "instance", instance)
     yield writer.end()
+
+
+def _part(
+    ctx: WebContext,
+    writer: MultipartWriter,
+    instance: StoredInstance,
+    plan: InstancePlan,
+    prepared: dict[str, DecodedInstance | None],
+) -> Iterator[bytes]:
+    if plan.transfer_syntax and instance.transfer_syntax_uid != plan.transfer_syntax:
+        yield from _transcoded(ctx, writer, instance, plan.transfer_syntax, prepared)
+        return
+    syntax = instance.transfer_syntax_uid
+    yield writer.head(f"{DICOM}; transfer-syntax={syntax}", instance.size)
+    sent = 0
+    for chunk in ctx.archive.store.iter_chunks(instance.object_key, _CHUNK):
+        sent += len(chunk)
+        yield chunk
+    if sent != instance.size:
+        raise StoredObjectTruncated(f"{sent} bytes stored, {instance.size} indexed")
+    yield b"\r\n"
 
 
 def _transcoded(
@@ -147,7 +143,8 @@ def _transcoded(
     content_type = f"{DICOM}; transfer-syntax={syntax}"
     if instance.transfer_syntax_uid == DEFLATED:
         yield writer.head(content_type)
-        yield from inflated_as_explicit(store.iter_chunks(instance.object_key, _CHUNK))
+        chunks = store.iter_chunks(instance.object_key, _CHUNK)
+        yield from inflated_as_explicit(chunks, ctx.max_inflated)
         yield b"\r\n"
         return
     key = instance.object_key

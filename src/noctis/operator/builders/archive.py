@@ -191,6 +191,8 @@ def build_api_deployment(ctx: ArchiveContext, spec: ArchiveSpec, images: Images)
     if spec.api.admin_password is not None:
         ref = spec.api.admin_password
         env.append(common.secret_env("NOCTIS_ADMIN_PASSWORD", ref.name, ref.key))
+    if spec.api.trusted_proxies:
+        env.append({"name": "NOCTIS_TRUSTED_PROXIES", "value": ",".join(spec.api.trusted_proxies)})
     container = _container(
         "api",
         spec.api.image or images.api,

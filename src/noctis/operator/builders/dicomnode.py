@@ -34,6 +34,10 @@ def node_config(spec: DicomNodeSpec) -> dict[str, str]:
         "NOCTIS_SPOOL_DIR": f"{common.DATA_DIR}/spool",
         "NOCTIS_SCP_DRAIN_SECONDS": str(max(spec.drain_seconds - PRE_STOP_SECONDS - 5, 1)),
     }
+    if spec.service.hides_client_addresses:
+        # Every outside caller arrives from a node's address: a per-address cap would count
+        # a whole node (all the modalities behind it) as one client.
+        config["NOCTIS_MAX_CONNECTIONS_PER_ADDRESS"] = "0"
     if spec.facilities:
         config["NOCTIS_SCP_FACILITIES"] = ",".join(spec.facilities)
     if spec.tls is not None:
