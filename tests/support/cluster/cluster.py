@@ -201,7 +201,7 @@ def _start_supervisor(layout: Layout, pause_image: str, log: Log) -> None:
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
-            cwd=REPO_ROOT,
+            cwd=layout.root,  # stray relative writes land in the state, never in the repo
             start_new_session=True,
         )
     log(f"supervisor started (pid {process.pid}); components log to {layout.logs}")
