@@ -94,7 +94,8 @@ def _archive_dir() -> Path:
 
 
 def export_archive(ref: str) -> Path:
-    """An OCI archive of ``ref``, cached by image ID (older archives of the same ref go)."""
+    """An OCI archive of ``ref``, cached by image ID; the archives of other tags or builds of
+    the same image go (the node's image store keeps what it imported)."""
     identity = image_id(ref)
     if identity is None:
         raise TestbedError(f"podman has no image {ref}")
@@ -108,8 +109,10 @@ def export_archive(ref: str) -> Path:
         _run(["podman", "save", "--format", "oci-archive", "--output", str(partial), ref])
         partial.rename(archive)
         (directory / f"{stem}@{identity[:12]}.ref").write_text(ref)
-    for stale in directory.glob(f"{stem}@*"):
-        if not stale.name.startswith(archive.name.removesuffix(".oci.tar")):
+    repository = stem.rsplit("_", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else stem
+    current = archive.name.removesuffix(".oci.tar")
+    for stale in directory.glob(f"{repository}_*@*"):
+        if not stale.name.startswith(current):
             stale.unlink()
     return archive
 
