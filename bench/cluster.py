@@ -7,7 +7,10 @@
   every Noctis pod Ready;
 - resident memory of the control plane and node, of the containerd shims, and of the pods;
 - C-STORE throughput of a 300-slice CT through the LoadBalancer (one storescu association);
-- `scripts/cluster down`.
+- `scripts/cluster down`;
+- the same CT sent the same way to the same SCP run as a plain process (`noctis scp` with
+  PostgreSQL and SeaweedFS, like the quickstart's pods: the store benchmark's
+  noctis-production target), after the cluster is down.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.procs import load_average, test_support
-
-CALLING_AE = "BENCH"
+from bench.noctis import NoctisTarget
+from bench.procs import LOOPBACK, load_average, test_support
+from bench.target import CALLING_AE
 
 
 def _support() -> tuple[Any, Any, Any]:
@@ -74,43 +77,67 @@ def measure(console: Console) -> dict[str, Any]:
     figures["memory_idle_mib"] = control.memory_mib(control.status())
     with tempfile.TemporaryDirectory(prefix="noctis-bench-cluster-") as tmp:
         ct = generate_ct_series(Path(tmp) / "ct", slices=300)
-        installed: dict[str, Any] = {}
-
-        def install() -> None:
-            try:
-                installed.update(chart.install(running, None))
-            except Exception as error:  # reported below
-                installed["error"] = str(error)
-
-        helm_start = time.monotonic()
-        installer = threading.Thread(target=install)
-        installer.start()
-        first_store = None
-        while first_store is None and time.monotonic() - helm_start < chart.INSTALL_TIMEOUT:
-            address = _scp_address(running, chart)
-            if address and _storescu(address, ct[:1]).returncode == 0:
-                first_store = time.monotonic() - helm_start
-                break
-            time.sleep(0.5)
-        installer.join()
-        if "error" in installed:
-            raise SystemExit(f"helm install failed: {installed['error']}")
-        figures["helm_to_first_c_store_s"] = round(first_store, 1) if first_store else None
-        figures["helm_to_all_pods_ready_s"] = round(installed["pods_ready"], 1)
-        figures["memory_with_noctis_mib"] = control.memory_mib(control.status())
-        assert running.dicom is not None
-        started = time.monotonic()
-        sent = _storescu(running.dicom, ct)
-        seconds = time.monotonic() - started
-        figures["ct_300_through_loadbalancer"] = {
-            "ok": sent.returncode == 0,
-            "seconds": round(seconds, 2),
-            "instances_per_s": round(len(ct) / seconds, 1),
-        }
-    began = time.monotonic()
-    control.down(log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    figures["down_s"] = round(time.monotonic() - began, 1)
+        _through_the_cluster(control, chart, running, ct, figures)
+        began = time.monotonic()
+        control.down(log=lambda m: console.print(f"[dim]{m}[/dim]"))
+        figures["down_s"] = round(time.monotonic() - began, 1)
+        figures["ct_300_plain_process"] = _plain_process(ct, Path(tmp) / "plain")
     return figures
+
+
+def _through_the_cluster(
+    control: Any, chart: Any, running: Any, ct: list[Path], figures: dict[str, Any]
+) -> None:
+    installed: dict[str, Any] = {}
+
+    def install() -> None:
+        try:
+            installed.update(chart.install(running, None))
+        except Exception as error:  # reported below
+            installed["error"] = str(error)
+
+    helm_start = time.monotonic()
+    installer = threading.Thread(target=install)
+    installer.start()
+    first_store = None
+    while first_store is None and time.monotonic() - helm_start < chart.INSTALL_TIMEOUT:
+        address = _scp_address(running, chart)
+        if address and _storescu(address, ct[:1]).returncode == 0:
+            first_store = time.monotonic() - helm_start
+            break
+        time.sleep(0.5)
+    installer.join()
+    if "error" in installed:
+        raise SystemExit(f"helm install failed: {installed['error']}")
+    figures["helm_to_first_c_store_s"] = round(first_store, 1) if first_store else None
+    figures["helm_to_all_pods_ready_s"] = round(installed["pods_ready"], 1)
+    figures["memory_with_noctis_mib"] = control.memory_mib(control.status())
+    assert running.dicom is not None
+    started = time.monotonic()
+    sent = _storescu(running.dicom, ct)
+    seconds = time.monotonic() - started
+    figures["ct_300_through_loadbalancer"] = _rate(sent, seconds, len(ct))
+
+
+def _plain_process(ct: list[Path], root: Path) -> dict[str, Any]:
+    """The CT over one association to `noctis scp` as a process on this machine."""
+    root.mkdir()
+    target = NoctisTarget(root, production=True)
+    try:
+        target.start()
+        started = time.monotonic()
+        sent = _storescu(f"{LOOPBACK}:{target.dicom_port}", ct)
+        return _rate(sent, time.monotonic() - started, len(ct))
+    finally:
+        target.stop()
+
+
+def _rate(sent: subprocess.CompletedProcess[str], seconds: float, count: int) -> dict[str, Any]:
+    return {
+        "ok": sent.returncode == 0,
+        "seconds": round(seconds, 2),
+        "instances_per_s": round(count / seconds, 1),
+    }
 
 
 def report(figures: dict[str, Any], console: Console) -> None:
@@ -133,6 +160,8 @@ def report(figures: dict[str, Any], console: Console) -> None:
             table.add_row(f"memory {label}: pods", f"{memory['pods (kubepods cgroup)']:.0f} MiB")
     store = figures["ct_300_through_loadbalancer"]
     table.add_row("CT 300 x 512x512 via LoadBalancer", f"{store['instances_per_s']} inst/s")
+    plain = figures["ct_300_plain_process"]
+    table.add_row("the same CT, SCP as a plain process", f"{plain['instances_per_s']} inst/s")
     table.add_row("down", f"{figures['down_s']} s")
     console.print(table)
 

@@ -52,6 +52,7 @@ def test_operator_deployment() -> None:
     assert container["image"] == "ghcr.io/noctis-pacs/noctis-operator:0.1.0"
     assert container["command"] == ["noctis", "operator"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["NOCTIS_OPERATOR_NAMESPACES"] == "pacs"

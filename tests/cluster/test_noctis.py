@@ -107,9 +107,7 @@ def test_every_noctis_pod_is_ready_through_its_own_probes(cluster: Cluster) -> N
             name = pod["metadata"]["name"]
             [container] = pod["spec"]["containers"]
             assert container.get("livenessProbe"), f"{name} has no liveness probe"
-            # The operator (kopf) serves a liveness endpoint only; the others say when ready.
-            if component != "operator":
-                assert container.get("readinessProbe"), f"{name} has no readiness probe"
+            assert container.get("readinessProbe"), f"{name} has no readiness probe"
             assert pod["spec"]["securityContext"].get("runAsNonRoot") or container[
                 "securityContext"
             ].get("runAsNonRoot"), f"{name} may run as root"
