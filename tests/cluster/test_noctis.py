@@ -21,7 +21,7 @@ import httpx
 import pytest
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE, StoragePresentationContexts, build_context, evt
+from pynetdicom import AE, StoragePresentationContexts, _config, build_context, evt
 
 from support import dcmtk
 from support.cluster import chart
@@ -61,6 +61,9 @@ def troubled_log_lines(cluster: Cluster) -> dict[str, list[str]]:
     for component in COMPONENTS:
         for pod in component_pods(cluster, component):
             name = pod["metadata"]["name"]
+            statuses = pod.get("status", {}).get("containerStatuses") or []
+            if not any("waiting" not in status.get("state", {}) for status in statuses):
+                continue  # no container has started yet (a pod being created): no log
             log = cluster.kubectl("logs", "-n", NAMESPACE, name, "--all-containers").stdout
             lines = [line for line in log.splitlines() if TROUBLE.search(line)]
             if lines:
@@ -172,6 +175,10 @@ def move_destination(cluster: Cluster, ae_title: str) -> Iterator[tuple[dict[str
         )
         return 0x0000
 
+    # An in-process Noctis SCP of an earlier test in this session spools what it receives
+    # (a process-wide pynetdicom setting): this plain AE wants the data set in memory.
+    spooled = _config.STORE_RECV_CHUNKED_DATASET
+    _config.STORE_RECV_CHUNKED_DATASET = False
     ae = AE(ae_title=ae_title)
     ae.supported_contexts = [
         build_context(context.abstract_syntax, [ExplicitVRLittleEndian])
@@ -199,6 +206,7 @@ def move_destination(cluster: Cluster, ae_title: str) -> Iterator[tuple[dict[str
             "-p", json.dumps(undo), check=False,
         )  # fmt: skip
         server.shutdown()
+        _config.STORE_RECV_CHUNKED_DATASET = spooled
 
 
 def test_movescu_sends_the_ct_to_a_registered_destination_byte_identical(
