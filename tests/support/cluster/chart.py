@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,9 +121,24 @@ def install(cluster: Cluster, admin_password: str | None = None) -> dict[str, fl
     web_port = cluster.kubectl_json("get", "service", "-n", NAMESPACE, api_name(RELEASE))["spec"][
         "ports"
     ][0]["port"]
+    # Pods Ready is not yet routed: kube-proxy programs a new Service's LoadBalancer rules a
+    # moment later (a reinstall met "connection refused" just after every pod was Ready).
+    _wait_accepting(dicom_ip, int(node["spec"]["port"]))
+    _wait_accepting(web_ip, int(web_port))
     cluster.dicom = f"{dicom_ip}:{node['spec']['port']}"
     cluster.web = f"http://{web_ip}" + ("" if web_port == 80 else f":{web_port}")
     return timings
+
+
+def _wait_accepting(ip: str, port: int) -> None:
+    def accepts() -> bool:
+        try:
+            with socket.create_connection((ip, port), timeout=2):
+                return True
+        except OSError:
+            return False
+
+    wait_until(accepts, 60, f"{ip}:{port} to accept connections")
 
 
 def _wait_loadbalancer(cluster: Cluster, service: str) -> str:
