@@ -8,10 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from support.containers import REPO_ROOT, BuiltImages, build_images
-from support.kube import ControlPlane, wait_until
-
-ESTABLISHED = '{.status.conditions[?(@.type=="Established")].status}'
+from support.containers import BuiltImages, build_images
+from support.kube import ControlPlane, install_noctis_crds
 
 
 @pytest.fixture(scope="session")
@@ -26,15 +24,5 @@ def images() -> BuiltImages:
 @pytest.fixture(scope="session")
 def kube_crds(kube: ControlPlane) -> Iterator[ControlPlane]:
     """The session's control plane with the Noctis CRDs established."""
-    kube.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-    for crd in ("storagepools", "facilities", "archives", "dicomnodes", "kopfpeerings"):
-        group = "kopf.dev" if crd == "kopfpeerings" else "pacs.noctis.io"
-        wait_until(
-            lambda name=f"crd/{crd}.{group}": (
-                kube.kubectl("get", name, "-o", f"jsonpath={ESTABLISHED}", check=False).stdout
-                == "True"
-            ),
-            30,
-            f"CRD {crd}.{group} to be established",
-        )
+    install_noctis_crds(kube)
     yield kube

@@ -12,35 +12,21 @@ from collections.abc import Iterator
 
 import pytest
 from operator_support import (
-    ROOT,
     SERVICE_ACCOUNT,
     Cluster,
     install_chart,
     secrets_yaml,
-    wait_for,
 )
 
 from noctis.index.migrate import upgrade
-from support.kube import ControlPlane
+from support.kube import ControlPlane, install_noctis_crds
 from support.s3 import SeaweedFS
-
-ESTABLISHED = '{.status.conditions[?(@.type=="Established")].status}'
 
 
 @pytest.fixture(scope="session")
 def kube(kube: ControlPlane) -> Iterator[ControlPlane]:
     """The session's control plane, with the Noctis CRDs installed and established."""
-    kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    for crd in ("storagepools", "facilities", "archives", "dicomnodes", "kopfpeerings"):
-        group = "kopf.dev" if crd == "kopfpeerings" else "pacs.noctis.io"
-        wait_for(
-            lambda name=f"crd/{crd}.{group}": (
-                kube.kubectl("get", name, "-o", f"jsonpath={ESTABLISHED}", check=False).stdout
-                == "True"
-            ),
-            30,
-            f"CRD {crd}.{group} to be established",
-        )
+    install_noctis_crds(kube)
     yield kube
 
 

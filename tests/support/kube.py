@@ -528,3 +528,22 @@ def _decode_body(headers: Message, body: bytes) -> Any:
 def _http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=5) as response:
         return bool(response.status == 200)
+
+
+ESTABLISHED = '{.status.conditions[?(@.type=="Established")].status}'
+NOCTIS_CRDS = ("storagepools", "facilities", "archives", "dicomnodes", "kopfpeerings")
+
+
+def install_noctis_crds(kube: ControlPlane) -> None:
+    """Apply the repository's CRDs and wait until the API server serves each of them."""
+    kube.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+    for crd in NOCTIS_CRDS:
+        group = "kopf.dev" if crd == "kopfpeerings" else "pacs.noctis.io"
+        wait_until(
+            lambda name=f"crd/{crd}.{group}": (
+                kube.kubectl("get", name, "-o", f"jsonpath={ESTABLISHED}", check=False).stdout
+                == "True"
+            ),
+            30,
+            f"CRD {crd}.{group} to be established",
+        )
