@@ -9,51 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Response
+from playwright.sync_api import Browser, Response
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import select
 
 from noctis.index.accounts import AuditEvent
+from support.viewer_page import wait_for_image
 from support.web import open_archive
 
 from .conftest import LiveArchive
 
 pytestmark = pytest.mark.browser
-
-# Canvas statistics in the page: grey levels of the rendered viewport (a 2D canvas that
-# cornerstone draws its WebGL output into).
-CANVAS_STATS = """
-canvas => {
-  const ctx = canvas.getContext('2d', {willReadFrequently: true});
-  const {width, height} = canvas;
-  const data = ctx.getImageData(0, 0, width, height).data;
-  let dark = 0, bright = 0, mid = 0, sum = 0, sum2 = 0;
-  const levels = new Set();
-  const n = width * height;
-  for (let i = 0; i < data.length; i += 4) {
-    const v = (data[i] + data[i + 1] + data[i + 2]) / 3;
-    sum += v; sum2 += v * v; levels.add(Math.round(v));
-    if (v <= 10) dark++; else if (v >= 200) bright++; else if (v >= 90 && v <= 160) mid++;
-  }
-  const mean = sum / n;
-  return {width, height, mean, std: Math.sqrt(Math.max(0, sum2 / n - mean * mean)),
-          levels: levels.size, dark: dark / n, bright: bright / n, mid: mid / n};
-}
-"""
-
-
-def _wait_for_image(page: Page, timeout: float = 90.0) -> dict[str, Any]:
-    """Poll the viewport canvas until it shows a non-uniform image; its statistics."""
-    canvas = page.locator("canvas.cornerstone-canvas").first
-    canvas.wait_for(state="visible", timeout=timeout * 1000)
-    deadline = time.monotonic() + timeout
-    stats: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        stats = canvas.evaluate(CANVAS_STATS)
-        if stats["std"] > 20 and stats["levels"] > 16:
-            return stats
-        time.sleep(0.2)
-    return stats
 
 
 def _study_search(response: Response) -> bool:
@@ -110,7 +76,7 @@ def test_login_study_list_and_ct_in_the_viewer(
         opened = time.monotonic()
         page.get_by_role("button", name="Basic Viewer").click()
         page.wait_for_url(f"**/viewer?**StudyInstanceUIDs={study.study_uid}**")
-        stats = _wait_for_image(page)
+        stats = wait_for_image(page)
         viewer_seconds = time.monotonic() - opened
         page.screenshot(path=str(artifacts / "ohif-viewer-ct.png"))
         page.locator("canvas.cornerstone-canvas").first.screenshot(

@@ -13,11 +13,11 @@ import pytest
 from playwright.sync_api import Browser, Response
 
 from browser.conftest import chromium  # noqa: F401  (the headless Chromium fixture)
-from browser.test_viewer_browser import _wait_for_image
 from support import dcmtk
 from support.cluster import chart
 from support.cluster.cluster import Cluster
 from support.dicomdata import generate_ct_series
+from support.viewer_page import wait_for_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.dcmtk]
 
@@ -61,7 +61,7 @@ def test_the_viewer_through_the_api_service_shows_a_ct_sent_through_the_loadbala
         row.click()
         page.get_by_role("button", name="Basic Viewer").click()
         page.wait_for_url("**/viewer?**")
-        stats = _wait_for_image(page)
+        stats = wait_for_image(page)
         page.screenshot(path=str(tmp_path / "ohif-cluster-ct.png"))
     finally:
         context.close()
