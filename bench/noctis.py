@@ -249,7 +249,7 @@ class NoctisTarget(Target):
         """An API token for a radiologist of the facility, through tests/support/web.py."""
         test_support()
         try:
-            from noctis.archive import Archive
+            from noctis.core.runtime import Runtime
             from noctis.settings import Settings
 
             with warnings.catch_warnings():  # starlette's TestClient import warns; unused here
@@ -261,7 +261,7 @@ class NoctisTarget(Target):
         saved = {k: os.environ.get(k) for k in overrides}
         os.environ.update(overrides)  # Settings reads the same environment as the servers
         try:
-            archive = Archive.open(Settings())  # type: ignore[call-arg]  # from the environment
+            runtime = Runtime.open(Settings())  # type: ignore[call-arg]  # from the environment
         finally:
             for key, value in saved.items():
                 if value is None:
@@ -270,10 +270,10 @@ class NoctisTarget(Target):
                     os.environ[key] = value
         try:
             facility = FACILITY if self.production else "default"
-            create_user(archive, WEB_USER, "radiologist", facilities=[facility])
-            return str(token_for(archive, WEB_USER, name="bench"))
+            create_user(runtime, WEB_USER, "radiologist", facilities=[facility])
+            return str(token_for(runtime, WEB_USER, name="bench"))
         finally:
-            archive.close()
+            runtime.close()
 
     def logs(self) -> str:
         return "\n".join(log_tail(s.log_path) for s in (self.scp, self.api) if s is not None)

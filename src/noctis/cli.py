@@ -161,8 +161,8 @@ def facility_apply(
     file: Annotated[Path, typer.Option("-f", "--file", help="Facility YAML (the CR's shape)")],
 ) -> None:
     """Create or update facilities from a YAML file (one or more documents)."""
-    from noctis.archive import Archive
-    from noctis.index.facilities import FacilityConflict, apply_facility
+    from noctis.core.facilities import FacilityConflict, apply_facility
+    from noctis.core.runtime import Runtime
     from noctis.specs.facility import FacilityDocument
 
     settings = _settings()
@@ -175,16 +175,16 @@ def facility_apply(
     except ValidationError as exc:
         console.print(f"[red]invalid facility spec in {file}:[/red]\n{exc}")
         raise typer.Exit(2) from exc
-    archive = Archive.open(settings)
+    runtime = Runtime.open(settings)
     try:
-        with archive.sessions.begin() as session:
+        with runtime.sessions.begin() as session:
             for document in facilities:
                 apply_facility(session, document.name, document.spec)
     except FacilityConflict as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     finally:
-        archive.close()
+        runtime.close()
     for document in facilities:
         console.print(
             f"facility {document.name}: {len(document.spec.application_entities)} AE(s) applied"
@@ -194,12 +194,12 @@ def facility_apply(
 @facility_app.command("list")
 def facility_list() -> None:
     """Show the registered facilities and their AEs."""
-    from noctis.archive import Archive
-    from noctis.index.facilities import list_facilities
+    from noctis.core.facilities import list_facilities
+    from noctis.core.runtime import Runtime
 
-    archive = Archive.open(_settings())
+    runtime = Runtime.open(_settings())
     try:
-        with archive.sessions() as session:
+        with runtime.sessions() as session:
             table = Table("facility", "enabled", "AE title", "host:port", "CIDRs", "services")
             for facility in list_facilities(session):
                 for ae in facility.application_entities or [None]:
@@ -213,7 +213,7 @@ def facility_list() -> None:
                     )
             Console().print(table)
     finally:
-        archive.close()
+        runtime.close()
 
 
 @user_app.command("add")
@@ -228,36 +228,36 @@ def user_add(
     display_name: Annotated[str, typer.Option(help="full name")] = "",
 ) -> None:
     """Create a local user; prints the generated password once."""
-    from noctis.api.auth import AccountError, add_user
-    from noctis.archive import Archive
+    from noctis.core.accounts import AccountError, add_user
+    from noctis.core.runtime import Runtime
 
-    archive = Archive.open(_settings())
+    runtime = Runtime.open(_settings())
     try:
         password = add_user(
-            archive, username, role, facilities=facility or [], display_name=display_name
+            runtime, username, role, facilities=facility or [], display_name=display_name
         )
     except AccountError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     finally:
-        archive.close()
+        runtime.close()
     console.print(f"user {username} ({role}) created; password: {password}")
 
 
 @user_app.command("passwd")
 def user_passwd(username: Annotated[str, typer.Argument()]) -> None:
     """Give a user a new generated password (printed once) and end their sessions."""
-    from noctis.api.auth import AccountError, reset_password
-    from noctis.archive import Archive
+    from noctis.core.accounts import AccountError, reset_password
+    from noctis.core.runtime import Runtime
 
-    archive = Archive.open(_settings())
+    runtime = Runtime.open(_settings())
     try:
-        password = reset_password(archive, username)
+        password = reset_password(runtime, username)
     except AccountError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     finally:
-        archive.close()
+        runtime.close()
     console.print(f"new password for {username}: {password}")
 
 

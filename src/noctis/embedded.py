@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from noctis import heap
-from noctis.archive import Archive
-from noctis.index.facilities import (
+from noctis.core import heap
+from noctis.core.facilities import (
     ANY_AE,
     DEFAULT_FACILITY,
     LOOPBACK_CIDRS,
     ensure_default_facility,
 )
+from noctis.core.queue import InProcessQueue
+from noctis.core.runtime import Runtime
 from noctis.index.migrate import upgrade
-from noctis.queue import InProcessQueue
 from noctis.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,35 +35,35 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def prepare(settings: Settings) -> Archive:
+def prepare(settings: Settings) -> Runtime:
     """Create the data directory, migrate the index, and open the archive."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url())
-    archive = Archive.open(settings, queue=InProcessQueue())
+    runtime = Runtime.open(settings, queue=InProcessQueue())
     if settings.embedded:
-        with archive.sessions.begin() as session:
+        with runtime.sessions.begin() as session:
             ensure_default_facility(session)
-    return archive
+    return runtime
 
 
 def serve(settings: Settings) -> None:
     import uvicorn
 
     from noctis.api.app import create_app
-    from noctis.api.auth import ensure_first_admin
     from noctis.api.server import uvicorn_config
     from noctis.api.viewer import installed_viewer_version
+    from noctis.core.accounts import ensure_first_admin
     from noctis.scp.server import Scp, clean_spool, stop_on_signals
     from noctis.worker.inprocess import register_tasks
 
     console = Console(stderr=True)
-    archive = prepare(settings)
+    runtime = prepare(settings)
     clean_spool(settings.resolved_spool_dir())  # before any SCP process receives into it
-    register_tasks(archive)
-    admin = ensure_first_admin(archive)
+    register_tasks(runtime)
+    admin = ensure_first_admin(runtime)
     siblings = _start_siblings(settings)
-    scp = Scp(archive, listener=siblings.listener if siblings is not None else None).start()
-    app = create_app(settings, archive)
+    scp = Scp(runtime, listener=siblings.listener if siblings is not None else None).start()
+    app = create_app(settings, runtime)
     _announce(console, settings, scp.port, admin, installed_viewer_version(settings))
     server = uvicorn.Server(
         uvicorn_config(
@@ -83,8 +83,8 @@ def serve(settings: Settings) -> None:
         scp.stop()
         if siblings is not None:
             siblings.wait()
-        archive.drain_tasks()
-        archive.close()
+        runtime.drain_tasks()
+        runtime.close()
 
 
 def _start_siblings(settings: Settings) -> Siblings | None:

@@ -27,10 +27,10 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from noctis.api.app import create_app
-from noctis.archive import Archive
+from noctis.core.queue import NullQueue
+from noctis.core.runtime import Runtime
 from noctis.index.migrate import upgrade
 from noctis.index.models import Facility
-from noctis.queue import NullQueue
 from noctis.settings import Settings
 from support.ports import free_port, is_listening
 from support.web import client_for, create_user, open_archive, token_for
@@ -62,15 +62,15 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
     return Settings(mode="embedded", data_dir=data_dir, **overrides)  # type: ignore[arg-type]
 
 
-def prepare_archive(settings: Settings) -> Archive:
+def prepare_archive(settings: Settings) -> Runtime:
     """Migrate the index and add the test facilities; tasks are dropped (no worker here)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url())
-    archive = Archive.open(settings, queue=NullQueue())
-    with archive.sessions.begin() as session:
+    runtime = Runtime.open(settings, queue=NullQueue())
+    with runtime.sessions.begin() as session:
         for name in FACILITIES:
             session.add(Facility(name=name, display_name=name.title()))
-    return archive
+    return runtime
 
 
 @dataclass(frozen=True)
@@ -85,12 +85,12 @@ class Template:
 @pytest.fixture(scope="session")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     settings = make_settings(tmp_path_factory.mktemp("template"))
-    archive = prepare_archive(settings)
+    runtime = prepare_archive(settings)
     tokens = {}
     for username, (role, facilities) in USERS.items():
-        create_user(archive, username, role, facilities)
-        tokens[username] = token_for(archive, username)
-    archive.close()
+        create_user(runtime, username, role, facilities)
+        tokens[username] = token_for(runtime, username)
+    runtime.close()
     return Template(Path(settings.resolved_database_url().removeprefix("sqlite:///")), tokens)
 
 
@@ -103,23 +103,23 @@ def settings(tmp_path: Path, template: Template) -> Settings:
 
 
 @pytest.fixture
-def archive(settings: Settings) -> Iterator[Archive]:
-    archive = Archive.open(settings, queue=NullQueue())
-    yield archive
-    archive.close()
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    runtime = Runtime.open(settings, queue=NullQueue())
+    yield runtime
+    runtime.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def accounts_archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Archive]:
+def accounts_archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
     """An archive with only the default facility and no user, on SQLite and on PostgreSQL:
     for the tests of accounts, login and audit (which make their own)."""
     if request.param == "postgres":
         url = request.getfixturevalue("pg_url")
     else:
         url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
-    archive = open_archive(url, tmp_path)
-    yield archive
-    archive.close()
+    runtime = open_archive(url, tmp_path)
+    yield runtime
+    runtime.close()
 
 
 @pytest.fixture
@@ -129,8 +129,8 @@ def tokens(template: Template) -> dict[str, str]:
 
 
 @pytest.fixture
-def app(settings: Settings, archive: Archive) -> FastAPI:
-    return create_app(settings, archive)
+def app(settings: Settings, runtime: Runtime) -> FastAPI:
+    return create_app(settings, runtime)
 
 
 @dataclass

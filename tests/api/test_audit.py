@@ -13,9 +13,10 @@ from sqlalchemy import create_engine, select, update
 from sqlalchemy.orm import sessionmaker
 
 from noctis.api.audit import DatabaseAuditSink
-from noctis.api.security import Principal, Role
-from noctis.archive import Archive
-from noctis.audit import AuditAction, AuditOutcome, record_audit
+from noctis.api.security import Principal
+from noctis.core.audit import AuditAction, AuditOutcome, record_audit
+from noctis.core.roles import Role
+from noctis.core.runtime import Runtime
 from noctis.index.accounts import AuditEvent
 from support.web import auth_app, client_for, create_user, token_for
 
@@ -24,24 +25,24 @@ STUDY_B = "1.2.826.0.1.3680043.8.498.2"
 
 
 @pytest.fixture
-def archive(accounts_archive: Archive) -> Archive:
+def runtime(accounts_archive: Runtime) -> Runtime:
     return accounts_archive
 
 
 @pytest.fixture
-def app(archive: Archive) -> FastAPI:
-    return auth_app(archive)
+def app(runtime: Runtime) -> FastAPI:
+    return auth_app(runtime)
 
 
 @pytest.fixture
-def admin(archive: Archive, app: FastAPI) -> TestClient:
-    create_user(archive, "auditor", "admin", facilities=[])
-    return client_for(app, token_for(archive, "auditor"))
+def admin(runtime: Runtime, app: FastAPI) -> TestClient:
+    create_user(runtime, "auditor", "admin", facilities=[])
+    return client_for(app, token_for(runtime, "auditor"))
 
 
-def test_record_audit_writes_one_row(archive: Archive) -> None:
+def test_record_audit_writes_one_row(runtime: Runtime) -> None:
     assert record_audit(
-        archive,
+        runtime,
         actor="CT_ROOM_1",
         actor_type="ae",
         client="10.0.0.7",
@@ -51,7 +52,7 @@ def test_record_audit_writes_one_row(archive: Archive) -> None:
         facility_id=1,
         detail={"sop_instances": 12},
     )
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         event = session.scalars(select(AuditEvent)).one()
     assert (event.actor, event.actor_type, event.client) == ("CT_ROOM_1", "ae", "10.0.0.7")
     assert (event.action, event.outcome, event.study_instance_uid) == ("store", "success", STUDY_A)
@@ -61,7 +62,7 @@ def test_record_audit_writes_one_row(archive: Archive) -> None:
 def test_record_audit_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # An index without the audit table: the insert fails, the caller carries on.
     broken = sessionmaker(create_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}"))
-    with caplog.at_level(logging.ERROR, logger="noctis.audit"):
+    with caplog.at_level(logging.ERROR, logger="noctis.core.audit"):
         ok = record_audit(
             broken, actor="rad", actor_type="user", client="::1", action="retrieve", outcome="ok"
         )
@@ -69,24 +70,24 @@ def test_record_audit_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert "audit event not recorded" in caplog.text and "actor=rad" in caplog.text
 
 
-def test_sink_records_principal_and_method(archive: Archive) -> None:
-    sink = DatabaseAuditSink(archive.sessions)
+def test_sink_records_principal_and_method(runtime: Runtime) -> None:
+    sink = DatabaseAuditSink(runtime.sessions)
     robot = Principal("robot", Role.TECHNOLOGIST, frozenset({1}), method="token")
     sink.record(principal=robot, client="127.0.0.1", action="store", outcome="success")
     sink.record(principal=None, client="127.0.0.1", action="query", outcome="denied")
     assert sink.flush()
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         rows = session.execute(
             select(AuditEvent.actor, AuditEvent.actor_type).order_by(AuditEvent.id)
         ).all()
     assert [tuple(r) for r in rows] == [("robot", "token"), ("anonymous", "user")]
 
 
-def _seed(archive: Archive) -> None:
+def _seed(runtime: Runtime) -> None:
     base = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
     for i in range(25):
         record_audit(
-            archive,
+            runtime,
             actor="rad" if i % 2 else "tech",
             actor_type="user",
             client="10.1.1.1",
@@ -94,7 +95,7 @@ def _seed(archive: Archive) -> None:
             outcome="success",
             study_instance_uid=STUDY_A if i < 20 else STUDY_B,
         )
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         for event in session.scalars(select(AuditEvent)):
             session.execute(
                 update(AuditEvent)
@@ -103,8 +104,8 @@ def _seed(archive: Archive) -> None:
             )
 
 
-def test_admin_filters_and_pages_the_trail(archive: Archive, admin: TestClient) -> None:
-    _seed(archive)
+def test_admin_filters_and_pages_the_trail(runtime: Runtime, admin: TestClient) -> None:
+    _seed(runtime)
     page = admin.get("/api/audit", params={"user": "rad", "study": STUDY_A, "limit": 4}).json()
     assert [e["actor"] for e in page["items"]] == ["rad"] * 4
     assert page["next_offset"] == 4
@@ -130,7 +131,7 @@ def test_admin_filters_and_pages_the_trail(archive: Archive, admin: TestClient) 
     assert admin.get("/api/audit", params={"limit": 5000}).status_code == 422
 
 
-def test_admin_actions_are_in_the_trail(archive: Archive, admin: TestClient) -> None:
+def test_admin_actions_are_in_the_trail(runtime: Runtime, admin: TestClient) -> None:
     admin.post("/api/users", json={"username": "new", "role": "radiologist", "password": "x" * 12})
     items = admin.get("/api/audit", params={"action": "admin"}).json()["items"]
     assert [(e["actor"], e["actor_type"], e["detail"]["operation"]) for e in items] == [
@@ -139,22 +140,22 @@ def test_admin_actions_are_in_the_trail(archive: Archive, admin: TestClient) -> 
 
 
 def test_sink_writes_before_returning_and_queues_when_the_index_is_busy(
-    archive: Archive,
+    runtime: Runtime,
 ) -> None:
-    sink = DatabaseAuditSink(archive.sessions)
+    sink = DatabaseAuditSink(runtime.sessions)
     rad = Principal("rad", Role.RADIOLOGIST, frozenset({1}))
     sink.record(principal=rad, client="::1", action="retrieve", outcome="success")
-    with archive.sessions() as session:  # written inline: no flush needed
+    with runtime.sessions() as session:  # written inline: no flush needed
         assert session.scalars(select(AuditEvent.action)).all() == ["retrieve"]
     # The caller holds an index transaction (on SQLite: the write lock) while recording.
     started = datetime.now(UTC)
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         session.execute(select(AuditEvent.id)).all()
         sink.record(principal=rad, client="::1", action="store", outcome="success")
         waited = datetime.now(UTC) - started
     assert waited < timedelta(seconds=2)
     assert sink.flush()
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
     assert [e.action for e in events] == ["retrieve", "store"]
     assert all(e.at is not None for e in events)

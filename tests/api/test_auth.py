@@ -17,17 +17,13 @@ from pydantic import ValidationError
 from sqlalchemy import delete, inspect, select, update
 
 from noctis.api.app import create_app
-from noctis.api.auth import (
-    AccountError,
-    add_user,
-    ensure_configured_admin,
-    ensure_first_admin,
-)
 from noctis.api.auth.credentials import now
 from noctis.api.auth.settings import AuthSettings
-from noctis.archive import Archive
+from noctis.api.auth.setup import ensure_configured_admin
+from noctis.core.accounts import AccountError, add_user, ensure_first_admin
+from noctis.core.facilities import apply_facility
+from noctis.core.runtime import Runtime
 from noctis.index.accounts import ApiToken, AuditEvent, LoginLockout, User, WebSession
-from noctis.index.facilities import apply_facility
 from noctis.index.migrate import alembic_config, current_revision, upgrade
 from noctis.settings import Settings
 from noctis.specs.facility import FacilitySpec
@@ -35,13 +31,13 @@ from support.web import auth_app, client_for, create_user, login, open_archive, 
 
 
 @pytest.fixture
-def archive(accounts_archive: Archive) -> Archive:
+def runtime(accounts_archive: Runtime) -> Runtime:
     return accounts_archive
 
 
 @pytest.fixture
-def app(archive: Archive) -> FastAPI:
-    return auth_app(archive)
+def app(runtime: Runtime) -> FastAPI:
+    return auth_app(runtime)
 
 
 @pytest.fixture
@@ -49,21 +45,21 @@ def browser(app: FastAPI) -> TestClient:
     return TestClient(app)
 
 
-def test_migrations_down_to_0001_and_up_again(archive: Archive) -> None:
+def test_migrations_down_to_0001_and_up_again(runtime: Runtime) -> None:
     """The accounts tables (0002), the PostgreSQL write function (0003), the patient identity
     (0004) and the shared login lockout (0005) come and go with their migrations."""
     from alembic import command
     from alembic.script import ScriptDirectory
 
-    url = archive.settings.resolved_database_url()
+    url = runtime.settings.resolved_database_url()
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     assert current_revision(url) == head
-    assert "login_lockout" in inspect(archive.engine).get_table_names()
-    archive.engine.dispose()
+    assert "login_lockout" in inspect(runtime.engine).get_table_names()
+    runtime.engine.dispose()
     command.downgrade(alembic_config(url), "0001")
     assert current_revision(url) == "0001"
-    assert "login_lockout" not in inspect(archive.engine).get_table_names()
-    archive.engine.dispose()
+    assert "login_lockout" not in inspect(runtime.engine).get_table_names()
+    runtime.engine.dispose()
     upgrade(url)
     assert current_revision(url) == head
 
@@ -83,9 +79,9 @@ def test_login_page_is_a_form(browser: TestClient) -> None:
 
 
 def test_login_sets_a_safe_cookie_and_logout_ends_the_session(
-    archive: Archive, browser: TestClient
+    runtime: Runtime, browser: TestClient
 ) -> None:
-    password = create_user(archive, "rad", "radiologist")
+    password = create_user(runtime, "rad", "radiologist")
     response = browser.post(
         "/login",
         data={"username": "rad", "password": password, "next": "/viewer?x=1"},
@@ -107,14 +103,14 @@ def test_login_sets_a_safe_cookie_and_logout_ends_the_session(
     assert browser.get("/api/me").status_code == 200
     assert browser.post("/logout", follow_redirects=False).status_code == 303
     assert browser.get("/api/me").status_code == 401
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         assert session.scalar(select(WebSession)) is None
         actions = session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
     assert actions == ["login", "logout"]
 
 
-def test_cookie_is_secure_over_https(archive: Archive, app: FastAPI) -> None:
-    password = create_user(archive, "rad", "radiologist")
+def test_cookie_is_secure_over_https(runtime: Runtime, app: FastAPI) -> None:
+    password = create_user(runtime, "rad", "radiologist")
     client = TestClient(app, base_url="https://noctis.example")
     response = client.post(
         "/login", data={"username": "rad", "password": password}, follow_redirects=False
@@ -122,31 +118,31 @@ def test_cookie_is_secure_over_https(archive: Archive, app: FastAPI) -> None:
     assert "secure" in response.headers["set-cookie"].lower()
 
 
-def test_cookie_secure_can_be_forced(archive: Archive) -> None:
-    password = create_user(archive, "rad", "radiologist")
-    client = TestClient(auth_app(archive, AuthSettings(cookie_secure="always")))
+def test_cookie_secure_can_be_forced(runtime: Runtime) -> None:
+    password = create_user(runtime, "rad", "radiologist")
+    client = TestClient(auth_app(runtime, AuthSettings(cookie_secure="always")))
     response = client.post(
         "/login", data={"username": "rad", "password": password}, follow_redirects=False
     )
     assert "secure" in response.headers["set-cookie"].lower()
 
 
-def test_wrong_password_is_refused_and_audited(archive: Archive, browser: TestClient) -> None:
-    create_user(archive, "rad", "radiologist")
+def test_wrong_password_is_refused_and_audited(runtime: Runtime, browser: TestClient) -> None:
+    create_user(runtime, "rad", "radiologist")
     response = browser.post("/login", data={"username": "rad", "password": "nope-nope"})
     assert response.status_code == 401
     assert "Wrong user name or password" in response.text
     assert "noctis_session" not in response.headers.get("set-cookie", "")
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         event = session.scalars(select(AuditEvent)).one()
     assert (event.actor, event.action, event.outcome) == ("rad", "login", "denied")
     assert event.detail == {"reason": "bad-credentials"}
 
 
 def test_repeated_failures_lock_the_account_out_for_that_client(
-    archive: Archive, browser: TestClient
+    runtime: Runtime, browser: TestClient
 ) -> None:
-    password = create_user(archive, "rad", "radiologist")
+    password = create_user(runtime, "rad", "radiologist")
     for _ in range(5):
         assert (
             browser.post("/login", data={"username": "rad", "password": "x" * 9}).status_code == 401
@@ -156,8 +152,8 @@ def test_repeated_failures_lock_the_account_out_for_that_client(
 
 
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil"])
-def test_login_never_redirects_off_site(archive: Archive, browser: TestClient, target: str) -> None:
-    password = create_user(archive, "rad", "radiologist")
+def test_login_never_redirects_off_site(runtime: Runtime, browser: TestClient, target: str) -> None:
+    password = create_user(runtime, "rad", "radiologist")
     response = browser.post(
         "/login",
         data={"username": "rad", "password": password, "next": target},
@@ -166,10 +162,10 @@ def test_login_never_redirects_off_site(archive: Archive, browser: TestClient, t
     assert response.headers["location"] == "/"
 
 
-def test_secrets_are_stored_as_hashes(archive: Archive) -> None:
-    password = create_user(archive, "rad", "radiologist")
-    token = token_for(archive, "rad")
-    with archive.sessions() as session:
+def test_secrets_are_stored_as_hashes(runtime: Runtime) -> None:
+    password = create_user(runtime, "rad", "radiologist")
+    token = token_for(runtime, "rad")
+    with runtime.sessions() as session:
         user = session.scalars(select(User)).one()
         stored = session.scalars(select(ApiToken)).one()
     assert user.password_hash is not None and user.password_hash.startswith("$argon2id$")
@@ -178,105 +174,105 @@ def test_secrets_are_stored_as_hashes(archive: Archive) -> None:
     assert token.startswith(stored.prefix)
 
 
-def test_api_token_acts_as_its_user_until_revoked(archive: Archive, app: FastAPI) -> None:
-    create_user(archive, "robot", "technologist")
-    token = token_for(archive, "robot")
+def test_api_token_acts_as_its_user_until_revoked(runtime: Runtime, app: FastAPI) -> None:
+    create_user(runtime, "robot", "technologist")
+    token = token_for(runtime, "robot")
     client = client_for(app, token)
     assert client.get("/api/me").json()["method"] == "token"
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         session.execute(update(ApiToken).values(revoked_at=now()))
     assert client.get("/api/me").status_code == 401
 
 
-def test_expired_token_is_refused(archive: Archive, app: FastAPI) -> None:
-    create_user(archive, "robot", "technologist")
-    token = token_for(archive, "robot")
-    with archive.sessions.begin() as session:
+def test_expired_token_is_refused(runtime: Runtime, app: FastAPI) -> None:
+    create_user(runtime, "robot", "technologist")
+    token = token_for(runtime, "robot")
+    with runtime.sessions.begin() as session:
         session.execute(update(ApiToken).values(expires_at=now() - timedelta(seconds=1)))
     assert client_for(app, token).get("/api/me").status_code == 401
 
 
-def test_a_bad_bearer_is_not_rescued_by_a_cookie(archive: Archive, browser: TestClient) -> None:
-    login(browser, "rad", create_user(archive, "rad", "radiologist"))
+def test_a_bad_bearer_is_not_rescued_by_a_cookie(runtime: Runtime, browser: TestClient) -> None:
+    login(browser, "rad", create_user(runtime, "rad", "radiologist"))
     assert browser.get("/api/me").status_code == 200
     bad = browser.get("/api/me", headers={"Authorization": "Bearer noctis_forged"})
     assert bad.status_code == 401
 
 
-def test_disabled_user_loses_sessions_and_tokens(archive: Archive, app: FastAPI) -> None:
+def test_disabled_user_loses_sessions_and_tokens(runtime: Runtime, app: FastAPI) -> None:
     browser = TestClient(app)
-    login(browser, "rad", create_user(archive, "rad", "radiologist"))
-    robot = client_for(app, token_for(archive, "rad"))
-    with archive.sessions.begin() as session:
+    login(browser, "rad", create_user(runtime, "rad", "radiologist"))
+    robot = client_for(app, token_for(runtime, "rad"))
+    with runtime.sessions.begin() as session:
         session.execute(update(User).values(enabled=False))
     assert browser.get("/api/me").status_code == 401
     assert robot.get("/api/me").status_code == 401
 
 
-def test_idle_session_expires(archive: Archive, browser: TestClient) -> None:
-    login(browser, "rad", create_user(archive, "rad", "radiologist"))
-    with archive.sessions.begin() as session:
+def test_idle_session_expires(runtime: Runtime, browser: TestClient) -> None:
+    login(browser, "rad", create_user(runtime, "rad", "radiologist"))
+    with runtime.sessions.begin() as session:
         session.execute(update(WebSession).values(last_seen_at=now() - timedelta(hours=3)))
     assert browser.get("/api/me").status_code == 401
 
 
 def test_first_admin_is_created_once_with_a_random_password(
-    archive: Archive, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+    runtime: Runtime, app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("NOCTIS_ADMIN_PASSWORD", raising=False)
-    username, password = ensure_first_admin(archive)
+    username, password = ensure_first_admin(runtime)
     assert username == "admin" and password and len(password) >= 16
-    assert ensure_first_admin(archive) == ("admin", None)
+    assert ensure_first_admin(runtime) == ("admin", None)
     browser = TestClient(app)
     login(browser, "admin", password)
     assert browser.get("/api/me").json()["facilities"] is None  # administrators see all
 
 
 def test_first_admin_password_from_the_environment(
-    archive: Archive, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+    runtime: Runtime, app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NOCTIS_ADMIN_PASSWORD", "chosen-by-operator")
-    assert ensure_first_admin(archive) == ("admin", None)  # never printed back
+    assert ensure_first_admin(runtime) == ("admin", None)  # never printed back
     login(TestClient(app), "admin", "chosen-by-operator")
 
 
 def test_production_api_creates_the_admin_only_with_a_configured_password(
-    archive: Archive, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+    runtime: Runtime, app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("NOCTIS_ADMIN_PASSWORD", raising=False)
-    assert ensure_configured_admin(archive) is None  # no random password printed in a log
-    with archive.sessions() as session:
+    assert ensure_configured_admin(runtime) is None  # no random password printed in a log
+    with runtime.sessions() as session:
         assert session.scalar(select(User).where(User.username == "admin")) is None
     monkeypatch.setenv("NOCTIS_ADMIN_PASSWORD", "from-the-secret")
-    assert ensure_configured_admin(archive) == "admin"
+    assert ensure_configured_admin(runtime) == "admin"
     login(TestClient(app), "admin", "from-the-secret")
     # Another replica starting later, or a changed Secret, leaves the account as it is.
     monkeypatch.setenv("NOCTIS_ADMIN_PASSWORD", "changed-later")
-    assert ensure_configured_admin(archive) == "admin"
+    assert ensure_configured_admin(runtime) == "admin"
     login(TestClient(app), "admin", "from-the-secret")
 
 
-def test_add_user_explains_what_is_wrong(archive: Archive) -> None:
-    add_user(archive, "tech", "technologist", password="long-enough", facilities=["default"])
+def test_add_user_explains_what_is_wrong(runtime: Runtime) -> None:
+    add_user(runtime, "tech", "technologist", password="long-enough", facilities=["default"])
     with pytest.raises(AccountError, match="already exists"):
-        add_user(archive, "tech", "technologist")
+        add_user(runtime, "tech", "technologist")
     with pytest.raises(AccountError, match="unknown role"):
-        add_user(archive, "other", "janitor")
+        add_user(runtime, "other", "janitor")
     with pytest.raises(AccountError, match="unknown facilities: nowhere"):
-        add_user(archive, "other", "radiologist", facilities=["nowhere"])
+        add_user(runtime, "other", "radiologist", facilities=["nowhere"])
     with pytest.raises(AccountError, match="at least 8"):
-        add_user(archive, "other", "radiologist", password="short")
-    assert len(add_user(archive, "other", "referring-physician")) >= 16
+        add_user(runtime, "other", "radiologist", password="short")
+    assert len(add_user(runtime, "other", "referring-physician")) >= 16
 
 
-def test_grants_decide_which_facilities_a_user_sees(archive: Archive, app: FastAPI) -> None:
-    with archive.sessions.begin() as session:
+def test_grants_decide_which_facilities_a_user_sees(runtime: Runtime, app: FastAPI) -> None:
+    with runtime.sessions.begin() as session:
         apply_facility(session, "st-mary", FacilitySpec.model_validate({"displayName": "St Mary"}))
         apply_facility(session, "north", FacilitySpec.model_validate({"displayName": "North"}))
-    create_user(archive, "mary-rad", "radiologist", facilities=["st-mary"])
-    create_user(archive, "boss", "admin", facilities=[])
-    mary = client_for(app, token_for(archive, "mary-rad"))
-    boss = client_for(app, token_for(archive, "boss"))
+    create_user(runtime, "mary-rad", "radiologist", facilities=["st-mary"])
+    create_user(runtime, "boss", "admin", facilities=[])
+    mary = client_for(app, token_for(runtime, "mary-rad"))
+    boss = client_for(app, token_for(runtime, "boss"))
     assert [f["name"] for f in mary.get("/api/facilities").json()] == ["st-mary"]
     assert mary.get("/api/facilities/north").status_code == 404
     assert [f["name"] for f in boss.get("/api/facilities").json()] == [
@@ -285,23 +281,23 @@ def test_grants_decide_which_facilities_a_user_sees(archive: Archive, app: FastA
         "st-mary",
     ]
     # A disabled facility is no longer granted.
-    from noctis.index.facilities import disable_facility
+    from noctis.core.facilities import disable_facility
 
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         disable_facility(session, "st-mary")
     assert mary.get("/api/me").json()["facilities"] == []
 
 
-def test_reset_password_ends_sessions(archive: Archive, app: FastAPI) -> None:
-    from noctis.api.auth import reset_password
+def test_reset_password_ends_sessions(runtime: Runtime, app: FastAPI) -> None:
+    from noctis.core.accounts import reset_password
 
     browser = TestClient(app)
-    login(browser, "rad", create_user(archive, "rad", "radiologist"))
-    new = reset_password(archive, "rad")
+    login(browser, "rad", create_user(runtime, "rad", "radiologist"))
+    new = reset_password(runtime, "rad")
     assert browser.get("/api/me").status_code == 401
     login(TestClient(app), "rad", new)
     with pytest.raises(AccountError, match="no user named"):
-        reset_password(archive, "nobody")
+        reset_password(runtime, "nobody")
 
 
 # -- Over real HTTP: cross-site forms, lockout, login floods, forwarded addresses ----------
@@ -318,8 +314,8 @@ def _login_form(
     )
 
 
-def test_cross_site_login_and_logout_forms_are_refused(archive: Archive, app: FastAPI) -> None:
-    password = create_user(archive, "rad", "radiologist")
+def test_cross_site_login_and_logout_forms_are_refused(runtime: Runtime, app: FastAPI) -> None:
+    password = create_user(runtime, "rad", "radiologist")
     with running(app) as base, httpx.Client(base_url=base) as browser:
         for forged in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
             refused = _login_form(browser, "rad", password, **forged)
@@ -350,17 +346,17 @@ def test_login_page_may_not_be_framed_or_run_scripts(app: FastAPI) -> None:
 
 
 def test_parallel_wrong_passwords_are_counted_atomically_and_shared(
-    archive: Archive, tmp_path: Path
+    runtime: Runtime, tmp_path: Path
 ) -> None:
     """30 wrong passwords at once: only the allowed 5 are checked, the rest are refused as
     locked; a second app on the same database (another process's view) sees the lockout."""
-    password = create_user(archive, "rad", "radiologist")
+    password = create_user(runtime, "rad", "radiologist")
     generous = AuthSettings(login_rate_burst=100)  # the address rate limit is not tested here
-    url = archive.settings.resolved_database_url()
+    url = runtime.settings.resolved_database_url()
     other = open_archive(url, tmp_path / "other-process")
     try:
         with (
-            running(auth_app(archive, generous)) as first,
+            running(auth_app(runtime, generous)) as first,
             running(auth_app(other, generous)) as second,
         ):
 
@@ -378,18 +374,18 @@ def test_parallel_wrong_passwords_are_counted_atomically_and_shared(
     assert codes == {401: 5, 429: 25}, codes
     assert all("Too many failed attempts" in a.text for a in answers if a.status_code == 429)
     assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         reasons = Counter(
             e.detail["reason"] for e in session.scalars(select(AuditEvent)) if e.detail
         )
     assert reasons == {"bad-credentials": 5, "locked-out": 26}
 
 
-def test_a_login_flood_is_refused_before_hashing_and_qido_stays_fast(archive: Archive) -> None:
+def test_a_login_flood_is_refused_before_hashing_and_qido_stays_fast(runtime: Runtime) -> None:
     """40 logins at once with random user names (each would cost an argon2 hash) beside a
     signed-in user's QIDO requests: the flood gets 429 with Retry-After, QIDO stays fast."""
-    password = create_user(archive, "rad", "radiologist")
-    app = create_app(archive.settings, archive)
+    password = create_user(runtime, "rad", "radiologist")
+    app = create_app(runtime.settings, runtime)
     with running(app) as base, httpx.Client(base_url=base, timeout=60) as reader:
         login(reader, "rad", password)
         assert reader.get("/dicom-web/studies").status_code in (200, 204)
@@ -415,11 +411,11 @@ def test_a_login_flood_is_refused_before_hashing_and_qido_stays_fast(archive: Ar
     assert p95 < 1.0, latencies
 
 
-def test_logins_beyond_the_hashing_queue_are_told_to_come_back(archive: Archive) -> None:
+def test_logins_beyond_the_hashing_queue_are_told_to_come_back(runtime: Runtime) -> None:
     """One hashing slot and no queue: of ten simultaneous logins, those that find the slot
     taken get 503 with Retry-After instead of piling up."""
     settings = AuthSettings(login_rate_burst=100, login_hash_concurrency=1, login_hash_queue=0)
-    with running(auth_app(archive, settings)) as base:
+    with running(auth_app(runtime, settings)) as base:
 
         def attempt(n: int) -> httpx.Response:
             with httpx.Client(base_url=base, timeout=60) as client:
@@ -432,18 +428,18 @@ def test_logins_beyond_the_hashing_queue_are_told_to_come_back(archive: Archive)
     assert all(a.headers["retry-after"] == "1" and "busy" in a.text for a in busy)
 
 
-def test_logins_turned_away_as_busy_do_not_count_towards_the_lockout(archive: Archive) -> None:
+def test_logins_turned_away_as_busy_do_not_count_towards_the_lockout(runtime: Runtime) -> None:
     """Ten wrong passwords at once against one hashing slot: those told to come back (503)
     were never checked, so only the checked ones (401) count. With ten failures allowed,
     the owner's right password afterwards still signs in."""
-    password = create_user(archive, "rad", "radiologist")
+    password = create_user(runtime, "rad", "radiologist")
     settings = AuthSettings(
         login_rate_burst=100,
         login_hash_concurrency=1,
         login_hash_queue=0,
         login_max_failures=10,
     )
-    with running(auth_app(archive, settings)) as base:
+    with running(auth_app(runtime, settings)) as base:
 
         def attempt(_: int) -> httpx.Response:
             with httpx.Client(base_url=base, timeout=60) as client:
@@ -453,15 +449,15 @@ def test_logins_turned_away_as_busy_do_not_count_towards_the_lockout(archive: Ar
             answers = list(pool.map(attempt, range(10)))
         codes = Counter(a.status_code for a in answers)
         assert codes[503] and set(codes) == {401, 503}, codes
-        with archive.sessions() as session:
+        with runtime.sessions() as session:
             counted = session.scalars(select(LoginLockout.attempts)).one()
         assert counted == codes[401]
         with httpx.Client(base_url=base) as client:
             assert _login_form(client, "rad", password).status_code == 303
 
 
-def test_an_unknown_user_name_costs_a_password_check_too(archive: Archive, app: FastAPI) -> None:
-    create_user(archive, "rad", "radiologist")
+def test_an_unknown_user_name_costs_a_password_check_too(runtime: Runtime, app: FastAPI) -> None:
+    create_user(runtime, "rad", "radiologist")
 
     def seconds(username: str) -> float:
         started = time.perf_counter()
@@ -475,15 +471,15 @@ def test_an_unknown_user_name_costs_a_password_check_too(archive: Archive, app: 
     assert unknown[1] > 0.5 * known[1], (known, unknown)
 
 
-def test_forwarded_addresses_count_only_from_trusted_proxies(archive: Archive) -> None:
-    create_user(archive, "rad", "radiologist")
+def test_forwarded_addresses_count_only_from_trusted_proxies(runtime: Runtime) -> None:
+    create_user(runtime, "rad", "radiologist")
 
     def clients_seen(trusted: list[str], forwarded: list[str]) -> list[tuple[str, str]]:
-        settings = archive.settings.model_copy(update={"trusted_proxies": trusted})
-        with running(create_app(settings, archive)) as base, httpx.Client(base_url=base) as c:
+        settings = runtime.settings.model_copy(update={"trusted_proxies": trusted})
+        with running(create_app(settings, runtime)) as base, httpx.Client(base_url=base) as c:
             for address in forwarded:
                 _login_form(c, "rad", "wrong-password", **{"X-Forwarded-For": address})
-        with archive.sessions.begin() as session:
+        with runtime.sessions.begin() as session:
             events = session.scalars(select(AuditEvent).order_by(AuditEvent.id))
             seen = [(e.client, (e.detail or {}).get("reason", "")) for e in events]
             session.execute(delete(AuditEvent))
@@ -506,12 +502,12 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(archive: Archive) -
 
 @pytest.mark.parametrize(("trusted", "secure"), [([], False), (["127.0.0.1"], True)])
 def test_https_behind_a_proxy_counts_only_from_a_trusted_one(
-    archive: Archive, trusted: list[str], secure: bool
+    runtime: Runtime, trusted: list[str], secure: bool
 ) -> None:
     """X-Forwarded-Proto from a trusted proxy makes the session cookie Secure (auto)."""
-    password = create_user(archive, "rad", "radiologist")
-    settings = archive.settings.model_copy(update={"trusted_proxies": trusted})
-    with running(create_app(settings, archive)) as base, httpx.Client(base_url=base) as client:
+    password = create_user(runtime, "rad", "radiologist")
+    settings = runtime.settings.model_copy(update={"trusted_proxies": trusted})
+    with running(create_app(settings, runtime)) as base, httpx.Client(base_url=base) as client:
         answer = _login_form(client, "rad", password, **{"X-Forwarded-Proto": "https"})
     assert answer.status_code == 303
     assert ("secure" in answer.headers["set-cookie"].lower()) is secure

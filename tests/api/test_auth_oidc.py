@@ -28,9 +28,9 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from noctis.api.auth.settings import AuthSettings
-from noctis.archive import Archive
+from noctis.core.facilities import apply_facility
+from noctis.core.runtime import Runtime
 from noctis.index.accounts import User
-from noctis.index.facilities import apply_facility
 from noctis.specs.facility import FacilitySpec
 from support.ports import LOOPBACK, free_port
 from support.web import auth_app, client_for, create_user, open_archive
@@ -138,17 +138,17 @@ def issuer() -> Iterator[Issuer]:
 
 
 @pytest.fixture
-def archive(tmp_path: Path) -> Iterator[Archive]:
-    archive = open_archive(f"sqlite:///{tmp_path / 'index.sqlite3'}", tmp_path)
-    with archive.sessions.begin() as session:
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    runtime = open_archive(f"sqlite:///{tmp_path / 'index.sqlite3'}", tmp_path)
+    with runtime.sessions.begin() as session:
         spec = {"displayName": "St Mary", "identityProviderGroups": ["st-mary-radiology"]}
         apply_facility(session, "st-mary", FacilitySpec.model_validate(spec))
-    yield archive
-    archive.close()
+    yield runtime
+    runtime.close()
 
 
 @pytest.fixture
-def app(archive: Archive, issuer: Issuer) -> FastAPI:
+def app(runtime: Runtime, issuer: Issuer) -> FastAPI:
     issuer.user = {}
     settings = AuthSettings(
         oidc_issuer=issuer.url,
@@ -159,7 +159,7 @@ def app(archive: Archive, issuer: Issuer) -> FastAPI:
             "radiologist": ["st-mary-radiology"],
         },
     )
-    return auth_app(archive, settings)
+    return auth_app(runtime, settings)
 
 
 def test_bearer_jwt_maps_groups_to_role_and_facilities(issuer: Issuer, app: FastAPI) -> None:
@@ -230,7 +230,7 @@ def _code_flow(issuer: Issuer, browser: TestClient, next_url: str = "/viewer") -
 
 
 def test_code_flow_with_pkce_logs_the_browser_in(
-    issuer: Issuer, app: FastAPI, archive: Archive
+    issuer: Issuer, app: FastAPI, runtime: Runtime
 ) -> None:
     issuer.user = {"sub": "u-7", "preferred_username": "jane", "groups": ["st-mary-radiology"]}
     browser = TestClient(app)
@@ -245,7 +245,7 @@ def test_code_flow_with_pkce_logs_the_browser_in(
         "method": "oidc",
         "facilities": ["st-mary"],
     }
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         user = session.scalars(select(User).where(User.username == "jane")).one()
     assert (user.source, user.password_hash) == ("oidc", None)
 
@@ -261,9 +261,9 @@ def test_code_flow_refuses_a_forged_state(issuer: Issuer, app: FastAPI) -> None:
 
 
 def test_code_flow_never_takes_over_a_local_account(
-    issuer: Issuer, app: FastAPI, archive: Archive
+    issuer: Issuer, app: FastAPI, runtime: Runtime
 ) -> None:
-    create_user(archive, "jane", "referring-physician")
+    create_user(runtime, "jane", "referring-physician")
     issuer.user = {"sub": "u-7", "preferred_username": "jane", "groups": ["pacs-admins"]}
     browser = TestClient(app)
     done = _code_flow(issuer, browser)

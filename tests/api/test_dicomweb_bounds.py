@@ -64,9 +64,9 @@ def drain(response: httpx.Response) -> int:
 
 
 @pytest.fixture
-def app(settings, archive) -> FastAPI:
+def app(settings, runtime) -> FastAPI:
     # Without the frame cache, what the answers cost is what shows in the resident set.
-    return create_app(settings.model_copy(update={"frame_cache_mb": 0}), archive)
+    return create_app(settings.model_copy(update={"frame_cache_mb": 0}), runtime)
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def stored(web: httpx.Client, dw, data: bytes) -> str:
     )
 
 
-def replace_object(archive, url: str, data: bytes, *, size: int | None = None) -> None:
+def replace_object(runtime, url: str, data: bytes, *, size: int | None = None) -> None:
     """Put ``data`` in the store and point the instance's index row at it, as an object
     stored before today's ingest checks (or damaged since) would be; ``size`` is what the
     index says the object's length is (default: the truth)."""
@@ -109,7 +109,7 @@ def replace_object(archive, url: str, data: bytes, *, size: int | None = None) -
     ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
     _, offset = read_header(io.BytesIO(data))
     key = point_instance_at(
-        archive,
+        runtime,
         sop_uid,
         data,
         size_bytes=len(data) if size is None else size,
@@ -118,7 +118,7 @@ def replace_object(archive, url: str, data: bytes, *, size: int | None = None) -
         columns=int(ds.Columns),
         number_of_frames=min(int(ds.get("NumberOfFrames") or 1), 2**31 - 1),
     )
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         assert session.scalar(select(Instance.object_key).where(Instance.object_key == key))
 
 
@@ -165,11 +165,11 @@ def test_a_large_answer_is_streamed_in_bounded_memory(web, dw):
     assert growth < 24 * MB, growth  # the answer is 48 MB
 
 
-def test_more_bytes_than_allowed_is_413(settings, archive, tokens, dw, live_server):
+def test_more_bytes_than_allowed_is_413(settings, runtime, tokens, dw, live_server):
     data, _ = big_multiframe(dw)
     with client_for(live_server, tokens["rad_north"]) as web:
         url = stored(web, dw, data)
-    app = create_app(settings.model_copy(update={"frame_mb_per_request": 4}), archive)
+    app = create_app(settings.model_copy(update={"frame_mb_per_request": 4}), runtime)
     with client_for(app, tokens["rad_north"]) as client:
         assert client.get(f"{url}/frames/1,2,3,4,5,6,7,8").status_code == 200  # 4 MB
         response = client.get(f"{url}/frames/1,2,3,4,5,6,7,8,9")
@@ -187,13 +187,13 @@ def _crafted(dw, **changes: Any) -> bytes:
 
 
 def test_a_declared_frame_count_of_two_billion_with_empty_frames_is_refused_cheaply(
-    web, dw, archive
+    web, dw, runtime
 ):
     """A stored header that contradicts its pixel data (stored before ingest checked it) is
     the archive's problem: 500 on every path that reads pixels, saying why, in bounded
     memory (noctis.api.dicomweb.failures)."""
     url = stored(web, dw, dw.sample_bytes("explicit", SOPInstanceUID=generate_uid()))
-    replace_object(archive, url, _crafted(dw, NumberOfFrames=2**31, Columns=0))
+    replace_object(runtime, url, _crafted(dw, NumberOfFrames=2**31, Columns=0))
     paths = ["/frames/1", "/frames/2147483648", "/rendered", "/frames/1/rendered"]
     for path in [*paths, "/bulkdata/7FE00010"]:
         response, growth = peak_growth(lambda p=path: web.get(url + p))  # type: ignore[misc]
@@ -202,7 +202,7 @@ def test_a_declared_frame_count_of_two_billion_with_empty_frames_is_refused_chea
         assert growth < 16 * MB, (path, growth)
 
 
-def test_a_million_declared_frames_are_never_listed_one_by_one(web, dw, archive):
+def test_a_million_declared_frames_are_never_listed_one_by_one(web, dw, runtime):
     url = stored(web, dw, dw.sample_bytes("explicit", SOPInstanceUID=generate_uid()))
     one_byte_frames = _crafted(
         dw,
@@ -215,7 +215,7 @@ def test_a_million_declared_frames_are_never_listed_one_by_one(web, dw, archive)
         PixelRepresentation=0,
         PixelData=bytes(range(256)) * 3907,  # 1,000,192 bytes
     )
-    replace_object(archive, url, one_byte_frames)
+    replace_object(runtime, url, one_byte_frames)
     response, growth = peak_growth(lambda: web.get(f"{url}/frames/999999"))
     assert response.status_code == 200, response.text
     assert dw.split_multipart(response)[0][1] == bytes([(999_999 - 1) % 256])
@@ -229,11 +229,11 @@ def test_a_million_declared_frames_are_never_listed_one_by_one(web, dw, archive)
     [("/frames/1", OHIF_ACCEPT), ("/rendered", "image/jpeg"), ("/bulkdata/7FE00010", "*/*")],
 )
 def test_an_object_shorter_than_the_index_says_is_a_500_never_short_frames(
-    web, dw, archive, path, accept, caplog
+    web, dw, runtime, path, accept, caplog
 ):
     data = dw.sample_bytes("explicit", SOPInstanceUID=generate_uid())
     url = stored(web, dw, data)
-    replace_object(archive, url, data[:-1000], size=len(data))
+    replace_object(runtime, url, data[:-1000], size=len(data))
     response = web.get(url + path, headers={"Accept": accept})
     assert response.status_code == 500
     assert "the stored object is damaged" in response.json()["detail"]
@@ -242,19 +242,19 @@ def test_an_object_shorter_than_the_index_says_is_a_500_never_short_frames(
     )
 
 
-def test_a_pixel_data_element_longer_than_the_object_is_a_500(web, dw, archive):
+def test_a_pixel_data_element_longer_than_the_object_is_a_500(web, dw, runtime):
     data = dw.sample_bytes("explicit", SOPInstanceUID=generate_uid())
     url = stored(web, dw, data)
-    replace_object(archive, url, data[:-1000])  # the index agrees; the element does not
+    replace_object(runtime, url, data[:-1000])  # the index agrees; the element does not
     response = web.get(f"{url}/frames/1")
     assert response.status_code == 500
     assert "past the stored object" in response.json()["detail"]
 
 
-def test_a_long_answer_checks_the_object_reaches_its_last_frame_before_starting(web, dw, archive):
+def test_a_long_answer_checks_the_object_reaches_its_last_frame_before_starting(web, dw, runtime):
     data, _ = big_multiframe(dw)
     url = stored(web, dw, data)
-    replace_object(archive, url, data[: -3 * 512 * 1024], size=len(data))
+    replace_object(runtime, url, data[: -3 * 512 * 1024], size=len(data))
     frames = ",".join(str(n) for n in range(1, BIG_FRAMES + 1))
     response = web.get(f"{url}/frames/{frames}", headers={"Accept": OHIF_ACCEPT})
     assert response.status_code == 500
@@ -286,11 +286,11 @@ def test_a_huge_viewport_or_source_region_is_400_or_clipped_never_500(web, dw, v
 
 
 def test_a_short_object_in_a_study_retrieval_ends_the_answer_without_its_closing_delimiter(
-    web, dw, archive, caplog
+    web, dw, runtime, caplog
 ):
     data = dw.sample_bytes("explicit", SOPInstanceUID=generate_uid())
     url = stored(web, dw, data)
-    replace_object(archive, url, data[:-1000], size=len(data))
+    replace_object(runtime, url, data[:-1000], size=len(data))
     study_url = url.split("/series/")[0]
     accept = {"Accept": "multipart/related; type=application/dicom"}
     # The status went out before the object was read: the server cuts the answer short.

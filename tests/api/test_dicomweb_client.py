@@ -18,11 +18,11 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 
 from noctis.api.app import create_app
-from noctis.archive import Archive
+from noctis.core.queue import NullQueue
+from noctis.core.runtime import Runtime
 from noctis.index import db
 from noctis.index.migrate import upgrade
 from noctis.index.models import Facility
-from noctis.queue import NullQueue
 from noctis.settings import Settings
 from support.ports import free_port, is_listening
 from support.web import create_user, token_for
@@ -143,12 +143,12 @@ def production_server(pg_url, s3_store, tmp_path) -> Iterator[tuple[str, str]]:
     )
     upgrade(pg_url)
     engine = db.make_engine(pg_url)
-    archive = Archive(settings, engine, db.make_sessionmaker(engine), s3_store, NullQueue())
-    with archive.sessions.begin() as session:
+    runtime = Runtime(settings, engine, db.make_sessionmaker(engine), s3_store, NullQueue())
+    with runtime.sessions.begin() as session:
         session.add(Facility(name="north"))
-    create_user(archive, "prod_admin", "admin", [])
-    token = token_for(archive, "prod_admin")
-    app = create_app(settings, archive)
+    create_user(runtime, "prod_admin", "admin", [])
+    token = token_for(runtime, "prod_admin")
+    app = create_app(settings, runtime)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -160,7 +160,7 @@ def production_server(pg_url, s3_store, tmp_path) -> Iterator[tuple[str, str]]:
     yield f"http://127.0.0.1:{port}", token
     server.should_exit = True
     thread.join(10)
-    archive.close()
+    runtime.close()
 
 
 def test_round_trip_production(production_server, dw):

@@ -57,7 +57,7 @@ def cut_short(template: bytes) -> bytes:
 
 
 @pytest.fixture
-def deflated(clients, dw, archive) -> tuple[str, bytes]:
+def deflated(clients, dw, runtime) -> tuple[str, bytes]:
     """(URL of a stored deflated instance, its bytes)."""
     made = dw.build_study(["deflate"])
     assert dw.stow(clients("rad_north"), list(made.files.values())).status_code == 200
@@ -65,13 +65,13 @@ def deflated(clients, dw, archive) -> tuple[str, bytes]:
     return instance_url(sop_uid, made.study_uid, made.series[sop_uid]), data
 
 
-def _replace(archive, url: str, data: bytes, **row: object) -> None:
-    point_instance_at(archive, url.rsplit("/", 1)[1], data, pixel_data_offset=None, **row)
+def _replace(runtime, url: str, data: bytes, **row: object) -> None:
+    point_instance_at(runtime, url.rsplit("/", 1)[1], data, pixel_data_offset=None, **row)
 
 
-def test_a_corrupt_deflated_object_is_a_500_that_says_so(web, archive, deflated):
+def test_a_corrupt_deflated_object_is_a_500_that_says_so(web, runtime, deflated):
     url, template = deflated
-    _replace(archive, url, corrupt(template))
+    _replace(runtime, url, corrupt(template))
     for path, accept in [
         ("/frames/1", FRAMES),
         ("/rendered", "image/png"),
@@ -85,9 +85,9 @@ def test_a_corrupt_deflated_object_is_a_500_that_says_so(web, archive, deflated)
     assert web.get(f"{url}/metadata").status_code == 200
 
 
-def test_a_deflated_object_cut_short_is_never_answered_as_complete(web, archive, deflated):
+def test_a_deflated_object_cut_short_is_never_answered_as_complete(web, runtime, deflated):
     url, template = deflated
-    _replace(archive, url, cut_short(template))
+    _replace(runtime, url, cut_short(template))
     frame = web.get(f"{url}/frames/1", headers={"Accept": FRAMES})
     assert frame.status_code == 500 and "cut short" in frame.json()["detail"]
     # Re-encoded as it is sent: the answer has started when the stream ends, so it is cut
@@ -97,11 +97,11 @@ def test_a_deflated_object_cut_short_is_never_answered_as_complete(web, archive,
 
 
 def test_reading_a_deflated_object_inflates_no_more_than_the_cap(
-    web, archive, settings, deflated, tmp_path: Path
+    web, runtime, settings, deflated, tmp_path: Path
 ):
     url, _ = deflated
     bomb = write_deflated_bomb(tmp_path / "bomb.dcm", 4 << 20).read_bytes()  # 8 frames of 512 KB
-    _replace(archive, url, bomb, rows=512, columns=512, number_of_frames=8)
+    _replace(runtime, url, bomb, rows=512, columns=512, number_of_frames=8)
     settings.max_inflated_mb = 1
     assert web.get(f"{url}/frames/1", headers={"Accept": FRAMES}).status_code == 200
     deep = web.get(f"{url}/frames/8", headers={"Accept": FRAMES})

@@ -132,7 +132,7 @@ def test_a_one_facility_user_needs_no_choice_and_cannot_choose_another(live_serv
     [("rad_north", "south"), ("rad_north", "nowhere"), ("admin", "nowhere")],
 )
 def test_a_facility_one_may_not_choose_is_404_on_every_service(
-    live_server, tokens, shared, dw, archive, user, facility
+    live_server, tokens, shared, dw, runtime, user, facility
 ):
     """``?facility=`` is resolved once for every service: one the caller has not (another
     facility, or none of that name) is 404 for QIDO, retrieval, frames and STOW alike (QIDO
@@ -155,7 +155,7 @@ def test_a_facility_one_may_not_choose_is_404_on_every_service(
     for service, answer in answers.items():
         assert answer.status_code == 404, (service, answer.text)
         assert answer.json()["detail"] == f"Facility {facility!r} not found", service
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         count = select(func.count()).select_from(Study)
         stored = session.scalar(count.where(Study.study_instance_uid == fresh.study_uid))
     assert stored == 0

@@ -17,7 +17,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from noctis.archive import Archive
+from noctis.core.runtime import Runtime
 from noctis.index.models import Instance
 from noctis.scp.server import Scp
 from support import dcmtk
@@ -69,7 +69,7 @@ def test_studies_with_an_empty_patient_id_answer_qido_with_their_own_names(north
     assert _names(series) == {smith: "SMITH^JOHN", doe: "DOE^JANE"}
 
 
-def test_an_instance_of_a_series_of_another_study_fails_with_409(north, dw, archive) -> None:
+def test_an_instance_of_a_series_of_another_study_fails_with_409(north, dw, runtime) -> None:
     series = generate_uid()
     assert dw.stow(north, [_part(SeriesInstanceUID=series)]).status_code == 200
     misfiled = _part(SeriesInstanceUID=series)
@@ -82,11 +82,11 @@ def test_an_instance_of_a_series_of_another_study_fails_with_409(north, dw, arch
     assert failed[FAILURE_REASON]["Value"] == [0xC110]
     assert failed["00081155"]["Value"] == [sop_uid]
     assert "belongs to study" in response.headers["Warning"]
-    assert index_counts(archive) == {"patient": 1, "study": 1, "series": 1, "instance": 1}
-    assert len([k for k in stored_object_keys(archive.store) if k.endswith(".dcm")]) == 1
+    assert index_counts(runtime) == {"patient": 1, "study": 1, "series": 1, "instance": 1}
+    assert len([k for k in stored_object_keys(runtime.store) if k.endswith(".dcm")]) == 1
 
 
-def test_a_study_of_another_patient_fails_with_409(north, dw, archive) -> None:
+def test_a_study_of_another_patient_fails_with_409(north, dw, runtime) -> None:
     study = generate_uid()
     assert dw.stow(north, [_part(StudyInstanceUID=study, PatientID="P1")]).status_code == 200
 
@@ -96,17 +96,17 @@ def test_a_study_of_another_patient_fails_with_409(north, dw, archive) -> None:
     [failed] = response.json()[FAILED_SOP_SEQUENCE]["Value"]
     assert failed[FAILURE_REASON]["Value"] == [0xC111]
     assert "another patient" in response.headers["Warning"]
-    assert index_counts(archive)["instance"] == 1
+    assert index_counts(runtime)["instance"] == 1
 
 
 @pytest.mark.dcmtk
 def test_the_same_instance_by_storescu_then_stow_is_one_instance(
-    north, dw, archive: Archive, tmp_path: Path, live_server: str, tokens: dict[str, str]
+    north, dw, runtime: Runtime, tmp_path: Path, live_server: str, tokens: dict[str, str]
 ) -> None:
-    register_facility(archive, "north", [{"aeTitle": "MODALITY"}])
+    register_facility(runtime, "north", [{"aeTitle": "MODALITY"}])
     path = tmp_path / "ct.dcm"
     small_ct(PatientName="Same^Instance").save_as(path, enforce_file_format=True)
-    scp = Scp(archive, host=LOOPBACK, port=0).start()
+    scp = Scp(runtime, host=LOOPBACK, port=0).start()
     try:
         result = dcmtk.storescu(scp.port, [path], calling="MODALITY", called="NOCTIS")
     finally:
@@ -117,11 +117,11 @@ def test_the_same_instance_by_storescu_then_stow_is_one_instance(
 
     assert response.status_code == 200, response.text
     assert FAILED_SOP_SEQUENCE not in response.json()
-    assert index_counts(archive)["instance"] == 1
-    assert len([k for k in stored_object_keys(archive.store) if k.endswith(".dcm")]) == 1
-    with archive.sessions() as session:
+    assert index_counts(runtime)["instance"] == 1
+    assert len([k for k in stored_object_keys(runtime.store) if k.endswith(".dcm")]) == 1
+    with runtime.sessions() as session:
         [stored] = session.query(Instance).all()
-    assert archive.store.get(stored.object_key) != path.read_bytes()  # storescu's was kept
+    assert runtime.store.get(stored.object_key) != path.read_bytes()  # storescu's was kept
     with client_for(live_server, tokens["admin"]) as admin:
         page = admin.get("/api/audit", params={"action": "duplicate-discarded"})
     events = page.json()["items"]

@@ -114,9 +114,9 @@ def test_the_image_media_type_of_the_stored_syntax(clients, dw, study):
     assert refused.status_code == 406
 
 
-def test_frames_of_native_data_are_read_by_range_not_whole(clients, dw, study, archive):
+def test_frames_of_native_data_are_read_by_range_not_whole(clients, dw, study, runtime):
     sop_uid = next(u for u, ts in study.syntaxes.items() if ts == "1.2.840.10008.1.2.1")
-    store = archive.store
+    store = runtime.store
     reads: list[str] = []
     original_get = store.get
 
@@ -160,16 +160,16 @@ def _count_range_reads(store):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(("cache_mb", "reads_per_request"), [(128, 0), (0, 1)])
 def test_a_frame_asked_again_comes_from_memory_unless_the_cache_is_off(
-    clients, dw, study, archive, settings, tokens, cache_mb, reads_per_request
+    clients, dw, study, runtime, settings, tokens, cache_mb, reads_per_request
 ):
     from noctis.api.app import create_app
     from support.web import client_for
 
     sop_uid = next(u for u, ts in study.syntaxes.items() if ts == "1.2.840.10008.1.2.1")
-    app = create_app(settings.model_copy(update={"frame_cache_mb": cache_mb}), archive)
+    app = create_app(settings.model_copy(update={"frame_cache_mb": cache_mb}), runtime)
     client = client_for(app, tokens["rad_north"])
     first = client.get(_url(study, sop_uid, "1"), headers={"Accept": OHIF_ACCEPT})
-    reads, restore = _count_range_reads(archive.store)
+    reads, restore = _count_range_reads(runtime.store)
     try:
         again = [client.get(_url(study, sop_uid, "1"), headers={"Accept": OHIF_ACCEPT})]
         again.append(client.get(_url(study, sop_uid, "1"), headers={"Accept": NATIVE_ACCEPT}))

@@ -15,8 +15,8 @@ def test_healthz_and_readyz(app):
     assert ready.json() == {"index": "ok", "objects": "ok"}
 
 
-def test_readyz_reports_a_missing_object_store(app, archive):
-    shutil.rmtree(archive.store.root)  # the embedded object directory is gone
+def test_readyz_reports_a_missing_object_store(app, runtime):
+    shutil.rmtree(runtime.store.root)  # the embedded object directory is gone
     response = TestClient(app).get("/readyz")
     assert response.status_code == 503
     assert response.json()["index"] == "ok"
@@ -36,7 +36,7 @@ def test_metrics_count_requests_by_route_template(clients, dw):
     assert study.study_uid not in text  # UIDs never become label values
 
 
-def test_an_object_store_outage_is_503_not_500(clients, dw, archive):
+def test_an_object_store_outage_is_503_not_500(clients, dw, runtime):
     from noctis.storage import StorageUnavailable
 
     study = dw.build_study(["explicit"])
@@ -46,8 +46,8 @@ def test_an_object_store_outage_is_503_not_500(clients, dw, archive):
     def unavailable(*args, **kwargs):
         raise StorageUnavailable("connection refused")
 
-    archive.store.get_range = unavailable  # type: ignore[method-assign]
-    archive.store.get = unavailable  # type: ignore[method-assign]
+    runtime.store.get_range = unavailable  # type: ignore[method-assign]
+    runtime.store.get = unavailable  # type: ignore[method-assign]
     sop_uid = next(iter(study.files))
     url = (
         f"/dicom-web/studies/{study.study_uid}/series/{study.series[sop_uid]}"
@@ -58,9 +58,9 @@ def test_an_object_store_outage_is_503_not_500(clients, dw, archive):
     assert "object store" in response.json()["detail"]
 
 
-def test_an_index_outage_is_503_not_500(clients, archive, settings):
+def test_an_index_outage_is_503_not_500(clients, runtime, settings):
     client = clients("rad_north")
-    archive.engine.dispose()
+    runtime.engine.dispose()
     index = settings.data_dir / "index.sqlite3"
     index.rename(index.with_suffix(".moved"))
     index.mkdir()  # a directory where the database file was: sqlite cannot open it

@@ -92,7 +92,7 @@ def test_the_owning_facility_and_the_administrator_see_it(clients, south_study):
             assert len(client.get(url).json()) >= 1, (user, url)
 
 
-def test_stow_into_another_facility_study_stays_separate(clients, dw, south_study, archive):
+def test_stow_into_another_facility_study_stays_separate(clients, dw, south_study, runtime):
     # North sends the very same instances: they become north's own copy, and neither
     # facility sees the other's.
     north = clients("rad_north")
@@ -102,10 +102,10 @@ def test_stow_into_another_facility_study_stays_separate(clients, dw, south_stud
     assert len(north.get(f"/dicom-web/studies/{south_study.study_uid}/metadata").json()) == 2
 
 
-def test_denied_reads_are_audited_with_the_holding_facility(clients, south_study, archive):
+def test_denied_reads_are_audited_with_the_holding_facility(clients, south_study, runtime):
     clients("rad_north").get(f"/dicom-web/studies/{south_study.study_uid}/metadata")
     clients("rad_north").get("/dicom-web/studies/1.2.3.999/metadata")
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         events = session.scalars(
             select(AuditEvent).where(AuditEvent.action == "wado.metadata")
         ).all()
@@ -115,11 +115,11 @@ def test_denied_reads_are_audited_with_the_holding_facility(clients, south_study
     assert ("failure", "1.2.3.999", None) in outcomes
 
 
-def test_successful_reads_are_audited(clients, south_study, archive):
+def test_successful_reads_are_audited(clients, south_study, runtime):
     client = clients("rad_south")
     for url in _retrieval_urls(south_study):
         client.get(url)
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         actions = set(
             session.scalars(
                 select(AuditEvent.action).where(

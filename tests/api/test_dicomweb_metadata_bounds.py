@@ -43,7 +43,7 @@ def deflate_bomb(template: bytes, frames: int = 1) -> bytes:
 
 
 @pytest.fixture
-def bomb_series(clients, dw, archive):
+def bomb_series(clients, dw, runtime):
     """A series of four deflated instances (enough for a bundle), one of them the bomb put in
     the store and the index directly, as an object stored before ingest bounded inflation."""
     made = dw.build_study(["deflate"] * 4)
@@ -59,7 +59,7 @@ def bomb_series(clients, dw, archive):
     bomb_uid = next(iter(made.files))
     bomb = deflate_bomb(parts[0])
     assert len(bomb) < MB and len(zlib.compress(bomb)) < MB
-    key = point_instance_at(archive, bomb_uid, bomb, pixel_data_offset=None)
+    key = point_instance_at(runtime, bomb_uid, bomb, pixel_data_offset=None)
     return made.study_uid, series_uid, bomb_uid, key
 
 
@@ -97,17 +97,17 @@ def test_metadata_of_a_deflate_bomb_is_read_without_inflating_its_pixels(
 
 
 def test_the_series_bundle_of_a_deflate_bomb_is_built_without_inflating_its_pixels(
-    archive, bomb_series, live_server, tokens
+    runtime, bomb_series, live_server, tokens
 ):
     study_uid, series_uid, bomb_uid, bomb_key = bomb_series
     outcome, growth = peak_growth(
         lambda: series_metadata(
-            archive, facility="north", study_instance_uid=study_uid, series_instance_uid=series_uid
+            runtime, facility="north", study_instance_uid=study_uid, series_instance_uid=series_uid
         )
     )
     assert outcome == "built"
     assert growth < 24 * MB, growth
-    bundle = decode_bundle(archive.store.get(bundle_key("north", study_uid, series_uid)))
+    bundle = decode_bundle(runtime.store.get(bundle_key("north", study_uid, series_uid)))
     fragment = json.loads(bundle[bomb_key])
     assert fragment["00080018"]["Value"] == [bomb_uid]
     assert "BulkDataURI" in fragment["7FE00010"]
@@ -118,18 +118,18 @@ def test_the_series_bundle_of_a_deflate_bomb_is_built_without_inflating_its_pixe
 
 
 def test_a_header_that_inflates_past_the_limit_is_left_out_not_held(
-    live_server, tokens, bomb_series, archive, caplog
+    live_server, tokens, bomb_series, runtime, caplog
 ):
     """70 MB of a document element before Pixel Data: past the 64 MB a header may inflate
     to. The instance is left out of the study's metadata (logged); the others are answered."""
     study_uid, series_uid, bomb_uid, bomb_key = bomb_series
-    ds = dcmread(io.BytesIO(archive.store.get(bomb_key)), stop_before_pixels=True)
+    ds = dcmread(io.BytesIO(runtime.store.get(bomb_key)), stop_before_pixels=True)
     ds.EncapsulatedDocument = bytes(70 * MB)
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     key = f"replaced/{generate_uid()}"
-    archive.store.put(key, io.BytesIO(out.getvalue()), len(out.getvalue()))
-    with archive.sessions.begin() as session:
+    runtime.store.put(key, io.BytesIO(out.getvalue()), len(out.getvalue()))
+    with runtime.sessions.begin() as session:
         session.execute(
             update(Instance)
             .where(Instance.sop_instance_uid == bomb_uid)
@@ -149,7 +149,7 @@ def test_a_header_that_inflates_past_the_limit_is_left_out_not_held(
 
 
 def test_a_frame_deep_in_a_deflate_bomb_costs_its_own_size(
-    clients, dw, archive, live_server, tokens
+    clients, dw, runtime, live_server, tokens
 ):
     """Frames and renderings of a deflated object are inflated front to back, keeping only
     the frames asked for: frame 100 of 100 (1 MB each) without holding the other 99."""
@@ -158,7 +158,7 @@ def test_a_frame_deep_in_a_deflate_bomb_costs_its_own_size(
     sop_uid, data = next(iter(made.files.items()))
     bomb = deflate_bomb(data, frames=100)
     point_instance_at(
-        archive,
+        runtime,
         sop_uid,
         bomb,
         pixel_data_offset=None,

@@ -215,13 +215,13 @@ def test_unacceptable_accept_is_406(clients, studies):
     assert response.status_code == 406
 
 
-def test_queries_are_audited(clients, studies, archive):
+def test_queries_are_audited(clients, studies, runtime):
     from sqlalchemy import select
 
     from noctis.index.accounts import AuditEvent
 
     _search(clients("rad_north"), PatientID="PA1")
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         events = session.scalars(
             select(AuditEvent).where(AuditEvent.action == "qido.studies")
         ).all()

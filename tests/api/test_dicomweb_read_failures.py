@@ -34,11 +34,11 @@ def _jpeg_with_fragments_for_one_frame_of_three(dw) -> bytes:
     return out.getvalue()
 
 
-def test_pixel_data_that_cannot_be_located_is_the_same_500_everywhere(web, dw, archive):
+def test_pixel_data_that_cannot_be_located_is_the_same_500_everywhere(web, dw, runtime):
     """Frames answered 400, bulk data 404, rendered 400 and the re-encoded instance 500 for
     the same stored object before: the request was right, the archive cannot read it."""
     url = stored(web, dw, dw.sample_bytes("jpeg_baseline", SOPInstanceUID=generate_uid()))
-    replace_object(archive, url, _jpeg_with_fragments_for_one_frame_of_three(dw))
+    replace_object(runtime, url, _jpeg_with_fragments_for_one_frame_of_three(dw))
     for path, accept in [*PIXEL_READS, ("", AS_EXPLICIT)]:
         answer = web.get(url + path, headers={"Accept": accept})
         assert answer.status_code == 500, (path, answer.text)

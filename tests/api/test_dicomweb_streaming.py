@@ -142,11 +142,11 @@ def deflated_object(template: bytes) -> tuple[bytes, str]:
     return b"".join(out), digest.hexdigest()
 
 
-def put_deflated(archive, sop_uid: str, data: bytes) -> None:
+def put_deflated(runtime, sop_uid: str, data: bytes) -> None:
     """The deflated object in the store and the instance's index row pointing at it, as an
     object stored before ingest bounded inflation (ingest keeps no pixel data offset)."""
     point_instance_at(
-        archive,
+        runtime,
         sop_uid,
         data,
         pixel_data_offset=None,
@@ -165,12 +165,12 @@ def deflated_instance(clients, dw) -> tuple[str, bytes]:
 
 
 def test_pixel_data_of_a_300_mb_deflated_object_is_inflated_as_it_is_sent(
-    web, archive, deflated_instance
+    web, runtime, deflated_instance
 ):
     url, template = deflated_instance
     data, expected = deflated_object(template)
     assert len(data) < 2 * MB
-    put_deflated(archive, url.rsplit("/", 1)[1], data)
+    put_deflated(runtime, url.rsplit("/", 1)[1], data)
     metadata = web.get(f"{url}/metadata").json()[0]
     bulk_uri = metadata["7FE00010"]["BulkDataURI"].removeprefix(str(web.base_url).rstrip("/"))
     answer, growth = peak_growth(lambda: stream_parts(web, bulk_uri, BULK))
@@ -182,18 +182,18 @@ def test_pixel_data_of_a_300_mb_deflated_object_is_inflated_as_it_is_sent(
 
 
 def test_a_deflated_object_cut_short_ends_its_bulk_data_without_the_closing_delimiter(
-    web, archive, deflated_instance, caplog
+    web, runtime, deflated_instance, caplog
 ):
     url, template = deflated_instance
     data, _ = deflated_object(template)
-    put_deflated(archive, url.rsplit("/", 1)[1], data[: len(data) // 2])
+    put_deflated(runtime, url.rsplit("/", 1)[1], data[: len(data) // 2])
     answer = stream_parts(web, f"{url}/bulkdata/7FE00010", BULK)
     # Only inflating all of it could tell before the answer starts: it is cut off instead.
     assert answer.status == 200 and not answer.complete and not answer.parts
     assert any("ended early" in r.getMessage() for r in caplog.records)
 
 
-def test_native_pixel_data_past_8_mb_is_read_range_by_range(web, dw, archive):
+def test_native_pixel_data_past_8_mb_is_read_range_by_range(web, dw, runtime):
     data, pixels = big_multiframe(dw)  # 48 MB
     url = stored(web, dw, data)
     expected = hashlib.sha256(pixels.tobytes()).hexdigest()
@@ -203,7 +203,7 @@ def test_native_pixel_data_past_8_mb_is_read_range_by_range(web, dw, archive):
     assert [(p.length, p.sha256) for p in answer.parts] == [(BIG_FRAMES * 512 * 512 * 2, expected)]
     assert growth < 24 * MB, growth
     # The same object stored short: known before the answer starts, so a 500
-    replace_object(archive, url, data[: -3 * MB], size=len(data))
+    replace_object(runtime, url, data[: -3 * MB], size=len(data))
     short = web.get(f"{url}/bulkdata/7FE00010", headers={"Accept": BULK})
     assert short.status_code == 500
     assert "the stored object is damaged" in short.json()["detail"]
@@ -285,7 +285,7 @@ def test_an_instance_as_explicit_little_endian_is_what_pydicom_writes(web, dw, k
     assert body == decompressed_by_pydicom(data)
 
 
-def test_a_large_compressed_instance_is_decoded_frame_by_frame_as_it_is_sent(web, dw, archive):
+def test_a_large_compressed_instance_is_decoded_frame_by_frame_as_it_is_sent(web, dw, runtime):
     data, pixels = compressed_multiframe(dw, RLELossless, 200, 512)  # 100 MB decoded
     url = stored(web, dw, data)
     expected = decompressed_by_pydicom(data)
@@ -304,21 +304,21 @@ def test_a_large_compressed_instance_is_decoded_frame_by_frame_as_it_is_sent(web
     assert bulk.complete
     assert [p.sha256 for p in bulk.parts] == [hashlib.sha256(f).hexdigest() for f in stored_frames]
     # The same object stored short: its end is read before the answer starts
-    replace_object(archive, url, data[:-1000], size=len(data))
+    replace_object(runtime, url, data[:-1000], size=len(data))
     short = web.get(url, headers={"Accept": AS_EXPLICIT})
     assert short.status_code == 500
     assert "the stored object is damaged" in short.json()["detail"]
 
 
 def test_a_short_compressed_object_in_a_study_retrieval_ends_it_without_the_closing_delimiter(
-    web, dw, archive, caplog
+    web, dw, runtime, caplog
 ):
     made = dw.build_study(["multiframe_rle", "rle"])
     assert dw.stow(web, list(made.files.values())).status_code == 200
     sop_uid = next(iter(made.files))
     data = made.files[sop_uid]
     url = instance_url(sop_uid, made.study_uid, made.series[sop_uid])
-    replace_object(archive, url, data[:-1000], size=len(data))
+    replace_object(runtime, url, data[:-1000], size=len(data))
     # Two instances: the answer starts before either is read, so it is cut off instead.
     answer = stream_parts(web, f"/dicom-web/studies/{made.study_uid}", AS_EXPLICIT)
     assert answer.status == 200 and not answer.complete

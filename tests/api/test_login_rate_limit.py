@@ -11,7 +11,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from noctis.api.auth.flood import rate_limit_key
 from noctis.api.auth.settings import AuthSettings
-from noctis.archive import Archive
+from noctis.core.runtime import Runtime
 from support.web import auth_app, running
 
 
@@ -32,7 +32,7 @@ def test_ipv4_is_keyed_by_its_address_and_ipv6_by_its_64(address: str, key: str)
     assert rate_limit_key(address) == key
 
 
-def test_addresses_of_one_ipv6_64_share_one_allowance(accounts_archive: Archive) -> None:
+def test_addresses_of_one_ipv6_64_share_one_allowance(accounts_archive: Runtime) -> None:
     """Through the app, behind a trusted proxy: six addresses of one /64 get the burst of
     three between them (each had its own before), another /64 its own."""
     auth = AuthSettings(login_rate_burst=3, login_rate_per_minute=0.01)

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from noctis.archive import Archive
+from noctis.core.runtime import Runtime
 from noctis.index.accounts import ApiToken, AuditEvent
 from support.web import (
     auth_app,
@@ -25,27 +25,27 @@ from support.web import (
 
 
 @pytest.fixture
-def archive(tmp_path: Path) -> Iterator[Archive]:
-    archive = open_archive(f"sqlite:///{tmp_path / 'index.sqlite3'}", tmp_path)
-    yield archive
-    archive.close()
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    runtime = open_archive(f"sqlite:///{tmp_path / 'index.sqlite3'}", tmp_path)
+    yield runtime
+    runtime.close()
 
 
 @pytest.fixture
-def app(archive: Archive) -> FastAPI:
-    return auth_app(archive)
+def app(runtime: Runtime) -> FastAPI:
+    return auth_app(runtime)
 
 
 @pytest.fixture
-def admin(archive: Archive, app: FastAPI) -> TestClient:
-    create_user(archive, "boss", "admin", facilities=[])
-    return client_for(app, token_for(archive, "boss"))
+def admin(runtime: Runtime, app: FastAPI) -> TestClient:
+    create_user(runtime, "boss", "admin", facilities=[])
+    return client_for(app, token_for(runtime, "boss"))
 
 
 @pytest.fixture
-def radiologist(archive: Archive, app: FastAPI) -> TestClient:
-    create_user(archive, "rad", "radiologist")
-    return client_for(app, token_for(archive, "rad"))
+def radiologist(runtime: Runtime, app: FastAPI) -> TestClient:
+    create_user(runtime, "rad", "radiologist")
+    return client_for(app, token_for(runtime, "rad"))
 
 
 def test_admin_creates_a_user_whose_generated_password_is_shown_once(
@@ -97,9 +97,9 @@ def test_non_admins_cannot_administer(radiologist: TestClient) -> None:
 
 
 def test_tokens_are_shown_once_listed_without_secret_and_revocable(
-    admin: TestClient, app: FastAPI, archive: Archive
+    admin: TestClient, app: FastAPI, runtime: Runtime
 ) -> None:
-    create_user(archive, "robot", "technologist")
+    create_user(runtime, "robot", "technologist")
     created = admin.post("/api/tokens", json={"username": "robot", "name": "modality router"})
     assert created.status_code == 201
     secret = created.json()["token"]
@@ -112,7 +112,7 @@ def test_tokens_are_shown_once_listed_without_secret_and_revocable(
     assert robot.get("/api/me").status_code == 401
     assert admin.delete(f"/api/tokens/{listed[0]['id']}").status_code == 404
     assert admin.get("/api/tokens", params={"username": "robot"}).json() == []
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         operations = [
             e.detail["operation"]
             for e in session.scalars(select(AuditEvent).where(AuditEvent.action == "admin"))
@@ -120,20 +120,20 @@ def test_tokens_are_shown_once_listed_without_secret_and_revocable(
     assert operations == ["token.create", "token.revoke"]
 
 
-def test_expiring_token(admin: TestClient, archive: Archive) -> None:
-    create_user(archive, "robot", "technologist")
+def test_expiring_token(admin: TestClient, runtime: Runtime) -> None:
+    create_user(runtime, "robot", "technologist")
     created = admin.post("/api/tokens", json={"username": "robot", "expires_in_days": 30}).json()
     assert created["expires_at"] is not None
 
 
 def test_deleting_a_user_removes_their_tokens(
-    admin: TestClient, app: FastAPI, archive: Archive
+    admin: TestClient, app: FastAPI, runtime: Runtime
 ) -> None:
-    create_user(archive, "robot", "technologist")
-    robot = client_for(app, token_for(archive, "robot"))
+    create_user(runtime, "robot", "technologist")
+    robot = client_for(app, token_for(runtime, "robot"))
     assert admin.delete("/api/users/robot").status_code == 204
     assert robot.get("/api/me").status_code == 401
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         owners = session.scalars(select(ApiToken).join(ApiToken.user)).all()
     assert [t.user.username for t in owners] == ["boss"]
 
@@ -174,12 +174,12 @@ def test_docs_need_a_login_and_describe_the_api(app: FastAPI, admin: TestClient)
 
 
 def test_a_new_password_or_a_disable_ends_the_users_sessions(
-    archive: Archive, app: FastAPI, admin: TestClient
+    runtime: Runtime, app: FastAPI, admin: TestClient
 ) -> None:
     """Over real HTTP: what an administrator changes through PATCH /api/users logs the user
     out of every browser, and re-enabling the account does not bring old cookies back."""
-    password = create_user(archive, "rad", "radiologist")
-    boss = token_for(archive, "boss")
+    password = create_user(runtime, "rad", "radiologist")
+    boss = token_for(runtime, "boss")
     with running(app) as base, client_for(base, boss) as administrator:
 
         def signed_in(secret: str) -> httpx.Client:

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from noctis.api import viewer, viewer_fetch
-from noctis.archive import Archive
+from noctis.core.runtime import Runtime
 from support.web import auth_app, create_user, login, open_archive, running
 
 INLINE_SCRIPT = 'window.PUBLIC_URL="/"'  # OHIF's index.html has inline scripts like this
@@ -46,15 +46,15 @@ def dist(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def archive(tmp_path: Path, dist: Path) -> Iterator[Archive]:
-    archive = open_archive(f"sqlite:///{tmp_path / 'index.sqlite3'}", tmp_path, viewer_dir=dist)
-    yield archive
-    archive.close()
+def runtime(tmp_path: Path, dist: Path) -> Iterator[Runtime]:
+    runtime = open_archive(f"sqlite:///{tmp_path / 'index.sqlite3'}", tmp_path, viewer_dir=dist)
+    yield runtime
+    runtime.close()
 
 
 @pytest.fixture
-def app(archive: Archive) -> FastAPI:
-    app = auth_app(archive)
+def app(runtime: Runtime) -> FastAPI:
+    app = auth_app(runtime)
 
     # Routes added after the viewer must still be reachable: it never shadows them.
     @app.get("/dicom-web/studies")
@@ -69,9 +69,9 @@ def app(archive: Archive) -> FastAPI:
 
 
 @pytest.fixture
-def browser(archive: Archive, app: FastAPI) -> TestClient:
+def browser(runtime: Runtime, app: FastAPI) -> TestClient:
     client = TestClient(app)
-    login(client, "rad", create_user(archive, "rad", "radiologist"))
+    login(client, "rad", create_user(runtime, "rad", "radiologist"))
     return client
 
 
@@ -152,33 +152,33 @@ def test_no_file_outside_the_build(browser: TestClient, path: str) -> None:
 
 
 def test_a_missing_viewer_says_how_to_fetch_it(tmp_path: Path) -> None:
-    archive = open_archive(
+    runtime = open_archive(
         f"sqlite:///{tmp_path / 'other.sqlite3'}", tmp_path, viewer_dir=tmp_path / "absent"
     )
     try:
-        client = TestClient(auth_app(archive))
-        login(client, "rad", create_user(archive, "rad", "radiologist"))
+        client = TestClient(auth_app(runtime))
+        login(client, "rad", create_user(runtime, "rad", "radiologist"))
         response = client.get("/")
         assert response.status_code == 503
         assert "scripts/fetch-viewer.sh" in response.text and "absent" in response.text
     finally:
-        archive.close()
+        runtime.close()
 
 
 # -- fetch -----------------------------------------------------------------------------------
 
 
 def _tarball(path: Path, members: dict[str, bytes], link: str | None = None) -> str:
-    with tarfile.open(path, "w:gz") as archive:
+    with tarfile.open(path, "w:gz") as tarball:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
+            tarball.addfile(info, io.BytesIO(data))
         if link:
             info = tarfile.TarInfo(link)
             info.type = tarfile.SYMTYPE
             info.linkname = "/etc/passwd"
-            archive.addfile(info)
+            tarball.addfile(info)
     return "sha512-" + base64.b64encode(hashlib.sha512(path.read_bytes()).digest()).decode()
 
 
@@ -277,7 +277,7 @@ def test_dotted_viewer_routes_still_get_the_app(browser: TestClient) -> None:
     ],
 )
 def test_viewer_files_are_not_public_through_dotted_paths(
-    archive: Archive, app: FastAPI, path: str
+    runtime: Runtime, app: FastAPI, path: str
 ) -> None:
     """Sent as written (no client-side normalisation) to the real server, without a login:
     only what is really under /assets/ is public."""

@@ -25,10 +25,10 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from noctis.api.app import create_app
 from noctis.api.viewer import default_viewer_dir
-from noctis.archive import Archive
-from noctis.index.facilities import DEFAULT_FACILITY
+from noctis.core.facilities import DEFAULT_FACILITY
+from noctis.core.ingest import FacilityRef, IngestError, ingest
+from noctis.core.runtime import Runtime
 from noctis.index.models import Facility
-from noctis.ingest import FacilityRef, IngestError, ingest
 from support.dicomdata import retired_us_sample, sample_dirs, transfer_syntax_samples
 from support.ports import free_port
 from support.web import create_user, open_archive
@@ -132,7 +132,7 @@ def write_ct_series(directory: Path, slices: int = 12) -> tuple[CtStudy, list[Pa
     return study, paths
 
 
-def store_public_samples(archive: Archive, ref: FacilityRef, workdir: Path) -> int:
+def store_public_samples(runtime: Runtime, ref: FacilityRef, workdir: Path) -> int:
     """Store what the archive accepts of pydicom's own test files (what a newcomer's
     ``noctis upload`` of them stores) and of the conformance set the suite uses (a real file
     per transfer syntax, and the retired US class); the number of studies they make.
@@ -146,7 +146,7 @@ def store_public_samples(archive: Archive, ref: FacilityRef, workdir: Path) -> i
         copy = workdir / f"{index:04d}-{source.name}"  # the store links what it ingests
         shutil.copyfile(source, copy)
         try:
-            result = ingest(archive, ref, copy)
+            result = ingest(runtime, ref, copy)
         except IngestError:
             continue  # not DICOM, or refused: not in the study list either
         studies.add(result.header.study_instance_uid)
@@ -159,16 +159,16 @@ def live_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveArchi
     if not (viewer_dir / "index.html").is_file():
         pytest.fail(f"OHIF is not fetched into {viewer_dir}: run scripts/fetch-viewer.sh")
     root = tmp_path_factory.mktemp("browser")
-    archive: Archive = open_archive(f"sqlite:///{root / 'index.sqlite3'}", root)
+    runtime: Runtime = open_archive(f"sqlite:///{root / 'index.sqlite3'}", root)
     study, paths = write_ct_series(root)
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         facility = session.query(Facility).filter_by(name=DEFAULT_FACILITY).one()
         ref = FacilityRef(facility.id, facility.name)
     for path in paths:
-        ingest(archive, ref, path)
-    sample_studies = store_public_samples(archive, ref, root / "samples")
-    password = create_user(archive, "dr.house", "radiologist", [DEFAULT_FACILITY])
-    app = create_app(archive.settings, archive)
+        ingest(runtime, ref, path)
+    sample_studies = store_public_samples(runtime, ref, root / "samples")
+    password = create_user(runtime, "dr.house", "radiologist", [DEFAULT_FACILITY])
+    app = create_app(runtime.settings, runtime)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -185,7 +185,7 @@ def live_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveArchi
     finally:
         server.should_exit = True
         thread.join(15)
-        archive.close()
+        runtime.close()
 
 
 @pytest.fixture(scope="module")

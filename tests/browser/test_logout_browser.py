@@ -15,9 +15,9 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from noctis.index.facilities import DEFAULT_FACILITY
+from noctis.core.facilities import DEFAULT_FACILITY
+from noctis.core.ingest import FacilityRef, ingest
 from noctis.index.models import Facility
-from noctis.ingest import FacilityRef, ingest
 
 from .conftest import LiveArchive
 
@@ -53,11 +53,11 @@ def store_jpeg2000_study(live_archive: LiveArchive, directory: Path) -> str:
     ds.PatientName, ds.PatientID = "Codec^Check", "CODEC001"
     path = directory / "jpeg2000.dcm"
     ds.save_as(path, enforce_file_format=True)
-    archive = live_archive.app.state.archive
-    with archive.sessions() as session:
+    runtime = live_archive.app.state.runtime
+    with runtime.sessions() as session:
         facility = session.query(Facility).filter_by(name=DEFAULT_FACILITY).one()
         ref = FacilityRef(facility.id, facility.name)
-    ingest(archive, ref, path)
+    ingest(runtime, ref, path)
     return str(ds.StudyInstanceUID)
 
 

@@ -106,14 +106,14 @@ def test_viewer_reads_are_in_the_audit_trail(live_archive: LiveArchive) -> None:
     """Runs after the viewer test: what the browser read was recorded as dr.house's."""
     assert live_archive.app.state.audit.flush()
     root = Path(live_archive.data_dir)
-    archive = open_archive(f"sqlite:///{root / 'index.sqlite3'}", root)
+    runtime = open_archive(f"sqlite:///{root / 'index.sqlite3'}", root)
     try:
-        with archive.sessions() as session:
+        with runtime.sessions() as session:
             events = session.scalars(
                 select(AuditEvent).where(AuditEvent.actor == live_archive.username)
             ).all()
     finally:
-        archive.close()
+        runtime.close()
     actions = {e.action for e in events}
     assert "login" in actions
     read = [e for e in events if e.study_instance_uid == live_archive.study.study_uid]

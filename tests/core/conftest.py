@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from noctis.archive import Archive
-from noctis.index.facilities import ensure_default_facility
+from noctis.core.facilities import ensure_default_facility
+from noctis.core.ingest import FacilityRef
+from noctis.core.queue import NullQueue
+from noctis.core.runtime import Runtime
 from noctis.index.migrate import upgrade
-from noctis.ingest import FacilityRef
-from noctis.queue import NullQueue
 from noctis.settings import Settings
 from support.dicomdata import small_ct
 
 
 @pytest.fixture(params=["sqlite", "postgres", "postgres-s3"])
-def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Archive]:
+def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
     """An Archive with a migrated index (SQLite or PostgreSQL) and a filesystem store, or
     PostgreSQL and S3 (the production pair)."""
     if request.param.startswith("postgres"):
@@ -26,16 +26,16 @@ def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Archive]
         url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
     upgrade(url)
     settings = Settings(data_dir=tmp_path, database_url=url)
-    archive = Archive.open(settings, queue=NullQueue())
+    runtime = Runtime.open(settings, queue=NullQueue())
     if request.param == "postgres-s3":
-        archive.store = request.getfixturevalue("s3_store")
-    yield archive
-    archive.close()
+        runtime.store = request.getfixturevalue("s3_store")
+    yield runtime
+    runtime.close()
 
 
 @pytest.fixture
-def default_facility(archive: Archive) -> FacilityRef:
-    with archive.sessions.begin() as session:
+def default_facility(runtime: Runtime) -> FacilityRef:
+    with runtime.sessions.begin() as session:
         facility = ensure_default_facility(session)
         return FacilityRef(facility.id, facility.name)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from noctis.archive import Archive
+from noctis.core.ingest import FacilityRef, IngestOutcome, ingest
+from noctis.core.runtime import Runtime
 from noctis.index.migrate import alembic_config, current_revision, upgrade
 from noctis.index.models import Instance, Series, Study
-from noctis.ingest import FacilityRef, IngestOutcome, ingest
 
 DicomFactory = Callable[..., Path]
 STUDY = "1.2.826.0.1.3680043.8.498.77"
@@ -24,7 +24,7 @@ WRITERS = 8
 
 
 def test_writers_of_one_study_keep_its_counters_exact(
-    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+    runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
     """Once a study exists, eight threads store three new series into it at once (and more of
     its first): every instance is counted once, and ModalitiesInStudy lists all four."""
@@ -39,12 +39,12 @@ def test_writers_of_one_study_keep_its_counters_exact(
         for series, modality in enumerate(MODALITIES, start=1)
     ]
     seed, files = files[0], files[1:]  # the study and its CT series exist before the rush
-    assert ingest(archive, default_facility, seed).outcome is IngestOutcome.STORED
+    assert ingest(runtime, default_facility, seed).outcome is IngestOutcome.STORED
     start = threading.Barrier(WRITERS)
 
     def store(batch: list[Path]) -> list[IngestOutcome]:
         start.wait()
-        return [ingest(archive, default_facility, path).outcome for path in batch]
+        return [ingest(runtime, default_facility, path).outcome for path in batch]
 
     batches = [files[i::WRITERS] for i in range(WRITERS)]
     with ThreadPoolExecutor(WRITERS) as pool:
@@ -53,7 +53,7 @@ def test_writers_of_one_study_keep_its_counters_exact(
     assert outcomes == [IngestOutcome.STORED] * len(files)
     files.append(seed)
     total_bytes = sum(path.stat().st_size for path in files)
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         study = session.scalars(select(Study)).one()
         assert study.number_of_instances == len(files)
         assert study.number_of_series == len(MODALITIES)
@@ -65,57 +65,57 @@ def test_writers_of_one_study_keep_its_counters_exact(
 
 
 def test_the_same_instance_sent_twice_at_once_is_stored_once(
-    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+    runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
     path = make_dicom(StudyInstanceUID=STUDY)
     start = threading.Barrier(4)
 
     def store(_: int) -> IngestOutcome:
         start.wait()
-        return ingest(archive, default_facility, path).outcome
+        return ingest(runtime, default_facility, path).outcome
 
     with ThreadPoolExecutor(4) as pool:
         outcomes = sorted(pool.map(store, range(4)))
 
     assert outcomes.count(IngestOutcome.STORED) == 1
     assert outcomes.count(IngestOutcome.DUPLICATE) == 3
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         study = session.scalars(select(Study)).one()
         assert (study.number_of_instances, study.number_of_series) == (1, 1)
-    objects = [key for key in _keys(archive) if key.endswith(".dcm")]
+    objects = [key for key in _keys(runtime) if key.endswith(".dcm")]
     assert len(objects) == 1  # the losers removed the objects they had put
 
 
 @pytest.mark.parametrize("archive", ["postgres"], indirect=True)
 def test_the_postgresql_write_function_comes_and_goes_with_its_migration(
-    archive: Archive,
+    runtime: Runtime,
 ) -> None:
     from alembic import command
     from alembic.script import ScriptDirectory
 
-    url = archive.settings.resolved_database_url()
-    archive.engine.dispose()
+    url = runtime.settings.resolved_database_url()
+    runtime.engine.dispose()
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     assert current_revision(url) == head
-    assert _has_write_function(archive)
+    assert _has_write_function(runtime)
     command.downgrade(alembic_config(url), "0003")  # back to 0003's version of it
-    assert _has_write_function(archive)
+    assert _has_write_function(runtime)
     command.downgrade(alembic_config(url), "0002")
-    assert not _has_write_function(archive)
+    assert not _has_write_function(runtime)
     upgrade(url)
-    assert _has_write_function(archive)
+    assert _has_write_function(runtime)
 
 
-def _has_write_function(archive: Archive) -> bool:
-    with archive.engine.connect() as conn:
+def _has_write_function(runtime: Runtime) -> bool:
+    with runtime.engine.connect() as conn:
         found = conn.execute(
             text("SELECT count(*) FROM pg_proc WHERE proname = 'noctis_write_instance'")
         ).scalar()
-    archive.engine.dispose()
+    runtime.engine.dispose()
     return bool(found)
 
 
-def _keys(archive: Archive) -> list[str]:
+def _keys(runtime: Runtime) -> list[str]:
     from support.archive import stored_object_keys
 
-    return list(stored_object_keys(archive.store))
+    return list(stored_object_keys(runtime.store))

@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import String, bindparam, cast, select, update
 from sqlalchemy.exc import IntegrityError
 
-from noctis.archive import Archive
+from noctis.core.ingest import FacilityRef
+from noctis.core.runtime import Runtime
 from noctis.index.driver import DriverStatement
 from noctis.index.models import Patient, Study
-from noctis.ingest import FacilityRef
 
 _STUDY = Study.__table__
 
@@ -28,8 +28,8 @@ def _study_values(facility: FacilityRef, uid: str, patient_pk: int) -> dict[str,
     }
 
 
-def _stored_as_text(archive: Archive, uid: str) -> tuple[object, ...]:
-    with archive.engine.connect() as conn:
+def _stored_as_text(runtime: Runtime, uid: str) -> tuple[object, ...]:
+    with runtime.engine.connect() as conn:
         row = conn.execute(
             select(
                 cast(_STUDY.c.created_at, String),
@@ -41,29 +41,29 @@ def _stored_as_text(archive: Archive, uid: str) -> tuple[object, ...]:
     return tuple(row)
 
 
-def _patient(archive: Archive, facility: FacilityRef) -> int:
-    with archive.sessions.begin() as session:
+def _patient(runtime: Runtime, facility: FacilityRef) -> int:
+    with runtime.sessions.begin() as session:
         patient = Patient(facility_id=facility.id, patient_id="P1")
         session.add(patient)
         session.flush()
         return patient.id
 
 
-def test_insert_writes_what_core_writes(archive: Archive, default_facility: FacilityRef) -> None:
+def test_insert_writes_what_core_writes(runtime: Runtime, default_facility: FacilityRef) -> None:
     """Same SQL, same bound values (datetimes as SQLAlchemy stores them), same defaults."""
-    patient_pk = _patient(archive, default_facility)
+    patient_pk = _patient(runtime, default_facility)
     insert = _STUDY.insert()
-    with archive.engine.begin() as conn:
+    with runtime.engine.begin() as conn:
         conn.execute(insert, _study_values(default_facility, "1.2.1", patient_pk))
         DriverStatement(insert).run(conn, _study_values(default_facility, "1.2.2", patient_pk))
-    assert _stored_as_text(archive, "1.2.1") == _stored_as_text(archive, "1.2.2")
+    assert _stored_as_text(runtime, "1.2.1") == _stored_as_text(runtime, "1.2.2")
 
 
 def test_update_with_constants_and_bound_values(
-    archive: Archive, default_facility: FacilityRef
+    runtime: Runtime, default_facility: FacilityRef
 ) -> None:
-    patient_pk = _patient(archive, default_facility)
-    with archive.engine.begin() as conn:
+    patient_pk = _patient(runtime, default_facility)
+    with runtime.engine.begin() as conn:
         conn.execute(_STUDY.insert(), _study_values(default_facility, "1.2.3", patient_pk))
         statement = (
             update(_STUDY)
@@ -71,14 +71,14 @@ def test_update_with_constants_and_bound_values(
             .values(number_of_instances=5, modalities_in_study=bindparam("modalities"))
         )
         DriverStatement(statement).run(conn, {"uid": "1.2.3", "modalities": "CT\\MR"})
-    assert _stored_as_text(archive, "1.2.3")[1:3] == ("CT\\MR", 5)
+    assert _stored_as_text(runtime, "1.2.3")[1:3] == ("CT\\MR", 5)
 
 
-def test_errors_are_sqlalchemy_errors(archive: Archive, default_facility: FacilityRef) -> None:
-    patient_pk = _patient(archive, default_facility)
+def test_errors_are_sqlalchemy_errors(runtime: Runtime, default_facility: FacilityRef) -> None:
+    patient_pk = _patient(runtime, default_facility)
     insert = DriverStatement(_STUDY.insert())
-    with pytest.raises(IntegrityError), archive.engine.begin() as conn:
+    with pytest.raises(IntegrityError), runtime.engine.begin() as conn:
         insert.run(conn, _study_values(default_facility, "1.2.4", patient_pk))
         insert.run(conn, _study_values(default_facility, "1.2.4", patient_pk))
-    with archive.engine.connect() as conn:  # and the transaction was rolled back
+    with runtime.engine.connect() as conn:  # and the transaction was rolled back
         assert conn.execute(select(_STUDY.c.id)).first() is None

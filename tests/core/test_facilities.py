@@ -10,9 +10,8 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from noctis.archive import Archive
 from noctis.cli import app
-from noctis.index.facilities import (
+from noctis.core.facilities import (
     FacilityConflict,
     FacilityNameTaken,
     apply_facility,
@@ -21,8 +20,9 @@ from noctis.index.facilities import (
     move_destination,
     resolve_caller,
 )
+from noctis.core.ingest import FacilityRef, ingest
+from noctis.core.runtime import Runtime
 from noctis.index.models import Facility
-from noctis.ingest import FacilityRef, ingest
 from noctis.specs.facility import FacilitySpec
 
 
@@ -30,8 +30,8 @@ def _spec(*aes: dict[str, object]) -> FacilitySpec:
     return FacilitySpec.model_validate({"applicationEntities": list(aes)})
 
 
-def test_a_registered_ae_is_admitted_only_from_its_networks(archive: Archive) -> None:
-    with archive.sessions.begin() as session:
+def test_a_registered_ae_is_admitted_only_from_its_networks(runtime: Runtime) -> None:
+    with runtime.sessions.begin() as session:
         apply_facility(
             session,
             "st-mary",
@@ -39,7 +39,7 @@ def test_a_registered_ae_is_admitted_only_from_its_networks(archive: Archive) ->
                 {"aeTitle": "CT1", "allowedCIDRs": ["10.1.0.0/16"], "services": ["store", "echo"]}
             ),
         )
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         caller = resolve_caller(session, "CT1", "10.1.2.3")
         assert caller is not None and caller.facility_name == "st-mary"
         assert caller.services == {"store", "echo"}
@@ -47,12 +47,12 @@ def test_a_registered_ae_is_admitted_only_from_its_networks(archive: Archive) ->
         assert resolve_caller(session, "UNKNOWN", "10.1.2.3") is None
 
 
-def test_an_ae_without_cidrs_may_call_only_from_its_host(archive: Archive) -> None:
-    with archive.sessions.begin() as session:
+def test_an_ae_without_cidrs_may_call_only_from_its_host(runtime: Runtime) -> None:
+    with runtime.sessions.begin() as session:
         apply_facility(
             session, "clinic", _spec({"aeTitle": "US1", "host": "192.168.4.7", "port": 104})
         )
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         assert resolve_caller(session, "US1", "192.168.4.7") is not None
         assert resolve_caller(session, "US1", "192.168.4.8") is None
         destination = move_destination(
@@ -61,74 +61,74 @@ def test_an_ae_without_cidrs_may_call_only_from_its_host(archive: Archive) -> No
     assert destination is not None and (destination.host, destination.port) == ("192.168.4.7", 104)
 
 
-def test_the_embedded_default_accepts_any_ae_from_loopback_only(archive: Archive) -> None:
-    with archive.sessions.begin() as session:
+def test_the_embedded_default_accepts_any_ae_from_loopback_only(runtime: Runtime) -> None:
+    with runtime.sessions.begin() as session:
         ensure_default_facility(session)
         ensure_default_facility(session)  # idempotent
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         assert resolve_caller(session, "ANYTHING", "127.0.0.1") is not None
         assert resolve_caller(session, "ANYTHING", "::1") is not None
         assert resolve_caller(session, "ANYTHING", "10.0.0.5") is None
 
 
-def test_an_exact_registration_wins_over_the_default(archive: Archive) -> None:
-    with archive.sessions.begin() as session:
+def test_an_exact_registration_wins_over_the_default(runtime: Runtime) -> None:
+    with runtime.sessions.begin() as session:
         ensure_default_facility(session)
         apply_facility(session, "lab", _spec({"aeTitle": "LAB1", "allowedCIDRs": ["10.9.0.0/16"]}))
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         # LAB1 is registered elsewhere: loopback does not fall back to the default facility.
         assert resolve_caller(session, "LAB1", "127.0.0.1") is None
         lab = resolve_caller(session, "LAB1", "10.9.1.1")
         assert lab is not None and lab.facility_name == "lab"
 
 
-def test_an_ae_title_belongs_to_one_facility(archive: Archive) -> None:
-    with archive.sessions.begin() as session:
+def test_an_ae_title_belongs_to_one_facility(runtime: Runtime) -> None:
+    with runtime.sessions.begin() as session:
         apply_facility(session, "north", _spec({"aeTitle": "SHARED"}))
-    with pytest.raises(FacilityConflict, match="SHARED"), archive.sessions.begin() as session:
+    with pytest.raises(FacilityConflict, match="SHARED"), runtime.sessions.begin() as session:
         apply_facility(session, "south", _spec({"aeTitle": "SHARED"}))
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         assert session.scalar(select(Facility).where(Facility.name == "south")) is None
 
 
-def test_reapplying_replaces_the_aes_and_disabling_refuses_callers(archive: Archive) -> None:
-    with archive.sessions.begin() as session:
+def test_reapplying_replaces_the_aes_and_disabling_refuses_callers(runtime: Runtime) -> None:
+    with runtime.sessions.begin() as session:
         apply_facility(session, "north", _spec({"aeTitle": "OLD"}))
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         apply_facility(session, "north", _spec({"aeTitle": "NEW"}))
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         assert resolve_caller(session, "OLD", "10.0.0.1") is None
         assert resolve_caller(session, "NEW", "10.0.0.1") is not None
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         assert disable_facility(session, "north")
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         assert resolve_caller(session, "NEW", "10.0.0.1") is None
 
 
-def test_a_name_belongs_to_one_namespace_until_its_facility_is_deleted(archive: Archive) -> None:
+def test_a_name_belongs_to_one_namespace_until_its_facility_is_deleted(runtime: Runtime) -> None:
     """Two Facility resources named alike in two namespaces: the second is refused and the
     first's entry untouched; once the first is disabled (deleted), the second claims it."""
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         apply_facility(session, "radiology", _spec({"aeTitle": "A_CT"}), namespace="a")
     with (
         pytest.raises(FacilityNameTaken, match="namespace a") as refused,
-        archive.sessions.begin() as session,
+        runtime.sessions.begin() as session,
     ):
         apply_facility(session, "radiology", _spec({"aeTitle": "B_CT"}), namespace="b")
     assert refused.value.owner == "a"
-    with pytest.raises(FacilityNameTaken), archive.sessions.begin() as session:
+    with pytest.raises(FacilityNameTaken), runtime.sessions.begin() as session:
         disable_facility(session, "radiology", namespace="b")  # not b's to disable
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         assert resolve_caller(session, "A_CT", "10.0.0.1") is not None
         assert resolve_caller(session, "B_CT", "10.0.0.1") is None
         row = session.scalar(select(Facility).where(Facility.name == "radiology"))
         assert row is not None and (row.namespace, row.enabled) == ("a", True)
 
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         assert disable_facility(session, "radiology", namespace="a")
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         apply_facility(session, "radiology", _spec({"aeTitle": "B_CT"}), namespace="b")
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         assert resolve_caller(session, "A_CT", "10.0.0.1") is None
         assert resolve_caller(session, "B_CT", "10.0.0.1") is not None
         row = session.scalar(select(Facility).where(Facility.name == "radiology"))
@@ -136,15 +136,15 @@ def test_a_name_belongs_to_one_namespace_until_its_facility_is_deleted(archive: 
 
 
 def test_an_entry_of_no_namespace_is_claimed_and_the_cli_keeps_the_owner(
-    archive: Archive,
+    runtime: Runtime,
 ) -> None:
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         apply_facility(session, "north", _spec({"aeTitle": "N_CT"}))  # noctis facility apply
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         apply_facility(session, "north", _spec({"aeTitle": "N_CT"}), namespace="pacs")
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         apply_facility(session, "north", _spec({"aeTitle": "N_MR"}))
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         row = session.scalar(select(Facility).where(Facility.name == "north"))
         assert row is not None and row.namespace == "pacs"
 
@@ -221,24 +221,24 @@ def test_facility_apply_reports_an_invalid_file_and_changes_nothing(tmp_path: Pa
 
 
 def test_a_deleted_facilitys_studies_never_go_to_a_namesake_of_another_namespace(
-    archive: Archive, make_dicom: Callable[..., Path]
+    runtime: Runtime, make_dicom: Callable[..., Path]
 ) -> None:
     """A Facility deleted in namespace a leaves its studies under its name: b's Facility of
     the same name stays refused (it would read a's studies), a's own can come back."""
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         row = apply_facility(session, "oncology", _spec({"aeTitle": "A_PET"}), namespace="a")
         kept = FacilityRef(row.id, row.name)
-    ingest(archive, kept, make_dicom(PatientID="A-1"))
-    with archive.sessions.begin() as session:
+    ingest(runtime, kept, make_dicom(PatientID="A-1"))
+    with runtime.sessions.begin() as session:
         assert disable_facility(session, "oncology", namespace="a")
     with (
         pytest.raises(FacilityNameTaken, match="still holds the studies") as refused,
-        archive.sessions.begin() as session,
+        runtime.sessions.begin() as session,
     ):
         apply_facility(session, "oncology", _spec({"aeTitle": "B_PET"}), namespace="b")
     assert refused.value.owner == "a"
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         apply_facility(session, "oncology", _spec({"aeTitle": "A_PET"}), namespace="a")
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         assert resolve_caller(session, "A_PET", "10.0.0.1") is not None
         assert resolve_caller(session, "B_PET", "10.0.0.1") is None

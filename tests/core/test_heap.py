@@ -1,4 +1,4 @@
-"""A server process's start-up heap is frozen (``noctis.heap.settle``): full collections then
+"""A server process's start-up heap is frozen (``noctis.core.heap.settle``): full collections then
 walk only what came after start-up, and garbage made later is still collected. Run in a fresh
 interpreter, so this test process's own heap is left alone."""
 
@@ -11,7 +11,7 @@ import sys
 PROBE = """
 import gc, json, weakref
 import noctis.api.app, noctis.scp.server  # what a server imports before it serves
-from noctis import heap
+from noctis.core import heap
 
 walked_before = len(gc.get_objects())
 frozen = heap.settle()

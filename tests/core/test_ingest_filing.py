@@ -16,12 +16,12 @@ from prometheus_client import REGISTRY
 from pydicom import dcmread
 from sqlalchemy import func, select, update
 
-from noctis.archive import Archive
-from noctis.audit import AuditFilter, query_audit
+from noctis.core.audit import AuditFilter, query_audit
+from noctis.core.ingest import FacilityRef, IngestError, IngestFailure, IngestOutcome, ingest
+from noctis.core.reconciliation import Sender
+from noctis.core.runtime import Runtime
 from noctis.index.models import Instance, Patient, Study
 from noctis.index.query import Level, MatchQuery, find
-from noctis.ingest import FacilityRef, IngestError, IngestFailure, IngestOutcome, ingest
-from noctis.reconciliation import Sender
 from support.archive import stored_object_keys
 from support.dicomdata import dataset_bytes
 
@@ -30,20 +30,20 @@ BACKENDS = pytest.mark.parametrize("archive", ["sqlite", "postgres"], indirect=T
 MODALITY = Sender("CT_ROOM_1", "ae", "127.0.0.1")
 
 
-def _studies(archive: Archive, **filters: str) -> dict[str, str]:
+def _studies(runtime: Runtime, **filters: str) -> dict[str, str]:
     """StudyInstanceUID -> PatientName, as a study-level search answers them."""
-    with archive.reader() as session:
+    with runtime.reader() as session:
         found = find(session, MatchQuery(Level.STUDY, filters))
     return {m.values["StudyInstanceUID"]: m.values["PatientName"] for m in found}
 
 
-def _count(archive: Archive, model: type) -> int:
-    with archive.sessions() as session:
+def _count(runtime: Runtime, model: type) -> int:
+    with runtime.sessions() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def _events(archive: Archive, action: str) -> list:
-    with archive.sessions() as session:
+def _events(runtime: Runtime, action: str) -> list:
+    with runtime.sessions() as session:
         return list(query_audit(session, AuditFilter(action=action)))
 
 
@@ -53,40 +53,40 @@ def _counter(name: str, facility: str) -> float:
 
 @BACKENDS
 def test_an_empty_patient_id_never_merges_two_patients(
-    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+    runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
     """The issue's case: SMITH's study must not show as DOE^JANE."""
     smith = make_dicom(PatientID="", PatientName="SMITH^JOHN", PatientSex="M")
     doe = make_dicom(PatientID="", PatientName="DOE^JANE", PatientSex="F")
-    smith_study = ingest(archive, default_facility, smith).header.study_instance_uid
-    doe_study = ingest(archive, default_facility, doe).header.study_instance_uid
+    smith_study = ingest(runtime, default_facility, smith).header.study_instance_uid
+    doe_study = ingest(runtime, default_facility, doe).header.study_instance_uid
     # A second instance of SMITH's study (empty PatientID too) joins SMITH's study.
     ingest(
-        archive,
+        runtime,
         default_facility,
         make_dicom(
             PatientID="", PatientName="SMITH^JOHN", PatientSex="M", StudyInstanceUID=smith_study
         ),
     )
 
-    assert _studies(archive) == {smith_study: "SMITH^JOHN", doe_study: "DOE^JANE"}
-    assert _studies(archive, PatientName="SMITH*") == {smith_study: "SMITH^JOHN"}
-    assert _count(archive, Patient) == 2
-    with archive.reader() as session:
+    assert _studies(runtime) == {smith_study: "SMITH^JOHN", doe_study: "DOE^JANE"}
+    assert _studies(runtime, PatientName="SMITH*") == {smith_study: "SMITH^JOHN"}
+    assert _count(runtime, Patient) == 2
+    with runtime.reader() as session:
         patients = find(session, MatchQuery(Level.PATIENT, {}))
     assert sorted(p.values["PatientName"] for p in patients) == ["DOE^JANE", "SMITH^JOHN"]
-    assert _events(archive, "demographics-conflict") == []
+    assert _events(runtime, "demographics-conflict") == []
 
 
 @BACKENDS
 def test_patients_are_told_apart_by_issuer_of_patient_id(
-    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+    runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
     for issuer, name in (("HOSP_A", "Roe^Ann"), ("HOSP_B", "Poe^Bob"), ("HOSP_A", "Roe^Ann")):
         path = make_dicom(PatientID="12345", IssuerOfPatientID=issuer, PatientName=name)
-        ingest(archive, default_facility, path)
+        ingest(runtime, default_facility, path)
 
-    with archive.reader() as session:
+    with runtime.reader() as session:
         patients = find(session, MatchQuery(Level.PATIENT, {"PatientID": "12345"}))
         a_studies = find(session, MatchQuery(Level.STUDY, {"IssuerOfPatientID": "HOSP_A"}))
     found = {
@@ -103,20 +103,20 @@ def test_patients_are_told_apart_by_issuer_of_patient_id(
 
 @BACKENDS
 def test_a_demographics_conflict_is_recorded_and_changes_no_other_study(
-    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+    runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
     first = make_dicom(PatientID="P7", PatientName="SMITH^JOHN", PatientBirthDate="19700101")
     second = make_dicom(PatientID="P7", PatientName="SMYTHE^JOHN", PatientBirthDate="19700101")
     before = _counter("noctis_demographics_conflicts", default_facility.name)
-    first_study = ingest(archive, default_facility, first).header.study_instance_uid
-    second_study = ingest(archive, default_facility, second, sender=MODALITY)
+    first_study = ingest(runtime, default_facility, first).header.study_instance_uid
+    second_study = ingest(runtime, default_facility, second, sender=MODALITY)
 
     assert second_study.outcome is IngestOutcome.STORED
     second_uid = second_study.header.study_instance_uid
-    assert _studies(archive) == {first_study: "SMITH^JOHN", second_uid: "SMYTHE^JOHN"}
-    with archive.sessions() as session:  # one patient, with the demographics first stored
+    assert _studies(runtime) == {first_study: "SMITH^JOHN", second_uid: "SMYTHE^JOHN"}
+    with runtime.sessions() as session:  # one patient, with the demographics first stored
         assert session.scalars(select(Patient.patient_name)).all() == ["SMITH^JOHN"]
-    [event] = _events(archive, "demographics-conflict")
+    [event] = _events(runtime, "demographics-conflict")
     assert (event.actor, event.actor_type, event.study_instance_uid) == (
         "CT_ROOM_1",
         "ae",
@@ -130,9 +130,9 @@ def test_a_demographics_conflict_is_recorded_and_changes_no_other_study(
     # Another instance of the first study with other demographics: stored, the study keeps
     # what it arrived with, and the difference is recorded against the study.
     third = make_dicom(PatientID="P7", PatientName="SMITH^JON", StudyInstanceUID=first_study)
-    assert ingest(archive, default_facility, third).outcome is IngestOutcome.STORED
-    assert _studies(archive)[first_study] == "SMITH^JOHN"
-    assert [e.detail["compared_with"] for e in _events(archive, "demographics-conflict")] == [
+    assert ingest(runtime, default_facility, third).outcome is IngestOutcome.STORED
+    assert _studies(runtime)[first_study] == "SMITH^JOHN"
+    assert [e.detail["compared_with"] for e in _events(runtime, "demographics-conflict")] == [
         "study",
         "patient",
     ]
@@ -141,44 +141,44 @@ def test_a_demographics_conflict_is_recorded_and_changes_no_other_study(
 
 @BACKENDS
 def test_a_study_filed_under_another_patient_is_refused(
-    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+    runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
-    first = ingest(archive, default_facility, make_dicom(PatientID="P1"))
+    first = ingest(runtime, default_facility, make_dicom(PatientID="P1"))
     study = first.header.study_instance_uid
     for other in ({"PatientID": "P2"}, {"PatientID": "P1", "IssuerOfPatientID": "ELSEWHERE"}):
         with pytest.raises(IngestError) as refused:
-            ingest(archive, default_facility, make_dicom(StudyInstanceUID=study, **other))
+            ingest(runtime, default_facility, make_dicom(StudyInstanceUID=study, **other))
         assert refused.value.failure is IngestFailure.STUDY_OF_ANOTHER_PATIENT
         assert "another patient" in refused.value.message
 
-    assert (_count(archive, Study), _count(archive, Patient), _count(archive, Instance)) == (
+    assert (_count(runtime, Study), _count(runtime, Patient), _count(runtime, Instance)) == (
         1,
         1,
         1,
     )
-    assert [k for k in stored_object_keys(archive.store) if k.endswith(".dcm")] == [
+    assert [k for k in stored_object_keys(runtime.store) if k.endswith(".dcm")] == [
         first.object_key
     ]
 
 
 @BACKENDS
 def test_another_data_set_under_a_stored_uid_keeps_the_first_and_is_audited(
-    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+    runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
     """keep-first, the default: Success for the sender, the first data set kept, the copy
     audited and counted."""
     original = make_dicom(SOPInstanceUID="1.2.3.4.50", PatientName="First^Version")
     changed = make_dicom(SOPInstanceUID="1.2.3.4.50", PatientName="Second^Version")
     before = _counter("noctis_duplicates_discarded", default_facility.name)
-    kept = ingest(archive, default_facility, original)
-    again = ingest(archive, default_facility, changed, sender=MODALITY)
+    kept = ingest(runtime, default_facility, original)
+    again = ingest(runtime, default_facility, changed, sender=MODALITY)
 
     assert again.outcome is IngestOutcome.DISCARDED
     assert again.object_key == kept.object_key
-    assert archive.store.get(kept.object_key) == original.read_bytes()
-    assert [k for k in stored_object_keys(archive.store) if k.endswith(".dcm")] == [kept.object_key]
-    assert _studies(archive) == {kept.header.study_instance_uid: "First^Version"}
-    [event] = _events(archive, "duplicate-discarded")
+    assert runtime.store.get(kept.object_key) == original.read_bytes()
+    assert [k for k in stored_object_keys(runtime.store) if k.endswith(".dcm")] == [kept.object_key]
+    assert _studies(runtime) == {kept.header.study_instance_uid: "First^Version"}
+    [event] = _events(runtime, "duplicate-discarded")
     assert event.actor == "CT_ROOM_1"
     assert event.detail["sop_instance_uid"] == "1.2.3.4.50"
     assert event.detail["kept_sha256"] == kept.sha256
@@ -188,7 +188,7 @@ def test_another_data_set_under_a_stored_uid_keeps_the_first_and_is_audited(
 
 @BACKENDS
 def test_the_same_data_set_under_another_file_meta_is_the_same_instance(
-    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory, tmp_path: Path
+    runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory, tmp_path: Path
 ) -> None:
     """What another sender writes into the File Meta (implementation, source AE) is not the
     instance: the re-send is a plain duplicate, not a discarded copy."""
@@ -202,12 +202,12 @@ def test_the_same_data_set_under_another_file_meta_is_the_same_instance(
     assert other_meta.read_bytes() != original.read_bytes()
     assert dataset_bytes(other_meta) == dataset_bytes(original)
 
-    first = ingest(archive, default_facility, original)
-    again = ingest(archive, default_facility, other_meta)
+    first = ingest(runtime, default_facility, original)
+    again = ingest(runtime, default_facility, other_meta)
 
     assert again.outcome is IngestOutcome.DUPLICATE
     assert again.sha256 == first.sha256
-    assert _events(archive, "duplicate-discarded") == []
+    assert _events(runtime, "duplicate-discarded") == []
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -299,7 +299,7 @@ def test_migration_0004_gives_the_studies_already_stored_their_patients_attribut
 
 @BACKENDS
 def test_writers_of_one_new_study_with_an_empty_patient_id_make_one_patient(
-    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+    runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
     """Eight senders start the same new study at once: whoever loses the race for the study
     files under the winner's, and leaves no patient of its own behind."""
@@ -312,38 +312,38 @@ def test_writers_of_one_new_study_with_an_empty_patient_id_make_one_patient(
 
     def store(path: Path) -> IngestOutcome:
         start.wait()
-        return ingest(archive, default_facility, path).outcome
+        return ingest(runtime, default_facility, path).outcome
 
     with ThreadPoolExecutor(len(files)) as pool:
         outcomes = list(pool.map(store, files))
 
     assert outcomes == [IngestOutcome.STORED] * len(files)
-    assert (_count(archive, Patient), _count(archive, Study), _count(archive, Instance)) == (
+    assert (_count(runtime, Patient), _count(runtime, Study), _count(runtime, Instance)) == (
         1,
         1,
         len(files),
     )
-    assert _events(archive, "demographics-conflict") == []
+    assert _events(runtime, "demographics-conflict") == []
 
 
 @BACKENDS
 def test_an_instance_indexed_before_0004_sent_again_unchanged_is_a_duplicate(
-    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+    runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
     """Rows indexed before migration 0004 hold the digest of the whole file (File Meta
     included): the same instance sent again must not be taken for another data set."""
     original = make_dicom()
-    first = ingest(archive, default_facility, original)
+    first = ingest(runtime, default_facility, original)
     whole_file = hashlib.sha256(original.read_bytes()).hexdigest()
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         session.execute(
             update(Instance)
             .where(Instance.sop_instance_uid == first.header.sop_instance_uid)
             .values(sha256=whole_file)
         )
 
-    again = ingest(archive, default_facility, original, sender=MODALITY)
+    again = ingest(runtime, default_facility, original, sender=MODALITY)
 
     assert again.outcome is IngestOutcome.DUPLICATE
     assert again.object_key == first.object_key
-    assert _events(archive, "duplicate-discarded") == []
+    assert _events(runtime, "duplicate-discarded") == []

@@ -1,4 +1,4 @@
-"""Series notices (``noctis.notices``): a stored instance marks its series; the tasks hear of
+"""Series notices (``noctis.core.notices``): a stored instance marks its series; the tasks hear of
 each marked series once per beat, with its latest instance, and nothing pending is lost on
 close. The queue here only records what it is sent: this is the notices' own logic."""
 
@@ -8,8 +8,8 @@ import threading
 import time
 from typing import Any
 
-from noctis.notices import SeriesNotices
-from noctis.queue import INSTANCE_STORED, facility_queue
+from noctis.core.notices import SeriesNotices
+from noctis.core.queue import INSTANCE_STORED, facility_queue
 
 
 class RecordingQueue:

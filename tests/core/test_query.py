@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from noctis.archive import Archive
-from noctis.index.facilities import apply_facility
+from noctis.core.facilities import apply_facility
+from noctis.core.ingest import FacilityRef, ingest
+from noctis.core.runtime import Runtime
 from noctis.index.models import Study
 from noctis.index.query import Level, MatchQuery, QueryError, count, find
-from noctis.ingest import FacilityRef, ingest
 from noctis.specs.facility import FacilitySpec
 
 DicomFactory = Callable[..., Path]
@@ -29,12 +29,12 @@ STUDIES = [
 
 @pytest.fixture
 def populated(
-    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+    runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> FacilityRef:
     for name, pid, uid, date, clock, accession, modality in STUDIES:
         for series_number in (1, 2):
             ingest(
-                archive,
+                runtime,
                 default_facility,
                 make_dicom(
                     PatientName=name,
@@ -51,8 +51,8 @@ def populated(
     return default_facility
 
 
-def _studies(archive: Archive, **filters: str) -> list[str]:
-    with archive.sessions() as session:
+def _studies(runtime: Runtime, **filters: str) -> list[str]:
+    with runtime.sessions() as session:
         matches = find(session, MatchQuery(Level.STUDY, filters))
     return sorted(m.values["StudyInstanceUID"] for m in matches)
 
@@ -78,13 +78,13 @@ def _studies(archive: Archive, **filters: str) -> list[str]:
         ({"UnknownKeyword": "x"}, [s[2] for s in STUDIES]),
     ],
 )
-def test_study_matching(archive: Archive, filters: dict[str, str], expected: list[str]) -> None:
-    assert _studies(archive, **filters) == sorted(expected)
+def test_study_matching(runtime: Runtime, filters: dict[str, str], expected: list[str]) -> None:
+    assert _studies(runtime, **filters) == sorted(expected)
 
 
 @pytest.mark.usefixtures("populated")
-def test_study_results_carry_what_a_viewer_needs(archive: Archive) -> None:
-    with archive.sessions() as session:
+def test_study_results_carry_what_a_viewer_needs(runtime: Runtime) -> None:
+    with runtime.sessions() as session:
         (match,) = find(session, MatchQuery(Level.STUDY, {"AccessionNumber": "ACC1"}))
     assert match.values["ModalitiesInStudy"] == "CT\\SR"
     assert match.values["NumberOfStudyRelatedSeries"] == 2
@@ -93,8 +93,8 @@ def test_study_results_carry_what_a_viewer_needs(archive: Archive) -> None:
 
 
 @pytest.mark.usefixtures("populated")
-def test_series_and_image_levels(archive: Archive) -> None:
-    with archive.sessions() as session:
+def test_series_and_image_levels(runtime: Runtime) -> None:
+    with runtime.sessions() as session:
         series = find(session, MatchQuery(Level.SERIES, {"StudyInstanceUID": "1.2.840.1.2"}))
         images = find(session, MatchQuery(Level.IMAGE, {"SeriesInstanceUID": "1.2.840.1.3.1"}))
         sr = count(session, MatchQuery(Level.SERIES, {"Modality": "SR"}))
@@ -105,16 +105,16 @@ def test_series_and_image_levels(archive: Archive) -> None:
 
 
 @pytest.mark.usefixtures("populated")
-def test_patient_level_groups_studies(archive: Archive) -> None:
-    with archive.sessions() as session:
+def test_patient_level_groups_studies(runtime: Runtime) -> None:
+    with runtime.sessions() as session:
         patients = find(session, MatchQuery(Level.PATIENT, {"PatientName": "and*"}))
     assert sorted(p.values["PatientID"] for p in patients) == ["P1", "P2", "P4"]
     assert all(p.values["NumberOfPatientRelatedStudies"] == 1 for p in patients)
 
 
 @pytest.mark.usefixtures("populated")
-def test_limit_and_offset_page_through_results(archive: Archive) -> None:
-    with archive.sessions() as session:
+def test_limit_and_offset_page_through_results(runtime: Runtime) -> None:
+    with runtime.sessions() as session:
         first = find(session, MatchQuery(Level.STUDY, {}, limit=3))
         rest = find(session, MatchQuery(Level.STUDY, {}, limit=3, offset=3))
     assert len(first) == 3 and len(rest) == 1
@@ -132,24 +132,24 @@ def test_limit_and_offset_page_through_results(archive: Archive) -> None:
     ],
 )
 def test_values_that_cannot_be_interpreted_are_errors(
-    archive: Archive, filters: dict[str, str]
+    runtime: Runtime, filters: dict[str, str]
 ) -> None:
     level = Level.SERIES if "SeriesNumber" in filters else Level.STUDY
-    with archive.sessions() as session, pytest.raises(QueryError):
+    with runtime.sessions() as session, pytest.raises(QueryError):
         find(session, MatchQuery(level, filters))
 
 
-def test_a_facility_sees_only_its_own_studies(archive: Archive, make_dicom: DicomFactory) -> None:
-    with archive.sessions.begin() as session:
+def test_a_facility_sees_only_its_own_studies(runtime: Runtime, make_dicom: DicomFactory) -> None:
+    with runtime.sessions.begin() as session:
         north = apply_facility(session, "north", FacilitySpec())
         south = apply_facility(session, "south", FacilitySpec())
         north_ref, south_ref = FacilityRef(north.id, north.name), FacilityRef(south.id, south.name)
     # The same study UID sent by both facilities is two studies.
-    ingest(archive, north_ref, make_dicom(StudyInstanceUID="1.2.3.99", PatientName="North^Pat"))
-    ingest(archive, south_ref, make_dicom(StudyInstanceUID="1.2.3.99", PatientName="South^Pat"))
-    ingest(archive, south_ref, make_dicom(PatientName="South^Other", PatientID="P002"))
+    ingest(runtime, north_ref, make_dicom(StudyInstanceUID="1.2.3.99", PatientName="North^Pat"))
+    ingest(runtime, south_ref, make_dicom(StudyInstanceUID="1.2.3.99", PatientName="South^Pat"))
+    ingest(runtime, south_ref, make_dicom(PatientName="South^Other", PatientID="P002"))
 
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         seen_by_north = find(session, MatchQuery(Level.STUDY, {}, facility_ids=[north_ref.id]))
         seen_by_south = find(session, MatchQuery(Level.IMAGE, {}, facility_ids=[south_ref.id]))
     assert [m.values["PatientName"] for m in seen_by_north] == ["North^Pat"]
@@ -158,8 +158,8 @@ def test_a_facility_sees_only_its_own_studies(archive: Archive, make_dicom: Dico
 
 
 @pytest.mark.usefixtures("populated")
-def test_odd_but_valid_values_match_instead_of_failing(archive: Archive) -> None:
-    with archive.sessions() as session:
+def test_odd_but_valid_values_match_instead_of_failing(runtime: Runtime) -> None:
+    with runtime.sessions() as session:
         # A UID list made only of separators is universal matching.
         everything = find(session, MatchQuery(Level.STUDY, {"StudyInstanceUID": "\\\\"}))
         # ModalitiesInStudy also constrains series- and image-level queries.
@@ -170,20 +170,20 @@ def test_odd_but_valid_values_match_instead_of_failing(archive: Archive) -> None
     assert mr_images == 2
 
 
-def test_numbers_beyond_32_bits_are_errors(archive: Archive) -> None:
-    with archive.sessions() as session, pytest.raises(QueryError, match="out of range"):
+def test_numbers_beyond_32_bits_are_errors(runtime: Runtime) -> None:
+    with runtime.sessions() as session, pytest.raises(QueryError, match="out of range"):
         find(session, MatchQuery(Level.SERIES, {"SeriesNumber": "99999999999999999999"}))
 
 
 def test_queries_do_not_wait_for_a_store_in_progress(
-    archive: Archive, default_facility: FacilityRef, make_dicom: DicomFactory
+    runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
-    ingest(archive, default_facility, make_dicom(PatientName="Visible^Already"))
-    with archive.sessions.begin() as writer:
+    ingest(runtime, default_facility, make_dicom(PatientName="Visible^Already"))
+    with runtime.sessions.begin() as writer:
         # A write transaction is open (on SQLite it holds the database's write lock)...
         writer.execute(update(Study).values(study_description="being updated"))
         started = time.monotonic()
-        with archive.reader() as session:
+        with runtime.reader() as session:
             found = find(session, MatchQuery(Level.STUDY, {"PatientName": "Visible*"}))
         waited = time.monotonic() - started
     # ...and a reader still answers at once, with what was committed.
@@ -193,12 +193,12 @@ def test_queries_do_not_wait_for_a_store_in_progress(
 
 @pytest.mark.usefixtures("populated")
 @pytest.mark.parametrize("archive", ["postgres"], indirect=True)
-def test_searches_are_planned_for_their_own_values(archive: Archive) -> None:
+def test_searches_are_planned_for_their_own_values(runtime: Runtime) -> None:
     """A search is never a prepared statement on PostgreSQL: psycopg would prepare it after
     five runs, and PostgreSQL would then plan it once for any values, from the statistics of
     that moment (a near-empty archive's plan made a QIDO over 2,000 studies 40 times slower).
     The write path's statements stay prepared."""
-    with archive.reader() as session:
+    with runtime.reader() as session:
         for level in (Level.STUDY, Level.SERIES, Level.PATIENT):
             for _ in range(12):
                 assert find(session, MatchQuery(level, {"PatientName": "And*"}))

@@ -18,7 +18,7 @@ from pydicom.data import get_testdata_file
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from noctis.index.facilities import apply_facility
+from noctis.core.facilities import apply_facility
 from noctis.index.migrate import current_revision, upgrade
 from noctis.index.models import Facility
 from noctis.scp.client import echo, store_files

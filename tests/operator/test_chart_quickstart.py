@@ -16,7 +16,7 @@ from operator_support import CHART, SERVICE_ACCOUNT, Cluster, wait_for
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from noctis.index.facilities import resolve_caller
+from noctis.core.facilities import resolve_caller
 from noctis.index.migrate import upgrade
 from noctis.index.models import Facility
 from support.kube import ControlPlane

@@ -15,8 +15,8 @@ import pytest
 from operator_support import SERVICE_ACCOUNT, Cluster, install_chart, wait_for
 from sqlalchemy import select
 
+from noctis.core.facilities import resolve_caller
 from noctis.index.db import make_engine, make_sessionmaker
-from noctis.index.facilities import resolve_caller
 from noctis.index.migrate import upgrade
 from noctis.index.models import Facility
 from support.kube import ControlPlane

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from scp_support import AE_TITLE, ECHO_ONLY, MODALITY, RunningScp
 
-from noctis.archive import Archive
-from noctis.ingest import FacilityRef
+from noctis.core.ingest import FacilityRef
+from noctis.core.runtime import Runtime
 from noctis.scp.server import Scp
 from support.archive import (
     embedded_settings,
@@ -36,7 +36,7 @@ def _quiet_pynetdicom() -> None:
 
 
 @pytest.fixture(params=["embedded", "production"])
-def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Archive]:
+def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
     if request.param == "production":
         pg_url = request.getfixturevalue("pg_url")
         s3_server = request.getfixturevalue("s3_server")
@@ -58,7 +58,7 @@ def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Archive]
 
 
 @pytest.fixture
-def embedded_archive(tmp_path: Path) -> Iterator[Archive]:
+def embedded_archive(tmp_path: Path) -> Iterator[Runtime]:
     """For tests about the SCP itself, where the backends do not matter."""
     opened = open_archive(embedded_settings(tmp_path, ae_title=AE_TITLE))
     yield opened
@@ -66,16 +66,16 @@ def embedded_archive(tmp_path: Path) -> Iterator[Archive]:
 
 
 @pytest.fixture
-def facility(archive: Archive) -> FacilityRef:
+def facility(runtime: Runtime) -> FacilityRef:
     return register_facility(
-        archive,
+        runtime,
         "st-mary",
         [{"aeTitle": MODALITY}, {"aeTitle": ECHO_ONLY, "services": ["echo"]}],
     )
 
 
 @pytest.fixture
-def scp(archive: Archive, facility: FacilityRef) -> Iterator[RunningScp]:
-    running = Scp(archive, host=LOOPBACK, port=0).start()
-    yield RunningScp(running, archive)
+def scp(runtime: Runtime, facility: FacilityRef) -> Iterator[RunningScp]:
+    running = Scp(runtime, host=LOOPBACK, port=0).start()
+    yield RunningScp(running, runtime)
     running.stop(timeout=5)

@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from noctis.archive import Archive
+from noctis.core.runtime import Runtime
 from noctis.scp.server import Scp
 from support.archive import indexed_objects
 from support.dicomdata import dataset_bytes, small_ct, sop_instance_uid
@@ -37,29 +37,29 @@ ECHO_ONLY = "ECHOONLY"  # st-mary's AE allowed C-ECHO only
 @dataclass
 class RunningScp:
     scp: Scp
-    archive: Archive
+    runtime: Runtime
 
     @property
     def port(self) -> int:
         return self.scp.port
 
 
-def stored_data_set(archive: Archive, sop_uid: str, workdir: Path) -> bytes:
+def stored_data_set(runtime: Runtime, sop_uid: str, workdir: Path) -> bytes:
     """The data set bytes of the stored object (after its file meta)."""
-    return dataset_bytes(stored_file(archive, sop_uid, workdir))
+    return dataset_bytes(stored_file(runtime, sop_uid, workdir))
 
 
-def assert_stored_as_sent(archive: Archive, files: list[Path], workdir: Path) -> None:
+def assert_stored_as_sent(runtime: Runtime, files: list[Path], workdir: Path) -> None:
     for path in files:
-        assert stored_data_set(archive, sop_instance_uid(path), workdir) == dataset_bytes(path), (
+        assert stored_data_set(runtime, sop_instance_uid(path), workdir) == dataset_bytes(path), (
             f"{path.name}: stored bytes differ from the bytes sent"
         )
 
 
-def stored_file(archive: Archive, sop_uid: str, workdir: Path) -> Path:
-    key = indexed_objects(archive)[sop_uid]
+def stored_file(runtime: Runtime, sop_uid: str, workdir: Path) -> Path:
+    key = indexed_objects(runtime)[sop_uid]
     copy = workdir / f"stored-{sop_uid}.dcm"
-    copy.write_bytes(archive.store.get(key))
+    copy.write_bytes(runtime.store.get(key))
     return copy
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from scp_support import AE_TITLE, ECHO_ONLY, MODALITY, RunningScp
 
-from noctis.archive import Archive
-from noctis.index.facilities import disable_facility
+from noctis.core.facilities import disable_facility
+from noctis.core.runtime import Runtime
 from noctis.scp import status
 from noctis.scp.client import NO_ASSOCIATION, echo
 from noctis.scp.metrics import get_metrics
@@ -50,7 +50,7 @@ def test_wrong_called_ae_is_rejected(scp: RunningScp) -> None:
 
 def test_address_outside_the_aes_networks_is_rejected(scp: RunningScp) -> None:
     register_facility(
-        scp.archive,
+        scp.runtime,
         "far-away",
         [
             {"aeTitle": "FARAWAY", "allowedCIDRs": ["10.20.0.0/24"]},
@@ -65,8 +65,8 @@ def test_address_outside_the_aes_networks_is_rejected(scp: RunningScp) -> None:
     assert dcmtk.echoscu(scp.port, calling="LOCALHOST", called=AE_TITLE).ok
 
 
-def test_disabled_facility_is_rejected(scp: RunningScp, archive: Archive) -> None:
-    with archive.sessions.begin() as session:
+def test_disabled_facility_is_rejected(scp: RunningScp, runtime: Runtime) -> None:
+    with runtime.sessions.begin() as session:
         assert disable_facility(session, "st-mary")
     result = dcmtk.echoscu(scp.port, calling=MODALITY, called=AE_TITLE)
     assert CALLING_REJECTED in result.output
@@ -74,7 +74,7 @@ def test_disabled_facility_is_rejected(scp: RunningScp, archive: Archive) -> Non
 
 def test_services_are_checked_per_request(scp: RunningScp) -> None:
     register_facility(
-        scp.archive,
+        scp.runtime,
         "st-mary",
         [
             {"aeTitle": MODALITY, "services": ["store"]},

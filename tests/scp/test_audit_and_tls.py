@@ -20,23 +20,23 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 from scp_support import AE_TITLE, MODALITY, RunningScp, get, identifier, make_instance, query
 
-from noctis.archive import Archive
-from noctis.audit import AuditFilter, query_audit
-from noctis.ingest import FacilityRef
+from noctis.core.audit import AuditFilter, query_audit
+from noctis.core.ingest import FacilityRef
+from noctis.core.runtime import Runtime
 from noctis.scp.server import Scp
 from support import dcmtk
 from support.archive import register_facility
 from support.ports import LOOPBACK
 
 
-def _events(archive: Archive, **where: object) -> list[tuple[str, str, str | None, dict]]:
-    with archive.sessions() as session:
+def _events(runtime: Runtime, **where: object) -> list[tuple[str, str, str | None, dict]]:
+    with runtime.sessions() as session:
         rows = query_audit(session, AuditFilter(**where), limit=1000)  # type: ignore[arg-type]
         return [(r.action, r.outcome, r.study_instance_uid, dict(r.detail or {})) for r in rows]
 
 
 def test_stores_queries_and_retrievals_are_audited_per_study(
-    scp: RunningScp, archive: Archive, facility: FacilityRef, tmp_path: Path
+    scp: RunningScp, runtime: Runtime, facility: FacilityRef, tmp_path: Path
 ) -> None:
     study = "1.2.826.0.1.3680043.8.498.77"
     files = [make_instance(tmp_path / "in", StudyInstanceUID=study) for _ in range(3)]
@@ -50,7 +50,7 @@ def test_stores_queries_and_retrievals_are_audited_per_study(
     )
     assert len(received) == 3
 
-    events = _events(archive, actor=MODALITY, actor_type="ae")
+    events = _events(runtime, actor=MODALITY, actor_type="ae")
     stores = [e for e in events if e[0] == "store"]
     # One event for the three instances of the study, written when the association ended.
     assert [(e[1], e[2], e[3]["instances"]) for e in stores] == [("success", study, 3)]
@@ -60,27 +60,27 @@ def test_stores_queries_and_retrievals_are_audited_per_study(
     assert [(e[1], e[2], e[3]["completed"]) for e in retrievals] == [("success", study, 3)]
 
 
-def test_a_refused_association_is_audited(scp: RunningScp, archive: Archive) -> None:
+def test_a_refused_association_is_audited(scp: RunningScp, runtime: Runtime) -> None:
     result = dcmtk.echoscu(scp.port, calling="STRANGER", called=AE_TITLE)
     assert result.returncode != 0
-    events = _events(archive, actor="STRANGER")
+    events = _events(runtime, actor="STRANGER")
     assert [(e[0], e[1], e[3]["reason"]) for e in events] == [("associate", "denied", "calling-ae")]
 
 
 @pytest.mark.parametrize("archive", ["embedded"], indirect=True)
 def test_a_node_serving_some_facilities_refuses_the_others(
-    archive: Archive, facility: FacilityRef
+    runtime: Runtime, facility: FacilityRef
 ) -> None:
-    register_facility(archive, "north", [{"aeTitle": "NORTHCT"}])
-    archive.settings.scp_facilities = ["north"]
-    node = Scp(archive, host=LOOPBACK, port=0).start()
+    register_facility(runtime, "north", [{"aeTitle": "NORTHCT"}])
+    runtime.settings.scp_facilities = ["north"]
+    node = Scp(runtime, host=LOOPBACK, port=0).start()
     try:
         assert dcmtk.echoscu(node.port, calling="NORTHCT", called=AE_TITLE).returncode == 0
         refused = dcmtk.echoscu(node.port, calling=MODALITY, called=AE_TITLE)
         assert refused.returncode != 0
     finally:
         node.stop(timeout=5)
-    assert [e[3]["reason"] for e in _events(archive, actor=MODALITY)] == ["facility-not-served"]
+    assert [e[3]["reason"] for e in _events(runtime, actor=MODALITY)] == ["facility-not-served"]
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def certificates(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def tls_scp(
-    embedded_archive: Archive, certificates: tuple[Path, Path]
+    embedded_archive: Runtime, certificates: tuple[Path, Path]
 ) -> Iterator[tuple[Scp, Path]]:
     register_facility(embedded_archive, "st-mary", [{"aeTitle": MODALITY}])
     embedded_archive.settings.tls_cert_file, embedded_archive.settings.tls_key_file = certificates
@@ -158,7 +158,7 @@ def test_a_silent_tls_connection_neither_blocks_others_nor_stays(
         started = time.monotonic()
         assert _echo(node.port, context)
         assert time.monotonic() - started < 3
-        silent.settimeout(node.archive.settings.association_request_timeout + 5)
+        silent.settimeout(node.runtime.settings.association_request_timeout + 5)
         assert silent.recv(1) == b""  # closed by the server once the timeout passed
     finally:
         silent.close()

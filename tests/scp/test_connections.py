@@ -18,7 +18,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 from scp_support import AE_TITLE, MODALITY
 
-from noctis.archive import Archive
+from noctis.core.runtime import Runtime
 from noctis.scp.server import Scp
 from support.archive import register_facility
 from support.ports import LOOPBACK
@@ -27,7 +27,7 @@ REQUEST_TIMEOUT = 1.0
 
 
 @pytest.fixture
-def limited_scp(embedded_archive: Archive) -> Iterator[Scp]:
+def limited_scp(embedded_archive: Runtime) -> Iterator[Scp]:
     register_facility(embedded_archive, "st-mary", [{"aeTitle": MODALITY}])
     embedded_archive.settings.association_request_timeout = REQUEST_TIMEOUT
     embedded_archive.settings.max_connections_per_address = 4

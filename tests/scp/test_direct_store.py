@@ -22,9 +22,9 @@ from pynetdicom.pdu import P_DATA_TF
 from scp_support import AE_TITLE, MODALITY, RunningScp, assert_stored_as_sent, stored_data_set
 from sqlalchemy import select
 
-from noctis.archive import Archive
+from noctis.core.ingest import FacilityRef
+from noctis.core.runtime import Runtime
 from noctis.index.models import Instance
-from noctis.ingest import FacilityRef
 from noctis.scp import command_set, direct_store, status
 from noctis.scp.server import Scp
 from support.archive import index_counts, register_facility
@@ -130,7 +130,7 @@ def test_find_response_bytes_equal_pynetdicom(
 
 
 @pytest.fixture
-def scp(embedded_archive: Archive) -> Iterator[RunningScp]:
+def scp(embedded_archive: Runtime) -> Iterator[RunningScp]:
     register_facility(embedded_archive, "st-mary", [{"aeTitle": MODALITY}])
     running = Scp(embedded_archive, host=LOOPBACK, port=0).start()
     yield RunningScp(running, embedded_archive)
@@ -172,16 +172,16 @@ def test_fragmented_messages_store_the_bytes_sent(
     finally:
         assoc.release()
     assert codes == [status.SUCCESS] * 3
-    assert_stored_as_sent(scp.archive, files, tmp_path)
+    assert_stored_as_sent(scp.runtime, files, tmp_path)
     _wait_until_closed(scp)
     assert _spool_files(scp) == []  # nor the spool file made ready for a next request
     # The digest the index keeps (hashed while receiving) is the stored object's data set's
     # (the File Meta is left out: duplicates are compared on the data set).
-    with scp.archive.sessions() as session:
+    with scp.runtime.sessions() as session:
         rows = session.execute(select(Instance.sop_instance_uid, Instance.sha256)).all()
     assert len(rows) == 3
     for sop_uid, digest in rows:
-        stored = stored_data_set(scp.archive, sop_uid, tmp_path)
+        stored = stored_data_set(scp.runtime, sop_uid, tmp_path)
         assert hashlib.sha256(stored).hexdigest() == digest
 
 
@@ -227,7 +227,7 @@ def test_abort_mid_data_set_stores_nothing_and_leaves_no_spool_file(
     assoc.abort()
     _wait_until_closed(scp)
     assert _spool_files(scp) == []
-    assert index_counts(scp.archive)["instance"] == 0
+    assert index_counts(scp.runtime)["instance"] == 0
 
 
 def test_data_set_fragment_on_another_context_aborts(scp: RunningScp, tmp_path: Path) -> None:
@@ -244,7 +244,7 @@ def test_data_set_fragment_on_another_context_aborts(scp: RunningScp, tmp_path: 
     assert assoc.is_aborted
     _wait_until_closed(scp)
     assert _spool_files(scp) == []
-    assert index_counts(scp.archive)["instance"] == 0
+    assert index_counts(scp.runtime)["instance"] == 0
 
 
 def test_spool_failure_answers_out_of_resources_and_the_next_store_works(
@@ -263,8 +263,8 @@ def test_spool_failure_answers_out_of_resources_and_the_next_store_works(
     assert int(refused.Status) == status.OUT_OF_RESOURCES
     assert "spool" in str(refused.ErrorComment)
     assert int(stored.Status) == status.SUCCESS
-    assert index_counts(scp.archive)["instance"] == 1
-    assert_stored_as_sent(scp.archive, [second], tmp_path)
+    assert index_counts(scp.runtime)["instance"] == 1
+    assert_stored_as_sent(scp.runtime, [second], tmp_path)
 
 
 def test_refusals_carry_the_same_status_and_comment(
@@ -292,19 +292,19 @@ def test_refusals_carry_the_same_status_and_comment(
             assoc.release()
     assert codes[0] == codes[1]
     assert codes[0][0] == status.DOES_NOT_MATCH_SOP_CLASS
-    assert index_counts(scp.archive)["instance"] == 0
+    assert index_counts(scp.runtime)["instance"] == 0
 
 
 # --- where a data set waits: a named file, memory, or an unnamed file -------------------------
 
 
 @pytest.fixture
-def either_scp(archive: Archive, facility: FacilityRef) -> Iterator[RunningScp]:
+def either_scp(runtime: Runtime, facility: FacilityRef) -> Iterator[RunningScp]:
     """An SCP on each configuration: the filesystem store adopts named spool files, S3
     copies the data, so it is spooled in memory up to IN_MEMORY_LIMIT and to an unnamed file
     beyond."""
-    running = Scp(archive, host=LOOPBACK, port=0).start()
-    yield RunningScp(running, archive)
+    running = Scp(runtime, host=LOOPBACK, port=0).start()
+    yield RunningScp(running, runtime)
     running.stop(timeout=5)
 
 
@@ -321,7 +321,7 @@ def test_data_sets_below_and_above_the_in_memory_limit_are_stored_as_sent(
     finally:
         assoc.release()
     assert codes == [status.SUCCESS] * 4
-    assert_stored_as_sent(either_scp.archive, small + large, tmp_path)
+    assert_stored_as_sent(either_scp.runtime, small + large, tmp_path)
     _wait_until_closed(either_scp)
     assert _spool_files(either_scp) == []
 
@@ -338,11 +338,11 @@ def test_abort_mid_data_set_stores_nothing_in_either_configuration(
     assoc.abort()
     _wait_until_closed(either_scp)
     assert _spool_files(either_scp) == []
-    assert index_counts(either_scp.archive)["instance"] == 0
+    assert index_counts(either_scp.runtime)["instance"] == 0
     # and the association after it stores as usual
     assoc = _associate(either_scp.port)
     try:
         assert int(assoc.send_c_store(path).Status) == status.SUCCESS
     finally:
         assoc.release()
-    assert_stored_as_sent(either_scp.archive, [path], tmp_path)
+    assert_stored_as_sent(either_scp.runtime, [path], tmp_path)

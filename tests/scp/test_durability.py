@@ -201,14 +201,14 @@ def test_postgresql_commits_are_synchronous_even_where_the_server_says_off(
     """The test server runs with synchronous_commit=off (for speed); the archive's own
     connections turn it back on, as they would on a production server set up that way."""
     settings = embedded_settings(tmp_path).model_copy(update={"database_url": pg_url})
-    archive = open_archive(settings)
+    runtime = open_archive(settings)
     try:
-        with archive.engine.connect() as conn:
+        with runtime.engine.connect() as conn:
             assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
-        with archive.reading() as conn:
+        with runtime.reading() as conn:
             assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
     finally:
-        archive.close()
+        runtime.close()
 
 
 def test_serve_cleans_a_crashed_spool_at_start(tmp_path: Path) -> None:

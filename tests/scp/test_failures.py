@@ -17,8 +17,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from scp_support import AE_TITLE, MODALITY, RunningScp, identifier
 
+from noctis.core.probes import HealthServer
 from noctis.index.db import PING_AFTER_IDLE_SECONDS
-from noctis.probes import HealthServer
 from noctis.scp import status
 from noctis.scp.client import store_files
 from support.archive import index_counts, stored_object_keys
@@ -49,7 +49,7 @@ class FailingPut:
 
 def test_s3_down_mid_store(scp: RunningScp, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     s3 = request.getfixturevalue("s3_server")
-    store = scp.archive.store
+    store = scp.runtime.store
     store.put = FailingPut(store, before=s3.down)  # type: ignore[method-assign]
     files = generate_ct_series(tmp_path / "ct", slices=2, size=32)
     try:
@@ -58,7 +58,7 @@ def test_s3_down_mid_store(scp: RunningScp, tmp_path: Path, request: pytest.Fixt
         s3.up()
     assert report.statuses == {files[0]: status.OUT_OF_RESOURCES}
     assert "object store unavailable" in report.failures[0][1]
-    assert index_counts(scp.archive) == EMPTY
+    assert index_counts(scp.runtime) == EMPTY
     assert stored_object_keys(store) == set()
     # S3 is back: the modality's retry succeeds.
     assert store_files(LOOPBACK, scp.port, files, AE_TITLE, MODALITY).succeeded == 2
@@ -68,7 +68,7 @@ def test_postgres_down_mid_store(
     scp: RunningScp, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     postgres = request.getfixturevalue("postgres")
-    store = scp.archive.store
+    store = scp.runtime.store
     store.put = FailingPut(store, after=postgres.down)  # type: ignore[method-assign]
     files = generate_ct_series(tmp_path / "ct", slices=2, size=32)
     try:
@@ -77,10 +77,10 @@ def test_postgres_down_mid_store(
         postgres.up()
     assert report.statuses == {files[0]: status.OUT_OF_RESOURCES}
     assert "index unavailable" in report.failures[0][1]
-    assert index_counts(scp.archive) == EMPTY
+    assert index_counts(scp.runtime) == EMPTY
     assert stored_object_keys(store) == set()  # the object written before the failure is gone
     assert store_files(LOOPBACK, scp.port, files, AE_TITLE, MODALITY).succeeded == 2
-    assert index_counts(scp.archive)["instance"] == 2
+    assert index_counts(scp.runtime)["instance"] == 2
 
 
 def test_a_postgres_restart_while_idle_costs_no_store(
@@ -96,7 +96,7 @@ def test_a_postgres_restart_while_idle_costs_no_store(
     time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
     report = store_files(LOOPBACK, scp.port, files[1:], AE_TITLE, MODALITY)
     assert report.failures == []
-    assert index_counts(scp.archive)["instance"] == 3
+    assert index_counts(scp.runtime)["instance"] == 3
 
 
 def test_find_with_the_index_down(scp: RunningScp, request: pytest.FixtureRequest) -> None:
@@ -127,7 +127,7 @@ def test_readiness_follows_the_backends(scp: RunningScp, request: pytest.Fixture
         LOOPBACK,
         0,
         alive=lambda: scp.scp.serving,
-        ready=scp.archive.readiness,
+        ready=scp.runtime.readiness,
         metrics=exposition,
     ).start()
 

@@ -31,8 +31,8 @@ from scp_support import (
     raw_request,
 )
 
-from noctis.archive import Archive
-from noctis.ingest import FacilityRef, ingest
+from noctis.core.ingest import FacilityRef, ingest
+from noctis.core.runtime import Runtime
 from noctis.scp import status
 from support import dcmtk
 from support.archive import register_facility
@@ -54,21 +54,21 @@ class Seeded:
     hidden: str
 
 
-def _store(archive: Archive, facility: FacilityRef, path: Path) -> str:
-    return ingest(archive, facility, path).header.sop_instance_uid
+def _store(runtime: Runtime, facility: FacilityRef, path: Path) -> str:
+    return ingest(runtime, facility, path).header.sop_instance_uid
 
 
 @pytest.fixture
 def seeded(scp: RunningScp, facility: FacilityRef, tmp_path: Path) -> Seeded:
-    archive = scp.archive
-    other = register_facility(archive, "other", [{"aeTitle": OTHER}])
+    runtime = scp.runtime
+    other = register_facility(runtime, "other", [{"aeTitle": OTHER}])
     d = tmp_path / "seed"
     jane = {"PatientID": "P1", "PatientName": "Doe^Jane", "PatientBirthDate": "19800101"}
     jan_ct, series_a, series_b = "1.2.826.0.1.1", "1.2.826.0.1.1.1", "1.2.826.0.1.1.2"
     common = {"StudyInstanceUID": jan_ct, "StudyDate": "20240110", "StudyTime": "083000"}
     instances = [
         _store(
-            archive,
+            runtime,
             facility,
             make_instance(
                 d,
@@ -90,7 +90,7 @@ def seeded(scp: RunningScp, facility: FacilityRef, tmp_path: Path) -> Seeded:
         "1.2.826.0.1.9",
     )
     _store(
-        archive,
+        runtime,
         facility,
         make_instance(
             d,
@@ -102,7 +102,7 @@ def seeded(scp: RunningScp, facility: FacilityRef, tmp_path: Path) -> Seeded:
         ),
     )
     _store(
-        archive,
+        runtime,
         facility,
         make_instance(
             d,
@@ -114,7 +114,7 @@ def seeded(scp: RunningScp, facility: FacilityRef, tmp_path: Path) -> Seeded:
         ),
     )
     _store(
-        archive,
+        runtime,
         facility,
         make_instance(
             d,
@@ -127,7 +127,7 @@ def seeded(scp: RunningScp, facility: FacilityRef, tmp_path: Path) -> Seeded:
         ),
     )
     _store(
-        archive,
+        runtime,
         other,
         make_instance(
             d,
@@ -365,7 +365,7 @@ def many(scp: RunningScp, facility: FacilityRef, tmp_path: Path) -> list[str]:
             PatientName=name,
             StudyInstanceUID=f"1.2.826.0.1.77.{index}",
         )
-        ingest(scp.archive, facility, path)
+        ingest(scp.runtime, facility, path)
     return names
 
 

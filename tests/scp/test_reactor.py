@@ -17,7 +17,7 @@ from pynetdicom.dsutils import create_file_meta, encode_file_meta
 from pynetdicom.sop_class import CTImageStorage, Verification
 from scp_support import AE_TITLE, MODALITY
 
-from noctis.archive import Archive
+from noctis.core.runtime import Runtime
 from noctis.dicom.part10 import file_meta
 from noctis.index.models import Instance
 from noctis.scp.server import Scp
@@ -30,14 +30,14 @@ NETWORK_TIMEOUT = 1.0
 
 @pytest.fixture
 def quick_timeout_scp(tmp_path: Path) -> Iterator[Scp]:
-    archive = open_archive(
+    runtime = open_archive(
         embedded_settings(tmp_path, ae_title=AE_TITLE, network_timeout=NETWORK_TIMEOUT)
     )
-    register_facility(archive, "st-mary", [{"aeTitle": MODALITY}])
-    scp = Scp(archive, host=LOOPBACK, port=0).start()
+    register_facility(runtime, "st-mary", [{"aeTitle": MODALITY}])
+    scp = Scp(runtime, host=LOOPBACK, port=0).start()
     yield scp
     scp.stop(timeout=2)
-    archive.close()
+    runtime.close()
 
 
 def _requestor() -> AE:
@@ -93,8 +93,8 @@ def test_stores_on_one_association_are_answered_in_order(
     finally:
         assoc.release()
     assert statuses == [0x0000] * len(files)
-    archive: Archive = quick_timeout_scp.archive
-    with archive.reader() as session:
+    runtime: Runtime = quick_timeout_scp.runtime
+    with runtime.reader() as session:
         stored = {uid for (uid,) in session.query(Instance.sop_instance_uid)}
     assert stored == {dcmread(path, stop_before_pixels=True).SOPInstanceUID for path in files}
 

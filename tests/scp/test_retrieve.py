@@ -26,8 +26,8 @@ from scp_support import (
     move,
 )
 
-from noctis.archive import Archive
-from noctis.ingest import FacilityRef, ingest
+from noctis.core.ingest import FacilityRef, ingest
+from noctis.core.runtime import Runtime
 from noctis.scp import status
 from noctis.scp.client import store_files
 from support import dcmtk
@@ -46,10 +46,10 @@ DEST = "DEST"
 OTHER = "OTHERPACS"
 
 
-def register_destination(archive: Archive, port: int, *, host: str = LOOPBACK) -> None:
+def register_destination(runtime: Runtime, port: int, *, host: str = LOOPBACK) -> None:
     """st-mary as in conftest, plus the C-MOVE destination DEST at host:port."""
     register_facility(
-        archive,
+        runtime,
         "st-mary",
         [
             {"aeTitle": MODALITY},
@@ -86,7 +86,7 @@ def test_movescu_to_storescp_every_syntax_byte_identical(
     scp: RunningScp, samples: list[Path], tmp_path: Path
 ) -> None:
     with dcmtk.StoreSCP(tmp_path / "dest", ae_title=DEST) as destination:
-        register_destination(scp.archive, destination.port)
+        register_destination(scp.runtime, destination.port)
         studies = "\\".join(sorted({study_uid(f) for f in samples}))
         result = dcmtk.movescu(
             scp.port,
@@ -178,12 +178,12 @@ def test_get_converts_only_when_the_peer_refuses_the_stored_syntax(
 
 
 def test_move_failures(scp: RunningScp, samples: list[Path], tmp_path: Path) -> None:
-    archive = scp.archive
+    runtime = scp.runtime
     uid = study_uid(samples[0])
     unknown = move(scp.port, identifier("STUDY", StudyInstanceUID=uid), "NOBODY")
     assert [int(s.Status) for s in unknown] == [status.MOVE_DESTINATION_UNKNOWN]
 
-    register_destination(archive, free_port())  # registered, nothing listening
+    register_destination(runtime, free_port())  # registered, nothing listening
     down = move(scp.port, identifier("STUDY", StudyInstanceUID=uid), DEST)
     code, counts = final_counts(down)
     assert code == status.UNABLE_TO_PERFORM_SUBOPERATIONS
@@ -215,19 +215,19 @@ def test_movescu_unknown_destination(scp: RunningScp, samples: list[Path]) -> No
 def test_a_facility_retrieves_only_its_own_studies(
     scp: RunningScp, facility: FacilityRef, tmp_path: Path
 ) -> None:
-    archive = scp.archive
+    runtime = scp.runtime
     other = register_facility(
-        archive,
+        runtime,
         "other",
         [{"aeTitle": OTHER}, {"aeTitle": "OTHERDEST", "host": LOOPBACK, "port": free_port()}],
     )
     hidden = make_instance(tmp_path / "h", StudyInstanceUID="1.2.826.0.9.1", PatientID="P9")
-    ingest(archive, other, hidden)
+    ingest(runtime, other, hidden)
     mine = make_instance(tmp_path / "m", StudyInstanceUID="1.2.826.0.9.2")
-    ingest(archive, facility, mine)
+    ingest(runtime, facility, mine)
 
     with dcmtk.StoreSCP(tmp_path / "dest", ae_title=DEST) as destination:
-        register_destination(archive, destination.port)
+        register_destination(runtime, destination.port)
         moved = move(scp.port, identifier("STUDY", StudyInstanceUID="1.2.826.0.9.1"), DEST)
         assert final_counts(moved) == (
             status.SUCCESS,

@@ -177,12 +177,12 @@ def test_one_scrape_adds_up_what_both_processes_stored(
     assert metric(metrics, 'noctis_scp_requests_total{result="success",service="store"}') == 24
     assert metric(metrics, "noctis_scp_store_seconds_count") == 24
     assert metric(metrics, 'noctis_scp_store_seconds_bucket{le="+Inf"}') == 24
-    archive = open_archive(embedded_settings(scp_process.data_dir))
+    runtime = open_archive(embedded_settings(scp_process.data_dir))
     try:
-        with archive.sessions() as session:
+        with runtime.sessions() as session:
             stored = session.scalar(select(func.sum(Instance.size_bytes)))
     finally:
-        archive.close()
+        runtime.close()
     assert metric(metrics, "noctis_scp_stored_bytes_total") == stored
 
 
@@ -209,11 +209,11 @@ def test_echo_and_upload_commands(scp_process: ScpProcess, tmp_path: Path) -> No
     assert upload.returncode == 1, upload.stderr  # the text file is reported, not sent
     assert "sent 5 of 6 files; 1 failed" in " ".join(upload.stderr.split())
     assert "notes.txt" in upload.stderr
-    archive = open_archive(embedded_settings(scp_process.data_dir))
+    runtime = open_archive(embedded_settings(scp_process.data_dir))
     try:
-        assert index_counts(archive)["instance"] == 5
+        assert index_counts(runtime)["instance"] == 5
     finally:
-        archive.close()
+        runtime.close()
 
 
 def test_noctis_serve_runs_several_scp_processes(tmp_path: Path) -> None:
@@ -268,8 +268,8 @@ def test_noctis_serve_runs_several_scp_processes(tmp_path: Path) -> None:
         assert process.wait(timeout=60) == 0, log_tail(log)
     finally:
         terminate(process, timeout=30)
-    archive = open_archive(embedded_settings(tmp_path / "data"))
+    runtime = open_archive(embedded_settings(tmp_path / "data"))
     try:
-        assert index_counts(archive)["instance"] == len(files)
+        assert index_counts(runtime)["instance"] == len(files)
     finally:
-        archive.close()
+        runtime.close()

@@ -51,7 +51,7 @@ def test_every_transfer_syntax_with_storescu(scp: RunningScp, tmp_path: Path) ->
     # storescu re-encodes what it reads (group lengths, padding), so compare instances, not
     # bytes; the same syntax stored means storescu did not have to convert.
     for path in samples.values():
-        assert_same_instance(stored_file(scp.archive, sop_instance_uid(path), tmp_path), path)
+        assert_same_instance(stored_file(scp.runtime, sop_instance_uid(path), tmp_path), path)
 
 
 def test_every_transfer_syntax_with_own_syntax_client(scp: RunningScp, tmp_path: Path) -> None:
@@ -59,8 +59,8 @@ def test_every_transfer_syntax_with_own_syntax_client(scp: RunningScp, tmp_path:
     report = store_files(LOOPBACK, scp.port, files, called_ae=AE_TITLE, calling_ae=MODALITY)
     assert report.failures == []
     assert report.succeeded == len(files)
-    assert_stored_as_sent(scp.archive, files, tmp_path)
-    with scp.archive.sessions() as session:
+    assert_stored_as_sent(scp.runtime, files, tmp_path)
+    with scp.runtime.sessions() as session:
         from noctis.index.models import Instance
 
         retired = session.query(Instance).filter_by(sop_class_uid=RETIRED_US_IMAGE_STORAGE).one()
@@ -74,10 +74,10 @@ def test_ct_series_300_slices(scp: RunningScp, tmp_path: Path) -> None:
     elapsed = time.perf_counter() - started
     assert result.ok, result.output[-2000:]
     print(f"\n300-slice CT via storescu: {len(files) / elapsed:.0f} instances/s ({elapsed:.1f} s)")
-    counts = index_counts(scp.archive)
+    counts = index_counts(scp.runtime)
     assert counts == {"patient": 1, "study": 1, "series": 1, "instance": 300}
-    assert_stored_as_sent(scp.archive, files[::37], tmp_path)
-    assert len(stored_object_keys(scp.archive.store)) == 300
+    assert_stored_as_sent(scp.runtime, files[::37], tmp_path)
+    assert len(stored_object_keys(scp.runtime.store)) == 300
 
 
 def test_same_instance_twice_is_success_another_data_set_keeps_the_first(
@@ -96,18 +96,18 @@ def test_same_instance_twice_is_success_another_data_set_keeps_the_first(
     ds.save_as(changed, enforce_file_format=True)
     report = store_files(LOOPBACK, scp.port, [changed], AE_TITLE, MODALITY)
     assert report.statuses == {changed: status.SUCCESS}
-    assert index_counts(scp.archive)["instance"] == 1
-    assert len(stored_object_keys(scp.archive.store)) == 1
-    assert stored_data_set(scp.archive, sop_instance_uid(original), tmp_path) == dataset_bytes(
+    assert index_counts(scp.runtime)["instance"] == 1
+    assert len(stored_object_keys(scp.runtime.store)) == 1
+    assert stored_data_set(scp.runtime, sop_instance_uid(original), tmp_path) == dataset_bytes(
         original
     )
 
-    scp.archive.settings.duplicate_policy = DuplicatePolicy.REJECT
+    scp.runtime.settings.duplicate_policy = DuplicatePolicy.REJECT
     report = store_files(LOOPBACK, scp.port, [changed], AE_TITLE, MODALITY)
     assert report.statuses == {changed: status.DUPLICATE_CONFLICT}
     assert "already stored" in report.failures[0][1]
-    assert index_counts(scp.archive)["instance"] == 1
-    assert len(stored_object_keys(scp.archive.store)) == 1
+    assert index_counts(scp.runtime)["instance"] == 1
+    assert len(stored_object_keys(scp.runtime.store)) == 1
 
 
 def _write(ds_path: Path, source: Path | None = None, **changes: object) -> Path:
@@ -134,8 +134,8 @@ def test_malformed_data_set_is_refused_and_nothing_stored(scp: RunningScp, tmp_p
     assert report.statuses[garbage] == status.CANNOT_UNDERSTAND
     assert report.statuses[no_study] == status.CANNOT_UNDERSTAND
     assert "StudyInstanceUID" in dict(report.failures)[no_study]
-    assert index_counts(scp.archive) == {"patient": 0, "study": 0, "series": 0, "instance": 0}
-    assert stored_object_keys(scp.archive.store) == set()
+    assert index_counts(scp.runtime) == {"patient": 0, "study": 0, "series": 0, "instance": 0}
+    assert stored_object_keys(scp.runtime.store) == set()
 
 
 def test_data_set_not_matching_the_request_is_refused(scp: RunningScp, tmp_path: Path) -> None:
@@ -147,14 +147,14 @@ def test_data_set_not_matching_the_request_is_refused(scp: RunningScp, tmp_path:
     path.write_bytes(meta + dataset_bytes(other))
     report = store_files(LOOPBACK, scp.port, [path], AE_TITLE, MODALITY)
     assert report.statuses == {path: status.DOES_NOT_MATCH_SOP_CLASS}
-    assert index_counts(scp.archive)["instance"] == 0
+    assert index_counts(scp.runtime)["instance"] == 0
 
 
 def test_store_refused_for_an_ae_without_the_store_service(scp: RunningScp, tmp_path: Path) -> None:
     [path] = generate_ct_series(tmp_path / "e", slices=1, size=16)
     report = store_files(LOOPBACK, scp.port, [path], AE_TITLE, ECHO_ONLY)
     assert report.statuses == {path: status.NOT_AUTHORIZED}
-    assert index_counts(scp.archive)["instance"] == 0
+    assert index_counts(scp.runtime)["instance"] == 0
 
 
 def test_storescu_sees_the_refusal(scp: RunningScp, tmp_path: Path) -> None:
@@ -162,7 +162,7 @@ def test_storescu_sees_the_refusal(scp: RunningScp, tmp_path: Path) -> None:
     result = dcmtk.storescu(scp.port, [path], calling=ECHO_ONLY, called=AE_TITLE)
     # 0124 "Refused: Not Authorized" is a PS3.7 general status dcmtk has no name for.
     assert "Status: 0x124" in result.output, result.output
-    assert index_counts(scp.archive)["instance"] == 0
+    assert index_counts(scp.runtime)["instance"] == 0
 
 
 class _SpoolEvent:

@@ -49,7 +49,7 @@ def test_studies_with_an_empty_patient_id_answer_with_their_own_names(
     assert _find(scp, tmp_path, "STUDY") == expected
     assert _find(scp, tmp_path, "SERIES") == expected
     assert _find(scp, tmp_path, "STUDY", PatientName="SMITH*") == {smith_study: "SMITH^JOHN"}
-    assert index_counts(scp.archive)["patient"] == 2
+    assert index_counts(scp.runtime)["patient"] == 2
 
 
 def test_an_instance_of_a_series_filed_under_another_study_is_refused(
@@ -70,8 +70,8 @@ def test_an_instance_of_a_series_filed_under_another_study_is_refused(
     assert report.statuses == {misfiled: status.SERIES_OF_ANOTHER_STUDY}
     assert report.failures[0][1].endswith("series is filed under another study; not stored")
 
-    assert index_counts(scp.archive) == {"patient": 1, "study": 1, "series": 1, "instance": 1}
-    assert len(stored_object_keys(scp.archive.store)) == 1
+    assert index_counts(scp.runtime) == {"patient": 1, "study": 1, "series": 1, "instance": 1}
+    assert len(stored_object_keys(scp.runtime.store)) == 1
     found = _find(scp, tmp_path, "STUDY")
     assert list(found) == [_study_uid(first)]
 
@@ -95,8 +95,8 @@ def test_an_instance_of_a_study_filed_under_another_patient_is_refused(
     assert report.statuses == {other: status.STUDY_OF_ANOTHER_PATIENT}
     assert report.failures[0][1].endswith("study is filed under another patient; not stored")
 
-    assert index_counts(scp.archive) == {"patient": 1, "study": 1, "series": 1, "instance": 1}
-    assert len(stored_object_keys(scp.archive.store)) == 1
+    assert index_counts(scp.runtime) == {"patient": 1, "study": 1, "series": 1, "instance": 1}
+    assert len(stored_object_keys(scp.runtime.store)) == 1
     assert _find(scp, tmp_path, "STUDY") == {_study_uid(first): "ONE^PATIENT"}
 
 

@@ -35,8 +35,8 @@ DAMAGED = damaged_instances()
 
 
 def _nothing_stored(scp: RunningScp) -> None:
-    assert index_counts(scp.archive) == EMPTY
-    assert stored_object_keys(scp.archive.store) == set()
+    assert index_counts(scp.runtime) == EMPTY
+    assert stored_object_keys(scp.runtime.store) == set()
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -138,7 +138,7 @@ def bomb(tmp_path: Path) -> Iterator[Path]:
 def test_a_deflate_bomb_is_refused_and_memory_stays_bounded(
     scp: RunningScp, bomb: Path, tmp_path: Path
 ) -> None:
-    scp.archive.settings.max_inflated_mb = 100
+    scp.runtime.settings.max_inflated_mb = 100
     with PeakRss() as rss:
         report = store_files(LOOPBACK, scp.port, [bomb], AE_TITLE, MODALITY)
     assert report.statuses == {bomb: status.CANNOT_UNDERSTAND}
@@ -148,7 +148,7 @@ def test_a_deflate_bomb_is_refused_and_memory_stays_bounded(
     # The same instance inflating to less than the cap is stored, still streamed.
     small = write_deflated_bomb(tmp_path / "small.dcm", 20 << 20)
     assert store_files(LOOPBACK, scp.port, [small], AE_TITLE, MODALITY).succeeded == 1
-    assert index_counts(scp.archive)["instance"] == 1
+    assert index_counts(scp.runtime)["instance"] == 1
 
 
 def test_a_good_instance_after_refusals_on_one_association_is_stored(
@@ -162,4 +162,4 @@ def test_a_good_instance_after_refusals_on_one_association_is_stored(
     files[-1].write_bytes(part10(small_ct()))
     report = store_files(LOOPBACK, scp.port, files, AE_TITLE, MODALITY)
     assert [report.statuses[f] for f in files] == [status.CANNOT_UNDERSTAND] * 3 + [0]
-    assert index_counts(scp.archive)["instance"] == 1
+    assert index_counts(scp.runtime)["instance"] == 1

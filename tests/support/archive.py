@@ -17,12 +17,12 @@ from typing import Any
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select, update
 
-from noctis.archive import Archive
-from noctis.index.facilities import apply_facility, ensure_default_facility
+from noctis.core.facilities import apply_facility, ensure_default_facility
+from noctis.core.ingest import FacilityRef
+from noctis.core.queue import NullQueue
+from noctis.core.runtime import Runtime
 from noctis.index.migrate import upgrade
 from noctis.index.models import Instance, Patient, Series, Study
-from noctis.ingest import FacilityRef
-from noctis.queue import NullQueue
 from noctis.settings import Settings
 from noctis.specs.facility import FacilitySpec
 from noctis.storage import ObjectStore
@@ -71,20 +71,20 @@ def production_settings(
 
 def open_archive(
     settings: Settings, *, store: ObjectStore | None = None, default_facility: bool = False
-) -> Archive:
+) -> Runtime:
     """A migrated archive for ``settings`` (``store`` replaces the one settings name)."""
     upgrade(settings.resolved_database_url())
-    archive = Archive.open(settings, queue=NullQueue())
+    runtime = Runtime.open(settings, queue=NullQueue())
     if store is not None:
-        archive.store = store
+        runtime.store = store
     if default_facility:
-        with archive.sessions.begin() as session:
+        with runtime.sessions.begin() as session:
             ensure_default_facility(session)
-    return archive
+    return runtime
 
 
 def register_facility(
-    archive: Archive, name: str, aes: Iterable[Mapping[str, Any]] = ()
+    runtime: Runtime, name: str, aes: Iterable[Mapping[str, Any]] = ()
 ) -> FacilityRef:
     """Create or update facility ``name`` with these AEs (the CR's camelCase keys).
 
@@ -96,23 +96,23 @@ def register_facility(
         entry.setdefault("allowedCIDRs", list(LOOPBACK_CIDRS))
         entities.append(entry)
     spec = FacilitySpec.model_validate({"displayName": name, "applicationEntities": entities})
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         facility = apply_facility(session, name, spec)
         return FacilityRef(facility.id, facility.name)
 
 
-def index_counts(archive: Archive) -> dict[str, int]:
+def index_counts(runtime: Runtime) -> dict[str, int]:
     """Rows per index table: what a refused store must not leave behind."""
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         return {
             model.__tablename__: int(session.scalar(select(func.count()).select_from(model)) or 0)
             for model in (Patient, Study, Series, Instance)
         }
 
 
-def indexed_objects(archive: Archive) -> dict[str, str]:
+def indexed_objects(runtime: Runtime) -> dict[str, str]:
     """SOP Instance UID -> object key, for every indexed instance."""
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         rows = session.execute(select(Instance.sop_instance_uid, Instance.object_key))
         return {uid: key for uid, key in rows}
 
@@ -134,13 +134,13 @@ def stored_object_keys(store: ObjectStore) -> set[str]:
     raise TypeError(f"cannot list {store!r}")
 
 
-def point_instance_at(archive: Archive, sop_uid: str, data: bytes, **row: Any) -> str:
+def point_instance_at(runtime: Runtime, sop_uid: str, data: bytes, **row: Any) -> str:
     """Put ``data`` in the store under a new key and point the instance's index row at it, as
     an object stored before today's ingest checks (or damaged since) would be: ``row`` sets
     other columns (``size_bytes`` defaults to the data's length). Returns the key."""
     key = f"replaced/{generate_uid()}"
-    archive.store.put(key, io.BytesIO(data), len(data))
-    with archive.sessions.begin() as session:
+    runtime.store.put(key, io.BytesIO(data), len(data))
+    with runtime.sessions.begin() as session:
         session.execute(
             update(Instance)
             .where(Instance.sop_instance_uid == sop_uid)

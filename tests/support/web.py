@@ -6,7 +6,7 @@
     client = client_for("http://127.0.0.1:8080", token)   # an httpx.Client on a live server
     login(client, "rad", password)            # a browser-like session cookie via /login
 
-`archive` is a `noctis.archive.Archive` whose index is migrated (revision 0002 or later).
+`archive` is a `noctis.core.runtime.Archive` whose index is migrated (revision 0002 or later).
 Facilities are given by name or id and must exist (e.g. `ensure_default_facility`).
 Administrators see every facility whatever their grants.
 
@@ -33,14 +33,14 @@ from fastapi.testclient import TestClient
 
 from noctis.api import viewer
 from noctis.api.auth import install
-from noctis.api.auth.accounts import add_user, require_user
 from noctis.api.auth.credentials import issue_token
 from noctis.api.auth.settings import AuthSettings
 from noctis.api.server import uvicorn_config
-from noctis.archive import Archive
-from noctis.index.facilities import ensure_default_facility
+from noctis.core.accounts import add_user, require_user
+from noctis.core.facilities import ensure_default_facility
+from noctis.core.queue import NullQueue
+from noctis.core.runtime import Runtime
 from noctis.index.migrate import upgrade
-from noctis.queue import NullQueue
 from noctis.settings import Settings
 from support.ports import LOOPBACK, free_port
 
@@ -48,7 +48,7 @@ TEST_PASSWORD_SUFFIX = "-pw-0123"
 
 
 def create_user(
-    archive: Any,
+    runtime: Any,
     username: str,
     role: str = "radiologist",
     facilities: Iterable[str | int] = ("default",),
@@ -57,7 +57,7 @@ def create_user(
 ) -> str:
     """Create a local user granted `facilities`; its password."""
     return add_user(
-        archive,
+        runtime,
         username,
         role,
         password=password or username + TEST_PASSWORD_SUFFIX,
@@ -65,9 +65,9 @@ def create_user(
     )
 
 
-def token_for(archive: Any, username: str, name: str = "test") -> str:
+def token_for(runtime: Any, username: str, name: str = "test") -> str:
     """A new API token (the secret) acting as `username`."""
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         _, secret = issue_token(session, require_user(session, username), name)
     return secret
 
@@ -92,22 +92,22 @@ def login(client: httpx.Client, username: str, password: str) -> httpx.Response:
     return response
 
 
-def open_archive(url: str, data_dir: Path, **settings: Any) -> Archive:
+def open_archive(url: str, data_dir: Path, **settings: Any) -> Runtime:
     """Migrate the index at `url` and open an archive on it, with the default facility."""
     upgrade(url)
-    archive = Archive.open(
+    runtime = Runtime.open(
         Settings(data_dir=data_dir, database_url=url, **settings), queue=NullQueue()
     )
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         ensure_default_facility(session)
-    return archive
+    return runtime
 
 
-def auth_app(archive: Archive, auth_settings: AuthSettings | None = None) -> FastAPI:
+def auth_app(runtime: Runtime, auth_settings: AuthSettings | None = None) -> FastAPI:
     """A FastAPI app with auth, REST and the viewer installed, nothing else."""
     app = FastAPI()
-    install(app, archive.settings, archive, auth_settings or AuthSettings())
-    viewer.mount(app, archive.settings)
+    install(app, runtime.settings, runtime, auth_settings or AuthSettings())
+    viewer.mount(app, runtime.settings)
     return app
 
 

@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from noctis.queue import DEFAULT_QUEUE, CeleryQueue, InProcessQueue, facility_queue
+from noctis.core.queue import DEFAULT_QUEUE, CeleryQueue, InProcessQueue, facility_queue
 from noctis.specs import archive as archive_spec
 
 

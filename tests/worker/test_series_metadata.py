@@ -27,14 +27,14 @@ from worker_support import (
 )
 
 from noctis.api.app import create_app
-from noctis.archive import Archive
+from noctis.core.facilities import DEFAULT_FACILITY
+from noctis.core.ingest import FacilityRef, IngestOutcome, ingest
+from noctis.core.notices import BEAT_SECONDS
+from noctis.core.queue import SERIES_METADATA, NullQueue
+from noctis.core.runtime import Runtime
 from noctis.dicom.metadata import BUNDLE_MINIMUM, bundle_key
 from noctis.embedded import prepare
-from noctis.index.facilities import DEFAULT_FACILITY
 from noctis.index.models import Facility
-from noctis.ingest import FacilityRef, IngestOutcome, ingest
-from noctis.notices import BEAT_SECONDS
-from noctis.queue import SERIES_METADATA, NullQueue
 from noctis.settings import Settings
 from noctis.storage.filesystem import FilesystemStore
 from noctis.worker import series_metadata as series_metadata_module
@@ -126,7 +126,7 @@ def test_a_stored_series_gets_a_bundle_of_every_instance_built_about_once(
     assert set(built.outcomes) <= {"built", "superseded", "current"}
 
 
-def _metadata(app_archive: Archive, settings: Settings, token: str, url: str) -> bytes:
+def _metadata(app_archive: Runtime, settings: Settings, token: str, url: str) -> bytes:
     """GET ``url`` from a new API app: a new process cache, like a new API replica."""
     client = client_for(create_app(settings, app_archive), token)
     response = client.get(
@@ -141,10 +141,10 @@ def test_a_fresh_api_reads_one_bundle_instead_of_every_header(
 ) -> None:
     built, settings = celery_built, celery_built.settings
     store = CountingStore(FilesystemStore(settings.resolved_storage_path()))
-    archive = Archive.open(settings, queue=NullQueue())
-    archive.store = store
-    create_user(archive, "rad", "radiologist", ["north"])
-    token = token_for(archive, "rad")
+    runtime = Runtime.open(settings, queue=NullQueue())
+    runtime.store = store
+    create_user(runtime, "rad", "radiologist", ["north"])
+    token = token_for(runtime, "rad")
     series_url = f"/dicom-web/studies/{built.study_uid}/series/{built.series_uid}/metadata"
     study_url = f"/dicom-web/studies/{built.study_uid}/metadata"
     try:
@@ -152,26 +152,26 @@ def test_a_fresh_api_reads_one_bundle_instead_of_every_header(
         saved = store.inner.get(built.bundle)
         store.inner.delete(built.bundle)
         store.reset()
-        from_headers = _metadata(archive, settings, token, series_url)
+        from_headers = _metadata(runtime, settings, token, series_url)
         assert store.count("get_range") == SLICES
         store.inner.put(built.bundle, io.BytesIO(saved), len(saved))
 
         # With it: one read, the same bytes.
         store.reset()
-        from_bundle = _metadata(archive, settings, token, series_url)
+        from_bundle = _metadata(runtime, settings, token, series_url)
         assert store.reads() == [("get", built.bundle)]
         assert from_bundle == from_headers
         assert len(httpx.Response(200, content=from_bundle).json()) == SLICES
 
         store.reset()
-        assert _metadata(archive, settings, token, study_url) == from_headers  # one series
+        assert _metadata(runtime, settings, token, study_url) == from_headers  # one series
         assert store.reads() == [("get", built.bundle)]
     finally:
-        archive.close()
+        runtime.close()
 
 
-def _default_facility(archive: Archive) -> FacilityRef:
-    with archive.sessions() as session:
+def _default_facility(runtime: Runtime) -> FacilityRef:
+    with runtime.sessions() as session:
         facility = session.scalars(select(Facility).where(Facility.name == DEFAULT_FACILITY)).one()
         return FacilityRef(facility.id, facility.name)
 
@@ -179,17 +179,17 @@ def _default_facility(archive: Archive) -> FacilityRef:
 def test_noctis_serve_builds_and_extends_the_bundle_in_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    archive = prepare(embedded_settings(tmp_path / "data"))  # what `noctis serve` opens
-    store = CountingStore(archive.store)
-    archive.store = store
+    runtime = prepare(embedded_settings(tmp_path / "data"))  # what `noctis serve` opens
+    store = CountingStore(runtime.store)
+    runtime.store = store
     outcomes = Outcomes(series_metadata)
     monkeypatch.setattr(series_metadata_module, "QUIET_SECONDS", QUIET)
     monkeypatch.setitem(TASKS, SERIES_METADATA, outcomes)
-    register_tasks(archive)  # as `noctis serve` does
-    facility = _default_facility(archive)
+    register_tasks(runtime)  # as `noctis serve` does
+    facility = _default_facility(runtime)
     files = ct_series(tmp_path / "series")
     try:
-        first = [ingest(archive, facility, path) for path in files[:25]]
+        first = [ingest(runtime, facility, path) for path in files[:25]]
         header = first[0].header
         key = bundle_key(facility.name, header.study_instance_uid, header.series_instance_uid)
         first_keys = {r.object_key for r in first}
@@ -200,12 +200,12 @@ def test_noctis_serve_builds_and_extends_the_bundle_in_process(
         # More instances of the series arrive later: the bundle grows, and only the new
         # instances' headers are read.
         store.reset()
-        later = [ingest(archive, facility, path) for path in files[25:]]
+        later = [ingest(runtime, facility, path) for path in files[25:]]
         every_key = {r.object_key for r in first + later}
         wait_for(lambda: bundle_keys(store.inner, key) == every_key, "a bundle of all 30")
         wait_settled(outcomes, SETTLED)
         header_reads = {k for verb, k in store.calls if verb == "get_range"}
         assert header_reads == {r.object_key for r in later}
     finally:
-        archive.drain_tasks()
-        archive.close()
+        runtime.drain_tasks()
+        runtime.close()

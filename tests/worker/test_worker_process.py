@@ -17,9 +17,9 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from worker_support import Outcomes, bundle_keys, celery_archive, empty_broker, wait_for
 
+from noctis.core.ingest import IngestOutcome, ingest
+from noctis.core.queue import INSTANCE_STORED
 from noctis.dicom.metadata import BUNDLE_MINIMUM, bundle_key
-from noctis.ingest import IngestOutcome, ingest
-from noctis.queue import INSTANCE_STORED
 from noctis.settings import Settings
 from noctis.worker import liveness, queues
 from noctis.worker.celery_app import create_celery
@@ -150,23 +150,23 @@ def test_a_broker_outage_never_fails_a_store(
     tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = embedded_settings(tmp_path / "data", broker_url=empty_broker(redis_server))
-    archive = celery_archive(settings)
-    facility = register_facility(archive, "north")
+    runtime = celery_archive(settings)
+    facility = register_facility(runtime, "north")
     # A series large enough to be told to the tasks (smaller ones are not).
     series = generate_ct_series(tmp_path / "series", slices=BUNDLE_MINIMUM, size=16)
     try:
-        with redis_server.offline(), caplog.at_level(logging.ERROR, logger="noctis.queue"):
+        with redis_server.offline(), caplog.at_level(logging.ERROR, logger="noctis.core.queue"):
             started = time.monotonic()
-            results = [ingest(archive, facility, path) for path in series]
+            results = [ingest(runtime, facility, path) for path in series]
             elapsed = time.monotonic() - started
-            archive.notices.flush()  # the series' notice, sent at the next beat otherwise
+            runtime.notices.flush()  # the series' notice, sent at the next beat otherwise
         assert [r.outcome for r in results] == [IngestOutcome.STORED] * len(series)
         for path, result in zip(series, results, strict=True):
-            assert archive.store.get(result.object_key) == path.read_bytes()
-        assert indexed_objects(archive) == {
+            assert runtime.store.get(result.object_key) == path.read_bytes()
+        assert indexed_objects(runtime) == {
             r.header.sop_instance_uid: r.object_key for r in results
         }
         assert "could not queue task noctis.instance_stored" in caplog.text
         assert elapsed < 10, f"a store waited {elapsed:.1f} s for the broker"
     finally:
-        archive.close()
+        runtime.close()

@@ -11,9 +11,9 @@ from typing import Any, BinaryIO
 
 import redis
 
-from noctis.archive import Archive
+from noctis.core.queue import CeleryQueue
+from noctis.core.runtime import Runtime
 from noctis.dicom.metadata import decode_bundle
-from noctis.queue import CeleryQueue
 from noctis.settings import Settings
 from noctis.storage import ObjectNotFound, ObjectStore
 from noctis.storage.filesystem import FilesystemStore
@@ -31,14 +31,14 @@ def empty_broker(server: RedisServer) -> str:
     return server.url
 
 
-def celery_archive(settings: Settings) -> Archive:
+def celery_archive(settings: Settings) -> Runtime:
     """A migrated archive whose tasks go to the broker, with a counting store."""
-    archive = open_archive(
+    runtime = open_archive(
         settings, store=CountingStore(FilesystemStore(settings.resolved_storage_path()))
     )
     assert settings.broker_url
-    archive.queue = CeleryQueue(settings.broker_url)
-    return archive
+    runtime.queue = CeleryQueue(settings.broker_url)
+    return runtime
 
 
 def ct_series(directory: Path) -> list[Path]:

@@ -19,22 +19,22 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from noctis.api import health
 from noctis.api.dicomweb import routers as dicomweb_routers
 from noctis.api.dicomweb.cache import DicomWebCache
-from noctis.archive import Archive
+from noctis.core.runtime import Runtime
 from noctis.settings import Settings
 from noctis.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, archive: Archive | None = None) -> FastAPI:
-    owned = archive is None
-    archive = archive or Archive.open(settings)
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    owned = runtime is None
+    runtime = runtime or Runtime.open(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         if owned:
-            archive.close()
+            runtime.close()
 
     app = FastAPI(
         title="Noctis",
@@ -45,7 +45,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.archive = archive
+    app.state.runtime = runtime
     app.state.dicomweb_cache = DicomWebCache(frame_budget=settings.frame_cache_mb << 20)
     app.state.metrics = health.Metrics()
     app.add_middleware(health.MetricsMiddleware, metrics=app.state.metrics)
@@ -53,7 +53,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> FastAPI:
     app.include_router(health.router)
     for router in dicomweb_routers():
         app.include_router(router)
-    _install_auth_and_viewer(app, settings, archive)
+    _install_auth_and_viewer(app, settings, runtime)
     # Outermost: every layer, the audit trail and the login rate limit included, sees the
     # real client. Uvicorn's own copy of this middleware is off wherever we start uvicorn
     # (`noctis.api.server.uvicorn_config`): its default trusts any local peer.
@@ -77,10 +77,10 @@ def _unavailable_is_503(app: FastAPI) -> None:
     app.add_exception_handler(InterfaceError, index_down)
 
 
-def _install_auth_and_viewer(app: FastAPI, settings: Settings, archive: Archive) -> None:
+def _install_auth_and_viewer(app: FastAPI, settings: Settings, runtime: Runtime) -> None:
     """Login, roles and audit; then the viewer, last: it serves ``/`` with an SPA fallback
     and must not shadow any route."""
     from noctis.api import auth, viewer
 
-    auth.install(app, settings, archive)
+    auth.install(app, settings, runtime)
     viewer.mount(app, settings)

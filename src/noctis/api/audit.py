@@ -21,10 +21,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from noctis.api.security import Principal
-from noctis.audit import ActorType, audit_event, audit_row, insert_audit_row
+from noctis.core.audit import ActorType, audit_event, audit_row, insert_audit_row
 from noctis.index.models import utcnow
 
-log = logging.getLogger("noctis.audit")
+log = logging.getLogger("noctis.core.audit")
 
 MAX_PENDING = 50_000
 MAX_BATCH = 500
@@ -36,7 +36,7 @@ def actor_type(principal: Principal | None) -> ActorType:
 
 
 class DatabaseAuditSink:
-    """Writes events as rows of the index's audit table (see `noctis.audit`)."""
+    """Writes events as rows of the index's audit table (see `noctis.core.audit`)."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions

@@ -1,7 +1,7 @@
 """Liveness, readiness and Prometheus metrics: no authentication, no patient data.
 
 ``/healthz`` answers while the process serves requests; ``/readyz`` checks the index and the
-object store (``Archive.readiness``); ``/metrics`` counts requests and their latency per route
+object store (``Runtime.readiness``); ``/metrics`` counts requests and their latency per route
 template (``/dicom-web/studies/{study}/series``), never per concrete URL, so UIDs never become
 label values.
 """
@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from noctis import reconciliation
+from noctis.core import reconciliation
 
 router = APIRouter(tags=["health"])
 
@@ -92,7 +92,7 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", include_in_schema=False)
 def readyz(request: Request) -> JSONResponse:
-    report = request.app.state.archive.readiness()
+    report = request.app.state.runtime.readiness()
     ready = all(value == "ok" for value in report.values())
     return JSONResponse(report, status_code=200 if ready else 503)
 

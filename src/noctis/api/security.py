@@ -8,20 +8,11 @@ package installs the authenticator and the audit sink on `app.state` (see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
 
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    RADIOLOGIST = "radiologist"
-    TECHNOLOGIST = "technologist"
-    REFERRING_PHYSICIAN = "referring-physician"  # read-only
-
-
-WRITE_ROLES = frozenset({Role.ADMIN, Role.RADIOLOGIST, Role.TECHNOLOGIST})
+from noctis.core.roles import WRITE_ROLES, Role
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from typing import Any
 
 import uvicorn
 
-from noctis import heap
 from noctis.api.app import create_app
+from noctis.core import heap
 from noctis.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -22,10 +22,10 @@ def uvicorn_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Co
 
 
 def run(settings: Settings) -> None:
-    from noctis.api.auth import ensure_configured_admin
+    from noctis.api.auth.setup import ensure_configured_admin
 
     app = create_app(settings)
-    admin = ensure_configured_admin(app.state.archive)
+    admin = ensure_configured_admin(app.state.runtime)
     if admin is not None:
         log.info("administrator %r is there (password from NOCTIS_ADMIN_PASSWORD)", admin)
     heap.settle()

@@ -99,7 +99,7 @@ class Patient(Base):
 
     Each study keeps the patient attributes it arrived with (`Study.patient_name` ...): a later
     study with other demographics never changes these or another study's (the difference is
-    recorded for reconciliation instead, see `noctis.ingest`).
+    recorded for reconciliation instead, see `noctis.core.ingest`).
     """
 
     __tablename__ = "patient"

@@ -7,8 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from noctis.index.db import transaction
-from noctis.index.facilities import (
+from noctis.core.facilities import (
     FacilityConflict,
     FacilityNameTaken,
     apply_facility,
@@ -16,6 +15,7 @@ from noctis.index.facilities import (
     disable_facility,
     facility_usage,
 )
+from noctis.index.db import transaction
 from noctis.index.models import Facility
 from noctis.operator.conditions import READY, SYNCED, Cond, now
 from noctis.operator.context import Operator

@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING
 
 from pynetdicom import evt
 
-from noctis.index.facilities import Caller, resolve_caller
+from noctis.core.facilities import Caller, resolve_caller
 from noctis.scp.metrics import get_metrics
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
     from pynetdicom.events import Event
 
-    from noctis.archive import Archive
+    from noctis.core.runtime import Runtime
     from noctis.scp.audit import DimseAudit
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,13 @@ class AccessControl:
 
     def __init__(
         self,
-        archive: Archive,
+        runtime: Runtime,
         ae_title: str,
         *,
         facilities: frozenset[str] = frozenset(),
         audit: DimseAudit | None = None,
     ) -> None:
-        self.archive = archive
+        self.runtime = runtime
         self.ae_title = ae_title.strip()
         # A DicomNode may serve only some facilities (NOCTIS_SCP_FACILITIES); empty: all.
         self.facilities = facilities
@@ -79,7 +79,7 @@ class AccessControl:
             self._reject(assoc, REJECT_CALLED_AE, "called-ae", calling, address)
             return
         try:
-            with self.archive.sessions() as session:
+            with self.runtime.sessions() as session:
                 caller = resolve_caller(session, calling, address)
         except Exception:
             log.exception("facility registry unavailable; rejecting %s@%s", calling, address)

@@ -212,7 +212,7 @@ class NoctisServer(ThreadedAssociationServer):
     ):
         self.runtime = runtime
         self.listener = listener
-        settings = runtime.archive.settings
+        settings = runtime.runtime.settings
         self.connections = ConnectionLimiter(settings.max_connections_per_address)
         self.request_timeout = settings.association_request_timeout
         kwargs.setdefault("request_handler", NoctisRequestHandler)

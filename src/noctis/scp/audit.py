@@ -4,7 +4,7 @@ Stores are summed per association and study, and written when the association en
 event per study and outcome with the instance count, as DICOM's "instances transferred"
 audit messages do), so a 300-slice series costs one audit row, not 300. Queries, moves and
 gets are written as they are answered; refused associations too. Recording never fails the
-DIMSE exchange (see ``noctis.audit.record_audit``).
+DIMSE exchange (see ``noctis.core.audit.record_audit``).
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from noctis.audit import AuditAction, AuditOutcome, record_audit
-from noctis.index.facilities import Caller
+from noctis.core.audit import AuditAction, AuditOutcome, record_audit
+from noctis.core.facilities import Caller
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
-    from noctis.archive import Archive
+    from noctis.core.runtime import Runtime
 
 
 class DimseAudit:
-    def __init__(self, archive: Archive) -> None:
-        self.archive = archive
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
         self._stores: dict[int, tuple[Caller, str, Counter[tuple[str, str]]]] = {}
         self._lock = threading.Lock()
 
@@ -115,7 +115,7 @@ class DimseAudit:
         detail: dict[str, Any],
     ) -> None:
         record_audit(
-            self.archive,
+            self.runtime,
             actor=actor or "(no AE title)",
             actor_type="ae",
             client=client,

@@ -36,8 +36,8 @@ from typing import IO, TYPE_CHECKING, Any
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
+from noctis.core.ingest import Received
 from noctis.dicom.part10 import part10_head
-from noctis.ingest import Received
 from noctis.scp import status
 from noctis.scp.command_set import (
     PDV_HEADER,
@@ -161,7 +161,7 @@ class DirectStore:
         path: Path | None = None
         spool: IO[bytes]
         try:
-            if runtime.archive.store.adopts_files:
+            if runtime.runtime.store.adopts_files:
                 prepared, self._prepared = self._prepared, None
                 fd, path = prepared if prepared is not None else _new_spool_file(runtime)
                 # Buffered (a data set fragment is written through whole), and readable:
@@ -221,7 +221,7 @@ class DirectStore:
             # delay the answer.
             if incoming.path is not None:
                 incoming.path.unlink(missing_ok=True)
-        if self._runtime.archive.store.adopts_files:
+        if self._runtime.runtime.store.adopts_files:
             try:
                 self._prepared = _new_spool_file(self._runtime)
             except OSError:

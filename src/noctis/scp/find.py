@@ -204,7 +204,7 @@ class _IndexDown(Exception):
 
 def _matches(runtime: ScpRuntime, parsed: ParsedIdentifier, facility_id: int) -> list[Match]:
     try:
-        with runtime.archive.sessions() as session:
+        with runtime.runtime.sessions() as session:
             return find(session, parsed.match_query(facility_id))
     except SQLAlchemyError as exc:
         log.warning("C-FIND: index unavailable: %s", exc)

@@ -29,7 +29,7 @@ from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dsutils import decode, encode
 from sqlalchemy.exc import SQLAlchemyError
 
-from noctis.index.facilities import Caller, Destination, move_destination
+from noctis.core.facilities import Caller, Destination, move_destination
 from noctis.index.query import Level, Match, MatchQuery, QueryError, find
 from noctis.scp import status
 from noctis.scp.contexts import GET_MODELS, MOVE_MODELS, requested_storage_contexts
@@ -177,7 +177,7 @@ def _serve(responder: Responder, runtime: ScpRuntime) -> None:
         responder.final(status.DOES_NOT_MATCH_SOP_CLASS, comment=str(exc))
         return
     try:
-        with runtime.archive.sessions() as session:
+        with runtime.runtime.sessions() as session:
             destination = None
             if isinstance(responder.request, C_MOVE):
                 destination = move_destination(
@@ -264,7 +264,7 @@ def _move_to(
                 destination.port,
                 contexts=contexts,
                 ae_title=destination.ae_title,
-                max_pdu=runtime.archive.settings.max_pdu_size,
+                max_pdu=runtime.runtime.settings.max_pdu_size,
             )
         )
         if not store_assoc.is_established:
@@ -376,7 +376,7 @@ def _staged(runtime: ScpRuntime, match: Match) -> Iterator[Path]:
     ) as handle:
         path = Path(handle.name)
         try:
-            for chunk in runtime.archive.store.iter_chunks(match.object_key):
+            for chunk in runtime.runtime.store.iter_chunks(match.object_key):
                 handle.write(chunk)
             if handle.tell() % 2:
                 # Only a deflated data set can have an odd length (some writers forget the

@@ -5,29 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from noctis.archive import Archive
+from noctis.core.runtime import Runtime
 from noctis.scp.access import AccessControl
 from noctis.scp.audit import DimseAudit
 
 
 @dataclass(frozen=True)
 class ScpRuntime:
-    archive: Archive
+    runtime: Runtime
     access: AccessControl
     ae_title: str
     spool_dir: Path  # where received instances are spooled and retrieved objects staged
     audit: DimseAudit
 
     @classmethod
-    def create(cls, archive: Archive) -> ScpRuntime:
-        settings = archive.settings
+    def create(cls, runtime: Runtime) -> ScpRuntime:
+        settings = runtime.settings
         spool = settings.resolved_spool_dir()
         spool.mkdir(parents=True, exist_ok=True)
-        audit = DimseAudit(archive)
+        audit = DimseAudit(runtime)
         return cls(
-            archive=archive,
+            runtime=runtime,
             access=AccessControl(
-                archive,
+                runtime,
                 settings.ae_title,
                 facilities=frozenset(settings.scp_facilities),
                 audit=audit,

@@ -26,9 +26,9 @@ from typing import Any
 
 from pynetdicom import AE, evt
 
-from noctis import heap
-from noctis.archive import Archive
-from noctis.probes import HealthServer
+from noctis.core import heap
+from noctis.core.probes import HealthServer
+from noctis.core.runtime import Runtime
 from noctis.scp.association import (
     NoctisServer,
     SharedContexts,
@@ -54,7 +54,7 @@ class Scp:
 
     def __init__(
         self,
-        archive: Archive,
+        runtime: Runtime,
         *,
         host: str | None = None,
         port: int | None = None,
@@ -62,9 +62,9 @@ class Scp:
     ) -> None:
         """``listener``: a listening socket shared with sibling SCP processes
         (`noctis.scp.association.listening_socket`), instead of one of its own."""
-        settings = archive.settings
-        self.archive = archive
-        self.runtime = ScpRuntime.create(archive)
+        settings = runtime.settings
+        self.runtime = runtime
+        self.runtime = ScpRuntime.create(runtime)
         self.host = settings.scp_host if host is None else host
         self.requested_port = settings.scp_port if port is None else port
         self.listener = listener
@@ -96,7 +96,7 @@ class Scp:
             (self.host, self.requested_port),
             ae_title=self.runtime.ae_title,
             contexts=SharedContexts(scp_contexts()),
-            ssl_context=tls_context(self.archive.settings),
+            ssl_context=tls_context(self.runtime.settings),
             evt_handlers=self._handlers(),
             server_class=NoctisServer,
             runtime=self.runtime,
@@ -116,7 +116,7 @@ class Scp:
         """Stop accepting; wait up to ``timeout`` s (default: the drain setting) for open
         associations, then abort them."""
         if timeout is None:
-            timeout = self.archive.settings.scp_drain_seconds
+            timeout = self.runtime.settings.scp_drain_seconds
         if self._server is None:
             return
         self._server.shutdown()
@@ -197,17 +197,17 @@ def _application_entity(settings: Settings) -> AE:
 
 def prepare_embedded(settings: Settings) -> None:
     """Embedded mode works out of the box: migrated index, loopback-only default facility."""
-    from noctis.index.facilities import ensure_default_facility
+    from noctis.core.facilities import ensure_default_facility
     from noctis.index.migrate import upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # SQLite creates files, not dirs
     upgrade(settings.resolved_database_url())
-    archive = Archive.open(settings)
+    runtime = Runtime.open(settings)
     try:
-        with archive.sessions.begin() as session:
+        with runtime.sessions.begin() as session:
             ensure_default_facility(session)
     finally:
-        archive.close()
+        runtime.close()
     log.warning("embedded mode: facility 'default' accepts any calling AE title from loopback only")
 
 
@@ -222,13 +222,13 @@ def run(settings: Settings) -> None:
         return
     stopping = stop_on_signals()
     clean_spool(settings.resolved_spool_dir())
-    archive = Archive.open(settings)
-    scp = Scp(archive).start()
+    runtime = Runtime.open(settings)
+    scp = Scp(runtime).start()
     health = HealthServer(
         settings.health_host,
         settings.health_port,
         alive=lambda: scp.serving,
-        ready=archive.readiness,
+        ready=runtime.readiness,
         metrics=exposition,
     ).start()
     heap.settle()
@@ -239,7 +239,7 @@ def run(settings: Settings) -> None:
         scp.stop()
     finally:
         health.stop()
-        archive.close()
+        runtime.close()
 
 
 def clean_spool(directory: Path) -> None:

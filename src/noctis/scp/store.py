@@ -1,4 +1,4 @@
-"""C-STORE: hand the received bytes, as received, to the one write path (`noctis.ingest`).
+"""C-STORE: hand the received bytes, as received, to the one write path (`noctis.core.ingest`).
 
 Each incoming data set is spooled to a Part 10 file (file meta built from the request and the
 accepted transfer syntax), by `noctis.scp.direct_store` for almost every request and by
@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, cast
 from pydicom.dataset import Dataset
 from pynetdicom.dimse_primitives import C_STORE
 
-from noctis.audit import AuditOutcome
-from noctis.dicom.part10 import PREAMBLE, part10_head
-from noctis.ingest import (
+from noctis.core.audit import AuditOutcome
+from noctis.core.ingest import (
     FacilityRef,
     IngestError,
     IngestFailure,
@@ -28,7 +27,8 @@ from noctis.ingest import (
     Received,
     ingest,
 )
-from noctis.reconciliation import Sender
+from noctis.core.reconciliation import Sender
+from noctis.dicom.part10 import PREAMBLE, part10_head
 from noctis.scp import status
 from noctis.scp.metrics import get_metrics, result_class
 
@@ -142,7 +142,7 @@ def _store(
     started = time.perf_counter()
     try:
         result = ingest(
-            runtime.archive,
+            runtime.runtime,
             FacilityRef(caller.facility_id, caller.facility_name),
             path,
             expected_sop_class_uid=sop_class or None,

@@ -28,10 +28,10 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from noctis import heap
-from noctis.archive import Archive
-from noctis.probes import HealthServer
-from noctis.queue import InProcessQueue
+from noctis.core import heap
+from noctis.core.probes import HealthServer
+from noctis.core.queue import InProcessQueue
+from noctis.core.runtime import Runtime
 from noctis.scp.association import listening_socket
 from noctis.scp.metrics import MULTIPROC_ENV, exposition, mark_process_dead
 from noctis.settings import Settings
@@ -132,11 +132,11 @@ def supervise(settings: Settings) -> None:
     siblings = Siblings(settings, count - 1, listener)
     siblings.metrics_dir = metrics_dir
     siblings.start()
-    archive = Archive.open(settings)
-    scp = Scp(archive, listener=listener).start()
+    runtime = Runtime.open(settings)
+    scp = Scp(runtime, listener=listener).start()
 
     def ready() -> dict[str, str]:
-        report = archive.readiness()
+        report = runtime.readiness()
         serving = int(scp.serving) + siblings.serving()
         report["scp-processes"] = "ok" if serving == count else f"{serving} of {count} serving"
         return report
@@ -159,7 +159,7 @@ def supervise(settings: Settings) -> None:
         siblings.wait()
     finally:
         health.stop()
-        archive.close()
+        runtime.close()
         if owned:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -175,21 +175,21 @@ def serve_child(
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     stopping = stop_on_signals()
-    archive = Archive.open(settings)
-    if run_tasks and isinstance(archive.queue, InProcessQueue):
+    runtime = Runtime.open(settings)
+    if run_tasks and isinstance(runtime.queue, InProcessQueue):
         from noctis.worker.inprocess import register_tasks
 
-        register_tasks(archive)
+        register_tasks(runtime)
     try:
-        scp = Scp(archive, listener=listener).start()
+        scp = Scp(runtime, listener=listener).start()
         heap.settle()
         listening.set()
         while not stopping.wait(0.5):
             pass
         scp.stop()
-        archive.drain_tasks()
+        runtime.drain_tasks()
     finally:
-        archive.close()
+        runtime.close()
 
 
 def _metrics_dir() -> tuple[Path, bool]:

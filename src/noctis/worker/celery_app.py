@@ -6,8 +6,8 @@ from typing import Any
 
 from celery import Celery
 
-from noctis.archive import Archive
-from noctis.queue import DEFAULT_QUEUE
+from noctis.core.queue import DEFAULT_QUEUE
+from noctis.core.runtime import Runtime
 from noctis.settings import Settings
 from noctis.worker.liveness import Heartbeat, heartbeat_step
 from noctis.worker.queues import follow_facilities_step
@@ -16,7 +16,7 @@ from noctis.worker.tasks import TASKS
 
 def create_celery(
     settings: Settings,
-    archive: Archive,
+    runtime: Runtime,
     *,
     heartbeat: Heartbeat | None = None,
     follow_facilities: bool = False,
@@ -41,17 +41,17 @@ def create_celery(
     for name, function in TASKS.items():
         # shared=False: Celery would otherwise add the task, bound to this archive, to every
         # Celery app finalized later in the process (tests, the queue's sending app).
-        app.task(name=name, bind=False, shared=False)(_bound(function, archive))
+        app.task(name=name, bind=False, shared=False)(_bound(function, runtime))
     if heartbeat is not None:
         app.steps["consumer"].add(heartbeat_step(heartbeat))
     if follow_facilities:
-        app.steps["consumer"].add(follow_facilities_step(archive))
+        app.steps["consumer"].add(follow_facilities_step(runtime))
     return app
 
 
-def _bound(function: Any, archive: Archive) -> Any:
+def _bound(function: Any, runtime: Runtime) -> Any:
     def task(**kwargs: Any) -> Any:
-        return function(archive, **kwargs)
+        return function(runtime, **kwargs)
 
     task.__name__ = function.__name__
     task.__doc__ = function.__doc__

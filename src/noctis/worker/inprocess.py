@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import functools
 
-from noctis.archive import Archive
-from noctis.queue import InProcessQueue
+from noctis.core.queue import InProcessQueue
+from noctis.core.runtime import Runtime
 from noctis.worker.tasks import TASKS
 
 
-def register_tasks(archive: Archive) -> None:
+def register_tasks(runtime: Runtime) -> None:
     """Bind every task function to ``archive`` and register it with its in-process queue."""
-    if not isinstance(archive.queue, InProcessQueue):
+    if not isinstance(runtime.queue, InProcessQueue):
         raise TypeError("register_tasks needs an archive opened with an InProcessQueue")
     for name, function in TASKS.items():
-        archive.queue.register(name, functools.partial(function, archive))
+        runtime.queue.register(name, functools.partial(function, runtime))

@@ -7,7 +7,7 @@ do not stop it (tasks run on the pool, not on the loop), so a long task is not a
 
 For a Kubernetes probe, either of:
 
-- HTTP ``GET /healthz`` on the worker's health port (``noctis.probes``; what the
+- HTTP ``GET /healthz`` on the worker's health port (``noctis.core.probes``; what the
   operator's worker Deployment probes), or
 - exec ``python -m noctis.worker.liveness``: exit 0 while the heartbeat is under MAX_AGE
   seconds old, 1 otherwise (reads the same NOCTIS_* environment as the worker).

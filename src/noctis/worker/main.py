@@ -8,7 +8,7 @@ Pool: threads. The tasks mostly wait on the object store and the index, and thre
 archive (engine and store clients are thread-safe) where a prefork pool would hold one per
 child and need them reopened after the fork.
 
-Probes (``noctis.worker.liveness``, ``noctis.probes``): the consumer touches
+Probes (``noctis.worker.liveness``, ``noctis.core.probes``): the consumer touches
 ``$NOCTIS_DATA_DIR/worker.heartbeat`` every 10 s from its event loop. A Deployment probes it
 with either
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 
-from noctis.archive import Archive
-from noctis.probes import HealthServer
+from noctis.core.probes import HealthServer
+from noctis.core.runtime import Runtime
 from noctis.settings import Settings
 from noctis.worker.celery_app import create_celery
 from noctis.worker.liveness import Heartbeat, heartbeat_path
@@ -42,14 +42,14 @@ _PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 def run(settings: Settings, *, concurrency: int = CONCURRENCY) -> None:
     for name in _PER_TASK_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    archive = Archive.open(settings)
+    runtime = Runtime.open(settings)
     try:
         configured = configured_queues(settings)
-        queues = configured or facility_queues(archive)
+        queues = configured or facility_queues(runtime)
         heartbeat = Heartbeat(heartbeat_path(settings))
         heartbeat.clear()
         app = create_celery(
-            settings, archive, heartbeat=heartbeat, follow_facilities=not configured
+            settings, runtime, heartbeat=heartbeat, follow_facilities=not configured
         )
         health = HealthServer(
             settings.health_host,
@@ -57,7 +57,7 @@ def run(settings: Settings, *, concurrency: int = CONCURRENCY) -> None:
             alive=heartbeat.fresh,
             ready=lambda: {
                 "consumer": "ok" if heartbeat.fresh() else "no fresh heartbeat",
-                **archive.readiness(),
+                **runtime.readiness(),
             },
             name="noctis-worker-health",
         ).start()
@@ -77,4 +77,4 @@ def run(settings: Settings, *, concurrency: int = CONCURRENCY) -> None:
         finally:
             health.stop()
     finally:
-        archive.close()
+        runtime.close()

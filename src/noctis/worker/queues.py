@@ -14,9 +14,9 @@ from typing import Any
 from celery import bootsteps
 from sqlalchemy import select
 
-from noctis.archive import Archive
+from noctis.core.queue import DEFAULT_QUEUE, facility_queue
+from noctis.core.runtime import Runtime
 from noctis.index.models import Facility
-from noctis.queue import DEFAULT_QUEUE, facility_queue
 from noctis.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 60.0
 
 
-def facility_queues(archive: Archive) -> list[str]:
+def facility_queues(runtime: Runtime) -> list[str]:
     """The default queue and every enabled facility's queue, from the index."""
-    with archive.sessions() as session:
+    with runtime.sessions() as session:
         names = session.scalars(
             select(Facility.name).where(Facility.enabled.is_(True)).order_by(Facility.name)
         ).all()
@@ -38,7 +38,7 @@ def configured_queues(settings: Settings) -> list[str]:
     return list(dict.fromkeys(settings.worker_queues))
 
 
-def follow_facilities_step(archive: Archive, interval: float | None = None) -> type[Any]:
+def follow_facilities_step(runtime: Runtime, interval: float | None = None) -> type[Any]:
     """A Celery consumer bootstep that starts consuming new facilities' queues."""
 
     class FollowFacilities(bootsteps.StartStopStep):
@@ -50,7 +50,7 @@ def follow_facilities_step(archive: Archive, interval: float | None = None) -> t
 
         def start(self, parent: Any) -> None:
             every = interval or REFRESH_SECONDS
-            self.tref = parent.timer.call_repeatedly(every, _refresh, (parent, archive))
+            self.tref = parent.timer.call_repeatedly(every, _refresh, (parent, runtime))
 
         def stop(self, parent: Any) -> None:
             if self.tref is not None:
@@ -62,9 +62,9 @@ def follow_facilities_step(archive: Archive, interval: float | None = None) -> t
     return FollowFacilities
 
 
-def _refresh(consumer: Any, archive: Archive) -> None:
+def _refresh(consumer: Any, runtime: Runtime) -> None:
     try:
-        queues = facility_queues(archive)
+        queues = facility_queues(runtime)
     except Exception:
         log.warning("cannot read the facilities from the index; queues unchanged", exc_info=True)
         return

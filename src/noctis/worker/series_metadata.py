@@ -33,7 +33,8 @@ from typing import Any
 from sqlalchemy import Connection, Select, bindparam, select
 from sqlalchemy.orm import Session
 
-from noctis.archive import Archive
+from noctis.core.queue import SERIES_METADATA, facility_queue
+from noctis.core.runtime import Runtime
 from noctis.dicom.metadata import (
     BUNDLE_MINIMUM,
     InvalidBundle,
@@ -44,7 +45,6 @@ from noctis.dicom.metadata import (
     instance_path,
 )
 from noctis.index.models import Facility, Instance, Series, Study
-from noctis.queue import SERIES_METADATA, facility_queue
 from noctis.storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ QUIET_SECONDS = 3.0
 
 
 def instance_stored(
-    archive: Archive,
+    runtime: Runtime,
     *,
     facility: str,
     study_instance_uid: str,
@@ -62,13 +62,13 @@ def instance_stored(
     **_: Any,
 ) -> None:
     """Schedule the series' metadata bundle for when the series has gone quiet."""
-    with archive.reading() as conn:
+    with runtime.reading() as conn:
         state = _series_state(conn, facility, study_instance_uid, series_instance_uid)
     if state is None:
         return  # removed since
     if int(state.split("@", 1)[0]) < BUNDLE_MINIMUM:
         return  # the API reads a few headers as fast as one bundle
-    archive.queue.send(
+    runtime.queue.send(
         SERIES_METADATA,
         queue=facility_queue(facility),
         delay=QUIET_SECONDS,
@@ -80,7 +80,7 @@ def instance_stored(
 
 
 def series_metadata(
-    archive: Archive,
+    runtime: Runtime,
     *,
     facility: str,
     study_instance_uid: str,
@@ -93,7 +93,7 @@ def series_metadata(
     ``state`` is the series' state when the task was scheduled (None: build regardless of
     later changes). Returns what happened: built, current, superseded or gone.
     """
-    with archive.reader() as session:
+    with runtime.reader() as session:
         now = _series_state(session.connection(), facility, study_instance_uid, series_instance_uid)
         if now is None:
             return "gone"
@@ -101,14 +101,14 @@ def series_metadata(
             return "superseded"  # still receiving: the task of its latest instance builds it
         members = _members(session, facility, study_instance_uid, series_instance_uid)
     key = bundle_key(facility, study_instance_uid, series_instance_uid)
-    existing = _existing(archive.store, key)
+    existing = _existing(runtime.store, key)
     if all(m.object_key in existing for m in members):
         return "current"
     fragments, read = _fragments(
-        archive.store, study_instance_uid, series_instance_uid, members, existing
+        runtime.store, study_instance_uid, series_instance_uid, members, existing
     )
     data = encode_bundle(fragments)
-    archive.store.put(key, io.BytesIO(data), len(data))
+    runtime.store.put(key, io.BytesIO(data), len(data))
     log.info(
         "series metadata bundle %s: %d instances, %d headers read, %d bytes",
         key,

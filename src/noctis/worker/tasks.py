@@ -1,4 +1,4 @@
-"""The worker's task functions, by task name. Each takes the Archive first, then keywords.
+"""The worker's task functions, by task name. Each takes the Runtime first, then keywords.
 
 The same functions run under Celery (`noctis worker`) and on the in-process queue of
 `noctis serve`. They accept (and ignore) keywords they do not know, so a sender may add some
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from noctis.queue import INSTANCE_STORED, SERIES_METADATA
+from noctis.core.queue import INSTANCE_STORED, SERIES_METADATA
 from noctis.worker.series_metadata import instance_stored, series_metadata
 
 TASKS: dict[str, Callable[..., Any]] = {

@@ -8,38 +8,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from noctis.api.auth.accounts import (
-    AccountError,
-    add_user,
-    ensure_configured_admin,
-    ensure_first_admin,
-    reset_password,
-)
-
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from noctis.api.auth.settings import AuthSettings
-    from noctis.archive import Archive
+    from noctis.core.runtime import Runtime
     from noctis.settings import Settings
 
-__all__ = [
-    "AccountError",
-    "add_user",
-    "ensure_configured_admin",
-    "ensure_first_admin",
-    "install",
-    "reset_password",
-]
+__all__ = ["install"]
 
 
 def install(
     app: FastAPI,
     settings: Settings,
-    archive: Archive,
+    runtime: Runtime,
     auth_settings: AuthSettings | None = None,
 ) -> None:
     """Authenticator and audit sink on app.state; login pages, OIDC callback, /api routes."""
     from noctis.api.auth.setup import install as install_auth
 
-    install_auth(app, settings, archive, auth_settings)
+    install_auth(app, settings, runtime, auth_settings)

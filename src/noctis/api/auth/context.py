@@ -13,7 +13,7 @@ from noctis.api.auth.authenticator import NoctisAuthenticator
 from noctis.api.auth.flood import AddressRateLimiter, HashingGate
 from noctis.api.auth.oidc import OidcProvider
 from noctis.api.auth.settings import AuthSettings
-from noctis.archive import Archive
+from noctis.core.runtime import Runtime
 from noctis.settings import Settings
 
 
@@ -21,7 +21,7 @@ from noctis.settings import Settings
 class AuthContext:
     settings: Settings
     auth: AuthSettings
-    archive: Archive
+    runtime: Runtime
     authenticator: NoctisAuthenticator
     oidc: OidcProvider | None
     signer: URLSafeTimedSerializer

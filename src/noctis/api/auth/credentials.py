@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import Connection, Row, Select, bindparam, delete, literal, select, update
 from sqlalchemy.orm import Session
 
-from noctis.api.security import Principal, Role
+from noctis.api.security import Principal
+from noctis.core.roles import Role
 from noctis.index.accounts import ApiToken, User, UserFacility, WebSession
 from noctis.index.models import Facility
 

@@ -22,7 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from noctis.api.auth.settings import AuthSettings
-from noctis.api.security import Principal, Role
+from noctis.api.security import Principal
+from noctis.core.roles import Role
 from noctis.index.models import Facility
 
 SIGNING_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]

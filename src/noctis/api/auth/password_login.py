@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from noctis.api.auth import passwords
 from noctis.api.auth.credentials import open_session, purge_expired_sessions
 from noctis.api.auth.lockout import (
     clear_attempts,
@@ -28,7 +27,8 @@ from noctis.api.auth.lockout import (
     reserve_attempt,
 )
 from noctis.api.auth.settings import AuthSettings
-from noctis.archive import Archive
+from noctis.core import passwords
+from noctis.core.runtime import Runtime
 from noctis.index.accounts import User
 
 PURGE_INTERVAL = 60.0  # seconds between sweeps of ended lockout windows, per process
@@ -49,10 +49,10 @@ class Verdict:
     new_hash: str | None = None  # the password hashed with today's parameters, if needed
 
 
-def begin_attempt(archive: Archive, auth: AuthSettings, username: str, client: str) -> Attempt:
+def begin_attempt(runtime: Runtime, auth: AuthSettings, username: str, client: str) -> Attempt:
     global _last_purge
     window = timedelta(seconds=auth.login_lockout_seconds)
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         reserved = reserve_attempt(
             session, username, client, max_attempts=auth.login_max_failures, window=window
         )
@@ -71,11 +71,11 @@ def begin_attempt(archive: Archive, auth: AuthSettings, username: str, client: s
     return Attempt(None, row.id, row.password_hash, reserved.window_start)
 
 
-def abandon_attempt(archive: Archive, username: str, client: str, attempt: Attempt) -> None:
+def abandon_attempt(runtime: Runtime, username: str, client: str, attempt: Attempt) -> None:
     """Un-count an attempt whose password was not checked (the hashing gate was full)."""
     if attempt.window_start is None:
         return
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         release_attempt(session, username, client, attempt.window_start)
 
 
@@ -89,7 +89,7 @@ def verify(password_hash: str | None, password: str) -> Verdict:
 
 
 def open_login_session(
-    archive: Archive,
+    runtime: Runtime,
     auth: AuthSettings,
     attempt: Attempt,
     verdict: Verdict,
@@ -100,7 +100,7 @@ def open_login_session(
 ) -> str | None:
     """The session cookie value, or None if the account was disabled or its password
     changed while the password was being checked."""
-    with archive.sessions.begin() as session:
+    with runtime.sessions.begin() as session:
         user = session.get(User, attempt.user_id) if attempt.user_id is not None else None
         if user is None or not user.enabled or user.password_hash != attempt.password_hash:
             return None

@@ -14,8 +14,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadSignature
 from starlette.concurrency import run_in_threadpool
 
-from noctis.api.auth.accounts import AccountError, create_user, get_user
-from noctis.api.auth.accounts import set_facilities as grant_facilities
 from noctis.api.auth.context import AuthContext, AuthContextDep, safe_next
 from noctis.api.auth.credentials import close_session, open_session
 from noctis.api.auth.flood import HashingBusy
@@ -27,8 +25,11 @@ from noctis.api.auth.password_login import (
     open_login_session,
     verify,
 )
-from noctis.api.security import Role, client_address
-from noctis.audit import AuditAction, AuditOutcome, record_audit
+from noctis.api.security import client_address
+from noctis.core.accounts import AccountError, create_user, get_user
+from noctis.core.accounts import set_facilities as grant_facilities
+from noctis.core.audit import AuditAction, AuditOutcome, record_audit
+from noctis.core.roles import Role
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -87,7 +88,7 @@ async def login_submit(
             wait,
         )
     attempt = await run_in_threadpool(
-        begin_attempt, context.archive, context.auth, username, client
+        begin_attempt, context.runtime, context.auth, username, client
     )
     if attempt.locked_for is not None:
         return await refuse(
@@ -100,7 +101,7 @@ async def login_submit(
         verdict = await context.hashing.run(partial(verify, attempt.password_hash, password))
     except HashingBusy:
         # Not checked, so not a failure: it must not count towards the account's lockout.
-        await run_in_threadpool(abandon_attempt, context.archive, username, client, attempt)
+        await run_in_threadpool(abandon_attempt, context.runtime, username, client, attempt)
         return page(
             "The archive is busy signing other users in. Try again in a moment.",
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -111,7 +112,7 @@ async def login_submit(
         cookie = await run_in_threadpool(
             partial(
                 open_login_session,
-                context.archive,
+                context.runtime,
                 context.auth,
                 attempt,
                 verdict,
@@ -139,11 +140,11 @@ def logout(request: Request, context: AuthContextDep) -> Response:
     principal = context.authenticator.authenticate(request)
     cookie = request.cookies.get(context.auth.cookie_name)
     if cookie:
-        with context.archive.sessions.begin() as session:
+        with context.runtime.sessions.begin() as session:
             close_session(session, cookie)
     if principal is not None:
         record_audit(
-            context.archive,
+            context.runtime,
             actor=principal.subject,
             actor_type="user",
             client=client_address(request),
@@ -159,7 +160,7 @@ def _audit_login(
     context: AuthContext, username: str, client: str, outcome: str, detail: dict[str, Any]
 ) -> None:
     record_audit(
-        context.archive,
+        context.runtime,
         actor=username or "(empty)",
         actor_type="user",
         client=client,
@@ -270,7 +271,7 @@ def _provision_and_open_session(
     role = oidc.role_for(groups)
     if role is None:
         raise AccountError("Your account is in no group that may use this archive.")
-    with context.archive.sessions.begin() as session:
+    with context.runtime.sessions.begin() as session:
         user = get_user(session, username)
         if user is not None and user.source != "oidc":
             raise AccountError(f"A local account named {username!r} exists; ask an administrator.")

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from noctis.api.security import Role
+from noctis.core.roles import Role
 
 
 class AuthSettings(BaseSettings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
+from sqlalchemy.exc import IntegrityError
 
 from noctis.api.audit import DatabaseAuditSink
 from noctis.api.auth import docs
@@ -15,7 +16,8 @@ from noctis.api.auth.guards import CrossOriginGuard, SecurityHeaders
 from noctis.api.auth.oidc import OidcProvider
 from noctis.api.auth.routes import router as login_router
 from noctis.api.auth.settings import AuthSettings
-from noctis.archive import Archive
+from noctis.core.accounts import ensure_first_admin
+from noctis.core.runtime import Runtime
 from noctis.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 def install(
     app: FastAPI,
     settings: Settings,
-    archive: Archive,
+    runtime: Runtime,
     auth_settings: AuthSettings | None = None,
 ) -> AuthContext:
     from noctis.api.rest import router as rest_router
@@ -33,11 +35,11 @@ def install(
     if auth.oidc_enabled and settings.mode == "production" and not settings.secret_key:
         raise ValueError("OIDC in production needs NOCTIS_SECRET_KEY (shared by all replicas)")
     oidc = OidcProvider(auth) if auth.oidc_enabled else None
-    authenticator = NoctisAuthenticator(archive.sessions, auth, oidc, reader=archive.reader)
+    authenticator = NoctisAuthenticator(runtime.sessions, auth, oidc, reader=runtime.reader)
     context = AuthContext(
         settings=settings,
         auth=auth,
-        archive=archive,
+        runtime=runtime,
         authenticator=authenticator,
         oidc=oidc,
         signer=make_signer(settings),
@@ -46,7 +48,7 @@ def install(
     )
     app.state.noctis_auth = context
     app.state.authenticator = authenticator
-    app.state.audit = DatabaseAuditSink(archive.sessions)
+    app.state.audit = DatabaseAuditSink(runtime.sessions)
     app.include_router(login_router)
     app.include_router(rest_router, prefix="/api")
     docs.install(app)
@@ -56,3 +58,22 @@ def install(
     if oidc is not None:
         log.info("single sign-on through %s", oidc.issuer)
     return context
+
+
+def ensure_configured_admin(runtime: Runtime) -> str | None:
+    """`noctis api`: create the administrator `admin` with NOCTIS_ADMIN_PASSWORD when that is
+    set and the index has no user yet (on Kubernetes, the Archive's `api.adminPassword`).
+    The name of the first administrator, or None when no password is configured (then
+    nothing is created: `noctis user add` makes users). An existing account keeps its password.
+
+    Several API replicas may start at once: one that loses the race to create the account
+    finds it there.
+    """
+    configured = AuthSettings().admin_password
+    if configured is None:
+        return None
+    try:
+        username, _ = ensure_first_admin(runtime, configured.get_secret_value())
+    except IntegrityError:
+        username, _ = ensure_first_admin(runtime, configured.get_secret_value())
+    return username

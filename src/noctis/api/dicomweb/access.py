@@ -36,7 +36,7 @@ def locate(
     except ParamError as exc:
         raise bad_request(str(exc)) from exc
     hidden: int | None = None
-    with ctx.archive.reading() as conn:
+    with ctx.runtime.reading() as conn:
         found = find_instances(conn, ctx.facility_ids, study, series, sop)
         if ctx.facility is not None:
             found = [i for i in found if i.facility_id == ctx.facility.id]

@@ -105,7 +105,7 @@ def _parts(writer: MultipartWriter, answer: BulkAnswer) -> Iterator[bytes]:
 def bulk_answer(ctx: WebContext, instance: StoredInstance, path: str) -> BulkAnswer | None:
     """The answer for bulk data ``path`` of ``instance``, its parts not yet read; None when
     the instance has nothing there."""
-    store = ctx.archive.store
+    store = ctx.runtime.store
     if path != "7FE00010":
         element = find_bulk(read_header(store, instance), path)
         if element is None or not isinstance(element.value, bytes):
@@ -140,7 +140,7 @@ def bulk_answer(ctx: WebContext, instance: StoredInstance, path: str) -> BulkAns
 def _whole_object_pixels(ctx: WebContext, instance: StoredInstance) -> BulkAnswer:
     """Pixel Data of an object without a pixel data offset (deflated): read front to back,
     a deflated one inflated as the answer is sent, keeping about a chunk."""
-    store = ctx.archive.store
+    store = ctx.runtime.store
     image, layout, read = whole_object_source(store, instance, max_inflated=ctx.max_inflated)
     numbers = list(range(1, layout.number_of_frames + 1))
     if layout.encapsulated:

@@ -19,7 +19,7 @@ from noctis.api.security import (
     get_audit,
     get_principal,
 )
-from noctis.archive import Archive
+from noctis.core.runtime import Runtime
 from noctis.index.models import Facility
 from noctis.settings import Settings
 
@@ -30,11 +30,11 @@ DICOM_JSON = "application/dicom+json"
 FACILITY_PARAMETER = "facility"
 
 
-def get_archive(request: Request) -> Archive:
-    return request.app.state.archive  # type: ignore[no-any-return]
+def get_archive(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
 
 
-ArchiveDep = Annotated[Archive, Depends(get_archive)]
+ArchiveDep = Annotated[Runtime, Depends(get_archive)]
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class ChosenFacility:
 
 @dataclass
 class WebContext:
-    archive: Archive
+    runtime: Runtime
     principal: Principal
     audit: AuditSink
     client: str
@@ -104,7 +104,7 @@ def get_context(request: Request) -> WebContext:
     audit = get_audit(request)
     base = str(request.base_url).rstrip("/") + PREFIX
     ctx = WebContext(
-        archive=request.app.state.archive,
+        runtime=request.app.state.runtime,
         principal=principal,
         audit=audit,
         client=client_address(request),
@@ -125,7 +125,7 @@ def choose_facility(ctx: WebContext, name: str | None) -> ChosenFacility | None:
     hold is answered 409 by retrieval (`noctis.api.dicomweb.access`)."""
     if not name:
         return None
-    with ctx.archive.reading() as conn:
+    with ctx.runtime.reading() as conn:
         row = conn.execute(
             select(Facility.id, Facility.name, Facility.enabled).where(Facility.name == name)
         ).first()

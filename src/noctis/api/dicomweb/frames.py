@@ -109,7 +109,7 @@ class FrameSelection:
 def select_frames(
     ctx: WebContext, instance: StoredInstance, numbers: list[int], plan: FramePlan
 ) -> FrameSelection:
-    store = ctx.archive.store
+    store = ctx.runtime.store
     located = frame_layout(store, ctx.cache, instance)
     if located is None:
         if instance.rows is None:

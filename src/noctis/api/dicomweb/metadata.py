@@ -104,7 +104,7 @@ def _bulk_uris_in_facility(body: bytes, facility: str) -> bytes:
 
 def _fragments(ctx: WebContext, instances: list[StoredInstance]) -> list[bytes]:
     """The instances' fragments: cached, else from their series' bundles, else headers."""
-    store, cache = ctx.archive.store, ctx.cache
+    store, cache = ctx.runtime.store, ctx.cache
     known: dict[str, bytes] = {}
     for instance in instances:
         cached = cache.metadata.get(instance.object_key)
@@ -125,7 +125,7 @@ def _fragments(ctx: WebContext, instances: list[StoredInstance]) -> list[bytes]:
 
 def _from_header(ctx: WebContext, instance: StoredInstance) -> bytes | None:
     try:
-        return build_fragment(ctx.archive.store, ctx.cache, instance)
+        return build_fragment(ctx.runtime.store, ctx.cache, instance)
     except ObjectNotFound:
         # An index row whose object is gone is an operations problem, not the client's;
         # the rest of the study is still worth showing.

@@ -88,7 +88,7 @@ def _search(
         fuzzy=params.fuzzy,
     )
     try:
-        with ctx.archive.reader() as session:
+        with ctx.runtime.reader() as session:
             matches = find(session, query)
     except QueryError as exc:
         raise bad_request(str(exc)) from exc

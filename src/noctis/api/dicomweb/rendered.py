@@ -67,7 +67,7 @@ def _options(request: Request, *, thumbnail: bool) -> RenderRequest:
 
 
 def _pixels(ctx: WebContext, instance: StoredInstance, number: int) -> tuple[Dataset, np.ndarray]:
-    store = ctx.archive.store
+    store = ctx.runtime.store
     located = frame_layout(store, ctx.cache, instance)
     if located is None:
         if not instance.rows:

@@ -2,7 +2,7 @@
 
 The body is spooled part by part to files in the spool directory and checked as a whole
 before anything is stored: a malformed body (400) stores nothing. Each part is then stored by
-``noctis.ingest.ingest``, exactly as DIMSE C-STORE stores it.
+``noctis.core.ingest.ingest``, exactly as DIMSE C-STORE stores it.
 
 Which facility receives the instances: the caller's only facility; a caller granted several
 (or an administrator, who may see all) names one with ``?facility=<name>``, unless only one
@@ -29,13 +29,13 @@ from noctis.api.dicomweb.multipart import (
     spool_parts,
 )
 from noctis.api.dicomweb.params import ParamError, check_uid
-from noctis.audit import ActorType
+from noctis.core.audit import ActorType
+from noctis.core.ingest import FacilityRef, IngestError, IngestFailure, Received, ingest
+from noctis.core.reconciliation import Sender
 from noctis.dicom.data_set_digest import DataSetDigest
 from noctis.dicom.header import MalformedDicom, parse_instance_header
 from noctis.dicom.json import sequence, tag_key, value_json
 from noctis.index.models import Facility
-from noctis.ingest import FacilityRef, IngestError, IngestFailure, Received, ingest
-from noctis.reconciliation import Sender
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix=PREFIX, tags=["STOW-RS"])
@@ -82,7 +82,7 @@ async def _store(request: Request, ctx: WebContext, study: str | None) -> Respon
         raise HTTPException(403, detail="your role may not store instances")
     boundary = _boundary(request.headers.get("content-type", ""))
     facility = await run_in_threadpool(_target_facility, ctx)
-    spool = ctx.archive.settings.resolved_spool_dir()
+    spool = ctx.runtime.settings.resolved_spool_dir()
     try:
         parts = await spool_parts(request.stream(), boundary, spool, digest=DataSetDigest)
     except MultipartError as exc:
@@ -122,7 +122,7 @@ def _target_facility(ctx: WebContext) -> FacilityRef:
             ctx.record("stow", "denied", facility_id=chosen.id, reason="facility disabled")
             raise HTTPException(403, detail=f"facility {chosen.name!r} is disabled")
         return FacilityRef(chosen.id, chosen.name)
-    with ctx.archive.sessions() as session:
+    with ctx.runtime.sessions() as session:
         statement = select(Facility.id, Facility.name).where(Facility.enabled.is_(True))
         if ctx.facility_ids is not None:
             statement = statement.where(Facility.id.in_(list(ctx.facility_ids)))
@@ -158,7 +158,7 @@ def _store_part(
             )
     try:
         result = ingest(
-            ctx.archive,
+            ctx.runtime,
             facility,
             path,
             received=Received(part.size, part.digest.hexdigest()),

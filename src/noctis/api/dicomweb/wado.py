@@ -72,7 +72,7 @@ def _retrieve(
             f"(transfer-syntax=* or {EXPLICIT_VR_LITTLE_ENDIAN}); stored: {', '.join(stored)}"
         )
     audit_read(ctx, action, instances, transfer_syntax=plan.transfer_syntax)
-    store = ctx.archive.store
+    store = ctx.runtime.store
     if plan.single_part:
         only = instances[0]
         return StreamingResponse(
@@ -120,7 +120,7 @@ def _part(
     syntax = instance.transfer_syntax_uid
     yield writer.head(f"{DICOM}; transfer-syntax={syntax}", instance.size)
     sent = 0
-    for chunk in ctx.archive.store.iter_chunks(instance.object_key, _CHUNK):
+    for chunk in ctx.runtime.store.iter_chunks(instance.object_key, _CHUNK):
         sent += len(chunk)
         yield chunk
     if sent != instance.size:
@@ -139,7 +139,7 @@ def _transcoded(
     inflating, streamed chunk by chunk (its size unknown, so the part has no length); a
     compressed one is decoded frame by frame as it is sent, an implicit VR one's pixel data
     copied range by range; others (big endian, odd ones) are re-encoded whole."""
-    store = ctx.archive.store
+    store = ctx.runtime.store
     content_type = f"{DICOM}; transfer-syntax={syntax}"
     if instance.transfer_syntax_uid == DEFLATED:
         yield writer.head(content_type)
@@ -164,7 +164,7 @@ def _decoded(ctx: WebContext, instance: StoredInstance) -> DecodedInstance | Non
     offset, syntax = instance.pixel_data_offset, instance.transfer_syntax_uid
     if offset is None or (syntax in NATIVE_SYNTAXES and syntax != IMPLICIT_VR_LITTLE_ENDIAN):
         return None
-    store = ctx.archive.store
+    store = ctx.runtime.store
     read = exact_reader(lambda o, n: store.get_range(instance.object_key, o, n))
     if syntax == IMPLICIT_VR_LITTLE_ENDIAN:
         return implicit_as_explicit(read, offset, instance.size)

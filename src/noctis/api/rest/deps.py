@@ -10,11 +10,11 @@ from sqlalchemy.orm import Session
 
 from noctis.api.auth.context import AuthContextDep
 from noctis.api.security import Principal, PrincipalDep, client_address
-from noctis.audit import AuditAction, AuditOutcome, audit_event
+from noctis.core.audit import AuditAction, AuditOutcome, audit_event
 
 
 def get_session(context: AuthContextDep) -> Iterator[Session]:
-    with context.archive.sessions.begin() as session:
+    with context.runtime.sessions.begin() as session:
         yield session
 
 

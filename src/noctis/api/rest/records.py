@@ -15,10 +15,11 @@ from sqlalchemy.orm import Session
 from noctis.api.audit import DatabaseAuditSink
 from noctis.api.auth.context import AuthContext, AuthContextDep
 from noctis.api.rest.deps import AdminDep, SessionDep
-from noctis.api.security import PrincipalDep, Role
-from noctis.audit import AuditFilter, query_audit
+from noctis.api.security import PrincipalDep
+from noctis.core.audit import AuditFilter, query_audit
+from noctis.core.facilities import facility_usage
+from noctis.core.roles import Role
 from noctis.index.accounts import AuditEvent, User
-from noctis.index.facilities import facility_usage
 from noctis.index.models import Facility, Instance, Patient, Series, Study
 
 router = APIRouter()
@@ -126,7 +127,7 @@ def audit_events(
     sink = getattr(request.app.state, "audit", None)
     if isinstance(sink, DatabaseAuditSink):
         sink.flush(timeout=5.0)  # what this process recorded so far is in the answer
-    with context.archive.sessions() as session:
+    with context.runtime.sessions() as session:
         facility_id = None
         if facility is not None:
             facility_id = session.scalar(select(Facility.id).where(Facility.name == facility))
@@ -160,8 +161,8 @@ def _version(distribution: str) -> str | None:
 @router.get("/system", tags=["system"])
 def system_status(_: AdminDep, context: AuthContextDep) -> dict[str, Any]:
     """Versions, readiness of the index and object store, and counts."""
-    readiness = context.archive.readiness()  # before our own transaction (SQLite: one writer)
-    with context.archive.sessions() as session:
+    readiness = context.runtime.readiness()  # before our own transaction (SQLite: one writer)
+    with context.runtime.sessions() as session:
         return _system_status(session, context, readiness)
 
 

@@ -8,10 +8,10 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from noctis.api.auth import accounts
 from noctis.api.auth.credentials import issue_token, now, revoke_token
 from noctis.api.rest.deps import AdminAuditDep, AdminDep, SessionDep
-from noctis.api.security import Role
+from noctis.core import accounts
+from noctis.core.roles import Role
 from noctis.index.accounts import ApiToken, User
 
 router = APIRouter(tags=["users and tokens"])

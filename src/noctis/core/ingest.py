@@ -13,7 +13,7 @@ Order of events, and why:
 5. Success only after both are durable. If the index write fails, the object is removed, so
    no object is left that the index does not know, and nothing half-indexed remains.
 6. What needs an administrator's eye (demographics that differ from those stored, a discarded
-   duplicate) is audited and counted (`noctis.reconciliation`).
+   duplicate) is audited and counted (`noctis.core.reconciliation`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from typing import BinaryIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from noctis import reconciliation
-from noctis.archive import Archive
+from noctis.core import reconciliation
+from noctis.core.reconciliation import UNKNOWN_SENDER, Sender
+from noctis.core.runtime import Runtime
 from noctis.dicom.data_set_digest import DataSetDigest
 from noctis.dicom.header import InstanceHeader, MalformedDicom, read_checked_header
 from noctis.index import db
@@ -45,7 +46,6 @@ from noctis.index.upsert import (
     find_content,
     write_instance,
 )
-from noctis.reconciliation import UNKNOWN_SENDER, Sender
 from noctis.settings import DuplicatePolicy
 from noctis.storage import StorageUnavailable
 
@@ -108,7 +108,7 @@ class IngestResult:
 
 
 def ingest(
-    archive: Archive,
+    runtime: Runtime,
     facility: FacilityRef,
     path: Path | None,
     *,
@@ -125,10 +125,10 @@ def ingest(
     """
     opened = received.opened if received is not None else None
     source = path if path is not None else opened
-    if source is None or (path is None and archive.store.adopts_files):
+    if source is None or (path is None and runtime.store.adopts_files):
         raise ValueError("ingest needs a file for a store that adopts files")
     try:  # structure to the last byte, pixel data against the header, UIDs (PS3.5 9.1)
-        header = read_checked_header(source, max_inflated=archive.settings.max_inflated_mb << 20)
+        header = read_checked_header(source, max_inflated=runtime.settings.max_inflated_mb << 20)
     except MalformedDicom as exc:
         raise IngestError(IngestFailure.MALFORMED, str(exc)) from exc
     _check_expected(header, expected_sop_class_uid, expected_sop_instance_uid)
@@ -137,25 +137,25 @@ def ingest(
     else:
         assert path is not None
         size, digest = _size_and_data_set_sha256(path)
-    policy = archive.settings.duplicate_policy
+    policy = runtime.settings.duplicate_policy
 
-    existing = _existing_instance(archive, facility, header.sop_instance_uid)
+    existing = _existing_instance(runtime, facility, header.sop_instance_uid)
     if existing is not None:
-        if _same_data_set(archive, existing, digest):
+        if _same_data_set(runtime, existing, digest):
             return IngestResult(IngestOutcome.DUPLICATE, header, existing.object_key, size, digest)
         if policy is DuplicatePolicy.REJECT:
             raise _different_content(header)
         if policy is DuplicatePolicy.KEEP_FIRST:
-            return _discard(archive, facility, sender, header, existing, size, digest)
+            return _discard(runtime, facility, sender, header, existing, size, digest)
 
     key = _new_object_key(facility, header)
     try:
         if path is not None:
-            archive.store.put_file(key, path, size)
+            runtime.store.put_file(key, path, size)
         else:
             assert opened is not None
             opened.seek(0)
-            archive.store.put(key, opened, size)
+            runtime.store.put(key, opened, size)
     except (StorageUnavailable, OSError) as exc:
         raise IngestError(IngestFailure.STORAGE_UNAVAILABLE, f"object store failed: {exc}") from exc
     except Exception as exc:
@@ -164,28 +164,28 @@ def ingest(
         ) from exc
 
     try:
-        outcome, indexed = _index(archive, facility, header, key, size, digest)
+        outcome, indexed = _index(runtime, facility, header, key, size, digest)
     except SameContent as race:
-        _remove_object(archive, key)
+        _remove_object(runtime, key)
         return IngestResult(IngestOutcome.DUPLICATE, header, race.object_key, size, digest)
     except DifferentContent as race:  # stored by a concurrent sender since our look-up
-        _remove_object(archive, key)
+        _remove_object(runtime, key)
         if policy is not DuplicatePolicy.KEEP_FIRST:
             raise _different_content(header) from race
-        return _discard(archive, facility, sender, header, None, size, digest)
+        return _discard(runtime, facility, sender, header, None, size, digest)
     except IngestError:
-        _remove_object(archive, key)
+        _remove_object(runtime, key)
         raise
     except Exception as exc:
-        _remove_object(archive, key)
+        _remove_object(runtime, key)
         reason = type(exc).__name__ if isinstance(exc, SQLAlchemyError) else str(exc)
         raise IngestError(IngestFailure.INDEX_UNAVAILABLE, f"index write failed: {reason}") from exc
 
     if indexed.replaced_key:
-        _remove_object(archive, indexed.replaced_key)
+        _remove_object(runtime, indexed.replaced_key)
     if indexed.conflict is not None:
-        _record_conflict(archive, facility, sender, header, indexed.conflict)
-    archive.notices.stored(
+        _record_conflict(runtime, facility, sender, header, indexed.conflict)
+    runtime.notices.stored(
         facility.name,
         header.study_instance_uid,
         header.series_instance_uid,
@@ -203,7 +203,7 @@ def _different_content(header: InstanceHeader) -> IngestError:
 
 
 def _discard(
-    archive: Archive,
+    runtime: Runtime,
     facility: FacilityRef,
     sender: Sender,
     header: InstanceHeader,
@@ -214,13 +214,13 @@ def _discard(
     """Policy keep-first: the stored instance stays, this copy is audited, counted and
     dropped, and the sender is answered Success."""
     if kept is None:
-        kept = _existing_instance(archive, facility, header.sop_instance_uid)
+        kept = _existing_instance(runtime, facility, header.sop_instance_uid)
     log.warning(
         "SOP Instance %s arrived again with a different data set: the first one is kept",
         header.sop_instance_uid,
     )
     reconciliation.duplicate_discarded(
-        archive,
+        runtime,
         facility.id,
         facility.name,
         sender,
@@ -233,7 +233,7 @@ def _discard(
 
 
 def _record_conflict(
-    archive: Archive,
+    runtime: Runtime,
     facility: FacilityRef,
     sender: Sender,
     header: InstanceHeader,
@@ -247,7 +247,7 @@ def _record_conflict(
         conflict.compared_with,
     )
     reconciliation.demographics_conflict(
-        archive, facility.id, facility.name, sender, header, conflict
+        runtime, facility.id, facility.name, sender, header, conflict
     )
 
 
@@ -267,7 +267,7 @@ def _check_expected(
         )
 
 
-def _same_data_set(archive: Archive, existing: StoredContent, digest: str) -> bool:
+def _same_data_set(runtime: Runtime, existing: StoredContent, digest: str) -> bool:
     """Whether the stored instance holds this data set. Rows indexed before migration 0004 hold
     the digest of the whole file, File Meta included: when the digests differ, the stored
     object's data set is hashed again (a rare path: a re-send with other bytes), so that an
@@ -276,7 +276,7 @@ def _same_data_set(archive: Archive, existing: StoredContent, digest: str) -> bo
         return True
     recomputed = DataSetDigest()
     try:
-        for chunk in archive.store.iter_chunks(existing.object_key):
+        for chunk in runtime.store.iter_chunks(existing.object_key):
             recomputed.update(chunk)
     except Exception:  # a missing or unreadable object is not this data set
         log.warning("could not re-read stored object %s", existing.object_key, exc_info=True)
@@ -305,10 +305,10 @@ def _new_object_key(facility: FacilityRef, header: InstanceHeader) -> str:
 
 
 def _existing_instance(
-    archive: Archive, facility: FacilityRef, sop_uid: str
+    runtime: Runtime, facility: FacilityRef, sop_uid: str
 ) -> StoredContent | None:
     try:
-        with archive.reading() as conn:
+        with runtime.reading() as conn:
             return find_content(conn, facility.id, sop_uid)
     except SQLAlchemyError as exc:
         raise IngestError(
@@ -316,9 +316,9 @@ def _existing_instance(
         ) from exc
 
 
-def _remove_object(archive: Archive, key: str) -> None:
+def _remove_object(runtime: Runtime, key: str) -> None:
     try:
-        archive.store.delete(key)
+        runtime.store.delete(key)
     except Exception:
         # The object is unreferenced (no sweep removes such objects yet: issue 14). Never mask the
         # original failure with this one.
@@ -326,7 +326,7 @@ def _remove_object(archive: Archive, key: str) -> None:
 
 
 def _index(
-    archive: Archive,
+    runtime: Runtime,
     facility: FacilityRef,
     header: InstanceHeader,
     key: str,
@@ -335,9 +335,9 @@ def _index(
 ) -> tuple[IngestOutcome, IndexedInstance]:
     """The outcome and what the index write reports (a replaced object, the series' count, a
     demographics conflict); DifferentContent passes through (the caller applies the policy)."""
-    replace = archive.settings.duplicate_policy is DuplicatePolicy.REPLACE
+    replace = runtime.settings.duplicate_policy is DuplicatePolicy.REPLACE
     try:
-        with db.index_write(archive.engine, archive.write_lock) as conn:
+        with db.index_write(runtime.engine, runtime.write_lock) as conn:
             indexed = write_instance(
                 conn,
                 facility.id,

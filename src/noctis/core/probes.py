@@ -5,7 +5,7 @@ Used by the processes that have no web framework of their own (the SCP and the w
 - ``/healthz``: 200 while the process does its job (``alive``: the SCP's accept loop, the
   worker's consumer heartbeat).
 - ``/readyz``: 200 when every dependency ``ready`` reports answers "ok" (the index and the
-  object store: `Archive.readiness`), else 503 with the reason per dependency, so a pod that
+  object store: `Runtime.readiness`), else 503 with the reason per dependency, so a pod that
   cannot work is taken out of its Service.
 - ``/metrics``: Prometheus text format, when the process exports metrics.
 

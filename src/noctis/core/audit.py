@@ -2,7 +2,7 @@
 
 DICOMweb routers record through the API's audit sink, the SCP calls `record_audit` directly.
 Recording is one insert in its own short transaction, and never fails the caller: if the
-index refuses the row, the event goes to the log (logger ``noctis.audit``) instead.
+index refuses the row, the event goes to the log (logger ``noctis.core.audit``) instead.
 
 SQLite admits one writer at a time: call `record_audit` outside any open index transaction
 of the same thread, or add `audit_event(...)` to that transaction's session instead (then
@@ -55,7 +55,7 @@ def _sessions(target: Any) -> sessionmaker[Session]:
 
 
 def record_audit(
-    archive_or_sessions: Any,
+    runtime_or_sessions: Any,
     *,
     actor: str,
     actor_type: ActorType,
@@ -68,7 +68,7 @@ def record_audit(
 ) -> bool:
     """Write one audit event; False (and a log line) if it could not be written.
 
-    `archive_or_sessions` is an Archive or a sessionmaker.
+    `runtime_or_sessions` is a Runtime or a sessionmaker.
     """
     row = audit_row(
         actor=actor,
@@ -81,7 +81,7 @@ def record_audit(
         detail=detail,
     )
     try:
-        with _sessions(archive_or_sessions).begin() as session:
+        with _sessions(runtime_or_sessions).begin() as session:
             insert_audit_row(session.connection(), row)
     except Exception:
         log.exception(

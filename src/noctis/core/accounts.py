@@ -12,11 +12,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from noctis.api.auth import passwords
-from noctis.api.security import Role
+from noctis.core import passwords
+from noctis.core.roles import Role
 from noctis.index.accounts import User, UserFacility
 from noctis.index.models import Facility
 
@@ -140,7 +139,7 @@ def count_admins(session: Session) -> int:
 
 
 def add_user(
-    archive: Any,
+    runtime: Any,
     username: str,
     role: str | Role = Role.RADIOLOGIST,
     *,
@@ -150,11 +149,11 @@ def add_user(
 ) -> str:
     """`noctis user add`: create a local user; the password (generated when not given).
 
-    `archive` is an Archive (or a sessionmaker). Raises AccountError with a message for
+    `runtime` is a Runtime (or a sessionmaker). Raises AccountError with a message for
     the user when the name is taken, the role or a facility is unknown.
     """
     secret = password if password is not None else passwords.generate_password()
-    with _sessions(archive).begin() as session:
+    with _sessions(runtime).begin() as session:
         create_user(
             session,
             username,
@@ -166,11 +165,11 @@ def add_user(
     return secret
 
 
-def reset_password(archive: Any, username: str, password: str | None = None) -> str:
+def reset_password(runtime: Any, username: str, password: str | None = None) -> str:
     """`noctis user passwd`: set a user's password (generated when not given), re-enable the
     account, and end its browser sessions; the new password."""
     secret = password if password is not None else passwords.generate_password()
-    with _sessions(archive).begin() as session:
+    with _sessions(runtime).begin() as session:
         user = require_user(session, username)
         set_password(session, user, secret)
         user.enabled = True
@@ -178,7 +177,7 @@ def reset_password(archive: Any, username: str, password: str | None = None) -> 
     return secret
 
 
-def ensure_first_admin(archive: Any, password: str | None = None) -> tuple[str, str | None]:
+def ensure_first_admin(runtime: Any, password: str | None = None) -> tuple[str, str | None]:
     """Create the administrator `admin` when the index has no user yet.
 
     The password is `password`, else NOCTIS_ADMIN_PASSWORD, else a random one. Returns
@@ -191,7 +190,7 @@ def ensure_first_admin(archive: Any, password: str | None = None) -> tuple[str, 
         configured = AuthSettings().admin_password
         password = configured.get_secret_value() if configured else None
     chosen = password is not None
-    with _sessions(archive).begin() as session:
+    with _sessions(runtime).begin() as session:
         existing = session.scalar(select(func.count(User.id))) or 0
         if existing:
             admin = session.scalar(
@@ -202,24 +201,3 @@ def ensure_first_admin(archive: Any, password: str | None = None) -> tuple[str, 
         create_user(session, FIRST_ADMIN, Role.ADMIN, password=secret, display_name="Administrator")
     log.info("created the first administrator %r", FIRST_ADMIN)
     return FIRST_ADMIN, None if chosen else secret
-
-
-def ensure_configured_admin(archive: Any) -> str | None:
-    """`noctis api`: create the administrator `admin` with NOCTIS_ADMIN_PASSWORD when that is
-    set and the index has no user yet (on Kubernetes, the Archive's `api.adminPassword`).
-    The name of the first administrator, or None when no password is configured (then
-    nothing is created: `noctis user add` makes users). An existing account keeps its password.
-
-    Several API replicas may start at once: one that loses the race to create the account
-    finds it there.
-    """
-    from noctis.api.auth.settings import AuthSettings
-
-    configured = AuthSettings().admin_password
-    if configured is None:
-        return None
-    try:
-        username, _ = ensure_first_admin(archive, configured.get_secret_value())
-    except IntegrityError:
-        username, _ = ensure_first_admin(archive, configured.get_secret_value())
-    return username

@@ -1,4 +1,6 @@
-"""The archive's domain context: index, object store and task queue, built from settings."""
+"""The runtime context every Noctis process opens from its settings: index, object store,
+task queue and notices. ("Archive" names only the custom resource; this is what a process runs
+on.)"""
 
 from __future__ import annotations
 
@@ -9,16 +11,16 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from noctis.core.notices import SeriesNotices
+from noctis.core.queue import CeleryQueue, InProcessQueue, TaskQueue
 from noctis.dicom.metadata import BUNDLE_MINIMUM
 from noctis.index import db
-from noctis.notices import SeriesNotices
-from noctis.queue import CeleryQueue, InProcessQueue, TaskQueue
 from noctis.settings import Settings
 from noctis.storage import ObjectStore, StorageUnavailable, open_store
 
 
 @dataclass
-class Archive:
+class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
@@ -30,7 +32,7 @@ class Archive:
     # Held around index writes: writers of one SQLite file queue on it and take turns at once
     # (db.SqliteWriteLock); nothing on PostgreSQL.
     write_lock: AbstractContextManager[object] = field(init=False)
-    # Stored series, told to the tasks once per series per beat (noctis.notices).
+    # Stored series, told to the tasks once per series per beat (noctis.core.notices).
     notices: SeriesNotices = field(init=False)
 
     def __post_init__(self) -> None:
@@ -39,7 +41,7 @@ class Archive:
         self.write_lock = db.write_lock(self.engine)
 
     @classmethod
-    def open(cls, settings: Settings, *, queue: TaskQueue | None = None) -> Archive:
+    def open(cls, settings: Settings, *, queue: TaskQueue | None = None) -> Runtime:
         engine = db.make_engine(settings.resolved_database_url())
         if queue is None:
             queue = CeleryQueue(settings.broker_url) if settings.broker_url else InProcessQueue()

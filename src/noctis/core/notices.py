@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from noctis.queue import INSTANCE_STORED, TaskQueue, facility_queue
+from noctis.core.queue import INSTANCE_STORED, TaskQueue, facility_queue
 
 BEAT_SECONDS = 0.5
 

@@ -21,10 +21,10 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from noctis.audit import ActorType, AuditOutcome, record_audit
+from noctis.core.audit import ActorType, AuditOutcome, record_audit
 
 if TYPE_CHECKING:
-    from noctis.archive import Archive
+    from noctis.core.runtime import Runtime
     from noctis.dicom.header import InstanceHeader
     from noctis.index.upsert import DemographicsConflict
 
@@ -80,7 +80,7 @@ def _get_counters() -> _Counters:
 
 
 def demographics_conflict(
-    archive: Archive,
+    runtime: Runtime,
     facility_id: int,
     facility_name: str,
     sender: Sender,
@@ -89,7 +89,7 @@ def demographics_conflict(
 ) -> None:
     _get_counters().demographics_conflicts.labels(facility=facility_name).inc()
     record_audit(
-        archive,
+        runtime,
         actor=sender.actor,
         actor_type=sender.actor_type,
         client=sender.client,
@@ -113,7 +113,7 @@ def demographics_conflict(
 
 
 def duplicate_discarded(
-    archive: Archive,
+    runtime: Runtime,
     facility_id: int,
     facility_name: str,
     sender: Sender,
@@ -124,7 +124,7 @@ def duplicate_discarded(
 ) -> None:
     _get_counters().duplicates_discarded.labels(facility=facility_name).inc()
     record_audit(
-        archive,
+        runtime,
         actor=sender.actor,
         actor_type=sender.actor_type,
         client=sender.client,

@@ -1,0 +1,15 @@
+"""Who may do what: the roles of Noctis's accounts (web users, API tokens, OIDC users)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    RADIOLOGIST = "radiologist"
+    TECHNOLOGIST = "technologist"
+    REFERRING_PHYSICIAN = "referring-physician"  # read-only
+
+
+WRITE_ROLES = frozenset({Role.ADMIN, Role.RADIOLOGIST, Role.TECHNOLOGIST})
