@@ -90,7 +90,7 @@ def serve(settings: Settings) -> None:
 def _start_siblings(settings: Settings) -> Siblings | None:
     """With ``scp_processes > 1``, the other SCP processes on the port (each runs the tasks
     of what it stores), watched by a thread that restarts one that dies."""
-    from noctis.scp.association import listening_socket
+    from noctis.scp.fast.association import listening_socket
     from noctis.scp.supervisor import Siblings
 
     if settings.scp_processes < 2:

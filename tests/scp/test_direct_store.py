@@ -1,4 +1,5 @@
-"""The direct C-STORE path (`noctis.scp.direct_store`): requests taken off the socket by the DUL
+"""The direct C-STORE path (`noctis.scp.fast.direct_store`): requests taken off the socket by
+the DUL
 thread must store and answer exactly as pynetdicom's path does, leave every other message to
 pynetdicom, and lose nothing when a transfer breaks off.
 """
@@ -25,7 +26,8 @@ from sqlalchemy import select
 from noctis.core.ingest import FacilityRef
 from noctis.core.runtime import Runtime
 from noctis.index.models import Instance
-from noctis.scp import command_set, direct_store, status
+from noctis.scp import status
+from noctis.scp.fast import command_set, direct_store
 from noctis.scp.server import Scp
 from support.archive import index_counts, register_facility
 from support.dicomdata import dataset_bytes, generate_ct_series, sop_instance_uid

@@ -1,4 +1,4 @@
-"""The race `noctis.scp.requestor` closes, played out on a real (unconnected) association."""
+"""The race `noctis.scp.fast.requestor` closes, played out on a real (unconnected) association."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 
-from noctis.scp.requestor import requesting
+from noctis.scp.fast.requestor import requesting
 
 
 def _association() -> Association:

@@ -17,9 +17,9 @@ from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from noctis.scp.association import configure_pynetdicom
 from noctis.scp.contexts import VERIFICATION, requested_storage_contexts
-from noctis.scp.requestor import requesting
+from noctis.scp.fast.association import configure_pynetdicom
+from noctis.scp.fast.requestor import requesting
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ the caller's facility. `answers` yields each (status, identifier) to send.
 
 `serve_find` sends them for a C-FIND-RQ the association hands over (`NoctisAssociation`):
 each identifier is written directly (`noctis.dicom.plain_data_set`; pydicom for what is not
-plain), its command set by `noctis.scp.command_set`, and the PDUs go to the association's DUL
+plain), its command set by `noctis.scp.fast.command_set`, and the PDUs go to the association's DUL
 thread in batches of about BATCH_BYTES. Through pynetdicom
 each response was a message of its own (a pydicom command set, a trip through the state
 machine and a thread hand-off), 2.7 ms a match on the test machine, so 206 matches took 550
@@ -27,8 +27,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from noctis.dicom.plain_data_set import Element, encode_plain
 from noctis.index.query import Match, QueryError, find
 from noctis.scp import status
-from noctis.scp.command_set import command_pdus, data_set_pdus, find_response
 from noctis.scp.contexts import FIND_MODELS
+from noctis.scp.fast.command_set import command_pdus, data_set_pdus, find_response
 from noctis.scp.identifiers import (
     IdentifierInvalid,
     IdentifierUndecodable,

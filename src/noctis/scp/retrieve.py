@@ -7,7 +7,7 @@ there as it is (pynetdicom's chunked send), so what a peer retrieves is exactly 
 stored. Only when the peer refuses an instance's own transfer syntax is it converted (decoded
 and sent uncompressed); if that is impossible the sub-operation fails.
 
-`noctis.scp.association` routes C-MOVE and C-GET requests here instead of to pynetdicom's
+`noctis.scp.fast.association` routes C-MOVE and C-GET requests here instead of to pynetdicom's
 service class; responses are sent on the request's presentation context.
 """
 
@@ -33,6 +33,7 @@ from noctis.core.facilities import Caller, Destination, move_destination
 from noctis.index.query import Level, Match, MatchQuery, QueryError, find
 from noctis.scp import status
 from noctis.scp.contexts import GET_MODELS, MOVE_MODELS, requested_storage_contexts
+from noctis.scp.fast.requestor import requesting
 from noctis.scp.identifiers import (
     IdentifierInvalid,
     IdentifierUndecodable,
@@ -40,7 +41,6 @@ from noctis.scp.identifiers import (
     require_unique_key,
 )
 from noctis.scp.metrics import get_metrics, result_class
-from noctis.scp.requestor import requesting
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association

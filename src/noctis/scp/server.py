@@ -29,14 +29,14 @@ from pynetdicom import AE, evt
 from noctis.core import heap
 from noctis.core.probes import HealthServer
 from noctis.core.runtime import Runtime
-from noctis.scp.association import (
+from noctis.scp.contexts import scp_contexts
+from noctis.scp.echo import handle_echo
+from noctis.scp.fast.association import (
     NoctisServer,
     SharedContexts,
     configure_pynetdicom,
     spool_received_datasets,
 )
-from noctis.scp.contexts import scp_contexts
-from noctis.scp.echo import handle_echo
 from noctis.scp.find import handle_find
 from noctis.scp.metrics import exposition, get_metrics
 from noctis.scp.runtime import ScpRuntime
@@ -61,7 +61,7 @@ class Scp:
         listener: socket.socket | None = None,
     ) -> None:
         """``listener``: a listening socket shared with sibling SCP processes
-        (`noctis.scp.association.listening_socket`), instead of one of its own."""
+        (`noctis.scp.fast.association.listening_socket`), instead of one of its own."""
         settings = runtime.settings
         self.runtime = runtime
         self.runtime = ScpRuntime.create(runtime)

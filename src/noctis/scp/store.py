@@ -1,7 +1,7 @@
 """C-STORE: hand the received bytes, as received, to the one write path (`noctis.core.ingest`).
 
 Each incoming data set is spooled to a Part 10 file (file meta built from the request and the
-accepted transfer syntax), by `noctis.scp.direct_store` for almost every request and by
+accepted transfer syntax), by `noctis.scp.fast.direct_store` for almost every request and by
 pynetdicom (``STORE_RECV_CHUNKED_DATASET``) for the rest, and `store_received` passes that
 file on: no data set is decoded here, and no instance is ever held whole in memory.
 """
@@ -67,7 +67,7 @@ _COMMENT_FOR_FAILURE = {
 
 
 def handle_store(event: Event, runtime: ScpRuntime) -> int | Dataset:
-    """EVT_C_STORE handler (requests `noctis.scp.direct_store` leaves to pynetdicom): the
+    """EVT_C_STORE handler (requests `noctis.scp.fast.direct_store` leaves to pynetdicom): the
     status to answer with, never an exception (pynetdicom would answer C211)."""
     request = cast(C_STORE, event.request)
     staged: Path | None = None

@@ -1,6 +1,6 @@
 """Several SCP processes on one port: ``noctis scp`` and ``noctis serve`` with
 ``scp_processes > 1``. They accept from one listening socket, made here and passed to each
-(`noctis.scp.association.listening_socket`), so a busy process leaves the next association to
+(`noctis.scp.fast.association.listening_socket`), so a busy process leaves the next association to
 an idle one. `Siblings` starts, restarts and drains the others (``noctis serve`` keeps its web
 side, its tasks and SCP number 0 in its own process, and each sibling runs the tasks of what it
 stores).
@@ -32,7 +32,7 @@ from noctis.core import heap
 from noctis.core.probes import HealthServer
 from noctis.core.queue import InProcessQueue
 from noctis.core.runtime import Runtime
-from noctis.scp.association import listening_socket
+from noctis.scp.fast.association import listening_socket
 from noctis.scp.metrics import MULTIPROC_ENV, exposition, mark_process_dead
 from noctis.settings import Settings
 

@@ -16,7 +16,7 @@ The DUL thread also reads each PDU whole into one buffer (pynetdicom reads 4 KiB
 small ones with what follows them read ahead (a command and its data set in one call), skips
 pynetdicom's zero-timeout ``select`` when its own wait just saw the socket readable, and offers
 every P-DATA-TF PDU of an established association to a `DirectStore` first
-(`noctis.scp.direct_store`), which takes C-STORE requests without the state machine. Fewer
+(`noctis.scp.fast.direct_store`), which takes C-STORE requests without the state machine. Fewer
 system calls mean fewer hand-offs of the GIL between associations.
 
 Both still wake every ``IDLE_WAIT`` seconds to check what pynetdicom checks on each pass:
@@ -42,10 +42,10 @@ from pynetdicom import evt
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 
-from noctis.scp.command_set import P_DATA_TF, PDU_HEADER
+from noctis.scp.fast.command_set import P_DATA_TF, PDU_HEADER
 
 if TYPE_CHECKING:
-    from noctis.scp.direct_store import DirectStore
+    from noctis.scp.fast.direct_store import DirectStore
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ pynetdicom 3.0 offers no public hook for these, so each override is small and sa
 - `spool_received_datasets` makes pynetdicom write each received data set to a file in the
   spool directory (chunked receive) instead of memory or the system temp dir.
 - `NoctisRequestHandler` makes both of an association's threads event-driven
-  (`noctis.scp.reactor`) instead of polling every millisecond, and lets the DUL thread receive
-  C-STORE requests itself (`noctis.scp.direct_store`).
+  (`noctis.scp.fast.reactor`) instead of polling every millisecond, and lets the DUL thread receive
+  C-STORE requests itself (`noctis.scp.fast.direct_store`).
 - `NoctisServer` caps the connections of one address (`noctis.scp.connections`) and leaves a
   DICOM TLS handshake to the connection's own thread, bounded in time (pynetdicom shakes hands
   in the accepting thread, where one silent peer would stop every other from connecting).
@@ -40,9 +40,9 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from noctis.dicom.part10 import file_meta
 from noctis.scp.connections import ConnectionLimiter
 from noctis.scp.contexts import FIND_MODELS, GET_MODELS, MOVE_MODELS
-from noctis.scp.direct_store import DirectStore
+from noctis.scp.fast.direct_store import DirectStore
+from noctis.scp.fast.reactor import EventDrivenDUL, SignallingQueue, serve_until_done
 from noctis.scp.find import serve_find
-from noctis.scp.reactor import EventDrivenDUL, SignallingQueue, serve_until_done
 from noctis.scp.retrieve import serve_retrieve
 from noctis.scp.runtime import ScpRuntime
 

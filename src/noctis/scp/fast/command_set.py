@@ -1,6 +1,6 @@
 """DIMSE command sets and P-DATA-TF PDUs, read and written directly (PS3.7 9.3, PS3.8 9.3.5).
 
-The direct C-STORE path (`noctis.scp.direct_store`) reads each request's command set and writes
+The direct C-STORE path (`noctis.scp.fast.direct_store`) reads each request's command set and writes
 its response itself: through pydicom and pynetdicom's message classes the two took about 0.5 ms
 a message, a tenth of a small instance's round trip; C-FIND (`noctis.scp.find`) writes its
 responses here too, one for every match. A command set is a short list of group 0000 elements

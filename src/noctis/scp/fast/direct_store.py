@@ -5,7 +5,7 @@ decoder, the finished message through a queue to the association thread, and the
 back through another queue to the DUL thread that sends it: about 1.5 ms of thread hand-offs
 and pydicom encoding per message, more than the archive's own work for a small instance.
 
-Here the DUL thread (`noctis.scp.reactor.EventDrivenDUL`) hands every P-DATA-TF PDU of an
+Here the DUL thread (`noctis.scp.fast.reactor.EventDrivenDUL`) hands every P-DATA-TF PDU of an
 established association to `DirectStore.take` first. A PDU whose first item is a complete
 C-STORE-RQ command on a storage context we accept as SCP starts a direct store: the data set
 fragments are written to a spool file as they arrive (after the File Meta built from the
@@ -39,7 +39,7 @@ from pynetdicom.sop_class import uid_to_service_class
 from noctis.core.ingest import Received
 from noctis.dicom.part10 import part10_head
 from noctis.scp import status
-from noctis.scp.command_set import (
+from noctis.scp.fast.command_set import (
     PDV_HEADER,
     StoreRequest,
     command_pdus,
