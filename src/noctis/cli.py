@@ -110,7 +110,7 @@ def serve(
 @app.command()
 def scp() -> None:
     """Run the DICOM SCP alone (production: PostgreSQL + S3 from settings)."""
-    from noctis.scp.server import run
+    from noctis.scp.process import run
 
     _logging()
     run(_settings())

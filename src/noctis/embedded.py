@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -53,7 +54,8 @@ def serve(settings: Settings) -> None:
     from noctis.api.server import uvicorn_config
     from noctis.api.viewer import installed_viewer_version
     from noctis.core.accounts import ensure_first_admin
-    from noctis.scp.server import Scp, clean_spool, stop_on_signals
+    from noctis.scp.lifecycle import clean_spool, stop_on_signals
+    from noctis.scp.server import Scp
     from noctis.worker.inprocess import register_tasks
 
     console = Console(stderr=True)
@@ -61,7 +63,7 @@ def serve(settings: Settings) -> None:
     clean_spool(settings.resolved_spool_dir())  # before any SCP process receives into it
     register_tasks(runtime)
     admin = ensure_first_admin(runtime)
-    siblings = _start_siblings(settings)
+    siblings = _start_siblings(settings, register_tasks)
     scp = Scp(runtime, listener=siblings.listener if siblings is not None else None).start()
     app = create_app(settings, runtime)
     _announce(console, settings, scp.port, admin, installed_viewer_version(settings))
@@ -87,16 +89,21 @@ def serve(settings: Settings) -> None:
         runtime.close()
 
 
-def _start_siblings(settings: Settings) -> Siblings | None:
+def _start_siblings(
+    settings: Settings, register_tasks: Callable[[Runtime], None]
+) -> Siblings | None:
     """With ``scp_processes > 1``, the other SCP processes on the port (each runs the tasks
-    of what it stores), watched by a thread that restarts one that dies."""
-    from noctis.scp.fast.association import listening_socket
+    of what it stores, registered by ``register_tasks``), watched by a thread that restarts
+    one that dies."""
+    from noctis.scp.listener import listening_socket
     from noctis.scp.supervisor import Siblings
 
     if settings.scp_processes < 2:
         return None
     listener = listening_socket(settings.scp_host, settings.scp_port)
-    siblings = Siblings(settings, settings.scp_processes - 1, listener, run_tasks=True).start()
+    siblings = Siblings(
+        settings, settings.scp_processes - 1, listener, register_tasks=register_tasks
+    ).start()
 
     def watch() -> None:
         while True:

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     scp_processes: int = Field(
         1, ge=1, description="SCP processes accepting from one listening socket on the port"
     )
+    scp_fast_path: bool = Field(
+        True,
+        description="serve DIMSE through the fast path (noctis.scp.fast: event-driven reactor, "
+        "C-STORE received straight to the spool, C-FIND responses in batches); false: plain "
+        "pynetdicom handlers, e.g. while a pynetdicom upgrade is checked",
+    )
     max_associations: int = 32
     association_request_timeout: float = Field(
         5.0,

@@ -18,7 +18,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 
 from noctis.scp.contexts import VERIFICATION, requested_storage_contexts
-from noctis.scp.fast.association import configure_pynetdicom
+from noctis.scp.fast import compat
 from noctis.scp.fast.requestor import requesting
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def echo(
     timeout: float = 30.0,
 ) -> int:
     """The C-ECHO status, or NO_ASSOCIATION if the peer rejected or could not be reached."""
-    configure_pynetdicom()
+    compat.configure()
     ae = _ae(calling_ae, timeout)
     ae.add_requested_context(VERIFICATION)
     assoc = requesting(ae.associate(host, port, ae_title=called_ae))
@@ -73,7 +73,7 @@ def store_files(
     timeout: float = 60.0,
 ) -> StoreReport:
     """C-STORE every file; a file that cannot be read or sent is reported, not raised."""
-    configure_pynetdicom()
+    compat.configure()
     report = StoreReport()
     described: list[tuple[Path, tuple[str, str]]] = []
     for path in files:

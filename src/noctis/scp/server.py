@@ -1,56 +1,44 @@
 """The DICOM SCP: an AE serving C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET for the archive.
 
 `Scp` runs one listener in this process (tests start it on port 0 and stop it themselves);
-`run(settings)` is the ``noctis scp`` process: one SCP, or with ``scp_processes > 1`` that many
-processes accepting from one listening socket (one Python process cannot store faster than
-its GIL allows; several can), the first of which supervises the others. Either way one
-health/metrics endpoint serves them all: that first process's, which adds up every process's
-metrics (prometheus_client multiprocess mode) and reports them all in readiness.
-
-SIGTERM (and Ctrl-C) stops accepting at once, lets open associations finish for up to
-``settings.scp_drain_seconds`` (25 s by default), aborts what is left, then exits. With
-``tls_cert_file``/``tls_key_file`` set the SCP speaks DICOM TLS (PS3.15 B.1); with
-``tls_ca_file`` too, callers must present a certificate that CA signed.
+the ``noctis scp`` process around it is `noctis.scp.process`. With ``tls_cert_file``/
+``tls_key_file`` set the SCP speaks DICOM TLS (PS3.15 B.1); with ``tls_ca_file`` too, callers
+must present a certificate that CA signed. ``scp_fast_path`` (default on) picks the fast DIMSE
+path (`noctis.scp.fast`) or plain pynetdicom handlers; either way each DIMSE operation is
+served by the same functions (`noctis.scp.store`, `find`, `retrieve`, `echo`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import signal
 import socket
 import ssl
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from pynetdicom import AE, evt
 
-from noctis.core import heap
-from noctis.core.probes import HealthServer
 from noctis.core.runtime import Runtime
+from noctis.scp.context import ScpContext
 from noctis.scp.contexts import scp_contexts
 from noctis.scp.echo import handle_echo
-from noctis.scp.fast.association import (
-    NoctisServer,
-    SharedContexts,
-    configure_pynetdicom,
-    spool_received_datasets,
-)
+from noctis.scp.fast import compat
+from noctis.scp.fast.association import accept
 from noctis.scp.find import handle_find
-from noctis.scp.metrics import exposition, get_metrics
-from noctis.scp.runtime import ScpRuntime
+from noctis.scp.listener import NoctisServer, SharedContexts
+from noctis.scp.metrics import get_metrics
 from noctis.scp.store import handle_store
 from noctis.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DRAIN_TIMEOUT = 25.0  # default: under Kubernetes' default 30 s termination grace period
 IMPLEMENTATION_VERSION = "NOCTIS_010"
 
 
 class Scp:
-    """One listening SCP in this process, serving ``archive``."""
+    """One listening SCP in this process, serving ``runtime``'s archive."""
 
     def __init__(
         self,
@@ -61,10 +49,10 @@ class Scp:
         listener: socket.socket | None = None,
     ) -> None:
         """``listener``: a listening socket shared with sibling SCP processes
-        (`noctis.scp.fast.association.listening_socket`), instead of one of its own."""
+        (`noctis.scp.listener.listening_socket`), instead of one of its own."""
         settings = runtime.settings
         self.runtime = runtime
-        self.runtime = ScpRuntime.create(runtime)
+        self.scp_context = ScpContext.create(runtime)
         self.host = settings.scp_host if host is None else host
         self.requested_port = settings.scp_port if port is None else port
         self.listener = listener
@@ -90,16 +78,19 @@ class Scp:
 
     def start(self) -> Scp:
         get_metrics()  # registered before the first association, not by it
-        configure_pynetdicom()
-        spool_received_datasets(self.runtime.spool_dir)
+        compat.configure()
+        compat.spool_received_datasets(self.scp_context.spool_dir)
+        settings = self.runtime.settings
         self._server = server = self.ae.make_server(  # type: ignore[assignment]
             (self.host, self.requested_port),
-            ae_title=self.runtime.ae_title,
+            ae_title=self.scp_context.ae_title,
             contexts=SharedContexts(scp_contexts()),
-            ssl_context=tls_context(self.runtime.settings),
+            ssl_context=tls_context(settings),
             evt_handlers=self._handlers(),
             server_class=NoctisServer,
-            runtime=self.runtime,
+            upgrade=functools.partial(accept, scp_context=self.scp_context),
+            max_connections_per_address=settings.max_connections_per_address,
+            request_timeout=settings.association_request_timeout,
             listener=self.listener,
         )
         self._thread = threading.Thread(
@@ -109,7 +100,13 @@ class Scp:
             daemon=True,
         )
         self._thread.start()
-        log.info("DICOM SCP %s listening on %s:%d", self.runtime.ae_title, self.host, self.port)
+        log.info(
+            "DICOM SCP %s listening on %s:%d (%s)",
+            self.scp_context.ae_title,
+            self.host,
+            self.port,
+            "fast DIMSE path" if self.scp_context.fast_path else "plain pynetdicom handlers",
+        )
         return self
 
     def stop(self, timeout: float | None = None) -> None:
@@ -138,14 +135,16 @@ class Scp:
         self._server = None
 
     def _handlers(self) -> list[Any]:
-        runtime = self.runtime
+        """pynetdicom's event handlers: thin adapters over the service functions. C-GET and
+        C-MOVE are served by the association itself (`noctis.scp.fast.association`)."""
+        scp_context = self.scp_context
         return [
-            (evt.EVT_REQUESTED, runtime.access.on_requested),
+            (evt.EVT_REQUESTED, scp_context.access.on_requested),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_CONN_CLOSE, self._on_closed),
-            (evt.EVT_C_ECHO, handle_echo, [runtime]),
-            (evt.EVT_C_STORE, handle_store, [runtime]),
-            (evt.EVT_C_FIND, handle_find, [runtime]),
+            (evt.EVT_C_ECHO, handle_echo, [scp_context]),
+            (evt.EVT_C_STORE, handle_store, [scp_context]),
+            (evt.EVT_C_FIND, handle_find, [scp_context]),
         ]
 
     def _on_established(self, event: evt.Event) -> None:
@@ -157,7 +156,7 @@ class Scp:
             self._established.add(id(event.assoc))
 
     def _on_closed(self, event: evt.Event) -> None:
-        self.runtime.audit.association_ended(event.assoc)
+        self.scp_context.audit.association_ended(event.assoc)
         with self._lock:
             if id(event.assoc) not in self._established:
                 return
@@ -193,70 +192,3 @@ def _application_entity(settings: Settings) -> AE:
     ae.require_called_aet = False
     ae.require_calling_aet = []
     return ae
-
-
-def prepare_embedded(settings: Settings) -> None:
-    """Embedded mode works out of the box: migrated index, loopback-only default facility."""
-    from noctis.core.facilities import ensure_default_facility
-    from noctis.index.migrate import upgrade
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)  # SQLite creates files, not dirs
-    upgrade(settings.resolved_database_url())
-    runtime = Runtime.open(settings)
-    try:
-        with runtime.sessions.begin() as session:
-            ensure_default_facility(session)
-    finally:
-        runtime.close()
-    log.warning("embedded mode: facility 'default' accepts any calling AE title from loopback only")
-
-
-def run(settings: Settings) -> None:
-    """``noctis scp``: serve until SIGTERM or Ctrl-C."""
-    if settings.embedded:
-        prepare_embedded(settings)
-    if settings.scp_processes > 1:
-        from noctis.scp.supervisor import supervise
-
-        supervise(settings)
-        return
-    stopping = stop_on_signals()
-    clean_spool(settings.resolved_spool_dir())
-    runtime = Runtime.open(settings)
-    scp = Scp(runtime).start()
-    health = HealthServer(
-        settings.health_host,
-        settings.health_port,
-        alive=lambda: scp.serving,
-        ready=runtime.readiness,
-        metrics=exposition,
-    ).start()
-    heap.settle()
-    try:
-        while not stopping.wait(0.5):
-            pass
-        log.info("stopping: no new associations; draining open ones")
-        scp.stop()
-    finally:
-        health.stop()
-        runtime.close()
-
-
-def clean_spool(directory: Path) -> None:
-    """Remove what a previous run left in the spool (a crash mid-transfer). Only before any
-    SCP process of this spool directory runs: the files of a live transfer look the same."""
-    if not directory.is_dir():
-        return
-    for leftover in [*directory.glob("incoming-*"), *directory.glob("retrieve-*")]:
-        leftover.unlink(missing_ok=True)
-
-
-def stop_on_signals() -> threading.Event:
-    stopping = threading.Event()
-
-    def _handler(signum: int, _frame: object) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, _handler)
-    signal.signal(signal.SIGINT, _handler)
-    return stopping

@@ -21,8 +21,8 @@ system calls mean fewer hand-offs of the GIL between associations.
 
 Both still wake every ``IDLE_WAIT`` seconds to check what pynetdicom checks on each pass:
 ARTIM and network (idle) timeouts, the other thread being alive. A kill request wakes the DUL
-thread at once. Each loop otherwise does what pynetdicom's does, in the same order; its
-behaviour is pinned with pynetdicom (``>=3.0,<3.1`` in pyproject) and covered by the SCP tests.
+thread at once. Each loop otherwise does what pynetdicom's does, in the same order; what it
+relies on of pynetdicom's internals goes through `noctis.scp.fast.compat`.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pynetdicom import evt
-from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 
+from noctis.scp.fast import compat
 from noctis.scp.fast.command_set import P_DATA_TF, PDU_HEADER
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class WakeUpPipe:
                     os.close(fd)
 
 
-class EventDrivenDUL(DULServiceProvider):
+class EventDrivenDUL(compat.DULHooks):
     """pynetdicom's DUL provider, waiting for its socket or its queue instead of sleeping,
     reading PDUs whole (not 4 KiB at a time) and giving P-DATA-TF PDUs to a `DirectStore`
     first."""
@@ -169,7 +169,7 @@ class EventDrivenDUL(DULServiceProvider):
         if self.state_machine.current_state == "Sta6":
             self.send_bytes(data)
 
-    def _read_pdu_data(self) -> None:
+    def read_pdu(self) -> None:
         """One PDU from the socket: a direct store's, or decoded for the state machine (what
         pynetdicom's does, with the same events for a closed connection or a bad PDU)."""
         try:
@@ -196,13 +196,12 @@ class EventDrivenDUL(DULServiceProvider):
                 header = PDU_HEADER.pack(P_DATA_TF, 0, length - rest)
                 body = body[rest:]
         try:
-            pdu, event = self._decode_pdu(header + body)
+            pdu, event = self.decode_pdu(header + body)
         except Exception:
             log.exception("undecodable PDU received")
             self.event_queue.put("Evt19")
             return
-        self.event_queue.put(event)
-        self._recv_pdu.put(pdu)
+        self.deliver_pdu(pdu, event)
 
     def _receive_exactly(self, length: int) -> bytearray:
         """``length`` bytes from the peer: what was read ahead first, then the socket. A read
@@ -231,14 +230,14 @@ class EventDrivenDUL(DULServiceProvider):
             del buffer[length:]
         return buffer
 
-    def _is_transport_event(self) -> bool:
+    def transport_event(self) -> bool:
         """pynetdicom's, without its zero-timeout ``select`` when bytes were read ahead or the
         last wait saw the socket readable."""
         if self._pending or self._readable:
             self._readable = False
-            self._read_pdu_data()
+            self.read_pdu()
             return True
-        return bool(super()._is_transport_event())
+        return super().transport_event()
 
     def _raw_socket(self) -> Any:
         transport = self.socket
@@ -247,7 +246,7 @@ class EventDrivenDUL(DULServiceProvider):
         return transport.socket
 
     def kill_dul(self) -> None:
-        self._kill_thread = True
+        self.request_kill()
         self._wake_up.wake()
 
     def stop_dul(self) -> bool:
@@ -277,11 +276,10 @@ class EventDrivenDUL(DULServiceProvider):
 
     def _react(self) -> None:
         # pynetdicom's run_reactor, with the idle sleep replaced by _wait_for_work.
-        self._idle_timer.start()
+        self.start_idle_timer()
         while True:
-            if not self.assoc._dul_ready.is_set():
-                self.assoc._dul_ready.set()
-            if self._kill_thread:
+            compat.signal_dul_ready(self.assoc)
+            if self.kill_requested:
                 return
             if self._outgoing:
                 self._send_outgoing()
@@ -289,10 +287,10 @@ class EventDrivenDUL(DULServiceProvider):
                 self.event_queue.put("Evt18")
             try:
                 # One primitive to send or one PDU received per pass, as pynetdicom does.
-                if self._process_recv_primitive():
+                if self.send_next_primitive():
                     pass
-                elif self._is_transport_event():
-                    self._idle_timer.restart()
+                elif self.transport_event():
+                    self.restart_idle_timer()
             except Exception:
                 log.exception("DICOM upper layer failed; aborting the association")
                 self._abort_hard()
@@ -310,7 +308,7 @@ class EventDrivenDUL(DULServiceProvider):
         transport = self.socket
         sock = transport.socket if transport is not None else None
         watched: list[Any] = [self._wake_up.read_fd]
-        if sock is not None and transport is not None and transport._is_connected:
+        if sock is not None and self.transport_connected():
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
                 return  # decrypted bytes waiting that select cannot see
             watched.append(sock)
@@ -333,26 +331,25 @@ class EventDrivenDUL(DULServiceProvider):
         assoc = self.assoc
         assoc.is_aborted = True
         assoc.is_established = False
-        assoc._kill = True
-        self._kill_thread = True
+        compat.mark_killed(assoc)
+        self.request_kill()
 
 
 def serve_until_done(assoc: Any, wake: threading.Event) -> None:
     """The association's reactor (pynetdicom's ``Association._run_reactor``), waiting on
     ``wake`` (set when a DIMSE message or an ACSE primitive arrives) instead of sleeping."""
-    assoc._is_paused = False
-    while not assoc._kill:
+    compat.set_reactor_paused(assoc, False)
+    while not compat.is_killed(assoc):
         wake.wait(IDLE_WAIT)
         wake.clear()  # before looking: a put after this sets it again
 
         # Requests the handlers make themselves (C-GET sub-operations) pause the reactor.
-        assoc._is_paused = True
-        assoc._reactor_checkpoint.wait()
-        assoc._is_paused = False
+        with compat.paused_at_checkpoint(assoc):
+            pass
 
         context_id, message = assoc.dimse.get_msg(block=False)
         if message:
-            assoc._serve_request(message, context_id)
+            assoc.serve_request(message, context_id)
             wake.set()  # more may have queued while serving: look again at once
 
         if assoc.is_established and assoc.acse.is_release_requested():
@@ -383,10 +380,8 @@ def serve_until_done(assoc: Any, wake: threading.Event) -> None:
                 assoc.network_timeout_response,
             )
             if assoc.network_timeout_response == "A-RELEASE":
-                assoc._is_paused = True
-                assoc._reactor_checkpoint.wait()
-                assoc.release()
-                assoc._is_paused = False
+                with compat.paused_at_checkpoint(assoc):
+                    assoc.release()
             else:
                 assoc.abort()
             assoc.kill()

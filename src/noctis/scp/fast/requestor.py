@@ -17,16 +17,17 @@ from typing import Any
 
 from pynetdicom.association import Association
 
+from noctis.scp.fast import compat
 
-class RequestingAssociation(Association):
-    def _serve_request(self, msg: Any, context_id: int) -> None:
-        if not msg.is_valid_request and not self._reactor_checkpoint.is_set():
+
+class RequestingAssociation(compat.AssociationHooks):
+    def serve_request(self, msg: Any, context_id: int) -> None:
+        if not msg.is_valid_request and compat.checkpoint_held(self):
             self.dimse.msg_queue.put((context_id, msg))  # a sender is waiting for it
             return
-        super()._serve_request(msg, context_id)
+        super().serve_request(msg, context_id)
 
 
 def requesting(assoc: Association) -> Association:
     """``assoc`` (just associated, nothing sent yet) with the race closed."""
-    assoc.__class__ = RequestingAssociation
-    return assoc
+    return compat.become(assoc, RequestingAssociation)

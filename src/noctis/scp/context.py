@@ -1,4 +1,4 @@
-"""What every DIMSE handler needs, built once per SCP process and passed through handler args."""
+"""What every DIMSE service needs, built once per SCP process and passed to each handler."""
 
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ from noctis.scp.audit import DimseAudit
 
 
 @dataclass(frozen=True)
-class ScpRuntime:
-    runtime: Runtime
+class ScpContext:
+    runtime: Runtime  # the archive's shared core: settings, index sessions, object store, queue
     access: AccessControl
     ae_title: str
     spool_dir: Path  # where received instances are spooled and retrieved objects staged
     audit: DimseAudit
+    fast_path: bool  # the fast DIMSE path (noctis.scp.fast) or plain pynetdicom handlers
 
     @classmethod
-    def create(cls, runtime: Runtime) -> ScpRuntime:
+    def create(cls, runtime: Runtime) -> ScpContext:
         settings = runtime.settings
         spool = settings.resolved_spool_dir()
         spool.mkdir(parents=True, exist_ok=True)
@@ -35,4 +36,5 @@ class ScpRuntime:
             ae_title=settings.ae_title.strip(),
             spool_dir=spool,
             audit=audit,
+            fast_path=settings.scp_fast_path,
         )
