@@ -6,11 +6,16 @@ ends. The facility "st-mary" has the AE titles tests call with:
 
 - MODALITY: every service, from loopback;
 - ECHOONLY: echo only.
+
+The SCP serves DIMSE through its fast path unless ``NOCTIS_SCP_FAST_PATH=false`` is set (the
+whole suite then runs on plain pynetdicom handlers: ``NOCTIS_SCP_FAST_PATH=false pytest
+tests/scp``). Tests marked ``both_dimse_paths`` run on both paths in every run (`dimse_path`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +32,27 @@ from support.archive import (
     register_facility,
 )
 from support.ports import LOOPBACK
+
+DIMSE_PATHS = ("fast", "plain")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_dimse_paths: run with the fast DIMSE path and with plain pynetdicom"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_dimse_paths"):
+        metafunc.parametrize("dimse_path", DIMSE_PATHS, indirect=True)
+
+
+@pytest.fixture
+def dimse_path(request: pytest.FixtureRequest) -> str:
+    """The SCP's DIMSE path: "fast" (noctis.scp.fast) or "plain" (pynetdicom's handlers)."""
+    configured = os.environ.get("NOCTIS_SCP_FAST_PATH", "true").strip().lower()
+    default = "plain" if configured in ("0", "false", "no", "off") else "fast"
+    return str(getattr(request, "param", default))
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +101,9 @@ def facility(runtime: Runtime) -> FacilityRef:
 
 
 @pytest.fixture
-def scp(runtime: Runtime, facility: FacilityRef) -> Iterator[RunningScp]:
+def scp(runtime: Runtime, facility: FacilityRef, dimse_path: str) -> Iterator[RunningScp]:
+    runtime.settings.scp_fast_path = dimse_path == "fast"
     running = Scp(runtime, host=LOOPBACK, port=0).start()
+    assert running.scp_context.fast_path == (dimse_path == "fast")
     yield RunningScp(running, runtime)
     running.stop(timeout=5)

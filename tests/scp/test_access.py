@@ -26,6 +26,7 @@ def rejections(reason: str) -> float:
     return get_metrics().associations_rejected.labels(reason=reason)._value.get()
 
 
+@pytest.mark.both_dimse_paths
 def test_registered_ae_may_echo(scp: RunningScp) -> None:
     result = dcmtk.echoscu(scp.port, calling=MODALITY, called=AE_TITLE)
     assert result.ok, result.output
@@ -72,6 +73,7 @@ def test_disabled_facility_is_rejected(scp: RunningScp, runtime: Runtime) -> Non
     assert CALLING_REJECTED in result.output
 
 
+@pytest.mark.both_dimse_paths
 def test_services_are_checked_per_request(scp: RunningScp) -> None:
     register_facility(
         scp.runtime,

@@ -157,6 +157,7 @@ def values(responses: list, keyword: str) -> set[str]:
     return {str(r.get(keyword, "")) for r in responses}
 
 
+@pytest.mark.both_dimse_paths
 def test_study_level_wildcards_ranges_and_uid_lists(
     scp: RunningScp, seeded: Seeded, tmp_path: Path
 ) -> None:
@@ -337,11 +338,13 @@ def test_invalid_identifiers_are_refused(
     assert [code for code, _ in answers] == [expected]
 
 
+@pytest.mark.both_dimse_paths
 def test_find_refused_without_the_find_service(scp: RunningScp) -> None:
     answers = query(scp.port, identifier("STUDY", StudyInstanceUID=""), calling=ECHO_ONLY)
     assert [code for code, _ in answers] == [status.NOT_AUTHORIZED]
 
 
+@pytest.mark.both_dimse_paths
 def test_undecodable_identifier(scp: RunningScp) -> None:
     request = C_FIND()
     request.MessageID = 7
@@ -379,6 +382,7 @@ def test_many_matches_all_come_back_to_findscu(
 
 
 @pytest.mark.parametrize("runtime", ["embedded"], indirect=True)
+@pytest.mark.both_dimse_paths
 def test_a_c_cancel_stops_the_responses(scp: RunningScp, many: list[str]) -> None:
     """A C-CANCEL-RQ sent right after the request, before any response was read: the SCP
     answers Cancel instead of sending every match."""

@@ -82,6 +82,7 @@ def by_sop_uid(files: list[Path], *, as_sent: bool = False) -> dict[str, bytes]:
     return found
 
 
+@pytest.mark.both_dimse_paths
 def test_movescu_to_storescp_every_syntax_byte_identical(
     scp: RunningScp, samples: list[Path], tmp_path: Path
 ) -> None:
@@ -125,6 +126,7 @@ def test_getscu_ct_series_byte_identical(scp: RunningScp, tmp_path: Path) -> Non
     assert by_sop_uid(got) == by_sop_uid(series)
 
 
+@pytest.mark.both_dimse_paths
 def test_get_every_syntax_in_its_own_syntax(
     scp: RunningScp, samples: list[Path], tmp_path: Path
 ) -> None:
@@ -177,6 +179,7 @@ def test_get_converts_only_when_the_peer_refuses_the_stored_syntax(
     )
 
 
+@pytest.mark.both_dimse_paths
 def test_move_failures(scp: RunningScp, samples: list[Path], tmp_path: Path) -> None:
     runtime = scp.runtime
     uid = study_uid(samples[0])

@@ -54,6 +54,7 @@ def test_every_transfer_syntax_with_storescu(scp: RunningScp, tmp_path: Path) ->
         assert_same_instance(stored_file(scp.runtime, sop_instance_uid(path), tmp_path), path)
 
 
+@pytest.mark.both_dimse_paths
 def test_every_transfer_syntax_with_own_syntax_client(scp: RunningScp, tmp_path: Path) -> None:
     files = [*transfer_syntax_samples(tmp_path / "samples").values(), retired_us_sample()]
     report = store_files(LOOPBACK, scp.port, files, called_ae=AE_TITLE, calling_ae=MODALITY)
@@ -121,6 +122,7 @@ def _write(ds_path: Path, source: Path | None = None, **changes: object) -> Path
     return ds_path
 
 
+@pytest.mark.both_dimse_paths
 def test_malformed_data_set_is_refused_and_nothing_stored(scp: RunningScp, tmp_path: Path) -> None:
     [good] = generate_ct_series(tmp_path / "g", slices=1, size=16)
     garbage = tmp_path / "garbage.dcm"
@@ -138,6 +140,7 @@ def test_malformed_data_set_is_refused_and_nothing_stored(scp: RunningScp, tmp_p
     assert stored_object_keys(scp.runtime.store) == set()
 
 
+@pytest.mark.both_dimse_paths
 def test_data_set_not_matching_the_request_is_refused(scp: RunningScp, tmp_path: Path) -> None:
     [original] = generate_ct_series(tmp_path / "m", slices=1, size=16)
     other = _write(tmp_path / "other.dcm", source=original, SOPInstanceUID=generate_uid())
@@ -150,6 +153,7 @@ def test_data_set_not_matching_the_request_is_refused(scp: RunningScp, tmp_path:
     assert index_counts(scp.runtime)["instance"] == 0
 
 
+@pytest.mark.both_dimse_paths
 def test_store_refused_for_an_ae_without_the_store_service(scp: RunningScp, tmp_path: Path) -> None:
     [path] = generate_ct_series(tmp_path / "e", slices=1, size=16)
     report = store_files(LOOPBACK, scp.port, [path], AE_TITLE, ECHO_ONLY)

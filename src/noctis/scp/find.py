@@ -63,10 +63,16 @@ def handle_find(event: Event, scp_context: ScpContext) -> Iterator[FindResponse]
         event.assoc,
         lambda: decode_identifier(event),
         str(event.request.AffectedSOPClassUID),
-        lambda: bool(event.is_cancelled),
+        lambda: bool(event.is_cancelled) or _cancelled_early(event),
     )
     for code, elements in answers(request, scp_context):
         yield code, identifier_dataset(elements) if elements is not None else None
+
+
+def _cancelled_early(event: Event) -> bool:
+    """A C-CANCEL-RQ came before pynetdicom started serving the request (it forgets those;
+    `noctis.scp.fast.association.AcceptedAssociation` remembers them)."""
+    return event.request.MessageID in getattr(event.assoc, "cancelled_early", ())
 
 
 def serve_find(

@@ -52,6 +52,9 @@ def accept(assoc: Association, scp_context: ScpContext) -> None:
 class AcceptedAssociation(compat.AssociationHooks):
     scp_context: ScpContext
     wake: threading.Event | None  # None: pynetdicom's own reactors (the fast path is off)
+    # Message IDs of C-CANCEL-RQs that came for the request being served before the reactor
+    # got to it: pynetdicom forgets those before it serves a request; handlers look here too.
+    cancelled_early: frozenset[int] = frozenset()
 
     def run_reactor(self) -> None:
         if self.wake is None:
@@ -65,6 +68,8 @@ class AcceptedAssociation(compat.AssociationHooks):
             super().serve_request(msg, context_id)  # pynetdicom's warning, or its abort
             return
         model = str(context.abstract_syntax)
+        message_id = getattr(msg, "MessageID", None)
+        self.cancelled_early = frozenset(k for k in self.dimse.cancel_req if k == message_id)
         if isinstance(msg, C_FIND) and self.wake is not None and model in FIND_MODELS:
             # C-CANCELs are tracked per request, as pynetdicom's _serve_request does, except
             # that one for this very request, come in before its turn, still cancels it.
