@@ -56,9 +56,9 @@ class AcceptedAssociation(compat.AssociationHooks):
     # got to it: pynetdicom forgets those before it serves a request; handlers look here too.
     cancelled_early: frozenset[int] = frozenset()
 
-    def run_reactor(self) -> None:
+    def reactor_loop(self) -> None:
         if self.wake is None:
-            super().run_reactor()
+            super().reactor_loop()
         else:
             serve_until_done(self, self.wake)
 

@@ -101,7 +101,7 @@ def become(instance: Any, cls: type[T]) -> T:
 
 class AssociationHooks(Association):
     """pynetdicom's Association with its two private hooks under public names: a subclass
-    overrides `serve_request` and `run_reactor`, and calls them on ``super()`` for
+    overrides `serve_request` and `reactor_loop`, and calls them on ``super()`` for
     pynetdicom's own behaviour."""
 
     def _serve_request(self, msg: Any, context_id: int) -> None:
@@ -112,9 +112,9 @@ class AssociationHooks(Association):
         super()._serve_request(msg, context_id)
 
     def _run_reactor(self) -> None:
-        self.run_reactor()
+        self.reactor_loop()
 
-    def run_reactor(self) -> None:
+    def reactor_loop(self) -> None:
         """The association thread's loop once the association is established."""
         super()._run_reactor()
 
