@@ -63,6 +63,16 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+if [ "$want_test" = 1 ]; then
+  # Every pynetdicom release the pin allows, each on its own, for the contract test of
+  # noctis.scp.fast.compat (tests/scp/test_compat_contract.py); cached outside the repo.
+  for version in 3.0.0 3.0.1 3.0.3 3.0.4; do
+    target="$HOME/.cache/noctis-testbed/pynetdicom-$version"
+    [ -f "$target/pynetdicom/__init__.py" ] ||
+      .venv/bin/python -m pip install -q --no-deps --target "$target" "pynetdicom==$version"
+  done
+fi
+
 if [ "$want_bench" = 1 ]; then
   # The benchmark's S3 server (bench/minio.py); cached outside the repo, built once.
   scripts/build-testbed.sh minio >/dev/null
