@@ -134,6 +134,7 @@ def test_find_response_bytes_equal_pynetdicom(
 @pytest.fixture
 def scp(embedded_archive: Runtime) -> Iterator[RunningScp]:
     register_facility(embedded_archive, "st-mary", [{"aeTitle": MODALITY}])
+    embedded_archive.settings.scp_fast_path = True  # this module tests the fast path itself
     running = Scp(embedded_archive, host=LOOPBACK, port=0).start()
     yield RunningScp(running, embedded_archive)
     running.stop(timeout=5)
@@ -305,6 +306,7 @@ def either_scp(runtime: Runtime, facility: FacilityRef) -> Iterator[RunningScp]:
     """An SCP on each configuration: the filesystem store adopts named spool files, S3
     copies the data, so it is spooled in memory up to IN_MEMORY_LIMIT and to an unnamed file
     beyond."""
+    runtime.settings.scp_fast_path = True
     running = Scp(runtime, host=LOOPBACK, port=0).start()
     yield RunningScp(running, runtime)
     running.stop(timeout=5)

@@ -31,7 +31,9 @@ NETWORK_TIMEOUT = 1.0
 @pytest.fixture
 def quick_timeout_scp(tmp_path: Path) -> Iterator[Scp]:
     runtime = open_archive(
-        embedded_settings(tmp_path, ae_title=AE_TITLE, network_timeout=NETWORK_TIMEOUT)
+        embedded_settings(
+            tmp_path, ae_title=AE_TITLE, network_timeout=NETWORK_TIMEOUT, scp_fast_path=True
+        )
     )
     register_facility(runtime, "st-mary", [{"aeTitle": MODALITY}])
     scp = Scp(runtime, host=LOOPBACK, port=0).start()
