@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from pynetdicom.sop_class import (
 )
 
 from noctis.core.runtime import Runtime
+from noctis.scp.fast import compat
 from noctis.scp.server import Scp
 from support.archive import indexed_objects
 from support.dicomdata import dataset_bytes, small_ct, sop_instance_uid
@@ -148,18 +148,15 @@ def raw_request(port: int, request: Any, *, calling: str = MODALITY) -> list[int
         context = assoc.accepted_contexts[0]
         # Hold the requestor's reactor, as pynetdicom's own send_c_* do, so the responses
         # come to us.
-        assoc._reactor_checkpoint.clear()
-        while not assoc._is_paused:
-            time.sleep(0.001)
-        assoc.dimse.send_msg(request, context.context_id)
-        while True:
-            _, response = assoc.dimse.get_msg(block=True)
-            if response is None:
-                break
-            codes.append(int(response.Status))
-            if int(response.Status) not in (0xFF00, 0xFF01):
-                break
-        assoc._reactor_checkpoint.set()
+        with compat.holding_checkpoint(assoc):
+            assoc.dimse.send_msg(request, context.context_id)
+            while True:
+                _, response = assoc.dimse.get_msg(block=True)
+                if response is None:
+                    break
+                codes.append(int(response.Status))
+                if int(response.Status) not in (0xFF00, 0xFF01):
+                    break
     finally:
         assoc.release()
     return codes

@@ -27,7 +27,7 @@ from noctis.core.ingest import FacilityRef
 from noctis.core.runtime import Runtime
 from noctis.index.models import Instance
 from noctis.scp import status
-from noctis.scp.fast import command_set, direct_store
+from noctis.scp.fast import command_set, compat, direct_store
 from noctis.scp.server import Scp
 from support.archive import index_counts, register_facility
 from support.dicomdata import dataset_bytes, generate_ct_series, sop_instance_uid
@@ -284,12 +284,9 @@ def test_refusals_carry_the_same_status_and_comment(
             context_id = assoc.accepted_contexts[0].context_id
             request = _store_primitive(1, generate_uid())  # not the data set's
             request.DataSet = io.BytesIO(dataset_bytes(path))
-            assoc._reactor_checkpoint.clear()
-            while not assoc._is_paused:
-                time.sleep(0.001)
-            assoc.dimse.send_msg(request, context_id)
-            _, response = assoc.dimse.get_msg(block=True)
-            assoc._reactor_checkpoint.set()
+            with compat.holding_checkpoint(assoc):
+                assoc.dimse.send_msg(request, context_id)
+                _, response = assoc.dimse.get_msg(block=True)
             codes.append((int(response.Status), str(response.ErrorComment)))
         finally:
             assoc.release()

@@ -9,7 +9,6 @@ must never see.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -34,6 +33,7 @@ from scp_support import (
 from noctis.core.ingest import FacilityRef, ingest
 from noctis.core.runtime import Runtime
 from noctis.scp import status
+from noctis.scp.fast import compat
 from support import dcmtk
 from support.archive import register_facility
 from support.ports import LOOPBACK
@@ -400,18 +400,15 @@ def test_a_c_cancel_stops_the_responses(scp: RunningScp, many: list[str]) -> Non
     codes: list[int] = []
     try:
         context_id = assoc.accepted_contexts[0].context_id
-        assoc._reactor_checkpoint.clear()  # the responses come to us, as in send_c_find
-        while not assoc._is_paused:
-            time.sleep(0.001)
-        assoc.dimse.send_msg(request, context_id)
-        assoc.send_c_cancel(5, context_id)
-        while True:
-            _, response = assoc.dimse.get_msg(block=True)
-            assert response is not None, "no final response"
-            codes.append(int(response.Status))
-            if codes[-1] not in (status.PENDING, status.PENDING_WITH_UNSUPPORTED_KEYS):
-                break
-        assoc._reactor_checkpoint.set()
+        with compat.holding_checkpoint(assoc):  # the responses come to us, as in send_c_find
+            assoc.dimse.send_msg(request, context_id)
+            assoc.send_c_cancel(5, context_id)
+            while True:
+                _, response = assoc.dimse.get_msg(block=True)
+                assert response is not None, "no final response"
+                codes.append(int(response.Status))
+                if codes[-1] not in (status.PENDING, status.PENDING_WITH_UNSUPPORTED_KEYS):
+                    break
     finally:
         assoc.release()
     assert codes[-1] == status.CANCEL
