@@ -1,7 +1,6 @@
 """The direct C-STORE path (`noctis.scp.fast.direct_store`): requests taken off the socket by
-the DUL
-thread must store and answer exactly as pynetdicom's path does, leave every other message to
-pynetdicom, and lose nothing when a transfer breaks off.
+the DUL thread must store and answer exactly as pynetdicom's path does, leave every other
+message to pynetdicom, and lose nothing when a transfer breaks off.
 """
 
 from __future__ import annotations

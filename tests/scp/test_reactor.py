@@ -1,7 +1,7 @@
-"""The SCP's event-driven reactors (``noctis.scp.fast.reactor``) keep pynetdicom's timers and life
-cycle: an idle association is aborted at the network timeout (pynetdicom's default response), a
-peer's release and abort end it at once, and stores on one association are answered in order.
-The File Meta written for each received instance is what pydicom writes."""
+"""The SCP's event-driven reactors (``noctis.scp.fast.reactor``) keep pynetdicom's timers and
+life cycle: an idle association is aborted at the network timeout (pynetdicom's default
+response), a peer's release and abort end it at once, and stores on one association are
+answered in order. The File Meta written for each received instance is what pydicom writes."""
 
 from __future__ import annotations
 
