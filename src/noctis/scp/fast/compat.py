@@ -156,6 +156,14 @@ def reactor_paused(assoc: Association) -> Iterator[None]:
         assoc._is_paused = False
 
 
+def pass_checkpoint(assoc: Association) -> None:
+    """The reactor's checkpoint on each pass of its loop, as pynetdicom's loop passes it:
+    paused while a sender holds it."""
+    assoc._is_paused = True
+    assoc._reactor_checkpoint.wait()
+    assoc._is_paused = False
+
+
 @contextmanager
 def paused_at_checkpoint(assoc: Association) -> Iterator[None]:
     """The reactor's checkpoint, as pynetdicom's loop passes it: paused, waiting while a sender

@@ -344,8 +344,7 @@ def serve_until_done(assoc: Any, wake: threading.Event) -> None:
         wake.clear()  # before looking: a put after this sets it again
 
         # Requests the handlers make themselves (C-GET sub-operations) pause the reactor.
-        with compat.paused_at_checkpoint(assoc):
-            pass
+        compat.pass_checkpoint(assoc)
 
         context_id, message = assoc.dimse.get_msg(block=False)
         if message:
