@@ -1,5 +1,6 @@
-"""Index writers of one SQLite file take turns across processes (``noctis.index.sqlite.SqliteWriteLock``): a
-writer in another process holding the lock makes this one wait for it, then go at once."""
+"""Index writers of one SQLite file take turns across processes
+(``noctis.index.sqlite.SqliteWriteLock``): a writer in another process holding the lock makes
+this one wait for it, then go at once."""
 
 from __future__ import annotations
 
