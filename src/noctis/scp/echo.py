@@ -13,7 +13,7 @@ from noctis.scp.metrics import get_metrics, result_class
 if TYPE_CHECKING:
     from pynetdicom.events import Event
 
-    from noctis.scp.context import ScpContext
+    from noctis.scp.scp_context import ScpContext
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from pynetdicom.events import Event
     from pynetdicom.presentation import PresentationContext
 
-    from noctis.scp.context import ScpContext
+    from noctis.scp.scp_context import ScpContext
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from pynetdicom.association import Association
     from pynetdicom.presentation import PresentationContext
 
-    from noctis.scp.context import ScpContext
+    from noctis.scp.scp_context import ScpContext
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from typing import Any
 from pynetdicom import AE, evt
 
 from noctis.core.runtime import Runtime
-from noctis.scp.context import ScpContext
 from noctis.scp.contexts import scp_contexts
 from noctis.scp.echo import handle_echo
 from noctis.scp.fast import compat
@@ -29,6 +28,7 @@ from noctis.scp.fast.association import accept
 from noctis.scp.find import handle_find
 from noctis.scp.listener import NoctisServer, SharedContexts
 from noctis.scp.metrics import get_metrics
+from noctis.scp.scp_context import ScpContext
 from noctis.scp.store import handle_store
 from noctis.settings import Settings
 

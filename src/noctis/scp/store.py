@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from pynetdicom.association import Association
     from pynetdicom.events import Event
 
-    from noctis.scp.context import ScpContext
+    from noctis.scp.scp_context import ScpContext
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from typing import Any
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
 
-from noctis.scp.context import ScpContext
 from noctis.scp.contexts import FIND_MODELS, GET_MODELS, MOVE_MODELS
 from noctis.scp.fast import compat
 from noctis.scp.fast.direct_store import DirectStore
 from noctis.scp.fast.reactor import EventDrivenDUL, SignallingQueue, serve_until_done
 from noctis.scp.find import serve_find
 from noctis.scp.retrieve import serve_retrieve
+from noctis.scp.scp_context import ScpContext
 
 _RETRIEVE_MODELS = frozenset({*GET_MODELS, *MOVE_MODELS})
 

@@ -50,7 +50,7 @@ from noctis.scp.fast.command_set import (
 from noctis.scp.store import store_received
 
 if TYPE_CHECKING:
-    from noctis.scp.context import ScpContext
+    from noctis.scp.scp_context import ScpContext
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class DirectStore:
 
     def __init__(self, assoc: Any, scp_context: ScpContext, send: Callable[[bytes], None]) -> None:
         self._assoc = assoc
-        self._scp_context = scp_context
+        self._runtime = scp_context
         self._send = send
         self._incoming: _Incoming | None = None
         # context ID -> (SOP class, transfer syntax), if a storage context we serve
@@ -158,7 +158,7 @@ class DirectStore:
         directory; for one that copies the data (S3), memory, or an unnamed file in the spool
         directory beyond IN_MEMORY_LIMIT: no file to create, write, read back and remove.
         """
-        scp_context = self._scp_context
+        scp_context = self._runtime
         path: Path | None = None
         spool: IO[bytes]
         try:
@@ -222,16 +222,16 @@ class DirectStore:
             # delay the answer.
             if incoming.path is not None:
                 incoming.path.unlink(missing_ok=True)
-        if self._scp_context.runtime.store.adopts_files:
+        if self._runtime.runtime.store.adopts_files:
             try:
-                self._prepared = _new_spool_file(self._scp_context)
+                self._prepared = _new_spool_file(self._runtime)
             except OSError:
                 self._prepared = None  # the next request tries again; A700 if it fails
 
     def _store(
         self, incoming: _Incoming, spool: IO[bytes], path: Path | None, request: StoreRequest
     ) -> status.Answer:
-        scp_context = self._scp_context
+        scp_context = self._runtime
         try:
             spool.flush()
             return store_received(
