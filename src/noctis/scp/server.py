@@ -63,7 +63,6 @@ class Scp:
         """``listener``: a listening socket shared with sibling SCP processes
         (`noctis.scp.association.listening_socket`), instead of one of its own."""
         settings = runtime.settings
-        self.runtime = runtime
         self.runtime = ScpRuntime.create(runtime)
         self.host = settings.scp_host if host is None else host
         self.requested_port = settings.scp_port if port is None else port
@@ -96,7 +95,7 @@ class Scp:
             (self.host, self.requested_port),
             ae_title=self.runtime.ae_title,
             contexts=SharedContexts(scp_contexts()),
-            ssl_context=tls_context(self.runtime.settings),
+            ssl_context=tls_context(self.runtime.runtime.settings),
             evt_handlers=self._handlers(),
             server_class=NoctisServer,
             runtime=self.runtime,
@@ -116,7 +115,7 @@ class Scp:
         """Stop accepting; wait up to ``timeout`` s (default: the drain setting) for open
         associations, then abort them."""
         if timeout is None:
-            timeout = self.runtime.settings.scp_drain_seconds
+            timeout = self.runtime.runtime.settings.scp_drain_seconds
         if self._server is None:
             return
         self._server.shutdown()
