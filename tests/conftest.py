@@ -87,7 +87,7 @@ def pg_url(postgres: PostgresServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_store(s3_server: SeaweedFS) -> Iterator[S3Store]:
+def s3_store(s3_server: SeaweedFS, tmp_path: Path) -> Iterator[S3Store]:
     """An S3Store on a new bucket, removed with its objects after the test."""
     s3_server.up()
     store = S3Store.connect(
@@ -96,6 +96,7 @@ def s3_store(s3_server: SeaweedFS) -> Iterator[S3Store]:
         access_key=s3_server.access_key,
         secret_key=s3_server.secret_key,
         secure=False,
+        spool_dir=tmp_path / "spool",
     )
     store.ensure_bucket()
     yield store
@@ -106,7 +107,7 @@ def s3_store(s3_server: SeaweedFS) -> Iterator[S3Store]:
 @pytest.fixture
 def fs_store(tmp_path: Path) -> FilesystemStore:
     """A FilesystemStore rooted in the test's tmp_path."""
-    return FilesystemStore(tmp_path / "objects")
+    return FilesystemStore(tmp_path / "objects", spool_dir=tmp_path / "spool")
 
 
 def _remove_bucket(server: SeaweedFS, bucket: str) -> None:

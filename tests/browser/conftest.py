@@ -26,10 +26,11 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from noctis.api.app import create_app
 from noctis.api.viewer import default_viewer_dir
 from noctis.core.facilities import DEFAULT_FACILITY
-from noctis.core.ingest import FacilityRef, IngestError, ingest
+from noctis.core.ingest import FacilityRef, IngestError
 from noctis.core.runtime import Runtime
 from noctis.index.models import Facility
 from support.dicomdata import retired_us_sample, sample_dirs, transfer_syntax_samples
+from support.incoming import ingest_file
 from support.ports import free_port
 from support.web import create_user, open_archive
 
@@ -146,7 +147,7 @@ def store_public_samples(runtime: Runtime, ref: FacilityRef, workdir: Path) -> i
         copy = workdir / f"{index:04d}-{source.name}"  # the store links what it ingests
         shutil.copyfile(source, copy)
         try:
-            result = ingest(runtime, ref, copy)
+            result = ingest_file(runtime, ref, copy)
         except IngestError:
             continue  # not DICOM, or refused: not in the study list either
         studies.add(result.header.study_instance_uid)
@@ -165,7 +166,7 @@ def live_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveArchi
         facility = session.query(Facility).filter_by(name=DEFAULT_FACILITY).one()
         ref = FacilityRef(facility.id, facility.name)
     for path in paths:
-        ingest(runtime, ref, path)
+        ingest_file(runtime, ref, path)
     sample_studies = store_public_samples(runtime, ref, root / "samples")
     password = create_user(runtime, "dr.house", "radiologist", [DEFAULT_FACILITY])
     app = create_app(runtime.settings, runtime)

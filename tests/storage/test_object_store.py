@@ -182,30 +182,6 @@ def test_short_stream_raises_and_stores_nothing(
     assert not store.exists(KEY)
 
 
-def test_put_file_keeps_the_bytes_after_the_file_is_removed(
-    store: ObjectStore, tmp_path: Path
-) -> None:
-    # What ingest does with a received instance: put the spooled file, then remove it.
-    spooled = tmp_path / "incoming.dcm"
-    spooled.write_bytes(BINARY)
-    store.put_file(KEY, spooled, len(BINARY))
-    spooled.unlink()
-    assert store.get(KEY) == BINARY
-    assert not any(tmp_path.rglob(".incoming-*"))  # no temporary file left in the store
-
-
-def test_put_file_of_the_wrong_length_raises_and_keeps_the_previous_object(
-    store: ObjectStore, tmp_path: Path
-) -> None:
-    put_bytes(store, KEY, BINARY)
-    short = tmp_path / "short.dcm"
-    short.write_bytes(b"x" * 10)
-    with pytest.raises(ValueError):
-        store.put_file(KEY, short, 20)
-    assert store.get(KEY) == BINARY
-    assert not any(tmp_path.rglob(".incoming-*"))
-
-
 def test_failed_put_leaves_the_previous_object(store: ObjectStore) -> None:
     put_bytes(store, KEY, BINARY)
     with pytest.raises(ValueError):

@@ -28,7 +28,7 @@ from worker_support import (
 
 from noctis.api.app import create_app
 from noctis.core.facilities import DEFAULT_FACILITY
-from noctis.core.ingest import FacilityRef, IngestOutcome, ingest
+from noctis.core.ingest import FacilityRef, IngestOutcome
 from noctis.core.notices import BEAT_SECONDS
 from noctis.core.queue import SERIES_METADATA, NullQueue
 from noctis.core.runtime import Runtime
@@ -44,6 +44,7 @@ from noctis.worker.queues import facility_queues
 from noctis.worker.series_metadata import series_metadata
 from noctis.worker.tasks import TASKS
 from support.archive import embedded_settings, register_facility
+from support.incoming import ingest_file
 from support.redis import RedisServer
 from support.web import client_for, create_user, token_for
 
@@ -88,7 +89,7 @@ def celery_built(
             loglevel="WARNING",
             shutdown_timeout=30,
         ):
-            results = [ingest(sender, facility, path) for path in ct_series(root / "series")]
+            results = [ingest_file(sender, facility, path) for path in ct_series(root / "series")]
             header = results[0].header
             key = bundle_key(facility.name, header.study_instance_uid, header.series_instance_uid)
             assert isinstance(worker.store, CountingStore)
@@ -189,7 +190,7 @@ def test_noctis_serve_builds_and_extends_the_bundle_in_process(
     facility = _default_facility(runtime)
     files = ct_series(tmp_path / "series")
     try:
-        first = [ingest(runtime, facility, path) for path in files[:25]]
+        first = [ingest_file(runtime, facility, path) for path in files[:25]]
         header = first[0].header
         key = bundle_key(facility.name, header.study_instance_uid, header.series_instance_uid)
         first_keys = {r.object_key for r in first}
@@ -200,7 +201,7 @@ def test_noctis_serve_builds_and_extends_the_bundle_in_process(
         # More instances of the series arrive later: the bundle grows, and only the new
         # instances' headers are read.
         store.reset()
-        later = [ingest(runtime, facility, path) for path in files[25:]]
+        later = [ingest_file(runtime, facility, path) for path in files[25:]]
         every_key = {r.object_key for r in first + later}
         wait_for(lambda: bundle_keys(store.inner, key) == every_key, "a bundle of all 30")
         wait_settled(outcomes, SETTLED)

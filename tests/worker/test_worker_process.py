@@ -17,7 +17,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from worker_support import Outcomes, bundle_keys, celery_archive, empty_broker, wait_for
 
-from noctis.core.ingest import IngestOutcome, ingest
+from noctis.core.ingest import IngestOutcome
 from noctis.core.queue import INSTANCE_STORED
 from noctis.dicom.metadata import BUNDLE_MINIMUM, bundle_key
 from noctis.settings import Settings
@@ -28,6 +28,7 @@ from noctis.worker.series_metadata import instance_stored
 from noctis.worker.tasks import TASKS
 from support.archive import embedded_settings, indexed_objects, register_facility
 from support.dicomdata import generate_ct_series
+from support.incoming import ingest_file
 from support.ports import free_port
 from support.redis import RedisServer
 
@@ -90,7 +91,7 @@ def test_noctis_worker_serves_probes_and_builds_bundles(tmp_path: Path, broker: 
 
         # It consumes the facility's queue: a stored series gets its bundle.
         files = generate_ct_series(tmp_path / "series", slices=5, size=32)
-        results = [ingest(sender, facility, path) for path in files]
+        results = [ingest_file(sender, facility, path) for path in files]
         header = results[0].header
         key = bundle_key("east", header.study_instance_uid, header.series_instance_uid)
         wanted = {r.object_key for r in results}
@@ -136,7 +137,7 @@ def test_a_worker_follows_new_facilities_and_beats_its_heartbeat(
             # A series large enough for a task to act on (smaller ones are not told).
             series = generate_ct_series(tmp_path / "late", slices=BUNDLE_MINIMUM, size=16)
             for path in series:
-                assert ingest(sender, late, path).outcome is IngestOutcome.STORED
+                assert ingest_file(sender, late, path).outcome is IngestOutcome.STORED
             wait_for(lambda: len(stored) >= 1, "INSTANCE_STORED on the new facility's queue")
         time.sleep(0.3)
         alive, why = liveness.check(settings, max_age=0.25)  # stopped: the heartbeat ages
@@ -157,7 +158,7 @@ def test_a_broker_outage_never_fails_a_store(
     try:
         with redis_server.offline(), caplog.at_level(logging.ERROR, logger="noctis.core.queue"):
             started = time.monotonic()
-            results = [ingest(runtime, facility, path) for path in series]
+            results = [ingest_file(runtime, facility, path) for path in series]
             elapsed = time.monotonic() - started
             runtime.notices.flush()  # the series' notice, sent at the next beat otherwise
         assert [r.outcome for r in results] == [IngestOutcome.STORED] * len(series)
