@@ -27,7 +27,7 @@ from support.dicomdata import dataset_bytes
 from support.incoming import ingest_file
 
 DicomFactory = Callable[..., Path]
-BACKENDS = pytest.mark.parametrize("archive", ["sqlite", "postgres"], indirect=True)
+BACKENDS = pytest.mark.parametrize("runtime", ["sqlite", "postgres"], indirect=True)
 MODALITY = Sender("CT_ROOM_1", "ae", "127.0.0.1")
 
 
