@@ -25,8 +25,9 @@ from sqlalchemy import select
 from noctis.core.ingest import FacilityRef
 from noctis.core.runtime import Runtime
 from noctis.index.models import Instance
-from noctis.scp import command_set, direct_store, status
+from noctis.scp import command_set, status
 from noctis.scp.server import Scp
+from noctis.storage import incoming
 from support.archive import index_counts, register_facility
 from support.dicomdata import dataset_bytes, generate_ct_series, sop_instance_uid
 from support.ports import LOOPBACK
@@ -300,9 +301,9 @@ def test_refusals_carry_the_same_status_and_comment(
 
 @pytest.fixture
 def either_scp(runtime: Runtime, facility: FacilityRef) -> Iterator[RunningScp]:
-    """An SCP on each configuration: the filesystem store adopts named spool files, S3
-    copies the data, so it is spooled in memory up to IN_MEMORY_LIMIT and to an unnamed file
-    beyond."""
+    """An SCP on each configuration: the filesystem store links named spool files into
+    place, S3 copies the data, so it is spooled in memory up to IN_MEMORY_LIMIT and to an
+    unnamed file beyond."""
     running = Scp(runtime, host=LOOPBACK, port=0).start()
     yield RunningScp(running, runtime)
     running.stop(timeout=5)
@@ -311,7 +312,7 @@ def either_scp(runtime: Runtime, facility: FacilityRef) -> Iterator[RunningScp]:
 def test_data_sets_below_and_above_the_in_memory_limit_are_stored_as_sent(
     either_scp: RunningScp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(direct_store, "IN_MEMORY_LIMIT", 64 << 10)
+    monkeypatch.setattr(incoming, "IN_MEMORY_LIMIT", 64 << 10)
     small = generate_ct_series(tmp_path / "small", slices=2, size=32)  # ~2 KB each
     large = generate_ct_series(tmp_path / "large", slices=2, size=256)  # ~130 KB each
     assert all(path.stat().st_size > 64 << 10 for path in large)

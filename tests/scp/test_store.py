@@ -26,8 +26,9 @@ from scp_support import (
 
 from noctis.scp import status
 from noctis.scp.client import store_files
-from noctis.scp.store import _part10_file
+from noctis.scp.store import _write_part10
 from noctis.settings import DuplicatePolicy
+from noctis.storage.filesystem import FilesystemStore
 from support import dcmtk
 from support.archive import index_counts, stored_object_keys
 from support.dicomdata import (
@@ -193,8 +194,12 @@ def test_received_data_set_without_file_meta_gets_one(tmp_path: Path, chunked: b
     raw = tmp_path / "raw.dcm"
     raw.write_bytes(data)
     event = _SpoolEvent(raw if chunked else None, data, CTImageStorage, sop_instance_uid(path))
-    written, to_remove = _part10_file(event, tmp_path)  # type: ignore[arg-type]
-    assert to_remove == written != raw
+    store = FilesystemStore(tmp_path / "objects", spool_dir=tmp_path / "spool")
+    with store.incoming() as received:
+        _write_part10(event, received)  # type: ignore[arg-type]
+        received.commit("instance.dcm")
+    written = store.root / "instance.dcm"
+    assert raw.read_bytes() == data  # pynetdicom's file, which it removes itself
     assert dataset_bytes(written) == data
     meta = dcmread(written, stop_before_pixels=True).file_meta
     assert meta.TransferSyntaxUID == ExplicitVRLittleEndian

@@ -101,9 +101,10 @@ class SpooledIncoming(IncomingObject):
     directory); no file to create by name, read back and remove."""
 
     def __init__(
-        self, store: ObjectStore, spool_dir: Path | None, memory_limit: int = IN_MEMORY_LIMIT
+        self, store: ObjectStore, spool_dir: Path | None, memory_limit: int | None = None
     ) -> None:
-        super().__init__(tempfile.SpooledTemporaryFile(max_size=memory_limit, dir=spool_dir))  # noqa: SIM115 (closed by close)
+        limit = IN_MEMORY_LIMIT if memory_limit is None else memory_limit
+        super().__init__(tempfile.SpooledTemporaryFile(max_size=limit, dir=spool_dir))  # noqa: SIM115 (closed by close)
         self._store = store
 
     def commit(self, key: str) -> None:
