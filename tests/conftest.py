@@ -90,13 +90,15 @@ def pg_url(postgres: PostgresServer) -> Iterator[str]:
 def s3_store(s3_server: SeaweedFS, tmp_path: Path) -> Iterator[S3Store]:
     """An S3Store on a new bucket, removed with its objects after the test."""
     s3_server.up()
+    spool = tmp_path / "spool"
+    spool.mkdir(exist_ok=True)
     store = S3Store.connect(
         s3_server.endpoint,
         f"test-{secrets.token_hex(6)}",
         access_key=s3_server.access_key,
         secret_key=s3_server.secret_key,
         secure=False,
-        spool_dir=tmp_path / "spool",
+        spool_dir=spool,
     )
     store.ensure_bucket()
     yield store

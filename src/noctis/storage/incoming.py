@@ -23,7 +23,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, BinaryIO, Final, Self
+from typing import TYPE_CHECKING, BinaryIO, Final, Self, cast
 
 from noctis.dicom.data_set_digest import DataSetDigest
 
@@ -42,7 +42,7 @@ class IncomingObject(ABC):
     so they are final once the last chunk is written.
     """
 
-    def __init__(self, spool: IO[bytes]) -> None:
+    def __init__(self, spool: BinaryIO) -> None:
         self._spool = spool
         self._digest = DataSetDigest()
         self.size = 0
@@ -71,7 +71,7 @@ class IncomingObject(ABC):
         """The bytes written, readable and seekable (callers seek before they read): the
         spool itself, so no second open by name."""
         self.finish()
-        return self._spool  # type: ignore[return-value]  # IO[bytes] is the same protocol
+        return self._spool
 
     @abstractmethod
     def commit(self, key: str) -> None:
@@ -104,13 +104,14 @@ class SpooledIncoming(IncomingObject):
         self, store: ObjectStore, spool_dir: Path | None, memory_limit: int | None = None
     ) -> None:
         limit = IN_MEMORY_LIMIT if memory_limit is None else memory_limit
-        super().__init__(tempfile.SpooledTemporaryFile(max_size=limit, dir=spool_dir))  # noqa: SIM115 (closed by close)
+        spool = tempfile.SpooledTemporaryFile(max_size=limit, dir=spool_dir)  # noqa: SIM115 (closed by close)
+        super().__init__(cast(BinaryIO, spool))
         self._store = store
 
     def commit(self, key: str) -> None:
         self._spool.flush()
         self._spool.seek(0)
-        self._store.put(key, self._spool, self.size)  # type: ignore[arg-type]
+        self._store.put(key, self._spool, self.size)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -59,9 +59,8 @@ class S3Store:
         self.bucket = bucket
         self.endpoint = endpoint  # for messages only
         self.region = region
+        # Made by the processes that receive (the SCP, STOW): a worker never spools.
         self.spool_dir = spool_dir
-        if spool_dir is not None:
-            spool_dir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
     def connect(
