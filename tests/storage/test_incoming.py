@@ -72,17 +72,20 @@ def test_a_failed_receipt_leaves_nothing(store: ObjectStore) -> None:
     assert _spooled(store) == []
 
 
-def test_a_commit_under_a_taken_key_fails_and_keeps_the_first_object(store: ObjectStore) -> None:
-    with store.incoming() as first:
+def test_a_filesystem_commit_under_a_taken_key_fails_and_keeps_the_first_object(
+    fs_store: FilesystemStore,
+) -> None:
+    """Keys are never reused (ingest makes a fresh one per attempt); if one were, the first
+    object stays as it was."""
+    with fs_store.incoming() as first:
         first.write(HEAD + b"first")
         first.commit(KEY)
-    with store.incoming() as second:
+    with fs_store.incoming() as second:
         second.write(HEAD + b"second")
-        if isinstance(store, FilesystemStore):  # S3 has no such check: keys are never reused
-            with pytest.raises(FileExistsError):
-                second.commit(KEY)
-            assert store.get(KEY) == HEAD + b"first"
-    assert _spooled(store) == []
+        with pytest.raises(FileExistsError):
+            second.commit(KEY)
+    assert fs_store.get(KEY) == HEAD + b"first"
+    assert _spooled(fs_store) == []
 
 
 def test_the_filesystem_commits_by_linking_the_spooled_file(fs_store: FilesystemStore) -> None:
