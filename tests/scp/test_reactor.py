@@ -93,7 +93,7 @@ def test_stores_on_one_association_are_answered_in_order(
     finally:
         assoc.release()
     assert statuses == [0x0000] * len(files)
-    runtime: Runtime = quick_timeout_scp.runtime.runtime
+    runtime: Runtime = quick_timeout_scp.runtime
     with runtime.reader() as session:
         stored = {uid for (uid,) in session.query(Instance.sop_instance_uid)}
     assert stored == {dcmread(path, stop_before_pixels=True).SOPInstanceUID for path in files}

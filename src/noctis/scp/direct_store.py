@@ -43,7 +43,7 @@ from noctis.scp.command_set import (
 from noctis.scp.store import store_received
 
 if TYPE_CHECKING:
-    from noctis.scp.runtime import ScpRuntime
+    from noctis.scp.scp_context import ScpContext
     from noctis.storage import IncomingObject
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,9 @@ class _Incoming:
 class DirectStore:
     """One association's direct C-STORE receiver; used by its DUL thread only."""
 
-    def __init__(self, assoc: Any, runtime: ScpRuntime, send: Callable[[bytes], None]) -> None:
+    def __init__(self, assoc: Any, scp_context: ScpContext, send: Callable[[bytes], None]) -> None:
         self._assoc = assoc
-        self._runtime = runtime
+        self._runtime = scp_context
         self._send = send
         self._incoming: _Incoming | None = None
         # context ID -> (SOP class, transfer syntax), if a storage context we serve
