@@ -27,7 +27,8 @@ from noctis.index.accounts import ApiToken, AuditEvent, LoginLockout, User, WebS
 from noctis.index.migrate import alembic_config, current_revision, upgrade
 from noctis.settings import Settings
 from noctis.specs.facility import FacilitySpec
-from support.web import auth_app, client_for, create_user, login, open_archive, running, token_for
+from support.archive import embedded_settings, open_runtime
+from support.web import auth_app, client_for, create_user, login, running, token_for
 
 
 @pytest.fixture
@@ -353,7 +354,9 @@ def test_parallel_wrong_passwords_are_counted_atomically_and_shared(
     password = create_user(runtime, "rad", "radiologist")
     generous = AuthSettings(login_rate_burst=100)  # the address rate limit is not tested here
     url = runtime.settings.resolved_database_url()
-    other = open_archive(url, tmp_path / "other-process")
+    other = open_runtime(
+        embedded_settings(tmp_path / "other-process", database_url=url), default_facility=True
+    )
     try:
         with (
             running(auth_app(runtime, generous)) as first,

@@ -32,8 +32,9 @@ from noctis.core.facilities import apply_facility
 from noctis.core.runtime import Runtime
 from noctis.index.accounts import User
 from noctis.specs.facility import FacilitySpec
+from support.archive import embedded_settings, open_runtime
 from support.ports import LOOPBACK, free_port
-from support.web import auth_app, client_for, create_user, open_archive
+from support.web import auth_app, client_for, create_user
 
 CLIENT_ID = "noctis-web"
 CLIENT_SECRET = "s3cret-of-the-client"
@@ -139,7 +140,7 @@ def issuer() -> Iterator[Issuer]:
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[Runtime]:
-    runtime = open_archive(f"sqlite:///{tmp_path / 'index.sqlite3'}", tmp_path)
+    runtime = open_runtime(embedded_settings(tmp_path), default_facility=True)
     with runtime.sessions.begin() as session:
         spec = {"displayName": "St Mary", "identityProviderGroups": ["st-mary-radiology"]}
         apply_facility(session, "st-mary", FacilitySpec.model_validate(spec))

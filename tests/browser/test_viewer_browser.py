@@ -14,8 +14,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import select
 
 from noctis.index.accounts import AuditEvent
+from support.archive import embedded_settings, open_runtime
 from support.viewer_page import wait_for_image
-from support.web import open_archive
 
 from .conftest import LiveArchive
 
@@ -106,7 +106,7 @@ def test_viewer_reads_are_in_the_audit_trail(live_archive: LiveArchive) -> None:
     """Runs after the viewer test: what the browser read was recorded as dr.house's."""
     assert live_archive.app.state.audit.flush()
     root = Path(live_archive.data_dir)
-    runtime = open_archive(f"sqlite:///{root / 'index.sqlite3'}", root)
+    runtime = open_runtime(embedded_settings(root), default_facility=True)
     try:
         with runtime.sessions() as session:
             events = session.scalars(

@@ -22,7 +22,7 @@ from scp_support import scp_environment
 from sqlalchemy import text
 
 from support import README_HINT, dcmtk, log_tail, terminate, wait_until
-from support.archive import embedded_settings, open_archive
+from support.archive import embedded_settings, open_runtime
 from support.dicomdata import generate_ct_series
 from support.ports import LOOPBACK, free_ports
 
@@ -201,7 +201,7 @@ def test_postgresql_commits_are_synchronous_even_where_the_server_says_off(
     """The test server runs with synchronous_commit=off (for speed); the archive's own
     connections turn it back on, as they would on a production server set up that way."""
     settings = embedded_settings(tmp_path).model_copy(update={"database_url": pg_url})
-    runtime = open_archive(settings)
+    runtime = open_runtime(settings)
     try:
         with runtime.engine.connect() as conn:
             assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"

@@ -21,7 +21,7 @@ from noctis.core.runtime import Runtime
 from noctis.dicom.part10 import file_meta
 from noctis.index.models import Instance
 from noctis.scp.server import Scp
-from support.archive import embedded_settings, open_archive, register_facility
+from support.archive import embedded_settings, open_runtime, register_facility
 from support.dicomdata import generate_ct_series
 from support.ports import LOOPBACK
 
@@ -30,7 +30,7 @@ NETWORK_TIMEOUT = 1.0
 
 @pytest.fixture
 def quick_timeout_scp(tmp_path: Path) -> Iterator[Scp]:
-    runtime = open_archive(
+    runtime = open_runtime(
         embedded_settings(tmp_path, ae_title=AE_TITLE, network_timeout=NETWORK_TIMEOUT)
     )
     register_facility(runtime, "st-mary", [{"aeTitle": MODALITY}])

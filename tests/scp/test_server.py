@@ -30,7 +30,7 @@ from noctis.index.models import Instance
 from noctis.scp import status
 from noctis.scp.client import store_files
 from support import dcmtk, log_tail, terminate
-from support.archive import embedded_settings, index_counts, open_archive
+from support.archive import embedded_settings, index_counts, open_runtime
 from support.dicomdata import generate_ct_series
 from support.ports import LOOPBACK, free_ports, is_listening
 
@@ -177,7 +177,7 @@ def test_one_scrape_adds_up_what_both_processes_stored(
     assert metric(metrics, 'noctis_scp_requests_total{result="success",service="store"}') == 24
     assert metric(metrics, "noctis_scp_store_seconds_count") == 24
     assert metric(metrics, 'noctis_scp_store_seconds_bucket{le="+Inf"}') == 24
-    runtime = open_archive(embedded_settings(scp_process.data_dir))
+    runtime = open_runtime(embedded_settings(scp_process.data_dir))
     try:
         with runtime.sessions() as session:
             stored = session.scalar(select(func.sum(Instance.size_bytes)))
@@ -209,7 +209,7 @@ def test_echo_and_upload_commands(scp_process: ScpProcess, tmp_path: Path) -> No
     assert upload.returncode == 1, upload.stderr  # the text file is reported, not sent
     assert "sent 5 of 6 files; 1 failed" in " ".join(upload.stderr.split())
     assert "notes.txt" in upload.stderr
-    runtime = open_archive(embedded_settings(scp_process.data_dir))
+    runtime = open_runtime(embedded_settings(scp_process.data_dir))
     try:
         assert index_counts(runtime)["instance"] == 5
     finally:
@@ -268,7 +268,7 @@ def test_noctis_serve_runs_several_scp_processes(tmp_path: Path) -> None:
         assert process.wait(timeout=60) == 0, log_tail(log)
     finally:
         terminate(process, timeout=30)
-    runtime = open_archive(embedded_settings(tmp_path / "data"))
+    runtime = open_runtime(embedded_settings(tmp_path / "data"))
     try:
         assert index_counts(runtime)["instance"] == len(files)
     finally:

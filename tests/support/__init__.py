@@ -12,10 +12,11 @@ import contextlib
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
+
+from support import wait
 
 README_HINT = (
     "Run the README's test command, scripts/test, which installs the test services "
@@ -53,30 +54,37 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
-def wait_until(
+def running_and(
+    ready: Callable[[], bool], *, what: str, process: subprocess.Popen[bytes], log: Path
+) -> Callable[[], bool]:
+    """`ready`, as a predicate for `wait.until` that fails at once if the process has exited."""
+
+    def check() -> bool:
+        code = process.poll()
+        if code is not None:
+            raise ServiceError(
+                f"{what} exited with status {code} while starting; log:\n{log_tail(log)}"
+            )
+        return ready()
+
+    return check
+
+
+def wait_started(
     ready: Callable[[], bool],
     *,
     what: str,
     process: subprocess.Popen[bytes],
     log: Path,
     timeout: float,
-) -> float:
-    """Poll `ready` until it returns True; the seconds it took.
-
-    Fails fast if the process exits, and puts the log in the error either way.
-    """
-    started = time.monotonic()
-    while True:
-        code = process.poll()
-        if code is not None:
-            raise ServiceError(
-                f"{what} exited with status {code} while starting; log:\n{log_tail(log)}"
-            )
-        if ready():
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise ServiceError(f"{what} was not ready after {timeout:.0f} s; log:\n{log_tail(log)}")
-        time.sleep(0.05)
+) -> None:
+    """Wait until a server just spawned is `ready`; its log in the error either way."""
+    wait.until(
+        running_and(ready, what=what, process=process, log=log),
+        timeout=timeout,
+        what=what,
+        context=lambda: f"log:\n{log_tail(log)}",
+    )
 
 
 def terminate(process: subprocess.Popen[bytes], *, timeout: float = 15.0) -> None:

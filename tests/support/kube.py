@@ -18,11 +18,9 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -34,10 +32,12 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from support import log_tail, wait
+from support.ports import free_ports
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO_ROOT / "scripts" / "testbed-versions.env"
 BUILD_SCRIPT = "scripts/build-testbed.sh"
-LOG_TAIL_LINES = 40
 
 
 class TestbedError(RuntimeError):
@@ -113,35 +113,6 @@ testbed_binaries.__test__ = False  # type: ignore[attr-defined]
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports on 127.0.0.1 that were free a moment ago."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            ports.append(int(sock.getsockname()[1]))
-        return ports
-
-
-def wait_until(
-    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2
-) -> None:
-    """Poll ``condition`` until it is true; raise TestbedError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TestbedError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
 
 
 def write_service_account_keys(directory: Path) -> tuple[Path, Path]:
@@ -442,14 +413,13 @@ def wait_healthy(component: Component, probe: Callable[[], bool], timeout: float
         except (OSError, ValueError):
             return False
 
-    try:
-        wait_until(ready, timeout, f"{component.name} to become ready")
-    except TestbedError as error:
-        if component.process.poll() is not None:
-            raise
-        raise TestbedError(
-            f"{error}; last lines of {component.name}'s log:\n{log_tail(component.log)}"
-        ) from None
+    wait.until(
+        ready,
+        timeout=timeout,
+        what=f"{component.name} to become ready",
+        interval=0.2,
+        context=lambda: f"last lines of {component.name}'s log:\n{log_tail(component.log)}",
+    )
 
 
 def _start_etcd(plane: ControlPlane, client_port: int, peer_port: int, timeout: float) -> int:
@@ -488,7 +458,7 @@ def _start_apiserver(plane: ControlPlane, etcd_port: int, port: int, timeout: fl
         workdir / "logs" / "kube-apiserver.log",
     )
     plane.components.append(component)
-    wait_until(plane.ca_file.exists, timeout, "kube-apiserver's serving certificate")
+    wait.until(plane.ca_file.exists, timeout=timeout, what="kube-apiserver's serving certificate")
     wait_healthy(component, lambda: plane.api_get("/readyz")[0] == 200, timeout)
     plane.kubeconfig = workdir / "kubeconfig-admin"
     plane.kubeconfig.write_text(
@@ -539,11 +509,12 @@ def install_noctis_crds(kube: ControlPlane) -> None:
     kube.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
     for crd in NOCTIS_CRDS:
         group = "kopf.dev" if crd == "kopfpeerings" else "pacs.noctis.io"
-        wait_until(
+        wait.until(
             lambda name=f"crd/{crd}.{group}": (
                 kube.kubectl("get", name, "-o", f"jsonpath={ESTABLISHED}", check=False).stdout
                 == "True"
             ),
-            30,
-            f"CRD {crd}.{group} to be established",
+            timeout=30,
+            what=f"CRD {crd}.{group} to be established",
+            interval=0.2,
         )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from playwright.sync_api import Page
+
+from support import wait
 
 # Canvas statistics in the page: grey levels of the rendered viewport (a 2D canvas that
 # cornerstone draws its WebGL output into).
@@ -33,11 +34,15 @@ def wait_for_image(page: Page, timeout: float = 90.0) -> dict[str, Any]:
     """Poll the viewport canvas until it shows a non-uniform image; its statistics."""
     canvas = page.locator("canvas.cornerstone-canvas").first
     canvas.wait_for(state="visible", timeout=timeout * 1000)
-    deadline = time.monotonic() + timeout
-    stats: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        stats = canvas.evaluate(CANVAS_STATS)
-        if stats["std"] > 20 and stats["levels"] > 16:
-            return stats
-        time.sleep(0.2)
-    return stats
+
+    def image_stats() -> dict[str, Any] | None:
+        stats: dict[str, Any] = canvas.evaluate(CANVAS_STATS)
+        return stats if stats["std"] > 20 and stats["levels"] > 16 else None
+
+    return wait.until(
+        image_stats,
+        timeout=timeout,
+        what="the viewport to show a non-uniform image",
+        interval=0.2,
+        context=lambda: f"canvas statistics: {canvas.evaluate(CANVAS_STATS)}",
+    )

@@ -17,7 +17,7 @@ from noctis.dicom.metadata import decode_bundle
 from noctis.settings import Settings
 from noctis.storage import ObjectNotFound, ObjectStore
 from noctis.storage.filesystem import FilesystemStore
-from support.archive import open_archive
+from support.archive import open_runtime
 from support.dicomdata import generate_ct_series
 from support.redis import RedisServer
 
@@ -33,7 +33,7 @@ def empty_broker(server: RedisServer) -> str:
 
 def celery_archive(settings: Settings) -> Runtime:
     """A migrated archive whose tasks go to the broker, with a counting store."""
-    runtime = open_archive(
+    runtime = open_runtime(
         settings, store=CountingStore(FilesystemStore(settings.resolved_storage_path()))
     )
     assert settings.broker_url
