@@ -33,7 +33,8 @@ from support.containers import (
     running,
     wait_for,
 )
-from support.kube import ControlPlane, free_ports, kubeconfig_yaml
+from support.kube import ControlPlane, kubeconfig_yaml
+from support.ports import free_ports
 from support.redis import RedisServer
 from support.s3 import SeaweedFS
 

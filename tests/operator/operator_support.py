@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +14,9 @@ from typing import Any
 
 import yaml
 
-from support.kube import ControlPlane, free_ports
+from support import log_tail, wait
+from support.kube import ControlPlane
+from support.ports import free_port
 from support.s3 import SeaweedFS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ class OperatorProcess:
     def start(
         cls, kubeconfig: Path, namespace: str, database_url: str, log: Path, **extra: str
     ) -> OperatorProcess:
-        (port,) = free_ports(1)
+        port = free_port()
         env = {
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
@@ -64,11 +65,12 @@ class OperatorProcess:
                 stdin=subprocess.DEVNULL,
             )
         started = cls(process, log, f"http://127.0.0.1:{port}/healthz")
-        wait_for(
+        wait.until(
             lambda: http_ok(started.liveness_url) or process.poll() is not None,
-            60,
-            "the operator's liveness endpoint",
-            log,
+            timeout=60,
+            what="the operator's liveness endpoint",
+            context=operator_log_tail(log),
+            interval=0.2,
         )
         assert process.poll() is None, log.read_text()
         return started
@@ -162,8 +164,12 @@ class Cluster:
                 return cond
             return None
 
-        return wait_for(
-            matches, timeout, f"{kind}/{name} {type_}={status} {reason or ''}", self.log
+        return wait.until(
+            matches,
+            timeout=timeout,
+            what=f"{kind}/{name} {type_}={status} {reason or ''}",
+            context=operator_log_tail(self.log),
+            interval=0.2,
         )
 
     def events(self, name: str, reason: str | None = None) -> list[dict[str, Any]]:
@@ -176,18 +182,9 @@ class Cluster:
         return "\n".join(o.text() for o in operators if o is not None)
 
 
-def wait_for(fn: Callable[[], Any], timeout: float, what: str, log: Path | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = fn()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            tail = ""
-            if log is not None:
-                tail = "\noperator log:\n" + "\n".join(log.read_text().splitlines()[-40:])
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{tail}")
-        time.sleep(0.2)
+def operator_log_tail(log: Path) -> Callable[[], str]:
+    """For ``wait.until(context=...)``: the operator log's last lines when a wait times out."""
+    return lambda: "operator log:\n" + log_tail(log)
 
 
 def install_chart(kube: ControlPlane, namespace: str, *values: str) -> None:

@@ -12,13 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from operator_support import CHART, SERVICE_ACCOUNT, Cluster, wait_for
+from operator_support import (
+    CHART,
+    SERVICE_ACCOUNT,
+    Cluster,
+)
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from noctis.core.facilities import resolve_caller
 from noctis.index.migrate import upgrade
 from noctis.index.models import Facility
+from support import wait
 from support.kube import ControlPlane
 from support.s3 import SeaweedFS
 
@@ -77,7 +82,12 @@ def test_quickstart_resources_become_an_archive(quickstart: Cluster) -> None:
     finally:
         engine.dispose()
 
-    api = wait_for(lambda: plane.get("deployment", "noctis-api"), 60, "the API Deployment")
+    api = wait.until(
+        lambda: plane.get("deployment", "noctis-api"),
+        timeout=60,
+        what="the API Deployment",
+        interval=0.2,
+    )
     (container,) = api["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("valueFrom") for e in container["env"]}
     assert env["NOCTIS_ADMIN_PASSWORD"] == {
@@ -87,17 +97,39 @@ def test_quickstart_resources_become_an_archive(quickstart: Cluster) -> None:
         "secretKeyRef": {"name": "noctis-postgresql", "key": "url"}
     }
     assert env["NOCTIS_BROKER_URL"] == {"secretKeyRef": {"name": "noctis-redis", "key": "url"}}
-    assert wait_for(lambda: plane.get("deployment", "noctis-worker"), 30, "the worker Deployment")
-    config = wait_for(lambda: plane.get("configmap", "noctis-config"), 30, "the Archive config")
+    assert wait.until(
+        lambda: plane.get("deployment", "noctis-worker"),
+        timeout=30,
+        what="the worker Deployment",
+        interval=0.2,
+    )
+    config = wait.until(
+        lambda: plane.get("configmap", "noctis-config"),
+        timeout=30,
+        what="the Archive config",
+        interval=0.2,
+    )
     assert config["data"]["NOCTIS_S3_ENDPOINT"] == f"noctis-s3.{plane.namespace}.svc:8333"
 
-    scp = wait_for(lambda: plane.get("deployment", "noctis-scp"), 60, "the SCP Deployment")
+    scp = wait.until(
+        lambda: plane.get("deployment", "noctis-scp"),
+        timeout=60,
+        what="the SCP Deployment",
+        interval=0.2,
+    )
     assert scp["spec"]["replicas"] == 2
-    service = wait_for(lambda: plane.get("service", "noctis-scp"), 30, "the SCP Service")
+    service = wait.until(
+        lambda: plane.get("service", "noctis-scp"), timeout=30, what="the SCP Service", interval=0.2
+    )
     assert service["spec"]["type"] == "LoadBalancer"
     assert [p["port"] for p in service["spec"]["ports"]] == [11112]
     assert service["spec"]["externalTrafficPolicy"] == "Local"
-    scp_config = wait_for(lambda: plane.get("configmap", "noctis-scp"), 30, "the SCP config")
+    scp_config = wait.until(
+        lambda: plane.get("configmap", "noctis-scp"),
+        timeout=30,
+        what="the SCP config",
+        interval=0.2,
+    )
     assert scp_config["data"]["NOCTIS_AE_TITLE"] == "NOCTIS"
 
 
@@ -106,7 +138,7 @@ def test_pre_delete_hook_removes_the_resources_with_their_finalizers(
 ) -> None:
     plane = quickstart
     plane.wait_condition("facility", "quickstart", timeout=60)
-    wait_for(
+    wait.until(
         lambda: (
             "pacs.noctis.io/finalizer"
             in (
@@ -114,8 +146,9 @@ def test_pre_delete_hook_removes_the_resources_with_their_finalizers(
                 or []
             )
         ),
-        60,
-        "the StoragePool's finalizer",
+        timeout=60,
+        what="the StoragePool's finalizer",
+        interval=0.2,
     )
     token = plane.kube.create_token(plane.namespace, TEARDOWN_ACCOUNT)
     kubeconfig = plane.kube.kubeconfig_for_token(token, user=f"teardown-{plane.namespace}")

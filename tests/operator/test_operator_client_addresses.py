@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_support import ROOT, Cluster, wait_for
+from operator_support import (
+    ROOT,
+    Cluster,
+    operator_log_tail,
+)
+
+from support import wait
 
 pytestmark = [pytest.mark.kube, pytest.mark.s3]
 
@@ -88,20 +94,28 @@ def test_cluster_policy_can_be_chosen_and_changed_back(archive: Cluster) -> None
         cluster.kubectl("patch", "dicomnode", "spread", "--type", "merge", "-p", json.dumps(change))
 
     patch("Local")
-    wait_for(
+    wait.until(
         lambda: service_spec(cluster, "spread").get("healthCheckNodePort"),
-        30,
-        "the Service to become Local",
-        cluster.log,
+        timeout=30,
+        what="the Service to become Local",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
     )
     assert service_spec(cluster, "spread")["externalTrafficPolicy"] == "Local"
-    wait_for(lambda: per_address_cap(cluster, "spread") is None, 30, "the cap back", cluster.log)
+    wait.until(
+        lambda: per_address_cap(cluster, "spread") is None,
+        timeout=30,
+        what="the cap back",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
+    )
     patch("Cluster")
-    wait_for(
+    wait.until(
         lambda: service_spec(cluster, "spread")["externalTrafficPolicy"] == "Cluster",
-        30,
-        "the Service to become Cluster again",
-        cluster.log,
+        timeout=30,
+        what="the Service to become Cluster again",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
     )
     assert "healthCheckNodePort" not in service_spec(cluster, "spread")
     assert per_address_cap(cluster, "spread") == "0"
@@ -150,19 +164,21 @@ def test_the_api_believes_forwarded_addresses_from_the_named_proxies_only(
         cluster.kubectl("patch", "archive", "noctis", "--type", "merge", "-p", json.dumps(change))
 
     patch(["10.244.0.0/16", "fd00:10::/64"])  # e.g. the ingress controller's pods
-    wait_for(
+    wait.until(
         lambda: api_env(cluster).get("NOCTIS_TRUSTED_PROXIES") == "10.244.0.0/16,fd00:10::/64",
-        30,
-        "the API pods' NOCTIS_TRUSTED_PROXIES",
-        cluster.log,
+        timeout=30,
+        what="the API pods' NOCTIS_TRUSTED_PROXIES",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
     )
     cluster.wait_condition("archive", "noctis")
     patch(None)
-    wait_for(
+    wait.until(
         lambda: "NOCTIS_TRUSTED_PROXIES" not in api_env(cluster),
-        30,
-        "NOCTIS_TRUSTED_PROXIES to go",
-        cluster.log,
+        timeout=30,
+        what="NOCTIS_TRUSTED_PROXIES to go",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
     )
 
 

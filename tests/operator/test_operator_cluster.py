@@ -13,11 +13,16 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_support import ROOT, Cluster, wait_for
+from operator_support import (
+    ROOT,
+    Cluster,
+    operator_log_tail,
+)
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from noctis.index.models import ApplicationEntity, Facility, Patient, Study
+from support import wait
 
 pytestmark = [pytest.mark.kube, pytest.mark.s3]
 
@@ -242,7 +247,13 @@ def test_dicomnode_edit_is_rolled_out(cluster: Cluster) -> None:
             and new_hash != old_hash
         )
 
-    wait_for(rolled_out, 30, "the edit to reach the children", cluster.log)
+    wait.until(
+        rolled_out,
+        timeout=30,
+        what="the edit to reach the children",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
+    )
     ready = cluster.wait_condition("dicomnode", "main")
     assert ready["observedGeneration"] == 2
 
@@ -262,7 +273,13 @@ def test_deleted_children_are_recreated(cluster: Cluster) -> None:
                 return False
         return True
 
-    wait_for(recreated, 30, "the deleted children to come back", cluster.log)
+    wait.until(
+        recreated,
+        timeout=30,
+        what="the deleted children to come back",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
+    )
 
 
 def test_drift_is_corrected(cluster: Cluster) -> None:
@@ -280,7 +297,13 @@ def test_drift_is_corrected(cluster: Cluster) -> None:
             and hpa["spec"]["minReplicas"] == 2
         )
 
-    wait_for(restored, 30, "drift to be corrected", cluster.log)
+    wait.until(
+        restored,
+        timeout=30,
+        what="drift to be corrected",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
+    )
     assert cluster.events("main", "DriftCorrected")
 
 
@@ -297,13 +320,14 @@ def test_endpoint_comes_from_the_load_balancer(cluster: Cluster) -> None:
         "-p",
         json.dumps(status),
     )
-    wait_for(
+    wait.until(
         lambda: (
             (cluster.get("dicomnode", "main") or {})["status"]["endpoint"] == "203.0.113.10:104"
         ),
-        30,
-        "the endpoint in the DicomNode status",
-        cluster.log,
+        timeout=30,
+        what="the endpoint in the DicomNode status",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
     )
     printed = cluster.kubectl("get", "dicomnode", "main")
     assert "203.0.113.10:104" in printed and "NOCTIS2" in printed
@@ -324,11 +348,12 @@ def test_archive_and_pool_changes_reach_the_dicomnode(cluster: Cluster) -> None:
         "-p",
         '{"spec": {"database": {"name": "noctis-database-v2"}}}',
     )
-    wait_for(
+    wait.until(
         lambda: scp_env()["NOCTIS_DATABASE_URL"]["secretKeyRef"]["name"] == "noctis-database-v2",
-        30,
-        "the Archive's database Secret in the SCP pods",
-        cluster.log,
+        timeout=30,
+        what="the Archive's database Secret in the SCP pods",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
     )
     cluster.kubectl(
         "patch",
@@ -339,14 +364,15 @@ def test_archive_and_pool_changes_reach_the_dicomnode(cluster: Cluster) -> None:
         "-p",
         '{"spec": {"region": "us-east-1"}}',
     )
-    wait_for(
+    wait.until(
         lambda: (
             (cluster.get("configmap", "noctis-config") or {})["data"].get("NOCTIS_S3_REGION")
             == "us-east-1"
         ),
-        30,
-        "the pool's region in the Archive's settings",
-        cluster.log,
+        timeout=30,
+        what="the pool's region in the Archive's settings",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
     )
     cluster.wait_condition("storagepool", "images")
     cluster.wait_condition("dicomnode", "main")
@@ -455,11 +481,12 @@ def test_invalid_specs_are_reported_not_crashed_on(cluster: Cluster) -> None:
     for kind, name, reason, text in cases:
         cond = cluster.wait_condition(kind, name, "False", reason=reason)
         assert text in cond["message"], cond
-        wait_for(
+        wait.until(
             lambda name=name, reason=reason: cluster.events(name, reason),
-            15,
-            f"a {reason} Event",
-            cluster.log,
+            timeout=15,
+            what=f"a {reason} Event",
+            context=operator_log_tail(cluster.log),
+            interval=0.2,
         )
     with urllib.request.urlopen(cluster.liveness_url, timeout=5) as response:
         assert response.status == 200
@@ -498,7 +525,13 @@ def test_facility_edit_usage_and_removal(cluster: Cluster) -> None:
             )
             return set(rows)
 
-    wait_for(lambda: registry_titles() == {"STMARY_MR1"}, 30, "the registry to follow", cluster.log)
+    wait.until(
+        lambda: registry_titles() == {"STMARY_MR1"},
+        timeout=30,
+        what="the registry to follow",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
+    )
 
     with index_session(cluster) as session, session.begin():
         facility = session.scalar(select(Facility).where(Facility.name == "st-mary"))
@@ -514,7 +547,7 @@ def test_facility_edit_usage_and_removal(cluster: Cluster) -> None:
                 size_bytes=4096,
             )
         )
-    wait_for(
+    wait.until(
         lambda: (
             (
                 (cluster.get("facility", "st-mary") or {})["status"]["studies"],
@@ -522,9 +555,10 @@ def test_facility_edit_usage_and_removal(cluster: Cluster) -> None:
             )
             == (1, 4096)
         ),
-        30,
-        "the facility's usage in its status",
-        cluster.log,
+        timeout=30,
+        what="the facility's usage in its status",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
     )
 
     cluster.kubectl("delete", "facility", "st-mary", "--timeout=30s")
@@ -532,14 +566,15 @@ def test_facility_edit_usage_and_removal(cluster: Cluster) -> None:
         facility = session.scalar(select(Facility).where(Facility.name == "st-mary"))
         assert facility is not None and not facility.enabled  # disabled, not deleted
         assert session.scalar(select(Study.study_instance_uid)) == "1.2.3"
-    wait_for(
+    wait.until(
         lambda: (
             (cluster.get("archive", "noctis") or {})["status"]["taskQueues"]
             == ["noctis", "noctis.facility.twins"]
         ),
-        30,
-        "the worker queues to follow",
-        cluster.log,
+        timeout=30,
+        what="the worker queues to follow",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
     )
 
 
@@ -550,7 +585,7 @@ def test_storagepool_usage_and_retain(cluster: Cluster) -> None:
     bucket = f"{cluster.namespace}-images"
     client.put_object(bucket, "s/1.dcm", io.BytesIO(b"x" * 1000), 1000)
     client.put_object(bucket, "s/2.dcm", io.BytesIO(b"y" * 24), 24)
-    wait_for(
+    wait.until(
         lambda: (
             (
                 (cluster.get("storagepool", "images") or {})["status"].get("usedBytes"),
@@ -558,9 +593,10 @@ def test_storagepool_usage_and_retain(cluster: Cluster) -> None:
             )
             == (1024, 2)
         ),
-        30,
-        "usage in the StoragePool status",
-        cluster.log,
+        timeout=30,
+        what="usage in the StoragePool status",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
     )
     cluster.kubectl(
         "patch",
@@ -608,7 +644,13 @@ def test_deleting_a_dicomnode_garbage_collects_its_children(cluster: Cluster) ->
     def gone() -> bool:
         return all(cluster.get(kind, "main-scp") is None for kind in CHILD_KINDS)
 
-    wait_for(gone, 60, "garbage collection of the DicomNode's children", cluster.log)
+    wait.until(
+        gone,
+        timeout=60,
+        what="garbage collection of the DicomNode's children",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
+    )
     assert cluster.get("deployment", "noctis-api") is not None  # the Archive's stay
 
 

@@ -12,13 +12,19 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-from operator_support import SERVICE_ACCOUNT, Cluster, install_chart, wait_for
+from operator_support import (
+    SERVICE_ACCOUNT,
+    Cluster,
+    install_chart,
+    operator_log_tail,
+)
 from sqlalchemy import select
 
 from noctis.core.facilities import resolve_caller
 from noctis.index.db import make_engine, make_sessionmaker
 from noctis.index.migrate import upgrade
 from noctis.index.models import Facility
+from support import wait
 from support.kube import ControlPlane
 
 pytestmark = pytest.mark.kube
@@ -104,11 +110,23 @@ def test_a_second_namespace_is_refused_then_takes_the_name_once_freed(
 
     refused = b.wait_condition("facility", "radiology", "False", reason="NameTaken")
     assert f"namespace {a.namespace}" in refused["message"]
-    wait_for(lambda: b.events("radiology", "NameTaken"), 30, "the NameTaken Event", b.log)
+    wait.until(
+        lambda: b.events("radiology", "NameTaken"),
+        timeout=30,
+        what="the NameTaken Event",
+        context=operator_log_tail(b.log),
+        interval=0.2,
+    )
     (event, *_) = b.events("radiology", "NameTaken")
     assert event["type"] == "Warning" and f"namespace {a.namespace}" in event["message"]
     # The owner is untouched, through the create and a few timer ticks of the refused one.
-    wait_for(lambda: len(b.events("radiology", "NameTaken")) >= 2, 30, "a retry", b.log)
+    wait.until(
+        lambda: len(b.events("radiology", "NameTaken")) >= 2,
+        timeout=30,
+        what="a retry",
+        context=operator_log_tail(b.log),
+        interval=0.2,
+    )
     assert a.condition("facility", "radiology")["status"] == "True"  # type: ignore[index]
     assert registry(a, "radiology") == (a.namespace, True, ["A_CT"])
     assert admitted(a, "A_CT") == "radiology"
@@ -119,7 +137,9 @@ def test_a_second_namespace_is_refused_then_takes_the_name_once_freed(
     assert registry(b, "radiology") == (b.namespace, True, ["B_CT"])
     assert admitted(b, "B_CT") == "radiology"
     assert admitted(b, "A_CT") is None
-    (claimed,) = wait_for(lambda: b.events("radiology", "Claimed"), 30, "the Claimed Event")
+    (claimed,) = wait.until(
+        lambda: b.events("radiology", "Claimed"), timeout=30, what="the Claimed Event", interval=0.2
+    )
     assert f"namespace {a.namespace}" in claimed["message"]
 
 
@@ -133,7 +153,13 @@ def test_deleting_the_refused_one_leaves_the_owner_alone(
     b.wait_condition("facility", "cardiology", "False", reason="NameTaken")
 
     b.kubectl("delete", "facility", "cardiology", "--timeout=60s")
-    wait_for(lambda: b.events("cardiology", "NotOwned"), 30, "the NotOwned Event", b.log)
+    wait.until(
+        lambda: b.events("cardiology", "NotOwned"),
+        timeout=30,
+        what="the NotOwned Event",
+        context=operator_log_tail(b.log),
+        interval=0.2,
+    )
     assert registry(a, "cardiology") == (a.namespace, True, ["A_ECHO"])
     assert admitted(a, "A_ECHO") == "cardiology"
     a.wait_condition("facility", "cardiology")

@@ -15,7 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 from celery.contrib.testing.worker import start_worker
-from worker_support import Outcomes, bundle_keys, celery_archive, empty_broker, wait_for
+from worker_support import (
+    Outcomes,
+    bundle_keys,
+    celery_archive,
+    empty_broker,
+)
 
 from noctis.core.ingest import IngestOutcome, ingest
 from noctis.core.queue import INSTANCE_STORED
@@ -26,6 +31,7 @@ from noctis.worker.celery_app import create_celery
 from noctis.worker.liveness import Heartbeat, heartbeat_path
 from noctis.worker.series_metadata import instance_stored
 from noctis.worker.tasks import TASKS
+from support import wait
 from support.archive import embedded_settings, indexed_objects, register_facility
 from support.dicomdata import generate_ct_series
 from support.ports import free_port
@@ -81,7 +87,7 @@ def test_noctis_worker_serves_probes_and_builds_bundles(tmp_path: Path, broker: 
             except httpx.TransportError:
                 return False
 
-        wait_for(alive, "the worker's /healthz", timeout=30)
+        wait.until(alive, what="the worker's /healthz", timeout=30)
         ready = httpx.get(f"{health}/readyz", timeout=5)
         assert ready.status_code == 200, ready.text
         assert ready.json() == {"consumer": "ok", "index": "ok", "objects": "ok"}
@@ -94,7 +100,7 @@ def test_noctis_worker_serves_probes_and_builds_bundles(tmp_path: Path, broker: 
         header = results[0].header
         key = bundle_key("east", header.study_instance_uid, header.series_instance_uid)
         wanted = {r.object_key for r in results}
-        wait_for(lambda: bundle_keys(sender.store, key) == wanted, "the bundle", timeout=30)
+        wait.until(lambda: bundle_keys(sender.store, key) == wanted, what="the bundle", timeout=30)
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
@@ -127,9 +133,13 @@ def test_a_worker_follows_new_facilities_and_beats_its_heartbeat(
             perform_ping_check=False,
             loglevel="WARNING",
         ):
-            wait_for(heartbeat.fresh, "a first heartbeat", timeout=10)
+            wait.until(heartbeat.fresh, what="a first heartbeat", timeout=10)
             first = heartbeat.path.stat().st_mtime_ns
-            wait_for(lambda: heartbeat.path.stat().st_mtime_ns > first, "another heartbeat")
+            wait.until(
+                lambda: heartbeat.path.stat().st_mtime_ns > first,
+                what="another heartbeat",
+                timeout=20,
+            )
             assert liveness.check(settings)[0]
 
             late = register_facility(sender, "late")  # after the worker started
@@ -137,7 +147,11 @@ def test_a_worker_follows_new_facilities_and_beats_its_heartbeat(
             series = generate_ct_series(tmp_path / "late", slices=BUNDLE_MINIMUM, size=16)
             for path in series:
                 assert ingest(sender, late, path).outcome is IngestOutcome.STORED
-            wait_for(lambda: len(stored) >= 1, "INSTANCE_STORED on the new facility's queue")
+            wait.until(
+                lambda: len(stored) >= 1,
+                what="INSTANCE_STORED on the new facility's queue",
+                timeout=20,
+            )
         time.sleep(0.3)
         alive, why = liveness.check(settings, max_age=0.25)  # stopped: the heartbeat ages
         assert not alive and "stuck" in why
