@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from scp_support import scp_environment
 from sqlalchemy import text
 
-from support import README_HINT, dcmtk, log_tail, terminate, wait_until
+from support import README_HINT, dcmtk, log_tail, terminate, wait_started
 from support.archive import embedded_settings, open_runtime
 from support.dicomdata import generate_ct_series
 from support.ports import LOOPBACK, free_ports
@@ -123,7 +122,7 @@ def test_one_c_store_syncs_object_name_and_index_before_its_response(tmp_path: P
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_until(
+        wait_started(
             lambda: _ready(health_port), what="noctis scp", process=tracer, log=log, timeout=90
         )
         [ct] = generate_ct_series(tmp_path / "ct", slices=1, size=256)
@@ -233,11 +232,13 @@ def test_serve_cleans_a_crashed_spool_at_start(tmp_path: Path) -> None:
             [sys.executable, "-m", "noctis.cli", "serve"], env=env, stdout=out, stderr=out
         )
     try:
-        deadline = time.monotonic() + 60
-        while "listening on" not in log.read_text(errors="replace"):
-            assert process.poll() is None, log_tail(log)
-            assert time.monotonic() < deadline, log_tail(log)
-            time.sleep(0.1)
+        wait_started(
+            lambda: "listening on" in log.read_text(errors="replace"),
+            what="noctis serve",
+            process=process,
+            log=log,
+            timeout=60,
+        )
         assert [p for p in leftovers if p.exists()] == []
     finally:
         terminate(process, timeout=30)

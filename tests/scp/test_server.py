@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from sqlalchemy import func, select
 from noctis.index.models import Instance
 from noctis.scp import status
 from noctis.scp.client import store_files
-from support import dcmtk, log_tail, terminate
+from support import dcmtk, log_tail, terminate, wait, wait_started
 from support.archive import embedded_settings, index_counts, open_runtime
 from support.dicomdata import generate_ct_series
 from support.ports import LOOPBACK, free_ports, is_listening
@@ -81,11 +80,13 @@ def scp_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ScpP
     env = scp_environment(tmp_path / "data", port, health_port, processes)
     running = ScpProcess(noctis("scp", env=env, log=log), port, health_port, log, tmp_path / "data")
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while running.get("/readyz")[0] != 200:
-            assert running.process.poll() is None, log_tail(log)
-            assert time.monotonic() < deadline, f"noctis scp not ready:\n{log_tail(log)}"
-            time.sleep(0.2)
+        wait_started(
+            lambda: running.get("/readyz")[0] == 200,
+            what="noctis scp",
+            process=running.process,
+            log=log,
+            timeout=STARTUP_TIMEOUT,
+        )
         yield running
     finally:
         terminate(running.process, timeout=30)
@@ -108,10 +109,11 @@ def test_health_metrics_and_draining_on_sigterm(scp_process: ScpProcess) -> None
     assoc = ae.associate(LOOPBACK, scp_process.port, ae_title="NOCTIS")
     assert assoc.is_established
     scp_process.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while is_listening(scp_process.port):  # stops accepting at once...
-        assert time.monotonic() < deadline, "still accepting after SIGTERM"
-        time.sleep(0.05)
+    wait.until(  # stops accepting at once...
+        lambda: not is_listening(scp_process.port),
+        timeout=10,
+        what="the SCP to stop accepting after SIGTERM",
+    )
     answer = assoc.send_c_echo()  # ...while the open association goes on
     assert answer.Status == status.SUCCESS
     assert scp_process.process.poll() is None
@@ -230,11 +232,13 @@ def test_noctis_serve_runs_several_scp_processes(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     process = noctis("serve", env=env, log=log)
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while log.read_text(errors="replace").count("listening on") < 2:
-            assert process.poll() is None, log_tail(log)
-            assert time.monotonic() < deadline, f"noctis serve not listening:\n{log_tail(log)}"
-            time.sleep(0.2)
+        wait_started(
+            lambda: log.read_text(errors="replace").count("listening on") >= 2,
+            what="noctis serve",
+            process=process,
+            log=log,
+            timeout=STARTUP_TIMEOUT,
+        )
         for index in range(8):
             ae = AE(ae_title=f"CALLER{index}")
             ae.add_requested_context(Verification)
@@ -259,10 +263,11 @@ def test_noctis_serve_runs_several_scp_processes(tmp_path: Path) -> None:
         assoc = ae.associate(LOOPBACK, port, ae_title="NOCTIS")
         assert assoc.is_established
         process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while is_listening(port):
-            assert time.monotonic() < deadline, "still accepting after SIGTERM"
-            time.sleep(0.05)
+        wait.until(
+            lambda: not is_listening(port),
+            timeout=20,
+            what="noctis serve to stop accepting after SIGTERM",
+        )
         assert assoc.send_c_echo().Status == status.SUCCESS
         assoc.release()
         assert process.wait(timeout=60) == 0, log_tail(log)
