@@ -56,13 +56,13 @@ def test_deployment_gets_a_replicaset_and_gc_removes_it(
     kube: ControlPlane, kube_namespace: str
 ) -> None:
     kube.kubectl("apply", "-n", kube_namespace, "-f", "-", input=DEPLOYMENT)
-    poll(lambda: len(replicasets(kube, kube_namespace)) == 1, what="a ReplicaSet")
+    wait.until(lambda: len(replicasets(kube, kube_namespace)) == 1, what="a ReplicaSet")
     [replicaset] = replicasets(kube, kube_namespace)
     [owner] = replicaset["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"]) == ("Deployment", "web")
 
     kube.kubectl("delete", "deployment", "web", "-n", kube_namespace, "--wait=false")
-    poll(lambda: replicasets(kube, kube_namespace) == [], what="garbage collection")
+    wait.until(lambda: replicasets(kube, kube_namespace) == [], what="garbage collection")
 
 
 def test_serviceaccount_token_obeys_rbac(kube: ControlPlane, kube_namespace: str) -> None:

@@ -1,6 +1,6 @@
 """Fixtures for the SCP tests: an archive in each configuration, a running SCP, facilities.
 
-`archive` is parametrized: "embedded" (SQLite file + filesystem objects) and "production"
+`runtime` is parametrized: "embedded" (SQLite file + filesystem objects) and "production"
 (PostgreSQL + S3). The SCP listens on 127.0.0.1 on a free port and is stopped when the test
 ends. The facility "st-mary" has the AE titles tests call with:
 

@@ -66,7 +66,7 @@ def test_a_refused_association_is_audited(scp: RunningScp, runtime: Runtime) -> 
     assert [(e[0], e[1], e[3]["reason"]) for e in events] == [("associate", "denied", "calling-ae")]
 
 
-@pytest.mark.parametrize("archive", ["embedded"], indirect=True)
+@pytest.mark.parametrize("runtime", ["embedded"], indirect=True)
 def test_a_node_serving_some_facilities_refuses_the_others(
     runtime: Runtime, facility: FacilityRef
 ) -> None:
