@@ -264,7 +264,7 @@ def test_a_failed_put_leaves_nothing_indexed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def failing_put_file(key: str, path: Path, length: int, **options: bool) -> None:
-        time.sleep(0.1)
+        time.sleep(0.1)  # time for an index write that would not wait for the PUT
         raise StorageUnavailable("connection refused")
 
     monkeypatch.setattr(runtime.store, "put_file", failing_put_file)
