@@ -189,14 +189,14 @@ def test_a_loadbalancer_gets_a_loopback_address_that_reaches_the_pod(
 
     [pod] = pods(cluster, cluster_namespace, "hello")
     # kube-proxy syncs its rules within a second or so of the endpoint becoming ready.
-    reply = ""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def answer() -> str:
         try:
-            reply = http_get(str(address), 80)
-            break
+            return http_get(str(address), 80)
         except OSError:
-            time.sleep(0.5)
+            return ""
+
+    reply = wait.until(answer, timeout=30, what=f"an answer from {address}:80", interval=0.5)
     assert reply.startswith("HTTP/1.0 200 OK"), reply
     assert reply.endswith(f"hello from {pod['metadata']['name']}\n")
 
