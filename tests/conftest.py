@@ -19,6 +19,7 @@ import pytest
 from noctis.storage.filesystem import FilesystemStore
 from noctis.storage.s3 import S3Store
 from support.kube import ControlPlane, start_control_plane
+from support.logs import ServerLogs
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.s3 import SeaweedFS
@@ -56,6 +57,17 @@ def _serve(start: Callable[[], Server], what: str) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def server_logs() -> Iterator[ServerLogs]:
+    """Fixtures that start a server register its log here (`server_logs.watch`); once they
+    have stopped it, a traceback in any of those logs fails the test (an error at teardown)."""
+    logs = ServerLogs()
+    yield logs
+    problems = logs.problems()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
 
 
 @pytest.fixture(scope="session")

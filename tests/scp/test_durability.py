@@ -23,6 +23,7 @@ from sqlalchemy import text
 from support import README_HINT, dcmtk, log_tail, terminate, wait_started
 from support.archive import embedded_settings, open_runtime
 from support.dicomdata import generate_ct_series
+from support.logs import ServerLogs
 from support.ports import LOOPBACK, free_ports
 
 pytestmark = pytest.mark.dcmtk
@@ -89,7 +90,9 @@ def _ready(health_port: int) -> bool:
         return False
 
 
-def test_one_c_store_syncs_object_name_and_index_before_its_response(tmp_path: Path) -> None:
+def test_one_c_store_syncs_object_name_and_index_before_its_response(
+    tmp_path: Path, server_logs: ServerLogs
+) -> None:
     strace = shutil.which("strace")
     assert strace, f"strace is missing: {README_HINT}"
     port, health_port = free_ports(2)
@@ -97,6 +100,7 @@ def test_one_c_store_syncs_object_name_and_index_before_its_response(tmp_path: P
     env = scp_environment(data_dir, port, health_port)
     trace = tmp_path / "scp.strace"
     log = tmp_path / "scp.log"
+    server_logs.watch("noctis scp under strace", log)
     with log.open("ab") as out:
         tracer = subprocess.Popen(
             [
@@ -210,7 +214,7 @@ def test_postgresql_commits_are_synchronous_even_where_the_server_says_off(
         runtime.close()
 
 
-def test_serve_cleans_a_crashed_spool_at_start(tmp_path: Path) -> None:
+def test_serve_cleans_a_crashed_spool_at_start(tmp_path: Path, server_logs: ServerLogs) -> None:
     """`noctis serve` with one SCP process removes what a crash left in the spool."""
     port, health_port, api_port = free_ports(3)
     data_dir = tmp_path / "data"
@@ -227,6 +231,7 @@ def test_serve_cleans_a_crashed_spool_at_start(tmp_path: Path) -> None:
         "NOCTIS_VIEWER_DIR": str(tmp_path / "no-viewer"),
     }
     log = tmp_path / "serve.log"
+    server_logs.watch("noctis serve", log)
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "noctis.cli", "serve"], env=env, stdout=out, stderr=out

@@ -31,6 +31,7 @@ from noctis.scp.client import store_files
 from support import dcmtk, log_tail, terminate, wait, wait_started
 from support.archive import embedded_settings, index_counts, open_runtime
 from support.dicomdata import generate_ct_series
+from support.logs import ServerLogs
 from support.ports import LOOPBACK, free_ports, is_listening
 
 pytestmark = pytest.mark.dcmtk
@@ -73,10 +74,13 @@ def noctis(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes
 
 
 @pytest.fixture
-def scp_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ScpProcess]:
+def scp_process(
+    request: pytest.FixtureRequest, tmp_path: Path, server_logs: ServerLogs
+) -> Iterator[ScpProcess]:
     processes = getattr(request, "param", 1)
     port, health_port = free_ports(2)
     log = tmp_path / "scp.log"
+    server_logs.watch("noctis scp", log)
     env = scp_environment(tmp_path / "data", port, health_port, processes)
     running = ScpProcess(noctis("scp", env=env, log=log), port, health_port, log, tmp_path / "data")
     try:
@@ -218,7 +222,7 @@ def test_echo_and_upload_commands(scp_process: ScpProcess, tmp_path: Path) -> No
         runtime.close()
 
 
-def test_noctis_serve_runs_several_scp_processes(tmp_path: Path) -> None:
+def test_noctis_serve_runs_several_scp_processes(tmp_path: Path, server_logs: ServerLogs) -> None:
     """`noctis serve` with NOCTIS_SCP_PROCESSES=2: both processes accept on the one port, what
     either stores is in the one index, and SIGTERM stops them all."""
     port, health_port, api_port = free_ports(3)
@@ -230,6 +234,7 @@ def test_noctis_serve_runs_several_scp_processes(tmp_path: Path) -> None:
         "NOCTIS_VIEWER_DIR": str(tmp_path / "no-viewer"),
     }
     log = tmp_path / "serve.log"
+    server_logs.watch("noctis serve", log)
     process = noctis("serve", env=env, log=log)
     try:
         wait_started(

@@ -36,6 +36,7 @@ from noctis.worker.tasks import TASKS
 from support import wait
 from support.archive import embedded_settings, indexed_objects, register_facility
 from support.dicomdata import generate_ct_series
+from support.logs import ServerLogs
 from support.ports import free_port
 from support.redis import RedisServer
 
@@ -64,7 +65,9 @@ def _liveness_probe(environment: dict[str, str]) -> subprocess.CompletedProcess[
     )
 
 
-def test_noctis_worker_serves_probes_and_builds_bundles(tmp_path: Path, broker: str) -> None:
+def test_noctis_worker_serves_probes_and_builds_bundles(
+    tmp_path: Path, broker: str, server_logs: ServerLogs
+) -> None:
     settings = embedded_settings(tmp_path / "data", broker_url=broker)
     sender = celery_archive(settings)
     facility = register_facility(sender, "east")
@@ -72,6 +75,7 @@ def test_noctis_worker_serves_probes_and_builds_bundles(tmp_path: Path, broker: 
     environment = _environment(settings, port)
     assert _liveness_probe(environment).returncode == 1  # not started: no heartbeat
     log = tmp_path / "worker.log"
+    server_logs.watch("noctis worker", log)
     with log.open("wb") as out:
         worker = subprocess.Popen(
             [sys.executable, "-m", "noctis.cli", "worker"],
