@@ -18,7 +18,7 @@ import pytest
 
 from noctis.storage.filesystem import FilesystemStore
 from noctis.storage.s3 import S3Store
-from support.kube import ControlPlane, start_control_plane
+from support.kube import ControlPlane, fresh_namespace, start_control_plane
 from support.logs import ServerLogs
 from support.postgres import PostgresServer
 from support.redis import RedisServer
@@ -150,9 +150,5 @@ def kube() -> Iterator[ControlPlane]:
 @pytest.fixture
 def kube_namespace(kube: ControlPlane) -> Iterator[str]:
     """A fresh namespace for one test, deleted (asynchronously) afterwards."""
-    name = f"test-{secrets.token_hex(4)}"
-    kube.kubectl("create", "namespace", name)
-    try:
+    with fresh_namespace(kube) as name:
         yield name
-    finally:
-        kube.kubectl("delete", "namespace", name, "--wait=false", check=False)

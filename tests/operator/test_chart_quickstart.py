@@ -5,7 +5,6 @@ delete the operator and the database."""
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,8 @@ from noctis.core.facilities import resolve_caller
 from noctis.index.migrate import upgrade
 from noctis.index.models import Facility
 from support import wait
-from support.kube import ControlPlane
+from support.kube import ControlPlane, fresh_namespace
+from support.logs import ServerLogs
 from support.s3 import SeaweedFS
 
 pytestmark = pytest.mark.kube
@@ -39,34 +39,42 @@ RESOURCES = [
 
 
 @pytest.fixture
-def quickstart(kube: ControlPlane, s3_server: SeaweedFS, tmp_path: Path) -> Iterator[Cluster]:
+def quickstart(
+    kube: ControlPlane, s3_server: SeaweedFS, tmp_path: Path, server_logs: ServerLogs
+) -> Iterator[Cluster]:
     """The quickstart rendered and applied in a fresh namespace, the operator running in it."""
-    namespace = f"qs-{secrets.token_hex(3)}"
     database_url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
     upgrade(database_url)
-    kube.kubectl("create", "namespace", namespace)
-    rendered = kube.helm(
-        "template", "noctis", str(CHART), "--namespace", namespace,
-        "--set", "quickstart.enabled=true",
-        "--set", "quickstart.allowedCIDRs={10.88.0.1/32}",
-        "--set", "quickstart.dicomNode.minReplicas=2",
-    ).stdout  # fmt: skip
-    try:
-        kube.kubectl("apply", "--namespace", namespace, "-f", "-", input=rendered)
-        token = kube.create_token(namespace, SERVICE_ACCOUNT)
-        kubeconfig = kube.kubeconfig_for_token(token, user=f"operator-{namespace}")
-        plane = Cluster(kube, namespace, database_url, s3_server, kubeconfig, tmp_path)
-        plane.start_operator("main")
+    with fresh_namespace(kube, "qs") as namespace:
+        rendered = kube.helm(
+            "template", "noctis", str(CHART), "--namespace", namespace,
+            "--set", "quickstart.enabled=true",
+            "--set", "quickstart.allowedCIDRs={10.88.0.1/32}",
+            "--set", "quickstart.dicomNode.minReplicas=2",
+        ).stdout  # fmt: skip
         try:
-            yield plane
+            kube.kubectl("apply", "--namespace", namespace, "-f", "-", input=rendered)
+            token = kube.create_token(namespace, SERVICE_ACCOUNT)
+            kubeconfig = kube.kubeconfig_for_token(token, user=f"operator-{namespace}")
+            plane = Cluster(
+                kube,
+                namespace,
+                database_url,
+                s3_server,
+                kubeconfig,
+                tmp_path,
+                server_logs=server_logs,
+            )
+            plane.start_operator("main")
+            try:
+                yield plane
+            finally:
+                assert plane.operator is not None
+                plane.operator.stop()
         finally:
-            assert plane.operator is not None
-            plane.operator.stop()
-    finally:
-        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        # Cluster-scoped, so not deleted with the namespace: `helm install` of release noctis
-        # in a later test would refuse to adopt it.
-        kube.kubectl("delete", "clusterrole", "noctis-operator", check=False)
+            # Cluster-scoped, so not deleted with the namespace: `helm install` of release noctis
+            # in a later test would refuse to adopt it.
+            kube.kubectl("delete", "clusterrole", "noctis-operator", check=False)
 
 
 def test_quickstart_resources_become_an_archive(quickstart: Cluster) -> None:

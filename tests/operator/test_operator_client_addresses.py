@@ -19,6 +19,7 @@ from operator_support import (
 )
 
 from support import wait
+from support.kube import ControlPlane
 
 pytestmark = [pytest.mark.kube, pytest.mark.s3]
 
@@ -29,7 +30,7 @@ def example(name: str) -> dict[str, Any]:
     return yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def archive(cluster: Cluster) -> Cluster:
     """The example Secrets, a StoragePool on the session's S3 server and the example Archive."""
     cluster.apply((EXAMPLES / "secrets.yaml").read_text())
@@ -131,12 +132,12 @@ def test_cluster_policy_can_be_chosen_and_changed_back(archive: Cluster) -> None
     ],
 )
 def test_the_schema_refuses_an_unknown_traffic_policy(
-    archive: Cluster, service: dict[str, Any], message: str
+    kube: ControlPlane, kube_namespace: str, service: dict[str, Any], message: str
 ) -> None:
-    result = archive.kube.kubectl(
+    result = kube.kubectl(
         "apply",
         "-n",
-        archive.namespace,
+        kube_namespace,
         "--dry-run=server",
         "-f",
         "-",
@@ -192,15 +193,15 @@ def test_the_api_believes_forwarded_addresses_from_the_named_proxies_only(
     ],
 )
 def test_the_schema_refuses_trusting_everyone(
-    archive: Cluster, proxies: list[str], message: str
+    kube: ControlPlane, kube_namespace: str, proxies: list[str], message: str
 ) -> None:
     doc = example("archive")
     doc["metadata"]["name"] = "bad"
     doc["spec"]["api"]["trustedProxies"] = proxies
-    result = archive.kube.kubectl(
+    result = kube.kubectl(
         "apply",
         "-n",
-        archive.namespace,
+        kube_namespace,
         "--dry-run=server",
         "-f",
         "-",

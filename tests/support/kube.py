@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
@@ -498,6 +498,17 @@ def _decode_body(headers: Message, body: bytes) -> Any:
 def _http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=5) as response:
         return bool(response.status == 200)
+
+
+@contextlib.contextmanager
+def fresh_namespace(kube: ControlPlane, prefix: str = "test") -> Iterator[str]:
+    """A new namespace for the length of a with block, deleted (asynchronously) after it."""
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    kube.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 ESTABLISHED = '{.status.conditions[?(@.type=="Established")].status}'
