@@ -140,6 +140,15 @@ class LocalServer:
         finally:
             self.up()
 
+    @contextlib.contextmanager
+    def removed_on_failure(self) -> Iterator[Self]:
+        """For starting a server just made: if the block fails, stop it and remove its dir."""
+        try:
+            yield self
+        except BaseException:
+            self.stop()
+            raise
+
     def stop(self) -> None:
         """Stop the server and remove its temp dir."""
         self.down()

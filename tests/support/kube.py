@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -96,14 +96,19 @@ def testbed_binaries() -> TestbedBinaries:
         kubectl=kube_bin / "kubectl",
         helm=cache / f"helm-{versions['HELM_VERSION']}" / "bin" / "helm",
     )
+    require_built(binaries, "Kubernetes test bed binaries", cache)
+    return binaries
+
+
+def require_built(binaries: object, what: str, cache: Path) -> None:
+    """Fail, naming the build script, if any path among ``binaries``' fields is not executable."""
     missing = [str(p) for p in vars(binaries).values() if not os.access(p, os.X_OK)]
     if missing:
         raise TestbedError(
-            "Kubernetes test bed binaries are missing:\n  "
+            f"{what} are missing:\n  "
             + "\n  ".join(missing)
             + f"\nBuild them once with `{BUILD_SCRIPT}` (they are cached under {cache})."
         )
-    return binaries
 
 
 # Importing these into a test module must not make pytest collect them as tests.
@@ -500,8 +505,14 @@ def _http_ok(url: str) -> bool:
         return bool(response.status == 200)
 
 
+class RunsKubectl(Protocol):
+    """The control plane here, or the one-node cluster (support.cluster)."""
+
+    def kubectl(self, *args: str, check: bool = True) -> Any: ...
+
+
 @contextlib.contextmanager
-def fresh_namespace(kube: ControlPlane, prefix: str = "test") -> Iterator[str]:
+def fresh_namespace(kube: RunsKubectl, prefix: str = "test") -> Iterator[str]:
     """A new namespace for the length of a with block, deleted (asynchronously) after it."""
     name = f"{prefix}-{secrets.token_hex(4)}"
     kube.kubectl("create", "namespace", name)

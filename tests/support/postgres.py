@@ -62,13 +62,10 @@ class PostgresServer(LocalServer):
         _require_binaries()
         root = Path(tempfile.mkdtemp(prefix="noctis-pg-"))
         server = cls(root)
-        try:
+        with server.removed_on_failure():
             server._initdb()
             server.up()
             server.create_database("noctis")
-        except BaseException:
-            server.stop()
-            raise
         return server
 
     @property

@@ -33,11 +33,8 @@ class RedisServer(LocalServer):
     def start(cls) -> RedisServer:
         root = Path(tempfile.mkdtemp(prefix="noctis-redis-"))
         server = cls(root)
-        try:
+        with server.removed_on_failure():
             server.up()
-        except BaseException:
-            server.stop()
-            raise
         return server
 
     @property

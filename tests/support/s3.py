@@ -96,11 +96,8 @@ class SeaweedFS(LocalServer):
         """Start a server in a new temp dir."""
         root = Path(tempfile.mkdtemp(prefix="noctis-s3-"))
         server = cls(root, access_key="noctis-test", secret_key=secrets.token_hex(16))
-        try:
+        with server.removed_on_failure():
             server.up()
-        except BaseException:
-            server.stop()
-            raise
         return server
 
     @property
