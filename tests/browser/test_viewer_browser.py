@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from noctis.index.accounts import AuditEvent
 from support.archive import embedded_settings, open_runtime
-from support.viewer_page import wait_for_image
+from support.viewer_page import viewer_page, wait_for_image
 
 from .conftest import LiveArchive
 
@@ -38,16 +38,7 @@ def test_login_study_list_and_ct_in_the_viewer(
     live_archive: LiveArchive, chromium: Browser, artifacts: Path
 ) -> None:
     base, study = live_archive.base_url, live_archive.study
-    context = chromium.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    server_errors: list[str] = []
-
-    def on_response(response: Response) -> None:
-        if response.url.startswith(base) and response.status >= 400:
-            server_errors.append(f"{response.status} {response.url}")
-
-    page.on("response", on_response)
-    try:
+    with viewer_page(chromium, base) as (page, server_errors):
         # Not logged in: the viewer sends the browser to the login page.
         page.goto(f"{base}/")
         assert page.url == f"{base}/login?next=%2F"
@@ -82,8 +73,6 @@ def test_login_study_list_and_ct_in_the_viewer(
         page.locator("canvas.cornerstone-canvas").first.screenshot(
             path=str(artifacts / "ohif-viewport-ct.png")
         )
-    finally:
-        context.close()
 
     timings = {
         "login_to_study_list_s": round(list_seconds, 2),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, Page, Response
 
 from support import wait
 
@@ -28,6 +30,25 @@ canvas => {
           levels: levels.size, dark: dark / n, bright: bright / n, mid: mid / n};
 }
 """
+
+
+@contextlib.contextmanager
+def viewer_page(browser: Browser, base: str) -> Iterator[tuple[Page, list[str]]]:
+    """A new page sized for the viewer, and the list it fills with every 4xx or 5xx answer
+    from ``base`` (the archive under test); closed after the block."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    server_errors: list[str] = []
+
+    def on_response(response: Response) -> None:
+        if response.url.startswith(base) and response.status >= 400:
+            server_errors.append(f"{response.status} {response.url}")
+
+    page.on("response", on_response)
+    try:
+        yield page, server_errors
+    finally:
+        context.close()
 
 
 def wait_for_image(page: Page, timeout: float = 90.0) -> dict[str, Any]:
