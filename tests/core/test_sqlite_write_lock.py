@@ -57,7 +57,7 @@ def test_threads_of_one_process_take_turns(tmp_path: Path) -> None:
                 with guard:
                     inside += 1
                     most = max(most, inside)
-                time.sleep(0.0005)
+                time.sleep(0.0005)  # holds the lock a moment: room for another to overlap
                 with guard:
                     inside -= 1
 

@@ -331,6 +331,8 @@ def test_abort_mid_data_set_stores_nothing_in_either_configuration(
     context_id = assoc.accepted_contexts[0].context_id
     for pdu in _request_pdus(path, context_id)[:2]:  # the command and a first fragment
         assoc.dul.socket.send(pdu)
+    # Lets the SCP read the fragments, so the abort comes mid data set (the fallback path has
+    # no spool file to wait for); if it came first the test would pass, testing less.
     time.sleep(0.2)
     assoc.abort()
     _wait_until_closed(either_scp)
