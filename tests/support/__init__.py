@@ -54,22 +54,6 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
-def running_and(
-    ready: Callable[[], bool], *, what: str, process: subprocess.Popen[bytes], log: Path
-) -> Callable[[], bool]:
-    """`ready`, as a predicate for `wait.until` that fails at once if the process has exited."""
-
-    def check() -> bool:
-        code = process.poll()
-        if code is not None:
-            raise ServiceError(
-                f"{what} exited with status {code} while starting; log:\n{log_tail(log)}"
-            )
-        return ready()
-
-    return check
-
-
 def wait_started(
     ready: Callable[[], bool],
     *,
@@ -78,13 +62,18 @@ def wait_started(
     log: Path,
     timeout: float,
 ) -> None:
-    """Wait until a server just spawned is `ready`; its log in the error either way."""
-    wait.until(
-        running_and(ready, what=what, process=process, log=log),
-        timeout=timeout,
-        what=what,
-        context=lambda: f"log:\n{log_tail(log)}",
-    )
+    """Wait until a server just spawned is `ready`: fail at once if it exits, and with its log
+    either way."""
+
+    def started() -> bool:
+        code = process.poll()
+        if code is not None:
+            raise ServiceError(
+                f"{what} exited with status {code} while starting; log:\n{log_tail(log)}"
+            )
+        return ready()
+
+    wait.until(started, timeout=timeout, what=what, context=lambda: f"log:\n{log_tail(log)}")
 
 
 def terminate(process: subprocess.Popen[bytes], *, timeout: float = 15.0) -> None:
