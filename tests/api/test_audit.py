@@ -72,7 +72,7 @@ def test_record_audit_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixt
 
 
 def test_sink_records_principal_and_method(runtime: Runtime) -> None:
-    sink = DatabaseAuditSink(runtime.sessions)
+    sink = DatabaseAuditSink(runtime.index)
     robot = Principal("robot", Role.TECHNOLOGIST, frozenset({1}), method="token")
     sink.record(principal=robot, client="127.0.0.1", action="store", outcome="success")
     sink.record(principal=None, client="127.0.0.1", action="query", outcome="denied")
@@ -143,7 +143,7 @@ def test_admin_actions_are_in_the_trail(runtime: Runtime, admin: TestClient) -> 
 def test_sink_writes_before_returning_and_queues_when_the_index_is_busy(
     runtime: Runtime,
 ) -> None:
-    sink = DatabaseAuditSink(runtime.sessions)
+    sink = DatabaseAuditSink(runtime.index)
     rad = Principal("rad", Role.RADIOLOGIST, frozenset({1}))
     sink.record(principal=rad, client="::1", action="retrieve", outcome="success")
     with runtime.sessions() as session:  # written inline: no flush needed

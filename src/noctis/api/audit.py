@@ -17,11 +17,11 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine
 
 from noctis.api.security import Principal
 from noctis.core.audit import ActorType, audit_event, audit_row, insert_audit_row
+from noctis.index.backend import IndexBackend
 from noctis.index.models import utcnow
 
 log = logging.getLogger("noctis.core.audit")
@@ -38,9 +38,11 @@ def actor_type(principal: Principal | None) -> ActorType:
 class DatabaseAuditSink:
     """Writes events as rows of the index's audit table (see `noctis.core.audit`)."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self._sessions = sessions
-        self._inline = _impatient(sessions)
+    def __init__(self, index: IndexBackend) -> None:
+        self._index = index
+        self._sessions = index.sessions
+        # The inline insert waits at most SQLITE_WAIT for SQLite's write lock.
+        self._inline = index.best_effort_sessions(SQLITE_WAIT)
         self._inline_engine: Engine = self._inline.kw["bind"]
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(MAX_PENDING)
         self._thread: threading.Thread | None = None
@@ -98,10 +100,7 @@ class DatabaseAuditSink:
             self._queue.put(None)
             self._thread.join(timeout)
             self._thread = None
-        if self._inline is not self._sessions:
-            bind = self._inline.kw.get("bind")
-            if isinstance(bind, Engine):
-                bind.dispose()
+        self._index.close_sessions(self._inline)
 
     def _ensure_writer(self) -> None:
         if self._thread is not None:
@@ -138,23 +137,3 @@ class DatabaseAuditSink:
                 session.add_all(audit_event(**e) for e in events)
         except Exception:
             log.exception("%d audit events not recorded: %s", len(events), events)
-
-
-def _impatient(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
-    """Sessions for the inline insert: on SQLite an engine of its own that waits at most
-    SQLITE_WAIT for the write lock (the archive's engine waits 30 s); elsewhere the same."""
-    bind = sessions.kw.get("bind")
-    if not isinstance(bind, Engine) or bind.dialect.name != "sqlite":
-        return sessions
-    engine = create_engine(bind.url, connect_args={"timeout": SQLITE_WAIT})
-    event.listen(engine, "connect", _sqlite_audit_pragmas)
-    return sessionmaker(engine, expire_on_commit=False)
-
-
-def _sqlite_audit_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # A read's audit row survives a crash of the process, not a power loss (the WAL is synced
-    # at checkpoints): a sync per audited read would cost each frame request ~0.3 ms. Stores,
-    # which the archive acknowledges, run on the archive's engine with synchronous=FULL.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()

@@ -48,7 +48,7 @@ def install(
     )
     app.state.noctis_auth = context
     app.state.authenticator = authenticator
-    app.state.audit = DatabaseAuditSink(runtime.sessions)
+    app.state.audit = DatabaseAuditSink(runtime.index)
     app.include_router(login_router)
     app.include_router(rest_router, prefix="/api")
     docs.install(app)
