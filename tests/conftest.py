@@ -18,7 +18,8 @@ import pytest
 
 from noctis.storage.filesystem import FilesystemStore
 from noctis.storage.s3 import S3Store
-from support.kube import ControlPlane, start_control_plane
+from support.kube import ControlPlane, fresh_namespace, start_control_plane
+from support.logs import ServerLogs
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.s3 import SeaweedFS
@@ -56,6 +57,17 @@ def _serve(start: Callable[[], Server], what: str) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def server_logs() -> Iterator[ServerLogs]:
+    """Fixtures that start a server register its log here (`server_logs.watch`); once they
+    have stopped it, a traceback in any of those logs fails the test (an error at teardown)."""
+    logs = ServerLogs()
+    yield logs
+    problems = logs.problems()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -141,9 +153,5 @@ def kube() -> Iterator[ControlPlane]:
 @pytest.fixture
 def kube_namespace(kube: ControlPlane) -> Iterator[str]:
     """A fresh namespace for one test, deleted (asynchronously) afterwards."""
-    name = f"test-{secrets.token_hex(4)}"
-    kube.kubectl("create", "namespace", name)
-    try:
+    with fresh_namespace(kube) as name:
         yield name
-    finally:
-        kube.kubectl("delete", "namespace", name, "--wait=false", check=False)

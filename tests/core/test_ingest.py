@@ -283,7 +283,7 @@ def test_a_failed_put_leaves_nothing_indexed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def failing_commit(commit: Callable[[str], None], key: str) -> None:
-        time.sleep(0.1)
+        time.sleep(0.1)  # time for an index write that would not wait for the PUT
         raise StorageUnavailable("connection refused")
 
     _wrap_commits(runtime, monkeypatch, failing_commit)

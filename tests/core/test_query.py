@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -187,13 +186,11 @@ def test_queries_do_not_wait_for_a_store_in_progress(
     with runtime.sessions.begin() as writer:
         # A write transaction is open (on SQLite it holds the database's write lock)...
         writer.execute(update(Study).values(study_description="being updated"))
-        started = time.monotonic()
         with runtime.reader() as session:
             found = find(session, MatchQuery(Level.STUDY, {"PatientName": "Visible*"}))
-        waited = time.monotonic() - started
-    # ...and a reader still answers at once, with what was committed.
+    # ...and a reader still answers while it is open (this thread holds it: a reader that
+    # waited for it would never answer), with what was committed.
     assert [m.values["StudyDescription"] for m in found] == [""]
-    assert waited < 5
 
 
 @pytest.mark.usefixtures("populated")

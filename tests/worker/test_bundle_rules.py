@@ -18,7 +18,7 @@ from noctis.dicom.metadata import bundle_key, decode_bundle, encode_bundle
 from noctis.settings import Settings
 from noctis.storage.filesystem import FilesystemStore
 from noctis.worker.series_metadata import series_metadata
-from support.archive import embedded_settings, open_archive, register_facility
+from support.archive import embedded_settings, open_runtime, register_facility
 from support.incoming import ingest_file
 from support.web import client_for, create_user, token_for
 
@@ -34,7 +34,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def runtime(settings: Settings) -> Iterator[Runtime]:
-    runtime = open_archive(
+    runtime = open_runtime(
         settings, store=CountingStore(FilesystemStore(settings.resolved_storage_path()))
     )
     yield runtime

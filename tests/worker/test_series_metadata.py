@@ -22,7 +22,6 @@ from worker_support import (
     celery_archive,
     ct_series,
     empty_broker,
-    wait_for,
     wait_settled,
 )
 
@@ -43,6 +42,7 @@ from noctis.worker.inprocess import register_tasks
 from noctis.worker.queues import facility_queues
 from noctis.worker.series_metadata import series_metadata
 from noctis.worker.tasks import TASKS
+from support import wait
 from support.archive import embedded_settings, register_facility
 from support.incoming import ingest_file
 from support.redis import RedisServer
@@ -96,7 +96,11 @@ def celery_built(
             # The series is told to the worker once per beat, not once per instance; the
             # task of the beat after the last instance builds the bundle once it is quiet.
             stored = {r.object_key for r in results}
-            wait_for(lambda: bundle_keys(worker.store.inner, key) == stored, "a full bundle")
+            wait.until(
+                lambda: bundle_keys(worker.store.inner, key) == stored,
+                what="a full bundle",
+                timeout=20,
+            )
             wait_settled(outcomes, SETTLED)
     built = BuiltSeries(
         settings=settings,
@@ -194,7 +198,9 @@ def test_noctis_serve_builds_and_extends_the_bundle_in_process(
         header = first[0].header
         key = bundle_key(facility.name, header.study_instance_uid, header.series_instance_uid)
         first_keys = {r.object_key for r in first}
-        wait_for(lambda: bundle_keys(store.inner, key) == first_keys, "a bundle of 25")
+        wait.until(
+            lambda: bundle_keys(store.inner, key) == first_keys, what="a bundle of 25", timeout=20
+        )
         wait_settled(outcomes, SETTLED)
         assert 1 <= store.count("put", key) <= 3, outcomes.results
 
@@ -203,7 +209,11 @@ def test_noctis_serve_builds_and_extends_the_bundle_in_process(
         store.reset()
         later = [ingest_file(runtime, facility, path) for path in files[25:]]
         every_key = {r.object_key for r in first + later}
-        wait_for(lambda: bundle_keys(store.inner, key) == every_key, "a bundle of all 30")
+        wait.until(
+            lambda: bundle_keys(store.inner, key) == every_key,
+            what="a bundle of all 30",
+            timeout=20,
+        )
         wait_settled(outcomes, SETTLED)
         header_reads = {k for verb, k in store.calls if verb == "get_range"}
         assert header_reads == {r.object_key for r in later}

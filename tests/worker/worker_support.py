@@ -17,7 +17,8 @@ from noctis.dicom.metadata import decode_bundle
 from noctis.settings import Settings
 from noctis.storage import IncomingObject, ObjectNotFound, ObjectStore
 from noctis.storage.filesystem import FilesystemStore
-from support.archive import open_archive
+from support import wait
+from support.archive import open_runtime
 from support.dicomdata import generate_ct_series
 from support.redis import RedisServer
 
@@ -33,7 +34,7 @@ def empty_broker(server: RedisServer) -> str:
 
 def celery_archive(settings: Settings) -> Runtime:
     """A migrated archive whose tasks go to the broker, with a counting store."""
-    runtime = open_archive(
+    runtime = open_runtime(
         settings, store=CountingStore(FilesystemStore(settings.resolved_storage_path()))
     )
     assert settings.broker_url
@@ -127,24 +128,17 @@ class Outcomes:
             return len(self.results)
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def wait_settled(outcomes: Outcomes, quiet: float, timeout: float = 20.0) -> None:
     """Wait until no task has finished for ``quiet`` seconds."""
-    deadline = time.monotonic() + timeout
     seen, since = len(outcomes), time.monotonic()
-    while time.monotonic() - since < quiet:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"tasks still finishing after {timeout:.0f} s")
-        time.sleep(0.05)
+
+    def settled() -> bool:
+        nonlocal seen, since
         if len(outcomes) != seen:
             seen, since = len(outcomes), time.monotonic()
+        return time.monotonic() - since >= quiet
+
+    wait.until(settled, timeout=timeout, what=f"no task to finish for {quiet:g} s")
 
 
 def bundle_keys(store: ObjectStore, key: str) -> set[str]:
