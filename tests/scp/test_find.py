@@ -30,12 +30,13 @@ from scp_support import (
     raw_request,
 )
 
-from noctis.core.ingest import FacilityRef, ingest
+from noctis.core.ingest import FacilityRef
 from noctis.core.runtime import Runtime
 from noctis.scp import status
 from noctis.scp.fast import compat
 from support import dcmtk
 from support.archive import register_facility
+from support.incoming import ingest_file
 from support.ports import LOOPBACK
 
 pytestmark = pytest.mark.dcmtk
@@ -55,7 +56,7 @@ class Seeded:
 
 
 def _store(runtime: Runtime, facility: FacilityRef, path: Path) -> str:
-    return ingest(runtime, facility, path).header.sop_instance_uid
+    return ingest_file(runtime, facility, path).header.sop_instance_uid
 
 
 @pytest.fixture
@@ -368,7 +369,7 @@ def many(scp: RunningScp, facility: FacilityRef, tmp_path: Path) -> list[str]:
             PatientName=name,
             StudyInstanceUID=f"1.2.826.0.1.77.{index}",
         )
-        ingest(scp.runtime, facility, path)
+        ingest_file(scp.runtime, facility, path)
     return names
 
 

@@ -183,12 +183,15 @@ def checkpoint_held(assoc: Association) -> bool:
 
 
 @contextmanager
-def holding_checkpoint(assoc: Association) -> Iterator[None]:
+def holding_checkpoint(assoc: Association, timeout: float = 5.0) -> Iterator[None]:
     """Hold the reactor of a requesting association, as pynetdicom's ``send_*`` do, so that
     responses stay on the message queue for the caller (tests send raw requests so)."""
     assoc._reactor_checkpoint.clear()
     try:
-        while not assoc._is_paused:
+        deadline = time.monotonic() + timeout
+        while not assoc._is_paused:  # pynetdicom's send_* poll it too: it has no event
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the association's reactor did not pause in {timeout} s")
             time.sleep(0.001)
         yield
     finally:
