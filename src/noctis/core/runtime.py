@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from noctis.core.audit import DatabaseAuditSink
 from noctis.core.notices import SeriesNotices
 from noctis.core.queue import CeleryQueue, InProcessQueue, TaskQueue
 from noctis.dicom.metadata import BUNDLE_MINIMUM
@@ -34,9 +35,12 @@ class Runtime:
     write_lock: AbstractContextManager[object] = field(init=False)
     # Stored series, told to the tasks once per series per beat (noctis.core.notices).
     notices: SeriesNotices = field(init=False)
+    # Where every process's audit events go (noctis.core.audit).
+    audit: DatabaseAuditSink = field(init=False)
 
     def __post_init__(self) -> None:
         self.reader = db.make_reader(self.engine)
+        self.audit = DatabaseAuditSink(self.sessions)
         self.notices = SeriesNotices(lambda: self.queue, smallest_series=BUNDLE_MINIMUM)
         self.write_lock = db.write_lock(self.engine)
 
@@ -89,6 +93,7 @@ class Runtime:
 
     def close(self) -> None:
         self.notices.close()
+        self.audit.close()
         self.engine.dispose()
         if isinstance(self.write_lock, db.SqliteWriteLock):
             self.write_lock.close()

@@ -7,7 +7,6 @@ import logging
 from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
 
-from noctis.api.audit import DatabaseAuditSink
 from noctis.api.auth import docs
 from noctis.api.auth.authenticator import NoctisAuthenticator
 from noctis.api.auth.context import AuthContext, make_signer
@@ -48,7 +47,7 @@ def install(
     )
     app.state.noctis_auth = context
     app.state.authenticator = authenticator
-    app.state.audit = DatabaseAuditSink(runtime.sessions)
+    app.state.audit = runtime.audit
     app.include_router(login_router)
     app.include_router(rest_router, prefix="/api")
     docs.install(app)
