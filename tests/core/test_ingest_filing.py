@@ -26,7 +26,7 @@ from support.archive import stored_object_keys
 from support.dicomdata import dataset_bytes
 
 DicomFactory = Callable[..., Path]
-BACKENDS = pytest.mark.parametrize("archive", ["sqlite", "postgres"], indirect=True)
+BACKENDS = pytest.mark.parametrize("runtime", ["sqlite", "postgres"], indirect=True)
 MODALITY = Sender("CT_ROOM_1", "ae", "127.0.0.1")
 
 

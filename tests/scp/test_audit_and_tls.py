@@ -67,7 +67,7 @@ def test_a_refused_association_is_audited(scp: RunningScp, runtime: Runtime) -> 
     assert [(e[0], e[1], e[3]["reason"]) for e in events] == [("associate", "denied", "calling-ae")]
 
 
-@pytest.mark.parametrize("archive", ["embedded"], indirect=True)
+@pytest.mark.parametrize("runtime", ["embedded"], indirect=True)
 def test_a_node_serving_some_facilities_refuses_the_others(
     runtime: Runtime, facility: FacilityRef
 ) -> None:
@@ -158,7 +158,7 @@ def test_a_silent_tls_connection_neither_blocks_others_nor_stays(
         started = time.monotonic()
         assert _echo(node.port, context)
         assert time.monotonic() - started < 3
-        silent.settimeout(node.runtime.settings.association_request_timeout + 5)
+        silent.settimeout(node.runtime.runtime.settings.association_request_timeout + 5)
         assert silent.recv(1) == b""  # closed by the server once the timeout passed
     finally:
         silent.close()
