@@ -54,7 +54,6 @@ class AuditAction(StrEnum):
     RETRIEVE = "retrieve"  # WADO-RS, rendered, thumbnails, C-GET
     MOVE = "move"  # C-MOVE (to another AE)
     STORE = "store"  # STOW-RS, C-STORE
-    DELETE = "delete"
     LOGIN = "login"
     LOGOUT = "logout"
     ADMIN = "admin"  # users, tokens, settings changed

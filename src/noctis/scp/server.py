@@ -45,7 +45,6 @@ from noctis.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DRAIN_TIMEOUT = 25.0  # default: under Kubernetes' default 30 s termination grace period
 IMPLEMENTATION_VERSION = "NOCTIS_010"
 
 

@@ -26,13 +26,6 @@ DICOM_JSON = "application/dicom+json"
 FACILITY_PARAMETER = "facility"
 
 
-def get_archive(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
-
-
-ArchiveDep = Annotated[Runtime, Depends(get_archive)]
-
-
 @dataclass(frozen=True)
 class ChosenFacility:
     """The facility named by ``?facility=NAME``, one of the caller's."""
