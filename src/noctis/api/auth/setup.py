@@ -68,11 +68,17 @@ def ensure_configured_admin(runtime: Runtime) -> str | None:
     Several API replicas may start at once: one that loses the race to create the account
     finds it there.
     """
-    configured = AuthSettings().admin_password
+    configured = configured_admin_password()
     if configured is None:
         return None
     try:
-        username, _ = ensure_first_admin(runtime, configured.get_secret_value())
+        username, _ = ensure_first_admin(runtime, configured)
     except IntegrityError:
-        username, _ = ensure_first_admin(runtime, configured.get_secret_value())
+        username, _ = ensure_first_admin(runtime, configured)
     return username
+
+
+def configured_admin_password() -> str | None:
+    """NOCTIS_ADMIN_PASSWORD, or None when it is not set."""
+    configured = AuthSettings().admin_password
+    return configured.get_secret_value() if configured is not None else None
