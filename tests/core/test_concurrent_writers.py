@@ -86,7 +86,7 @@ def test_the_same_instance_sent_twice_at_once_is_stored_once(
     assert len(objects) == 1  # the losers removed the objects they had put
 
 
-@pytest.mark.parametrize("archive", ["postgres"], indirect=True)
+@pytest.mark.parametrize("runtime", ["postgres"], indirect=True)
 def test_the_postgresql_write_function_comes_and_goes_with_its_migration(
     runtime: Runtime,
 ) -> None:

@@ -192,7 +192,7 @@ def test_queries_do_not_wait_for_a_store_in_progress(
 
 
 @pytest.mark.usefixtures("populated")
-@pytest.mark.parametrize("archive", ["postgres"], indirect=True)
+@pytest.mark.parametrize("runtime", ["postgres"], indirect=True)
 def test_searches_are_planned_for_their_own_values(runtime: Runtime) -> None:
     """A search is never a prepared statement on PostgreSQL: psycopg would prepare it after
     five runs, and PostgreSQL would then plan it once for any values, from the statistics of

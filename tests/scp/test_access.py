@@ -85,7 +85,7 @@ def test_services_are_checked_per_request(scp: RunningScp) -> None:
     assert echo(LOOPBACK, scp.port, AE_TITLE, ECHO_ONLY) == status.SUCCESS
 
 
-@pytest.mark.parametrize("archive", ["production"], indirect=True)
+@pytest.mark.parametrize("runtime", ["production"], indirect=True)
 def test_registry_down_is_a_transient_rejection(
     scp: RunningScp, request: pytest.FixtureRequest
 ) -> None:

@@ -200,7 +200,7 @@ def _request_pdus(path: Path, context_id: int, max_pdu: int = 4096) -> list[byte
 
 
 def _spool_files(scp: RunningScp) -> list[Path]:
-    return sorted(scp.scp.runtime.spool_dir.glob("incoming-*"))
+    return sorted(scp.scp.scp_context.spool_dir.glob("incoming-*"))
 
 
 def _wait_until_closed(scp: RunningScp) -> None:
@@ -251,7 +251,7 @@ def test_spool_failure_answers_out_of_resources_and_the_next_store_works(
     scp: RunningScp, tmp_path: Path
 ) -> None:
     first, second = generate_ct_series(tmp_path / "ct", slices=2, size=64)
-    spool = scp.scp.runtime.spool_dir
+    spool = scp.scp.scp_context.spool_dir
     assoc = _associate(scp.port)
     try:
         spool.rmdir()  # gone from under the SCP: no spool file can be created

@@ -25,7 +25,7 @@ from support.archive import index_counts, stored_object_keys
 from support.dicomdata import generate_ct_series
 from support.ports import LOOPBACK
 
-pytestmark = pytest.mark.parametrize("archive", ["production"], indirect=True)
+pytestmark = pytest.mark.parametrize("runtime", ["production"], indirect=True)
 
 EMPTY = {"patient": 0, "study": 0, "series": 0, "instance": 0}
 

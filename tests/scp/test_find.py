@@ -369,7 +369,7 @@ def many(scp: RunningScp, facility: FacilityRef, tmp_path: Path) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("archive", ["embedded"], indirect=True)
+@pytest.mark.parametrize("runtime", ["embedded"], indirect=True)
 def test_many_matches_all_come_back_to_findscu(
     scp: RunningScp, many: list[str], tmp_path: Path
 ) -> None:
@@ -378,7 +378,7 @@ def test_many_matches_all_come_back_to_findscu(
     assert len(values(found, "StudyInstanceUID")) == MANY
 
 
-@pytest.mark.parametrize("archive", ["embedded"], indirect=True)
+@pytest.mark.parametrize("runtime", ["embedded"], indirect=True)
 def test_a_c_cancel_stops_the_responses(scp: RunningScp, many: list[str]) -> None:
     """A C-CANCEL-RQ sent right after the request, before any response was read: the SCP
     answers Cancel instead of sending every match."""

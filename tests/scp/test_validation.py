@@ -107,7 +107,7 @@ def _store_on_context(port: int, data_set: bytes, sop_class: str, sop_uid: str) 
         assoc.release()
 
 
-@pytest.mark.parametrize("archive", ["embedded"], indirect=True)
+@pytest.mark.parametrize("runtime", ["embedded"], indirect=True)
 @pytest.mark.parametrize(
     "pdu_length",
     [
@@ -134,7 +134,7 @@ def bomb(tmp_path: Path) -> Iterator[Path]:
     yield write_deflated_bomb(tmp_path / "bomb.dcm", 300 << 20)
 
 
-@pytest.mark.parametrize("archive", ["embedded"], indirect=True)
+@pytest.mark.parametrize("runtime", ["embedded"], indirect=True)
 def test_a_deflate_bomb_is_refused_and_memory_stays_bounded(
     scp: RunningScp, bomb: Path, tmp_path: Path
 ) -> None:

@@ -44,7 +44,7 @@ from noctis.scp.direct_store import DirectStore
 from noctis.scp.find import serve_find
 from noctis.scp.reactor import EventDrivenDUL, SignallingQueue, serve_until_done
 from noctis.scp.retrieve import serve_retrieve
-from noctis.scp.runtime import ScpRuntime
+from noctis.scp.scp_context import ScpContext
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class SharedContexts(list):  # type: ignore[type-arg]
 
 
 class NoctisAssociation(Association):
-    runtime: ScpRuntime
+    scp_context: ScpContext
     _wake: threading.Event  # set when a DIMSE message or an ACSE primitive arrives
     _release_connection: functools.partial[None]  # uncounts it in the server's limiter
 
@@ -124,7 +124,7 @@ class NoctisAssociation(Association):
                 key: value for key, value in self.dimse.cancel_req.items() if key == msg.MessageID
             }
             try:
-                serve_find(self, msg, context, self.runtime)
+                serve_find(self, msg, context, self.scp_context)
             finally:
                 self.dimse.cancel_req = {}
             return
@@ -140,7 +140,7 @@ class NoctisAssociation(Association):
             self.dimse.cancel_req = {}
             self._is_paused = True
             try:
-                serve_retrieve(self, msg, context, self.runtime)
+                serve_retrieve(self, msg, context, self.scp_context)
             finally:
                 self._is_paused = False
                 self.dimse.cancel_req = {}
@@ -184,13 +184,13 @@ class NoctisRequestHandler(RequestHandler):
         assoc._release_connection = functools.partial(  # type: ignore[attr-defined]
             self.server.release_connection, self.client_address
         )
-        assoc.runtime = self.server.runtime  # type: ignore[attr-defined]
+        assoc.scp_context = self.server.scp_context  # type: ignore[attr-defined]
         wake = assoc._wake = threading.Event()  # type: ignore[attr-defined]
         assoc.dimse.msg_queue = SignallingQueue(wake.set)
         dul = cast(EventDrivenDUL, assoc.dul)
         dul.__class__ = EventDrivenDUL
         dul.install_wake_up(wake.set)
-        dul.install_direct_store(DirectStore(assoc, assoc.runtime, dul.send_bytes))
+        dul.install_direct_store(DirectStore(assoc, assoc.scp_context, dul.send_bytes))
         return assoc
 
 
@@ -206,13 +206,13 @@ class NoctisServer(ThreadedAssociationServer):
     def __init__(
         self,
         *args: Any,
-        runtime: ScpRuntime,
+        scp_context: ScpContext,
         listener: socket.socket | None = None,
         **kwargs: Any,
     ):
-        self.runtime = runtime
+        self.scp_context = scp_context
         self.listener = listener
-        settings = runtime.runtime.settings
+        settings = scp_context.runtime.settings
         self.connections = ConnectionLimiter(settings.max_connections_per_address)
         self.request_timeout = settings.association_request_timeout
         kwargs.setdefault("request_handler", NoctisRequestHandler)

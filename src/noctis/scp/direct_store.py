@@ -49,7 +49,7 @@ from noctis.scp.command_set import (
 from noctis.scp.store import store_received
 
 if TYPE_CHECKING:
-    from noctis.scp.runtime import ScpRuntime
+    from noctis.scp.scp_context import ScpContext
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,9 @@ class _Incoming:
 class DirectStore:
     """One association's direct C-STORE receiver; used by its DUL thread only."""
 
-    def __init__(self, assoc: Any, runtime: ScpRuntime, send: Callable[[bytes], None]) -> None:
+    def __init__(self, assoc: Any, scp_context: ScpContext, send: Callable[[bytes], None]) -> None:
         self._assoc = assoc
-        self._runtime = runtime
+        self._runtime = scp_context
         self._send = send
         self._incoming: _Incoming | None = None
         # context ID -> (SOP class, transfer syntax), if a storage context we serve
@@ -157,22 +157,22 @@ class DirectStore:
         directory; for one that copies the data (S3), memory, or an unnamed file in the spool
         directory beyond IN_MEMORY_LIMIT: no file to create, write, read back and remove.
         """
-        runtime = self._runtime
+        scp_context = self._runtime
         path: Path | None = None
         spool: IO[bytes]
         try:
-            if runtime.runtime.store.adopts_files:
+            if scp_context.runtime.store.adopts_files:
                 prepared, self._prepared = self._prepared, None
-                fd, path = prepared if prepared is not None else _new_spool_file(runtime)
+                fd, path = prepared if prepared is not None else _new_spool_file(scp_context)
                 # Buffered (a data set fragment is written through whole), and readable:
                 # ingest reads the header through this handle.
                 spool = os.fdopen(fd, "w+b")
             else:
                 spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed by _store)
-                    max_size=IN_MEMORY_LIMIT, dir=runtime.spool_dir
+                    max_size=IN_MEMORY_LIMIT, dir=scp_context.spool_dir
                 )
         except OSError as exc:
-            log.error("cannot create a C-STORE spool file in %s: %s", runtime.spool_dir, exc)
+            log.error("cannot create a C-STORE spool file in %s: %s", scp_context.spool_dir, exc)
             return _Incoming(context_id, sop_class, request, None, None)
         incoming = _Incoming(context_id, sop_class, request, path, spool)
         try:
@@ -230,11 +230,11 @@ class DirectStore:
     def _store(
         self, incoming: _Incoming, spool: IO[bytes], path: Path | None, request: StoreRequest
     ) -> status.Answer:
-        runtime = self._runtime
+        scp_context = self._runtime
         try:
             spool.flush()
             return store_received(
-                runtime,
+                scp_context,
                 self._assoc,
                 request.sop_class_uid,
                 request.sop_instance_uid,
@@ -265,8 +265,8 @@ class DirectStore:
         return self._syntaxes[context_id]
 
 
-def _new_spool_file(runtime: ScpRuntime) -> tuple[int, Path]:
-    fd, name = tempfile.mkstemp(dir=runtime.spool_dir, prefix="incoming-")
+def _new_spool_file(scp_context: ScpContext) -> tuple[int, Path]:
+    fd, name = tempfile.mkstemp(dir=scp_context.spool_dir, prefix="incoming-")
     return fd, Path(name)
 
 

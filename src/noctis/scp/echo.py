@@ -13,21 +13,21 @@ from noctis.scp.metrics import get_metrics, result_class
 if TYPE_CHECKING:
     from pynetdicom.events import Event
 
-    from noctis.scp.runtime import ScpRuntime
+    from noctis.scp.scp_context import ScpContext
 
 log = logging.getLogger(__name__)
 
 
-def handle_echo(event: Event, runtime: ScpRuntime) -> int | Dataset:
+def handle_echo(event: Event, scp_context: ScpContext) -> int | Dataset:
     try:
-        return _echo(event, runtime)
+        return _echo(event, scp_context)
     except Exception:
         log.exception("C-ECHO handler failed")
         return status.with_comment(status.CANNOT_UNDERSTAND, "internal error (logged)")
 
 
-def _echo(event: Event, runtime: ScpRuntime) -> int | Dataset:
-    if runtime.access.allowed(event.assoc, "echo") is None:
+def _echo(event: Event, scp_context: ScpContext) -> int | Dataset:
+    if scp_context.access.allowed(event.assoc, "echo") is None:
         answer: int | Dataset = status.with_comment(
             status.NOT_AUTHORIZED, "this AE may not echo here"
         )

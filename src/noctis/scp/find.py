@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from pynetdicom.events import Event
     from pynetdicom.presentation import PresentationContext
 
-    from noctis.scp.runtime import ScpRuntime
+    from noctis.scp.scp_context import ScpContext
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ Answer = tuple[int | Dataset, list[Element] | None]  # a status, and a match's e
 BATCH_BYTES = 16 << 10
 
 
-def handle_find(event: Event, runtime: ScpRuntime) -> Iterator[FindResponse]:
+def handle_find(event: Event, scp_context: ScpContext) -> Iterator[FindResponse]:
     """EVT_C_FIND handler (requests the association does not serve itself)."""
     request = FindRequest(
         event.assoc,
@@ -65,12 +65,12 @@ def handle_find(event: Event, runtime: ScpRuntime) -> Iterator[FindResponse]:
         str(event.request.AffectedSOPClassUID),
         lambda: bool(event.is_cancelled),
     )
-    for code, elements in answers(request, runtime):
+    for code, elements in answers(request, scp_context):
         yield code, identifier_dataset(elements) if elements is not None else None
 
 
 def serve_find(
-    assoc: Association, request: C_FIND, context: PresentationContext, runtime: ScpRuntime
+    assoc: Association, request: C_FIND, context: PresentationContext, scp_context: ScpContext
 ) -> None:
     """Answer a C-FIND-RQ on ``context``: every response encoded here and sent in batches."""
     syntax = context.transfer_syntax[0]
@@ -98,7 +98,7 @@ def serve_find(
         return command_pdus(context_id, _final_response(message_id, sop_class, code), peer_max_pdu)
 
     batch = bytearray()
-    for code, found in answers(FindRequest(assoc, identifier, sop_class, cancelled), runtime):
+    for code, found in answers(FindRequest(assoc, identifier, sop_class, cancelled), scp_context):
         if found is None:
             batch += final(code)
             break
@@ -147,12 +147,12 @@ class FindRequest:
     cancelled: Callable[[], bool]  # a C-CANCEL-RQ came for it
 
 
-def answers(request: FindRequest, runtime: ScpRuntime) -> Iterator[Answer]:
+def answers(request: FindRequest, scp_context: ScpContext) -> Iterator[Answer]:
     """The responses to a C-FIND-RQ: pending ones with a match's elements, then the final
     one."""
     final = status.SUCCESS
     try:
-        for answer in _answers(request, runtime):
+        for answer in _answers(request, scp_context):
             code, _ = answer
             final = code if isinstance(code, int) else int(code.Status)
             yield answer
@@ -164,9 +164,9 @@ def answers(request: FindRequest, runtime: ScpRuntime) -> Iterator[Answer]:
         get_metrics().requests.labels(service="find", result=result_class(final)).inc()
 
 
-def _answers(request: FindRequest, runtime: ScpRuntime) -> Iterator[Answer]:
+def _answers(request: FindRequest, scp_context: ScpContext) -> Iterator[Answer]:
     assoc = request.assoc
-    caller = runtime.access.allowed(assoc, "find")
+    caller = scp_context.access.allowed(assoc, "find")
     if caller is None:
         yield status.with_comment(status.NOT_AUTHORIZED, "this AE may not query here"), None
         return
@@ -174,7 +174,7 @@ def _answers(request: FindRequest, runtime: ScpRuntime) -> Iterator[Answer]:
         parsed = parse_identifier(
             request.identifier(), FIND_MODELS.get(request.sop_class_uid, "STUDY")
         )
-        matches = _matches(runtime, parsed, caller.facility_id)
+        matches = _matches(scp_context, parsed, caller.facility_id)
     except IdentifierUndecodable as exc:
         yield status.with_comment(status.FIND_UNDECODABLE_IDENTIFIER, str(exc)), None
         return
@@ -188,13 +188,13 @@ def _answers(request: FindRequest, runtime: ScpRuntime) -> Iterator[Answer]:
         log.exception("C-FIND from %s failed", caller.ae_title)
         yield status.with_comment(status.FIND_INTERNAL_ERROR, "internal error (logged)"), None
         return
-    runtime.audit.queried(assoc, caller, parsed.level, dict(parsed.filters), len(matches))
+    scp_context.audit.queried(assoc, caller, parsed.level, dict(parsed.filters), len(matches))
     pending = status.PENDING_WITH_UNSUPPORTED_KEYS if parsed.unsupported else status.PENDING
     for match in matches:
         if request.cancelled():
             yield status.CANCEL, None
             return
-        yield pending, response_elements(parsed, match.values, runtime.ae_title)
+        yield pending, response_elements(parsed, match.values, scp_context.ae_title)
     yield status.SUCCESS, None
 
 
@@ -202,9 +202,9 @@ class _IndexDown(Exception):
     pass
 
 
-def _matches(runtime: ScpRuntime, parsed: ParsedIdentifier, facility_id: int) -> list[Match]:
+def _matches(scp_context: ScpContext, parsed: ParsedIdentifier, facility_id: int) -> list[Match]:
     try:
-        with runtime.runtime.sessions() as session:
+        with scp_context.runtime.sessions() as session:
             return find(session, parsed.match_query(facility_id))
     except SQLAlchemyError as exc:
         log.warning("C-FIND: index unavailable: %s", exc)

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from pynetdicom.association import Association
     from pynetdicom.presentation import PresentationContext
 
-    from noctis.scp.runtime import ScpRuntime
+    from noctis.scp.scp_context import ScpContext
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +137,12 @@ def serve_retrieve(
     assoc: Association,
     request: C_GET | C_MOVE,
     context: PresentationContext,
-    runtime: ScpRuntime,
+    scp_context: ScpContext,
 ) -> None:
     """Answer one C-GET or C-MOVE request completely; never raises."""
     responder = Responder(assoc, request, context)
     try:
-        _serve(responder, runtime)
+        _serve(responder, scp_context)
     except Exception:
         log.exception("C-%s failed", responder.service.upper())
         code = (
@@ -152,9 +152,9 @@ def serve_retrieve(
             responder.final(code, comment="internal error (logged)")
 
 
-def _serve(responder: Responder, runtime: ScpRuntime) -> None:
+def _serve(responder: Responder, scp_context: ScpContext) -> None:
     service = responder.service
-    caller = runtime.access.allowed(responder.assoc, service)
+    caller = scp_context.access.allowed(responder.assoc, service)
     if caller is None:
         responder.final(status.NOT_AUTHORIZED, comment=f"this AE may not {service} here")
         return
@@ -177,7 +177,7 @@ def _serve(responder: Responder, runtime: ScpRuntime) -> None:
         responder.final(status.DOES_NOT_MATCH_SOP_CLASS, comment=str(exc))
         return
     try:
-        with runtime.runtime.sessions() as session:
+        with scp_context.runtime.sessions() as session:
             destination = None
             if isinstance(responder.request, C_MOVE):
                 destination = move_destination(
@@ -203,10 +203,12 @@ def _serve(responder: Responder, runtime: ScpRuntime) -> None:
         return
     tally = Tally(len(matches))
     if destination is None:
-        _send_over(responder.assoc, responder, matches, tally, runtime, caller, originator=False)
+        _send_over(
+            responder.assoc, responder, matches, tally, scp_context, caller, originator=False
+        )
     else:
-        _move_to(destination, responder, matches, tally, runtime, caller)
-    runtime.audit.retrieved(
+        _move_to(destination, responder, matches, tally, scp_context, caller)
+    scp_context.audit.retrieved(
         responder.assoc,
         caller,
         service,
@@ -246,7 +248,7 @@ def _move_to(
     responder: Responder,
     matches: list[Match],
     tally: Tally,
-    runtime: ScpRuntime,
+    scp_context: ScpContext,
     caller: Caller,
 ) -> None:
     if not matches:
@@ -264,7 +266,7 @@ def _move_to(
                 destination.port,
                 contexts=contexts,
                 ae_title=destination.ae_title,
-                max_pdu=runtime.runtime.settings.max_pdu_size,
+                max_pdu=scp_context.runtime.settings.max_pdu_size,
             )
         )
         if not store_assoc.is_established:
@@ -278,7 +280,7 @@ def _move_to(
                 tally.record(str(match.values.get("SOPInstanceUID", "")), None)
             continue
         try:
-            _send_over(store_assoc, responder, batch, tally, runtime, caller, originator=True)
+            _send_over(store_assoc, responder, batch, tally, scp_context, caller, originator=True)
         finally:
             if store_assoc.is_established:
                 store_assoc.release()
@@ -291,7 +293,7 @@ def _send_over(
     responder: Responder,
     matches: list[Match],
     tally: Tally,
-    runtime: ScpRuntime,
+    scp_context: ScpContext,
     caller: Caller,
     *,
     originator: bool,
@@ -312,19 +314,19 @@ def _send_over(
                 "originator_aet": caller.ae_title,
                 "originator_id": responder.request.MessageID,
             }
-        code = _store_one(peer, match, runtime, message_id, extra)
+        code = _store_one(peer, match, scp_context, message_id, extra)
         tally.record(sop_instance, code)
         responder.pending(tally)
 
 
 def _store_one(
-    peer: Association, match: Match, runtime: ScpRuntime, message_id: int, extra: dict[str, Any]
+    peer: Association, match: Match, scp_context: ScpContext, message_id: int, extra: dict[str, Any]
 ) -> int | None:
     """The peer's C-STORE status for one instance, or None if it could not be sent."""
     sop_class = _sop_class(match)
     syntax = match.transfer_syntax_uid or ""
     try:
-        with _staged(runtime, match) as path:
+        with _staged(scp_context, match) as path:
             if _accepts(peer, sop_class, syntax):
                 answer = peer.send_c_store(path, msg_id=message_id, **extra)
             else:
@@ -367,16 +369,16 @@ def _converted(path: Path, peer: Association, sop_class: str) -> Dataset | None:
 
 
 @contextmanager
-def _staged(runtime: ScpRuntime, match: Match) -> Iterator[Path]:
+def _staged(scp_context: ScpContext, match: Match) -> Iterator[Path]:
     """The stored object copied to a spool file, removed afterwards."""
     if not match.object_key:
         raise FileNotFoundError("match has no object")
     with tempfile.NamedTemporaryFile(
-        dir=runtime.spool_dir, prefix="retrieve-", suffix=".dcm", delete=False
+        dir=scp_context.spool_dir, prefix="retrieve-", suffix=".dcm", delete=False
     ) as handle:
         path = Path(handle.name)
         try:
-            for chunk in runtime.runtime.store.iter_chunks(match.object_key):
+            for chunk in scp_context.runtime.store.iter_chunks(match.object_key):
                 handle.write(chunk)
             if handle.tell() % 2:
                 # Only a deflated data set can have an odd length (some writers forget the

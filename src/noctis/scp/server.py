@@ -39,7 +39,7 @@ from noctis.scp.contexts import scp_contexts
 from noctis.scp.echo import handle_echo
 from noctis.scp.find import handle_find
 from noctis.scp.metrics import exposition, get_metrics
-from noctis.scp.runtime import ScpRuntime
+from noctis.scp.scp_context import ScpContext
 from noctis.scp.store import handle_store
 from noctis.settings import Settings
 
@@ -63,7 +63,7 @@ class Scp:
         (`noctis.scp.association.listening_socket`), instead of one of its own."""
         settings = runtime.settings
         self.runtime = runtime
-        self.runtime = ScpRuntime.create(runtime)
+        self.scp_context = ScpContext.create(runtime)
         self.host = settings.scp_host if host is None else host
         self.requested_port = settings.scp_port if port is None else port
         self.listener = listener
@@ -90,15 +90,15 @@ class Scp:
     def start(self) -> Scp:
         get_metrics()  # registered before the first association, not by it
         configure_pynetdicom()
-        spool_received_datasets(self.runtime.spool_dir)
+        spool_received_datasets(self.scp_context.spool_dir)
         self._server = server = self.ae.make_server(  # type: ignore[assignment]
             (self.host, self.requested_port),
-            ae_title=self.runtime.ae_title,
+            ae_title=self.scp_context.ae_title,
             contexts=SharedContexts(scp_contexts()),
             ssl_context=tls_context(self.runtime.settings),
             evt_handlers=self._handlers(),
             server_class=NoctisServer,
-            runtime=self.runtime,
+            scp_context=self.scp_context,
             listener=self.listener,
         )
         self._thread = threading.Thread(
@@ -108,7 +108,7 @@ class Scp:
             daemon=True,
         )
         self._thread.start()
-        log.info("DICOM SCP %s listening on %s:%d", self.runtime.ae_title, self.host, self.port)
+        log.info("DICOM SCP %s listening on %s:%d", self.scp_context.ae_title, self.host, self.port)
         return self
 
     def stop(self, timeout: float | None = None) -> None:
@@ -137,14 +137,14 @@ class Scp:
         self._server = None
 
     def _handlers(self) -> list[Any]:
-        runtime = self.runtime
+        scp_context = self.scp_context
         return [
-            (evt.EVT_REQUESTED, runtime.access.on_requested),
+            (evt.EVT_REQUESTED, scp_context.access.on_requested),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_CONN_CLOSE, self._on_closed),
-            (evt.EVT_C_ECHO, handle_echo, [runtime]),
-            (evt.EVT_C_STORE, handle_store, [runtime]),
-            (evt.EVT_C_FIND, handle_find, [runtime]),
+            (evt.EVT_C_ECHO, handle_echo, [scp_context]),
+            (evt.EVT_C_STORE, handle_store, [scp_context]),
+            (evt.EVT_C_FIND, handle_find, [scp_context]),
         ]
 
     def _on_established(self, event: evt.Event) -> None:
@@ -156,7 +156,7 @@ class Scp:
             self._established.add(id(event.assoc))
 
     def _on_closed(self, event: evt.Event) -> None:
-        self.runtime.audit.association_ended(event.assoc)
+        self.scp_context.audit.association_ended(event.assoc)
         with self._lock:
             if id(event.assoc) not in self._established:
                 return

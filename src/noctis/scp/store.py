@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from pynetdicom.association import Association
     from pynetdicom.events import Event
 
-    from noctis.scp.runtime import ScpRuntime
+    from noctis.scp.scp_context import ScpContext
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +66,15 @@ _COMMENT_FOR_FAILURE = {
 }
 
 
-def handle_store(event: Event, runtime: ScpRuntime) -> int | Dataset:
+def handle_store(event: Event, scp_context: ScpContext) -> int | Dataset:
     """EVT_C_STORE handler (requests `noctis.scp.direct_store` leaves to pynetdicom): the
     status to answer with, never an exception (pynetdicom would answer C211)."""
     request = cast(C_STORE, event.request)
     staged: Path | None = None
     try:
-        path, staged = _part10_file(event, runtime.spool_dir)
+        path, staged = _part10_file(event, scp_context.spool_dir)
         answer = store_received(
-            runtime,
+            scp_context,
             event.assoc,
             str(request.AffectedSOPClassUID or ""),
             str(request.AffectedSOPInstanceUID or ""),
@@ -91,7 +91,7 @@ def handle_store(event: Event, runtime: ScpRuntime) -> int | Dataset:
 
 
 def store_received(
-    runtime: ScpRuntime,
+    scp_context: ScpContext,
     assoc: Association,
     sop_class: str,
     sop_instance: str,
@@ -105,7 +105,9 @@ def store_received(
     ``context_sop_class``: the answer for the peer, never an exception. The caller removes
     ``path`` afterwards."""
     try:
-        answer = _store(runtime, assoc, sop_class, sop_instance, path, received, context_sop_class)
+        answer = _store(
+            scp_context, assoc, sop_class, sop_instance, path, received, context_sop_class
+        )
     except Exception:
         log.exception("C-STORE handler failed")
         return INTERNAL_ERROR
@@ -114,7 +116,7 @@ def store_received(
 
 
 def _store(
-    runtime: ScpRuntime,
+    scp_context: ScpContext,
     assoc: Association,
     sop_class: str,
     sop_instance: str,
@@ -123,7 +125,7 @@ def _store(
     context_sop_class: str,
 ) -> status.Answer:
     metrics = get_metrics()
-    caller = runtime.access.allowed(assoc, "store")
+    caller = scp_context.access.allowed(assoc, "store")
     if caller is None:
         metrics.store_failures.labels(reason="not-authorized").inc()
         return status.Answer(status.NOT_AUTHORIZED, "this AE may not store here")
@@ -137,12 +139,12 @@ def _store(
             sop_class,
             context_sop_class,
         )
-        runtime.audit.stored(assoc, caller, None, AuditOutcome.FAILURE)
+        scp_context.audit.stored(assoc, caller, None, AuditOutcome.FAILURE)
         return CONTEXT_MISMATCH
     started = time.perf_counter()
     try:
         result = ingest(
-            runtime.runtime,
+            scp_context.runtime,
             FacilityRef(caller.facility_id, caller.facility_name),
             path,
             expected_sop_class_uid=sop_class or None,
@@ -159,7 +161,7 @@ def _store(
             sop_instance,
             exc.message,
         )
-        runtime.audit.stored(assoc, caller, None, AuditOutcome.FAILURE)
+        scp_context.audit.stored(assoc, caller, None, AuditOutcome.FAILURE)
         comment = _COMMENT_FOR_FAILURE.get(exc.failure, exc.message)
         return status.Answer(_STATUS_FOR_FAILURE[exc.failure], comment)
     except Exception:
@@ -168,7 +170,7 @@ def _store(
         return INTERNAL_ERROR
     metrics.store_seconds.observe(time.perf_counter() - started)
     metrics.instances_stored.labels(outcome=result.outcome.value).inc()
-    runtime.audit.stored(assoc, caller, result.header.study_instance_uid, AuditOutcome.SUCCESS)
+    scp_context.audit.stored(assoc, caller, result.header.study_instance_uid, AuditOutcome.SUCCESS)
     if result.outcome in (IngestOutcome.STORED, IngestOutcome.REPLACED):  # bytes kept
         metrics.bytes_stored.inc(result.size)
     return SUCCESS

@@ -11,7 +11,7 @@ from noctis.scp.audit import DimseAudit
 
 
 @dataclass(frozen=True)
-class ScpRuntime:
+class ScpContext:
     runtime: Runtime
     access: AccessControl
     ae_title: str
@@ -19,7 +19,7 @@ class ScpRuntime:
     audit: DimseAudit
 
     @classmethod
-    def create(cls, runtime: Runtime) -> ScpRuntime:
+    def create(cls, runtime: Runtime) -> ScpContext:
         settings = runtime.settings
         spool = settings.resolved_spool_dir()
         spool.mkdir(parents=True, exist_ok=True)
