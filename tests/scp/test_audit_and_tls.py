@@ -158,7 +158,7 @@ def test_a_silent_tls_connection_neither_blocks_others_nor_stays(
         started = time.monotonic()
         assert _echo(node.port, context)
         assert time.monotonic() - started < 3
-        silent.settimeout(node.runtime.runtime.settings.association_request_timeout + 5)
+        silent.settimeout(node.runtime.settings.association_request_timeout + 5)
         assert silent.recv(1) == b""  # closed by the server once the timeout passed
     finally:
         silent.close()
