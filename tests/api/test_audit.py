@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, select, update
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import select, update
 
 from noctis.api.audit import web_event
 from noctis.api.security import Principal
@@ -18,6 +17,7 @@ from noctis.core.audit import AuditAction, AuditEvent, AuditOutcome, DatabaseAud
 from noctis.core.roles import Role
 from noctis.core.runtime import Runtime
 from noctis.index.accounts import AuditEvent as AuditRow
+from noctis.index.db import open_index
 from support.web import auth_app, client_for, create_user, token_for
 
 STUDY_A = "1.2.826.0.1.3680043.8.498.1"
@@ -62,7 +62,7 @@ def test_an_event_is_written_as_one_row(runtime: Runtime) -> None:
 
 def test_recording_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # An index without the audit table: the insert fails, the caller carries on.
-    broken = sessionmaker(create_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}"))
+    broken = open_index(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     sink = DatabaseAuditSink(broken)
     with caplog.at_level(logging.ERROR, logger="noctis.core.audit"):
         sink.record(
@@ -72,11 +72,12 @@ def test_recording_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture
         )
         assert sink.flush()
     sink.close()
+    broken.close()
     assert "audit event not recorded" in caplog.text and "actor=rad" in caplog.text
 
 
 def test_sink_records_principal_and_method(runtime: Runtime) -> None:
-    sink = DatabaseAuditSink(runtime.sessions)
+    sink = DatabaseAuditSink(runtime.index)
     robot = Principal("robot", Role.TECHNOLOGIST, frozenset({1}), method="token")
     sink.record(web_event(robot, "127.0.0.1", "store", "success"))
     sink.record(web_event(None, "127.0.0.1", "query", "denied"))
@@ -148,7 +149,7 @@ def test_admin_actions_are_in_the_trail(runtime: Runtime, admin: TestClient) -> 
 def test_sink_writes_before_returning_and_queues_when_the_index_is_busy(
     runtime: Runtime,
 ) -> None:
-    sink = DatabaseAuditSink(runtime.sessions)
+    sink = DatabaseAuditSink(runtime.index)
     rad = Principal("rad", Role.RADIOLOGIST, frozenset({1}))
     sink.record(web_event(rad, "::1", "retrieve", "success"))
     with runtime.sessions() as session:  # written inline: no flush needed

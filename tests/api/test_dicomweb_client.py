@@ -142,8 +142,7 @@ def production_server(pg_url, s3_store, tmp_path) -> Iterator[tuple[str, str]]:
         mode="production", database_url=pg_url, storage_backend="s3", data_dir=tmp_path
     )
     upgrade(pg_url)
-    engine = db.make_engine(pg_url)
-    runtime = Runtime(settings, engine, db.make_sessionmaker(engine), s3_store, NullQueue())
+    runtime = Runtime(settings, db.open_index(pg_url), s3_store, NullQueue())
     with runtime.sessions.begin() as session:
         session.add(Facility(name="north"))
     create_user(runtime, "prod_admin", "admin", [])

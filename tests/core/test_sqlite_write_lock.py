@@ -1,5 +1,6 @@
-"""Index writers of one SQLite file take turns across processes (``db.SqliteWriteLock``): a
-writer in another process holding the lock makes this one wait for it, then go at once."""
+"""Index writers of one SQLite file take turns across processes
+(``noctis.index.sqlite.SqliteWriteLock``): a writer in another process holding the lock makes
+this one wait for it, then go at once."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-from noctis.index.db import SqliteWriteLock, make_engine, write_lock
+from noctis.index.db import open_index
+from noctis.index.postgresql import PostgresqlIndex
+from noctis.index.sqlite import SqliteIndex, SqliteWriteLock
 
 HOLD_SECONDS = 0.6
 
 _HOLDER = """
 import sys, time
 from pathlib import Path
-from noctis.index.db import SqliteWriteLock
+from noctis.index.sqlite import SqliteWriteLock
 with SqliteWriteLock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))
@@ -73,9 +76,14 @@ def test_threads_of_one_process_take_turns(tmp_path: Path) -> None:
 
 
 def test_only_a_sqlite_file_gets_the_cross_process_lock(tmp_path: Path) -> None:
-    sqlite_file = make_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}")
-    assert isinstance(write_lock(sqlite_file), SqliteWriteLock)
-    assert not isinstance(write_lock(make_engine("sqlite://")), SqliteWriteLock)
-    postgresql = make_engine("postgresql+psycopg://noctis@127.0.0.1:1/noctis")  # not connected
-    with write_lock(postgresql) as held:
-        assert held is None  # PostgreSQL's row locks serialize writers of one study
+    sqlite_file = open_index(f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    in_memory = open_index("sqlite://")
+    assert isinstance(sqlite_file, SqliteIndex) and isinstance(in_memory, SqliteIndex)
+    assert isinstance(sqlite_file.write_lock, SqliteWriteLock)
+    assert not isinstance(in_memory.write_lock, SqliteWriteLock)
+    postgresql = open_index("postgresql+psycopg://noctis@127.0.0.1:1/noctis")  # not connected
+    # PostgreSQL's row locks serialize writers of one study: it has no write lock.
+    assert isinstance(postgresql, PostgresqlIndex)
+    assert not hasattr(postgresql, "write_lock")
+    for index in (sqlite_file, in_memory, postgresql):
+        index.close()

@@ -18,7 +18,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from scp_support import AE_TITLE, MODALITY, RunningScp, identifier
 
 from noctis.core.probes import HealthServer
-from noctis.index.db import PING_AFTER_IDLE_SECONDS
+from noctis.index.postgresql import PING_AFTER_IDLE_SECONDS
 from noctis.scp import status
 from noctis.scp.client import store_files
 from support.archive import index_counts, stored_object_keys

@@ -30,10 +30,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import Engine, create_engine, event, insert, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.orm import Session
 
 from noctis.index import accounts
+from noctis.index.backend import IndexBackend
 from noctis.index.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -108,16 +109,22 @@ def add_to_session(session: Session, event: AuditEvent) -> None:
 class DatabaseAuditSink:
     """Writes events as rows of the index's audit table."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self._sessions = sessions
-        self._inline = _impatient(sessions)
+    def __init__(self, index: IndexBackend) -> None:
+        self._index = index
+        self._sessions = index.sessions
+        # The inline insert waits at most SQLITE_WAIT for SQLite's write lock (the runtime's
+        # engine waits 30 s), and its rows survive a crash of the process, not a power loss:
+        # a disk sync per audited read would slow every frame request. Stores themselves,
+        # which the archive acknowledges, are synced.
+        self._inline = index.best_effort_sessions(SQLITE_WAIT)
+        self._inline_engine: Engine = self._inline.kw["bind"]
         self._queue: queue.Queue[AuditEvent | None] = queue.Queue(MAX_PENDING)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
     def record(self, event: AuditEvent) -> None:
         try:
-            with self._inline.begin() as connection:
+            with self._inline_engine.begin() as connection:
                 connection.execute(_INSERT_AUDIT, event.columns())
             return
         except Exception as exc:  # locked, or the index is down: the writer retries
@@ -145,8 +152,7 @@ class DatabaseAuditSink:
             self._queue.put(None)
             self._thread.join(timeout)
             self._thread = None
-        if self._inline is not self._sessions.kw.get("bind"):
-            self._inline.dispose()
+        self._index.close_sessions(self._inline)
 
     def _ensure_writer(self) -> None:
         if self._thread is not None:
@@ -193,29 +199,6 @@ def _not_recorded(event: AuditEvent) -> str:
         f"client={event.client} action={event.action} outcome={event.outcome} "
         f"study={event.study_instance_uid} facility={event.facility_id} detail={event.detail}"
     )
-
-
-def _impatient(sessions: sessionmaker[Session]) -> Engine:
-    """The engine of the inline insert: on SQLite one of its own that waits at most
-    SQLITE_WAIT for the write lock (the runtime's engine waits 30 s); elsewhere the same."""
-    bind = sessions.kw.get("bind")
-    if not isinstance(bind, Engine):
-        raise TypeError("the audit sink needs sessions bound to an engine")
-    if bind.dialect.name != "sqlite":
-        return bind
-    engine = create_engine(bind.url, connect_args={"timeout": SQLITE_WAIT})
-    event.listen(engine, "connect", _sqlite_audit_pragmas)
-    return engine
-
-
-def _sqlite_audit_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # An audit row survives a crash of the process, not a power loss (the WAL is synced at
-    # checkpoints): a sync per audited read would add a disk flush to every frame request.
-    # Stores themselves, which the archive acknowledges, run on the runtime's engine with
-    # synchronous=FULL.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ Order of events, and why:
    answer Success, the default; reject; or replace).
 3. Put the object, as received (transfer syntax preserved), under a key no other attempt uses.
 4. Upsert patient, study, series and instance in one transaction, filed only where the index
-   admits it (`noctis.index.upsert`: a series stays with its study, a study with its patient).
+   admits it (`noctis.index.backend`: a series stays with its study, a study with its patient).
 5. Success only after both are durable. If the index write fails, the object is removed, so
    no object is left that the index does not know, and nothing half-indexed remains.
 6. What needs an administrator's eye (demographics that differ from those stored, a discarded
@@ -33,18 +33,16 @@ from noctis.core.reconciliation import UNKNOWN_SENDER, Sender
 from noctis.core.runtime import Runtime
 from noctis.dicom.data_set_digest import DataSetDigest
 from noctis.dicom.header import InstanceHeader, MalformedDicom, read_checked_header
-from noctis.index import db
-from noctis.index.upsert import (
+from noctis.index.backend import (
     DemographicsConflict,
     DifferentContent,
     IndexedInstance,
+    InstanceRecord,
     MovedInstance,
     SameContent,
     SeriesOfAnotherStudy,
     StoredContent,
     StudyOfAnotherPatient,
-    find_content,
-    write_instance,
 )
 from noctis.settings import DuplicatePolicy
 from noctis.storage import StorageUnavailable
@@ -308,8 +306,7 @@ def _existing_instance(
     runtime: Runtime, facility: FacilityRef, sop_uid: str
 ) -> StoredContent | None:
     try:
-        with runtime.reading() as conn:
-            return find_content(conn, facility.id, sop_uid)
+        return runtime.index.find_content(facility.id, sop_uid)
     except SQLAlchemyError as exc:
         raise IngestError(
             IngestFailure.INDEX_UNAVAILABLE, f"index unavailable: {type(exc).__name__}"
@@ -336,18 +333,9 @@ def _index(
     """The outcome and what the index write reports (a replaced object, the series' count, a
     demographics conflict); DifferentContent passes through (the caller applies the policy)."""
     replace = runtime.settings.duplicate_policy is DuplicatePolicy.REPLACE
+    record = InstanceRecord(facility.id, header, key, size, digest, datetime.now(UTC), replace)
     try:
-        with db.index_write(runtime.engine, runtime.write_lock) as conn:
-            indexed = write_instance(
-                conn,
-                facility.id,
-                header,
-                object_key=key,
-                size=size,
-                sha256=digest,
-                now=datetime.now(UTC),
-                replace=replace,
-            )
+        indexed = runtime.index.write_instance(record)
     except MovedInstance as exc:
         raise IngestError(
             IngestFailure.CONFLICT, "a replacement may not move an instance to another series"

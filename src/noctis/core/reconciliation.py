@@ -26,7 +26,7 @@ from noctis.core.audit import ActorType, AuditEvent, AuditOutcome
 if TYPE_CHECKING:
     from noctis.core.runtime import Runtime
     from noctis.dicom.header import InstanceHeader
-    from noctis.index.upsert import DemographicsConflict
+    from noctis.index.backend import DemographicsConflict
 
 DEMOGRAPHICS_CONFLICT = "demographics-conflict"
 DUPLICATE_DISCARDED = "duplicate-discarded"

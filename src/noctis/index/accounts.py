@@ -127,8 +127,8 @@ class LoginLockout(Base):
     """Password attempts of one user name from one client address in the current window.
 
     Shared by every API process through the index, and counted with one atomic upsert
-    before the password is checked (``noctis.api.auth.lockout``): parallel attempts can
-    never all slip under the limit."""
+    (``IndexBackend.count_login_attempt``) before the password is checked
+    (``noctis.api.auth.lockout``): parallel attempts can never all slip under the limit."""
 
     __tablename__ = "login_lockout"
 

@@ -16,14 +16,12 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, case, delete, literal, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from noctis.api.auth.credentials import aware, now
 from noctis.index.accounts import LoginLockout
-
-_TABLE = LoginLockout.__table__
+from noctis.index.backend import IndexBackend
 
 
 def _key(username: str, client: str) -> tuple[str, str]:
@@ -37,28 +35,18 @@ class Reservation:
 
 
 def reserve_attempt(
-    session: Session, username: str, client: str, *, max_attempts: int, window: timedelta
+    index: IndexBackend,
+    session: Session,
+    username: str,
+    client: str,
+    *,
+    max_attempts: int,
+    window: timedelta,
 ) -> Reservation:
     """Count one attempt: whether its password may be checked, or for how long not."""
     name, address = _key(username, client)
     moment = now()
-    started = literal(moment, DateTime(timezone=True))
-    expired = _TABLE.c.window_start <= literal(moment - window, DateTime(timezone=True))
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        insert(_TABLE)
-        .values(username=name, client=address, attempts=1, window_start=moment)
-        .on_conflict_do_update(
-            index_elements=[_TABLE.c.username, _TABLE.c.client],
-            set_={
-                "attempts": case((expired, 1), else_=_TABLE.c.attempts + 1),
-                "window_start": case((expired, started), else_=_TABLE.c.window_start),
-            },
-        )
-        .returning(_TABLE.c.attempts, _TABLE.c.window_start)
-    )
-    attempts, window_start = session.execute(statement).one()
+    attempts, window_start = index.count_login_attempt(session, name, address, moment, window)
     if attempts <= max_attempts:
         return Reservation(None, window_start)
     remaining = (aware(window_start) + window - moment).total_seconds()

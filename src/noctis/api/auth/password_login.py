@@ -54,7 +54,12 @@ def begin_attempt(runtime: Runtime, auth: AuthSettings, username: str, client: s
     window = timedelta(seconds=auth.login_lockout_seconds)
     with runtime.sessions.begin() as session:
         reserved = reserve_attempt(
-            session, username, client, max_attempts=auth.login_max_failures, window=window
+            runtime.index,
+            session,
+            username,
+            client,
+            max_attempts=auth.login_max_failures,
+            window=window,
         )
         if time.monotonic() - _last_purge > PURGE_INTERVAL:
             _last_purge = time.monotonic()

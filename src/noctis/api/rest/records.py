@@ -181,7 +181,7 @@ def _system_status(
             "fastapi": _version("fastapi"),
             "sqlalchemy": _version("sqlalchemy"),
             "pydicom": _version("pydicom"),
-            "database": session.get_bind().dialect.name,
+            "database": context.runtime.index.name,
             "viewer": installed_viewer_version(context.settings),
         },
         "ready": all(v == "ok" for v in readiness.values()),

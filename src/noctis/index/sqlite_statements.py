@@ -1,13 +1,12 @@
-"""The write path's SQL statements (`noctis.index.upsert`), built once per dialect with bind
+"""The SQLite write path's SQL statements (`noctis.index.sqlite_write`), built once with bind
 parameters and run on the DBAPI cursor (`noctis.index.driver`)."""
 
 from __future__ import annotations
 
-from functools import cache
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import bindparam, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.sqlite import insert
 
 from noctis.index.driver import DriverStatement
 from noctis.index.models import Instance, Patient, Series, Study
@@ -18,13 +17,10 @@ _SERIES = Series.__table__
 _INSTANCE = Instance.__table__
 
 
-class WriteStatements:
-    """Every statement of the write path, with bind parameters, for one dialect."""
+class SqliteStatements:
+    """Every statement of the write path, with bind parameters."""
 
-    def __init__(self, dialect: str) -> None:
-        insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-        if insert is None:
-            raise NotImplementedError(f"the index supports PostgreSQL and SQLite, not {dialect}")
+    def __init__(self) -> None:
         p, st, se, i = _PATIENT, _STUDY, _SERIES, _INSTANCE
         facility = bindparam("facility_id")
         filed_study = (
@@ -56,7 +52,7 @@ class WriteStatements:
             st.c.facility_id == facility,
             st.c.study_instance_uid == bindparam("study_instance_uid"),
         )
-        study_insert = _insert_returning(insert, st, ["facility_id", "study_instance_uid"])
+        study_insert = _insert_returning(st, ["facility_id", "study_instance_uid"])
         series_get = (
             select(se.c.id, *filed_study)
             .join_from(se, st, st.c.id == se.c.study_pk)
@@ -65,8 +61,8 @@ class WriteStatements:
                 se.c.series_instance_uid == bindparam("series_instance_uid"),
             )
         )
-        series_insert = _insert_returning(insert, se, ["facility_id", "series_instance_uid"])
-        instance_insert = _insert_returning(insert, i, ["facility_id", "sop_instance_uid"])
+        series_insert = _insert_returning(se, ["facility_id", "series_instance_uid"])
+        instance_insert = _insert_returning(i, ["facility_id", "sop_instance_uid"])
         instance_get = select(
             i.c.id, i.c.sha256, i.c.object_key, i.c.size_bytes, i.c.series_pk
         ).where(i.c.facility_id == facility, i.c.sop_instance_uid == bindparam("sop_instance_uid"))
@@ -118,10 +114,8 @@ class WriteStatements:
         self.study_modalities = DriverStatement(study_modalities)
 
 
-def _insert_returning(insert: Any, table: Any, unique: list[str]) -> Any:
+def _insert_returning(table: Any, unique: list[str]) -> Any:
     return insert(table).on_conflict_do_nothing(index_elements=unique).returning(table.c.id)
 
 
-@cache
-def write_statements(dialect: str) -> WriteStatements:
-    return WriteStatements(dialect)
+STATEMENTS: Final = SqliteStatements()

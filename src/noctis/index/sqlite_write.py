@@ -1,109 +1,41 @@
-"""The index half of the write path: patient, study, series and instance in one transaction.
+"""The index write on SQLite: patient, study, series and instance in the caller's transaction.
 
-Filing rules (each refusal rolls back everything the write did):
-- A series belongs to the study it was first filed under: an instance naming it with another
-  Study Instance UID is refused (`SeriesOfAnotherStudy`), never filed under that study.
-- A study belongs to the patient it was first filed under, (PatientID, IssuerOfPatientID): an
-  instance of it naming another is refused (`StudyOfAnotherPatient`).
-- A patient is one row per (facility, PatientID, IssuerOfPatientID); an empty PatientID never
-  merges: each such study gets a patient of its own.
-- Each study keeps the patient attributes it arrived with. Demographics that differ from the
-  stored ones (the patient's, for a new study; the study's, for another of its instances)
-  change nothing and are returned (`DemographicsConflict`) for the caller to record.
-
-On SQLite, statements are SQLAlchemy Core, built once with bind parameters, so each store
-pays only for execution (the ORM's per-statement construction cost ~9 ms an instance).
-The common case, one more instance of a known series, runs four statements: find the series
-with its study, insert the instance, count it in series and study. A new series of a known
-study runs seven, a new study seven or eight. (SQLite's write transaction holds the whole
-database, so writers take turns.)
-
-On PostgreSQL the same steps run in the server, in one call of the function that migration
-0004 defines (`noctis.index.pg_write`): a round trip costs more there than all the steps.
+The filing rules are `noctis.index.backend`'s. Statements are SQLAlchemy Core, built once with
+bind parameters (`noctis.index.sqlite_statements`), so each store pays only for execution
+(the ORM's per-statement construction cost ~9 ms an instance). The common case, one more
+instance of a known series, runs four statements: find the series with its study, insert
+the instance, count it in series and study. A new series of a known study runs seven, a new
+study seven or eight. (SQLite's write transaction holds the whole database, so writers take
+turns: `noctis.index.sqlite.SqliteIndex`.)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, update
 
 from noctis.dicom.header import InstanceHeader
-from noctis.index.models import Instance, Study
-from noctis.index.pg_write import (
-    DIFFERENT_CONTENT,
-    MOVED_INSTANCE,
-    SAME_CONTENT,
-    SERIES_OF_ANOTHER_STUDY,
-    AlreadyIndexed,
-    call_write_instance,
+from noctis.index.backend import (
+    DemographicsConflict,
+    DifferentContent,
+    IndexedInstance,
+    InstanceRecord,
+    MovedInstance,
+    SameContent,
+    SeriesOfAnotherStudy,
+    StudyOfAnotherPatient,
 )
-from noctis.index.write_statements import WriteStatements, write_statements
+from noctis.index.models import Instance, Study
+from noctis.index.sqlite_statements import STATEMENTS, SqliteStatements
 
 _STUDY = Study.__table__
 _INSTANCE = Instance.__table__
 
 
-class SameContent(Exception):
-    """The instance is already indexed with this very data set (a concurrent duplicate)."""
-
-    def __init__(self, object_key: str) -> None:
-        self.object_key = object_key
-
-
-class DifferentContent(Exception):
-    """The instance is already indexed with another data set and replacing is not allowed."""
-
-
-class MovedInstance(Exception):
-    """A replacement would move the instance to another series."""
-
-
-class SeriesOfAnotherStudy(Exception):
-    """The instance's series is filed under another study (``study_instance_uid``)."""
-
-    def __init__(self, study_instance_uid: str) -> None:
-        super().__init__(study_instance_uid)
-        self.study_instance_uid = study_instance_uid
-
-
-class StudyOfAnotherPatient(Exception):
-    """The instance's study is filed under another (PatientID, IssuerOfPatientID)."""
-
-
-@dataclass(frozen=True)
-class DemographicsConflict:
-    """Stored demographics that differ from an instance's: compared with the ``patient`` row
-    (a new study of a known patient) or the ``study`` row (another instance of a study)."""
-
-    compared_with: str
-    patient_name: str
-    patient_birth_date: str
-    patient_sex: str
-
-
-@dataclass(frozen=True)
-class StoredContent:
-    """What the index holds for a SOP Instance UID: enough to tell a duplicate."""
-
-    object_key: str
-    sha256: str
-
-
-def find_content(conn: Connection, facility_id: int, sop_uid: str) -> StoredContent | None:
-    row = write_statements(conn.dialect.name).instance_get.first(
-        conn, {"facility_id": facility_id, "sop_instance_uid": sop_uid}
-    )
-    if row is None:
-        return None
-    existing = _Existing(*row)
-    return StoredContent(existing.object_key, existing.sha256)
-
-
 class _Existing(NamedTuple):
-    """An indexed instance's row, as `WriteStatements.instance_get` selects it."""
+    """An indexed instance's row, as `SqliteStatements.instance_get` selects it."""
 
     id: int
     sha256: str
@@ -113,8 +45,8 @@ class _Existing(NamedTuple):
 
 
 class _FiledStudy(NamedTuple):
-    """A study's row as the filing checks need it (`WriteStatements.series_get` after the series'
-    own columns, and `WriteStatements.study_get`)."""
+    """A study's row as the filing checks need it (`SqliteStatements.series_get` after the series'
+    own columns, and `SqliteStatements.study_get`)."""
 
     study_pk: int
     study_instance_uid: str
@@ -138,38 +70,11 @@ def _found_row(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
     return row
 
 
-@dataclass(frozen=True)
-class IndexedInstance:
-    replaced_key: str | None  # the object the index no longer references, if any
-    series_instances: int | None = None  # the series' instance count after this write
-    conflict: DemographicsConflict | None = None  # to record for reconciliation
-
-
-def write_instance(
-    conn: Connection,
-    facility_id: int,
-    header: InstanceHeader,
-    *,
-    object_key: str,
-    size: int,
-    sha256: str,
-    now: datetime,
-    replace: bool,
-) -> IndexedInstance:
-    """Index one stored object; the caller owns the transaction (on PostgreSQL, an
-    autocommit connection makes the one function call its own transaction)."""
-    if conn.dialect.name == "postgresql":
-        return _write_on_postgresql(
-            conn,
-            facility_id,
-            header,
-            object_key=object_key,
-            size=size,
-            sha256=sha256,
-            now=now,
-            replace=replace,
-        )
-    statements = write_statements(conn.dialect.name)
+def write_instance(conn: Connection, record: InstanceRecord) -> IndexedInstance:
+    """Index one stored object; the caller owns the transaction and the write lock."""
+    statements = STATEMENTS
+    header, facility_id = record.header, record.facility_id
+    now, size = record.received_at, record.size
     values = {
         "facility_id": facility_id,
         "sop_instance_uid": header.sop_instance_uid,
@@ -180,9 +85,9 @@ def write_instance(
         "columns": header.columns,
         "number_of_frames": header.number_of_frames,
         "pixel_data_offset": header.pixel_data_offset,
-        "object_key": object_key,
+        "object_key": record.object_key,
         "size_bytes": size,
-        "sha256": sha256,
+        "sha256": record.sha256,
         "created_at": now,
     }
     series_key = {"facility_id": facility_id, "series_instance_uid": header.series_instance_uid}
@@ -192,7 +97,7 @@ def write_instance(
         conflict = _check_filing(header, study)
         values["series_pk"] = found[0]
         if statements.instance_insert.scalar(conn, values) is None:
-            return _replace(conn, statements, values, study.study_pk, replace=replace)
+            return _replace(conn, statements, values, study.study_pk, replace=record.replace)
         series_instances = statements.series_count.scalar(conn, {"pk": found[0], "now": now})
         statements.study_count.run(
             conn, {"pk": study.study_pk, "size": size, "new_series": 0, "now": now}
@@ -229,7 +134,7 @@ def write_instance(
         statements.series_insert.scalar(conn, {**series_key, **series_values})
     )
     if statements.instance_insert.scalar(conn, values) is None:
-        return _replace(conn, statements, values, study_pk, replace=replace)
+        return _replace(conn, statements, values, study_pk, replace=record.replace)
     if study_is_new:
         statements.study_first_instance.run(
             conn, {"pk": study_pk, "size": size, "modalities": header.modality}
@@ -284,45 +189,8 @@ def _conflict(
     return DemographicsConflict(compared_with, *stored)
 
 
-def _write_on_postgresql(
-    conn: Connection,
-    facility_id: int,
-    header: InstanceHeader,
-    *,
-    object_key: str,
-    size: int,
-    sha256: str,
-    now: datetime,
-    replace: bool,
-) -> IndexedInstance:
-    try:
-        row = call_write_instance(
-            conn,
-            facility_id,
-            header,
-            object_key=object_key,
-            size=size,
-            sha256=sha256,
-            now=now,
-            replace=replace,
-        )
-    except AlreadyIndexed as refused:
-        if refused.sqlstate == SAME_CONTENT:
-            raise SameContent(refused.detail or "") from refused
-        if refused.sqlstate == DIFFERENT_CONTENT:
-            raise DifferentContent(header.sop_instance_uid) from refused
-        if refused.sqlstate == MOVED_INSTANCE:
-            raise MovedInstance(header.sop_instance_uid) from refused
-        if refused.sqlstate == SERIES_OF_ANOTHER_STUDY:
-            raise SeriesOfAnotherStudy(refused.detail or "") from refused
-        raise StudyOfAnotherPatient(header.study_instance_uid) from refused
-    replaced_key, series_instances, compared_with, *stored = row
-    conflict = DemographicsConflict(compared_with, *stored) if compared_with else None
-    return IndexedInstance(replaced_key, series_instances, conflict)
-
-
 def _patient(
-    conn: Connection, statements: WriteStatements, facility_id: int, header: InstanceHeader
+    conn: Connection, statements: SqliteStatements, facility_id: int, header: InstanceHeader
 ) -> tuple[int, DemographicsConflict | None]:
     """The new study's patient (inserted unless its PatientID names a known one), and the
     known patient's demographics if they differ from the study's."""
@@ -345,7 +213,7 @@ def _patient(
 
 def _replace(
     conn: Connection,
-    statements: WriteStatements,
+    statements: SqliteStatements,
     values: dict[str, Any],
     study_pk: int,
     *,

@@ -1,0 +1,102 @@
+"""The PostgreSQL write function kept in its .sql file: shipped with the package, loaded by
+migration 0007, and an index at 0006 upgrades to it (and back) without losing a write."""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from datetime import UTC, datetime
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from noctis.dicom.header import InstanceHeader
+from noctis.index.backend import IndexBackend, InstanceRecord, SameContent
+from noctis.index.db import open_index
+from noctis.index.migrate import alembic_config, current_revision, upgrade
+from noctis.index.models import Facility
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "src" / "noctis"
+
+
+def test_every_data_file_of_the_package_ships_in_the_wheel() -> None:
+    """Files that are not Python modules reach the wheel (and the images, which pip-install
+    it) only through pyproject's package-data: the .sql file the migration loads among them."""
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["noctis"]
+    data_files = [
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*")
+        if path.is_file() and path.suffix not in {".py", ".pyc"}
+    ]
+    assert "index/sql/write_instance.sql" in data_files
+    unshipped = [f for f in data_files if not any(fnmatch.fnmatch(f, p) for p in patterns)]
+    assert unshipped == []
+
+
+def _function_body(url: str) -> str:
+    index = open_index(url)
+    try:
+        with index.engine.connect() as conn:
+            return str(
+                conn.execute(
+                    text("SELECT prosrc FROM pg_proc WHERE proname = 'noctis_write_instance'")
+                ).scalar_one()
+            )
+    finally:
+        index.close()
+
+
+def _file_body() -> str:
+    source = files("noctis.index").joinpath("sql/write_instance.sql").read_text()
+    return source.split("$$")[1]
+
+
+def _write(url: str, n: int) -> None:
+    """Index instance ``n`` of one series through the function, and once more (refused)."""
+    index: IndexBackend = open_index(url)
+    try:
+        with index.sessions.begin() as session:
+            facility = session.query(Facility).filter_by(name="north").one_or_none()
+            if facility is None:
+                facility = Facility(name="north")
+                session.add(facility)
+                session.flush()
+            facility_id = facility.id
+        header = InstanceHeader(
+            *(["1.2.840.10008.5.1.4.1.1.2", f"1.2.3.{n}", "1.2.840.10008.1.2.1"]),
+            *(["1.2.3.study", "1.2.3.series", "P1", "", "Doe^Jane", "", "F"]),
+            *(["", "", "", "", "", "", "CT", 1, "", "", "", "", n, 4, 4, None, 300]),
+        )
+        record = InstanceRecord(
+            facility_id, header, f"north/{n}.dcm", 100, f"{n:064d}", datetime.now(UTC), False
+        )
+        assert index.write_instance(record).series_instances == n
+        with pytest.raises(SameContent):
+            index.write_instance(record)
+    finally:
+        index.close()
+
+
+@pytest.mark.postgres
+def test_an_index_at_0006_upgrades_to_the_function_from_the_file_and_back(pg_url: str) -> None:
+    from alembic import command
+
+    upgrade(pg_url, "0006")
+    _write(pg_url, 1)  # 0004's function
+    assert _function_body(pg_url) != ""
+
+    upgrade(pg_url)
+    assert current_revision(pg_url) == "0007"
+    assert _function_body(pg_url) == _file_body()
+    _write(pg_url, 2)
+
+    command.downgrade(alembic_config(pg_url), "0006")
+    assert current_revision(pg_url) == "0006"
+    _write(pg_url, 3)
+    upgrade(pg_url)
+    _write(pg_url, 4)
