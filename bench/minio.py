@@ -76,7 +76,7 @@ class MinioServer:
 
     def _up(self) -> None:
         test_support()
-        from support import spawn, wait_until
+        from support import spawn, wait_started
 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MINIO_", "AWS_"))}
         env |= {
@@ -102,7 +102,7 @@ class MinioServer:
             env=env,
         )
         client = self.client()
-        wait_until(
+        wait_started(
             lambda: _answers(client),
             what=f"MinIO on {self.endpoint}",
             process=self._process,

@@ -18,7 +18,8 @@ import pytest
 
 from noctis.storage.filesystem import FilesystemStore
 from noctis.storage.s3 import S3Store
-from support.kube import ControlPlane, start_control_plane
+from support.kube import ControlPlane, fresh_namespace, start_control_plane
+from support.logs import ServerLogs
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.s3 import SeaweedFS
@@ -58,6 +59,17 @@ def _serve(start: Callable[[], Server], what: str) -> Iterator[Server]:
         server.stop()
 
 
+@pytest.fixture
+def server_logs() -> Iterator[ServerLogs]:
+    """Fixtures that start a server register its log here (`server_logs.watch`); once they
+    have stopped it, a traceback in any of those logs fails the test (an error at teardown)."""
+    logs = ServerLogs()
+    yield logs
+    problems = logs.problems()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """PostgreSQL 15 for the whole session; tests use `pg_url` for a database of their own."""
@@ -87,15 +99,18 @@ def pg_url(postgres: PostgresServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_store(s3_server: SeaweedFS) -> Iterator[S3Store]:
+def s3_store(s3_server: SeaweedFS, tmp_path: Path) -> Iterator[S3Store]:
     """An S3Store on a new bucket, removed with its objects after the test."""
     s3_server.up()
+    spool = tmp_path / "spool"
+    spool.mkdir(exist_ok=True)
     store = S3Store.connect(
         s3_server.endpoint,
         f"test-{secrets.token_hex(6)}",
         access_key=s3_server.access_key,
         secret_key=s3_server.secret_key,
         secure=False,
+        spool_dir=spool,
     )
     store.ensure_bucket()
     yield store
@@ -106,7 +121,7 @@ def s3_store(s3_server: SeaweedFS) -> Iterator[S3Store]:
 @pytest.fixture
 def fs_store(tmp_path: Path) -> FilesystemStore:
     """A FilesystemStore rooted in the test's tmp_path."""
-    return FilesystemStore(tmp_path / "objects")
+    return FilesystemStore(tmp_path / "objects", spool_dir=tmp_path / "spool")
 
 
 def _remove_bucket(server: SeaweedFS, bucket: str) -> None:
@@ -138,9 +153,5 @@ def kube() -> Iterator[ControlPlane]:
 @pytest.fixture
 def kube_namespace(kube: ControlPlane) -> Iterator[str]:
     """A fresh namespace for one test, deleted (asynchronously) afterwards."""
-    name = f"test-{secrets.token_hex(4)}"
-    kube.kubectl("create", "namespace", name)
-    try:
+    with fresh_namespace(kube) as name:
         yield name
-    finally:
-        kube.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -32,8 +29,8 @@ from noctis.core.runtime import Runtime
 from noctis.index.migrate import upgrade
 from noctis.index.models import Facility
 from noctis.settings import Settings
-from support.ports import free_port, is_listening
-from support.web import client_for, create_user, open_archive, token_for
+from support.archive import embedded_settings, open_runtime
+from support.web import client_for, create_user, running, token_for
 
 FACILITIES = ("north", "south")
 USERS = {
@@ -117,7 +114,7 @@ def accounts_archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
         url = request.getfixturevalue("pg_url")
     else:
         url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
-    runtime = open_archive(url, tmp_path)
+    runtime = open_runtime(embedded_settings(tmp_path, database_url=url), default_facility=True)
     yield runtime
     runtime.close()
 
@@ -151,19 +148,8 @@ def clients(app: FastAPI, tokens: dict[str, str]) -> Clients:
 @pytest.fixture
 def live_server(app: FastAPI) -> Iterator[str]:
     """The app under uvicorn on a loopback port; its base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not is_listening(port):
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with running(app) as base_url:
+        yield base_url
 
 
 def sample_bytes(kind: str, **changes: str) -> bytes:

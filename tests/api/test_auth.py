@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
@@ -27,7 +27,8 @@ from noctis.index.accounts import ApiToken, AuditEvent, LoginLockout, User, WebS
 from noctis.index.migrate import alembic_config, current_revision, upgrade
 from noctis.settings import Settings
 from noctis.specs.facility import FacilitySpec
-from support.web import auth_app, client_for, create_user, login, open_archive, running, token_for
+from support.archive import embedded_settings, open_runtime
+from support.web import auth_app, client_for, create_user, login, running, token_for
 
 
 @pytest.fixture
@@ -354,7 +355,9 @@ def test_parallel_wrong_passwords_are_counted_atomically_and_shared(
     password = create_user(runtime, "rad", "radiologist")
     generous = AuthSettings(login_rate_burst=100)  # the address rate limit is not tested here
     url = runtime.settings.resolved_database_url()
-    other = open_archive(url, tmp_path / "other-process")
+    other = open_runtime(
+        embedded_settings(tmp_path / "other-process", database_url=url), default_facility=True
+    )
     try:
         with (
             running(auth_app(runtime, generous)) as first,
@@ -382,9 +385,12 @@ def test_parallel_wrong_passwords_are_counted_atomically_and_shared(
     assert reasons == {"bad-credentials": 5, "locked-out": 26}
 
 
-def test_a_login_flood_is_refused_before_hashing_and_qido_stays_fast(runtime: Runtime) -> None:
+def test_a_login_flood_is_refused_before_hashing_and_qido_is_still_answered(
+    runtime: Runtime,
+) -> None:
     """40 logins at once with random user names (each would cost an argon2 hash) beside a
-    signed-in user's QIDO requests: the flood gets 429 with Retry-After, QIDO stays fast."""
+    signed-in user's QIDO requests: the flood gets 429 with Retry-After, QIDO is answered.
+    How fast QIDO stays beside a flood is a figure of `bench/run.py load` (its flood phase)."""
     password = create_user(runtime, "rad", "radiologist")
     app = create_app(runtime.settings, runtime)
     with running(app) as base, httpx.Client(base_url=base, timeout=60) as reader:
@@ -395,21 +401,14 @@ def test_a_login_flood_is_refused_before_hashing_and_qido_stays_fast(runtime: Ru
             with httpx.Client(base_url=base, timeout=60) as client:
                 return _login_form(client, f"nobody-{uuid.uuid4().hex}", "guess-guess")
 
-        latencies = []
         with ThreadPoolExecutor(40) as pool:
             flooding = pool.map(flood, range(40))
             for _ in range(30):
-                started = time.perf_counter()
                 assert reader.get("/dicom-web/studies").status_code in (200, 204)
-                latencies.append(time.perf_counter() - started)
             answers = list(flooding)
     codes = Counter(a.status_code for a in answers)
-    latencies.sort()
-    p95 = latencies[int(len(latencies) * 0.95) - 1]
-    print(f"\nQIDO beside a login flood: p50 {latencies[14]:.3f} s, p95 {p95:.3f} s; {codes}")
     assert codes[429] >= 25 and set(codes) <= {401, 429}, codes
     assert all(int(a.headers["retry-after"]) >= 1 for a in answers if a.status_code == 429)
-    assert p95 < 1.0, latencies
 
 
 def test_logins_beyond_the_hashing_queue_are_told_to_come_back(runtime: Runtime) -> None:
@@ -457,19 +456,29 @@ def test_logins_turned_away_as_busy_do_not_count_towards_the_lockout(runtime: Ru
             assert _login_form(client, "rad", password).status_code == 303
 
 
-def test_an_unknown_user_name_costs_a_password_check_too(runtime: Runtime, app: FastAPI) -> None:
+def test_an_unknown_user_name_costs_a_password_check_too(
+    runtime: Runtime, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong user name is answered after the same argon2 verification as a wrong password,
+    so the time of the answer does not tell which names exist."""
     create_user(runtime, "rad", "radiologist")
+    verifications: list[str] = []
+    verify = PasswordHasher.verify
 
-    def seconds(username: str) -> float:
-        started = time.perf_counter()
+    def counted(self: PasswordHasher, hash: str | bytes, password: str | bytes) -> bool:
+        verifications.append(str(password))
+        return verify(self, hash, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", counted)
+
+    def checks(username: str) -> int:
+        verifications.clear()
         assert _login_form(client, username, "wrong-password").status_code == 401
-        return time.perf_counter() - started
+        return verifications.count("wrong-password")
 
     with running(app) as base, httpx.Client(base_url=base, timeout=60) as client:
-        known = sorted(seconds("rad") for _ in range(3))
-        unknown = sorted(seconds(f"ghost-{i}") for i in range(3))
-    # Argon2 takes tens of milliseconds; a skipped check would answer in one or two.
-    assert unknown[1] > 0.5 * known[1], (known, unknown)
+        assert checks("rad") == 1
+        assert checks("ghost") == 1
 
 
 def test_forwarded_addresses_count_only_from_trusted_proxies(runtime: Runtime) -> None:

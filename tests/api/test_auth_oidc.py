@@ -7,7 +7,6 @@ import base64
 import hashlib
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import jwt
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -32,8 +30,8 @@ from noctis.core.facilities import apply_facility
 from noctis.core.runtime import Runtime
 from noctis.index.accounts import User
 from noctis.specs.facility import FacilitySpec
-from support.ports import LOOPBACK, free_port
-from support.web import auth_app, client_for, create_user, open_archive
+from support.archive import embedded_settings, open_runtime
+from support.web import auth_app, client_for, create_user, running
 
 CLIENT_ID = "noctis-web"
 CLIENT_SECRET = "s3cret-of-the-client"
@@ -44,14 +42,13 @@ class Issuer:
     token (checks the client secret, redirect URI and PKCE verifier)."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.url = ""  # its base URL, once served
         self.keys: dict[str, rsa.RSAPrivateKey] = {"k1": _rsa()}
         self.signing_kid = "k1"
         self.user: dict[str, Any] = {}
         self.codes: dict[str, dict[str, str]] = {}
         self.jwks_fetches = 0
-        app = Starlette(
+        self.app = Starlette(
             routes=[
                 Route("/.well-known/openid-configuration", self.discovery),
                 Route("/jwks", self.jwks),
@@ -59,20 +56,6 @@ class Issuer:
                 Route("/token", self.token_endpoint, methods=["POST"]),
             ]
         )
-        config = uvicorn.Config(app, host=LOOPBACK, port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "test issuer did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
     def token(self, kid: str | None = None, **claims: Any) -> str:
         kid = kid or self.signing_kid
@@ -132,14 +115,13 @@ def _rsa() -> rsa.RSAPrivateKey:
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[Issuer]:
     issuer = Issuer()
-    issuer.start()
-    yield issuer
-    issuer.stop()
+    with running(issuer.app) as issuer.url:
+        yield issuer
 
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[Runtime]:
-    runtime = open_archive(f"sqlite:///{tmp_path / 'index.sqlite3'}", tmp_path)
+    runtime = open_runtime(embedded_settings(tmp_path), default_facility=True)
     with runtime.sessions.begin() as session:
         spec = {"displayName": "St Mary", "identityProviderGroups": ["st-mary-radiology"]}
         apply_facility(session, "st-mary", FacilitySpec.model_validate(spec))

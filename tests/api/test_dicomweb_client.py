@@ -4,14 +4,11 @@ embedded (SQLite + filesystem) and production (PostgreSQL + S3) archives."""
 from __future__ import annotations
 
 import io
-import threading
-import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import requests
-import uvicorn
 from dicomweb_client.api import DICOMwebClient
 from pydicom import Dataset, dcmread, dcmwrite
 from pydicom.encaps import generate_frames
@@ -24,8 +21,7 @@ from noctis.index import db
 from noctis.index.migrate import upgrade
 from noctis.index.models import Facility
 from noctis.settings import Settings
-from support.ports import free_port, is_listening
-from support.web import create_user, token_for
+from support.web import create_user, running, token_for
 
 KINDS = ["explicit", "implicit", "jpeg_baseline", "jpeg2000", "jpeg_ls", "rle", "multiframe"]
 TRANSFER_SYNTAX_ANY = ("application/octet-stream", "*")
@@ -148,17 +144,8 @@ def production_server(pg_url, s3_store, tmp_path) -> Iterator[tuple[str, str]]:
     create_user(runtime, "prod_admin", "admin", [])
     token = token_for(runtime, "prod_admin")
     app = create_app(settings, runtime)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not is_listening(port):
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", token
-    server.should_exit = True
-    thread.join(10)
+    with running(app) as base_url:
+        yield base_url, token
     runtime.close()
 
 

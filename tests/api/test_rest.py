@@ -13,20 +13,13 @@ from sqlalchemy import select
 
 from noctis.core.runtime import Runtime
 from noctis.index.accounts import ApiToken, AuditEvent
-from support.web import (
-    auth_app,
-    client_for,
-    create_user,
-    login,
-    open_archive,
-    running,
-    token_for,
-)
+from support.archive import embedded_settings, open_runtime
+from support.web import auth_app, client_for, create_user, login, running, token_for
 
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[Runtime]:
-    runtime = open_archive(f"sqlite:///{tmp_path / 'index.sqlite3'}", tmp_path)
+    runtime = open_runtime(embedded_settings(tmp_path), default_facility=True)
     yield runtime
     runtime.close()
 

@@ -20,7 +20,8 @@ from fastapi.testclient import TestClient
 
 from noctis.api import viewer, viewer_fetch
 from noctis.core.runtime import Runtime
-from support.web import auth_app, create_user, login, open_archive, running
+from support.archive import embedded_settings, open_runtime
+from support.web import auth_app, create_user, login, running
 
 INLINE_SCRIPT = 'window.PUBLIC_URL="/"'  # OHIF's index.html has inline scripts like this
 INDEX = (
@@ -47,7 +48,7 @@ def dist(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def runtime(tmp_path: Path, dist: Path) -> Iterator[Runtime]:
-    runtime = open_archive(f"sqlite:///{tmp_path / 'index.sqlite3'}", tmp_path, viewer_dir=dist)
+    runtime = open_runtime(embedded_settings(tmp_path, viewer_dir=dist), default_facility=True)
     yield runtime
     runtime.close()
 
@@ -152,9 +153,12 @@ def test_no_file_outside_the_build(browser: TestClient, path: str) -> None:
 
 
 def test_a_missing_viewer_says_how_to_fetch_it(tmp_path: Path) -> None:
-    runtime = open_archive(
-        f"sqlite:///{tmp_path / 'other.sqlite3'}", tmp_path, viewer_dir=tmp_path / "absent"
+    settings = embedded_settings(
+        tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'other.sqlite3'}",
+        viewer_dir=tmp_path / "absent",
     )
+    runtime = open_runtime(settings, default_facility=True)
     try:
         client = TestClient(auth_app(runtime))
         login(client, "rad", create_user(runtime, "rad", "radiologist"))

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from playwright.sync_api import Browser, sync_playwright
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -26,12 +23,13 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from noctis.api.app import create_app
 from noctis.api.viewer import default_viewer_dir
 from noctis.core.facilities import DEFAULT_FACILITY
-from noctis.core.ingest import FacilityRef, IngestError, ingest
+from noctis.core.ingest import FacilityRef, IngestError
 from noctis.core.runtime import Runtime
 from noctis.index.models import Facility
+from support.archive import embedded_settings, open_runtime
 from support.dicomdata import retired_us_sample, sample_dirs, transfer_syntax_samples
-from support.ports import free_port
-from support.web import create_user, open_archive
+from support.incoming import ingest_file
+from support.web import create_user, running
 
 CHROMIUM = Path(os.environ.get("NOCTIS_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -146,7 +144,7 @@ def store_public_samples(runtime: Runtime, ref: FacilityRef, workdir: Path) -> i
         copy = workdir / f"{index:04d}-{source.name}"  # the store links what it ingests
         shutil.copyfile(source, copy)
         try:
-            result = ingest(runtime, ref, copy)
+            result = ingest_file(runtime, ref, copy)
         except IngestError:
             continue  # not DICOM, or refused: not in the study list either
         studies.add(result.header.study_instance_uid)
@@ -159,32 +157,20 @@ def live_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveArchi
     if not (viewer_dir / "index.html").is_file():
         pytest.fail(f"OHIF is not fetched into {viewer_dir}: run scripts/fetch-viewer.sh")
     root = tmp_path_factory.mktemp("browser")
-    runtime: Runtime = open_archive(f"sqlite:///{root / 'index.sqlite3'}", root)
+    runtime: Runtime = open_runtime(embedded_settings(root), default_facility=True)
     study, paths = write_ct_series(root)
     with runtime.sessions() as session:
         facility = session.query(Facility).filter_by(name=DEFAULT_FACILITY).one()
         ref = FacilityRef(facility.id, facility.name)
     for path in paths:
-        ingest(runtime, ref, path)
+        ingest_file(runtime, ref, path)
     sample_studies = store_public_samples(runtime, ref, root / "samples")
     password = create_user(runtime, "dr.house", "radiologist", [DEFAULT_FACILITY])
     app = create_app(runtime.settings, runtime)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
     try:
-        yield LiveArchive(
-            f"http://127.0.0.1:{port}", app, root, "dr.house", password, study, sample_studies
-        )
+        with running(app) as base_url:
+            yield LiveArchive(base_url, app, root, "dr.house", password, study, sample_studies)
     finally:
-        server.should_exit = True
-        thread.join(15)
         runtime.close()
 
 

@@ -16,8 +16,9 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from noctis.core.facilities import DEFAULT_FACILITY
-from noctis.core.ingest import FacilityRef, ingest
+from noctis.core.ingest import FacilityRef
 from noctis.index.models import Facility
+from support.incoming import ingest_file
 
 from .conftest import LiveArchive
 
@@ -57,7 +58,7 @@ def store_jpeg2000_study(live_archive: LiveArchive, directory: Path) -> str:
     with runtime.sessions() as session:
         facility = session.query(Facility).filter_by(name=DEFAULT_FACILITY).one()
         ref = FacilityRef(facility.id, facility.name)
-    ingest(runtime, ref, path)
+    ingest_file(runtime, ref, path)
     return str(ds.StudyInstanceUID)
 
 

@@ -14,8 +14,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import select
 
 from noctis.index.accounts import AuditEvent
-from support.viewer_page import wait_for_image
-from support.web import open_archive
+from support.archive import embedded_settings, open_runtime
+from support.viewer_page import viewer_page, wait_for_image
 
 from .conftest import LiveArchive
 
@@ -38,16 +38,7 @@ def test_login_study_list_and_ct_in_the_viewer(
     live_archive: LiveArchive, chromium: Browser, artifacts: Path
 ) -> None:
     base, study = live_archive.base_url, live_archive.study
-    context = chromium.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    server_errors: list[str] = []
-
-    def on_response(response: Response) -> None:
-        if response.url.startswith(base) and response.status >= 400:
-            server_errors.append(f"{response.status} {response.url}")
-
-    page.on("response", on_response)
-    try:
+    with viewer_page(chromium, base) as (page, server_errors):
         # Not logged in: the viewer sends the browser to the login page.
         page.goto(f"{base}/")
         assert page.url == f"{base}/login?next=%2F"
@@ -82,8 +73,6 @@ def test_login_study_list_and_ct_in_the_viewer(
         page.locator("canvas.cornerstone-canvas").first.screenshot(
             path=str(artifacts / "ohif-viewport-ct.png")
         )
-    finally:
-        context.close()
 
     timings = {
         "login_to_study_list_s": round(list_seconds, 2),
@@ -106,7 +95,7 @@ def test_viewer_reads_are_in_the_audit_trail(live_archive: LiveArchive) -> None:
     """Runs after the viewer test: what the browser read was recorded as dr.house's."""
     assert live_archive.app.state.audit.flush()
     root = Path(live_archive.data_dir)
-    runtime = open_archive(f"sqlite:///{root / 'index.sqlite3'}", root)
+    runtime = open_runtime(embedded_settings(root), default_facility=True)
     try:
         with runtime.sessions() as session:
             events = session.scalars(

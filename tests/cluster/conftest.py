@@ -5,7 +5,6 @@ running. Tests that use it carry the `cluster` marker: `pytest -m "not cluster"`
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 
@@ -13,6 +12,7 @@ import pytest
 
 from support.cluster import cluster as cluster_control
 from support.cluster.cluster import Cluster
+from support.kube import fresh_namespace
 
 # The first test's setup brings the cluster up: on a cold machine that builds the images
 # (several minutes on two cores) and imports them into the node.
@@ -43,9 +43,5 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture
 def cluster_namespace(cluster: Cluster) -> Iterator[str]:
     """A namespace of the test's own, deleted (with what it holds) afterwards."""
-    name = f"test-{secrets.token_hex(4)}"
-    cluster.kubectl("create", "namespace", name)
-    try:
+    with fresh_namespace(cluster) as name:
         yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

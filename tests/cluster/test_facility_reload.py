@@ -10,10 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from support import dcmtk
+from support import dcmtk, wait
 from support.cluster import chart
 from support.cluster.cluster import Cluster
-from support.kube import wait_until
 
 pytestmark = pytest.mark.dcmtk
 
@@ -80,7 +79,12 @@ def hot_node(cluster: Cluster) -> Iterator[tuple[str, int]]:
             found = cluster.kubectl("get", "deployment", "-n", NAMESPACE, service, check=False)
             return found.returncode == 0
 
-        wait_until(made, 60, "the operator to make the hot-reload node's Deployment")
+        wait.until(
+            made,
+            timeout=60,
+            what="the operator to make the hot-reload node's Deployment",
+            interval=0.2,
+        )
         cluster.kubectl(
             "rollout", "status", "-n", NAMESPACE, f"deployment/{service}", "--timeout=180s",
             timeout=200,
@@ -91,7 +95,12 @@ def hot_node(cluster: Cluster) -> Iterator[tuple[str, int]]:
             ingress = found["status"].get("loadBalancer", {}).get("ingress") or []
             return ingress[0]["ip"] if ingress else None
 
-        wait_until(lambda: address() is not None, 60, "the hot-reload node's LoadBalancer")
+        wait.until(
+            lambda: address() is not None,
+            timeout=60,
+            what="the hot-reload node's LoadBalancer",
+            interval=0.2,
+        )
         yield str(address()), 11112
     finally:
         cluster.kubectl("delete", "-n", NAMESPACE, "dicomnode", NODE, "--wait=true", check=False)
@@ -109,7 +118,7 @@ def accepted(host: str, port: int, calling: str) -> bool:
 
 def seconds_until(condition: object, what: str) -> float:
     began = time.monotonic()
-    wait_until(condition, SETTLE_SECONDS, what, interval=0.5)  # type: ignore[arg-type]
+    wait.until(condition, timeout=SETTLE_SECONDS, what=what, interval=0.5)  # type: ignore[arg-type]
     return time.monotonic() - began
 
 

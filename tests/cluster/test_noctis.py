@@ -11,7 +11,6 @@ import base64
 import hashlib
 import json
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.parser import BytesParser
@@ -23,7 +22,7 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, StoragePresentationContexts, _config, build_context, evt
 
-from support import dcmtk
+from support import dcmtk, wait
 from support.cluster import chart
 from support.cluster import layout as L
 from support.cluster.cluster import Cluster
@@ -215,9 +214,9 @@ def test_movescu_sends_the_ct_to_a_registered_destination_byte_identical(
     host, port = noctis(cluster)
     study = header_value(ct_series[0], "StudyInstanceUID")
     with move_destination(cluster, "MOVE_DEST") as (received, _port):
-        moved = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # the operator syncs the Facility within seconds
+        tries: list[dcmtk.ToolResult] = []
+
+        def move() -> dcmtk.ToolResult | None:
             moved = dcmtk.movescu(
                 port,
                 {"StudyInstanceUID": study},
@@ -227,10 +226,16 @@ def test_movescu_sends_the_ct_to_a_registered_destination_byte_identical(
                 called="NOCTIS",
                 host=host,
             )
-            if moved.ok and dcmtk.final_status(moved.output) == 0x0000:
-                break
-            time.sleep(1)
-        assert moved is not None and moved.ok, moved.output[-2000:] if moved else ""
+            tries.append(moved)
+            return moved if moved.ok and dcmtk.final_status(moved.output) == 0x0000 else None
+
+        moved = wait.until(  # the operator syncs the Facility within seconds
+            move,
+            timeout=30,
+            what="a C-MOVE to the registered destination",
+            interval=1,
+            context=lambda: tries[-1].output[-2000:],
+        )
         assert dcmtk.suboperation_counts(moved.output).get("completed") == len(ct_series)
     sent = {sop_instance_uid(p): hashlib.sha256(dataset_bytes(p)).hexdigest() for p in ct_series}
     assert {uid: hashlib.sha256(data).hexdigest() for uid, data in received.items()} == sent

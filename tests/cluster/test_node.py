@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from support import wait
 from support.cluster import layout as L
 from support.cluster.cluster import Cluster
-from support.kube import wait_until
 
 HELLO_PORT = 8080
 
@@ -142,7 +142,7 @@ def test_a_pod_from_a_locally_built_image_is_ready_through_its_probe(
         statuses = found[0].get("status", {}).get("containerStatuses", []) if found else []
         return bool(statuses) and "running" in statuses[0]["state"]
 
-    wait_until(misprobed_running, 60, "the misprobed pod to run")
+    wait.until(misprobed_running, timeout=60, what="the misprobed pod to run", interval=0.2)
     time.sleep(3)  # three probe periods
     [misprobed] = pods(cluster, cluster_namespace, "hello-misprobed")
     assert condition(misprobed, "Ready") == "False"
@@ -182,21 +182,21 @@ def test_a_loadbalancer_gets_a_loopback_address_that_reaches_the_pod(
         service = cluster.kubectl_json("get", "service", "-n", cluster_namespace, "hello")
         return list(service["status"].get("loadBalancer", {}).get("ingress", []))
 
-    wait_until(lambda: bool(ingress()), 30, "a LoadBalancer address")
+    wait.until(lambda: bool(ingress()), timeout=30, what="a LoadBalancer address", interval=0.2)
     [entry] = ingress()
     address = ipaddress.ip_address(entry["ip"])
     assert address in L.LOADBALANCER_POOL and address.is_loopback
 
     [pod] = pods(cluster, cluster_namespace, "hello")
     # kube-proxy syncs its rules within a second or so of the endpoint becoming ready.
-    reply = ""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def answer() -> str:
         try:
-            reply = http_get(str(address), 80)
-            break
+            return http_get(str(address), 80)
         except OSError:
-            time.sleep(0.5)
+            return ""
+
+    reply = wait.until(answer, timeout=30, what=f"an answer from {address}:80", interval=0.5)
     assert reply.startswith("HTTP/1.0 200 OK"), reply
     assert reply.endswith(f"hello from {pod['metadata']['name']}\n")
 
@@ -226,7 +226,12 @@ def test_cluster_dns_names_services(cluster: Cluster, cluster_namespace: str) ->
     apply(cluster, cluster_namespace, hello_service(service_type="ClusterIP"))
     service = cluster.kubectl_json("get", "service", "-n", cluster_namespace, "hello")
     name = f"hello.{cluster_namespace}.svc.{L.CLUSTER_DOMAIN}"
-    wait_until(lambda: bool(_dns_query(L.NODE_IP, name)), 15, f"DNS to know {name}")
+    wait.until(
+        lambda: bool(_dns_query(L.NODE_IP, name)),
+        timeout=15,
+        what=f"DNS to know {name}",
+        interval=0.2,
+    )
     assert _dns_query(L.NODE_IP, name) == [service["spec"]["clusterIP"]]
     assert _dns_query(L.NODE_IP, f"kubernetes.default.svc.{L.CLUSTER_DOMAIN}") == [
         L.KUBERNETES_SERVICE_IP

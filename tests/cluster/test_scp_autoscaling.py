@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from support import dcmtk
+from support import dcmtk, wait
 from support.cluster import chart
 from support.cluster.cluster import Cluster
 from support.dicomdata import generate_ct_series
-from support.kube import wait_until
 
 pytestmark = pytest.mark.dcmtk
 
@@ -87,7 +86,12 @@ def test_the_hpa_scales_the_scp_out_under_load_and_back_in(
             for m in metrics
         )
 
-    wait_until(measured, 120, "the HPA to read the SCP's CPU from metrics-server")
+    wait.until(
+        measured,
+        timeout=120,
+        what="the HPA to read the SCP's CPU from metrics-server",
+        interval=0.2,
+    )
 
     series = generate_ct_series(tmp_path / "ct", slices=100, patient_id="LOAD-1")
     stop = threading.Event()
@@ -99,10 +103,10 @@ def test_the_hpa_scales_the_scp_out_under_load_and_back_in(
     for sender in senders:
         sender.start()
     try:
-        wait_until(
+        wait.until(
             lambda: hpa(cluster)["status"].get("desiredReplicas", 1) >= 2,
-            SCALE_UP_TIMEOUT,
-            "the HPA to add an SCP pod under load",
+            timeout=SCALE_UP_TIMEOUT,
+            what="the HPA to add an SCP pod under load",
             interval=2,
         )
         print(f"\nHPA asked for more SCP pods {time.monotonic() - began:.0f} s into the load")
@@ -110,7 +114,12 @@ def test_the_hpa_scales_the_scp_out_under_load_and_back_in(
         stop.set()
         for sender in senders:
             sender.join(timeout=600)
-    wait_until(lambda: len(ready_scp_pods(cluster)) >= 2, 180, "a second SCP pod Ready", 2)
+    wait.until(
+        lambda: len(ready_scp_pods(cluster)) >= 2,
+        timeout=180,
+        what="a second SCP pod Ready",
+        interval=2,
+    )
 
     # New associations spread over the replicas (kube-proxy picks an endpoint per connection).
     pods = ready_scp_pods(cluster)
@@ -129,12 +138,12 @@ def test_the_hpa_scales_the_scp_out_under_load_and_back_in(
     assert sum(1 for n in gained.values() if n > 0) >= 2, gained
 
     load_ended = time.monotonic()
-    wait_until(
+    wait.until(
         lambda: (
             hpa(cluster)["status"].get("currentReplicas") == 1 and len(ready_scp_pods(cluster)) == 1
         ),
-        SCALE_DOWN_TIMEOUT,
-        "the HPA to scale the SCP back to one pod",
+        timeout=SCALE_DOWN_TIMEOUT,
+        what="the HPA to scale the SCP back to one pod",
         interval=5,
     )
     print(f"back to one SCP pod {time.monotonic() - load_ended:.0f} s after the load stopped")

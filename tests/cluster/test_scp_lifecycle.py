@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from support import dcmtk
+from support import dcmtk, wait
 from support.cluster import chart
 from support.cluster.cluster import Cluster
 from support.dicomdata import dataset_sha256, generate_ct_series, sop_instance_uid
-from support.kube import wait_until
 
 pytestmark = pytest.mark.dcmtk
 
@@ -90,7 +89,12 @@ def test_a_rolling_update_drains_the_sending_association_without_a_failed_store(
     log = tmp_path / "storescu.log"
     sender = start_storescu(host, port, series * 6, log)  # ~30 s of sending over one association
     try:
-        wait_until(lambda: acknowledged(log) >= 20, 60, "the association to be storing")
+        wait.until(
+            lambda: acknowledged(log) >= 20,
+            timeout=60,
+            what="the association to be storing",
+            interval=0.2,
+        )
         # A changed setting: the pod template changes and the Deployment rolls.
         cluster.kubectl(
             "patch", "dicomnode", chart.RELEASE, "-n", NAMESPACE, "--type=merge",
@@ -102,7 +106,12 @@ def test_a_rolling_update_drains_the_sending_association_without_a_failed_store(
             current = pods.get(old["metadata"]["uid"])
             return current is None or "deletionTimestamp" in current["metadata"]
 
-        wait_until(old_pod_terminating, 120, "the old SCP pod to be told to stop")
+        wait.until(
+            old_pod_terminating,
+            timeout=120,
+            what="the old SCP pod to be told to stop",
+            interval=0.2,
+        )
         assert sender.poll() is None, "the association ended before the old pod was stopped"
         returncode = sender.wait(timeout=300)
     finally:
@@ -112,7 +121,12 @@ def test_a_rolling_update_drains_the_sending_association_without_a_failed_store(
     assert returncode == 0, output[-3000:]
     assert acknowledged(log) == len(series) * 6
     assert "Store Response (" not in output.replace("Store Response (Success)", "")
-    wait_until(lambda: [is_ready(p) for p in scp_pods(cluster)] == [True], 180, "the new pod")
+    wait.until(
+        lambda: [is_ready(p) for p in scp_pods(cluster)] == [True],
+        timeout=180,
+        what="the new pod",
+        interval=0.2,
+    )
     [new] = scp_pods(cluster)
     assert new["metadata"]["uid"] != old["metadata"]["uid"]
     stored = fetch_patient(cluster, "ROLLING-1", tmp_path / "fetched")
@@ -140,7 +154,12 @@ def test_an_scp_killed_mid_association_loses_nothing_acknowledged_and_takes_the_
     log = tmp_path / "storescu.log"
     sender = start_storescu(host, port, series, log)
     try:
-        wait_until(lambda: acknowledged(log) >= 30, 60, "the association to be storing")
+        wait.until(
+            lambda: acknowledged(log) >= 30,
+            timeout=60,
+            what="the association to be storing",
+            interval=0.2,
+        )
         os.kill(_scp_process_id(cluster, pod), signal.SIGKILL)
         returncode = sender.wait(timeout=120)
     finally:
@@ -156,7 +175,7 @@ def test_an_scp_killed_mid_association_loses_nothing_acknowledged_and_takes_the_
         status = current["status"]["containerStatuses"][0]
         return status["restartCount"] > restarts and is_ready(current)
 
-    wait_until(restarted, 180, "the SCP to be back")
+    wait.until(restarted, timeout=180, what="the SCP to be back", interval=0.2)
     # Everything acknowledged before the kill is there, byte for byte.
     stored = fetch_patient(cluster, "KILLED-1", tmp_path / "after-kill")
     expected = {sop_instance_uid(p): dataset_sha256(p) for p in series}

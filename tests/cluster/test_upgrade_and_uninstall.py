@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from support import dcmtk
+from support import dcmtk, wait
 from support.cluster import chart
 from support.cluster.cluster import Cluster
 from support.dicomdata import dataset_sha256, generate_ct_series, sop_instance_uid
-from support.kube import wait_until
 
 pytestmark = pytest.mark.dcmtk
 
@@ -69,7 +68,7 @@ def test_helm_upgrade_with_a_changed_value_rolls_the_scp_out(cluster: Cluster) -
             )
         )
 
-    wait_until(rolled, 180, "the SCP to roll out with the new value")
+    wait.until(rolled, timeout=180, what="the SCP to roll out with the new value", interval=0.2)
     [after] = scp_pods(cluster)
     assert after["spec"]["terminationGracePeriodSeconds"] == 45
     host, port = cluster.dicom.rsplit(":", 1)
@@ -92,7 +91,12 @@ def test_helm_uninstall_leaves_no_orphans_and_the_retained_data_comes_back(
         "uninstall", chart.RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout=300s",
         timeout=330,
     )  # fmt: skip
-    wait_until(lambda: not release_objects(cluster), 180, "the release's objects to be gone")
+    wait.until(
+        lambda: not release_objects(cluster),
+        timeout=180,
+        what="the release's objects to be gone",
+        interval=0.2,
+    )
     print(f"\nhelm uninstall: nothing left after {time.monotonic() - began:.1f} s")
     assert release_objects(cluster) == []
 

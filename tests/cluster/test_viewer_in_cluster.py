@@ -10,14 +10,14 @@ import string
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Response
+from playwright.sync_api import Browser
 
 from browser.conftest import chromium  # noqa: F401  (the headless Chromium fixture)
 from support import dcmtk
 from support.cluster import chart
 from support.cluster.cluster import Cluster
 from support.dicomdata import generate_ct_series
-from support.viewer_page import wait_for_image
+from support.viewer_page import viewer_page, wait_for_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.dcmtk]
 
@@ -40,16 +40,7 @@ def test_the_viewer_through_the_api_service_shows_a_ct_sent_through_the_loadbala
     password = base64.b64decode(secret["data"]["password"]).decode()
 
     base = cluster.web
-    context = chromium.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    server_errors: list[str] = []
-
-    def on_response(response: Response) -> None:
-        if response.url.startswith(base) and response.status >= 400:
-            server_errors.append(f"{response.status} {response.url}")
-
-    page.on("response", on_response)
-    try:
+    with viewer_page(chromium, base) as (page, server_errors):
         page.goto(f"{base}/")
         assert page.url == f"{base}/login?next=%2F"
         page.fill("#username", "admin")
@@ -63,7 +54,5 @@ def test_the_viewer_through_the_api_service_shows_a_ct_sent_through_the_loadbala
         page.wait_for_url("**/viewer?**")
         stats = wait_for_image(page)
         page.screenshot(path=str(tmp_path / "ohif-cluster-ct.png"))
-    finally:
-        context.close()
     assert stats["std"] > 20 and stats["levels"] > 16, stats
     assert not server_errors, server_errors

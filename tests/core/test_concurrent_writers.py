@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from noctis.core.ingest import FacilityRef, IngestOutcome, ingest
+from noctis.core.ingest import FacilityRef, IngestOutcome
 from noctis.core.runtime import Runtime
 from noctis.index.migrate import alembic_config, current_revision, upgrade
 from noctis.index.models import Instance, Series, Study
+from support.incoming import ingest_file
 
 DicomFactory = Callable[..., Path]
 STUDY = "1.2.826.0.1.3680043.8.498.77"
@@ -39,12 +40,12 @@ def test_writers_of_one_study_keep_its_counters_exact(
         for series, modality in enumerate(MODALITIES, start=1)
     ]
     seed, files = files[0], files[1:]  # the study and its CT series exist before the rush
-    assert ingest(runtime, default_facility, seed).outcome is IngestOutcome.STORED
+    assert ingest_file(runtime, default_facility, seed).outcome is IngestOutcome.STORED
     start = threading.Barrier(WRITERS)
 
     def store(batch: list[Path]) -> list[IngestOutcome]:
         start.wait()
-        return [ingest(runtime, default_facility, path).outcome for path in batch]
+        return [ingest_file(runtime, default_facility, path).outcome for path in batch]
 
     batches = [files[i::WRITERS] for i in range(WRITERS)]
     with ThreadPoolExecutor(WRITERS) as pool:
@@ -72,7 +73,7 @@ def test_the_same_instance_sent_twice_at_once_is_stored_once(
 
     def store(_: int) -> IngestOutcome:
         start.wait()
-        return ingest(runtime, default_facility, path).outcome
+        return ingest_file(runtime, default_facility, path).outcome
 
     with ThreadPoolExecutor(4) as pool:
         outcomes = sorted(pool.map(store, range(4)))

@@ -20,10 +20,11 @@ from noctis.core.facilities import (
     move_destination,
     resolve_caller,
 )
-from noctis.core.ingest import FacilityRef, ingest
+from noctis.core.ingest import FacilityRef
 from noctis.core.runtime import Runtime
 from noctis.index.models import Facility
 from noctis.specs.facility import FacilitySpec
+from support.incoming import ingest_file
 
 
 def _spec(*aes: dict[str, object]) -> FacilitySpec:
@@ -228,7 +229,7 @@ def test_a_deleted_facilitys_studies_never_go_to_a_namesake_of_another_namespace
     with runtime.sessions.begin() as session:
         row = apply_facility(session, "oncology", _spec({"aeTitle": "A_PET"}), namespace="a")
         kept = FacilityRef(row.id, row.name)
-    ingest(runtime, kept, make_dicom(PatientID="A-1"))
+    ingest_file(runtime, kept, make_dicom(PatientID="A-1"))
     with runtime.sessions.begin() as session:
         assert disable_facility(session, "oncology", namespace="a")
     with (

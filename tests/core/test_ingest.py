@@ -10,12 +10,13 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import func, select
 
-from noctis.core.ingest import FacilityRef, IngestError, IngestFailure, IngestOutcome, ingest
+from noctis.core.ingest import FacilityRef, IngestError, IngestFailure, IngestOutcome
 from noctis.core.runtime import Runtime
 from noctis.index.models import Instance, Patient, Series, Study
 from noctis.settings import DuplicatePolicy
-from noctis.storage import StorageUnavailable
+from noctis.storage import IncomingObject, StorageUnavailable
 from support.archive import stored_object_keys
+from support.incoming import ingest_file
 
 DicomFactory = Callable[..., Path]
 
@@ -29,11 +30,28 @@ def _count(runtime: Runtime, model: type) -> int:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
+def _wrap_commits(
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    wrapper: Callable[[Callable[[str], None], str], None],
+) -> None:
+    """Every incoming object's commit goes through ``wrapper(commit, key)``."""
+    make_incoming = runtime.store.incoming
+
+    def incoming() -> IncomingObject:
+        made = make_incoming()
+        commit = made.commit
+        monkeypatch.setattr(made, "commit", lambda key: wrapper(commit, key))
+        return made
+
+    monkeypatch.setattr(runtime.store, "incoming", incoming)
+
+
 def test_stores_bytes_as_received_and_indexes_them(
     runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
     path = make_dicom(PatientName="Roe^Richard")
-    result = ingest(runtime, default_facility, path)
+    result = ingest_file(runtime, default_facility, path)
 
     assert result.outcome is IngestOutcome.STORED
     assert runtime.store.get(result.object_key) == path.read_bytes()
@@ -57,7 +75,7 @@ def test_study_counters_and_modalities_follow_what_was_stored(
     study = "1.2.826.0.1.3680043.8.498.1"
     for series, modality, count in (("1.2.3.1", "CT", 2), ("1.2.3.2", "PT", 1)):
         for _ in range(count):
-            ingest(
+            ingest_file(
                 runtime,
                 default_facility,
                 make_dicom(StudyInstanceUID=study, SeriesInstanceUID=series, Modality=modality),
@@ -75,7 +93,7 @@ def test_a_new_study_counts_its_first_instance(
     runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
     path = make_dicom(Modality="MR")
-    ingest(runtime, default_facility, path)
+    ingest_file(runtime, default_facility, path)
     with runtime.sessions() as session:
         study = session.scalar(select(Study))
         series = session.scalar(select(Series))
@@ -92,11 +110,11 @@ def test_a_series_uid_reused_by_another_study_is_refused_and_nothing_is_stored(
     """A sender bug: the same Series Instance UID in two studies. The second instance is
     refused (never filed under the first study) and leaves no object, study or patient."""
     series = "1.2.3.99"
-    first = ingest(
+    first = ingest_file(
         runtime, default_facility, make_dicom(StudyInstanceUID="1.2.3.1", SeriesInstanceUID=series)
     )
     with pytest.raises(IngestError) as refused:
-        ingest(
+        ingest_file(
             runtime,
             default_facility,
             make_dicom(StudyInstanceUID="1.2.3.2", SeriesInstanceUID=series),
@@ -118,8 +136,8 @@ def test_same_instance_same_bytes_is_a_no_op(
     runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
     path = make_dicom()
-    first = ingest(runtime, default_facility, path)
-    again = ingest(runtime, default_facility, path)
+    first = ingest_file(runtime, default_facility, path)
+    again = ingest_file(runtime, default_facility, path)
 
     assert again.outcome is IngestOutcome.DUPLICATE
     assert again.object_key == first.object_key
@@ -135,10 +153,10 @@ def test_reject_policy_refuses_another_data_set_and_keeps_the_first(
     runtime.settings.duplicate_policy = DuplicatePolicy.REJECT
     original = make_dicom(SOPInstanceUID="1.2.3.4.5", PatientName="First^Version")
     changed = make_dicom(SOPInstanceUID="1.2.3.4.5", PatientName="Second^Version")
-    kept = ingest(runtime, default_facility, original)
+    kept = ingest_file(runtime, default_facility, original)
 
     with pytest.raises(IngestError) as failure:
-        ingest(runtime, default_facility, changed)
+        ingest_file(runtime, default_facility, changed)
 
     assert failure.value.failure is IngestFailure.CONFLICT
     assert runtime.store.get(kept.object_key) == original.read_bytes()
@@ -159,8 +177,8 @@ def test_replace_policy_switches_to_the_new_bytes_and_removes_the_old_object(
         SeriesInstanceUID=series,
         StudyDescription="corrected",
     )
-    first = ingest(runtime, default_facility, original)
-    second = ingest(runtime, default_facility, changed)
+    first = ingest_file(runtime, default_facility, original)
+    second = ingest_file(runtime, default_facility, changed)
 
     assert second.outcome is IngestOutcome.REPLACED
     assert not runtime.store.exists(first.object_key)
@@ -182,7 +200,7 @@ def test_malformed_files_are_refused_and_nothing_is_stored(
     path.write_bytes(content)
 
     with pytest.raises(IngestError) as failure:
-        ingest(runtime, default_facility, path)
+        ingest_file(runtime, default_facility, path)
 
     assert failure.value.failure is IngestFailure.MALFORMED
     assert _objects(runtime) == []
@@ -193,7 +211,7 @@ def test_a_data_set_without_a_study_uid_is_malformed(
     runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
     with pytest.raises(IngestError) as failure:
-        ingest(runtime, default_facility, make_dicom(StudyInstanceUID=None))
+        ingest_file(runtime, default_facility, make_dicom(StudyInstanceUID=None))
     assert failure.value.failure is IngestFailure.MALFORMED
     assert "StudyInstanceUID" in failure.value.message
     assert _objects(runtime) == []
@@ -204,7 +222,9 @@ def test_a_data_set_that_does_not_match_the_request_is_refused(
 ) -> None:
     path = make_dicom()
     with pytest.raises(IngestError) as failure:
-        ingest(runtime, default_facility, path, expected_sop_class_uid="1.2.840.10008.5.1.4.1.1.4")
+        ingest_file(
+            runtime, default_facility, path, expected_sop_class_uid="1.2.840.10008.5.1.4.1.1.4"
+        )
     assert failure.value.failure is IngestFailure.MISMATCH
     assert _objects(runtime) == []
 
@@ -216,7 +236,7 @@ def test_when_the_index_refuses_the_object_is_removed(
     # after the object was put.
     ghost = FacilityRef(id=424242, name="ghost")
     with pytest.raises(IngestError) as failure:
-        ingest(runtime, ghost, make_dicom())
+        ingest_file(runtime, ghost, make_dicom())
     assert failure.value.failure is IngestFailure.INDEX_UNAVAILABLE
     assert _objects(runtime) == []
     assert _count(runtime, Study) == 0
@@ -228,7 +248,7 @@ def test_the_stored_object_keeps_its_transfer_syntax(
     from pydicom.data import get_testdata_file
 
     source = Path(get_testdata_file("JPEG2000.dcm"))  # type: ignore[arg-type]
-    result = ingest(runtime, default_facility, source)
+    result = ingest_file(runtime, default_facility, source)
     stored = runtime.store.get(result.object_key)
     assert stored == source.read_bytes()
     assert result.header.transfer_syntax_uid == str(dcmread(source).file_meta.TransferSyntaxUID)
@@ -242,16 +262,15 @@ def test_the_index_commits_only_once_the_object_is_stored(
 ) -> None:
     """No reader ever sees an instance whose object is not stored yet."""
     indexed_while_storing: list[int] = []
-    put_file = runtime.store.put_file
 
-    def slow_put_file(key: str, path: Path, length: int, **options: bool) -> None:
+    def slow_commit(commit: Callable[[str], None], key: str) -> None:
         time.sleep(0.2)  # time for an index write that would not wait for the PUT
         indexed_while_storing.append(_count(runtime, Instance))
-        put_file(key, path, length, **options)
+        commit(key)
         indexed_while_storing.append(_count(runtime, Instance))
 
-    monkeypatch.setattr(runtime.store, "put_file", slow_put_file)
-    result = ingest(runtime, default_facility, make_dicom())
+    _wrap_commits(runtime, monkeypatch, slow_commit)
+    result = ingest_file(runtime, default_facility, make_dicom())
     assert indexed_while_storing == [0, 0]
     assert _count(runtime, Instance) == 1
     assert _objects(runtime) == [result.object_key]
@@ -263,13 +282,13 @@ def test_a_failed_put_leaves_nothing_indexed(
     make_dicom: DicomFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def failing_put_file(key: str, path: Path, length: int, **options: bool) -> None:
-        time.sleep(0.1)
+    def failing_commit(commit: Callable[[str], None], key: str) -> None:
+        time.sleep(0.1)  # time for an index write that would not wait for the PUT
         raise StorageUnavailable("connection refused")
 
-    monkeypatch.setattr(runtime.store, "put_file", failing_put_file)
+    _wrap_commits(runtime, monkeypatch, failing_commit)
     with pytest.raises(IngestError) as failure:
-        ingest(runtime, default_facility, make_dicom())
+        ingest_file(runtime, default_facility, make_dicom())
     assert failure.value.failure is IngestFailure.STORAGE_UNAVAILABLE
     assert "connection refused" in failure.value.message
     assert [_count(runtime, model) for model in (Patient, Study, Series, Instance)] == [0] * 4

@@ -17,13 +17,14 @@ from pydicom import dcmread
 from sqlalchemy import func, select, update
 
 from noctis.core.audit import AuditFilter, query_audit
-from noctis.core.ingest import FacilityRef, IngestError, IngestFailure, IngestOutcome, ingest
+from noctis.core.ingest import FacilityRef, IngestError, IngestFailure, IngestOutcome
 from noctis.core.reconciliation import Sender
 from noctis.core.runtime import Runtime
 from noctis.index.models import Instance, Patient, Study
 from noctis.index.query import Level, MatchQuery, find
 from support.archive import stored_object_keys
 from support.dicomdata import dataset_bytes
+from support.incoming import ingest_file
 
 DicomFactory = Callable[..., Path]
 BACKENDS = pytest.mark.parametrize("runtime", ["sqlite", "postgres"], indirect=True)
@@ -58,10 +59,10 @@ def test_an_empty_patient_id_never_merges_two_patients(
     """The issue's case: SMITH's study must not show as DOE^JANE."""
     smith = make_dicom(PatientID="", PatientName="SMITH^JOHN", PatientSex="M")
     doe = make_dicom(PatientID="", PatientName="DOE^JANE", PatientSex="F")
-    smith_study = ingest(runtime, default_facility, smith).header.study_instance_uid
-    doe_study = ingest(runtime, default_facility, doe).header.study_instance_uid
+    smith_study = ingest_file(runtime, default_facility, smith).header.study_instance_uid
+    doe_study = ingest_file(runtime, default_facility, doe).header.study_instance_uid
     # A second instance of SMITH's study (empty PatientID too) joins SMITH's study.
-    ingest(
+    ingest_file(
         runtime,
         default_facility,
         make_dicom(
@@ -84,7 +85,7 @@ def test_patients_are_told_apart_by_issuer_of_patient_id(
 ) -> None:
     for issuer, name in (("HOSP_A", "Roe^Ann"), ("HOSP_B", "Poe^Bob"), ("HOSP_A", "Roe^Ann")):
         path = make_dicom(PatientID="12345", IssuerOfPatientID=issuer, PatientName=name)
-        ingest(runtime, default_facility, path)
+        ingest_file(runtime, default_facility, path)
 
     with runtime.reader() as session:
         patients = find(session, MatchQuery(Level.PATIENT, {"PatientID": "12345"}))
@@ -108,8 +109,8 @@ def test_a_demographics_conflict_is_recorded_and_changes_no_other_study(
     first = make_dicom(PatientID="P7", PatientName="SMITH^JOHN", PatientBirthDate="19700101")
     second = make_dicom(PatientID="P7", PatientName="SMYTHE^JOHN", PatientBirthDate="19700101")
     before = _counter("noctis_demographics_conflicts", default_facility.name)
-    first_study = ingest(runtime, default_facility, first).header.study_instance_uid
-    second_study = ingest(runtime, default_facility, second, sender=MODALITY)
+    first_study = ingest_file(runtime, default_facility, first).header.study_instance_uid
+    second_study = ingest_file(runtime, default_facility, second, sender=MODALITY)
 
     assert second_study.outcome is IngestOutcome.STORED
     second_uid = second_study.header.study_instance_uid
@@ -130,7 +131,7 @@ def test_a_demographics_conflict_is_recorded_and_changes_no_other_study(
     # Another instance of the first study with other demographics: stored, the study keeps
     # what it arrived with, and the difference is recorded against the study.
     third = make_dicom(PatientID="P7", PatientName="SMITH^JON", StudyInstanceUID=first_study)
-    assert ingest(runtime, default_facility, third).outcome is IngestOutcome.STORED
+    assert ingest_file(runtime, default_facility, third).outcome is IngestOutcome.STORED
     assert _studies(runtime)[first_study] == "SMITH^JOHN"
     assert [e.detail["compared_with"] for e in _events(runtime, "demographics-conflict")] == [
         "study",
@@ -143,11 +144,11 @@ def test_a_demographics_conflict_is_recorded_and_changes_no_other_study(
 def test_a_study_filed_under_another_patient_is_refused(
     runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
-    first = ingest(runtime, default_facility, make_dicom(PatientID="P1"))
+    first = ingest_file(runtime, default_facility, make_dicom(PatientID="P1"))
     study = first.header.study_instance_uid
     for other in ({"PatientID": "P2"}, {"PatientID": "P1", "IssuerOfPatientID": "ELSEWHERE"}):
         with pytest.raises(IngestError) as refused:
-            ingest(runtime, default_facility, make_dicom(StudyInstanceUID=study, **other))
+            ingest_file(runtime, default_facility, make_dicom(StudyInstanceUID=study, **other))
         assert refused.value.failure is IngestFailure.STUDY_OF_ANOTHER_PATIENT
         assert "another patient" in refused.value.message
 
@@ -170,8 +171,8 @@ def test_another_data_set_under_a_stored_uid_keeps_the_first_and_is_audited(
     original = make_dicom(SOPInstanceUID="1.2.3.4.50", PatientName="First^Version")
     changed = make_dicom(SOPInstanceUID="1.2.3.4.50", PatientName="Second^Version")
     before = _counter("noctis_duplicates_discarded", default_facility.name)
-    kept = ingest(runtime, default_facility, original)
-    again = ingest(runtime, default_facility, changed, sender=MODALITY)
+    kept = ingest_file(runtime, default_facility, original)
+    again = ingest_file(runtime, default_facility, changed, sender=MODALITY)
 
     assert again.outcome is IngestOutcome.DISCARDED
     assert again.object_key == kept.object_key
@@ -202,8 +203,8 @@ def test_the_same_data_set_under_another_file_meta_is_the_same_instance(
     assert other_meta.read_bytes() != original.read_bytes()
     assert dataset_bytes(other_meta) == dataset_bytes(original)
 
-    first = ingest(runtime, default_facility, original)
-    again = ingest(runtime, default_facility, other_meta)
+    first = ingest_file(runtime, default_facility, original)
+    again = ingest_file(runtime, default_facility, other_meta)
 
     assert again.outcome is IngestOutcome.DUPLICATE
     assert again.sha256 == first.sha256
@@ -312,7 +313,7 @@ def test_writers_of_one_new_study_with_an_empty_patient_id_make_one_patient(
 
     def store(path: Path) -> IngestOutcome:
         start.wait()
-        return ingest(runtime, default_facility, path).outcome
+        return ingest_file(runtime, default_facility, path).outcome
 
     with ThreadPoolExecutor(len(files)) as pool:
         outcomes = list(pool.map(store, files))
@@ -333,7 +334,7 @@ def test_an_instance_indexed_before_0004_sent_again_unchanged_is_a_duplicate(
     """Rows indexed before migration 0004 hold the digest of the whole file (File Meta
     included): the same instance sent again must not be taken for another data set."""
     original = make_dicom()
-    first = ingest(runtime, default_facility, original)
+    first = ingest_file(runtime, default_facility, original)
     whole_file = hashlib.sha256(original.read_bytes()).hexdigest()
     with runtime.sessions.begin() as session:
         session.execute(
@@ -342,7 +343,7 @@ def test_an_instance_indexed_before_0004_sent_again_unchanged_is_a_duplicate(
             .values(sha256=whole_file)
         )
 
-    again = ingest(runtime, default_facility, original, sender=MODALITY)
+    again = ingest_file(runtime, default_facility, original, sender=MODALITY)
 
     assert again.outcome is IngestOutcome.DUPLICATE
     assert again.object_key == first.object_key

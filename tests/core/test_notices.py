@@ -5,11 +5,11 @@ close. The queue here only records what it is sent: this is the notices' own log
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from noctis.core.notices import SeriesNotices
 from noctis.core.queue import INSTANCE_STORED, facility_queue
+from support import wait
 
 
 class RecordingQueue:
@@ -49,9 +49,7 @@ def test_the_beat_sends_without_being_asked() -> None:
     queue = RecordingQueue()
     notices = SeriesNotices(lambda: queue, interval=0.05)
     notices.stored("north", "1.2.3", "1.2.3.4", "1.2.3.4.1")
-    deadline = time.monotonic() + 5
-    while not queue.sent and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait.until(lambda: queue.sent, timeout=5, what="the beat to send", interval=0.01)
     assert _series(queue.sent) == [("1.2.3.4", "1.2.3.4.1")]
     notices.close()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,11 +9,12 @@ import pytest
 from sqlalchemy import update
 
 from noctis.core.facilities import apply_facility
-from noctis.core.ingest import FacilityRef, ingest
+from noctis.core.ingest import FacilityRef
 from noctis.core.runtime import Runtime
 from noctis.index.models import Study
 from noctis.index.query import Level, MatchQuery, QueryError, count, find
 from noctis.specs.facility import FacilitySpec
+from support.incoming import ingest_file
 
 DicomFactory = Callable[..., Path]
 
@@ -33,7 +33,7 @@ def populated(
 ) -> FacilityRef:
     for name, pid, uid, date, clock, accession, modality in STUDIES:
         for series_number in (1, 2):
-            ingest(
+            ingest_file(
                 runtime,
                 default_facility,
                 make_dicom(
@@ -145,9 +145,13 @@ def test_a_facility_sees_only_its_own_studies(runtime: Runtime, make_dicom: Dico
         south = apply_facility(session, "south", FacilitySpec())
         north_ref, south_ref = FacilityRef(north.id, north.name), FacilityRef(south.id, south.name)
     # The same study UID sent by both facilities is two studies.
-    ingest(runtime, north_ref, make_dicom(StudyInstanceUID="1.2.3.99", PatientName="North^Pat"))
-    ingest(runtime, south_ref, make_dicom(StudyInstanceUID="1.2.3.99", PatientName="South^Pat"))
-    ingest(runtime, south_ref, make_dicom(PatientName="South^Other", PatientID="P002"))
+    ingest_file(
+        runtime, north_ref, make_dicom(StudyInstanceUID="1.2.3.99", PatientName="North^Pat")
+    )
+    ingest_file(
+        runtime, south_ref, make_dicom(StudyInstanceUID="1.2.3.99", PatientName="South^Pat")
+    )
+    ingest_file(runtime, south_ref, make_dicom(PatientName="South^Other", PatientID="P002"))
 
     with runtime.sessions() as session:
         seen_by_north = find(session, MatchQuery(Level.STUDY, {}, facility_ids=[north_ref.id]))
@@ -178,17 +182,15 @@ def test_numbers_beyond_32_bits_are_errors(runtime: Runtime) -> None:
 def test_queries_do_not_wait_for_a_store_in_progress(
     runtime: Runtime, default_facility: FacilityRef, make_dicom: DicomFactory
 ) -> None:
-    ingest(runtime, default_facility, make_dicom(PatientName="Visible^Already"))
+    ingest_file(runtime, default_facility, make_dicom(PatientName="Visible^Already"))
     with runtime.sessions.begin() as writer:
         # A write transaction is open (on SQLite it holds the database's write lock)...
         writer.execute(update(Study).values(study_description="being updated"))
-        started = time.monotonic()
         with runtime.reader() as session:
             found = find(session, MatchQuery(Level.STUDY, {"PatientName": "Visible*"}))
-        waited = time.monotonic() - started
-    # ...and a reader still answers at once, with what was committed.
+    # ...and a reader still answers while it is open (this thread holds it: a reader that
+    # waited for it would never answer), with what was committed.
     assert [m.values["StudyDescription"] for m in found] == [""]
-    assert waited < 5
 
 
 @pytest.mark.usefixtures("populated")

@@ -22,29 +22,27 @@ from noctis.index.sqlite import SqliteWriteLock
 with SqliteWriteLock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))
+    Path(sys.argv[3]).touch()  # the last thing it does before it lets go
 """
 
 
 def test_a_writer_waits_for_the_other_process_then_goes_at_once(tmp_path: Path) -> None:
     database = tmp_path / "index.sqlite3"
+    letting_go = tmp_path / "letting-go"
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(database), str(HOLD_SECONDS)],
+        [sys.executable, "-c", _HOLDER, str(database), str(HOLD_SECONDS), str(letting_go)],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "held"
-        started = time.monotonic()
         lock = SqliteWriteLock(database)
         with lock:
-            waited = time.monotonic() - started
-            assert holder.poll() is not None or waited >= HOLD_SECONDS / 2
+            assert letting_go.exists(), "took the lock while the other process held it"
         lock.close()
     finally:
         holder.wait(timeout=10)
-    assert waited >= HOLD_SECONDS / 2, f"took the lock after {waited:.2f} s, while it was held"
-    assert waited < HOLD_SECONDS + 2, f"waited {waited:.2f} s for a lock held {HOLD_SECONDS} s"
 
 
 def test_threads_of_one_process_take_turns(tmp_path: Path) -> None:
@@ -62,7 +60,7 @@ def test_threads_of_one_process_take_turns(tmp_path: Path) -> None:
                 with guard:
                     inside += 1
                     most = max(most, inside)
-                time.sleep(0.0005)
+                time.sleep(0.0005)  # holds the lock a moment: room for another to overlap
                 with guard:
                     inside -= 1
 

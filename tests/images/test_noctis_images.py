@@ -33,7 +33,8 @@ from support.containers import (
     running,
     wait_for,
 )
-from support.kube import ControlPlane, free_ports, kubeconfig_yaml
+from support.kube import ControlPlane, fresh_namespace, kubeconfig_yaml
+from support.ports import free_ports
 from support.redis import RedisServer
 from support.s3 import SeaweedFS
 
@@ -87,71 +88,69 @@ def test_operator_image_migrates_the_index_and_reconciles_a_facility(
     assert current_revision(pg_url) is not None
 
     kube = kube_crds
-    namespace = f"img-{secrets.token_hex(3)}"
-    release = namespace  # cluster-scoped objects of its own, removed afterwards
-    kube.kubectl("create", "namespace", namespace)
-    try:
-        rendered = kube.helm(
-            "template", release, str(REPO_ROOT / "charts" / "noctis"), "--namespace", namespace
-        ).stdout
-        kube.kubectl("apply", "--namespace", namespace, "-f", "-", input=rendered)
-        token = kube.create_token(namespace, f"{release}-noctis-operator")
-        # The container's user reads the CA and kubeconfig: copies it may read.
-        config_dir = tmp_path / "kube"
-        config_dir.mkdir(mode=0o755)
-        shutil.copy(kube.ca_file, config_dir / "ca.crt")
-        (config_dir / "kubeconfig").write_text(
-            kubeconfig_yaml(kube.api_url, Path("/kube/ca.crt"), token, "operator")
-        )
-        for path in config_dir.iterdir():
-            path.chmod(0o644)
-        (liveness,) = free_ports(1)
-        env = {
-            "KUBECONFIG": "/kube/kubeconfig",
-            "NOCTIS_DATABASE_URL": pg_url,
-            "NOCTIS_OPERATOR_NAMESPACES": namespace,
-            "NOCTIS_OPERATOR_PEERING": "noctis",  # the chart's peering object keeps its name
-            "NOCTIS_OPERATOR_LIVENESS_HOST": LOOPBACK,
-            "NOCTIS_OPERATOR_LIVENESS_PORT": str(liveness),
-        }
-        with running(operator, env=env, volumes=[f"{config_dir}:/kube:ro"]) as container:
-            wait_for(
-                lambda: http_status(f"http://{LOOPBACK}:{liveness}/healthz") == 200,
-                60,
-                "the operator's liveness endpoint",
-                container,
+    with fresh_namespace(kube, "img") as namespace:
+        release = namespace  # cluster-scoped objects of its own, removed afterwards
+        try:
+            rendered = kube.helm(
+                "template", release, str(REPO_ROOT / "charts" / "noctis"), "--namespace", namespace
+            ).stdout
+            kube.kubectl("apply", "--namespace", namespace, "-f", "-", input=rendered)
+            token = kube.create_token(namespace, f"{release}-noctis-operator")
+            # The container's user reads the CA and kubeconfig: copies it may read.
+            config_dir = tmp_path / "kube"
+            config_dir.mkdir(mode=0o755)
+            shutil.copy(kube.ca_file, config_dir / "ca.crt")
+            (config_dir / "kubeconfig").write_text(
+                kubeconfig_yaml(kube.api_url, Path("/kube/ca.crt"), token, "operator")
             )
-            assert container.process_uid() == NOCTIS_UID
-            facility = {
-                "apiVersion": "pacs.noctis.io/v1alpha1",
-                "kind": "Facility",
-                "metadata": {"name": "imaging", "namespace": namespace},
-                "spec": {
-                    "displayName": "Imaging test",
-                    "applicationEntities": [
-                        {"aeTitle": "IMAGE_TEST", "allowedCIDRs": ["127.0.0.0/8"]}
-                    ],
-                },
+            for path in config_dir.iterdir():
+                path.chmod(0o644)
+            (liveness,) = free_ports(1)
+            env = {
+                "KUBECONFIG": "/kube/kubeconfig",
+                "NOCTIS_DATABASE_URL": pg_url,
+                "NOCTIS_OPERATOR_NAMESPACES": namespace,
+                "NOCTIS_OPERATOR_PEERING": "noctis",  # the chart's peering object keeps its name
+                "NOCTIS_OPERATOR_LIVENESS_HOST": LOOPBACK,
+                "NOCTIS_OPERATOR_LIVENESS_PORT": str(liveness),
             }
-            kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(facility))
-            engine = create_engine(pg_url)
-            try:
+            with running(operator, env=env, volumes=[f"{config_dir}:/kube:ro"]) as container:
+                wait_for(
+                    lambda: http_status(f"http://{LOOPBACK}:{liveness}/healthz") == 200,
+                    60,
+                    "the operator's liveness endpoint",
+                    container,
+                )
+                assert container.process_uid() == NOCTIS_UID
+                facility = {
+                    "apiVersion": "pacs.noctis.io/v1alpha1",
+                    "kind": "Facility",
+                    "metadata": {"name": "imaging", "namespace": namespace},
+                    "spec": {
+                        "displayName": "Imaging test",
+                        "applicationEntities": [
+                            {"aeTitle": "IMAGE_TEST", "allowedCIDRs": ["127.0.0.0/8"]}
+                        ],
+                    },
+                }
+                kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(facility))
+                engine = create_engine(pg_url)
+                try:
 
-                def synced() -> bool:
-                    with Session(engine) as session:
-                        row = session.scalar(select(Facility).where(Facility.name == "imaging"))
-                        return row is not None and [
-                            ae.ae_title for ae in row.application_entities
-                        ] == ["IMAGE_TEST"]
+                    def synced() -> bool:
+                        with Session(engine) as session:
+                            row = session.scalar(select(Facility).where(Facility.name == "imaging"))
+                            return row is not None and [
+                                ae.ae_title for ae in row.application_entities
+                            ] == ["IMAGE_TEST"]
 
-                wait_for(synced, 60, "the Facility in the index", container)
-            finally:
-                engine.dispose()
-            forbidden = [line for line in container.logs().splitlines() if "Forbidden" in line]
-            assert not forbidden, forbidden[:5]
-    finally:
-        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        kube.kubectl("delete", "clusterrole", f"{release}-noctis-operator", check=False)
+                    wait_for(synced, 60, "the Facility in the index", container)
+                finally:
+                    engine.dispose()
+                forbidden = [line for line in container.logs().splitlines() if "Forbidden" in line]
+                assert not forbidden, forbidden[:5]
+        finally:
+            kube.kubectl("delete", "clusterrole", f"{release}-noctis-operator", check=False)
 
 
 def test_scp_image_stores_what_it_acknowledges(

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from support.containers import BuiltImages, running, wait_for
-from support.kube import free_ports
+from support.ports import free_ports
 from support.s3 import SeaweedFS
 
 pytestmark = pytest.mark.images

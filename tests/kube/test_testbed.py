@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 
 import pytest
 
+from support import wait
 from support.kube import ControlPlane, testbed_versions
 
 pytestmark = pytest.mark.kube
@@ -31,13 +30,6 @@ spec:
 """
 
 
-def poll(condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.25)
-
-
 def replicasets(kube: ControlPlane, namespace: str) -> list[dict]:
     return kube.kubectl_json("get", "replicasets", "-n", namespace)["items"]
 
@@ -56,13 +48,23 @@ def test_deployment_gets_a_replicaset_and_gc_removes_it(
     kube: ControlPlane, kube_namespace: str
 ) -> None:
     kube.kubectl("apply", "-n", kube_namespace, "-f", "-", input=DEPLOYMENT)
-    poll(lambda: len(replicasets(kube, kube_namespace)) == 1, what="a ReplicaSet")
+    wait.until(
+        lambda: len(replicasets(kube, kube_namespace)) == 1,
+        what="a ReplicaSet",
+        timeout=60,
+        interval=0.25,
+    )
     [replicaset] = replicasets(kube, kube_namespace)
     [owner] = replicaset["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"]) == ("Deployment", "web")
 
     kube.kubectl("delete", "deployment", "web", "-n", kube_namespace, "--wait=false")
-    poll(lambda: replicasets(kube, kube_namespace) == [], what="garbage collection")
+    wait.until(
+        lambda: replicasets(kube, kube_namespace) == [],
+        what="garbage collection",
+        timeout=60,
+        interval=0.25,
+    )
 
 
 def test_serviceaccount_token_obeys_rbac(kube: ControlPlane, kube_namespace: str) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from minio.deleteobjects import DeleteObject
 
-from support.kube import ControlPlane, free_ports
+from support import log_tail, wait
+from support.kube import ControlPlane
+from support.logs import ServerLogs
+from support.ports import free_port
 from support.s3 import SeaweedFS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +44,7 @@ class OperatorProcess:
     def start(
         cls, kubeconfig: Path, namespace: str, database_url: str, log: Path, **extra: str
     ) -> OperatorProcess:
-        (port,) = free_ports(1)
+        port = free_port()
         env = {
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
@@ -64,11 +67,12 @@ class OperatorProcess:
                 stdin=subprocess.DEVNULL,
             )
         started = cls(process, log, f"http://127.0.0.1:{port}/healthz")
-        wait_for(
+        wait.until(
             lambda: http_ok(started.liveness_url) or process.poll() is not None,
-            60,
-            "the operator's liveness endpoint",
-            log,
+            timeout=60,
+            what="the operator's liveness endpoint",
+            context=operator_log_tail(log),
+            interval=0.2,
         )
         assert process.poll() is None, log.read_text()
         return started
@@ -97,6 +101,7 @@ class Cluster:
     workdir: Path
     operator: OperatorProcess | None = None
     extra_operators: list[OperatorProcess] = field(default_factory=list)
+    server_logs: ServerLogs | None = None  # where each operator's log is registered
 
     @property
     def log(self) -> Path:
@@ -109,12 +114,11 @@ class Cluster:
         return self.operator.liveness_url
 
     def start_operator(self, name: str, **extra: str) -> OperatorProcess:
+        log = self.workdir / f"operator-{name}.log"
+        if self.server_logs is not None:
+            self.server_logs.watch(f"noctis operator {name!r} of {self.namespace}", log)
         started = OperatorProcess.start(
-            self.kubeconfig,
-            self.namespace,
-            self.database_url,
-            self.workdir / f"operator-{name}.log",
-            **extra,
+            self.kubeconfig, self.namespace, self.database_url, log, **extra
         )
         if self.operator is None:
             self.operator = started
@@ -162,8 +166,12 @@ class Cluster:
                 return cond
             return None
 
-        return wait_for(
-            matches, timeout, f"{kind}/{name} {type_}={status} {reason or ''}", self.log
+        return wait.until(
+            matches,
+            timeout=timeout,
+            what=f"{kind}/{name} {type_}={status} {reason or ''}",
+            context=operator_log_tail(self.log),
+            interval=0.2,
         )
 
     def events(self, name: str, reason: str | None = None) -> list[dict[str, Any]]:
@@ -171,23 +179,41 @@ class Cluster:
         out = self.kubectl("get", "events", "--field-selector", selector, "-o", "json")
         return list(json.loads(out)["items"])
 
+    def stop_operators(self) -> None:
+        """Stop every operator this namespace started; fail if any met an RBAC refusal."""
+        for running in [*self.extra_operators, self.operator]:
+            if running is not None:
+                running.stop()
+        forbidden = [
+            line
+            for line in self.operator_log().splitlines()
+            if " 403" in line or "Forbidden" in line
+        ]
+        assert not forbidden, "the operator hit RBAC refusals:\n" + "\n".join(forbidden[:10])
+
     def operator_log(self) -> str:
         operators = [self.operator, *self.extra_operators]
         return "\n".join(o.text() for o in operators if o is not None)
 
 
-def wait_for(fn: Callable[[], Any], timeout: float, what: str, log: Path | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = fn()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            tail = ""
-            if log is not None:
-                tail = "\noperator log:\n" + "\n".join(log.read_text().splitlines()[-40:])
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{tail}")
-        time.sleep(0.2)
+def operator_log_tail(log: Path) -> Callable[[], str]:
+    """For ``wait.until(context=...)``: the operator log's last lines when a wait times out."""
+    return lambda: "operator log:\n" + log_tail(log)
+
+
+def remove_buckets(s3: SeaweedFS, prefix: str) -> None:
+    """Remove every bucket whose name starts with ``prefix``, with all its versions (GOVERNANCE
+    retention bypassed). SeaweedFS has a fixed number of volumes, one per bucket: a session
+    that left its test buckets behind would run out. A bucket under COMPLIANCE retention
+    cannot go; it goes with the server."""
+    client = s3.client()
+    for bucket in client.list_buckets():
+        if not bucket.name.startswith(prefix):
+            continue
+        versions = client.list_objects(bucket.name, recursive=True, include_version=True)
+        deletes = [DeleteObject(o.object_name, o.version_id) for o in versions]
+        if not list(client.remove_objects(bucket.name, deletes, bypass_governance_mode=True)):
+            client.remove_bucket(bucket.name)
 
 
 def install_chart(kube: ControlPlane, namespace: str, *values: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from minio import Minio
-from minio.deleteobjects import DeleteObject
+from operator_support import remove_buckets
 
 from noctis.operator import buckets
 from noctis.specs.storagepool import StoragePoolSpec
@@ -34,14 +34,10 @@ def client(s3_server: SeaweedFS) -> Minio:
 
 
 @pytest.fixture
-def bucket(client: Minio) -> Iterator[str]:
+def bucket(s3_server: SeaweedFS) -> Iterator[str]:
     name = f"op-{secrets.token_hex(6)}"
     yield name
-    if client.bucket_exists(name):
-        versions = client.list_objects(name, recursive=True, include_version=True)
-        deletes = [DeleteObject(o.object_name, o.version_id) for o in versions]
-        if not list(client.remove_objects(name, deletes, bypass_governance_mode=True)):
-            client.remove_bucket(name)  # else under COMPLIANCE retention: goes with the server
+    remove_buckets(s3_server, name)
 
 
 def put(client: Minio, bucket: str, key: str, data: bytes) -> None:

@@ -5,21 +5,26 @@ delete the operator and the database."""
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from operator_support import CHART, SERVICE_ACCOUNT, Cluster, wait_for
+from operator_support import (
+    CHART,
+    SERVICE_ACCOUNT,
+    Cluster,
+)
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from noctis.core.facilities import resolve_caller
 from noctis.index.migrate import upgrade
 from noctis.index.models import Facility
-from support.kube import ControlPlane
+from support import wait
+from support.kube import ControlPlane, fresh_namespace
+from support.logs import ServerLogs
 from support.s3 import SeaweedFS
 
 pytestmark = pytest.mark.kube
@@ -34,34 +39,42 @@ RESOURCES = [
 
 
 @pytest.fixture
-def quickstart(kube: ControlPlane, s3_server: SeaweedFS, tmp_path: Path) -> Iterator[Cluster]:
+def quickstart(
+    kube: ControlPlane, s3_server: SeaweedFS, tmp_path: Path, server_logs: ServerLogs
+) -> Iterator[Cluster]:
     """The quickstart rendered and applied in a fresh namespace, the operator running in it."""
-    namespace = f"qs-{secrets.token_hex(3)}"
     database_url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
     upgrade(database_url)
-    kube.kubectl("create", "namespace", namespace)
-    rendered = kube.helm(
-        "template", "noctis", str(CHART), "--namespace", namespace,
-        "--set", "quickstart.enabled=true",
-        "--set", "quickstart.allowedCIDRs={10.88.0.1/32}",
-        "--set", "quickstart.dicomNode.minReplicas=2",
-    ).stdout  # fmt: skip
-    try:
-        kube.kubectl("apply", "--namespace", namespace, "-f", "-", input=rendered)
-        token = kube.create_token(namespace, SERVICE_ACCOUNT)
-        kubeconfig = kube.kubeconfig_for_token(token, user=f"operator-{namespace}")
-        plane = Cluster(kube, namespace, database_url, s3_server, kubeconfig, tmp_path)
-        plane.start_operator("main")
+    with fresh_namespace(kube, "qs") as namespace:
+        rendered = kube.helm(
+            "template", "noctis", str(CHART), "--namespace", namespace,
+            "--set", "quickstart.enabled=true",
+            "--set", "quickstart.allowedCIDRs={10.88.0.1/32}",
+            "--set", "quickstart.dicomNode.minReplicas=2",
+        ).stdout  # fmt: skip
         try:
-            yield plane
+            kube.kubectl("apply", "--namespace", namespace, "-f", "-", input=rendered)
+            token = kube.create_token(namespace, SERVICE_ACCOUNT)
+            kubeconfig = kube.kubeconfig_for_token(token, user=f"operator-{namespace}")
+            plane = Cluster(
+                kube,
+                namespace,
+                database_url,
+                s3_server,
+                kubeconfig,
+                tmp_path,
+                server_logs=server_logs,
+            )
+            plane.start_operator("main")
+            try:
+                yield plane
+            finally:
+                assert plane.operator is not None
+                plane.operator.stop()
         finally:
-            assert plane.operator is not None
-            plane.operator.stop()
-    finally:
-        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        # Cluster-scoped, so not deleted with the namespace: `helm install` of release noctis
-        # in a later test would refuse to adopt it.
-        kube.kubectl("delete", "clusterrole", "noctis-operator", check=False)
+            # Cluster-scoped, so not deleted with the namespace: `helm install` of release noctis
+            # in a later test would refuse to adopt it.
+            kube.kubectl("delete", "clusterrole", "noctis-operator", check=False)
 
 
 def test_quickstart_resources_become_an_archive(quickstart: Cluster) -> None:
@@ -77,7 +90,12 @@ def test_quickstart_resources_become_an_archive(quickstart: Cluster) -> None:
     finally:
         engine.dispose()
 
-    api = wait_for(lambda: plane.get("deployment", "noctis-api"), 60, "the API Deployment")
+    api = wait.until(
+        lambda: plane.get("deployment", "noctis-api"),
+        timeout=60,
+        what="the API Deployment",
+        interval=0.2,
+    )
     (container,) = api["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("valueFrom") for e in container["env"]}
     assert env["NOCTIS_ADMIN_PASSWORD"] == {
@@ -87,17 +105,39 @@ def test_quickstart_resources_become_an_archive(quickstart: Cluster) -> None:
         "secretKeyRef": {"name": "noctis-postgresql", "key": "url"}
     }
     assert env["NOCTIS_BROKER_URL"] == {"secretKeyRef": {"name": "noctis-redis", "key": "url"}}
-    assert wait_for(lambda: plane.get("deployment", "noctis-worker"), 30, "the worker Deployment")
-    config = wait_for(lambda: plane.get("configmap", "noctis-config"), 30, "the Archive config")
+    assert wait.until(
+        lambda: plane.get("deployment", "noctis-worker"),
+        timeout=30,
+        what="the worker Deployment",
+        interval=0.2,
+    )
+    config = wait.until(
+        lambda: plane.get("configmap", "noctis-config"),
+        timeout=30,
+        what="the Archive config",
+        interval=0.2,
+    )
     assert config["data"]["NOCTIS_S3_ENDPOINT"] == f"noctis-s3.{plane.namespace}.svc:8333"
 
-    scp = wait_for(lambda: plane.get("deployment", "noctis-scp"), 60, "the SCP Deployment")
+    scp = wait.until(
+        lambda: plane.get("deployment", "noctis-scp"),
+        timeout=60,
+        what="the SCP Deployment",
+        interval=0.2,
+    )
     assert scp["spec"]["replicas"] == 2
-    service = wait_for(lambda: plane.get("service", "noctis-scp"), 30, "the SCP Service")
+    service = wait.until(
+        lambda: plane.get("service", "noctis-scp"), timeout=30, what="the SCP Service", interval=0.2
+    )
     assert service["spec"]["type"] == "LoadBalancer"
     assert [p["port"] for p in service["spec"]["ports"]] == [11112]
     assert service["spec"]["externalTrafficPolicy"] == "Local"
-    scp_config = wait_for(lambda: plane.get("configmap", "noctis-scp"), 30, "the SCP config")
+    scp_config = wait.until(
+        lambda: plane.get("configmap", "noctis-scp"),
+        timeout=30,
+        what="the SCP config",
+        interval=0.2,
+    )
     assert scp_config["data"]["NOCTIS_AE_TITLE"] == "NOCTIS"
 
 
@@ -106,7 +146,7 @@ def test_pre_delete_hook_removes_the_resources_with_their_finalizers(
 ) -> None:
     plane = quickstart
     plane.wait_condition("facility", "quickstart", timeout=60)
-    wait_for(
+    wait.until(
         lambda: (
             "pacs.noctis.io/finalizer"
             in (
@@ -114,8 +154,9 @@ def test_pre_delete_hook_removes_the_resources_with_their_finalizers(
                 or []
             )
         ),
-        60,
-        "the StoragePool's finalizer",
+        timeout=60,
+        what="the StoragePool's finalizer",
+        interval=0.2,
     )
     token = plane.kube.create_token(plane.namespace, TEARDOWN_ACCOUNT)
     kubeconfig = plane.kube.kubeconfig_for_token(token, user=f"teardown-{plane.namespace}")

@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_support import ROOT, Cluster, wait_for
+from operator_support import (
+    ROOT,
+    Cluster,
+    operator_log_tail,
+)
+
+from support import wait
+from support.kube import ControlPlane
 
 pytestmark = [pytest.mark.kube, pytest.mark.s3]
 
@@ -23,7 +30,7 @@ def example(name: str) -> dict[str, Any]:
     return yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def archive(cluster: Cluster) -> Cluster:
     """The example Secrets, a StoragePool on the session's S3 server and the example Archive."""
     cluster.apply((EXAMPLES / "secrets.yaml").read_text())
@@ -88,20 +95,28 @@ def test_cluster_policy_can_be_chosen_and_changed_back(archive: Cluster) -> None
         cluster.kubectl("patch", "dicomnode", "spread", "--type", "merge", "-p", json.dumps(change))
 
     patch("Local")
-    wait_for(
+    wait.until(
         lambda: service_spec(cluster, "spread").get("healthCheckNodePort"),
-        30,
-        "the Service to become Local",
-        cluster.log,
+        timeout=30,
+        what="the Service to become Local",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
     )
     assert service_spec(cluster, "spread")["externalTrafficPolicy"] == "Local"
-    wait_for(lambda: per_address_cap(cluster, "spread") is None, 30, "the cap back", cluster.log)
+    wait.until(
+        lambda: per_address_cap(cluster, "spread") is None,
+        timeout=30,
+        what="the cap back",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
+    )
     patch("Cluster")
-    wait_for(
+    wait.until(
         lambda: service_spec(cluster, "spread")["externalTrafficPolicy"] == "Cluster",
-        30,
-        "the Service to become Cluster again",
-        cluster.log,
+        timeout=30,
+        what="the Service to become Cluster again",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
     )
     assert "healthCheckNodePort" not in service_spec(cluster, "spread")
     assert per_address_cap(cluster, "spread") == "0"
@@ -117,12 +132,12 @@ def test_cluster_policy_can_be_chosen_and_changed_back(archive: Cluster) -> None
     ],
 )
 def test_the_schema_refuses_an_unknown_traffic_policy(
-    archive: Cluster, service: dict[str, Any], message: str
+    kube: ControlPlane, kube_namespace: str, service: dict[str, Any], message: str
 ) -> None:
-    result = archive.kube.kubectl(
+    result = kube.kubectl(
         "apply",
         "-n",
-        archive.namespace,
+        kube_namespace,
         "--dry-run=server",
         "-f",
         "-",
@@ -150,19 +165,21 @@ def test_the_api_believes_forwarded_addresses_from_the_named_proxies_only(
         cluster.kubectl("patch", "archive", "noctis", "--type", "merge", "-p", json.dumps(change))
 
     patch(["10.244.0.0/16", "fd00:10::/64"])  # e.g. the ingress controller's pods
-    wait_for(
+    wait.until(
         lambda: api_env(cluster).get("NOCTIS_TRUSTED_PROXIES") == "10.244.0.0/16,fd00:10::/64",
-        30,
-        "the API pods' NOCTIS_TRUSTED_PROXIES",
-        cluster.log,
+        timeout=30,
+        what="the API pods' NOCTIS_TRUSTED_PROXIES",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
     )
     cluster.wait_condition("archive", "noctis")
     patch(None)
-    wait_for(
+    wait.until(
         lambda: "NOCTIS_TRUSTED_PROXIES" not in api_env(cluster),
-        30,
-        "NOCTIS_TRUSTED_PROXIES to go",
-        cluster.log,
+        timeout=30,
+        what="NOCTIS_TRUSTED_PROXIES to go",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
     )
 
 
@@ -176,15 +193,15 @@ def test_the_api_believes_forwarded_addresses_from_the_named_proxies_only(
     ],
 )
 def test_the_schema_refuses_trusting_everyone(
-    archive: Cluster, proxies: list[str], message: str
+    kube: ControlPlane, kube_namespace: str, proxies: list[str], message: str
 ) -> None:
     doc = example("archive")
     doc["metadata"]["name"] = "bad"
     doc["spec"]["api"]["trustedProxies"] = proxies
-    result = archive.kube.kubectl(
+    result = kube.kubectl(
         "apply",
         "-n",
-        archive.namespace,
+        kube_namespace,
         "--dry-run=server",
         "-f",
         "-",

@@ -8,54 +8,51 @@ the owner's entry; deleting the owner frees the name for it within seconds.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from operator_support import SERVICE_ACCOUNT, Cluster, install_chart, wait_for
+from operator_support import (
+    SERVICE_ACCOUNT,
+    Cluster,
+    install_chart,
+    operator_log_tail,
+)
 from sqlalchemy import select
 
 from noctis.core.facilities import resolve_caller
 from noctis.index.db import make_engine, make_sessionmaker
 from noctis.index.migrate import upgrade
 from noctis.index.models import Facility
-from support.kube import ControlPlane
+from support import wait
+from support.kube import ControlPlane, fresh_namespace
+from support.logs import ServerLogs
 
 pytestmark = pytest.mark.kube
 
 MODALITY_ADDRESS = "10.1.0.5"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def namespaces(
-    kube: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    kube: ControlPlane, tmp_path: Path, server_logs: ServerLogs
 ) -> Iterator[tuple[Cluster, Cluster]]:
     """Namespaces a and b, the chart installed in a watching both (a RoleBinding in each),
     and `noctis operator` running as the chart's ServiceAccount; a view of each namespace."""
-    suffix = secrets.token_hex(3)
-    first, second = f"ns-a-{suffix}", f"ns-b-{suffix}"
-    workdir = tmp_path_factory.mktemp(first)
-    database_url = f"sqlite:///{workdir / 'index.sqlite3'}"
+    database_url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
     upgrade(database_url)
-    for namespace in (first, second):
-        kube.kubectl("create", "namespace", namespace)
-    install_chart(kube, first, f"operator.watchNamespaces={{{first},{second}}}")
-    token = kube.create_token(first, SERVICE_ACCOUNT)
-    kubeconfig = kube.kubeconfig_for_token(token, user=f"operator-{first}")
-    # No StoragePool here: the views need no S3 server.
-    a = Cluster(kube, first, database_url, None, kubeconfig, workdir)  # type: ignore[arg-type]
-    a.start_operator("main", NOCTIS_OPERATOR_NAMESPACES=f"{first},{second}")
-    b = Cluster(kube, second, database_url, None, kubeconfig, workdir, operator=a.operator)  # type: ignore[arg-type]
-    try:
-        yield a, b
-    finally:
-        if a.operator is not None:
-            a.operator.stop()
-        log = a.operator_log()
-        forbidden = [line for line in log.splitlines() if " 403" in line or "Forbidden" in line]
-        for namespace in (first, second):
-            kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        assert not forbidden, "the operator hit RBAC refusals:\n" + "\n".join(forbidden[:10])
+    with fresh_namespace(kube, "ns-a") as first, fresh_namespace(kube, "ns-b") as second:
+        install_chart(kube, first, f"operator.watchNamespaces={{{first},{second}}}")
+        token = kube.create_token(first, SERVICE_ACCOUNT)
+        kubeconfig = kube.kubeconfig_for_token(token, user=f"operator-{first}")
+        # No StoragePool here: the views need no S3 server.
+        a = Cluster(kube, first, database_url, None, kubeconfig, tmp_path, server_logs=server_logs)  # type: ignore[arg-type]
+        b = Cluster(kube, second, database_url, None, kubeconfig, tmp_path)  # type: ignore[arg-type]
+        try:
+            b.operator = a.start_operator("main", NOCTIS_OPERATOR_NAMESPACES=f"{first},{second}")
+            yield a, b
+        finally:
+            a.stop_operators()
 
 
 def facility(name: str, ae_title: str) -> dict[str, object]:
@@ -104,11 +101,23 @@ def test_a_second_namespace_is_refused_then_takes_the_name_once_freed(
 
     refused = b.wait_condition("facility", "radiology", "False", reason="NameTaken")
     assert f"namespace {a.namespace}" in refused["message"]
-    wait_for(lambda: b.events("radiology", "NameTaken"), 30, "the NameTaken Event", b.log)
+    wait.until(
+        lambda: b.events("radiology", "NameTaken"),
+        timeout=30,
+        what="the NameTaken Event",
+        context=operator_log_tail(b.log),
+        interval=0.2,
+    )
     (event, *_) = b.events("radiology", "NameTaken")
     assert event["type"] == "Warning" and f"namespace {a.namespace}" in event["message"]
     # The owner is untouched, through the create and a few timer ticks of the refused one.
-    wait_for(lambda: len(b.events("radiology", "NameTaken")) >= 2, 30, "a retry", b.log)
+    wait.until(
+        lambda: len(b.events("radiology", "NameTaken")) >= 2,
+        timeout=30,
+        what="a retry",
+        context=operator_log_tail(b.log),
+        interval=0.2,
+    )
     assert a.condition("facility", "radiology")["status"] == "True"  # type: ignore[index]
     assert registry(a, "radiology") == (a.namespace, True, ["A_CT"])
     assert admitted(a, "A_CT") == "radiology"
@@ -119,7 +128,9 @@ def test_a_second_namespace_is_refused_then_takes_the_name_once_freed(
     assert registry(b, "radiology") == (b.namespace, True, ["B_CT"])
     assert admitted(b, "B_CT") == "radiology"
     assert admitted(b, "A_CT") is None
-    (claimed,) = wait_for(lambda: b.events("radiology", "Claimed"), 30, "the Claimed Event")
+    (claimed,) = wait.until(
+        lambda: b.events("radiology", "Claimed"), timeout=30, what="the Claimed Event", interval=0.2
+    )
     assert f"namespace {a.namespace}" in claimed["message"]
 
 
@@ -133,7 +144,13 @@ def test_deleting_the_refused_one_leaves_the_owner_alone(
     b.wait_condition("facility", "cardiology", "False", reason="NameTaken")
 
     b.kubectl("delete", "facility", "cardiology", "--timeout=60s")
-    wait_for(lambda: b.events("cardiology", "NotOwned"), 30, "the NotOwned Event", b.log)
+    wait.until(
+        lambda: b.events("cardiology", "NotOwned"),
+        timeout=30,
+        what="the NotOwned Event",
+        context=operator_log_tail(b.log),
+        interval=0.2,
+    )
     assert registry(a, "cardiology") == (a.namespace, True, ["A_ECHO"])
     assert admitted(a, "A_ECHO") == "cardiology"
     a.wait_condition("facility", "cardiology")

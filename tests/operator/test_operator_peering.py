@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from operator_support import Cluster, wait_for
+from operator_support import (
+    Cluster,
+    operator_log_tail,
+)
+
+from support import wait
 
 pytestmark = [pytest.mark.kube, pytest.mark.s3]
 
@@ -29,9 +34,21 @@ def test_standby_pauses_then_takes_over(cluster: Cluster) -> None:
 
     # Replicas starting at the same instant may both run until they see each other; here the
     # standby starts once the active one is announced, so it must never run.
-    wait_for(lambda: peers() == 1, 30, "the active replica in the peering", active.log)
+    wait.until(
+        lambda: peers() == 1,
+        timeout=30,
+        what="the active replica in the peering",
+        context=operator_log_tail(active.log),
+        interval=0.2,
+    )
     standby = cluster.start_operator("standby", NOCTIS_OPERATOR_PRIORITY="0")
-    wait_for(lambda: peers() == 2, 30, "both replicas in the peering", standby.log)
+    wait.until(
+        lambda: peers() == 2,
+        timeout=30,
+        what="both replicas in the peering",
+        context=operator_log_tail(standby.log),
+        interval=0.2,
+    )
 
     cluster.apply(facility("alpha", "ALPHA_CT"))
     cluster.wait_condition("facility", "alpha")
@@ -40,14 +57,21 @@ def test_standby_pauses_then_takes_over(cluster: Cluster) -> None:
     assert "/alpha]" not in standby.text(), standby.text()  # the active replica did the work
 
     active.stop()  # leaves the peering on the way out
-    wait_for(
+    wait.until(
         lambda: "Resuming operations after the pause" in standby.text(),
-        30,
-        "the standby to resume",
-        standby.log,
+        timeout=30,
+        what="the standby to resume",
+        context=operator_log_tail(standby.log),
+        interval=0.2,
     )
     cluster.apply(facility("beta", "BETA_CT"))
     cluster.wait_condition("facility", "beta")  # the active replica is gone: the standby did it
     done = f"[{cluster.namespace}/beta] Handler 'facility_reconcile' succeeded"
-    wait_for(lambda: done in standby.text(), 10, "the standby's log of it", standby.log)
+    wait.until(
+        lambda: done in standby.text(),
+        timeout=10,
+        what="the standby's log of it",
+        context=operator_log_tail(standby.log),
+        interval=0.2,
+    )
     assert standby.text().index("Resuming operations") < standby.text().index(done)

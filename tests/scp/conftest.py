@@ -1,6 +1,6 @@
 """Fixtures for the SCP tests: an archive in each configuration, a running SCP, facilities.
 
-`archive` is parametrized: "embedded" (SQLite file + filesystem objects) and "production"
+`runtime` is parametrized: "embedded" (SQLite file + filesystem objects) and "production"
 (PostgreSQL + S3). The SCP listens on 127.0.0.1 on a free port and is stopped when the test
 ends. The facility "st-mary" has the AE titles tests call with:
 
@@ -22,7 +22,7 @@ from noctis.core.runtime import Runtime
 from noctis.scp.server import Scp
 from support.archive import (
     embedded_settings,
-    open_archive,
+    open_runtime,
     production_settings,
     register_facility,
 )
@@ -50,9 +50,9 @@ def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]
             s3_secret_key=s3_server.secret_key,
             ae_title=AE_TITLE,
         )
-        opened = open_archive(settings, store=s3_store)
+        opened = open_runtime(settings, store=s3_store)
     else:
-        opened = open_archive(embedded_settings(tmp_path, ae_title=AE_TITLE))
+        opened = open_runtime(embedded_settings(tmp_path, ae_title=AE_TITLE))
     yield opened
     opened.close()
 
@@ -60,7 +60,7 @@ def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]
 @pytest.fixture
 def embedded_archive(tmp_path: Path) -> Iterator[Runtime]:
     """For tests about the SCP itself, where the backends do not matter."""
-    opened = open_archive(embedded_settings(tmp_path, ae_title=AE_TITLE))
+    opened = open_runtime(embedded_settings(tmp_path, ae_title=AE_TITLE))
     yield opened
     opened.close()
 

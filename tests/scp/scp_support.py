@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from pynetdicom.sop_class import (
 
 from noctis.core.runtime import Runtime
 from noctis.scp.server import Scp
+from support import wait
 from support.archive import indexed_objects
 from support.dicomdata import dataset_bytes, small_ct, sop_instance_uid
 from support.ports import LOOPBACK
@@ -149,8 +149,7 @@ def raw_request(port: int, request: Any, *, calling: str = MODALITY) -> list[int
         # Hold the requestor's reactor, as pynetdicom's own send_c_* do, so the responses
         # come to us.
         assoc._reactor_checkpoint.clear()
-        while not assoc._is_paused:
-            time.sleep(0.001)
+        wait.until(lambda: assoc._is_paused, timeout=5, what="the reactor to pause", interval=0.001)
         assoc.dimse.send_msg(request, context.context_id)
         while True:
             _, response = assoc.dimse.get_msg(block=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +19,7 @@ from scp_support import AE_TITLE, MODALITY
 
 from noctis.core.runtime import Runtime
 from noctis.scp.server import Scp
+from support import wait
 from support.archive import register_facility
 from support.ports import LOOPBACK
 
@@ -52,14 +52,31 @@ def closed_by_server(connection: socket.socket) -> bool:
         return True
 
 
-def wait_closed(connections: list[socket.socket], within: float) -> float:
-    """Seconds until the server closed every connection; fails after ``within``."""
-    started = time.monotonic()
+def wait_closed(connections: list[socket.socket], within: float) -> None:
+    """Wait until the server has closed every connection; fails after ``within`` seconds."""
     remaining = list(connections)
-    while remaining:
-        remaining = [c for c in remaining if not closed_by_server(c)]
-        assert time.monotonic() - started < within, f"{len(remaining)} connections still open"
-    return time.monotonic() - started
+
+    def all_closed() -> bool:
+        remaining[:] = [c for c in remaining if not closed_by_server(c)]
+        return not remaining
+
+    wait.until(
+        all_closed,
+        timeout=within,
+        what="the server to close every connection",
+        interval=0,
+        context=lambda: f"{len(remaining)} connections still open",
+    )
+
+
+def open_after(connection: socket.socket, seconds: float) -> bool:
+    """True if the server has not closed ``connection`` within ``seconds`` (it wakes at once
+    when the server closes it, so this waits for the event, not for the time)."""
+    connection.settimeout(seconds)
+    try:
+        return not closed_by_server(connection)
+    finally:
+        connection.settimeout(0.05)
 
 
 def echo_succeeds(port: int) -> bool:
@@ -78,24 +95,28 @@ def test_one_address_holds_a_few_connections_and_idle_ones_are_closed(limited_sc
     connections = [idle_connection(limited_scp.port, "127.0.0.2") for _ in range(10)]
     try:
         refused: list[socket.socket] = []
-        deadline = time.monotonic() + 0.5
-        while len(refused) < 6 and time.monotonic() < deadline:
-            refused += [c for c in connections if c not in refused and closed_by_server(c)]
-        assert len(refused) == 6, "all but the address's 4 closed at once"
+
+        def six_refused() -> bool:
+            refused.extend(c for c in connections if c not in refused and closed_by_server(c))
+            return len(refused) >= 6
+
+        wait.until(six_refused, timeout=REQUEST_TIMEOUT + 3, what="6 refusals", interval=0)
+        assert len(refused) == 6, "all but the address's 4 closed"
+        kept = [c for c in connections if c not in refused]
+        # ...at once: the 4 are still held, their request timeout has not closed them yet.
+        assert not any(closed_by_server(c) for c in kept)
         # The modality, from its own address, is served while those 4 wait.
         assert echo_succeeds(limited_scp.port)
-        kept = [c for c in connections if c not in refused]
-        assert wait_closed(kept, within=REQUEST_TIMEOUT + 3) < REQUEST_TIMEOUT + 3
+        wait_closed(kept, within=REQUEST_TIMEOUT + 3)
         # Once they are gone (their threads end just after their sockets close) the address
         # may connect again.
-        deadline = time.monotonic() + 2
-        while True:
+
+        def connects_again() -> bool:
             again = idle_connection(limited_scp.port, "127.0.0.2")
             connections.append(again)
-            time.sleep(0.2)
-            if not closed_by_server(again):
-                break
-            assert time.monotonic() < deadline, "the address may not connect again"
+            return open_after(again, 0.2)
+
+        wait.until(connects_again, timeout=2, what="the address to be let in again")
     finally:
         for connection in connections:
             connection.close()
@@ -108,10 +129,12 @@ def test_idle_connections_from_many_addresses_leave_the_slots_within_the_timeout
     association as soon as the request timeout has closed them (it used to take ~25 s)."""
     connections = [idle_connection(limited_scp.port, f"127.0.1.{n}") for n in range(1, 41)]
     try:
-        started = time.monotonic()
-        while not echo_succeeds(limited_scp.port):
-            assert time.monotonic() - started < REQUEST_TIMEOUT + 4, "slots still held"
-            time.sleep(0.2)
+        wait.until(
+            lambda: echo_succeeds(limited_scp.port),
+            timeout=REQUEST_TIMEOUT + 4,
+            what="a free association slot",
+            interval=0.2,
+        )
         wait_closed(connections, within=REQUEST_TIMEOUT + 4)
     finally:
         for connection in connections:

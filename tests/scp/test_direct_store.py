@@ -25,8 +25,10 @@ from sqlalchemy import select
 from noctis.core.ingest import FacilityRef
 from noctis.core.runtime import Runtime
 from noctis.index.models import Instance
-from noctis.scp import command_set, direct_store, status
+from noctis.scp import command_set, status
 from noctis.scp.server import Scp
+from noctis.storage import incoming
+from support import wait
 from support.archive import index_counts, register_facility
 from support.dicomdata import dataset_bytes, generate_ct_series, sop_instance_uid
 from support.ports import LOOPBACK
@@ -204,10 +206,7 @@ def _spool_files(scp: RunningScp) -> list[Path]:
 
 
 def _wait_until_closed(scp: RunningScp) -> None:
-    deadline = time.monotonic() + 5
-    while scp.scp.active_associations and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not scp.scp.active_associations
+    wait.until(lambda: not scp.scp.active_associations, timeout=5, what="every association to end")
 
 
 def test_abort_mid_data_set_stores_nothing_and_leaves_no_spool_file(
@@ -220,10 +219,7 @@ def test_abort_mid_data_set_stores_nothing_and_leaves_no_spool_file(
     assert len(pdus) > 2
     for pdu in pdus[:2]:  # the command and the first data set fragment
         assoc.dul.socket.send(pdu)
-    deadline = time.monotonic() + 5
-    while not _spool_files(scp) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _spool_files(scp), "the data set was not being received"
+    wait.until(lambda: _spool_files(scp), timeout=5, what="the data set to be spooled")
     assoc.abort()
     _wait_until_closed(scp)
     assert _spool_files(scp) == []
@@ -238,9 +234,7 @@ def test_data_set_fragment_on_another_context_aborts(scp: RunningScp, tmp_path: 
     command = _request_pdus(path, store_context)[0]
     assoc.dul.socket.send(command)
     assoc.dul.socket.send(_request_pdus(path, other)[1])  # a data set PDV on the wrong context
-    deadline = time.monotonic() + 5
-    while assoc.is_established and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait.until(lambda: not assoc.is_established, timeout=5, what="the SCP to end the association")
     assert assoc.is_aborted
     _wait_until_closed(scp)
     assert _spool_files(scp) == []
@@ -282,8 +276,12 @@ def test_refusals_carry_the_same_status_and_comment(
             request = _store_primitive(1, generate_uid())  # not the data set's
             request.DataSet = io.BytesIO(dataset_bytes(path))
             assoc._reactor_checkpoint.clear()
-            while not assoc._is_paused:
-                time.sleep(0.001)
+            wait.until(
+                lambda assoc=assoc: assoc._is_paused,
+                timeout=5,
+                what="the reactor to pause",
+                interval=0.001,
+            )
             assoc.dimse.send_msg(request, context_id)
             _, response = assoc.dimse.get_msg(block=True)
             assoc._reactor_checkpoint.set()
@@ -300,9 +298,9 @@ def test_refusals_carry_the_same_status_and_comment(
 
 @pytest.fixture
 def either_scp(runtime: Runtime, facility: FacilityRef) -> Iterator[RunningScp]:
-    """An SCP on each configuration: the filesystem store adopts named spool files, S3
-    copies the data, so it is spooled in memory up to IN_MEMORY_LIMIT and to an unnamed file
-    beyond."""
+    """An SCP on each configuration: the filesystem store links named spool files into
+    place, S3 copies the data, so it is spooled in memory up to IN_MEMORY_LIMIT and to an
+    unnamed file beyond."""
     running = Scp(runtime, host=LOOPBACK, port=0).start()
     yield RunningScp(running, runtime)
     running.stop(timeout=5)
@@ -311,7 +309,7 @@ def either_scp(runtime: Runtime, facility: FacilityRef) -> Iterator[RunningScp]:
 def test_data_sets_below_and_above_the_in_memory_limit_are_stored_as_sent(
     either_scp: RunningScp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(direct_store, "IN_MEMORY_LIMIT", 64 << 10)
+    monkeypatch.setattr(incoming, "IN_MEMORY_LIMIT", 64 << 10)
     small = generate_ct_series(tmp_path / "small", slices=2, size=32)  # ~2 KB each
     large = generate_ct_series(tmp_path / "large", slices=2, size=256)  # ~130 KB each
     assert all(path.stat().st_size > 64 << 10 for path in large)
@@ -334,6 +332,8 @@ def test_abort_mid_data_set_stores_nothing_in_either_configuration(
     context_id = assoc.accepted_contexts[0].context_id
     for pdu in _request_pdus(path, context_id)[:2]:  # the command and a first fragment
         assoc.dul.socket.send(pdu)
+    # Lets the SCP read the fragments, so the abort comes mid data set (the fallback path has
+    # no spool file to wait for); if it came first the test would pass, testing less.
     time.sleep(0.2)
     assoc.abort()
     _wait_until_closed(either_scp)

@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,10 @@ import pytest
 from scp_support import scp_environment
 from sqlalchemy import text
 
-from support import README_HINT, dcmtk, log_tail, terminate, wait_until
-from support.archive import embedded_settings, open_archive
+from support import README_HINT, dcmtk, log_tail, terminate, wait_started
+from support.archive import embedded_settings, open_runtime
 from support.dicomdata import generate_ct_series
+from support.logs import ServerLogs
 from support.ports import LOOPBACK, free_ports
 
 pytestmark = pytest.mark.dcmtk
@@ -90,7 +90,9 @@ def _ready(health_port: int) -> bool:
         return False
 
 
-def test_one_c_store_syncs_object_name_and_index_before_its_response(tmp_path: Path) -> None:
+def test_one_c_store_syncs_object_name_and_index_before_its_response(
+    tmp_path: Path, server_logs: ServerLogs
+) -> None:
     strace = shutil.which("strace")
     assert strace, f"strace is missing: {README_HINT}"
     port, health_port = free_ports(2)
@@ -98,6 +100,7 @@ def test_one_c_store_syncs_object_name_and_index_before_its_response(tmp_path: P
     env = scp_environment(data_dir, port, health_port)
     trace = tmp_path / "scp.strace"
     log = tmp_path / "scp.log"
+    server_logs.watch("noctis scp under strace", log)
     with log.open("ab") as out:
         tracer = subprocess.Popen(
             [
@@ -123,7 +126,7 @@ def test_one_c_store_syncs_object_name_and_index_before_its_response(tmp_path: P
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_until(
+        wait_started(
             lambda: _ready(health_port), what="noctis scp", process=tracer, log=log, timeout=90
         )
         [ct] = generate_ct_series(tmp_path / "ct", slices=1, size=256)
@@ -201,7 +204,7 @@ def test_postgresql_commits_are_synchronous_even_where_the_server_says_off(
     """The test server runs with synchronous_commit=off (for speed); the archive's own
     connections turn it back on, as they would on a production server set up that way."""
     settings = embedded_settings(tmp_path).model_copy(update={"database_url": pg_url})
-    runtime = open_archive(settings)
+    runtime = open_runtime(settings)
     try:
         with runtime.engine.connect() as conn:
             assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
@@ -211,7 +214,7 @@ def test_postgresql_commits_are_synchronous_even_where_the_server_says_off(
         runtime.close()
 
 
-def test_serve_cleans_a_crashed_spool_at_start(tmp_path: Path) -> None:
+def test_serve_cleans_a_crashed_spool_at_start(tmp_path: Path, server_logs: ServerLogs) -> None:
     """`noctis serve` with one SCP process removes what a crash left in the spool."""
     port, health_port, api_port = free_ports(3)
     data_dir = tmp_path / "data"
@@ -228,16 +231,19 @@ def test_serve_cleans_a_crashed_spool_at_start(tmp_path: Path) -> None:
         "NOCTIS_VIEWER_DIR": str(tmp_path / "no-viewer"),
     }
     log = tmp_path / "serve.log"
+    server_logs.watch("noctis serve", log)
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "noctis.cli", "serve"], env=env, stdout=out, stderr=out
         )
     try:
-        deadline = time.monotonic() + 60
-        while "listening on" not in log.read_text(errors="replace"):
-            assert process.poll() is None, log_tail(log)
-            assert time.monotonic() < deadline, log_tail(log)
-            time.sleep(0.1)
+        wait_started(
+            lambda: "listening on" in log.read_text(errors="replace"),
+            what="noctis serve",
+            process=process,
+            log=log,
+            timeout=60,
+        )
         assert [p for p in leftovers if p.exists()] == []
     finally:
         terminate(process, timeout=30)

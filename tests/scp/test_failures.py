@@ -93,7 +93,7 @@ def test_a_postgres_restart_while_idle_costs_no_store(
     assert store_files(LOOPBACK, scp.port, files[:1], AE_TITLE, MODALITY).succeeded == 1
     postgres.down()
     postgres.up()
-    time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+    time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)  # the timer under test: the pool goes idle
     report = store_files(LOOPBACK, scp.port, files[1:], AE_TITLE, MODALITY)
     assert report.failures == []
     assert index_counts(scp.runtime)["instance"] == 3

@@ -9,7 +9,6 @@ must never see.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -31,11 +30,12 @@ from scp_support import (
     raw_request,
 )
 
-from noctis.core.ingest import FacilityRef, ingest
+from noctis.core.ingest import FacilityRef
 from noctis.core.runtime import Runtime
 from noctis.scp import status
-from support import dcmtk
+from support import dcmtk, wait
 from support.archive import register_facility
+from support.incoming import ingest_file
 from support.ports import LOOPBACK
 
 pytestmark = pytest.mark.dcmtk
@@ -55,7 +55,7 @@ class Seeded:
 
 
 def _store(runtime: Runtime, facility: FacilityRef, path: Path) -> str:
-    return ingest(runtime, facility, path).header.sop_instance_uid
+    return ingest_file(runtime, facility, path).header.sop_instance_uid
 
 
 @pytest.fixture
@@ -365,7 +365,7 @@ def many(scp: RunningScp, facility: FacilityRef, tmp_path: Path) -> list[str]:
             PatientName=name,
             StudyInstanceUID=f"1.2.826.0.1.77.{index}",
         )
-        ingest(scp.runtime, facility, path)
+        ingest_file(scp.runtime, facility, path)
     return names
 
 
@@ -397,8 +397,7 @@ def test_a_c_cancel_stops_the_responses(scp: RunningScp, many: list[str]) -> Non
     try:
         context_id = assoc.accepted_contexts[0].context_id
         assoc._reactor_checkpoint.clear()  # the responses come to us, as in send_c_find
-        while not assoc._is_paused:
-            time.sleep(0.001)
+        wait.until(lambda: assoc._is_paused, timeout=5, what="the reactor to pause", interval=0.001)
         assoc.dimse.send_msg(request, context_id)
         assoc.send_c_cancel(5, context_id)
         while True:

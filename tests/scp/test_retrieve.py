@@ -26,7 +26,7 @@ from scp_support import (
     move,
 )
 
-from noctis.core.ingest import FacilityRef, ingest
+from noctis.core.ingest import FacilityRef
 from noctis.core.runtime import Runtime
 from noctis.scp import status
 from noctis.scp.client import store_files
@@ -38,6 +38,7 @@ from support.dicomdata import (
     sop_instance_uid,
     transfer_syntax_samples,
 )
+from support.incoming import ingest_file
 from support.ports import LOOPBACK, free_port
 
 pytestmark = pytest.mark.dcmtk
@@ -222,9 +223,9 @@ def test_a_facility_retrieves_only_its_own_studies(
         [{"aeTitle": OTHER}, {"aeTitle": "OTHERDEST", "host": LOOPBACK, "port": free_port()}],
     )
     hidden = make_instance(tmp_path / "h", StudyInstanceUID="1.2.826.0.9.1", PatientID="P9")
-    ingest(runtime, other, hidden)
+    ingest_file(runtime, other, hidden)
     mine = make_instance(tmp_path / "m", StudyInstanceUID="1.2.826.0.9.2")
-    ingest(runtime, facility, mine)
+    ingest_file(runtime, facility, mine)
 
     with dcmtk.StoreSCP(tmp_path / "dest", ae_title=DEST) as destination:
         register_destination(runtime, destination.port)

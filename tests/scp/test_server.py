@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -29,9 +28,10 @@ from sqlalchemy import func, select
 from noctis.index.models import Instance
 from noctis.scp import status
 from noctis.scp.client import store_files
-from support import dcmtk, log_tail, terminate
-from support.archive import embedded_settings, index_counts, open_archive
+from support import dcmtk, log_tail, terminate, wait, wait_started
+from support.archive import embedded_settings, index_counts, open_runtime
 from support.dicomdata import generate_ct_series
+from support.logs import ServerLogs
 from support.ports import LOOPBACK, free_ports, is_listening
 
 pytestmark = pytest.mark.dcmtk
@@ -74,18 +74,23 @@ def noctis(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes
 
 
 @pytest.fixture
-def scp_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ScpProcess]:
+def scp_process(
+    request: pytest.FixtureRequest, tmp_path: Path, server_logs: ServerLogs
+) -> Iterator[ScpProcess]:
     processes = getattr(request, "param", 1)
     port, health_port = free_ports(2)
     log = tmp_path / "scp.log"
+    server_logs.watch("noctis scp", log)
     env = scp_environment(tmp_path / "data", port, health_port, processes)
     running = ScpProcess(noctis("scp", env=env, log=log), port, health_port, log, tmp_path / "data")
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while running.get("/readyz")[0] != 200:
-            assert running.process.poll() is None, log_tail(log)
-            assert time.monotonic() < deadline, f"noctis scp not ready:\n{log_tail(log)}"
-            time.sleep(0.2)
+        wait_started(
+            lambda: running.get("/readyz")[0] == 200,
+            what="noctis scp",
+            process=running.process,
+            log=log,
+            timeout=STARTUP_TIMEOUT,
+        )
         yield running
     finally:
         terminate(running.process, timeout=30)
@@ -108,10 +113,11 @@ def test_health_metrics_and_draining_on_sigterm(scp_process: ScpProcess) -> None
     assoc = ae.associate(LOOPBACK, scp_process.port, ae_title="NOCTIS")
     assert assoc.is_established
     scp_process.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while is_listening(scp_process.port):  # stops accepting at once...
-        assert time.monotonic() < deadline, "still accepting after SIGTERM"
-        time.sleep(0.05)
+    wait.until(  # stops accepting at once...
+        lambda: not is_listening(scp_process.port),
+        timeout=10,
+        what="the SCP to stop accepting after SIGTERM",
+    )
     answer = assoc.send_c_echo()  # ...while the open association goes on
     assert answer.Status == status.SUCCESS
     assert scp_process.process.poll() is None
@@ -177,7 +183,7 @@ def test_one_scrape_adds_up_what_both_processes_stored(
     assert metric(metrics, 'noctis_scp_requests_total{result="success",service="store"}') == 24
     assert metric(metrics, "noctis_scp_store_seconds_count") == 24
     assert metric(metrics, 'noctis_scp_store_seconds_bucket{le="+Inf"}') == 24
-    runtime = open_archive(embedded_settings(scp_process.data_dir))
+    runtime = open_runtime(embedded_settings(scp_process.data_dir))
     try:
         with runtime.sessions() as session:
             stored = session.scalar(select(func.sum(Instance.size_bytes)))
@@ -209,14 +215,14 @@ def test_echo_and_upload_commands(scp_process: ScpProcess, tmp_path: Path) -> No
     assert upload.returncode == 1, upload.stderr  # the text file is reported, not sent
     assert "sent 5 of 6 files; 1 failed" in " ".join(upload.stderr.split())
     assert "notes.txt" in upload.stderr
-    runtime = open_archive(embedded_settings(scp_process.data_dir))
+    runtime = open_runtime(embedded_settings(scp_process.data_dir))
     try:
         assert index_counts(runtime)["instance"] == 5
     finally:
         runtime.close()
 
 
-def test_noctis_serve_runs_several_scp_processes(tmp_path: Path) -> None:
+def test_noctis_serve_runs_several_scp_processes(tmp_path: Path, server_logs: ServerLogs) -> None:
     """`noctis serve` with NOCTIS_SCP_PROCESSES=2: both processes accept on the one port, what
     either stores is in the one index, and SIGTERM stops them all."""
     port, health_port, api_port = free_ports(3)
@@ -228,13 +234,16 @@ def test_noctis_serve_runs_several_scp_processes(tmp_path: Path) -> None:
         "NOCTIS_VIEWER_DIR": str(tmp_path / "no-viewer"),
     }
     log = tmp_path / "serve.log"
+    server_logs.watch("noctis serve", log)
     process = noctis("serve", env=env, log=log)
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while log.read_text(errors="replace").count("listening on") < 2:
-            assert process.poll() is None, log_tail(log)
-            assert time.monotonic() < deadline, f"noctis serve not listening:\n{log_tail(log)}"
-            time.sleep(0.2)
+        wait_started(
+            lambda: log.read_text(errors="replace").count("listening on") >= 2,
+            what="noctis serve",
+            process=process,
+            log=log,
+            timeout=STARTUP_TIMEOUT,
+        )
         for index in range(8):
             ae = AE(ae_title=f"CALLER{index}")
             ae.add_requested_context(Verification)
@@ -259,16 +268,17 @@ def test_noctis_serve_runs_several_scp_processes(tmp_path: Path) -> None:
         assoc = ae.associate(LOOPBACK, port, ae_title="NOCTIS")
         assert assoc.is_established
         process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while is_listening(port):
-            assert time.monotonic() < deadline, "still accepting after SIGTERM"
-            time.sleep(0.05)
+        wait.until(
+            lambda: not is_listening(port),
+            timeout=20,
+            what="noctis serve to stop accepting after SIGTERM",
+        )
         assert assoc.send_c_echo().Status == status.SUCCESS
         assoc.release()
         assert process.wait(timeout=60) == 0, log_tail(log)
     finally:
         terminate(process, timeout=30)
-    runtime = open_archive(embedded_settings(tmp_path / "data"))
+    runtime = open_runtime(embedded_settings(tmp_path / "data"))
     try:
         assert index_counts(runtime)["instance"] == len(files)
     finally:

@@ -9,7 +9,6 @@ The SCP runs in this process, so this process's RSS is the server's.
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from scp_support import AE_TITLE, MODALITY, RunningScp
 
 from noctis.scp import status
 from noctis.scp.client import store_files
-from support import dcmtk
+from support import dcmtk, wait
 from support.archive import index_counts, stored_object_keys
 from support.damaged import damaged_instances, part10, write_deflated_bomb
 from support.dicomdata import dataset_bytes, small_ct
@@ -97,8 +96,7 @@ def _store_on_context(port: int, data_set: bytes, sop_class: str, sop_uid: str) 
         request.Priority = 0x0002
         request.DataSet = io.BytesIO(data_set)
         assoc._reactor_checkpoint.clear()  # as pynetdicom's own send_c_* do
-        while not assoc._is_paused:
-            time.sleep(0.001)
+        wait.until(lambda: assoc._is_paused, timeout=5, what="the reactor to pause", interval=0.001)
         assoc.dimse.send_msg(request, mr_context.context_id)
         _, response = assoc.dimse.get_msg(block=True)
         assoc._reactor_checkpoint.set()

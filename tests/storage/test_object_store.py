@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -182,30 +182,6 @@ def test_short_stream_raises_and_stores_nothing(
     assert not store.exists(KEY)
 
 
-def test_put_file_keeps_the_bytes_after_the_file_is_removed(
-    store: ObjectStore, tmp_path: Path
-) -> None:
-    # What ingest does with a received instance: put the spooled file, then remove it.
-    spooled = tmp_path / "incoming.dcm"
-    spooled.write_bytes(BINARY)
-    store.put_file(KEY, spooled, len(BINARY))
-    spooled.unlink()
-    assert store.get(KEY) == BINARY
-    assert not any(tmp_path.rglob(".incoming-*"))  # no temporary file left in the store
-
-
-def test_put_file_of_the_wrong_length_raises_and_keeps_the_previous_object(
-    store: ObjectStore, tmp_path: Path
-) -> None:
-    put_bytes(store, KEY, BINARY)
-    short = tmp_path / "short.dcm"
-    short.write_bytes(b"x" * 10)
-    with pytest.raises(ValueError):
-        store.put_file(KEY, short, 20)
-    assert store.get(KEY) == BINARY
-    assert not any(tmp_path.rglob(".incoming-*"))
-
-
 def test_failed_put_leaves_the_previous_object(store: ObjectStore) -> None:
     put_bytes(store, KEY, BINARY)
     with pytest.raises(ValueError):
@@ -220,10 +196,9 @@ def test_s3_down_fails_fast_and_recovers(s3_server: SeaweedFS, s3_store: S3Store
     put_bytes(s3_store, KEY, BINARY)
     with s3_server.offline():
         for call in (s3_store.check, lambda: s3_store.get(KEY), lambda: s3_store.exists(KEY)):
-            started = time.monotonic()
-            with pytest.raises(StorageUnavailable):
-                call()
-            assert time.monotonic() - started < DOWN_DEADLINE_SECONDS
+            with ThreadPoolExecutor(1) as pool, pytest.raises(StorageUnavailable):
+                # A deadline, not a timing: past it, result() raises TimeoutError instead.
+                pool.submit(call).result(timeout=DOWN_DEADLINE_SECONDS)
         with pytest.raises(StorageUnavailable):
             put_bytes(s3_store, KEY + ".new", b"data")
     s3_store.check()

@@ -12,10 +12,11 @@ import contextlib
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
+
+from support import wait
 
 README_HINT = (
     "Run the README's test command, scripts/test, which installs the test services "
@@ -53,30 +54,26 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
-def wait_until(
+def wait_started(
     ready: Callable[[], bool],
     *,
     what: str,
     process: subprocess.Popen[bytes],
     log: Path,
     timeout: float,
-) -> float:
-    """Poll `ready` until it returns True; the seconds it took.
+) -> None:
+    """Wait until a server just spawned is `ready`: fail at once if it exits, and with its log
+    either way."""
 
-    Fails fast if the process exits, and puts the log in the error either way.
-    """
-    started = time.monotonic()
-    while True:
+    def started() -> bool:
         code = process.poll()
         if code is not None:
             raise ServiceError(
                 f"{what} exited with status {code} while starting; log:\n{log_tail(log)}"
             )
-        if ready():
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise ServiceError(f"{what} was not ready after {timeout:.0f} s; log:\n{log_tail(log)}")
-        time.sleep(0.05)
+        return ready()
+
+    wait.until(started, timeout=timeout, what=what, context=lambda: f"log:\n{log_tail(log)}")
 
 
 def terminate(process: subprocess.Popen[bytes], *, timeout: float = 15.0) -> None:
@@ -131,6 +128,15 @@ class LocalServer:
             yield
         finally:
             self.up()
+
+    @contextlib.contextmanager
+    def removed_on_failure(self) -> Iterator[Self]:
+        """For starting a server just made: if the block fails, stop it and remove its dir."""
+        try:
+            yield self
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Stop the server and remove its temp dir."""

@@ -33,15 +33,16 @@ LOOPBACK_CIDRS = ["127.0.0.0/8"]
 
 
 def embedded_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return Settings(
-        mode="embedded",
-        data_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'index.sqlite3'}",
-        storage_backend="filesystem",
-        storage_path=tmp_path / "objects",
-        spool_dir=tmp_path / "spool",
-        **overrides,
-    )
+    """Embedded-mode settings with everything under ``tmp_path``; ``overrides`` win."""
+    defaults: dict[str, Any] = {
+        "mode": "embedded",
+        "data_dir": tmp_path,
+        "database_url": f"sqlite:///{tmp_path / 'index.sqlite3'}",
+        "storage_backend": "filesystem",
+        "storage_path": tmp_path / "objects",
+        "spool_dir": tmp_path / "spool",
+    }
+    return Settings(**(defaults | overrides))
 
 
 def production_settings(
@@ -69,10 +70,11 @@ def production_settings(
     )
 
 
-def open_archive(
+def open_runtime(
     settings: Settings, *, store: ObjectStore | None = None, default_facility: bool = False
 ) -> Runtime:
-    """A migrated archive for ``settings`` (``store`` replaces the one settings name)."""
+    """The runtime on a migrated index for ``settings`` (``store`` replaces the one settings
+    name); ``default_facility`` also makes sure the default facility exists."""
     upgrade(settings.resolved_database_url())
     runtime = Runtime.open(settings, queue=NullQueue())
     if store is not None:

@@ -13,10 +13,11 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from support import wait
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-images.sh"
@@ -173,12 +174,14 @@ def running(image: str, *args: str, **options: object) -> Iterator[Container]:
         container.stop()
 
 
-def wait_for(condition: object, timeout: float, what: str, container: Container) -> None:
-    """Poll ``condition()`` until true; fail with the container's log after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, container: Container
+) -> None:
+    """Wait until ``condition()`` holds; fail at once, with the container's log, if it stops."""
+
+    def holds() -> object:
         if not container.running():
             raise ImageError(f"the container stopped before {what}:\n{container.logs()[-4000:]}")
-        if time.monotonic() > deadline:
-            raise ImageError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.3)
+        return condition()
+
+    wait.until(holds, timeout=timeout, what=what, interval=0.3)

@@ -35,7 +35,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from support import README_HINT, terminate
+from support import README_HINT, terminate, wait_started
 from support.ports import LOOPBACK, free_port, is_listening
 
 DCMTK_BIN = Path(os.environ.get("NOCTIS_TEST_DCMTK_BIN", "/usr/bin"))
@@ -244,11 +244,13 @@ class StoreSCP:
             self._process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=environment()
             )
-        deadline = time.monotonic() + timeout
-        while not is_listening(self.port):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"storescp did not start: {self.log.read_text()[-2000:]}")
-            time.sleep(0.05)
+        wait_started(
+            lambda: is_listening(self.port),
+            what=f"storescp on {LOOPBACK}:{self.port}",
+            process=self._process,
+            log=self.log,
+            timeout=timeout,
+        )
         return self
 
     def files(self) -> list[Path]:

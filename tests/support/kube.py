@@ -18,26 +18,26 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from support import log_tail, wait
+from support.ports import free_ports
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO_ROOT / "scripts" / "testbed-versions.env"
 BUILD_SCRIPT = "scripts/build-testbed.sh"
-LOG_TAIL_LINES = 40
 
 
 class TestbedError(RuntimeError):
@@ -96,14 +96,19 @@ def testbed_binaries() -> TestbedBinaries:
         kubectl=kube_bin / "kubectl",
         helm=cache / f"helm-{versions['HELM_VERSION']}" / "bin" / "helm",
     )
+    require_built(binaries, "Kubernetes test bed binaries", cache)
+    return binaries
+
+
+def require_built(binaries: object, what: str, cache: Path) -> None:
+    """Fail, naming the build script, if any path among ``binaries``' fields is not executable."""
     missing = [str(p) for p in vars(binaries).values() if not os.access(p, os.X_OK)]
     if missing:
         raise TestbedError(
-            "Kubernetes test bed binaries are missing:\n  "
+            f"{what} are missing:\n  "
             + "\n  ".join(missing)
             + f"\nBuild them once with `{BUILD_SCRIPT}` (they are cached under {cache})."
         )
-    return binaries
 
 
 # Importing these into a test module must not make pytest collect them as tests.
@@ -113,35 +118,6 @@ testbed_binaries.__test__ = False  # type: ignore[attr-defined]
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports on 127.0.0.1 that were free a moment ago."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            ports.append(int(sock.getsockname()[1]))
-        return ports
-
-
-def wait_until(
-    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2
-) -> None:
-    """Poll ``condition`` until it is true; raise TestbedError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TestbedError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
 
 
 def write_service_account_keys(directory: Path) -> tuple[Path, Path]:
@@ -442,14 +418,13 @@ def wait_healthy(component: Component, probe: Callable[[], bool], timeout: float
         except (OSError, ValueError):
             return False
 
-    try:
-        wait_until(ready, timeout, f"{component.name} to become ready")
-    except TestbedError as error:
-        if component.process.poll() is not None:
-            raise
-        raise TestbedError(
-            f"{error}; last lines of {component.name}'s log:\n{log_tail(component.log)}"
-        ) from None
+    wait.until(
+        ready,
+        timeout=timeout,
+        what=f"{component.name} to become ready",
+        interval=0.2,
+        context=lambda: f"last lines of {component.name}'s log:\n{log_tail(component.log)}",
+    )
 
 
 def _start_etcd(plane: ControlPlane, client_port: int, peer_port: int, timeout: float) -> int:
@@ -488,7 +463,7 @@ def _start_apiserver(plane: ControlPlane, etcd_port: int, port: int, timeout: fl
         workdir / "logs" / "kube-apiserver.log",
     )
     plane.components.append(component)
-    wait_until(plane.ca_file.exists, timeout, "kube-apiserver's serving certificate")
+    wait.until(plane.ca_file.exists, timeout=timeout, what="kube-apiserver's serving certificate")
     wait_healthy(component, lambda: plane.api_get("/readyz")[0] == 200, timeout)
     plane.kubeconfig = workdir / "kubeconfig-admin"
     plane.kubeconfig.write_text(
@@ -530,6 +505,23 @@ def _http_ok(url: str) -> bool:
         return bool(response.status == 200)
 
 
+class RunsKubectl(Protocol):
+    """The control plane here, or the one-node cluster (support.cluster)."""
+
+    def kubectl(self, *args: str, check: bool = True) -> Any: ...
+
+
+@contextlib.contextmanager
+def fresh_namespace(kube: RunsKubectl, prefix: str = "test") -> Iterator[str]:
+    """A new namespace for the length of a with block, deleted (asynchronously) after it."""
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    kube.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
 ESTABLISHED = '{.status.conditions[?(@.type=="Established")].status}'
 NOCTIS_CRDS = ("storagepools", "facilities", "archives", "dicomnodes", "kopfpeerings")
 
@@ -539,11 +531,12 @@ def install_noctis_crds(kube: ControlPlane) -> None:
     kube.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
     for crd in NOCTIS_CRDS:
         group = "kopf.dev" if crd == "kopfpeerings" else "pacs.noctis.io"
-        wait_until(
+        wait.until(
             lambda name=f"crd/{crd}.{group}": (
                 kube.kubectl("get", name, "-o", f"jsonpath={ESTABLISHED}", check=False).stdout
                 == "True"
             ),
-            30,
-            f"CRD {crd}.{group} to be established",
+            timeout=30,
+            what=f"CRD {crd}.{group} to be established",
+            interval=0.2,
         )

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from support import README_HINT, LocalServer, ServiceError, spawn, wait_until
+from support import README_HINT, LocalServer, ServiceError, spawn, wait_started
 from support.ports import LOOPBACK, free_port
 
 PG_BIN = Path(os.environ.get("NOCTIS_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -54,7 +54,6 @@ class PostgresServer(LocalServer):
         self.log_path = root / "postgres.log"
         self.port = free_port()
         self.password = secrets.token_hex(16)
-        self.startup_seconds = 0.0
         self._process: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -63,13 +62,10 @@ class PostgresServer(LocalServer):
         _require_binaries()
         root = Path(tempfile.mkdtemp(prefix="noctis-pg-"))
         server = cls(root)
-        try:
+        with server.removed_on_failure():
             server._initdb()
             server.up()
             server.create_database("noctis")
-        except BaseException:
-            server.stop()
-            raise
         return server
 
     @property
@@ -120,7 +116,7 @@ class PostgresServer(LocalServer):
             cwd=self.root,
             **_as_system_user(),
         )
-        self.startup_seconds = wait_until(
+        wait_started(
             self._accepts_logins,
             what=f"PostgreSQL on {LOOPBACK}:{self.port}",
             process=self._process,

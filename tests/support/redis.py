@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from support import README_HINT, LocalServer, ServiceError, spawn, wait_until
+from support import README_HINT, LocalServer, ServiceError, spawn, wait_started
 from support.ports import LOOPBACK, free_port
 
 STARTUP_TIMEOUT = 30.0
@@ -27,18 +27,14 @@ class RedisServer(LocalServer):
         self.root = root
         self.log_path = root / "redis.log"
         self.port = free_port()
-        self.startup_seconds = 0.0
         self._process: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def start(cls) -> RedisServer:
         root = Path(tempfile.mkdtemp(prefix="noctis-redis-"))
         server = cls(root)
-        try:
+        with server.removed_on_failure():
             server.up()
-        except BaseException:
-            server.stop()
-            raise
         return server
 
     @property
@@ -63,7 +59,7 @@ class RedisServer(LocalServer):
             "--logfile", "",  # to stdout, i.e. our log file
         ]  # fmt: skip
         self._process = spawn(command, log=self.log_path)
-        self.startup_seconds = wait_until(
+        wait_started(
             self._answers_ping,
             what=f"redis-server on {LOOPBACK}:{self.port}",
             process=self._process,

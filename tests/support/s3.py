@@ -28,7 +28,7 @@ from pathlib import Path
 import urllib3
 from minio import Minio
 
-from support import README_HINT, LocalServer, ServiceError, spawn, wait_until
+from support import README_HINT, LocalServer, ServiceError, spawn, wait_started
 from support.ports import LOOPBACK, free_port, free_ports, is_free
 
 # weed mini's listeners that cannot be switched off, each set to a free port.
@@ -87,7 +87,6 @@ class SeaweedFS(LocalServer):
         self.access_key = access_key
         self.secret_key = secret_key
         self.ports = _choose_ports()
-        self.startup_seconds = 0.0
         self._filer_socket = root / "filer.sock"
         self._s3_socket = root / "s3.sock"
         self._process: subprocess.Popen[bytes] | None = None
@@ -97,11 +96,8 @@ class SeaweedFS(LocalServer):
         """Start a server in a new temp dir."""
         root = Path(tempfile.mkdtemp(prefix="noctis-s3-"))
         server = cls(root, access_key="noctis-test", secret_key=secrets.token_hex(16))
-        try:
+        with server.removed_on_failure():
             server.up()
-        except BaseException:
-            server.stop()
-            raise
         return server
 
     @property
@@ -136,7 +132,7 @@ class SeaweedFS(LocalServer):
             env=self._environment(),
         )
         client = self.client()
-        self.startup_seconds = wait_until(
+        wait_started(
             lambda: _answers(client),
             what=f"SeaweedFS S3 on {self.endpoint}",
             process=self._process,

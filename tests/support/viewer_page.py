@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, Page, Response
+
+from support import wait
 
 # Canvas statistics in the page: grey levels of the rendered viewport (a 2D canvas that
 # cornerstone draws its WebGL output into).
@@ -29,15 +32,38 @@ canvas => {
 """
 
 
+@contextlib.contextmanager
+def viewer_page(browser: Browser, base: str) -> Iterator[tuple[Page, list[str]]]:
+    """A new page sized for the viewer, and the list it fills with every 4xx or 5xx answer
+    from ``base`` (the archive under test); closed after the block."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    server_errors: list[str] = []
+
+    def on_response(response: Response) -> None:
+        if response.url.startswith(base) and response.status >= 400:
+            server_errors.append(f"{response.status} {response.url}")
+
+    page.on("response", on_response)
+    try:
+        yield page, server_errors
+    finally:
+        context.close()
+
+
 def wait_for_image(page: Page, timeout: float = 90.0) -> dict[str, Any]:
     """Poll the viewport canvas until it shows a non-uniform image; its statistics."""
     canvas = page.locator("canvas.cornerstone-canvas").first
     canvas.wait_for(state="visible", timeout=timeout * 1000)
-    deadline = time.monotonic() + timeout
-    stats: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        stats = canvas.evaluate(CANVAS_STATS)
-        if stats["std"] > 20 and stats["levels"] > 16:
-            return stats
-        time.sleep(0.2)
-    return stats
+
+    def image_stats() -> dict[str, Any] | None:
+        stats: dict[str, Any] = canvas.evaluate(CANVAS_STATS)
+        return stats if stats["std"] > 20 and stats["levels"] > 16 else None
+
+    return wait.until(
+        image_stats,
+        timeout=timeout,
+        what="the viewport to show a non-uniform image",
+        interval=0.2,
+        context=lambda: f"canvas statistics: {canvas.evaluate(CANVAS_STATS)}",
+    )

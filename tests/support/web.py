@@ -1,17 +1,16 @@
 """Users, tokens and HTTP clients for web tests (DICOMweb, REST, viewer).
 
-    password = create_user(archive, "rad", "radiologist", facilities=["default"])
-    token = token_for(archive, "rad")
+    password = create_user(runtime, "rad", "radiologist", facilities=["default"])
+    token = token_for(runtime, "rad")
     client = client_for(app, token)           # a TestClient sending `Authorization: Bearer`
     client = client_for("http://127.0.0.1:8080", token)   # an httpx.Client on a live server
     login(client, "rad", password)            # a browser-like session cookie via /login
 
-`archive` is a `noctis.core.runtime.Archive` whose index is migrated (revision 0002 or later).
+`runtime` is a `noctis.core.runtime.Runtime` whose index is migrated (revision 0002 or later).
 Facilities are given by name or id and must exist (e.g. `ensure_default_facility`).
 Administrators see every facility whatever their grants.
 
-`open_archive(url, data_dir)` migrates and opens an archive with the default facility;
-`auth_app(archive)` is a bare FastAPI app with only the auth package, REST API and viewer
+`auth_app(runtime)` is a bare FastAPI app with only the auth package, REST API and viewer
 installed (what the auth tests need without the DICOMweb routers). `with running(app) as
 base_url:` serves an app under uvicorn on a loopback port, configured as `noctis api` runs
 it (uvicorn's own proxy-header handling off).
@@ -20,10 +19,8 @@ it (uvicorn's own proxy-header handling off).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,11 +34,8 @@ from noctis.api.auth.credentials import issue_token
 from noctis.api.auth.settings import AuthSettings
 from noctis.api.server import uvicorn_config
 from noctis.core.accounts import add_user, require_user
-from noctis.core.facilities import ensure_default_facility
-from noctis.core.queue import NullQueue
 from noctis.core.runtime import Runtime
-from noctis.index.migrate import upgrade
-from noctis.settings import Settings
+from support import wait
 from support.ports import LOOPBACK, free_port
 
 TEST_PASSWORD_SUFFIX = "-pw-0123"
@@ -92,17 +86,6 @@ def login(client: httpx.Client, username: str, password: str) -> httpx.Response:
     return response
 
 
-def open_archive(url: str, data_dir: Path, **settings: Any) -> Runtime:
-    """Migrate the index at `url` and open an archive on it, with the default facility."""
-    upgrade(url)
-    runtime = Runtime.open(
-        Settings(data_dir=data_dir, database_url=url, **settings), queue=NullQueue()
-    )
-    with runtime.sessions.begin() as session:
-        ensure_default_facility(session)
-    return runtime
-
-
 def auth_app(runtime: Runtime, auth_settings: AuthSettings | None = None) -> FastAPI:
     """A FastAPI app with auth, REST and the viewer installed, nothing else."""
     app = FastAPI()
@@ -118,11 +101,13 @@ def running(app: FastAPI) -> Iterator[str]:
     server = uvicorn.Server(uvicorn_config(app, LOOPBACK, port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
+
+    def started() -> bool:
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn exited while starting (its error is in the output above)")
+        return bool(server.started)
+
+    wait.until(started, timeout=15, what=f"uvicorn on {LOOPBACK}:{port}", interval=0.02)
     try:
         yield f"http://{LOOPBACK}:{port}"
     finally:

@@ -12,13 +12,14 @@ import pytest
 from worker_support import SLICES, CountingStore, bundle_keys, ct_series
 
 from noctis.api.app import create_app
-from noctis.core.ingest import FacilityRef, IngestResult, ingest
+from noctis.core.ingest import FacilityRef, IngestResult
 from noctis.core.runtime import Runtime
 from noctis.dicom.metadata import bundle_key, decode_bundle, encode_bundle
 from noctis.settings import Settings
 from noctis.storage.filesystem import FilesystemStore
 from noctis.worker.series_metadata import series_metadata
-from support.archive import embedded_settings, open_archive, register_facility
+from support.archive import embedded_settings, open_runtime, register_facility
+from support.incoming import ingest_file
 from support.web import client_for, create_user, token_for
 
 
@@ -33,7 +34,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def runtime(settings: Settings) -> Iterator[Runtime]:
-    runtime = open_archive(
+    runtime = open_runtime(
         settings, store=CountingStore(FilesystemStore(settings.resolved_storage_path()))
     )
     yield runtime
@@ -48,7 +49,7 @@ def facility(runtime: Runtime) -> FacilityRef:
 @pytest.fixture
 def stored(runtime: Runtime, facility: FacilityRef, tmp_path: Path) -> list[IngestResult]:
     """A 30-instance series, stored; the store's counts start after it."""
-    results = [ingest(runtime, facility, path) for path in ct_series(tmp_path / "series")]
+    results = [ingest_file(runtime, facility, path) for path in ct_series(tmp_path / "series")]
     _store(runtime).reset()
     return results
 

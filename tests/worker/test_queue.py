@@ -29,6 +29,7 @@ def test_in_process_delays_run_in_order_and_not_early() -> None:
     queue.send("t", name="now")
     assert done.wait(5)
     assert [name for name, _ in ran] == ["now", "soon", "late"]
+    # Not early: a lower bound on the timer under test (a loaded machine only makes it later).
     assert ran[1][1] - start >= 0.2 and ran[2][1] - start >= 0.4
     queue.drain()
 
@@ -38,11 +39,12 @@ def test_in_process_drain_runs_delayed_tasks_and_what_they_send_now() -> None:
     ran: list[str] = []
     queue.register("first", lambda: (ran.append("first"), queue.send("second", delay=60)))
     queue.register("second", lambda: ran.append("second"))
-    queue.send("first", delay=60)
-    started = time.monotonic()
-    queue.drain()
+    queue.send("first", delay=3600)
+    draining = threading.Thread(target=queue.drain)
+    draining.start()
+    draining.join(timeout=30)
+    assert not draining.is_alive(), "drain waited for the tasks' delays"
     assert ran == ["first", "second"]
-    assert time.monotonic() - started < 5
     queue.send("second")  # still usable after a drain
     queue.drain()
     assert ran == ["first", "second", "second"]

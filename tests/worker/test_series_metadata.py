@@ -22,13 +22,12 @@ from worker_support import (
     celery_archive,
     ct_series,
     empty_broker,
-    wait_for,
     wait_settled,
 )
 
 from noctis.api.app import create_app
 from noctis.core.facilities import DEFAULT_FACILITY
-from noctis.core.ingest import FacilityRef, IngestOutcome, ingest
+from noctis.core.ingest import FacilityRef, IngestOutcome
 from noctis.core.notices import BEAT_SECONDS
 from noctis.core.queue import SERIES_METADATA, NullQueue
 from noctis.core.runtime import Runtime
@@ -43,7 +42,9 @@ from noctis.worker.inprocess import register_tasks
 from noctis.worker.queues import facility_queues
 from noctis.worker.series_metadata import series_metadata
 from noctis.worker.tasks import TASKS
+from support import wait
 from support.archive import embedded_settings, register_facility
+from support.incoming import ingest_file
 from support.redis import RedisServer
 from support.web import client_for, create_user, token_for
 
@@ -88,14 +89,18 @@ def celery_built(
             loglevel="WARNING",
             shutdown_timeout=30,
         ):
-            results = [ingest(sender, facility, path) for path in ct_series(root / "series")]
+            results = [ingest_file(sender, facility, path) for path in ct_series(root / "series")]
             header = results[0].header
             key = bundle_key(facility.name, header.study_instance_uid, header.series_instance_uid)
             assert isinstance(worker.store, CountingStore)
             # The series is told to the worker once per beat, not once per instance; the
             # task of the beat after the last instance builds the bundle once it is quiet.
             stored = {r.object_key for r in results}
-            wait_for(lambda: bundle_keys(worker.store.inner, key) == stored, "a full bundle")
+            wait.until(
+                lambda: bundle_keys(worker.store.inner, key) == stored,
+                what="a full bundle",
+                timeout=20,
+            )
             wait_settled(outcomes, SETTLED)
     built = BuiltSeries(
         settings=settings,
@@ -189,20 +194,26 @@ def test_noctis_serve_builds_and_extends_the_bundle_in_process(
     facility = _default_facility(runtime)
     files = ct_series(tmp_path / "series")
     try:
-        first = [ingest(runtime, facility, path) for path in files[:25]]
+        first = [ingest_file(runtime, facility, path) for path in files[:25]]
         header = first[0].header
         key = bundle_key(facility.name, header.study_instance_uid, header.series_instance_uid)
         first_keys = {r.object_key for r in first}
-        wait_for(lambda: bundle_keys(store.inner, key) == first_keys, "a bundle of 25")
+        wait.until(
+            lambda: bundle_keys(store.inner, key) == first_keys, what="a bundle of 25", timeout=20
+        )
         wait_settled(outcomes, SETTLED)
         assert 1 <= store.count("put", key) <= 3, outcomes.results
 
         # More instances of the series arrive later: the bundle grows, and only the new
         # instances' headers are read.
         store.reset()
-        later = [ingest(runtime, facility, path) for path in files[25:]]
+        later = [ingest_file(runtime, facility, path) for path in files[25:]]
         every_key = {r.object_key for r in first + later}
-        wait_for(lambda: bundle_keys(store.inner, key) == every_key, "a bundle of all 30")
+        wait.until(
+            lambda: bundle_keys(store.inner, key) == every_key,
+            what="a bundle of all 30",
+            timeout=20,
+        )
         wait_settled(outcomes, SETTLED)
         header_reads = {k for verb, k in store.calls if verb == "get_range"}
         assert header_reads == {r.object_key for r in later}

@@ -1,5 +1,7 @@
 """THE write path. DIMSE C-STORE and DICOMweb STOW-RS both store instances through `ingest`.
 
+Each writes the instance as received into the store's writer for incoming data
+(`noctis.storage.incoming`: spooled, sized and hashed as it arrives) and hands that over.
 Order of events, and why:
 1. Walk the data set's structure to its last byte, check its pixel data length and UIDs,
    parse the header (no pixels decoded) and hash the data set (not the sender's File Meta):
@@ -7,7 +9,8 @@ Order of events, and why:
 2. Compare with what the index already holds for this SOP Instance UID: the same data set
    again is a no-op success; another one follows the duplicate policy (keep the first and
    answer Success, the default; reject; or replace).
-3. Put the object, as received (transfer syntax preserved), under a key no other attempt uses.
+3. Commit the incoming object, as received (transfer syntax preserved), under a key no other
+   attempt uses.
 4. Upsert patient, study, series and instance in one transaction, filed only where the index
    admits it (`noctis.index.backend`: a series stays with its study, a study with its patient).
 5. Success only after both are durable. If the index write fails, the object is removed, so
@@ -23,8 +26,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
-from typing import BinaryIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -45,11 +46,9 @@ from noctis.index.backend import (
     StudyOfAnotherPatient,
 )
 from noctis.settings import DuplicatePolicy
-from noctis.storage import StorageUnavailable
+from noctis.storage import IncomingObject, StorageUnavailable
 
 log = logging.getLogger(__name__)
-
-_HASH_CHUNK = 1 << 20
 
 
 class IngestOutcome(StrEnum):
@@ -77,20 +76,6 @@ class IngestError(Exception):
 
 
 @dataclass(frozen=True)
-class Received:
-    """An instance its caller received and spooled (a C-STORE, a STOW-RS part): its size and
-    the SHA-256 of its data set (`noctis.dicom.data_set_digest`: File Meta excluded), computed
-    as it was written; and the caller's open handle on it (opening a file by name waits on its
-    directory,
-    which other associations are busy creating and removing files in). Without a path, the
-    handle is all there is (data spooled in memory for a store that copies it anyway)."""
-
-    size: int
-    sha256: str
-    opened: BinaryIO | None = None  # the file, open for reading: no second open by name
-
-
-@dataclass(frozen=True)
 class FacilityRef:
     id: int
     name: str
@@ -108,33 +93,29 @@ class IngestResult:
 def ingest(
     runtime: Runtime,
     facility: FacilityRef,
-    path: Path | None,
+    incoming: IncomingObject,
     *,
     expected_sop_class_uid: str | None = None,
     expected_sop_instance_uid: str | None = None,
-    received: Received | None = None,
     sender: Sender = UNKNOWN_SENDER,
 ) -> IngestResult:
-    """Store the Part 10 file at ``path`` for ``facility``; raise IngestError on failure.
+    """Store the Part 10 instance written into ``incoming`` for ``facility``; raise IngestError
+    on failure. The caller closes ``incoming`` afterwards (kept or not, its spool goes).
 
-    ``received``: what the caller that wrote ``path`` knows of it already; with no ``path``,
-    ``received.opened`` is the instance (the store must not adopt files). ``sender``: who the
-    audit trail names for what needs reconciling.
+    ``sender``: who the audit trail names for what needs reconciling.
     """
-    opened = received.opened if received is not None else None
-    source = path if path is not None else opened
-    if source is None or (path is None and runtime.store.adopts_files):
-        raise ValueError("ingest needs a file for a store that adopts files")
+    try:
+        source = incoming.reader()
+    except OSError as exc:
+        raise IngestError(
+            IngestFailure.STORAGE_UNAVAILABLE, f"could not spool the data set: {exc}"
+        ) from exc
     try:  # structure to the last byte, pixel data against the header, UIDs (PS3.5 9.1)
         header = read_checked_header(source, max_inflated=runtime.settings.max_inflated_mb << 20)
     except MalformedDicom as exc:
         raise IngestError(IngestFailure.MALFORMED, str(exc)) from exc
     _check_expected(header, expected_sop_class_uid, expected_sop_instance_uid)
-    if received is not None:
-        size, digest = received.size, received.sha256
-    else:
-        assert path is not None
-        size, digest = _size_and_data_set_sha256(path)
+    size, digest = incoming.size, incoming.sha256
     policy = runtime.settings.duplicate_policy
 
     existing = _existing_instance(runtime, facility, header.sop_instance_uid)
@@ -148,12 +129,7 @@ def ingest(
 
     key = _new_object_key(facility, header)
     try:
-        if path is not None:
-            runtime.store.put_file(key, path, size)
-        else:
-            assert opened is not None
-            opened.seek(0)
-            runtime.store.put(key, opened, size)
+        incoming.commit(key)
     except (StorageUnavailable, OSError) as exc:
         raise IngestError(IngestFailure.STORAGE_UNAVAILABLE, f"object store failed: {exc}") from exc
     except Exception as exc:
@@ -280,16 +256,6 @@ def _same_data_set(runtime: Runtime, existing: StoredContent, digest: str) -> bo
         log.warning("could not re-read stored object %s", existing.object_key, exc_info=True)
         return False
     return recomputed.hexdigest() == digest
-
-
-def _size_and_data_set_sha256(path: Path) -> tuple[int, str]:
-    digest = DataSetDigest()
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def _new_object_key(facility: FacilityRef, header: InstanceHeader) -> str:

@@ -2,8 +2,8 @@
 
 The walk reads element headers and seeks over values, so a source hands out small windows at
 increasing offsets and says whether an offset exists at all. `FileSource` seeks in the file (a
-named file or an in-memory/unnamed one: `noctis.core.ingest.Received.opened`) and never reads the
-values it skips; `InflatingSource` inflates a deflated data set (PS3.5 A.5) piece by piece
+named file or an in-memory/unnamed one: `noctis.storage.IncomingObject.reader`) and never reads
+the values it skips; `InflatingSource` inflates a deflated data set (PS3.5 A.5) piece by piece
 (`noctis.dicom.inflate`, the inflater the read side uses too), discarding what the walk has
 passed, and refuses a corrupt or cut stream and one inflating past a cap: memory stays at a
 few hundred KB whatever the stream expands to.

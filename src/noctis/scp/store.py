@@ -1,16 +1,16 @@
 """C-STORE: hand the received bytes, as received, to the one write path (`noctis.core.ingest`).
 
-Each incoming data set is spooled to a Part 10 file (file meta built from the request and the
-accepted transfer syntax), by `noctis.scp.direct_store` for almost every request and by
-pynetdicom (``STORE_RECV_CHUNKED_DATASET``) for the rest, and `store_received` passes that
-file on: no data set is decoded here, and no instance is ever held whole in memory.
+Each incoming data set is written as a Part 10 instance (file meta built from the request and
+the accepted transfer syntax) into the object store's writer for incoming data
+(`noctis.storage.incoming`): by `noctis.scp.direct_store` for almost every request, and here,
+from the file pynetdicom spooled it to (``STORE_RECV_CHUNKED_DATASET``), for the rest.
+`store_received` passes it on: no data set is decoded here, and no instance is ever held
+whole in memory.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -24,7 +24,6 @@ from noctis.core.ingest import (
     IngestError,
     IngestFailure,
     IngestOutcome,
-    Received,
     ingest,
 )
 from noctis.core.reconciliation import Sender
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from pynetdicom.events import Event
 
     from noctis.scp.scp_context import ScpContext
+    from noctis.storage import IncomingObject
 
 log = logging.getLogger(__name__)
 
@@ -70,23 +70,20 @@ def handle_store(event: Event, scp_context: ScpContext) -> int | Dataset:
     """EVT_C_STORE handler (requests `noctis.scp.direct_store` leaves to pynetdicom): the
     status to answer with, never an exception (pynetdicom would answer C211)."""
     request = cast(C_STORE, event.request)
-    staged: Path | None = None
     try:
-        path, staged = _part10_file(event, scp_context.spool_dir)
-        answer = store_received(
-            scp_context,
-            event.assoc,
-            str(request.AffectedSOPClassUID or ""),
-            str(request.AffectedSOPInstanceUID or ""),
-            path,
-            context_sop_class=str(event.context.abstract_syntax),
-        )
+        with scp_context.runtime.store.incoming() as incoming:
+            _write_part10(event, incoming)
+            answer = store_received(
+                scp_context,
+                event.assoc,
+                str(request.AffectedSOPClassUID or ""),
+                str(request.AffectedSOPInstanceUID or ""),
+                incoming,
+                context_sop_class=str(event.context.abstract_syntax),
+            )
     except Exception:
         log.exception("C-STORE handler failed")
         answer = INTERNAL_ERROR
-    finally:
-        if staged is not None:
-            staged.unlink(missing_ok=True)
     return answer.for_pynetdicom()
 
 
@@ -95,19 +92,15 @@ def store_received(
     assoc: Association,
     sop_class: str,
     sop_instance: str,
-    path: Path | None,
-    received: Received | None = None,
+    incoming: IncomingObject,
     *,
     context_sop_class: str = "",
 ) -> status.Answer:
-    """Ingest the received Part 10 file at ``path`` (``received``: what the caller knows of
-    it; without a path, its open handle is the instance), sent on a presentation context of
-    ``context_sop_class``: the answer for the peer, never an exception. The caller removes
-    ``path`` afterwards."""
+    """Ingest the received Part 10 instance written into ``incoming``, sent on a presentation
+    context of ``context_sop_class``: the answer for the peer, never an exception. The caller
+    closes ``incoming`` afterwards."""
     try:
-        answer = _store(
-            scp_context, assoc, sop_class, sop_instance, path, received, context_sop_class
-        )
+        answer = _store(scp_context, assoc, sop_class, sop_instance, incoming, context_sop_class)
     except Exception:
         log.exception("C-STORE handler failed")
         return INTERNAL_ERROR
@@ -120,8 +113,7 @@ def _store(
     assoc: Association,
     sop_class: str,
     sop_instance: str,
-    path: Path | None,
-    received: Received | None,
+    incoming: IncomingObject,
     context_sop_class: str,
 ) -> status.Answer:
     metrics = get_metrics()
@@ -146,10 +138,9 @@ def _store(
         result = ingest(
             scp_context.runtime,
             FacilityRef(caller.facility_id, caller.facility_name),
-            path,
+            incoming,
             expected_sop_class_uid=sop_class or None,
             expected_sop_instance_uid=sop_instance or None,
-            received=received,
             sender=Sender(caller.ae_title, "ae", str(assoc.requestor.address)),
         )
     except IngestError as exc:
@@ -176,33 +167,35 @@ def _store(
     return SUCCESS
 
 
-def _part10_file(event: Event, spool_dir: Path) -> tuple[Path, Path | None]:
-    """The received instance as a Part 10 file, and the file to remove afterwards (if ours).
+def _write_part10(event: Event, incoming: IncomingObject) -> None:
+    """Write the received instance into ``incoming`` as a Part 10 file.
 
-    pynetdicom writes the spooled file with its file meta and removes it after the handler.
-    Without chunked receive (or if the meta is missing), write one here: file meta from the
-    request and the accepted transfer syntax, then the data set bytes as received.
+    pynetdicom's spooled file (chunked receive), which it removes after the handler, is one
+    already when it has a File Meta. Otherwise (no chunked receive, or the meta is missing):
+    File Meta from the request and the accepted transfer syntax, then the data set bytes as
+    received.
     """
     try:
         spooled: Path | None = Path(event.dataset_path)
     except AttributeError:
         spooled = None
     if spooled is not None and _has_file_meta(spooled):
-        return spooled, None
+        with spooled.open("rb") as source:
+            incoming.write_from(source)
+        return
     request = cast(C_STORE, event.request)
-    head = part10_head(
-        str(request.AffectedSOPClassUID or ""),
-        str(request.AffectedSOPInstanceUID or ""),
-        str(event.context.transfer_syntax),
+    incoming.write(
+        part10_head(
+            str(request.AffectedSOPClassUID or ""),
+            str(request.AffectedSOPInstanceUID or ""),
+            str(event.context.transfer_syntax),
+        )
     )
-    with tempfile.NamedTemporaryFile(dir=spool_dir, suffix=".dcm", delete=False) as handle:
-        handle.write(head)
-        if spooled is not None:
-            with spooled.open("rb") as source:
-                shutil.copyfileobj(source, handle)
-        else:
-            handle.write(event.encoded_dataset(include_meta=False))
-    return Path(handle.name), Path(handle.name)
+    if spooled is not None:
+        with spooled.open("rb") as source:
+            incoming.write_from(source)
+    else:
+        incoming.write(event.encoded_dataset(include_meta=False))
 
 
 def _has_file_meta(path: Path) -> bool:

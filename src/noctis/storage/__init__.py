@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from noctis.storage.base import ObjectNotFound, ObjectStore, StorageUnavailable, check_key
+from noctis.storage.incoming import IncomingObject
 
 if TYPE_CHECKING:
     from noctis.settings import Settings
 
-__all__ = ["ObjectNotFound", "ObjectStore", "StorageUnavailable", "check_key", "open_store"]
+__all__ = [
+    "IncomingObject",
+    "ObjectNotFound",
+    "ObjectStore",
+    "StorageUnavailable",
+    "check_key",
+    "open_store",
+]
 
 
 def open_store(settings: Settings) -> ObjectStore:
@@ -20,4 +28,6 @@ def open_store(settings: Settings) -> ObjectStore:
         return S3Store.from_settings(settings)
     from noctis.storage.filesystem import FilesystemStore
 
-    return FilesystemStore(settings.resolved_storage_path())
+    return FilesystemStore(
+        settings.resolved_storage_path(), spool_dir=settings.resolved_spool_dir()
+    )

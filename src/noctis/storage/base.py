@@ -1,16 +1,19 @@
-"""The object store interface: five verbs, whatever the backend.
+"""The object store interface: five verbs, whatever the backend, and a writer for incoming
+instances (`noctis.storage.incoming`).
 
 Keys are ``/``-separated relative paths (``facility/study/series/instance.dcm``).
-``put`` and ``put_file`` are durable when they return; ``delete`` of a missing key is not an
-error.
+``put`` and a commit of incoming data are durable when they return; ``delete`` of a missing
+key is not an error.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from noctis.storage.incoming import IncomingObject
 
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
@@ -31,20 +34,12 @@ def check_key(key: str) -> str:
 
 @runtime_checkable
 class ObjectStore(Protocol):
-    # True when put_file keeps the caller's file itself (a hard link): a caller that receives
-    # data for the store writes it to a named file next to the store; otherwise it may keep
-    # the data in memory and hand over a stream (put), the store copies it anyway.
-    adopts_files: bool
+    def incoming(self) -> IncomingObject:
+        """A writer for one instance being received, spooled where this store commits it
+        from at least cost (OSError if the spool cannot be made)."""
 
     def put(self, key: str, stream: BinaryIO, length: int) -> None:
         """Store ``length`` bytes read from ``stream`` under ``key``; durable on return."""
-
-    def put_file(self, key: str, path: Path, length: int) -> None:
-        """Store the ``length``-byte file at ``path`` under ``key``; durable on return.
-
-        The store may keep the file's data without copying it (a hard link): the caller may
-        remove the file afterwards, but must not change it.
-        """
 
     def get(self, key: str) -> bytes:
         """The whole object. Raises ObjectNotFound."""

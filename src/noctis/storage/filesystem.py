@@ -2,11 +2,11 @@
 
 Objects are written to a temporary file in the same directory, fsynced, then renamed into
 place, so a reader never sees a half-written object and a crash leaves no partial one.
-``put_file`` links the caller's file instead of copying it when both are on one filesystem (a
-received instance spooled next to the objects, as in embedded mode): the bytes are written once;
-the link is made first, then the file and its directory are synced together, and only then
-does the caller write the index (so a crash can leave an unreferenced name, never an index row
-without its data).
+Incoming instances (`incoming()`) are spooled to a file in the store's spool directory, which
+a commit links into place (the bytes are written once, when both are on one filesystem, as in
+embedded mode): the link is made first, then the file and its directory are synced together,
+and only then does the caller write the index (so a crash can leave an unreferenced name,
+never an index row without its data).
 
 A file's own fsync does not make its name durable: after a power loss the directory may not
 list it. So the directory that gets the new name is fsynced before ``put`` returns, and so is
@@ -15,6 +15,7 @@ the parent of every directory made for it (a new study's and series' directories
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -24,19 +25,27 @@ from pathlib import Path
 from typing import BinaryIO
 
 from noctis.storage.base import ObjectNotFound, StorageUnavailable, check_key
+from noctis.storage.incoming import IncomingObject
 
 _COPY_CHUNK = 1 << 20
 
 
 class FilesystemStore:
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    """Objects under ``root``; incoming instances spooled in ``spool_dir`` (None: the system's
+    temporary directory), which should be on the same filesystem: otherwise a commit copies."""
+
+    def __init__(self, root: Path, *, spool_dir: Path | None = None, fsync: bool = True) -> None:
         self.root = Path(root)
+        self.spool_dir = Path(spool_dir or tempfile.gettempdir())
         self.fsync = fsync
-        self.adopts_files = True
-        # fsyncs of the directories that get new names, beside the file's own (put_file)
+        # fsyncs of the directories that get new names, beside the file's own (a commit)
         # (threads start only as concurrent stores need them: one per store at most)
         self._directory_syncs = ThreadPoolExecutor(max_workers=64, thread_name_prefix="noctis-dir")
         self.root.mkdir(parents=True, exist_ok=True)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+
+    def incoming(self) -> IncomingObject:
+        return _LinkedIncoming(self)
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -59,8 +68,8 @@ class FilesystemStore:
             raise
         self._sync_directory(target.parent)
 
-    def put_file(self, key: str, path: Path, length: int) -> None:
-        """Link the caller's complete file under ``key``, then make both its data and its new
+    def _commit_file(self, key: str, spooled: _LinkedIncoming) -> None:
+        """Link the complete spooled file under ``key``, then make both its data and its new
         name durable at once: the file's fsync here and its directory's in another thread,
         so that the file system commits them together (one after the other cost 16-20% of the
         CT ingest rate). Until both return the object is only a name the index does not know
@@ -68,31 +77,25 @@ class FilesystemStore:
         index row pointing at data that was not on disk (no sweep removes such names yet:
         issue 14)."""
         target = self._path(key)
-        size = os.stat(path).st_size
-        if size != length:
-            raise ValueError(f"file holds {size} bytes, expected {length}")
         # The file is complete: its link appears whole, no temporary name needed.
         try:
             try:
-                os.link(path, target)
+                os.link(spooled.path, target)
             except FileNotFoundError:
                 self._make_directories(target.parent)
-                os.link(path, target)
+                os.link(spooled.path, target)
         except FileExistsError:
             raise
         except OSError:  # another filesystem, or links not supported: copy
-            with open(path, "rb") as stream:
-                self.put(key, stream, length)
+            handle = spooled.reader()
+            handle.seek(0)
+            self.put(key, handle, spooled.size)
             return
         if not self.fsync:
             return
         try:
             directory = self._directory_syncs.submit(self._sync_directory, target.parent)
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            os.fsync(spooled.fileno())
             directory.result()
         except BaseException:
             target.unlink(missing_ok=True)
@@ -156,6 +159,37 @@ class FilesystemStore:
         usage = shutil.disk_usage(self.root)
         if usage.free < 64 << 20:
             raise StorageUnavailable(f"object directory {self.root} has under 64 MiB free")
+
+
+class _LinkedIncoming(IncomingObject):
+    """A named file in the store's spool directory, open for writing and reading back, that
+    a commit links into place; closing removes its spool name (a committed object keeps its
+    own)."""
+
+    def __init__(self, store: FilesystemStore) -> None:
+        fd, name = tempfile.mkstemp(dir=store.spool_dir, prefix="incoming-")
+        # Buffered (a data set fragment is written through whole), and readable: ingest reads
+        # the header through this handle, no second open by name (which waits on the spool
+        # directory other receivers are busy creating and removing files in).
+        super().__init__(os.fdopen(fd, "w+b"))
+        self.path = Path(name)
+        self._store = store
+        self._closed = False
+
+    def fileno(self) -> int:
+        return self._spool.fileno()
+
+    def commit(self, key: str) -> None:
+        self.finish()
+        self._store._commit_file(key, self)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):  # unwritten bytes of a discarded file: no matter
+            self._spool.close()
+        self.path.unlink(missing_ok=True)
 
 
 def _copy_exactly(source: BinaryIO, target: BinaryIO, length: int) -> int:

@@ -24,6 +24,7 @@ from minio.helpers import check_bucket_name
 from urllib3.exceptions import HTTPError
 
 from noctis.storage.base import ObjectNotFound, StorageUnavailable, check_key
+from noctis.storage.incoming import IncomingObject, SpooledIncoming
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,15 +43,24 @@ class S3Store:
     """One bucket on an S3 endpoint."""
 
     def __init__(
-        self, client: Minio, bucket: str, *, endpoint: str = "", region: str | None = None
+        self,
+        client: Minio,
+        bucket: str,
+        *,
+        endpoint: str = "",
+        region: str | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
+        """``spool_dir``: where incoming instances too big for memory wait to be sent (None:
+        the system's temporary directory)."""
         # A bad bucket name is a configuration error: say so at start-up, not at the first C-STORE.
         check_bucket_name(bucket)
         self.client = client
         self.bucket = bucket
         self.endpoint = endpoint  # for messages only
         self.region = region
-        self.adopts_files = False  # it copies the data to the server
+        # Made by the processes that receive (the SCP, STOW): a worker never spools.
+        self.spool_dir = spool_dir
 
     @classmethod
     def connect(
@@ -64,6 +74,7 @@ class S3Store:
         region: str | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
+        spool_dir: Path | None = None,
     ) -> S3Store:
         """A store for `bucket` at `endpoint` (``host:port``, or a URL whose scheme wins).
 
@@ -79,7 +90,7 @@ class S3Store:
             region=region,
             http_client=_http_client(connect_timeout, read_timeout),
         )
-        return cls(client, bucket, endpoint=host, region=region)
+        return cls(client, bucket, endpoint=host, region=region, spool_dir=spool_dir)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Store:
@@ -90,6 +101,7 @@ class S3Store:
             secret_key=settings.s3_secret_key.get_secret_value(),
             secure=settings.s3_secure,
             region=settings.s3_region,
+            spool_dir=settings.resolved_spool_dir(),
         )
 
     def __repr__(self) -> str:
@@ -100,6 +112,10 @@ class S3Store:
     def _where(self) -> str:
         return f"bucket {self.bucket!r} at {self.endpoint or 'the endpoint'}"
 
+    def incoming(self) -> IncomingObject:
+        """Memory, then an unnamed file: the data is copied to the server anyway."""
+        return SpooledIncoming(self, self.spool_dir)
+
     def put(self, key: str, stream: BinaryIO, length: int) -> None:
         check_key(key)
         if length < 0:
@@ -108,10 +124,6 @@ class S3Store:
             self.client.put_object(
                 self.bucket, key, _ExactReader(stream, length), length, part_size=PART_SIZE
             )
-
-    def put_file(self, key: str, path: Path, length: int) -> None:
-        with path.open("rb") as stream:
-            self.put(key, stream, length)
 
     def get(self, key: str) -> bytes:
         check_key(key)

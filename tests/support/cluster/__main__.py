@@ -8,6 +8,7 @@ import sys
 
 from support.cluster import cluster
 from support.kube import TestbedError
+from support.wait import WaitTimeout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(cluster.describe(report))
             return 0 if report.get("phase") == "running" else 3
-    except TestbedError as error:
+    except (TestbedError, WaitTimeout) as error:
         print(f"cluster: {error}", file=sys.stderr)
         return 1
     return 0

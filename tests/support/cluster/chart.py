@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from noctis.operator.builders.archive import api_name
 from noctis.operator.builders.dicomnode import scp_name
-from support.kube import REPO_ROOT, TestbedError, wait_until
+from support import wait
+from support.kube import REPO_ROOT, TestbedError
 
 if TYPE_CHECKING:
     from support.cluster.cluster import Cluster
@@ -138,7 +139,7 @@ def _wait_accepting(ip: str, port: int) -> None:
         except OSError:
             return False
 
-    wait_until(accepts, 60, f"{ip}:{port} to accept connections")
+    wait.until(accepts, timeout=60, what=f"{ip}:{port} to accept connections", interval=0.2)
 
 
 def _wait_loadbalancer(cluster: Cluster, service: str) -> str:
@@ -151,10 +152,9 @@ def _wait_loadbalancer(cluster: Cluster, service: str) -> str:
         ingress = json.loads(found.stdout)["status"].get("loadBalancer", {}).get("ingress") or []
         return str(ingress[0]["ip"]) if ingress else None
 
-    wait_until(lambda: address() is not None, INSTALL_TIMEOUT, f"Service {service}'s LoadBalancer")
-    ip = address()
-    assert ip is not None
-    return ip
+    return wait.until(
+        address, timeout=INSTALL_TIMEOUT, what=f"Service {service}'s LoadBalancer", interval=0.2
+    )
 
 
 def _wait_pods_ready(cluster: Cluster) -> None:
@@ -178,11 +178,16 @@ def _wait_pods_ready(cluster: Cluster) -> None:
                 waiting.append(pod["metadata"]["name"])
         return waiting
 
-    try:
-        wait_until(lambda: not not_ready(), INSTALL_TIMEOUT, "every Noctis pod to be Ready", 1.0)
-    except TestbedError as error:
-        pods = cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide", check=False).stdout
-        raise TestbedError(f"{error}: still waiting for {not_ready()}\n{pods}") from None
+    wait.until(
+        lambda: not not_ready(),
+        timeout=INSTALL_TIMEOUT,
+        what="every Noctis pod to be Ready",
+        interval=1.0,
+        context=lambda: (
+            f"still waiting for {not_ready()}\n"
+            + cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide", check=False).stdout
+        ),
+    )
 
 
 def admin_password_from_environment() -> str | None:

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from support import log_tail, wait
 from support.cluster import chart, host, images
 from support.cluster import layout as L
 from support.cluster.components import admin_client
 from support.cluster.layout import ClusterBinaries, Layout
-from support.kube import REPO_ROOT, ControlPlane, TestbedError, log_tail, wait_until
+from support.kube import REPO_ROOT, ControlPlane, TestbedError
 
 SUPERVISOR_START_TIMEOUT = 300.0
 NODE_READY_TIMEOUT = 120.0
@@ -90,19 +91,24 @@ def _pid_from(path: Path) -> int | None:
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # our own child (the tests' session) must be reaped
-        state_file = Path(f"/proc/{pid}/stat")
-        try:
-            state = state_file.read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.1)
-    return False
+    """True once the process is gone (or a zombie), False if it is still there after `timeout`."""
+    try:
+        wait.until(
+            lambda: _is_gone(pid), timeout=timeout, what=f"process {pid} to end", interval=0.1
+        )
+    except wait.WaitTimeout:
+        return False
+    return True
+
+
+def _is_gone(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # our own child (the tests' session) must be reaped
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
 
 
 def _supervisor_status(layout: Layout) -> dict[str, Any]:
@@ -220,7 +226,12 @@ def _start_supervisor(layout: Layout, pause_image: str, log: Log) -> None:
             )
         return status.get("phase") in ("running", "failed", "stopped")
 
-    wait_until(settled, SUPERVISOR_START_TIMEOUT, "the cluster's components to start")
+    wait.until(
+        settled,
+        timeout=SUPERVISOR_START_TIMEOUT,
+        what="the cluster's components to start",
+        interval=0.2,
+    )
     status = _supervisor_status(layout)
     if status.get("phase") != "running":
         _wait_gone(process.pid, 60)
@@ -239,10 +250,13 @@ def _wait_node_ready(cluster: Cluster) -> None:
             c["type"] == "Ready" and c["status"] == "True" for c in conditions
         )
 
-    try:
-        wait_until(ready, NODE_READY_TIMEOUT, f"node {L.NODE_NAME} to be Ready", interval=0.5)
-    except TestbedError as error:
-        raise TestbedError(f"{error}; kubelet's log:\n{cluster.log('kubelet')}") from None
+    wait.until(
+        ready,
+        timeout=NODE_READY_TIMEOUT,
+        what=f"node {L.NODE_NAME} to be Ready",
+        interval=0.5,
+        context=lambda: f"kubelet's log:\n{cluster.log('kubelet')}",
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from support.kube import TestbedError, testbed_cache, testbed_versions
+from support.kube import require_built, testbed_cache, testbed_versions
 
 NODE_NAME = "noctis-node"
 NODE_INTERFACE = "noctis0"  # dummy interface holding the node's address
@@ -85,13 +85,7 @@ class ClusterBinaries:
             crictl=built("crictl", "CRICTL_VERSION"),
             metrics_server=built("metrics-server", "METRICS_SERVER_VERSION"),
         )
-        missing = [str(path) for path in vars(binaries).values() if not os.access(path, os.X_OK)]
-        if missing:
-            raise TestbedError(
-                "cluster binaries are missing:\n  "
-                + "\n  ".join(missing)
-                + f"\nBuild them once with `scripts/build-testbed.sh` (cached under {cache})."
-            )
+        require_built(binaries, "cluster binaries", cache)
         return binaries
 
 

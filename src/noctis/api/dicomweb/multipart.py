@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 
 class MultipartError(ValueError):
@@ -126,7 +126,6 @@ class SpooledPart:
     headers: dict[str, str]  # lower-case names
     path: Path
     size: int = 0
-    digest: Any = None  # fed the body as it is written, when spool_parts was given a digest
 
     @property
     def content_type(self) -> str | None:
@@ -141,10 +140,8 @@ async def spool_parts(
     chunks: AsyncIterator[bytes],
     boundary: str,
     directory: Path,
-    digest: Callable[[], Any] | None = None,
 ) -> list[SpooledPart]:
-    """Read a multipart body into one temporary file per part; ``digest`` makes a hashlib-like
-    object per part, fed its body as it is written (no second pass over the file).
+    """Read a multipart body into one temporary file per part.
 
     Raises MultipartError (and removes the files) unless the body is complete: every part
     framed by the boundary and the closing delimiter present.
@@ -152,7 +149,7 @@ async def spool_parts(
     if not boundary or len(boundary) > 70:
         raise MultipartError("the boundary parameter is missing or longer than 70 characters")
     directory.mkdir(parents=True, exist_ok=True)
-    reader = _Reader(boundary.encode("latin-1"), directory, digest)
+    reader = _Reader(boundary.encode("latin-1"), directory)
     try:
         async for chunk in chunks:
             reader.feed(chunk)
@@ -166,10 +163,7 @@ async def spool_parts(
 class _Reader:
     """A push parser: preamble, then (headers, body) per part, then the closing delimiter."""
 
-    def __init__(
-        self, boundary: bytes, directory: Path, digest: Callable[[], Any] | None = None
-    ) -> None:
-        self.digest = digest
+    def __init__(self, boundary: bytes, directory: Path) -> None:
         self.first = b"--" + boundary
         self.delimiter = b"\r\n--" + boundary
         self.directory = directory
@@ -246,16 +240,12 @@ class _Reader:
             raise MultipartError(f"more than {_MAX_PARTS} parts")
         fd, name = tempfile.mkstemp(dir=self.directory, prefix="stow-", suffix=".part")
         self.handle = os.fdopen(fd, "wb")
-        digest = self.digest() if self.digest is not None else None
-        self.parts.append(SpooledPart(headers, Path(name), digest=digest))
+        self.parts.append(SpooledPart(headers, Path(name)))
 
     def _write(self, data: bytes) -> None:
         if data and self.handle is not None:
             self.handle.write(data)
-            part = self.parts[-1]
-            part.size += len(data)
-            if part.digest is not None:
-                part.digest.update(data)
+            self.parts[-1].size += len(data)
 
     def _close(self) -> None:
         if self.handle is not None:

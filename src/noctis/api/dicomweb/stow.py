@@ -1,7 +1,8 @@
 """STOW-RS: POST /dicom-web/studies[/{study}] (PS3.18 10.5), through the one write path.
 
 The body is spooled part by part to files in the spool directory and checked as a whole
-before anything is stored: a malformed body (400) stores nothing. Each part is then stored by
+before anything is stored: a malformed body (400) stores nothing. Each part is then written
+into the object store's writer for incoming data (`noctis.storage.incoming`) and stored by
 ``noctis.core.ingest.ingest``, exactly as DIMSE C-STORE stores it.
 
 Which facility receives the instances: the caller's only facility; a caller granted several
@@ -14,8 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from sqlalchemy import select
@@ -30,9 +30,8 @@ from noctis.api.dicomweb.multipart import (
     spool_parts,
 )
 from noctis.api.dicomweb.params import ParamError, check_uid
-from noctis.core.ingest import FacilityRef, IngestError, IngestFailure, Received, ingest
+from noctis.core.ingest import FacilityRef, IngestError, IngestFailure, ingest
 from noctis.core.reconciliation import Sender
-from noctis.dicom.data_set_digest import DataSetDigest
 from noctis.dicom.header import MalformedDicom, parse_instance_header
 from noctis.dicom.json import sequence, tag_key, value_json
 from noctis.index.models import Facility
@@ -84,7 +83,7 @@ async def _store(request: Request, ctx: WebContext, study: str | None) -> Respon
     facility = await run_in_threadpool(_target_facility, ctx)
     spool = ctx.runtime.settings.resolved_spool_dir()
     try:
-        parts = await spool_parts(request.stream(), boundary, spool, digest=DataSetDigest)
+        parts = await spool_parts(request.stream(), boundary, spool)
     except MultipartError as exc:
         ctx.record("stow", "failure", study=study, facility_id=facility.id, reason=str(exc))
         raise bad_request(f"malformed multipart body: {exc}") from exc
@@ -140,33 +139,42 @@ def _store_part(
     ctx: WebContext, facility: FacilityRef, part: SpooledPart, study: str | None
 ) -> dict[str, Any]:
     """Store one part; the outcome as a dict for the response."""
-    path, content_type = part.path, part.content_type
+    content_type = part.content_type
     if content_type and parse_media_type(content_type).type != DICOM:
         return _failed(None, None, None, CANNOT_UNDERSTAND, f"part of type {content_type}")
-    if study is not None:
-        try:
-            header = parse_instance_header(path)
-        except MalformedDicom as exc:
-            return _failed(None, None, None, CANNOT_UNDERSTAND, str(exc))
-        if header.study_instance_uid != study:
-            return _failed(
-                header.sop_class_uid,
-                header.sop_instance_uid,
-                header.study_instance_uid,
-                STUDY_UID_MISMATCH,
-                f"instance of study {header.study_instance_uid}, not {study}",
-            )
     try:
-        result = ingest(
-            ctx.runtime,
-            facility,
-            path,
-            received=Received(part.size, part.digest.hexdigest()),
-            sender=Sender(ctx.principal.subject, actor_type(ctx.principal), ctx.client),
-        )
-    except IngestError as error:
-        uids = _uids(path)
-        return _failed(*uids, _REASONS.get(error.failure, PROCESSING_FAILURE), error.message)
+        incoming = ctx.runtime.store.incoming()
+    except OSError as exc:
+        return _failed(None, None, None, OUT_OF_RESOURCES, f"could not spool the part: {exc}")
+    with incoming:
+        try:
+            with part.path.open("rb") as body:
+                incoming.write_from(body)
+        except OSError as exc:
+            return _failed(None, None, None, OUT_OF_RESOURCES, f"could not spool the part: {exc}")
+        if study is not None:
+            try:
+                header = parse_instance_header(incoming.reader())
+            except MalformedDicom as exc:
+                return _failed(None, None, None, CANNOT_UNDERSTAND, str(exc))
+            if header.study_instance_uid != study:
+                return _failed(
+                    header.sop_class_uid,
+                    header.sop_instance_uid,
+                    header.study_instance_uid,
+                    STUDY_UID_MISMATCH,
+                    f"instance of study {header.study_instance_uid}, not {study}",
+                )
+        try:
+            result = ingest(
+                ctx.runtime,
+                facility,
+                incoming,
+                sender=Sender(ctx.principal.subject, actor_type(ctx.principal), ctx.client),
+            )
+        except IngestError as error:
+            uids = _uids(incoming.reader())
+            return _failed(*uids, _REASONS.get(error.failure, PROCESSING_FAILURE), error.message)
     header = result.header
     return {
         "ok": True,
@@ -178,9 +186,9 @@ def _store_part(
     }
 
 
-def _uids(path: Path) -> tuple[str | None, str | None, str | None]:
+def _uids(instance: BinaryIO) -> tuple[str | None, str | None, str | None]:
     try:
-        header = parse_instance_header(path)
+        header = parse_instance_header(instance)
     except MalformedDicom:
         return None, None, None
     return header.sop_class_uid, header.sop_instance_uid, header.study_instance_uid
