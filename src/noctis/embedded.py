@@ -51,6 +51,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from noctis.api.app import create_app
+    from noctis.api.auth.setup import configured_admin_password
     from noctis.api.server import uvicorn_config
     from noctis.api.viewer import installed_viewer_version
     from noctis.core.accounts import ensure_first_admin
@@ -62,7 +63,7 @@ def serve(settings: Settings) -> None:
     runtime = prepare(settings)
     clean_spool(settings.resolved_spool_dir())  # before any SCP process receives into it
     register_tasks(runtime)
-    admin = ensure_first_admin(runtime)
+    admin = ensure_first_admin(runtime, configured_admin_password())
     siblings = _start_siblings(settings, register_tasks)
     scp = Scp(runtime, listener=siblings.listener if siblings is not None else None).start()
     app = create_app(settings, runtime)

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, select, update
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import select, update
 
-from noctis.api.audit import DatabaseAuditSink
+from noctis.api.audit import web_event
 from noctis.api.security import Principal
-from noctis.core.audit import AuditAction, AuditOutcome, record_audit
+from noctis.core.audit import AuditAction, AuditEvent, AuditOutcome, DatabaseAuditSink
 from noctis.core.roles import Role
 from noctis.core.runtime import Runtime
-from noctis.index.accounts import AuditEvent
+from noctis.index.accounts import AuditEvent as AuditRow
+from noctis.index.db import open_index
 from support.web import auth_app, client_for, create_user, token_for
 
 STUDY_A = "1.2.826.0.1.3680043.8.498.1"
@@ -41,45 +41,51 @@ def admin(runtime: Runtime, app: FastAPI) -> TestClient:
     return client_for(app, token_for(runtime, "auditor"))
 
 
-def test_record_audit_writes_one_row(runtime: Runtime) -> None:
-    assert record_audit(
-        runtime,
-        actor="CT_ROOM_1",
-        actor_type="ae",
-        client="10.0.0.7",
-        action=AuditAction.STORE,
-        outcome=AuditOutcome.SUCCESS,
-        study_instance_uid=STUDY_A,
-        facility_id=1,
-        detail={"sop_instances": 12},
+def test_an_event_is_written_as_one_row(runtime: Runtime) -> None:
+    runtime.audit.record(
+        AuditEvent(
+            actor="CT_ROOM_1",
+            actor_type="ae",
+            client="10.0.0.7",
+            action=AuditAction.STORE,
+            outcome=AuditOutcome.SUCCESS,
+            study_instance_uid=STUDY_A,
+            facility_id=1,
+            detail={"sop_instances": 12},
+        )
     )
     with runtime.sessions() as session:
-        event = session.scalars(select(AuditEvent)).one()
+        event = session.scalars(select(AuditRow)).one()
     assert (event.actor, event.actor_type, event.client) == ("CT_ROOM_1", "ae", "10.0.0.7")
     assert (event.action, event.outcome, event.study_instance_uid) == ("store", "success", STUDY_A)
     assert event.detail == {"sop_instances": 12} and event.at is not None
 
 
-def test_record_audit_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_recording_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # An index without the audit table: the insert fails, the caller carries on.
-    broken = sessionmaker(create_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}"))
+    broken = open_index(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    sink = DatabaseAuditSink(broken)
     with caplog.at_level(logging.ERROR, logger="noctis.core.audit"):
-        ok = record_audit(
-            broken, actor="rad", actor_type="user", client="::1", action="retrieve", outcome="ok"
+        sink.record(
+            AuditEvent(
+                actor="rad", actor_type="user", client="::1", action="retrieve", outcome="ok"
+            )
         )
-    assert ok is False
+        assert sink.flush()
+    sink.close()
+    broken.close()
     assert "audit event not recorded" in caplog.text and "actor=rad" in caplog.text
 
 
 def test_sink_records_principal_and_method(runtime: Runtime) -> None:
     sink = DatabaseAuditSink(runtime.index)
     robot = Principal("robot", Role.TECHNOLOGIST, frozenset({1}), method="token")
-    sink.record(principal=robot, client="127.0.0.1", action="store", outcome="success")
-    sink.record(principal=None, client="127.0.0.1", action="query", outcome="denied")
+    sink.record(web_event(robot, "127.0.0.1", "store", "success"))
+    sink.record(web_event(None, "127.0.0.1", "query", "denied"))
     assert sink.flush()
     with runtime.sessions() as session:
         rows = session.execute(
-            select(AuditEvent.actor, AuditEvent.actor_type).order_by(AuditEvent.id)
+            select(AuditRow.actor, AuditRow.actor_type).order_by(AuditRow.id)
         ).all()
     assert [tuple(r) for r in rows] == [("robot", "token"), ("anonymous", "user")]
 
@@ -87,20 +93,21 @@ def test_sink_records_principal_and_method(runtime: Runtime) -> None:
 def _seed(runtime: Runtime) -> None:
     base = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
     for i in range(25):
-        record_audit(
-            runtime,
-            actor="rad" if i % 2 else "tech",
-            actor_type="user",
-            client="10.1.1.1",
-            action="retrieve" if i % 5 else "query",
-            outcome="success",
-            study_instance_uid=STUDY_A if i < 20 else STUDY_B,
+        runtime.audit.record(
+            AuditEvent(
+                actor="rad" if i % 2 else "tech",
+                actor_type="user",
+                client="10.1.1.1",
+                action="retrieve" if i % 5 else "query",
+                outcome="success",
+                study_instance_uid=STUDY_A if i < 20 else STUDY_B,
+            )
         )
     with runtime.sessions.begin() as session:
-        for event in session.scalars(select(AuditEvent)):
+        for event in session.scalars(select(AuditRow)):
             session.execute(
-                update(AuditEvent)
-                .where(AuditEvent.id == event.id)
+                update(AuditRow)
+                .where(AuditRow.id == event.id)
                 .values(at=base + timedelta(minutes=event.id))
             )
 
@@ -145,15 +152,14 @@ def test_sink_writes_before_returning_and_queues_when_the_index_is_busy(
 ) -> None:
     sink = DatabaseAuditSink(runtime.index)
     rad = Principal("rad", Role.RADIOLOGIST, frozenset({1}))
-    sink.record(principal=rad, client="::1", action="retrieve", outcome="success")
+    sink.record(web_event(rad, "::1", "retrieve", "success"))
     with runtime.sessions() as session:  # written inline: no flush needed
-        assert session.scalars(select(AuditEvent.action)).all() == ["retrieve"]
+        assert session.scalars(select(AuditRow.action)).all() == ["retrieve"]
     # Another index transaction is open (on SQLite: the write lock) while recording...
     with runtime.sessions.begin() as session:
-        session.execute(select(AuditEvent.id)).all()
+        session.execute(select(AuditRow.id)).all()
         recording = threading.Thread(
-            target=sink.record,
-            kwargs={"principal": rad, "client": "::1", "action": "store", "outcome": "success"},
+            target=sink.record, args=(web_event(rad, "::1", "store", "success"),)
         )
         recording.start()
         recording.join(timeout=10)
@@ -161,7 +167,7 @@ def test_sink_writes_before_returning_and_queues_when_the_index_is_busy(
         assert not recording.is_alive(), "record() waited for the other transaction"
     assert sink.flush()
     with runtime.sessions() as session:
-        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+        events = session.scalars(select(AuditRow).order_by(AuditRow.id)).all()
     assert [e.action for e in events] == ["retrieve", "store"]
     assert all(e.at is not None for e in events)
     sink.close()

@@ -19,7 +19,7 @@ from sqlalchemy import delete, inspect, select, update
 from noctis.api.app import create_app
 from noctis.api.auth.credentials import now
 from noctis.api.auth.settings import AuthSettings
-from noctis.api.auth.setup import ensure_configured_admin
+from noctis.api.auth.setup import configured_admin_password, ensure_configured_admin
 from noctis.core.accounts import AccountError, add_user, ensure_first_admin
 from noctis.core.facilities import apply_facility
 from noctis.core.runtime import Runtime
@@ -221,9 +221,9 @@ def test_first_admin_is_created_once_with_a_random_password(
     runtime: Runtime, app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("NOCTIS_ADMIN_PASSWORD", raising=False)
-    username, password = ensure_first_admin(runtime)
+    username, password = ensure_first_admin(runtime, configured_admin_password())
     assert username == "admin" and password and len(password) >= 16
-    assert ensure_first_admin(runtime) == ("admin", None)
+    assert ensure_first_admin(runtime, configured_admin_password()) == ("admin", None)
     browser = TestClient(app)
     login(browser, "admin", password)
     assert browser.get("/api/me").json()["facilities"] is None  # administrators see all
@@ -233,7 +233,8 @@ def test_first_admin_password_from_the_environment(
     runtime: Runtime, app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NOCTIS_ADMIN_PASSWORD", "chosen-by-operator")
-    assert ensure_first_admin(runtime) == ("admin", None)  # never printed back
+    # never printed back
+    assert ensure_first_admin(runtime, configured_admin_password()) == ("admin", None)
     login(TestClient(app), "admin", "chosen-by-operator")
 
 

@@ -8,10 +8,11 @@ package installs the authenticator and the audit sink on `app.state` (see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
 
+from noctis.core.audit import AuditSink
 from noctis.core.roles import WRITE_ROLES, Role
 
 
@@ -37,21 +38,6 @@ class Principal:
 class Authenticator(Protocol):
     def authenticate(self, request: Request) -> Principal | None:
         """The principal the request proves, or None."""
-
-
-class AuditSink(Protocol):
-    def record(
-        self,
-        *,
-        principal: Principal | None,
-        client: str,
-        action: str,
-        outcome: str,
-        study_instance_uid: str | None = None,
-        facility_id: int | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        """Record one read or write of patient data."""
 
 
 def get_principal(request: Request) -> Principal:

@@ -177,18 +177,14 @@ def reset_password(runtime: Any, username: str, password: str | None = None) -> 
     return secret
 
 
-def ensure_first_admin(runtime: Any, password: str | None = None) -> tuple[str, str | None]:
+def ensure_first_admin(runtime: Any, password: str | None) -> tuple[str, str | None]:
     """Create the administrator `admin` when the index has no user yet.
 
-    The password is `password`, else NOCTIS_ADMIN_PASSWORD, else a random one. Returns
-    (user name, password to show once): the password is None when nothing was created or
-    when the operator chose it (it is theirs already; never print it back).
+    The password is `password` (the operator's NOCTIS_ADMIN_PASSWORD, read by the caller),
+    else a random one. Returns (user name, password to show once): the password is None when
+    nothing was created or when the operator chose it (it is theirs already; never print it
+    back).
     """
-    if password is None:
-        from noctis.api.auth.settings import AuthSettings
-
-        configured = AuthSettings().admin_password
-        password = configured.get_secret_value() if configured else None
     chosen = password is not None
     with _sessions(runtime).begin() as session:
         existing = session.scalar(select(func.count(User.id))) or 0

@@ -1,34 +1,51 @@
 """The audit trail: who read or wrote which patient data, from where, with what outcome.
 
-DICOMweb routers record through the API's audit sink, the SCP calls `record_audit` directly.
-Recording is one insert in its own short transaction, and never fails the caller: if the
-index refuses the row, the event goes to the log (logger ``noctis.core.audit``) instead.
+One value type, `AuditEvent`, and one sink interface, `AuditSink`. The processes only make
+events (the API from its request and principal, the SCP from its association, ingest from its
+sender) and hand them to a sink; `DatabaseAuditSink` (``runtime.audit``) writes them as rows of
+the index's audit table.
 
-SQLite admits one writer at a time: call `record_audit` outside any open index transaction
-of the same thread, or add `audit_event(...)` to that transaction's session instead (then
-the event commits, or not, with the change it describes).
+Recording never fails the caller and never waits long on the index: the row is inserted at
+once in its own short transaction (so it is committed before the caller answers); on SQLite
+(one writer at a time) that insert gives up after a quarter of a second, for instance when
+the caller still holds an index transaction of its own, and the event goes to a bounded
+in-memory queue that a writer thread drains. If the index refuses the row, the event goes to
+the log (logger ``noctis.core.audit``) instead. `flush()` waits for the queue (the audit query
+endpoint, tests); closing the runtime, or the process exiting, drains it.
+
+An event that must commit, or not, with the change it describes (administrative changes) is
+added to that change's session with `add_to_session` instead.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import queue
+import threading
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from sqlalchemy import Connection, insert, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.orm import Session
 
-from noctis.index.accounts import AuditEvent
+from noctis.index import accounts
+from noctis.index.backend import IndexBackend
 from noctis.index.models import utcnow
 
 log = logging.getLogger(__name__)
 
-_INSERT_AUDIT = insert(AuditEvent.__table__)
-
 ActorType = Literal["user", "token", "ae"]
+
+MAX_PENDING = 50_000
+MAX_BATCH = 500
+SQLITE_WAIT = 0.25  # seconds an inline insert waits for SQLite's write lock
+
+_INSERT_AUDIT = insert(accounts.AuditEvent.__table__)
 
 
 class AuditAction(StrEnum):
@@ -38,7 +55,6 @@ class AuditAction(StrEnum):
     RETRIEVE = "retrieve"  # WADO-RS, rendered, thumbnails, C-GET
     MOVE = "move"  # C-MOVE (to another AE)
     STORE = "store"  # STOW-RS, C-STORE
-    DELETE = "delete"
     LOGIN = "login"
     LOGOUT = "logout"
     ADMIN = "admin"  # users, tokens, settings changed
@@ -50,91 +66,139 @@ class AuditOutcome(StrEnum):
     DENIED = "denied"  # not allowed (authentication, role or facility)
 
 
-def _sessions(target: Any) -> sessionmaker[Session]:
-    return getattr(target, "sessions", target)
+@dataclass(frozen=True, kw_only=True)
+class AuditEvent:
+    """One read or write of patient data (or a security event)."""
+
+    action: str
+    outcome: str
+    actor: str  # user name, token owner, OIDC subject or AE title
+    actor_type: ActorType
+    client: str  # the caller's network address
+    study_instance_uid: str | None = None  # the study read or written, if one
+    facility_id: int | None = None
+    detail: dict[str, Any] | None = None
+    at: datetime = field(default_factory=utcnow)  # when it happened, not when it was written
+
+    def columns(self) -> dict[str, Any]:
+        """The audit table's column values, cut to their sizes."""
+        study = self.study_instance_uid
+        return {
+            "at": self.at,
+            "actor": self.actor[:255],
+            "actor_type": self.actor_type,
+            "client": self.client[:255],
+            "action": str(self.action)[:64],
+            "outcome": str(self.outcome)[:32],
+            "study_instance_uid": study[:64] if study else None,
+            "facility_id": self.facility_id,
+            "detail": self.detail or None,
+        }
 
 
-def record_audit(
-    runtime_or_sessions: Any,
-    *,
-    actor: str,
-    actor_type: ActorType,
-    client: str,
-    action: str,
-    outcome: str,
-    study_instance_uid: str | None = None,
-    facility_id: int | None = None,
-    detail: dict[str, Any] | None = None,
-) -> bool:
-    """Write one audit event; False (and a log line) if it could not be written.
+class AuditSink(Protocol):
+    def record(self, event: AuditEvent) -> None:
+        """Record one event; never raises."""
 
-    `runtime_or_sessions` is a Runtime or a sessionmaker.
-    """
-    row = audit_row(
-        actor=actor,
-        actor_type=actor_type,
-        client=client,
-        action=action,
-        outcome=outcome,
-        study_instance_uid=study_instance_uid,
-        facility_id=facility_id,
-        detail=detail,
+
+def add_to_session(session: Session, event: AuditEvent) -> None:
+    """Add the event's row to an open index session: it commits, or not, with that session."""
+    session.add(accounts.AuditEvent(**event.columns()))
+
+
+class DatabaseAuditSink:
+    """Writes events as rows of the index's audit table."""
+
+    def __init__(self, index: IndexBackend) -> None:
+        self._index = index
+        self._sessions = index.sessions
+        # The inline insert waits at most SQLITE_WAIT for SQLite's write lock (the runtime's
+        # engine waits 30 s), and its rows survive a crash of the process, not a power loss:
+        # a disk sync per audited read would slow every frame request. Stores themselves,
+        # which the archive acknowledges, are synced.
+        self._inline = index.best_effort_sessions(SQLITE_WAIT)
+        self._inline_engine: Engine = self._inline.kw["bind"]
+        self._queue: queue.Queue[AuditEvent | None] = queue.Queue(MAX_PENDING)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def record(self, event: AuditEvent) -> None:
+        try:
+            with self._inline_engine.begin() as connection:
+                connection.execute(_INSERT_AUDIT, event.columns())
+            return
+        except Exception as exc:  # locked, or the index is down: the writer retries
+            log.debug("audit event queued (%s)", type(exc).__name__)
+        self._ensure_writer()
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            log.error("audit queue full, %s", _not_recorded(event))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event recorded so far is written (or failed and logged)."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, stop the writer, release the inline engine."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+        self._index.close_sessions(self._inline)
+
+    def _ensure_writer(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="noctis-audit", daemon=True)
+                thread.start()
+                self._thread = thread
+                atexit.register(self.close)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            events = [e for e in batch if e is not None]
+            try:
+                if events:
+                    self._write(events)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if len(events) < len(batch):
+                return  # close() asked us to stop; what came before is written
+
+    def _write(self, events: list[AuditEvent]) -> None:
+        try:
+            with self._sessions.begin() as session:
+                session.execute(_INSERT_AUDIT, [e.columns() for e in events])
+        except Exception:
+            log.exception("%d audit events not recorded", len(events))
+            for e in events:
+                log.error("%s", _not_recorded(e))
+
+
+def _not_recorded(event: AuditEvent) -> str:
+    return (
+        f"audit event not recorded: actor={event.actor} type={event.actor_type} "
+        f"client={event.client} action={event.action} outcome={event.outcome} "
+        f"study={event.study_instance_uid} facility={event.facility_id} detail={event.detail}"
     )
-    try:
-        with _sessions(runtime_or_sessions).begin() as session:
-            insert_audit_row(session.connection(), row)
-    except Exception:
-        log.exception(
-            "audit event not recorded: actor=%s type=%s client=%s action=%s outcome=%s "
-            "study=%s facility=%s detail=%s",
-            actor,
-            actor_type,
-            client,
-            action,
-            outcome,
-            study_instance_uid,
-            facility_id,
-            detail,
-        )
-        return False
-    return True
-
-
-def audit_event(**fields: Any) -> AuditEvent:
-    """An audit row (not yet added to any session); the fields of `audit_row`."""
-    return AuditEvent(**audit_row(**fields))
-
-
-def audit_row(
-    *,
-    actor: str,
-    actor_type: ActorType,
-    client: str,
-    action: str,
-    outcome: str,
-    study_instance_uid: str | None = None,
-    facility_id: int | None = None,
-    detail: dict[str, Any] | None = None,
-    at: datetime | None = None,
-) -> dict[str, Any]:
-    """The audit table's column values, cut to their sizes (for a Core insert)."""
-    return {
-        "at": at or utcnow(),
-        "actor": actor[:255],
-        "actor_type": actor_type,
-        "client": client[:255],
-        "action": str(action)[:64],
-        "outcome": str(outcome)[:32],
-        "study_instance_uid": study_instance_uid[:64] if study_instance_uid else None,
-        "facility_id": facility_id,
-        "detail": detail or None,
-    }
-
-
-def insert_audit_row(connection: Connection, row: dict[str, Any]) -> None:
-    """One audit row through a prepared Core insert: a fraction of the ORM's cost, which
-    matters because every DICOMweb read writes one."""
-    connection.execute(_INSERT_AUDIT, row)
 
 
 @dataclass(frozen=True)
@@ -151,22 +215,23 @@ class AuditFilter:
 
 def query_audit(
     session: Session, where: AuditFilter, *, limit: int = 100, offset: int = 0
-) -> Sequence[AuditEvent]:
-    """Matching events, newest first."""
-    query = select(AuditEvent)
+) -> Sequence[accounts.AuditEvent]:
+    """Matching rows, newest first."""
+    row = accounts.AuditEvent
+    query = select(row)
     for column, value in (
-        (AuditEvent.actor, where.actor),
-        (AuditEvent.actor_type, where.actor_type),
-        (AuditEvent.action, where.action),
-        (AuditEvent.outcome, where.outcome),
-        (AuditEvent.study_instance_uid, where.study_instance_uid),
-        (AuditEvent.facility_id, where.facility_id),
+        (row.actor, where.actor),
+        (row.actor_type, where.actor_type),
+        (row.action, where.action),
+        (row.outcome, where.outcome),
+        (row.study_instance_uid, where.study_instance_uid),
+        (row.facility_id, where.facility_id),
     ):
         if value is not None:
             query = query.where(column == value)
     if where.since is not None:
-        query = query.where(AuditEvent.at >= where.since)
+        query = query.where(row.at >= where.since)
     if where.until is not None:
-        query = query.where(AuditEvent.at < where.until)
-    query = query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+        query = query.where(row.at < where.until)
+    query = query.order_by(row.at.desc(), row.id.desc())
     return session.scalars(query.limit(limit).offset(offset)).all()

@@ -1,12 +1,12 @@
 """What a server process built while starting is kept out of the garbage collector's walks.
 
 A full collection walks every object the collector tracks. After start-up a Noctis server
-holds about 180,000 of them (pydicom's dictionaries, pynetdicom, SQLAlchemy, FastAPI), and a
-full collection of that heap took 100-135 ms on the test machine and came every dozen or so
-QIDO requests of 206 studies (each builds enough objects to bring one nearer): 3 of 40 took
-140-160 ms instead of 20, and an association storing meanwhile waited as long. `settle` collects
-once and freezes what is left (`gc.freeze`): those objects are never walked again, and a full
-collection then walks only what came later: 1.1 ms measured.
+holds a large heap of them (pydicom's dictionaries, pynetdicom, SQLAlchemy, FastAPI), and
+requests that build many objects (a QIDO answer of a few hundred studies) bring a full
+collection near often: walking that whole heap stalls the request, and an association storing
+meanwhile waits as long (bench/README.md has the figures). `settle` collects once and freezes
+what is left (`gc.freeze`): those objects are never walked again, and a full collection then
+walks only what came later.
 
 A frozen object is still freed when its last reference goes; only a reference cycle among
 frozen objects is never collected. Start-up state lives as long as the process anyway.

@@ -27,9 +27,6 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE = "noctis"
 INSTANCE_STORED = "noctis.instance_stored"
 SERIES_METADATA = "noctis.series_metadata"
-STUDY_STABLE = "noctis.study_stable"
-FORWARD_STUDY = "noctis.forward_study"
-EXPIRE_STUDIES = "noctis.expire_studies"
 
 
 def facility_queue(facility: str) -> str:

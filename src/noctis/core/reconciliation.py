@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from noctis.core.audit import ActorType, AuditOutcome, record_audit
+from noctis.core.audit import ActorType, AuditEvent, AuditOutcome
 
 if TYPE_CHECKING:
     from noctis.core.runtime import Runtime
@@ -40,6 +40,16 @@ class Sender:
     actor: str
     actor_type: ActorType
     client: str
+
+    def event(self, action: str, **fields: Any) -> AuditEvent:
+        """An audit event of this sender (the other fields as `AuditEvent`'s)."""
+        return AuditEvent(
+            action=action,
+            actor=self.actor,
+            actor_type=self.actor_type,
+            client=self.client,
+            **fields,
+        )
 
 
 UNKNOWN_SENDER = Sender("(unknown)", "ae", "")
@@ -88,27 +98,25 @@ def demographics_conflict(
     conflict: DemographicsConflict,
 ) -> None:
     _get_counters().demographics_conflicts.labels(facility=facility_name).inc()
-    record_audit(
-        runtime,
-        actor=sender.actor,
-        actor_type=sender.actor_type,
-        client=sender.client,
-        action=DEMOGRAPHICS_CONFLICT,
-        outcome=AuditOutcome.SUCCESS,  # the instance was stored, with its own demographics
-        study_instance_uid=header.study_instance_uid,
-        facility_id=facility_id,
-        detail={
-            "patient_id": header.patient_id,
-            "issuer_of_patient_id": header.issuer_of_patient_id,
-            "sop_instance_uid": header.sop_instance_uid,
-            "compared_with": conflict.compared_with,
-            "stored": _demographics(
-                conflict.patient_name, conflict.patient_birth_date, conflict.patient_sex
-            ),
-            "received": _demographics(
-                header.patient_name, header.patient_birth_date, header.patient_sex
-            ),
-        },
+    runtime.audit.record(
+        sender.event(
+            DEMOGRAPHICS_CONFLICT,
+            outcome=AuditOutcome.SUCCESS,  # the instance was stored, with its own demographics
+            study_instance_uid=header.study_instance_uid,
+            facility_id=facility_id,
+            detail={
+                "patient_id": header.patient_id,
+                "issuer_of_patient_id": header.issuer_of_patient_id,
+                "sop_instance_uid": header.sop_instance_uid,
+                "compared_with": conflict.compared_with,
+                "stored": _demographics(
+                    conflict.patient_name, conflict.patient_birth_date, conflict.patient_sex
+                ),
+                "received": _demographics(
+                    header.patient_name, header.patient_birth_date, header.patient_sex
+                ),
+            },
+        )
     )
 
 
@@ -123,21 +131,19 @@ def duplicate_discarded(
     discarded_sha256: str,
 ) -> None:
     _get_counters().duplicates_discarded.labels(facility=facility_name).inc()
-    record_audit(
-        runtime,
-        actor=sender.actor,
-        actor_type=sender.actor_type,
-        client=sender.client,
-        action=DUPLICATE_DISCARDED,
-        outcome=AuditOutcome.SUCCESS,  # the sender was answered Success
-        study_instance_uid=header.study_instance_uid,
-        facility_id=facility_id,
-        detail={
-            "sop_instance_uid": header.sop_instance_uid,
-            "transfer_syntax_uid": header.transfer_syntax_uid,
-            "kept_sha256": kept_sha256,
-            "discarded_sha256": discarded_sha256,
-        },
+    runtime.audit.record(
+        sender.event(
+            DUPLICATE_DISCARDED,
+            outcome=AuditOutcome.SUCCESS,  # the sender was answered Success
+            study_instance_uid=header.study_instance_uid,
+            facility_id=facility_id,
+            detail={
+                "sop_instance_uid": header.sop_instance_uid,
+                "transfer_syntax_uid": header.transfer_syntax_uid,
+                "kept_sha256": kept_sha256,
+                "discarded_sha256": discarded_sha256,
+            },
+        )
     )
 
 

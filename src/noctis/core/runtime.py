@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from noctis.core.audit import DatabaseAuditSink
 from noctis.core.notices import SeriesNotices
 from noctis.core.queue import CeleryQueue, InProcessQueue, TaskQueue
 from noctis.dicom.metadata import BUNDLE_MINIMUM
@@ -28,9 +29,12 @@ class Runtime:
     queue: TaskQueue = field(default_factory=InProcessQueue)
     # Stored series, told to the tasks once per series per beat (noctis.core.notices).
     notices: SeriesNotices = field(init=False)
+    # Where every process's audit events go (noctis.core.audit).
+    audit: DatabaseAuditSink = field(init=False)
 
     def __post_init__(self) -> None:
         self.notices = SeriesNotices(lambda: self.queue, smallest_series=BUNDLE_MINIMUM)
+        self.audit = DatabaseAuditSink(self.index)
 
     @classmethod
     def open(cls, settings: Settings, *, queue: TaskQueue | None = None) -> Runtime:
@@ -85,4 +89,5 @@ class Runtime:
 
     def close(self) -> None:
         self.notices.close()
+        self.audit.close()
         self.index.close()

@@ -273,8 +273,8 @@ _TEXT_VRS = frozenset(
 def _raw_text(ds: Dataset, keyword: str) -> str | None:
     """The value of a text element straight from its bytes, or None when pydicom must decode
     it (not read raw, not a text VR, or bytes a character set could change: non-ASCII or an
-    ISO 2022 escape). Converting through pydicom costs ~20 us an element, most of a small
-    instance's header parse."""
+    ISO 2022 escape). Converting through pydicom builds value objects per element: most of a
+    small instance's header parse."""
     tag = tag_for_keyword(keyword)
     if tag is None or tag not in ds:
         return None

@@ -1,9 +1,9 @@
 """Data sets of plain elements written directly, in little endian implicit or explicit VR.
 
-A C-FIND response identifier is a handful of text elements (names, dates, UIDs, counts)
-taken from the index. pydicom builds and writes one in ~0.8 ms on the test machine, most of
-a C-FIND's time per match; written here it takes a few microseconds. Only what is plainly
-encodable is written: text of the text VRs (UTF-8 where the character set applies, the
+A C-FIND response identifier is a handful of text elements (names, dates, UIDs, counts) taken
+from the index. Building and writing one through pydicom (element objects, the generic writer)
+was most of a C-FIND's time per match; written here it is a few byte joins. Only what is
+plainly encodable is written: text of the text VRs (UTF-8 where the character set applies, the
 responses say ISO_IR 192), integers of IS and US, empty values. Anything else (a sequence,
 binary data, a value too long for its length field) returns None, and the caller writes the
 data set with pydicom. Tests keep the bytes equal to pydicom's.

@@ -1,5 +1,5 @@
 """Rendering frames to JPEG or PNG for people: the pure functions behind /rendered and
-/thumbnail, shared with the worker.
+/thumbnail.
 
 Grayscale follows PS3.3's pipeline: stored values -> Modality LUT (Rescale Slope/Intercept or a
 Modality LUT Sequence) -> VOI (the requested window, else a VOI LUT Sequence, else the data

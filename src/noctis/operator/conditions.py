@@ -58,8 +58,3 @@ def condition(status: dict[str, Any] | None, type_: str) -> dict[str, Any] | Non
         if item.get("type") == type_:
             return dict(item)
     return None
-
-
-def is_true(status: dict[str, Any] | None, type_: str) -> bool:
-    found = condition(status, type_)
-    return bool(found and found.get("status") == "True")

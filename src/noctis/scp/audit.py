@@ -4,7 +4,7 @@ Stores are summed per association and study, and written when the association en
 event per study and outcome with the instance count, as DICOM's "instances transferred"
 audit messages do), so a 300-slice series costs one audit row, not 300. Queries, moves and
 gets are written as they are answered; refused associations too. Recording never fails the
-DIMSE exchange (see ``noctis.core.audit.record_audit``).
+DIMSE exchange: the events go to the runtime's sink (``noctis.core.audit``).
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from noctis.core.audit import AuditAction, AuditOutcome, record_audit
+from noctis.core.audit import AuditAction, AuditEvent, AuditOutcome, AuditSink
 from noctis.core.facilities import Caller
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
-    from noctis.core.runtime import Runtime
-
 
 class DimseAudit:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, sink: AuditSink) -> None:
+        self.sink = sink
         self._stores: dict[int, tuple[Caller, str, Counter[tuple[str, str]]]] = {}
         self._lock = threading.Lock()
 
@@ -114,16 +112,17 @@ class DimseAudit:
         facility_id: int | None,
         detail: dict[str, Any],
     ) -> None:
-        record_audit(
-            self.runtime,
-            actor=actor or "(no AE title)",
-            actor_type="ae",
-            client=client,
-            action=action,
-            outcome=outcome,
-            study_instance_uid=study_uid,
-            facility_id=facility_id,
-            detail=detail,
+        self.sink.record(
+            AuditEvent(
+                action=action,
+                outcome=outcome,
+                actor=actor or "(no AE title)",
+                actor_type="ae",
+                client=client,
+                study_instance_uid=study_uid,
+                facility_id=facility_id,
+                detail=detail,
+            )
         )
 
 

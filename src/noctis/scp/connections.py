@@ -46,7 +46,3 @@ class ConnectionLimiter:
             self._open[address] -= 1
             if self._open[address] <= 0:
                 del self._open[address]
-
-    def open_from(self, address: str) -> int:
-        with self._lock:
-            return self._open[address]

@@ -19,7 +19,6 @@ from functools import cache
 
 from pydicom._uid_dict import UID_dictionary
 from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -29,12 +28,6 @@ from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-UNCOMPRESSED_SYNTAXES = (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-)
 # Query/retrieve identifiers are small: no reason to negotiate anything but these.
 QUERY_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
 # pynetdicom picks the first syntax of the acceptor's list that the requestor proposed, so this

@@ -24,7 +24,7 @@ class ScpContext:
         settings = runtime.settings
         spool = settings.resolved_spool_dir()
         spool.mkdir(parents=True, exist_ok=True)
-        audit = DimseAudit(runtime)
+        audit = DimseAudit(runtime.audit)
         return cls(
             runtime=runtime,
             access=AccessControl(

@@ -96,7 +96,7 @@ class ApiSpec(BaseModel):
 
 
 class WorkerSpec(BaseModel):
-    """The worker pods: thumbnails, metadata caches, routing, retention."""
+    """The worker pods: series metadata bundles, on every facility's task queue."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -1,12 +1,12 @@
 """What keeps a login flood from starving the archive: a rate limit per client address,
 checked before any password is hashed, and a bound on the hashes running at once.
 
-An argon2 verification costs ~64 MiB and tens to hundreds of milliseconds of CPU on
-purpose. Forty of them at once (random user names cost as much as real ones, for timing
-safety) took QIDO from 16 ms to 9.6 s and C-STORE to seconds: every hash took a thread of
-the request pool and a core. Here an address gets a small burst of attempts and then a
-steady trickle (429 with Retry-After past that), and hashes run in threads of their own,
-a few at a time, with a short queue (503 with Retry-After when it is full).
+An argon2 verification costs tens of MiB and a lot of CPU on purpose. A few dozen of them at
+once (random user names cost as much as real ones, for timing safety) would take every thread
+of the request pool and every core, and stall QIDO and C-STORE with them. Here an address gets
+a small burst of attempts and then a steady trickle (429 with Retry-After past that), and
+hashes run in threads of their own, a few at a time, with a short queue (503 with Retry-After
+when it is full).
 """
 
 from __future__ import annotations

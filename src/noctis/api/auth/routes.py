@@ -28,7 +28,7 @@ from noctis.api.auth.password_login import (
 from noctis.api.security import client_address
 from noctis.core.accounts import AccountError, create_user, get_user
 from noctis.core.accounts import set_facilities as grant_facilities
-from noctis.core.audit import AuditAction, AuditOutcome, record_audit
+from noctis.core.audit import AuditAction, AuditEvent, AuditOutcome
 from noctis.core.roles import Role
 
 log = logging.getLogger(__name__)
@@ -143,13 +143,14 @@ def logout(request: Request, context: AuthContextDep) -> Response:
         with context.runtime.sessions.begin() as session:
             close_session(session, cookie)
     if principal is not None:
-        record_audit(
-            context.runtime,
-            actor=principal.subject,
-            actor_type="user",
-            client=client_address(request),
-            action=AuditAction.LOGOUT,
-            outcome=AuditOutcome.SUCCESS,
+        context.runtime.audit.record(
+            AuditEvent(
+                action=AuditAction.LOGOUT,
+                outcome=AuditOutcome.SUCCESS,
+                actor=principal.subject,
+                actor_type="user",
+                client=client_address(request),
+            )
         )
     response = RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
     context.clear_session_cookie(request, response)
@@ -159,14 +160,15 @@ def logout(request: Request, context: AuthContextDep) -> Response:
 def _audit_login(
     context: AuthContext, username: str, client: str, outcome: str, detail: dict[str, Any]
 ) -> None:
-    record_audit(
-        context.runtime,
-        actor=username or "(empty)",
-        actor_type="user",
-        client=client,
-        action=AuditAction.LOGIN,
-        outcome=outcome,
-        detail=detail,
+    context.runtime.audit.record(
+        AuditEvent(
+            action=AuditAction.LOGIN,
+            outcome=outcome,
+            actor=username or "(empty)",
+            actor_type="user",
+            client=client,
+            detail=detail,
+        )
     )
 
 

@@ -7,7 +7,6 @@ import logging
 from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
 
-from noctis.api.audit import DatabaseAuditSink
 from noctis.api.auth import docs
 from noctis.api.auth.authenticator import NoctisAuthenticator
 from noctis.api.auth.context import AuthContext, make_signer
@@ -48,7 +47,7 @@ def install(
     )
     app.state.noctis_auth = context
     app.state.authenticator = authenticator
-    app.state.audit = DatabaseAuditSink(runtime.index)
+    app.state.audit = runtime.audit
     app.include_router(login_router)
     app.include_router(rest_router, prefix="/api")
     docs.install(app)
@@ -69,11 +68,17 @@ def ensure_configured_admin(runtime: Runtime) -> str | None:
     Several API replicas may start at once: one that loses the race to create the account
     finds it there.
     """
-    configured = AuthSettings().admin_password
+    configured = configured_admin_password()
     if configured is None:
         return None
     try:
-        username, _ = ensure_first_admin(runtime, configured.get_secret_value())
+        username, _ = ensure_first_admin(runtime, configured)
     except IntegrityError:
-        username, _ = ensure_first_admin(runtime, configured.get_secret_value())
+        username, _ = ensure_first_admin(runtime, configured)
     return username
+
+
+def configured_admin_password() -> str | None:
+    """NOCTIS_ADMIN_PASSWORD, or None when it is not set."""
+    configured = AuthSettings().admin_password
+    return configured.get_secret_value() if configured is not None else None

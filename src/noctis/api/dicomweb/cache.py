@@ -35,7 +35,6 @@ class LRU(Generic[Value]):
         self._items: OrderedDict[str, tuple[Value, int]] = OrderedDict()
         self._weight = 0
         self._lock = threading.Lock()
-        self.hits = 0
         self.misses = 0
 
     def get(self, key: str) -> Value | None:
@@ -45,7 +44,6 @@ class LRU(Generic[Value]):
                 self.misses += 1
                 return None
             self._items.move_to_end(key)
-            self.hits += 1
             return entry[0]
 
     def put(self, key: str, value: Value) -> None:

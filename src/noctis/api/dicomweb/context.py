@@ -11,14 +11,10 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import select
 
+from noctis.api.audit import web_event
 from noctis.api.dicomweb.cache import DicomWebCache
-from noctis.api.security import (
-    AuditSink,
-    Principal,
-    client_address,
-    get_audit,
-    get_principal,
-)
+from noctis.api.security import Principal, client_address, get_audit, get_principal
+from noctis.core.audit import AuditSink
 from noctis.core.runtime import Runtime
 from noctis.index.models import Facility
 from noctis.settings import Settings
@@ -28,13 +24,6 @@ log = logging.getLogger(__name__)
 PREFIX = "/dicom-web"
 DICOM_JSON = "application/dicom+json"
 FACILITY_PARAMETER = "facility"
-
-
-def get_archive(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
-
-
-ArchiveDep = Annotated[Runtime, Depends(get_archive)]
 
 
 @dataclass(frozen=True)
@@ -83,13 +72,15 @@ class WebContext:
     ) -> None:
         """One audit event (action like "qido.studies", outcome success/failure/denied)."""
         self.audit.record(
-            principal=self.principal,
-            client=self.client,
-            action=action,
-            outcome=outcome,
-            study_instance_uid=study,
-            facility_id=facility_id,
-            detail={k: v for k, v in detail.items() if v is not None} or None,
+            web_event(
+                self.principal,
+                self.client,
+                action,
+                outcome,
+                study_instance_uid=study,
+                facility_id=facility_id,
+                detail={k: v for k, v in detail.items() if v is not None} or None,
+            )
         )
 
 

@@ -49,14 +49,6 @@ def read_header(store: ObjectStore, instance: StoredInstance) -> Dataset:
     return dicom_metadata.read_header(store, instance.object_key, instance.pixel_data_offset)
 
 
-def metadata_fragment(store: ObjectStore, cache: DicomWebCache, instance: StoredInstance) -> bytes:
-    """One instance's DICOM JSON (bytes, base URL as BASE_MARKER), cached by object key."""
-    cached = cache.metadata.get(instance.object_key)
-    if cached is not None:
-        return cached
-    return build_fragment(store, cache, instance)
-
-
 def build_fragment(store: ObjectStore, cache: DicomWebCache, instance: StoredInstance) -> bytes:
     """One instance's DICOM JSON from its stored header, put in the cache."""
     fragment = dicom_metadata.instance_fragment(

@@ -21,6 +21,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from noctis.api.audit import actor_type
 from noctis.api.dicomweb.context import DICOM_JSON, PREFIX, ContextDep, WebContext, bad_request
 from noctis.api.dicomweb.multipart import (
     MultipartError,
@@ -29,7 +30,6 @@ from noctis.api.dicomweb.multipart import (
     spool_parts,
 )
 from noctis.api.dicomweb.params import ParamError, check_uid
-from noctis.core.audit import ActorType
 from noctis.core.ingest import FacilityRef, IngestError, IngestFailure, ingest
 from noctis.core.reconciliation import Sender
 from noctis.dicom.header import MalformedDicom, parse_instance_header
@@ -170,7 +170,7 @@ def _store_part(
                 ctx.runtime,
                 facility,
                 incoming,
-                sender=Sender(ctx.principal.subject, _actor_type(ctx), ctx.client),
+                sender=Sender(ctx.principal.subject, actor_type(ctx.principal), ctx.client),
             )
         except IngestError as error:
             uids = _uids(incoming.reader())
@@ -184,10 +184,6 @@ def _store_part(
         "series": header.series_instance_uid,
         "outcome": result.outcome.value,
     }
-
-
-def _actor_type(ctx: WebContext) -> ActorType:
-    return "token" if ctx.principal.method == "token" else "user"
 
 
 def _uids(instance: BinaryIO) -> tuple[str | None, str | None, str | None]:

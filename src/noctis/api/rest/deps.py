@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session
 
+from noctis.api.audit import actor_type
 from noctis.api.auth.context import AuthContextDep
 from noctis.api.security import Principal, PrincipalDep, client_address
-from noctis.core.audit import AuditAction, AuditOutcome, audit_event
+from noctis.core.audit import AuditAction, AuditEvent, AuditOutcome, add_to_session
 
 
 def get_session(context: AuthContextDep) -> Iterator[Session]:
@@ -41,15 +42,15 @@ class AdminAudit:
         self._session = session
 
     def __call__(self, operation: str, target: str, **detail: Any) -> None:
-        event = audit_event(
-            actor=self._principal.subject,
-            actor_type="token" if self._principal.method == "token" else "user",
-            client=self._client,
+        event = AuditEvent(
             action=AuditAction.ADMIN,
             outcome=AuditOutcome.SUCCESS,
+            actor=self._principal.subject,
+            actor_type=actor_type(self._principal),
+            client=self._client,
             detail={"operation": operation, "target": target, **detail},
         )
-        self._session.add(event)
+        add_to_session(self._session, event)
 
 
 AdminAuditDep = Annotated[AdminAudit, Depends()]

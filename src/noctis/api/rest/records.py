@@ -12,11 +12,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from noctis.api.audit import DatabaseAuditSink
 from noctis.api.auth.context import AuthContext, AuthContextDep
 from noctis.api.rest.deps import AdminDep, SessionDep
 from noctis.api.security import PrincipalDep
-from noctis.core.audit import AuditFilter, query_audit
+from noctis.core.audit import AuditFilter, DatabaseAuditSink, query_audit
 from noctis.core.facilities import facility_usage
 from noctis.core.roles import Role
 from noctis.index.accounts import AuditEvent, User

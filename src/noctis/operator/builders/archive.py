@@ -261,7 +261,7 @@ def build_worker_deployment(
         "health",
         spec.worker.resources.as_dict(),
     )
-    # A worker finishes the task in hand (thumbnails, routing) before it stops.
+    # A worker finishes the task in hand (a series' metadata bundle) before it stops.
     return _deployment(
         worker_name(ctx.name), "worker", ctx, spec.worker.replicas, container, grace=120
     )
