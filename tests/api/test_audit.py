@@ -17,7 +17,7 @@ from noctis.api.security import Principal
 from noctis.core.audit import AuditAction, AuditEvent, AuditOutcome, DatabaseAuditSink
 from noctis.core.roles import Role
 from noctis.core.runtime import Runtime
-from noctis.index.accounts import AuditEvent as AuditRow
+from noctis.index.accounts import AuditRow
 from noctis.index.db import open_index
 from support.web import auth_app, client_for, create_user, token_for
 

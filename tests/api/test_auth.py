@@ -23,7 +23,7 @@ from noctis.api.auth.setup import configured_admin_password, ensure_configured_a
 from noctis.core.accounts import AccountError, add_user, ensure_first_admin
 from noctis.core.facilities import apply_facility
 from noctis.core.runtime import Runtime
-from noctis.index.accounts import ApiToken, AuditEvent, LoginLockout, User, WebSession
+from noctis.index.accounts import ApiToken, AuditRow, LoginLockout, User, WebSession
 from noctis.index.migrate import alembic_config, current_revision, upgrade
 from noctis.settings import Settings
 from noctis.specs.facility import FacilitySpec
@@ -106,7 +106,7 @@ def test_login_sets_a_safe_cookie_and_logout_ends_the_session(
     assert browser.get("/api/me").status_code == 401
     with runtime.sessions() as session:
         assert session.scalar(select(WebSession)) is None
-        actions = session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
+        actions = session.scalars(select(AuditRow.action).order_by(AuditRow.id)).all()
     assert actions == ["login", "logout"]
 
 
@@ -135,7 +135,7 @@ def test_wrong_password_is_refused_and_audited(runtime: Runtime, browser: TestCl
     assert "Wrong user name or password" in response.text
     assert "noctis_session" not in response.headers.get("set-cookie", "")
     with runtime.sessions() as session:
-        event = session.scalars(select(AuditEvent)).one()
+        event = session.scalars(select(AuditRow)).one()
     assert (event.actor, event.action, event.outcome) == ("rad", "login", "denied")
     assert event.detail == {"reason": "bad-credentials"}
 
@@ -379,9 +379,7 @@ def test_parallel_wrong_passwords_are_counted_atomically_and_shared(
     assert all("Too many failed attempts" in a.text for a in answers if a.status_code == 429)
     assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
     with runtime.sessions() as session:
-        reasons = Counter(
-            e.detail["reason"] for e in session.scalars(select(AuditEvent)) if e.detail
-        )
+        reasons = Counter(e.detail["reason"] for e in session.scalars(select(AuditRow)) if e.detail)
     assert reasons == {"bad-credentials": 5, "locked-out": 26}
 
 
@@ -490,9 +488,9 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(runtime: Runtime) -
             for address in forwarded:
                 _login_form(c, "rad", "wrong-password", **{"X-Forwarded-For": address})
         with runtime.sessions.begin() as session:
-            events = session.scalars(select(AuditEvent).order_by(AuditEvent.id))
+            events = session.scalars(select(AuditRow).order_by(AuditRow.id))
             seen = [(e.client, (e.detail or {}).get("reason", "")) for e in events]
-            session.execute(delete(AuditEvent))
+            session.execute(delete(AuditRow))
             session.execute(delete(LoginLockout))
         return seen
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from noctis.index.accounts import AuditEvent
+from noctis.index.accounts import AuditRow
 
 
 @pytest.fixture
@@ -106,10 +106,8 @@ def test_denied_reads_are_audited_with_the_holding_facility(clients, south_study
     clients("rad_north").get(f"/dicom-web/studies/{south_study.study_uid}/metadata")
     clients("rad_north").get("/dicom-web/studies/1.2.3.999/metadata")
     with runtime.sessions() as session:
-        events = session.scalars(
-            select(AuditEvent).where(AuditEvent.action == "wado.metadata")
-        ).all()
-        south_id = session.scalar(select(AuditEvent.facility_id).where(AuditEvent.action == "stow"))
+        events = session.scalars(select(AuditRow).where(AuditRow.action == "wado.metadata")).all()
+        south_id = session.scalar(select(AuditRow.facility_id).where(AuditRow.action == "stow"))
     outcomes = [(e.outcome, e.study_instance_uid, e.facility_id) for e in events]
     assert ("denied", south_study.study_uid, south_id) in outcomes
     assert ("failure", "1.2.3.999", None) in outcomes
@@ -122,9 +120,9 @@ def test_successful_reads_are_audited(clients, south_study, runtime):
     with runtime.sessions() as session:
         actions = set(
             session.scalars(
-                select(AuditEvent.action).where(
-                    AuditEvent.outcome == "success",
-                    AuditEvent.study_instance_uid == south_study.study_uid,
+                select(AuditRow.action).where(
+                    AuditRow.outcome == "success",
+                    AuditRow.study_instance_uid == south_study.study_uid,
                 )
             )
         )

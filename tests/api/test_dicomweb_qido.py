@@ -218,13 +218,11 @@ def test_unacceptable_accept_is_406(clients, studies):
 def test_queries_are_audited(clients, studies, runtime):
     from sqlalchemy import select
 
-    from noctis.index.accounts import AuditEvent
+    from noctis.index.accounts import AuditRow
 
     _search(clients("rad_north"), PatientID="PA1")
     with runtime.sessions() as session:
-        events = session.scalars(
-            select(AuditEvent).where(AuditEvent.action == "qido.studies")
-        ).all()
+        events = session.scalars(select(AuditRow).where(AuditRow.action == "qido.studies")).all()
     assert [e.outcome for e in events] == ["success"]
     assert events[0].detail["query"] == {"PatientID": "PA1"}
 

@@ -214,12 +214,12 @@ def test_a_large_instance_streams_through_a_chunked_body(clients, dw, runtime):
 
 
 def test_stow_is_audited(clients, dw, runtime):
-    from noctis.index.accounts import AuditEvent
+    from noctis.index.accounts import AuditRow
 
     study = dw.build_study(["explicit"])
     dw.stow(clients("rad_north"), list(study.files.values()))
     with runtime.sessions() as session:
-        events = session.scalars(select(AuditEvent).where(AuditEvent.action == "stow")).all()
+        events = session.scalars(select(AuditRow).where(AuditRow.action == "stow")).all()
     assert [(e.outcome, e.study_instance_uid) for e in events] == [("success", study.study_uid)]
 
 

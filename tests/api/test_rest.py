@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from noctis.core.runtime import Runtime
-from noctis.index.accounts import ApiToken, AuditEvent
+from noctis.index.accounts import ApiToken, AuditRow
 from support.archive import embedded_settings, open_runtime
 from support.web import auth_app, client_for, create_user, login, running, token_for
 
@@ -108,7 +108,7 @@ def test_tokens_are_shown_once_listed_without_secret_and_revocable(
     with runtime.sessions() as session:
         operations = [
             e.detail["operation"]
-            for e in session.scalars(select(AuditEvent).where(AuditEvent.action == "admin"))
+            for e in session.scalars(select(AuditRow).where(AuditRow.action == "admin"))
         ]
     assert operations == ["token.create", "token.revoke"]
 

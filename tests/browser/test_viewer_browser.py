@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Response
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import select
 
-from noctis.index.accounts import AuditEvent
+from noctis.index.accounts import AuditRow
 from support.archive import embedded_settings, open_runtime
 from support.viewer_page import viewer_page, wait_for_image
 
@@ -99,7 +99,7 @@ def test_viewer_reads_are_in_the_audit_trail(live_archive: LiveArchive) -> None:
     try:
         with runtime.sessions() as session:
             events = session.scalars(
-                select(AuditEvent).where(AuditEvent.actor == live_archive.username)
+                select(AuditRow).where(AuditRow.actor == live_archive.username)
             ).all()
     finally:
         runtime.close()

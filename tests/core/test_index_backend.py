@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from noctis.dicom.header import InstanceHeader
-from noctis.index.accounts import AuditEvent
+from noctis.index.accounts import AuditRow
 from noctis.index.backend import (
     DemographicsConflict,
     DifferentContent,
@@ -223,9 +223,9 @@ def test_best_effort_sessions_write_to_the_same_index(index: IndexBackend) -> No
     try:
         with sessions.begin() as session:
             session.add(
-                AuditEvent(actor="ann", actor_type="user", client="", action="t", outcome="ok")
+                AuditRow(actor="ann", actor_type="user", client="", action="t", outcome="ok")
             )
     finally:
         index.close_sessions(sessions)
     with index.reader() as session:
-        assert session.scalar(select(func.count()).select_from(AuditEvent)) == 1
+        assert session.scalar(select(func.count()).select_from(AuditRow)) == 1

@@ -45,7 +45,7 @@ MAX_PENDING = 50_000
 MAX_BATCH = 500
 SQLITE_WAIT = 0.25  # seconds an inline insert waits for SQLite's write lock
 
-_INSERT_AUDIT = insert(accounts.AuditEvent.__table__)
+_INSERT_AUDIT = insert(accounts.AuditRow.__table__)
 
 
 class AuditAction(StrEnum):
@@ -103,7 +103,7 @@ class AuditSink(Protocol):
 
 def add_to_session(session: Session, event: AuditEvent) -> None:
     """Add the event's row to an open index session: it commits, or not, with that session."""
-    session.add(accounts.AuditEvent(**event.columns()))
+    session.add(accounts.AuditRow(**event.columns()))
 
 
 class DatabaseAuditSink:
@@ -215,9 +215,9 @@ class AuditFilter:
 
 def query_audit(
     session: Session, where: AuditFilter, *, limit: int = 100, offset: int = 0
-) -> Sequence[accounts.AuditEvent]:
+) -> Sequence[accounts.AuditRow]:
     """Matching rows, newest first."""
-    row = accounts.AuditEvent
+    row = accounts.AuditRow
     query = select(row)
     for column, value in (
         (row.actor, where.actor),

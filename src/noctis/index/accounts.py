@@ -102,7 +102,7 @@ class WebSession(Base):
     user: Mapped[User] = relationship(lazy="joined")
 
 
-class AuditEvent(Base):
+class AuditRow(Base):
     """One read or write of patient data (or a security event): who, from where, what."""
 
     __tablename__ = "audit_event"

@@ -18,7 +18,7 @@ from noctis.api.security import PrincipalDep
 from noctis.core.audit import AuditFilter, DatabaseAuditSink, query_audit
 from noctis.core.facilities import facility_usage
 from noctis.core.roles import Role
-from noctis.index.accounts import AuditEvent, User
+from noctis.index.accounts import AuditRow, User
 from noctis.index.models import Facility, Instance, Patient, Series, Study
 
 router = APIRouter()
@@ -196,7 +196,7 @@ def _system_status(
                 session.scalar(select(func.coalesce(func.sum(Instance.size_bytes), 0))) or 0
             ),
             "users": count(User.id),
-            "audit_events": count(AuditEvent.id),
+            "audit_events": count(AuditRow.id),
         },
         "oidc": context.oidc is not None,
     }

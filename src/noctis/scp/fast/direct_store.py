@@ -87,7 +87,7 @@ class DirectStore:
 
     def __init__(self, assoc: Any, scp_context: ScpContext, send: Callable[[bytes], None]) -> None:
         self._assoc = assoc
-        self._runtime = scp_context
+        self._scp_context = scp_context
         self._send = send
         self._incoming: _Incoming | None = None
         # context ID -> (SOP class, transfer syntax), if a storage context we serve
@@ -149,7 +149,7 @@ class DirectStore:
         """An incoming object holding the Part 10 head; without one if it cannot be written."""
         prepared, self._prepared = self._prepared, None
         try:
-            data = prepared if prepared is not None else self._runtime.runtime.store.incoming()
+            data = prepared if prepared is not None else self._scp_context.runtime.store.incoming()
         except OSError as exc:
             log.error("cannot spool a C-STORE data set: %s", exc)
             return _Incoming(context_id, sop_class, request, None)
@@ -185,7 +185,7 @@ class DirectStore:
             # delay the answer.
             incoming.discard()
         try:
-            self._prepared = self._runtime.runtime.store.incoming()
+            self._prepared = self._scp_context.runtime.store.incoming()
         except OSError:
             self._prepared = None  # the next request tries again; A700 if it fails
 
@@ -199,7 +199,7 @@ class DirectStore:
             log.error("cannot spool C-STORE data set: %s", exc)
             return SPOOL_FAILED
         return store_received(
-            self._runtime,
+            self._scp_context,
             self._assoc,
             request.sop_class_uid,
             request.sop_instance_uid,
