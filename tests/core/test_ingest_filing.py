@@ -5,6 +5,7 @@ duplicates told apart by their data set. On SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ from prometheus_client import REGISTRY
 from pydicom import dcmread
 from sqlalchemy import func, select, update
 
-from noctis.core.audit import AuditFilter, query_audit
+from noctis.core.audit import SQLITE_WAIT, AuditFilter, query_audit
 from noctis.core.ingest import FacilityRef, IngestError, IngestFailure, IngestOutcome
 from noctis.core.reconciliation import Sender
 from noctis.core.runtime import Runtime
@@ -348,3 +349,28 @@ def test_an_instance_indexed_before_0004_sent_again_unchanged_is_a_duplicate(
     assert again.outcome is IngestOutcome.DUPLICATE
     assert again.object_key == first.object_key
     assert _events(runtime, "duplicate-discarded") == []
+
+
+@pytest.mark.parametrize("runtime", ["sqlite"], indirect=True)
+def test_a_reconciliation_event_is_written_before_it_returns_even_behind_another_writer(
+    runtime: Runtime,
+) -> None:
+    # Another writer holds SQLite's write lock for longer than an inline audit insert waits
+    # (SQLITE_WAIT): an ordinary event would be queued; one an administrator must reconcile is
+    # written, synced, by the time the call returns.
+    assert _events(runtime, "demographics-conflict") == []
+    database = runtime.settings.resolved_database_url().removeprefix("sqlite:///")
+    holder = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    released = threading.Timer(4 * SQLITE_WAIT, lambda: holder.execute("COMMIT"))
+    released.start()
+    try:
+        event = MODALITY.event(
+            "demographics-conflict", outcome="success", study_instance_uid="1.2.3"
+        )
+        runtime.audit.record_durably(event)
+    finally:
+        released.join()
+        holder.close()
+    [row] = _events(runtime, "demographics-conflict")  # no flush: already in the table
+    assert (row.actor, row.study_instance_uid) == ("CT_ROOM_1", "1.2.3")

@@ -129,6 +129,21 @@ class DatabaseAuditSink:
             return
         except Exception as exc:  # locked, or the index is down: the writer retries
             log.debug("audit event queued (%s)", type(exc).__name__)
+        self._enqueue(event)
+
+    def record_durably(self, event: AuditEvent) -> None:
+        """Record an event the archive relies on later (what an administrator must reconcile):
+        written on the runtime's engine, synced like a store and waiting for the write lock as a
+        store does, before this returns; only if that fails, queued like any other event."""
+        try:
+            with self._sessions.begin() as session:
+                session.execute(_INSERT_AUDIT, event.columns())
+            return
+        except Exception as exc:
+            log.warning("audit event %s not written at once (%s): queued", event.action, exc)
+        self._enqueue(event)
+
+    def _enqueue(self, event: AuditEvent) -> None:
         self._ensure_writer()
         try:
             self._queue.put_nowait(event)

@@ -98,7 +98,7 @@ def demographics_conflict(
     conflict: DemographicsConflict,
 ) -> None:
     _get_counters().demographics_conflicts.labels(facility=facility_name).inc()
-    runtime.audit.record(
+    runtime.audit.record_durably(
         sender.event(
             DEMOGRAPHICS_CONFLICT,
             outcome=AuditOutcome.SUCCESS,  # the instance was stored, with its own demographics
@@ -131,7 +131,7 @@ def duplicate_discarded(
     discarded_sha256: str,
 ) -> None:
     _get_counters().duplicates_discarded.labels(facility=facility_name).inc()
-    runtime.audit.record(
+    runtime.audit.record_durably(
         sender.event(
             DUPLICATE_DISCARDED,
             outcome=AuditOutcome.SUCCESS,  # the sender was answered Success
