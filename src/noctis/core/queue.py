@@ -27,11 +27,22 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE = "noctis"
 INSTANCE_STORED = "noctis.instance_stored"
 SERIES_METADATA = "noctis.series_metadata"
+# Sent once per study each time it becomes stable (no new instance for the facility's quiet
+# time); its handler starts what waits for a whole study (derivatives, routing).
+STUDY_STABLE = "noctis.study_stable"
+# Route one study (or one instance) by the routing rules that match it.
+ROUTE_STUDY = "noctis.route_study"
 
 
 def facility_queue(facility: str) -> str:
     """The task queue of one facility (the operator names the same queues for the workers)."""
     return f"noctis.facility.{facility}"
+
+
+def destination_queue(ae_title: str) -> str:
+    """The queue of the transfers to one destination AE: a slow or unreachable destination
+    only delays its own transfers (the operator names the same queues for the workers)."""
+    return f"noctis.destination.{ae_title.strip()}"
 
 
 class TaskQueue(Protocol):
