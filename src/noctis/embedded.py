@@ -57,12 +57,13 @@ def serve(settings: Settings) -> None:
     from noctis.core.accounts import ensure_first_admin
     from noctis.scp.lifecycle import clean_spool, stop_on_signals
     from noctis.scp.server import Scp
-    from noctis.worker.inprocess import register_tasks
+    from noctis.worker.inprocess import register_tasks, start_periodic
 
     console = Console(stderr=True)
     runtime = prepare(settings)
     clean_spool(settings.resolved_spool_dir())  # before any SCP process receives into it
     register_tasks(runtime)
+    periodic = start_periodic(runtime)
     admin = ensure_first_admin(runtime, configured_admin_password())
     siblings = _start_siblings(settings, register_tasks)
     scp = Scp(runtime, listener=siblings.listener if siblings is not None else None).start()
@@ -86,6 +87,7 @@ def serve(settings: Settings) -> None:
         scp.stop()
         if siblings is not None:
             siblings.wait()
+        periodic.stop()
         runtime.drain_tasks()
         runtime.close()
 

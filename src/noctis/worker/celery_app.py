@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -10,6 +11,7 @@ from noctis.core.queue import DEFAULT_QUEUE
 from noctis.core.runtime import Runtime
 from noctis.settings import Settings
 from noctis.worker.liveness import Heartbeat, heartbeat_step
+from noctis.worker.periodic import PeriodicJob, periodic_step
 from noctis.worker.queues import follow_facilities_step
 from noctis.worker.tasks import TASKS
 
@@ -20,11 +22,13 @@ def create_celery(
     *,
     heartbeat: Heartbeat | None = None,
     follow_facilities: bool = False,
+    periodic_jobs: Sequence[PeriodicJob] = (),
 ) -> Celery:
     """A Celery app whose tasks are the worker's task functions bound to ``archive``.
 
     ``heartbeat``: beaten from the consumer's event loop (liveness); ``follow_facilities``:
-    start consuming the queue of every facility enabled after the worker started.
+    start consuming the queue of every facility enabled after the worker started;
+    ``periodic_jobs``: run these (``noctis.worker.periodic``) while the consumer runs.
     """
     if not settings.broker_url:
         raise ValueError("NOCTIS_BROKER_URL is required to run a worker (e.g. redis://host:6379/0)")
@@ -46,6 +50,8 @@ def create_celery(
         app.steps["consumer"].add(heartbeat_step(heartbeat))
     if follow_facilities:
         app.steps["consumer"].add(follow_facilities_step(runtime))
+    if periodic_jobs:
+        app.steps["consumer"].add(periodic_step(runtime, periodic_jobs))
     return app
 
 

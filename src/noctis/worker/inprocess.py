@@ -6,7 +6,8 @@ import functools
 
 from noctis.core.queue import InProcessQueue
 from noctis.core.runtime import Runtime
-from noctis.worker.tasks import TASKS
+from noctis.worker.periodic import PeriodicRunner
+from noctis.worker.tasks import PERIODIC_JOBS, TASKS
 
 
 def register_tasks(runtime: Runtime) -> None:
@@ -15,3 +16,9 @@ def register_tasks(runtime: Runtime) -> None:
         raise TypeError("register_tasks needs an archive opened with an InProcessQueue")
     for name, function in TASKS.items():
         runtime.queue.register(name, functools.partial(function, runtime))
+
+
+def start_periodic(runtime: Runtime) -> PeriodicRunner:
+    """Run the worker's periodic jobs in this process (``noctis serve``); stop the runner
+    before closing ``runtime``."""
+    return PeriodicRunner(runtime, PERIODIC_JOBS).start()

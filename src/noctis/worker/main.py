@@ -30,6 +30,7 @@ from noctis.settings import Settings
 from noctis.worker.celery_app import create_celery
 from noctis.worker.liveness import Heartbeat, heartbeat_path
 from noctis.worker.queues import configured_queues, facility_queues
+from noctis.worker.tasks import PERIODIC_JOBS
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,11 @@ def run(settings: Settings, *, concurrency: int = CONCURRENCY) -> None:
         heartbeat = Heartbeat(heartbeat_path(settings))
         heartbeat.clear()
         app = create_celery(
-            settings, runtime, heartbeat=heartbeat, follow_facilities=not configured
+            settings,
+            runtime,
+            heartbeat=heartbeat,
+            follow_facilities=not configured,
+            periodic_jobs=PERIODIC_JOBS,
         )
         health = HealthServer(
             settings.health_host,

@@ -11,9 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from noctis.core.queue import INSTANCE_STORED, SERIES_METADATA
+from noctis.worker.periodic import PeriodicJob
 from noctis.worker.series_metadata import instance_stored, series_metadata
 
 TASKS: dict[str, Callable[..., Any]] = {
     INSTANCE_STORED: instance_stored,
     SERIES_METADATA: series_metadata,
 }
+
+# Jobs every worker process runs on a clock (noctis.worker.periodic), one line each.
+PERIODIC_JOBS: tuple[PeriodicJob, ...] = ()
