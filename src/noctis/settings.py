@@ -125,6 +125,24 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(2, ge=1, description="tasks a worker runs at once")
 
+    # Routing (issue 14: forwarding to other AEs; noctis.core.routing)
+    route_scan_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="how often a worker looks for new instances of per-instance routes, "
+        "transfers due again and transfers whose worker died",
+    )
+    route_claim_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="a claimed transfer not finished within this time is taken back and "
+        "sent again (its worker is presumed dead); renewed while a batch is being sent",
+    )
+    route_batch: int = Field(50, ge=1, description="transfers one association sends at most")
+    route_calling_ae: str = Field(
+        "NOCTIS", min_length=1, max_length=16, description="the AE title routing sends as"
+    )
+
     # Web
     api_host: str = "0.0.0.0"
     api_port: int = 8080

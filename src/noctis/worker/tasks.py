@@ -10,14 +10,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from noctis.core.queue import INSTANCE_STORED, SERIES_METADATA
+from noctis.core.queue import (
+    FORWARD_TO_DESTINATION,
+    INSTANCE_STORED,
+    ROUTE_STUDY,
+    SERIES_METADATA,
+)
+from noctis.worker.forward import forward_to_destination, route_study, routing_tick
 from noctis.worker.periodic import PeriodicJob
 from noctis.worker.series_metadata import instance_stored, series_metadata
 
 TASKS: dict[str, Callable[..., Any]] = {
     INSTANCE_STORED: instance_stored,
     SERIES_METADATA: series_metadata,
+    ROUTE_STUDY: route_study,
+    FORWARD_TO_DESTINATION: forward_to_destination,
 }
 
 # Jobs every worker process runs on a clock (noctis.worker.periodic), one line each.
-PERIODIC_JOBS: tuple[PeriodicJob, ...] = ()
+PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
+    PeriodicJob("routing", lambda settings: settings.route_scan_seconds, routing_tick),
+)

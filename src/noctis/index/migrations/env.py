@@ -3,7 +3,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-import noctis.index.accounts  # noqa: F401  (its tables are part of the metadata)
+from noctis.index import accounts, routing  # noqa: F401  (their tables are part of the metadata)
 from noctis.index.models import Base
 
 config = context.config
