@@ -1,6 +1,7 @@
 """Which task queues a worker consumes.
 
-By default: ``DEFAULT_QUEUE`` and the queue of every enabled facility, read from the index
+By default: ``DEFAULT_QUEUE``, the queue of every enabled facility and of every destination
+an enabled route sends to (``destination_queue``), read from the index
 when the worker starts and again every REFRESH_SECONDS, so a facility registered later is
 served without restarting the worker. ``NOCTIS_WORKER_QUEUES`` (comma-separated; the
 operator sets it per Archive) names a fixed list instead.
@@ -14,9 +15,10 @@ from typing import Any
 from celery import bootsteps
 from sqlalchemy import select
 
-from noctis.core.queue import DEFAULT_QUEUE, facility_queue
+from noctis.core.queue import DEFAULT_QUEUE, destination_queue, facility_queue
 from noctis.core.runtime import Runtime
 from noctis.index.models import Facility
+from noctis.index.routing import RouteRow
 from noctis.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,17 @@ def facility_queues(runtime: Runtime) -> list[str]:
         names = session.scalars(
             select(Facility.name).where(Facility.enabled.is_(True)).order_by(Facility.name)
         ).all()
-    return [DEFAULT_QUEUE, *(facility_queue(name) for name in names)]
+        # Routing: the queue of every destination an enabled route sends to.
+        destinations = {
+            ae
+            for aes in session.scalars(select(RouteRow.destinations).where(RouteRow.enabled))
+            for ae in aes
+        }
+    return [
+        DEFAULT_QUEUE,
+        *(facility_queue(name) for name in names),
+        *(destination_queue(ae) for ae in sorted(destinations)),
+    ]
 
 
 def configured_queues(settings: Settings) -> list[str]:
