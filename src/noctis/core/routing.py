@@ -21,7 +21,7 @@ import io
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -40,6 +40,9 @@ from noctis.specs.route import RouteMatch, RouteSpec, RouteTrigger
 log = logging.getLogger(__name__)
 
 SETTLE_SECONDS = 1.0
+# A per-instance route on the calling AE waits for the store's audit event (written when the
+# association ends) at most this long; after that the instance is judged without it.
+SENDER_WAIT_SECONDS = 600.0
 
 # Attributes the index holds, so matching them reads no header.
 _INDEXED = {
@@ -76,6 +79,7 @@ class Candidate:
     sop_instance_uid: str
     object_key: str
     pixel_data_offset: int | None
+    created_at: datetime
     indexed: dict[int, str]
 
 
@@ -179,6 +183,7 @@ def _base_query() -> Select[Any]:
             Instance.sop_instance_uid,
             Instance.object_key,
             Instance.pixel_data_offset,
+            Instance.created_at,
         )
         .join(Series, Series.id == Instance.series_pk)
         .join(Study, Study.id == Series.study_pk)
@@ -186,12 +191,12 @@ def _base_query() -> Select[Any]:
 
 
 def _candidate(row: Sequence[Any]) -> Candidate:
-    values = row[6:]
+    values = row[7:]
     indexed = {
         tag: "" if value is None else str(value)
         for tag, value in zip(_INDEXED, values, strict=True)
     }
-    return Candidate(row[0], row[1], row[2], row[3], row[4], row[5], indexed)
+    return Candidate(row[0], row[1], row[2], row[3], row[4], row[5], row[6], indexed)
 
 
 def study_candidates(session: Session, facility_id: int, study_uid: str) -> list[Candidate]:
@@ -240,15 +245,25 @@ class Matcher:
         self.patterns = match.attribute_patterns()
         self._senders: dict[str, set[str]] = {}
 
+    def undecided(self, candidate: Candidate) -> bool:
+        """The calling AE is asked for and the store of this study has not been audited yet
+        (its association is still open)."""
+        if not self.match.calling_ae_titles:
+            return False
+        return not self._senders_of(candidate.study_instance_uid)
+
+    def _senders_of(self, study: str) -> set[str]:
+        if study not in self._senders:
+            self._senders[study] = _calling_aes(self.session, self.facility_id, study)
+        return self._senders[study]
+
     def __call__(self, candidate: Candidate) -> bool:
         match = self.match
         if match.modalities and not _matches_any(candidate.indexed[0x00080060], match.modalities):
             return False
         if match.calling_ae_titles:
-            study = candidate.study_instance_uid
-            if study not in self._senders:
-                self._senders[study] = _calling_aes(self.session, self.facility_id, study)
-            if not any(_matches_any(ae, match.calling_ae_titles) for ae in self._senders[study]):
+            senders = self._senders_of(candidate.study_instance_uid)
+            if not any(_matches_any(ae, match.calling_ae_titles) for ae in senders):
                 return False
         unindexed = {t: p for t, p in self.patterns.items() if t not in candidate.indexed}
         for tag, patterns in self.patterns.items():
@@ -367,7 +382,12 @@ def scan_new_instances(runtime: Runtime, limit: int = 2000) -> dict[str, int]:
             route = session.get(RouteRow, route_id)
             if route is None:
                 continue
-            candidates = new_candidates(session, route.facility_id, scanned_to, limit)
+            matcher = Matcher(
+                runtime, session, route.facility_id, RouteSpec.model_validate(route.spec).match
+            )
+            candidates = _decided(
+                matcher, new_candidates(session, route.facility_id, scanned_to, limit)
+            )
             if not candidates:
                 continue
             moved = session.execute(
@@ -377,11 +397,21 @@ def scan_new_instances(runtime: Runtime, limit: int = 2000) -> dict[str, int]:
             ).rowcount
             if not moved:
                 continue  # another worker took this batch
-            matcher = Matcher(
-                runtime, session, route.facility_id, RouteSpec.model_validate(route.spec).match
-            )
             for destination, count in create_transfers(
                 session, route, [c for c in candidates if matcher(c)]
             ).items():
                 created[destination] = created.get(destination, 0) + count
     return created
+
+
+def _decided(matcher: Matcher, candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates up to the first one whose sender is not known yet (the scan resumes
+    there at its next tick), unless that one has waited SENDER_WAIT_SECONDS already."""
+    patience = datetime.now(UTC) - timedelta(seconds=SENDER_WAIT_SECONDS)
+    for index, candidate in enumerate(candidates):
+        created = candidate.created_at
+        if created.tzinfo is None:  # SQLite hands back naive UTC
+            created = created.replace(tzinfo=UTC)
+        if created > patience and matcher.undecided(candidate):
+            return candidates[:index]
+    return candidates
