@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
-from sqlalchemy import Select, distinct, select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -224,7 +224,9 @@ def _matches_any(value: str, patterns: Iterable[str]) -> bool:
 def _calling_aes(session: Session, facility_id: int, study_uid: str) -> set[str]:
     return set(
         session.scalars(
-            select(distinct(AuditRow.actor)).where(
+            select(AuditRow.actor)
+            .distinct()
+            .where(
                 AuditRow.facility_id == facility_id,
                 AuditRow.study_instance_uid == study_uid,
                 AuditRow.action == AuditAction.STORE.value,

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, distinct, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from noctis.core.runtime import Runtime
@@ -235,7 +235,9 @@ def due_destinations(runtime: Runtime) -> list[str]:
         )
         return list(
             session.scalars(
-                select(distinct(Transfer.destination)).where(
+                select(Transfer.destination)
+                .distinct()
+                .where(
                     Transfer.state.in_(_DUE_STATES),
                     Transfer.next_attempt_at <= now,
                     Transfer.destination.not_in(busy),
