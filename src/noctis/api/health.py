@@ -8,6 +8,7 @@ label values.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -22,7 +23,9 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from noctis.core import reconciliation
+from noctis.core import reconciliation, routing_status
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
@@ -103,4 +106,9 @@ def metrics(request: Request) -> Response:
     # The write path's counters for reconciliation live in the process's default registry
     # (STOW-RS ingests here, C-STORE in the SCP, which serves that registry whole).
     body = generate_latest(registry) + reconciliation.metrics_text()
+    try:  # routing progress, from the index: an index outage leaves the rest to scrape
+        with request.app.state.runtime.reader() as session:
+            body += routing_status.metrics_text(session)
+    except Exception:
+        log.warning("routing metrics unavailable (index unreachable?)", exc_info=True)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from noctis.core.routing import list_routes
 from noctis.core.transfers import DestinationProgress, progress
+from noctis.index.models import Facility
+from noctis.index.routing import RouteRow, Transfer
 
 STATES = ("pending", "sent", "failed", "dead")
 
@@ -44,3 +47,34 @@ def route_reports(session: Session, *, facilities: set[str] | None = None) -> li
             }
         )
     return reports
+
+
+def metrics_text(session: Session) -> bytes:
+    """Transfers per route, destination and state, in Prometheus' text format: one GROUP BY
+    over the transfers, read when /metrics is scraped (what a worker sent is in the index, not
+    in the scraped process's memory)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
+    counts = session.execute(
+        select(Facility.name, RouteRow.name, Transfer.destination, Transfer.state, func.count())
+        .join(RouteRow, RouteRow.id == Transfer.route_id)
+        .join(Facility, Facility.id == RouteRow.facility_id)
+        .group_by(Facility.name, RouteRow.name, Transfer.destination, Transfer.state)
+    ).all()
+    family = GaugeMetricFamily(
+        "noctis_route_transfers",
+        "Routing transfers (instance x destination) by facility, route, destination and state "
+        "(pending, sending, sent, failed, dead)",
+        labels=("facility", "route", "destination", "state"),
+    )
+    for facility, route, destination, state, count in counts:
+        family.add_metric((facility, route, destination, state), count)
+
+    class _Collector:
+        def collect(self) -> Any:
+            yield family
+
+    registry = CollectorRegistry()
+    registry.register(_Collector())  # type: ignore[arg-type]
+    return generate_latest(registry)
