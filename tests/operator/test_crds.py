@@ -13,6 +13,7 @@ from noctis.operator.kinds import CRD_KINDS
 from noctis.specs.archive import ArchiveSpec
 from noctis.specs.dicomnode import DicomNodeSpec
 from noctis.specs.facility import FacilitySpec
+from noctis.specs.route import RouteSpec
 from noctis.specs.storagepool import StoragePoolSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +24,7 @@ MODELS = {
     "Facility": FacilitySpec,
     "Archive": ArchiveSpec,
     "DicomNode": DicomNodeSpec,
+    "Route": RouteSpec,
 }
 
 

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from noctis.specs.common import AETitle, KubeName
+from noctis.specs.status import Condition
 
 _TAG = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
 
@@ -51,32 +52,28 @@ Pattern = Annotated[str, Field(max_length=1024)]
 
 
 class RouteMatch(BaseModel):
-    """Which instances the route forwards: every criterion given must hold (an empty match
-    forwards everything). Values are DICOM wildcard patterns: ``*`` any run of characters,
-    ``?`` one character; a list means any of them."""
+    """Which instances the route forwards: every criterion given must hold (none: all)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     calling_ae_titles: list[Pattern] = Field(
         default_factory=list,
         alias="callingAETitles",
-        description="the AE titles that sent the study (any of these patterns)",
+        description="the AE titles that sent the study (any of these DICOM wildcard patterns: "
+        "* any run of characters, ? one character)",
     )
     modalities: list[Pattern] = Field(
         default_factory=list, description="the series' Modality (any of these patterns)"
     )
-    attributes: dict[AttributeName, Pattern | list[Pattern]] = Field(
+    attributes: dict[AttributeName, Pattern] = Field(
         default_factory=dict,
         description="DICOM attributes by keyword or tag (e.g. StudyDescription, 0008103E), "
-        "each matching a pattern or any of a list of patterns",
+        "each matching a pattern; alternatives separated by a backslash (CT\\MR)",
     )
 
     def attribute_patterns(self) -> dict[int, list[str]]:
         """Tag -> its patterns."""
-        return {
-            attribute_tag(name): [value] if isinstance(value, str) else list(value)
-            for name, value in self.attributes.items()
-        }
+        return {attribute_tag(name): value.split("\\") for name, value in self.attributes.items()}
 
 
 class RouteRetry(BaseModel):
@@ -150,3 +147,29 @@ class RouteDocument(BaseModel):
         if not isinstance(name, str) or not name:
             raise ValueError("metadata.name is required")
         return self
+
+
+class DestinationStatus(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    destination: str
+    pending: int = Field(0, description="waiting to be sent, or being sent")
+    sent: int = 0
+    failed: int = Field(0, description="failed, to be tried again after a delay")
+    dead: int = Field(0, description="failed on every attempt: retry with `noctis route retry`")
+    last_error: str = Field("", alias="lastError")
+
+
+class RouteStatus(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    observed_generation: int = Field(0, alias="observedGeneration")
+    conditions: list[Condition] = Field(default_factory=list)
+    pending: int = 0
+    sent: int = 0
+    failed: int = 0
+    dead: int = 0
+    destinations: list[DestinationStatus] = Field(default_factory=list)
+    progress_updated: str = Field(
+        "", alias="progressUpdated", description="when the counts were read from the index"
+    )
