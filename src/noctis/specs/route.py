@@ -83,11 +83,11 @@ class RouteRetry(BaseModel):
         10, ge=1, le=1000, description="attempts before an instance is a dead letter"
     )
     initial_delay_seconds: float = Field(
-        10.0, gt=0, le=86400, alias="initialDelaySeconds", description="delay after a failure"
+        10.0, ge=0.01, le=86400, alias="initialDelaySeconds", description="delay after a failure"
     )
     max_delay_seconds: float = Field(
         600.0,
-        gt=0,
+        ge=0.01,
         le=86400,
         alias="maxDelaySeconds",
         description="longest delay (the delay doubles after each failure up to this)",
