@@ -29,7 +29,7 @@ if not __package__:  # `python bench/run.py`: make `bench` importable, not its m
 
 from rich.console import Console
 
-from bench import backing, cluster, data, images, load, query, store, web
+from bench import backing, cluster, data, images, load, query, route, store, web
 from bench.data import Dataset, FileSet
 from bench.noctis import NoctisTarget
 from bench.procs import BenchError, load_average
@@ -54,11 +54,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "suite",
-        choices=("store", "web", "all", "load", "images", "cluster"),
+        choices=("store", "web", "all", "load", "images", "cluster", "route"),
         help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both; "
         "load: QIDO/metadata under concurrent stores and a login flood (Noctis targets); "
         "images: build times and sizes of the container images; "
-        "cluster: the one-node cluster (up, helm install to first C-STORE, memory; as root)",
+        "cluster: the one-node cluster (up, helm install to first C-STORE, memory; as root); "
+        "route: forwarding to storescp, Noctis beside Orthanc (bench/route.py)",
     )
     parser.add_argument("--quick", action="store_true", help="small data, few runs: a smoke run")
     parser.add_argument(
@@ -120,6 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("runs", "slices", "small"):
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
+    if args.suite == "route":
+        return route.main(
+            console,
+            targets=[n.strip() for n in args.targets.split(",")] if args.targets else None,
+            rounds=args.rounds,
+            sizes=sizes,
+            data_dir=args.data_dir,
+            results_dir=args.results_dir,
+        )
     plan = load.QUICK if args.quick else load.FULL
     default = LOAD_TARGETS if args.suite == "load" else TARGET_NAMES
     names = [n.strip() for n in (args.targets or ",".join(default)).split(",") if n.strip()]

@@ -127,7 +127,7 @@ class Settings(BaseSettings):
 
     # Routing (issue 14: forwarding to other AEs; noctis.core.routing)
     route_scan_seconds: float = Field(
-        2.0,
+        1.0,
         gt=0,
         description="how often a worker looks for new instances of per-instance routes, "
         "transfers due again and transfers whose worker died",

@@ -39,7 +39,7 @@ from noctis.specs.route import RouteMatch, RouteSpec, RouteTrigger
 
 log = logging.getLogger(__name__)
 
-SETTLE_SECONDS = 1.0
+SETTLE_SECONDS = 0.5
 # A per-instance route on the calling AE waits for the store's audit event (written when the
 # association ends) at most this long; after that the instance is judged without it.
 SENDER_WAIT_SECONDS = 600.0

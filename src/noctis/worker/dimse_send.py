@@ -12,13 +12,14 @@ The only module of the worker that speaks DIMSE (see the import contracts in pyp
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
 
@@ -96,7 +97,13 @@ def send(
         ae = AE(ae_title=calling_ae)
         ae.maximum_pdu_size = 0
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-        assoc = ae.associate(host, port, contexts=contexts, ae_title=called_ae)
+        assoc = ae.associate(
+            host,
+            port,
+            contexts=contexts,
+            ae_title=called_ae,
+            evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)],
+        )
         if not assoc.is_established:
             why = (
                 "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no answer"
@@ -112,6 +119,14 @@ def send(
             if assoc.is_established:
                 assoc.release()
     return results
+
+
+def _no_delay(event: evt.Event) -> None:
+    """Nagle's algorithm off: with it each C-STORE waits ~40 ms for the peer's delayed ACK
+    (38 instances/s instead of several hundred on loopback)."""
+    sock = event.assoc.dul.socket
+    if sock is not None and sock.socket is not None:
+        sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _send_batch(
