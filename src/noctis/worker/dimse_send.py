@@ -19,9 +19,17 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
+
+# pynetdicom's internals are touched in one place only, the SCP's compat module: its settings
+# (send files as stored, no per-message logging) and the requestor that closes pynetdicom's
+# race between a sender and its reactor (a response the reactor takes is dropped and the
+# sender waits out the DIMSE timeout: 30 s stalls seen here under load). A documented
+# exception to "processes never import each other" (pyproject.toml's contracts).
+from noctis.scp.fast import compat
+from noctis.scp.fast.requestor import requesting
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +58,6 @@ class Result:
 
 class CannotAssociate(Exception):
     """The destination could not be reached or refused the association."""
-
-
-def configure() -> None:
-    """Send files as they are stored (no decode and re-encode), and keep pynetdicom's per
-    message logging off (its formatting costs more than the send)."""
-    _config.STORE_SEND_CHUNKED_DATASET = True
-    _config.LOG_HANDLER_LEVEL = "none"
 
 
 def _contexts_for(pairs: Sequence[tuple[str, str]]) -> list[list[object]]:
@@ -88,7 +89,7 @@ def send(
 ) -> list[Result]:
     """Send every item; CannotAssociate when the first association cannot be made (nothing
     was sent then). ``progress`` is called after each item (to renew a claim's lease)."""
-    configure()
+    compat.configure()
     pairs = list(dict.fromkeys((i.sop_class_uid, i.transfer_syntax_uid) for i in items))
     results: list[Result] = []
     for number, contexts in enumerate(_contexts_for(pairs)):
@@ -97,12 +98,14 @@ def send(
         ae = AE(ae_title=calling_ae)
         ae.maximum_pdu_size = 0
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-        assoc = ae.associate(
-            host,
-            port,
-            contexts=contexts,
-            ae_title=called_ae,
-            evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)],
+        assoc = requesting(
+            ae.associate(
+                host,
+                port,
+                contexts=contexts,
+                ae_title=called_ae,
+                evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)],
+            )
         )
         if not assoc.is_established:
             why = (
