@@ -206,3 +206,42 @@ def test_the_routing_migration_goes_down_and_up(
     engine.dispose()
     upgrade(url)
     assert current_revision(url) == "0009"
+
+
+def test_a_per_instance_route_takes_each_new_instance_once_and_waits_for_its_sender(
+    runtime: Runtime, make_dicom: DicomFactory
+) -> None:
+    from noctis.core.audit import AuditAction, AuditEvent, AuditOutcome
+    from noctis.core.routing import SETTLE_SECONDS, scan_new_instances
+
+    facility = _facility(runtime)
+    ingest_file(runtime, facility, make_dicom())  # type: ignore[arg-type]  # before the routes
+    _route(runtime, "each", facility="east", destinations=["A"], trigger="instance")
+    _route(
+        runtime,
+        "from-ct1",
+        facility="east",
+        destinations=["B"],
+        trigger="instance",
+        match={"callingAETitles": ["CT1"]},
+    )
+    for _ in range(3):
+        ingest_file(runtime, facility, make_dicom(StudyInstanceUID=STUDY))  # type: ignore[arg-type]
+    threading.Event().wait(SETTLE_SECONDS + 0.1)
+    # The store of STUDY is not audited yet (its association is open): "from-ct1" waits.
+    assert scan_new_instances(runtime) == {"A": 3}
+    assert scan_new_instances(runtime) == {}
+    runtime.audit.record_durably(
+        AuditEvent(
+            action=AuditAction.STORE,
+            outcome=AuditOutcome.SUCCESS,
+            actor="CT1",
+            actor_type="ae",
+            client="127.0.0.1",
+            study_instance_uid=STUDY,
+            facility_id=facility.id,  # type: ignore[attr-defined]
+        )
+    )
+    assert scan_new_instances(runtime) == {"B": 3}
+    assert scan_new_instances(runtime) == {}
+    assert len(_transfers(runtime)) == 6
