@@ -7,13 +7,13 @@ destination is not registered."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text, update
 
-from conftest import DicomFactory
 from noctis.core import transfers
 from noctis.core.routing import RouteRefused, apply_route, route_study
 from noctis.core.runtime import Runtime
@@ -25,6 +25,7 @@ from support.archive import register_facility
 from support.incoming import ingest_file
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
+DicomFactory = Callable[..., Path]  # the make_dicom fixture (tests/core/conftest.py)
 
 
 def _route(runtime: Runtime, name: str, **spec: object) -> None:
