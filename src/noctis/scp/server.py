@@ -117,6 +117,7 @@ class Scp:
         if self._server is None:
             return
         self._server.shutdown()
+        self.scp_context.commitment.stop()
         deadline = time.monotonic() + timeout
         # Wait for associations in use; a connection that never sent an A-ASSOCIATE-RQ (a TCP
         # probe, a port scan) would otherwise hold the drain until its ACSE timeout.

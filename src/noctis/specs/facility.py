@@ -16,6 +16,7 @@ class DimseService(StrEnum):
     FIND = "find"
     MOVE = "move"
     GET = "get"
+    COMMITMENT = "commitment"  # storage commitment (N-ACTION), issue 14
 
 
 ALL_SERVICES = [s.value for s in DimseService]
