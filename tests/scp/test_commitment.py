@@ -61,7 +61,7 @@ class Requester:
     reports: list[Report] = field(default_factory=list)
     received: threading.Event = field(default_factory=threading.Event)
 
-    def on_event_report(self, event: evt.Event) -> int:
+    def on_event_report(self, event: evt.Event) -> tuple[int, None]:
         self.reports.append(
             Report(
                 int(event.request.EventTypeID),
@@ -70,7 +70,7 @@ class Requester:
             )
         )
         self.received.set()
-        return 0x0000
+        return 0x0000, None
 
     def report_for(self, transaction_uid: str, timeout: float = 20) -> Report:
         return wait.until(
@@ -300,18 +300,23 @@ def test_ae_without_the_commitment_service_is_refused(scp: RunningScp) -> None:
 
 
 @pytest.mark.parametrize(
-    ("information", "action_type", "expected"),
+    ("transaction", "instance", "action_type", "expected"),
     [
-        (action_information(generate_uid(), [(CT, generate_uid())]), 2, 0x0123),
-        (action_information("", [(CT, generate_uid())]), 1, 0x0115),
-        (action_information(generate_uid(), []), 1, 0x0115),
-        (action_information(generate_uid(), [(CT, "not a uid")]), 1, 0x0115),
+        ("fresh", "fresh", 2, 0x0123),  # no such action
+        ("", "fresh", 1, 0x0115),  # invalid argument value: no Transaction UID
+        ("fresh", None, 1, 0x0115),  # ... no Referenced SOP item
+        ("fresh", "1.2.3.abc", 1, 0x0115),  # ... a referenced UID that is not one
     ],
     ids=["unknown-action", "no-transaction-uid", "no-references", "bad-uid"],
 )
 def test_malformed_request_gets_a_failure_and_no_report(
-    scp: RunningScp, information: Dataset, action_type: int, expected: int
+    scp: RunningScp, transaction: str, instance: str | None, action_type: int, expected: int
 ) -> None:
+    def fresh(value: str) -> str:
+        return generate_uid() if value == "fresh" else value
+
+    references = [] if instance is None else [(CT, fresh(instance))]
+    information = action_information(fresh(transaction), references)
     requester = Requester()
     code = request_commitment(
         scp.port, information, requester, same_association=True, action_type=action_type
