@@ -6,6 +6,8 @@ association to the requester's registered port, retried while the requester is d
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,15 +18,25 @@ from pydicom.dataset import Dataset
 from pydicom.uid import MRImageStorage, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel
-from scp_support import AE_TITLE, ECHO_ONLY, MODALITY, RunningScp, make_instance
+from scp_support import (
+    AE_TITLE,
+    ECHO_ONLY,
+    MODALITY,
+    RunningScp,
+    make_instance,
+    scp_environment,
+)
 
 from noctis.core.ingest import FacilityRef
 from noctis.core.runtime import Runtime
+from noctis.scp.client import store_files
 from noctis.scp.commitment import STORAGE_COMMITMENT_INSTANCE
-from support import wait
-from support.archive import indexed_objects, register_facility
+from support import terminate, wait, wait_started
+from support.archive import embedded_settings, indexed_objects, open_runtime, register_facility
+from support.dicomdata import sop_instance_uid
 from support.incoming import ingest_file
-from support.ports import LOOPBACK, free_port
+from support.logs import ServerLogs
+from support.ports import LOOPBACK, free_port, free_ports
 
 NO_SUCH_OBJECT_INSTANCE = 0x0112
 CLASS_INSTANCE_CONFLICT = 0x0119
@@ -323,3 +335,68 @@ def test_malformed_request_gets_a_failure_and_no_report(
     )
     assert code == expected
     assert requester.reports == []
+
+
+def test_noctis_serve_commits_on_both_paths(tmp_path: Path, server_logs: ServerLogs) -> None:
+    """Embedded `noctis serve` answers storage commitment with the same code: on the
+    requester's association (its default facility), and on a new association to an AE
+    registered with a host and port."""
+    port, health_port, api_port, listen_port = free_ports(4)
+    data_dir = tmp_path / "data"
+    env = {
+        **scp_environment(data_dir, port, health_port),
+        "NOCTIS_API_HOST": LOOPBACK,
+        "NOCTIS_API_PORT": str(api_port),
+        "NOCTIS_ADMIN_PASSWORD": "a-long-enough-password",
+        "NOCTIS_VIEWER_DIR": str(tmp_path / "no-viewer"),
+    }
+    log = tmp_path / "serve.log"
+    server_logs.watch("noctis serve", log)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "noctis.cli", "serve"], env=env, stdout=out, stderr=out
+        )
+    try:
+        wait_started(
+            lambda: "listening on" in log.read_text(errors="replace"),
+            what="noctis serve",
+            process=process,
+            log=log,
+            timeout=60,
+        )
+        files = [make_instance(tmp_path / "ct") for _ in range(2)]
+        assert store_files(LOOPBACK, port, files, AE_TITLE, "ANYMOD").failures == []
+        references = [(CT, sop_instance_uid(path)) for path in files]
+
+        # The embedded default facility admits any AE title from loopback.
+        requester = Requester()
+        transaction = generate_uid()
+        information = action_information(transaction, references)
+        code = request_commitment(
+            port, information, requester, same_association=True, calling="ANYMOD"
+        )
+        assert code == 0x0000
+        report = requester.report_for(transaction, timeout=1)
+        assert (report.event_type, report.committed) == (1, {uid for _, uid in references})
+
+        # Registered with a host and port, it may release and be called back.
+        runtime = open_runtime(embedded_settings(data_dir))
+        try:
+            register_facility(
+                runtime, "default", [{"aeTitle": MODALITY, "host": LOOPBACK, "port": listen_port}]
+            )
+        finally:
+            runtime.close()
+        requester = Requester()
+        server = listen(requester, listen_port)
+        try:
+            transaction = generate_uid()
+            information = action_information(transaction, references)
+            code = request_commitment(port, information, requester, same_association=False)
+            assert code == 0x0000
+            report = requester.report_for(transaction)
+        finally:
+            server.shutdown()  # type: ignore[attr-defined]
+        assert (report.calling_ae, report.event_type) == (AE_TITLE, 1)
+    finally:
+        terminate(process, timeout=30)
