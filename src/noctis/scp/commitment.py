@@ -29,7 +29,7 @@ from pydicom.uid import UID
 from pynetdicom import AE, build_context
 from pynetdicom.dimse_primitives import N_ACTION
 from pynetdicom.dsutils import decode
-from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
+from pynetdicom.pdu_primitives import A_RELEASE, SCP_SCU_RoleSelectionNegotiation
 
 from noctis.core.commitment import CommitmentResult, Reference, check_commitment
 from noctis.core.facilities import move_destination
@@ -58,6 +58,10 @@ PROCESSING_FAILURE = 0x0110
 NO_SUCH_SOP_INSTANCE = 0x0112
 INVALID_ARGUMENT_VALUE = 0x0115
 NO_SUCH_ACTION = 0x0123
+RESOURCE_LIMITATION = 0x0213
+# References one request may name: a study of a few thousand instances is the usual request;
+# the list is held in memory while it is checked and reported.
+MAX_REFERENCES = 50_000
 
 _UID_CHARACTERS = frozenset("0123456789.")
 
@@ -153,6 +157,10 @@ def _references(information: Dataset) -> tuple[Reference, ...]:
     items = information.get("ReferencedSOPSequence") or []
     if not items:
         raise RequestRefused(INVALID_ARGUMENT_VALUE, "Referenced SOP Sequence is empty")
+    if len(items) > MAX_REFERENCES:
+        raise RequestRefused(
+            RESOURCE_LIMITATION, f"more than {MAX_REFERENCES} references in one request"
+        )
     references = []
     for number, item in enumerate(items, start=1):
         sop_class = str(item.get("ReferencedSOPClassUID", "") or "").strip()
@@ -188,6 +196,13 @@ def _may_report_here(context: PresentationContext) -> bool:
     """The requester negotiated role selection letting the archive send requests on this
     context (it proposed the SCP role for itself, and it was accepted)."""
     return bool(context.as_scu)
+
+
+def _release_requested(assoc: Association) -> bool:
+    """The requester has asked to release (its A-RELEASE-RQ waits for the reactor, which
+    answers it once this request is served): left where it is, only looked at."""
+    primitive = assoc.dul.peek_next_pdu()
+    return isinstance(primitive, A_RELEASE) and primitive.result is None
 
 
 def event_information(result: CommitmentResult, transaction_uid: str, ae_title: str) -> Dataset:
@@ -238,8 +253,8 @@ class CommitmentReports:
         except Exception:
             log.exception("storage commitment %s: check failed", asked.transaction_uid)
             return False
-        if not assoc.is_established:
-            return False
+        if not assoc.is_established or _release_requested(assoc):
+            return False  # the requester is leaving: it gets a new association
         try:
             answer, _ = assoc.send_n_event_report(
                 event_information(result, asked.transaction_uid, self.ae_title),
