@@ -31,6 +31,7 @@ from noctis.core.ingest import FacilityRef
 from noctis.core.runtime import Runtime
 from noctis.scp.client import store_files
 from noctis.scp.commitment import STORAGE_COMMITMENT_INSTANCE
+from noctis.scp.metrics import get_metrics
 from support import terminate, wait, wait_started
 from support.archive import embedded_settings, indexed_objects, open_runtime, register_facility
 from support.dicomdata import sop_instance_uid
@@ -90,6 +91,10 @@ class Requester:
             timeout=timeout,
             what=f"the N-EVENT-REPORT of transaction {transaction_uid}",
         )
+
+
+def reports_counted(outcome: str) -> float:
+    return get_metrics().commitment_reports.labels(outcome=outcome)._value.get()
 
 
 def action_information(transaction_uid: str, references: list[tuple[str, str]]) -> Dataset:
@@ -197,6 +202,7 @@ def test_report_on_the_same_association_names_each_failure(
         (str(MRImageStorage), conflicting[0]),
     ]
     requester = Requester()
+    before = reports_counted("same-association")
 
     code = request_commitment(
         scp.port, action_information(transaction, references), requester, same_association=True
@@ -213,6 +219,7 @@ def test_report_on_the_same_association_names_each_failure(
         conflicting[0]: CLASS_INSTANCE_CONFLICT,
     }
     assert str(report.information.RetrieveAETitle) == AE_TITLE
+    assert reports_counted("same-association") == before + 1  # and acknowledged there
 
 
 @pytest.mark.both_dimse_paths
@@ -224,6 +231,7 @@ def test_requester_that_released_gets_the_report_on_a_new_association(
 ) -> None:
     requester, port = listening_requester
     server = listen(requester, port)
+    before = reports_counted("new-association")
     try:
         present = stored(scp.runtime, facility, tmp_path, 3)
         transaction = generate_uid()
@@ -239,6 +247,11 @@ def test_requester_that_released_gets_the_report_on_a_new_association(
         server.shutdown()  # type: ignore[attr-defined]
     assert report.calling_ae == AE_TITLE  # the archive called the requester back
     assert report.event_type == 1
+    wait.until(
+        lambda: reports_counted("new-association") == before + 1,
+        timeout=5,
+        what="the report counted as delivered on a new association",
+    )
     assert report.committed == set(present)
     assert report.failed == {}
 

@@ -304,12 +304,14 @@ class CommitmentReports:
                     return
             except _NoAddress as exc:
                 log.warning("storage commitment %s: %s", asked.transaction_uid, exc)
+                get_metrics().commitment_reports.labels(outcome="no-address").inc()
                 return
             except Exception:
                 log.exception("storage commitment %s: report failed", asked.transaction_uid)
             if attempt == attempts or self._stopping.wait(wait):
                 break
             wait *= 2
+        get_metrics().commitment_reports.labels(outcome="undelivered").inc()
         log.error(
             "storage commitment %s: result not delivered to %s after %d attempt(s); the "
             "requester must ask again",
@@ -380,6 +382,7 @@ class _NoAddress(LookupError):
 
 
 def _reported(asked: CommitmentRequest, result: CommitmentResult, how: str) -> None:
+    get_metrics().commitment_reports.labels(outcome=how.replace(" ", "-")).inc()
     log.info(
         "storage commitment %s reported to %s on the %s: %d committed, %d failed",
         asked.transaction_uid,
