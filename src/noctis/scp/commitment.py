@@ -328,7 +328,10 @@ class CommitmentReports:
         result = self.result(asked)
         settings = self.runtime.settings
         ae = AE(ae_title=self.ae_title)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = settings.dimse_timeout
+        # A requester that is down answers the connection with a reset at once; one behind a
+        # firewall that drops it would otherwise hold the attempt for the OS's connect timeout.
+        ae.connection_timeout = ae.acse_timeout = ae.network_timeout = settings.network_timeout
+        ae.dimse_timeout = settings.dimse_timeout
         context = build_context(STORAGE_COMMITMENT_PUSH_MODEL, list(QUERY_SYNTAXES))
         # The archive proposes the SCP role for itself, the requester keeps the SCU role
         # (PS3.4 J.3.3.1.3 note).
