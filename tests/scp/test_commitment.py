@@ -284,6 +284,32 @@ def test_requester_down_at_first_gets_the_report_once_it_is_up(
     assert report.committed == set(present)
 
 
+def test_requester_that_never_comes_back_is_given_up_and_counted(
+    scp: RunningScp,
+    facility: FacilityRef,
+    listening_requester: tuple[Requester, int],
+    tmp_path: Path,
+) -> None:
+    scp.runtime.settings.commitment_report_attempts = 2
+    scp.runtime.settings.commitment_report_backoff_seconds = 0.1
+    requester, _ = listening_requester  # registered, never listening
+    present = stored(scp.runtime, facility, tmp_path, 1)
+    before = reports_counted("undelivered")
+    code = request_commitment(
+        scp.port,
+        action_information(generate_uid(), [(CT, present[0])]),
+        requester,
+        same_association=False,
+    )
+    assert code == 0x0000
+    wait.until(
+        lambda: reports_counted("undelivered") == before + 1,
+        timeout=10,
+        what="the undeliverable report given up after its attempts",
+    )
+    assert requester.reports == []
+
+
 def test_instance_whose_object_vanished_is_a_processing_failure(
     scp: RunningScp, facility: FacilityRef, tmp_path: Path
 ) -> None:

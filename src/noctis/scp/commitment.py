@@ -292,13 +292,15 @@ class CommitmentReports:
             self._stopping.set()
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True)  # those not started yet give up at once, logged
 
     def _deliver(self, asked: CommitmentRequest) -> None:
         settings = self.runtime.settings
         attempts = max(1, settings.commitment_report_attempts)
         wait = settings.commitment_report_backoff_seconds
-        for attempt in range(1, attempts + 1):
+        attempt = 0
+        while not self._stopping.is_set():
+            attempt += 1
             try:
                 if self._send_new_association(asked):
                     return
@@ -308,7 +310,7 @@ class CommitmentReports:
                 return
             except Exception:
                 log.exception("storage commitment %s: report failed", asked.transaction_uid)
-            if attempt == attempts or self._stopping.wait(wait):
+            if attempt >= attempts or self._stopping.wait(wait):
                 break
             wait *= 2
         get_metrics().commitment_reports.labels(outcome="undelivered").inc()
