@@ -256,6 +256,47 @@ def test_requester_that_released_gets_the_report_on_a_new_association(
     assert report.failed == {}
 
 
+@pytest.mark.both_dimse_paths
+def test_requester_releasing_at_once_despite_role_selection_still_gets_its_report(
+    scp: RunningScp,
+    facility: FacilityRef,
+    listening_requester: tuple[Requester, int],
+    tmp_path: Path,
+) -> None:
+    """PS3.4 J.3.3.1.2 note: the SCU may release at any time, even one that negotiated the
+    report on its association: its release is answered promptly (not after a DIMSE timeout
+    spent waiting for a report response it will never send) and it is called back."""
+    requester, port = listening_requester
+    server = listen(requester, port)
+    try:
+        present = stored(scp.runtime, facility, tmp_path, 5)
+        transaction = generate_uid()
+        ae = AE(ae_title=MODALITY)
+        ae.add_requested_context(StorageCommitmentPushModel)
+        assoc = ae.associate(
+            LOOPBACK,
+            scp.port,
+            ae_title=AE_TITLE,
+            ext_neg=[build_role(StorageCommitmentPushModel, scu_role=True, scp_role=True)],
+        )
+        assert assoc.is_established
+        answer, _ = assoc.send_n_action(
+            action_information(transaction, [(CT, uid) for uid in present]),
+            1,
+            StorageCommitmentPushModel,
+            STORAGE_COMMITMENT_INSTANCE,
+        )
+        assert int(answer.Status) == 0x0000
+        started = time.monotonic()
+        assoc.release()
+        assert assoc.is_released
+        assert time.monotonic() - started < 5  # the requester's ACSE timeout is 30 s
+        report = requester.report_for(transaction)
+    finally:
+        server.shutdown()  # type: ignore[attr-defined]
+    assert (report.calling_ae, report.event_type) == (AE_TITLE, 1)
+
+
 def test_requester_down_at_first_gets_the_report_once_it_is_up(
     scp: RunningScp,
     facility: FacilityRef,

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, build_context
-from pynetdicom.dimse_primitives import N_ACTION
-from pynetdicom.dsutils import decode
+from pynetdicom.dimse_primitives import N_ACTION, N_EVENT_REPORT
+from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu_primitives import A_RELEASE, SCP_SCU_RoleSelectionNegotiation
 
 from noctis.core.commitment import CommitmentResult, Reference, check_commitment
@@ -64,6 +65,9 @@ RESOURCE_LIMITATION = 0x0213
 MAX_REFERENCES = 50_000
 
 _UID_CHARACTERS = frozenset("0123456789.")
+_REPORT_MESSAGE_ID = 1
+_POLL = 0.005  # s between looks for the report's response on the requester's association
+_RELEASE_GRACE = 1.0  # s the report's response may still take once the requester releases
 
 
 class RequestRefused(ValueError):
@@ -103,7 +107,7 @@ def serve_commitment(
         return
     _respond(assoc, request, context_id, status.SUCCESS)
     reports = scp_context.commitment
-    if _may_report_here(context) and reports.report_on(assoc, asked):
+    if _may_report_here(context) and reports.report_on(assoc, context, asked):
         return
     reports.report_later(asked)
 
@@ -198,6 +202,69 @@ def _may_report_here(context: PresentationContext) -> bool:
     return bool(context.as_scu)
 
 
+def _send_on(
+    assoc: Association,
+    context: PresentationContext,
+    information: Dataset,
+    event_type: int,
+    *,
+    timeout: float,
+) -> int | None:
+    """Send the N-EVENT-REPORT on the requester's own association, from its reactor thread
+    (which serves nothing meanwhile), and wait for the response: its status, or None if none
+    came (the requester aborted, or asked to release and did not answer within a second, or
+    ``timeout`` passed). Not pynetdicom's ``send_n_event_report``: that one waits out the
+    whole DIMSE timeout when the requester releases instead of answering, and the requester
+    waits as long for its release. Requests the requester sends meanwhile are kept, in order,
+    for the reactor."""
+    syntax = context.transfer_syntax[0]
+    encoded = encode(
+        information, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
+    )
+    if encoded is None:
+        raise ValueError("the event information cannot be encoded")
+    request = N_EVENT_REPORT()
+    request.MessageID = _REPORT_MESSAGE_ID
+    request.AffectedSOPClassUID = UID(STORAGE_COMMITMENT_PUSH_MODEL)
+    request.AffectedSOPInstanceUID = UID(STORAGE_COMMITMENT_INSTANCE)
+    request.EventTypeID = event_type
+    request.EventInformation = BytesIO(encoded)
+    assoc.dimse.send_msg(request, int(context.context_id or 0))
+    held: list[tuple[int | None, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while assoc.is_established and time.monotonic() < deadline:
+            context_id, message = assoc.dimse.get_msg(block=False)
+            if message is None:
+                if _release_requested(assoc):
+                    deadline = min(deadline, time.monotonic() + _RELEASE_GRACE)
+                time.sleep(_POLL)
+            elif (
+                isinstance(message, N_EVENT_REPORT)
+                and getattr(message, "MessageIDBeingRespondedTo", None) == _REPORT_MESSAGE_ID
+            ):
+                return int(message.Status)
+            else:
+                held.append((context_id, message))
+        return None
+    finally:
+        _requeue(assoc, held)
+
+
+def _requeue(assoc: Association, held: list[tuple[int | None, Any]]) -> None:
+    """Put ``held`` back on the association's message queue ahead of what came after."""
+    if not held:
+        return
+    later = []
+    while True:
+        context_id, message = assoc.dimse.get_msg(block=False)
+        if message is None:
+            break
+        later.append((context_id, message))
+    for item in [*held, *later]:
+        assoc.dimse.msg_queue.put(item)
+
+
 def _release_requested(assoc: Association) -> bool:
     """The requester has asked to release (its A-RELEASE-RQ waits for the reactor, which
     answers it once this request is served): left where it is, only looked at."""
@@ -246,7 +313,9 @@ class CommitmentReports:
                 session, self.runtime.store, asked.facility_id, list(asked.references)
             )
 
-    def report_on(self, assoc: Association, asked: CommitmentRequest) -> bool:
+    def report_on(
+        self, assoc: Association, context: PresentationContext, asked: CommitmentRequest
+    ) -> bool:
         """Check and report on ``assoc``; False if the report could not be delivered there."""
         try:
             result = self.result(asked)
@@ -256,11 +325,12 @@ class CommitmentReports:
         if not assoc.is_established or _release_requested(assoc):
             return False  # the requester is leaving: it gets a new association
         try:
-            answer, _ = assoc.send_n_event_report(
+            code = _send_on(
+                assoc,
+                context,
                 event_information(result, asked.transaction_uid, self.ae_title),
                 EVENT_ALL_COMMITTED if result.all_committed else EVENT_FAILURES_EXIST,
-                UID(STORAGE_COMMITMENT_PUSH_MODEL),
-                UID(STORAGE_COMMITMENT_INSTANCE),
+                timeout=self.runtime.settings.dimse_timeout,
             )
         except Exception as exc:
             log.info(
@@ -269,7 +339,7 @@ class CommitmentReports:
                 exc,
             )
             return False
-        delivered = int(answer.get("Status", -1)) == status.SUCCESS
+        delivered = code == status.SUCCESS
         if delivered:
             _reported(asked, result, "same association")
         return delivered
