@@ -8,7 +8,13 @@ import time
 
 import redis
 
-from noctis.core.queue import DEFAULT_QUEUE, CeleryQueue, InProcessQueue, facility_queue
+from noctis.core.queue import (
+    DEFAULT_QUEUE,
+    CeleryQueue,
+    InProcessQueue,
+    destination_queue,
+    facility_queue,
+)
 from noctis.specs import archive as archive_spec
 
 
@@ -67,3 +73,4 @@ def test_celery_sends_to_the_named_queue_with_a_countdown(broker: str) -> None:
 def test_queue_names_match_what_the_operator_gives_workers() -> None:
     assert DEFAULT_QUEUE == archive_spec.DEFAULT_QUEUE
     assert facility_queue("north") == archive_spec.facility_queue("north")
+    assert destination_queue("PACS_2") == archive_spec.destination_queue("PACS_2")
