@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 from celery import Celery
+from prometheus_client import generate_latest
 
 from noctis.core.queue import CeleryQueue
+from noctis.operator.metrics import OperatorMetrics
 from noctis.operator.queue_depth import read_depths
 from noctis.operator.scaling import decide
 from noctis.specs.archive import AutoscaleSpec
@@ -70,3 +72,12 @@ def test_replicas_go_down_only_after_the_cool_down() -> None:
     assert (again.replicas, again.last_busy) == (4, 1059.5)
     down = decide(BOUNDS, 0, 4, again.last_busy, 1120.0)
     assert down.replicas == 1
+
+
+def test_metrics_forget_the_queues_of_removed_facilities() -> None:
+    metrics = OperatorMetrics.create()
+    metrics.report_queues("pacs", "noctis", {"noctis.facility.north": (3, 1), "noctis": (0, 0)})
+    metrics.report_queues("pacs", "noctis", {"noctis": (2, 0)})
+    text = generate_latest(metrics.registry).decode()
+    assert "noctis.facility.north" not in text
+    assert 'noctis_queue_depth{archive="noctis",namespace="pacs",queue="noctis"} 2.0' in text

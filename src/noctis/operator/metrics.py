@@ -6,7 +6,7 @@ workers scaled. The registry is the operator's own (built in its startup, never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
@@ -20,6 +20,7 @@ class OperatorMetrics:
     wanted_replicas: Gauge
     replicas: Gauge
     _server: Any = None
+    _queues: dict[tuple[str, str], set[str]] = field(default_factory=dict)
 
     @classmethod
     def create(cls) -> OperatorMetrics:
@@ -51,6 +52,19 @@ class OperatorMetrics:
                 registry=registry,
             ),
         )
+
+    def report_queues(
+        self, namespace: str, archive: str, depths: dict[str, tuple[int, int]]
+    ) -> None:
+        """Set (queued, unacked) per queue of one Archive; a queue no longer listed (its
+        facility or destination removed) stops being reported."""
+        for queue, (queued, unacked) in depths.items():
+            self.queued.labels(namespace, archive, queue).set(queued)
+            self.unacked.labels(namespace, archive, queue).set(unacked)
+        for gone in self._queues.get((namespace, archive), set()) - set(depths):
+            self.queued.remove(namespace, archive, gone)
+            self.unacked.remove(namespace, archive, gone)
+        self._queues[(namespace, archive)] = set(depths)
 
     def serve(self, host: str, port: int) -> None:
         server, _thread = start_http_server(port, addr=host, registry=self.registry)

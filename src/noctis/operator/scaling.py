@@ -98,10 +98,11 @@ def scale(op: Operator, body: dict[str, Any], metrics: OperatorMetrics | None = 
     status = body.get("status") or {}
     depths, problem = _depths(op, namespace, spec, [*pipeline, *destinations])
     if depths is not None and metrics is not None:
-        for queue in [*pipeline, *destinations]:
-            labels = (namespace, name, queue)
-            metrics.queued.labels(*labels).set(depths.queued.get(queue, 0))
-            metrics.unacked.labels(*labels).set(depths.unacked.get(queue, 0))
+        metrics.report_queues(
+            namespace,
+            name,
+            {q: (depths.queued.get(q, 0), depths.unacked.get(q, 0)) for q in depths.queued},
+        )
     fields: dict[str, Any] = {"destinationQueues": destinations}
     for field, deployment, bounds in targets:
         fields[field] = _scale_one(
