@@ -10,6 +10,7 @@ import redis
 
 from noctis.core.queue import (
     DEFAULT_QUEUE,
+    DESTINATION_QUEUE_PREFIX,
     CeleryQueue,
     InProcessQueue,
     destination_queue,
@@ -74,3 +75,20 @@ def test_queue_names_match_what_the_operator_gives_workers() -> None:
     assert DEFAULT_QUEUE == archive_spec.DEFAULT_QUEUE
     assert facility_queue("north") == archive_spec.facility_queue("north")
     assert destination_queue("PACS_2") == archive_spec.destination_queue("PACS_2")
+
+
+def test_in_process_transfers_never_hold_the_threads_of_derived_work() -> None:
+    queue = InProcessQueue(workers=1, transfer_workers=1)
+    destination_down = threading.Event()
+    derived_done = threading.Event()
+    queue.register("send", lambda: destination_down.wait(30))  # a destination that hangs
+    queue.register("derive", derived_done.set)
+    assert destination_queue("SLOW").startswith(DESTINATION_QUEUE_PREFIX)
+    queue.send("send", queue=destination_queue("SLOW"))
+    queue.send("send", queue=destination_queue("SLOW"))  # waits behind the first transfer
+    queue.send("derive", queue=facility_queue("north"))
+    try:
+        assert derived_done.wait(10), "derived work waited for a hung destination"
+    finally:
+        destination_down.set()
+        queue.drain()
