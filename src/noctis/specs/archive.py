@@ -204,7 +204,7 @@ class TransfersSpec(BaseModel):
     )
     health_port: Port = Field(8081, alias="healthPort", description="serves /healthz and /readyz")
     resources: Resources = Field(
-        default_factory=lambda: default_resources(cpu="100m", memory="256Mi", memory_limit="1Gi")
+        default_factory=lambda: default_resources(cpu="50m", memory="256Mi", memory_limit="1Gi")
     )
     image: Image | None = None
 
