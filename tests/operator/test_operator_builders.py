@@ -245,7 +245,7 @@ def test_autoscaled_deployments_leave_replicas_to_the_scaler() -> None:
     ctx = arc.archive_context("noctis", "pacs", spec, POOL)
     assert "replicas" not in arc.build_worker_deployment(ctx, spec, IMAGES, [])["spec"]
     assert "replicas" not in arc.build_transfer_deployment(ctx, spec, IMAGES)["spec"]
-    assert arc.initial_replicas(spec) == {"worker": 2, "transfer": 0}
+    assert arc.initial_replicas("noctis", spec) == {"noctis-worker": 2, "noctis-transfer": 0}
 
 
 def test_archive_admin_password_reaches_the_api_only() -> None:

@@ -53,10 +53,7 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
     ]
     desired = build.build_all(ctx, spec, op.images, facilities)
     # Autoscaled Deployments start at their minimum; then the scaler owns their replicas.
-    initial = {
-        {"worker": build.worker_name(name), "transfer": build.transfer_name(name)}[part]: count
-        for part, count in build.initial_replicas(spec).items()
-    }
+    initial = build.initial_replicas(name, spec)
     results = {
         f"{obj['kind']}/{obj['metadata']['name']}": ensure(
             op.kube,

@@ -310,13 +310,13 @@ def _scaled_by_operator(deployment: dict[str, Any]) -> dict[str, Any]:
     return deployment
 
 
-def initial_replicas(spec: ArchiveSpec) -> dict[str, int]:
-    """Replicas of each autoscaled Deployment when it is created: its minimum."""
+def initial_replicas(archive: str, spec: ArchiveSpec) -> dict[str, int]:
+    """Deployment name -> its replicas when created, for the autoscaled ones: the minimum."""
     initial = {}
     if spec.worker.autoscale:
-        initial["worker"] = spec.worker.autoscale.min_replicas
+        initial[worker_name(archive)] = spec.worker.autoscale.min_replicas
     if spec.transfers.autoscale:
-        initial["transfer"] = spec.transfers.autoscale.min_replicas
+        initial[transfer_name(archive)] = spec.transfers.autoscale.min_replicas
     return initial
 
 
