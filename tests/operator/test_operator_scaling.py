@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+import yaml
 from operator_support import Cluster
 from test_operator_cluster import example, pool_example
 
@@ -146,3 +147,21 @@ def test_an_unreachable_broker_leaves_replicas_alone(cluster: Cluster) -> None:
     assert "cannot read the broker's queues" in status and "replicas unchanged" in status
     assert "127.0.0.1:1" not in status  # a broker URL may carry a password: never shown
     assert replicas(cluster, "noctis-worker") == 1
+
+
+def test_the_api_server_refuses_crossed_bounds(cluster: Cluster) -> None:
+    def refusal(doc: dict[str, Any]) -> str:
+        result = cluster.kube.kubectl(
+            "apply", "--namespace", cluster.namespace, "-f", "-",
+            input=yaml.safe_dump(doc), check=False,
+        )  # fmt: skip
+        assert result.returncode != 0, result.stdout
+        return str(result.stderr)
+
+    crossed = autoscaled_archive()
+    crossed["spec"]["worker"]["autoscale"].update(minReplicas=5, maxReplicas=2)
+    assert "minReplicas must not exceed maxReplicas" in refusal(crossed)
+    idle = autoscaled_archive()
+    idle["spec"]["worker"]["autoscale"]["minReplicas"] = 0
+    assert "the periodic jobs run there" in refusal(idle)
+    assert cluster.get("archive", "noctis") is None

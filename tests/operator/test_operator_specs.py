@@ -136,3 +136,20 @@ def test_lifecycle_rules_that_expire_indexed_objects(
 ) -> None:
     spec = parse_spec(StoragePoolSpec, {**POOL, "lifecycle": [{"id": "r", **rule}]})
     assert expires_indexed_objects(spec.lifecycle[0]) is expires
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"worker": {"autoscale": {"minReplicas": 5, "maxReplicas": 2}}}, "must not exceed"),
+        ({"worker": {"autoscale": {"minReplicas": 0}}}, "periodic jobs run there"),
+        ({"transfers": {"autoscale": {"tasksPerReplica": 0}}}, "tasksPerReplica"),
+    ],
+)
+def test_archive_autoscale_bounds(change: dict[str, object], message: str) -> None:
+    base = {"storagePool": "images", "database": {"name": "db", "key": "url"}}
+    with pytest.raises(SpecInvalid) as caught:
+        parse_spec(ArchiveSpec, {**base, **change})
+    assert message in str(caught.value)
+    idle = parse_spec(ArchiveSpec, {**base, "transfers": {"autoscale": {"minReplicas": 0}}})
+    assert idle.transfers.autoscale is not None and idle.transfers.autoscale.min_replicas == 0
