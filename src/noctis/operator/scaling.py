@@ -61,12 +61,10 @@ def decide(
     return Decision(wanted, min(current, bounds.max_replicas), last_busy)
 
 
-def destination_queues(op: Operator, namespace: str) -> list[str]:
-    """The queue of every AE with a host and port in the namespace's Facilities."""
+def destination_queues(facilities: list[dict[str, Any]]) -> list[str]:
+    """The queue of every AE with a host and port in these Facilities."""
     titles: set[str] = set()
-    for facility in op.kube.list(FACILITIES, namespace):
-        if facility["metadata"].get("deletionTimestamp"):
-            continue
+    for facility in facilities:
         try:
             spec = FacilitySpec.model_validate(facility.get("spec") or {})
         except ValueError:
@@ -88,12 +86,10 @@ def scale(op: Operator, body: dict[str, Any], metrics: OperatorMetrics | None = 
     if not targets:
         return
     facilities = [
-        f["metadata"]["name"]
-        for f in op.kube.list(FACILITIES, namespace)
-        if not f["metadata"].get("deletionTimestamp")
+        f for f in op.kube.list(FACILITIES, namespace) if not f["metadata"].get("deletionTimestamp")
     ]
-    pipeline = build.task_queues(facilities)
-    destinations = destination_queues(op, namespace)
+    pipeline = build.task_queues([f["metadata"]["name"] for f in facilities])
+    destinations = destination_queues(facilities)
     queues = {"workerScaling": pipeline, "transferScaling": destinations}
     status = body.get("status") or {}
     depths, problem = _depths(op, namespace, spec, [*pipeline, *destinations])
