@@ -8,7 +8,7 @@ from pathlib import Path
 from noctis.core.runtime import Runtime
 from noctis.scp.access import AccessControl
 from noctis.scp.audit import DimseAudit
-from noctis.scp.commitment import CommitmentReports
+from noctis.scp.commitment_reports import CommitmentReports
 
 
 @dataclass(frozen=True)
