@@ -116,13 +116,11 @@ def test_two_workers_never_claim_the_same_transfer_and_failures_back_off(
     first, *rest = claims
     transfers.finish(
         runtime,
-        first.token,
+        first,
         [transfers.Outcome(t, False, "C-STORE status 0xA700") for t in first.transfers],
     )
     for claim in rest:
-        transfers.finish(
-            runtime, claim.token, [transfers.Outcome(t, True) for t in claim.transfers]
-        )
+        transfers.finish(runtime, claim, [transfers.Outcome(t, True) for t in claim.transfers])
     failed = {t.id for t in first.transfers}
     with runtime.sessions() as session:
         rows = {row.id: row for row in session.scalars(select(Transfer))}
@@ -137,7 +135,7 @@ def test_two_workers_never_claim_the_same_transfer_and_failures_back_off(
     again = transfers.claim(runtime, "A", 50, lease=60)
     assert {t.id for t in again.transfers} == failed
     transfers.finish(
-        runtime, again.token, [transfers.Outcome(t, False, "refused") for t in again.transfers]
+        runtime, again, [transfers.Outcome(t, False, "refused") for t in again.transfers]
     )
     with runtime.sessions.begin() as session:
         assert transfers.retry_dead(session, facility="east") == {"A": len(failed)}
@@ -163,7 +161,7 @@ def test_a_claim_held_past_its_lease_is_taken_back_and_counted(
     second = transfers.claim(runtime, "A", 10, lease=60)
     assert {t.attempts for t in second.transfers} == {2}  # the lost attempt is counted
     # The dead worker's late report changes nothing: the claim is no longer its own.
-    transfers.finish(runtime, lost.token, [transfers.Outcome(t, True) for t in lost.transfers])
+    transfers.finish(runtime, lost, [transfers.Outcome(t, True) for t in lost.transfers])
     assert {state for _, _, state in _transfers(runtime)} == {"sending"}
 
 

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from noctis.core.routing import list_routes
 from noctis.core.transfers import DestinationProgress, progress
-from noctis.index.models import Facility
-from noctis.index.routing import RouteRow, Transfer
 
 STATES = ("pending", "sent", "failed", "dead")
 
@@ -50,26 +47,26 @@ def route_reports(session: Session, *, facilities: set[str] | None = None) -> li
 
 
 def metrics_text(session: Session) -> bytes:
-    """Transfers per route, destination and state, in Prometheus' text format: one GROUP BY
-    over the transfers, read when /metrics is scraped (what a worker sent is in the index, not
-    in the scraped process's memory)."""
+    """Transfers per route, destination and state, in Prometheus' text format, read from the
+    index when /metrics is scraped (what a worker sent is in the index, not in the scraped
+    process's memory): the transfers not sent yet are counted, the sent ones are counters."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import GaugeMetricFamily
 
-    counts = session.execute(
-        select(Facility.name, RouteRow.name, Transfer.destination, Transfer.state, func.count())
-        .join(RouteRow, RouteRow.id == Transfer.route_id)
-        .join(Facility, Facility.id == RouteRow.facility_id)
-        .group_by(Facility.name, RouteRow.name, Transfer.destination, Transfer.state)
-    ).all()
+    routes = list_routes(session)
+    table = progress(session, [route.id for route, _ in routes])
     family = GaugeMetricFamily(
         "noctis_route_transfers",
         "Routing transfers (instance x destination) by facility, route, destination and state "
-        "(pending, sending, sent, failed, dead)",
+        "(pending includes those being sent)",
         labels=("facility", "route", "destination", "state"),
     )
-    for facility, route, destination, state, count in counts:
-        family.add_metric((facility, route, destination, state), count)
+    for route, facility in routes:
+        for entry in table.get(route.id, []):
+            for state in STATES:
+                family.add_metric(
+                    (facility, route.name, entry.destination, state), getattr(entry, state)
+                )
 
     class _Collector:
         def collect(self) -> Any:

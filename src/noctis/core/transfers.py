@@ -21,12 +21,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from noctis.core.runtime import Runtime
 from noctis.index.models import Facility, Instance, utcnow
-from noctis.index.routing import RouteRow, Transfer, TransferState
+from noctis.index.routing import RouteRow, RouteSent, Transfer, TransferState
 
 _DUE_STATES = (TransferState.PENDING.value, TransferState.FAILED.value)
 ERROR_LENGTH = 1024
@@ -61,6 +62,7 @@ class Outcome:
 class Claim:
     token: str
     transfers: list[Claimed]
+    destination: str = ""
 
 
 def backoff(claimed: Claimed) -> float:
@@ -89,7 +91,7 @@ def claim(runtime: Runtime, destination: str, batch: int, lease: float) -> Claim
             due = due.with_for_update(skip_locked=True)
         ids = list(session.scalars(due))
         if not ids:
-            return Claim(token, [])
+            return Claim(token, [], destination)
         session.execute(
             update(Transfer)
             .where(Transfer.id.in_(ids), Transfer.state.in_(_DUE_STATES))
@@ -122,10 +124,10 @@ def claim(runtime: Runtime, destination: str, batch: int, lease: float) -> Claim
                     Instance.sop_instance_uid == Transfer.sop_instance_uid,
                 ),
             )
-            .where(Transfer.claim == token)
+            .where(Transfer.id.in_(ids), Transfer.claim == token)  # by key: no scan
             .order_by(Transfer.id)
         ).all()
-    return Claim(token, [Claimed(*row) for row in rows])
+    return Claim(token, [Claimed(*row) for row in rows], destination)
 
 
 def extend(runtime: Runtime, claim_: Claim, lease: float) -> None:
@@ -133,31 +135,36 @@ def extend(runtime: Runtime, claim_: Claim, lease: float) -> None:
     with runtime.sessions.begin() as session:
         session.execute(
             update(Transfer)
-            .where(Transfer.claim == claim_.token, Transfer.state == TransferState.SENDING.value)
+            .where(
+                Transfer.id.in_([t.id for t in claim_.transfers]),
+                Transfer.claim == claim_.token,
+                Transfer.state == TransferState.SENDING.value,
+            )
             .values(claimed_until=utcnow() + timedelta(seconds=lease))
             .execution_options(synchronize_session=False)
         )
 
 
-def finish(runtime: Runtime, token: str, outcomes: Iterable[Outcome]) -> None:
+def finish(runtime: Runtime, claim_: Claim, outcomes: Iterable[Outcome]) -> None:
     """Record outcomes of a claim (ignored for transfers the claim no longer holds)."""
     now = utcnow()
-    sent: list[int] = []
+    sent: list[Claimed] = []
     failures: list[tuple[Outcome, str, datetime]] = []
     for outcome in outcomes:
         if outcome.sent:
-            sent.append(outcome.transfer.id)
+            sent.append(outcome.transfer)
             continue
         transfer = outcome.transfer
         dead = outcome.permanent or transfer.attempts >= transfer.retry_attempts
         state = TransferState.DEAD if dead else TransferState.FAILED
         failures.append((outcome, state.value, now + timedelta(seconds=backoff(transfer))))
-    held = and_(Transfer.claim == token, Transfer.state == TransferState.SENDING.value)
+    held = and_(Transfer.claim == claim_.token, Transfer.state == TransferState.SENDING.value)
     with runtime.sessions.begin() as session:
-        if sent:
-            session.execute(
+        for route_id in sorted({t.route_id for t in sent}):
+            ids = [t.id for t in sent if t.route_id == route_id]
+            recorded = session.execute(
                 update(Transfer)
-                .where(Transfer.id.in_(sent), held)
+                .where(Transfer.id.in_(ids), held)
                 .values(
                     state=TransferState.SENT.value,
                     sent_at=now,
@@ -165,7 +172,9 @@ def finish(runtime: Runtime, token: str, outcomes: Iterable[Outcome]) -> None:
                     last_error="",
                 )
                 .execution_options(synchronize_session=False)
-            )
+            ).rowcount
+            if recorded:
+                _count_sent(session, route_id, claim_.destination, int(recorded))
         for outcome, state, next_attempt in failures:
             session.execute(
                 update(Transfer)
@@ -178,6 +187,19 @@ def finish(runtime: Runtime, token: str, outcomes: Iterable[Outcome]) -> None:
                 )
                 .execution_options(synchronize_session=False)
             )
+
+
+def _count_sent(session: Session, route_id: int, destination: str, count: int) -> None:
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(RouteSent).values(
+        route_id=route_id, destination=destination, sent=count
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["route_id", "destination"],
+            set_={"sent": RouteSent.sent + statement.excluded.sent},
+        )
+    )
 
 
 def postpone(runtime: Runtime, destination: str, seconds: float, reason: str) -> int:
@@ -306,19 +328,25 @@ class DestinationProgress:
 def progress(
     session: Session, route_ids: list[int] | None = None
 ) -> dict[int, list[DestinationProgress]]:
-    """Per route, per destination: transfers in each state and the latest error."""
-    query = select(Transfer.route_id, Transfer.destination, Transfer.state, func.count()).group_by(
-        Transfer.route_id, Transfer.destination, Transfer.state
+    """Per route, per destination: transfers in each state and the latest error. The
+    transfers not sent yet are counted (few, found through their state's index); the sent
+    ones are read from their counters."""
+    query = (
+        select(Transfer.route_id, Transfer.destination, Transfer.state, func.count())
+        .where(Transfer.state != TransferState.SENT.value)
+        .group_by(Transfer.route_id, Transfer.destination, Transfer.state)
     )
+    counters = select(RouteSent.route_id, RouteSent.destination, RouteSent.sent)
     if route_ids is not None:
         query = query.where(Transfer.route_id.in_(route_ids))
+        counters = counters.where(RouteSent.route_id.in_(route_ids))
     table: dict[tuple[int, str], DestinationProgress] = {}
+    for route_id, destination, sent in session.execute(counters):
+        table.setdefault((route_id, destination), DestinationProgress(destination)).sent = sent
     for route_id, destination, state, count in session.execute(query):
         entry = table.setdefault((route_id, destination), DestinationProgress(destination))
         if state in (TransferState.PENDING.value, TransferState.SENDING.value):
             entry.pending += count
-        elif state == TransferState.SENT.value:
-            entry.sent += count
         elif state == TransferState.FAILED.value:
             entry.failed += count
         elif state == TransferState.DEAD.value:
@@ -331,8 +359,8 @@ def progress(
                     .where(
                         Transfer.route_id == route_id,
                         Transfer.destination == destination,
+                        Transfer.state != TransferState.SENT.value,
                         Transfer.last_error != "",
-                        or_(Transfer.state != TransferState.SENT.value),
                     )
                     .order_by(Transfer.next_attempt_at.desc())
                     .limit(1)

@@ -68,6 +68,9 @@ class Transfer(Base):
     __table_args__ = (
         UniqueConstraint("route_id", "destination", "sop_instance_uid"),
         Index("ix_route_transfer_due", "destination", "state", "next_attempt_at"),
+        # What the periodic job and the progress counts read: the few transfers not sent yet,
+        # without walking the many sent ones.
+        Index("ix_route_transfer_open", "state", "next_attempt_at"),
         Index("ix_route_transfer_route_state", "route_id", "state"),
     )
 
@@ -86,3 +89,16 @@ class Transfer(Base):
     last_error: Mapped[str] = mapped_column(String(1024), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RouteSent(Base):
+    """How many transfers of a route reached a destination: counted as they are recorded,
+    so progress is read without counting the sent rows (one per instance, ever growing)."""
+
+    __tablename__ = "route_sent"
+
+    route_id: Mapped[int] = mapped_column(
+        ForeignKey("route.id", ondelete="CASCADE"), primary_key=True
+    )
+    destination: Mapped[str] = mapped_column(String(16), primary_key=True)
+    sent: Mapped[int] = mapped_column(BigInteger, default=0)

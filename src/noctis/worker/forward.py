@@ -105,7 +105,7 @@ def _send_claim(runtime: Runtime, destination: str, claim: transfers.Claim) -> i
     if peer is None or not peer.host or not peer.port:
         reason = f"destination {destination} is no longer registered with a host and port"
         outcomes.extend(transfers.Outcome(c, False, reason) for c in sendable)
-        transfers.finish(runtime, claim.token, outcomes)
+        transfers.finish(runtime, claim, outcomes)
         return 0
     spool = settings.resolved_spool_dir()
     spool.mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,7 @@ def _send_claim(runtime: Runtime, destination: str, claim: transfers.Claim) -> i
     except CannotAssociate as exc:
         reason = str(exc)
         outcomes.extend(transfers.Outcome(c, False, reason) for c in sendable)
-        transfers.finish(runtime, claim.token, outcomes)
+        transfers.finish(runtime, claim, outcomes)
         delay = max((transfers.backoff(c) for c in sendable), default=0.0)
         transfers.postpone(runtime, destination, delay, reason)
         log.warning("routing: %s; retrying in %.0f s", reason, delay)
@@ -146,7 +146,7 @@ def _send_claim(runtime: Runtime, destination: str, claim: transfers.Claim) -> i
         claimed = result.key
         assert isinstance(claimed, transfers.Claimed)
         outcomes.append(transfers.Outcome(claimed, result.sent, result.error, result.permanent))
-    transfers.finish(runtime, claim.token, outcomes)
+    transfers.finish(runtime, claim, outcomes)
     return sum(1 for r in results if r.sent)
 
 

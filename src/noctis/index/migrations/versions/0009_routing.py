@@ -1,4 +1,4 @@
-"""routing: routes, and one transfer per instance x destination
+"""routing: routes, one transfer per instance x destination, sent counts per destination
 
 Revision ID: 0009
 Revises: 0007
@@ -78,10 +78,26 @@ def upgrade() -> None:
     op.create_index(
         "ix_route_transfer_due", "route_transfer", ["destination", "state", "next_attempt_at"]
     )
+    op.create_index("ix_route_transfer_open", "route_transfer", ["state", "next_attempt_at"])
     op.create_index("ix_route_transfer_route_state", "route_transfer", ["route_id", "state"])
+    op.create_table(
+        "route_sent",
+        sa.Column("route_id", sa.Integer(), nullable=False),
+        sa.Column("destination", sa.String(length=16), nullable=False),
+        sa.Column("sent", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["route_id"],
+            ["route.id"],
+            name=op.f("fk_route_sent_route_id_route"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("route_id", "destination", name=op.f("pk_route_sent")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("route_sent")
+    op.drop_index("ix_route_transfer_open", table_name="route_transfer")
     op.drop_index("ix_route_transfer_route_state", table_name="route_transfer")
     op.drop_index("ix_route_transfer_due", table_name="route_transfer")
     op.drop_table("route_transfer")
