@@ -4,6 +4,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 import noctis.index.accounts  # noqa: F401  (its tables are part of the metadata)
+import noctis.index.stable  # noqa: F401  (study_stable)
 from noctis.index.models import Base
 
 config = context.config
