@@ -137,9 +137,7 @@ def _facilities_by_quiet_time(session: Any, settings: Settings) -> dict[float, l
     return groups
 
 
-def _study(
-    session: Any, facility: str, study_uid: str
-) -> tuple[int, list[tuple[str, int]]] | None:
+def _study(session: Any, facility: str, study_uid: str) -> tuple[int, list[tuple[str, int]]] | None:
     """(study pk, [(series UID, instances)]) or None when there is no such study."""
     study_pk = session.scalar(
         select(Study.id)

@@ -22,6 +22,4 @@ TASKS: dict[str, Callable[..., Any]] = {
 }
 
 # Jobs every worker process runs on a clock (noctis.worker.periodic), one line each.
-PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
-    STABLE_SWEEP,
-)
+PERIODIC_JOBS: tuple[PeriodicJob, ...] = (STABLE_SWEEP,)
