@@ -116,7 +116,7 @@ def claim_stable(
         },
         where=_TABLE.c.version != statement.excluded.version,
     ).returning(_TABLE.c.study_pk, _TABLE.c.version)
-    claimed = dict(session.execute(statement).tuples().all())
+    claimed = {int(pk): version for pk, version in session.execute(statement)}
     return _describe(session, claimed)
 
 
@@ -144,7 +144,7 @@ def reclaim_unfinished(
         .values(claimed_at=now)
         .returning(_TABLE.c.study_pk, _TABLE.c.version)
     )
-    claimed = dict(session.execute(statement).tuples().all())
+    claimed = {int(pk): version for pk, version in session.execute(statement)}
     return _describe(session, claimed)
 
 
