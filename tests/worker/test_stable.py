@@ -252,6 +252,12 @@ def test_two_worker_processes_declare_each_study_version_once(
         for study in [*studies, last]:
             state = _stability(sender, study)
             assert state.stable and state.times == 1
+        for n in range(len(ports)):
+            log = (tmp_path / f"worker{n}.log").read_text()
+            # ROUTE_STUDY's handler is the routing part's: until it is registered, a worker
+            # logs each one it receives as unregistered. Nothing else may fail.
+            unrouted = log.count("Received unregistered task of type 'noctis.route_study'")
+            assert log.count("Traceback") == unrouted, log
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
