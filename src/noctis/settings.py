@@ -165,7 +165,10 @@ class Settings(BaseSettings):
         10.0, gt=0, description="how often each worker looks for studies that became stable"
     )
     stable_sweep_batch: int = Field(
-        500, ge=1, description="studies declared stable per sweep, at most (the rest next time)"
+        500,
+        ge=1,
+        le=10_000,
+        description="studies declared stable per sweep, at most (the rest next time)",
     )
     stable_retry_seconds: float = Field(
         900.0,

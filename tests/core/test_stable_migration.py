@@ -1,5 +1,6 @@
 """Migration 0010 (study_stable) upgrades an index at 0007 and back, on SQLite and
-PostgreSQL, keeping its studies; a study stored before it becomes stable like any other."""
+PostgreSQL, keeping its studies. The studies stored before it count as stable already (an
+upgrade never sends the archive's past to routing) until they receive another instance."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select, update
 
 from noctis.index.db import open_index
 from noctis.index.migrate import alembic_config, current_revision, upgrade
 from noctis.index.models import Facility, Patient, Study
-from noctis.index.stable import claim_stable
+from noctis.index.stable import claim_stable, study_stability
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -48,9 +49,15 @@ def test_0010_adds_study_stable_and_back(url: str) -> None:
         now = datetime.now(UTC)
         with index.sessions.begin() as session:
             ids = [facility.id]
+            pk = session.scalar(select(Study.id))
+            state = study_stability(session, pk)
+            assert state.stable and state.derivatives_done and state.times == 1
+            assert claim_stable(session, index.insert, ids, now, now, 10) == []
+            # Another instance, quiet since: stable again.
+            session.execute(update(Study).values(updated_at=now - timedelta(minutes=5)))
             claimed = claim_stable(session, index.insert, ids, now, now, 10)
             assert [c.study_instance_uid for c in claimed] == ["1.2.3"]
-            assert claim_stable(session, index.insert, ids, now, now, 10) == []
+            assert study_stability(session, pk).times == 2
         command.downgrade(alembic_config(url), "0007")
         assert current_revision(url) == "0007"
         assert "study_stable" not in inspect(index.engine).get_table_names()

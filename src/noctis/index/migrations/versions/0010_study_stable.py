@@ -4,6 +4,10 @@ One row per study: the study's updated_at when it was last declared stable, when
 times, and when the STUDY_STABLE task finished. Nothing changes in the write path: the
 detection sweep compares study.updated_at with this row (see noctis.index.stable).
 
+The studies already stored are recorded as stable and done at their current version: an
+upgrade must not send the whole archive's past to routing. A study that receives another
+instance afterwards becomes stable again as usual.
+
 Revision ID: 0010
 Revises: 0007
 Create Date: 2026-12-06 21:15:00
@@ -43,6 +47,11 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("study_pk", name=op.f("pk_study_stable")),
+    )
+    op.execute(
+        "INSERT INTO study_stable (study_pk, facility_id, version, stable_at, claimed_at,"
+        " done_at, times)"
+        " SELECT id, facility_id, updated_at, updated_at, updated_at, updated_at, 1 FROM study"
     )
 
 
