@@ -14,7 +14,7 @@ from sqlalchemy import inspect, select, update
 from noctis.index.db import open_index
 from noctis.index.migrate import alembic_config, current_revision, upgrade
 from noctis.index.models import Facility, Patient, Study
-from noctis.index.stable import claim_stable, study_stability
+from noctis.index.stable import claim_stable, find_quiet, study_stability
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -52,10 +52,12 @@ def test_0010_adds_study_stable_and_back(url: str) -> None:
             pk = session.scalar(select(Study.id))
             state = study_stability(session, pk)
             assert state.stable and state.derivatives_done and state.times == 1
-            assert claim_stable(session, index.insert, ids, now, now, 10) == []
+            assert find_quiet(session, ids, now, 10) == []
+            assert claim_stable(session, index.insert, [pk], now, now) == []
             # Another instance, quiet since: stable again.
             session.execute(update(Study).values(updated_at=now - timedelta(minutes=5)))
-            claimed = claim_stable(session, index.insert, ids, now, now, 10)
+            assert find_quiet(session, ids, now, 10) == [pk]
+            claimed = claim_stable(session, index.insert, [pk], now, now)
             assert [c.study_instance_uid for c in claimed] == ["1.2.3"]
             assert study_stability(session, pk).times == 2
         command.downgrade(alembic_config(url), "0007")

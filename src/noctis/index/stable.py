@@ -5,13 +5,14 @@ A study's version is its ``updated_at``, which every instance write sets (on bot
 in the write path as it is: nothing is added to it). A study is stable once its version is
 older than its facility's quiet time and no ``study_stable`` row names that version yet.
 
-Declaring is one statement (``claim_stable``): an INSERT ... SELECT of the quiet studies
-whose row is missing or names an older version, ON CONFLICT DO UPDATE only WHERE the row
-still names another version, RETURNING what it wrote. Two sweeps running it at once (two
-worker replicas) cannot both write the same (study, version): on PostgreSQL the second waits
-on the first's row or index entry and then finds the version already written; SQLite runs
-one writer at a time. So each version of a study is claimed once, whatever the number of
-workers, and the claim survives restarts.
+Declaring is a read (``find_quiet``: the quiet studies whose row is missing or names an
+older version; no write lock while there is nothing to declare), then one statement for
+those (``claim_stable``): an INSERT ... SELECT that checks the same conditions again, ON
+CONFLICT DO UPDATE only WHERE the row still names another version, RETURNING what it wrote.
+Two sweeps running it at once (two worker replicas) cannot both write the same (study,
+version): on PostgreSQL the second waits on the first's row or index entry and then finds
+the version already written; SQLite runs one writer at a time. So each version of a study
+is claimed once, whatever the number of workers, and the claim survives restarts.
 
 ``done_at`` is set when the STUDY_STABLE task has finished (derivatives built, routing
 sent); a claim left unfinished (its task lost with a worker, or a send that failed) is
@@ -23,11 +24,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    Select,
     and_,
     bindparam,
     literal,
@@ -70,39 +73,56 @@ class ClaimedStudy:
 _TABLE = StudyStable.__table__
 
 
-def claim_stable(
-    session: Session,
-    insert: object,
-    facility_ids: Collection[int],
-    quiet_before: datetime,
-    now: datetime,
-    limit: int,
-) -> list[ClaimedStudy]:
-    """Declare stable (at most ``limit`` of) the studies of ``facility_ids`` last written
-    before ``quiet_before`` whose current version is not declared yet; what this call
-    declared. ``insert`` is the backend's dialect INSERT (``IndexBackend.insert``)."""
-    if not facility_ids:
-        return []
+def _undeclared(facility_ids: Collection[int] | None, quiet_before: datetime) -> Select[Any]:
+    """The studies last written before ``quiet_before`` whose current version is not
+    declared (of ``facility_ids``, when given), in study order."""
     row = _TABLE.alias("declared")
-    candidates = (
-        select(
-            Study.id,
-            Study.facility_id,
-            Study.updated_at,
-            literal(now, DateTime(timezone=True)),
-            literal(now, DateTime(timezone=True)),
-            literal(1, Integer),
-        )
+    statement = (
+        select(Study.id, Study.facility_id, Study.updated_at)
         .outerjoin(row, row.c.study_pk == Study.id)
         .where(
-            Study.facility_id.in_(sorted(facility_ids)),
             Study.updated_at <= bindparam("quiet_before", quiet_before, DateTime(timezone=True)),
             or_(row.c.study_pk.is_(None), row.c.version != Study.updated_at),
         )
-        .order_by(Study.id)  # one order for every sweep: concurrent ones never deadlock
-        .limit(limit)
+        .order_by(Study.id)  # one order for every sweep: concurrent claims never deadlock
     )
-    statement = insert(_TABLE).from_select(  # type: ignore[operator]
+    if facility_ids is not None:
+        statement = statement.where(Study.facility_id.in_(sorted(facility_ids)))
+    return statement
+
+
+def find_quiet(
+    session: Session, facility_ids: Collection[int], quiet_before: datetime, limit: int
+) -> list[int]:
+    """Studies to declare stable (their pks, at most ``limit``): a read, so that a sweep
+    with nothing to declare never takes a write lock (SQLite has one for every writer)."""
+    if not facility_ids:
+        return []
+    statement = _undeclared(facility_ids, quiet_before).limit(limit)
+    return [int(pk) for pk, _, _ in session.execute(statement)]
+
+
+def claim_stable(
+    session: Session,
+    insert: Any,
+    study_pks: Collection[int],
+    quiet_before: datetime,
+    now: datetime,
+) -> list[ClaimedStudy]:
+    """Declare stable those of ``study_pks`` that still are quiet and undeclared (another
+    sweep may have declared them, an instance may have arrived since ``find_quiet``); what
+    this call declared. ``insert`` is the backend's dialect INSERT (``IndexBackend.insert``)."""
+    if not study_pks:
+        return []
+    found = _undeclared(None, quiet_before).where(Study.id.in_(sorted(study_pks))).subquery()
+    stamp = literal(now, DateTime(timezone=True))
+    candidates = select(
+        found.c.id, found.c.facility_id, found.c.updated_at, stamp, stamp, literal(1, Integer)
+    )
+    # A WHERE (SQLite's upsert after INSERT ... SELECT needs one), and one order for every
+    # sweep, so that concurrent claims on PostgreSQL never deadlock.
+    candidates = candidates.where(found.c.id.is_not(None)).order_by(found.c.id)
+    statement = insert(_TABLE).from_select(
         ["study_pk", "facility_id", "version", "stable_at", "claimed_at", "times"], candidates
     )
     statement = statement.on_conflict_do_update(
@@ -120,24 +140,28 @@ def claim_stable(
     return _describe(session, claimed)
 
 
-def reclaim_unfinished(
-    session: Session, claimed_before: datetime, now: datetime, limit: int
-) -> list[ClaimedStudy]:
-    """Claim again the stable studies whose task has not finished since ``claimed_before``
-    (a conditional UPDATE: one sweep gets each)."""
+def find_unfinished(session: Session, claimed_before: datetime, limit: int) -> list[int]:
+    """Declared studies whose task has not finished since ``claimed_before`` (a read)."""
     stale = (
         select(_TABLE.c.study_pk)
         .where(_TABLE.c.done_at.is_(None), _TABLE.c.claimed_at < claimed_before)
         .order_by(_TABLE.c.study_pk)
         .limit(limit)
     )
-    pks = list(session.scalars(stale))
-    if not pks:
+    return [int(pk) for pk in session.scalars(stale)]
+
+
+def reclaim_unfinished(
+    session: Session, study_pks: Collection[int], claimed_before: datetime, now: datetime
+) -> list[ClaimedStudy]:
+    """Claim again those of ``study_pks`` whose task still has not finished (a conditional
+    UPDATE: one sweep gets each)."""
+    if not study_pks:
         return []
     statement = (
         update(_TABLE)
         .where(
-            _TABLE.c.study_pk.in_(pks),
+            _TABLE.c.study_pk.in_(sorted(study_pks)),
             _TABLE.c.done_at.is_(None),
             _TABLE.c.claimed_at < claimed_before,
         )

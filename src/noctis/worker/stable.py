@@ -34,7 +34,14 @@ from noctis.core.runtime import Runtime
 from noctis.core.stability import count_stabilised
 from noctis.dicom.metadata import BUNDLE_MINIMUM
 from noctis.index.models import Facility, Series, Study
-from noctis.index.stable import ClaimedStudy, claim_stable, mark_done, reclaim_unfinished
+from noctis.index.stable import (
+    ClaimedStudy,
+    claim_stable,
+    find_quiet,
+    find_unfinished,
+    mark_done,
+    reclaim_unfinished,
+)
 from noctis.settings import Settings
 from noctis.worker.periodic import PeriodicJob
 from noctis.worker.series_metadata import series_metadata
@@ -50,24 +57,22 @@ def detect_stable_studies(runtime: Runtime) -> list[ClaimedStudy]:
     now = datetime.now(UTC)
     with runtime.reader() as session:
         groups = _facilities_by_quiet_time(session, settings)
+    batch = settings.stable_sweep_batch
     declared: list[ClaimedStudy] = []
     for quiet, facility_ids in sorted(groups.items()):
+        quiet_before = now - timedelta(seconds=quiet)
+        with runtime.reader() as session:
+            found = find_quiet(session, facility_ids, quiet_before, batch)
+        if found:
+            with runtime.sessions.begin() as session:
+                declared += claim_stable(session, runtime.index.insert, found, quiet_before, now)
+    retry_before = now - timedelta(seconds=settings.stable_retry_seconds)
+    with runtime.reader() as session:
+        unfinished = find_unfinished(session, retry_before, batch)
+    again: list[ClaimedStudy] = []
+    if unfinished:
         with runtime.sessions.begin() as session:
-            declared += claim_stable(
-                session,
-                runtime.index.insert,
-                facility_ids,
-                now - timedelta(seconds=quiet),
-                now,
-                settings.stable_sweep_batch,
-            )
-    with runtime.sessions.begin() as session:
-        again = reclaim_unfinished(
-            session,
-            now - timedelta(seconds=settings.stable_retry_seconds),
-            now,
-            settings.stable_sweep_batch,
-        )
+            again = reclaim_unfinished(session, unfinished, retry_before, now)
     for facility, count in Counter(study.facility for study in declared).items():
         count_stabilised(facility, count)
     for study in declared + again:
