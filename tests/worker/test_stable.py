@@ -13,19 +13,20 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, insert, select, update
 
 from noctis.core.queue import ROUTE_STUDY, InProcessQueue
 from noctis.core.runtime import Runtime
 from noctis.dicom.metadata import bundle_key
 from noctis.dicom.thumbnail import thumbnail_key
-from noctis.index.models import Facility, Study
-from noctis.index.stable import study_stability
+from noctis.index.models import Facility, Patient, Study
+from noctis.index.stable import StudyStable, study_stability
 from noctis.worker.inprocess import register_tasks, start_periodic
 from noctis.worker.stable import detect_stable_studies
 from support import wait
@@ -273,3 +274,67 @@ def _healthy(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def _quiet_studies(runtime: Runtime, count: int) -> list[str]:
+    """``count`` study rows last written an hour ago (the index only: no objects)."""
+    written = datetime.now(UTC) - timedelta(hours=1)
+    uids = [f"1.2.826.0.1.3680043.10.7.{n}" for n in range(count)]
+    with runtime.sessions.begin() as session:
+        facility = session.scalar(select(Facility).where(Facility.name == "north"))
+        assert facility is not None
+        patient = Patient(facility_id=facility.id, patient_id="P-QUIET")
+        session.add(patient)
+        session.flush()
+        session.execute(
+            insert(Study),
+            [
+                {
+                    "facility_id": facility.id,
+                    "patient_pk": patient.id,
+                    "study_instance_uid": uid,
+                    "created_at": written,
+                    "updated_at": written,
+                }
+                for uid in uids
+            ],
+        )
+    return uids
+
+
+def test_concurrent_sweeps_declare_each_study_once(tmp_path: Path, database_url: str) -> None:
+    """Four sweeps, each with its own engine, race over 400 quiet studies, 25 at a time."""
+    settings = _settings(tmp_path, database_url, stable_sweep_batch=25)
+    runtimes = [open_runtime(settings) for _ in range(4)]
+    try:
+        register_facility(runtimes[0], "north")
+        uids = _quiet_studies(runtimes[0], 400)
+        declared: list[list[str]] = [[] for _ in runtimes]
+        start = threading.Barrier(len(runtimes))
+
+        def sweep(n: int) -> None:
+            start.wait()
+            while True:
+                found = detect_stable_studies(runtimes[n])
+                if not found and _undeclared(runtimes[n]) == 0:
+                    return
+                declared[n] += [d.study_instance_uid for d in found]
+
+        threads = [threading.Thread(target=sweep, args=(n,)) for n in range(len(runtimes))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        everything = [uid for found in declared for uid in found]
+        assert sorted(everything) == sorted(uids)  # each once: none twice, none missed
+        assert sum(1 for found in declared if found) >= 2, "the sweeps did not compete"
+    finally:
+        for runtime in runtimes:
+            runtime.close()
+
+
+def _undeclared(runtime: Runtime) -> int:
+    with runtime.sessions() as session:
+        declared = session.scalar(select(func.count()).select_from(StudyStable)) or 0
+        studies = session.scalar(select(func.count()).select_from(Study)) or 0
+    return int(studies) - int(declared)
