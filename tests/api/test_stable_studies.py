@@ -5,6 +5,7 @@ and the REST study detail and /metrics say it is stable."""
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 
 from PIL import Image
 from sqlalchemy import select, update
@@ -111,7 +112,10 @@ def test_the_study_detail_and_metrics_say_when_a_study_became_stable(
     declared = wait.until(lambda: detect_stable_studies(runtime), what="stable", timeout=10)
     assert [d.study_instance_uid for d in declared] == [made.study_uid]
     after = client.get(url).json()["stable"]
-    assert after["stable"] is True and after["times"] == 1 and after["stable_at"]
+    assert after["stable"] is True and after["times"] == 1
+    stable_at = datetime.fromisoformat(after["stable_at"])
+    assert stable_at.utcoffset() == timedelta(0)  # said in UTC
+    assert abs(datetime.now(UTC) - stable_at) < timedelta(minutes=5)
     assert after["derivatives_done"] is False  # its task has not run (no worker here)
     study_stable(
         runtime,

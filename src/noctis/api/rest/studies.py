@@ -9,7 +9,7 @@ may read (404 otherwise, as for an unknown study).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
@@ -77,12 +77,17 @@ def get_study(name: str, study: str, principal: PrincipalDep, session: SessionDe
         number_of_series=row.number_of_series,
         number_of_instances=row.number_of_instances,
         size_bytes=row.size_bytes,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
         stable=StableOut(
             stable=stability.stable,
-            stable_at=stability.stable_at,
+            stable_at=_utc(stability.stable_at) if stability.stable_at else None,
             times=stability.times,
             derivatives_done=stability.derivatives_done,
         ),
     )
+
+
+def _utc(moment: datetime) -> datetime:
+    """Times are stored in UTC; SQLite hands them back without their zone."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
