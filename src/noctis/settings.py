@@ -30,6 +30,15 @@ class DuplicatePolicy(StrEnum):
     REPLACE = "replace"  # store the new bytes, then remove the old object
 
 
+class WorkerRole(StrEnum):
+    """Which queues a worker follows (issue 14, `scaling`): transfers to slow destinations
+    run on their own workers so they never hold up a facility's derived work."""
+
+    ALL = "all"  # the default queue, every facility's and every destination's
+    PIPELINE = "pipeline"  # the default queue and every facility's
+    TRANSFERS = "transfers"  # every destination's (registered AEs with a host and port)
+
+
 def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "noctis"
 
@@ -116,6 +125,20 @@ class Settings(BaseSettings):
         None, description="DICOM TLS: CA bundle; when set, callers must present a certificate"
     )
 
+    # Storage commitment (issue 14, part `commitment`): reporting on a new association
+    commitment_report_attempts: int = Field(
+        6,
+        ge=1,
+        description="storage commitment: how many times the SCP tries to open an association "
+        "to a requester that released before its result was ready",
+    )
+    commitment_report_backoff_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="storage commitment: wait before the second attempt, doubled after each "
+        "(2, 4, 8, 16, 32 s: about a minute in all by default)",
+    )
+
     # Tasks
     broker_url: str | None = Field(None, description="Celery broker; in-process tasks when unset")
     worker_queues: Annotated[list[str], NoDecode] = Field(
@@ -124,6 +147,13 @@ class Settings(BaseSettings):
         "default queue and every enabled facility's queue",
     )
     worker_concurrency: int = Field(2, ge=1, description="tasks a worker runs at once")
+    # Workers at scale (issue 14, `scaling`): which followed queues a worker consumes when
+    # NOCTIS_WORKER_QUEUES is unset. The operator runs transfers on a Deployment of their own.
+    worker_role: WorkerRole = Field(
+        WorkerRole.ALL,
+        description="all: the default queue, every facility's and every destination's; "
+        "pipeline: the default queue and the facilities'; transfers: the destinations' only",
+    )
 
     # Web
     api_host: str = "0.0.0.0"
