@@ -90,7 +90,7 @@ def test_an_index_at_0006_upgrades_to_the_function_from_the_file_and_back(pg_url
     _write(pg_url, 1)  # 0004's function
     assert _function_body(pg_url) != ""
 
-    upgrade(pg_url)
+    upgrade(pg_url, "0007")
     assert current_revision(pg_url) == "0007"
     assert _function_body(pg_url) == _file_body()
     _write(pg_url, 2)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from noctis.api.rest import records, users
+from noctis.api.rest import records, studies, users
 
 router = APIRouter()
 router.include_router(records.router)
 router.include_router(users.router)
+router.include_router(studies.router)
 
 __all__ = ["router"]
