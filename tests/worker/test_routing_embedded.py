@@ -122,3 +122,43 @@ def test_refused_instances_become_dead_letters_and_a_retry_delivers_them(tmp_pat
     assert route_progress(runtime)["PICKY"]["sent"] == len(expected)
     assert destination.received == expected
     runtime.close()
+
+
+def test_a_study_becoming_stable_is_forwarded_whole(tmp_path: Path) -> None:
+    """The whole chain as `noctis serve` runs it: stable detection sends ROUTE_STUDY, routing
+    forwards the study once; more instances later make it stable again and only they go."""
+    from noctis.worker.inprocess import start_periodic
+
+    runtime = _embedded(tmp_path, stable_after_seconds=0.5, stable_sweep_seconds=0.1)
+    periodic = start_periodic(runtime)
+    try:
+        with StoreSCP(tmp_path / "received", ae_title="DEST") as scp:
+            facility = facility_with_destinations(runtime, "east", {"DEST": scp.port})
+            add_route(runtime, "when-stable", facility="east", destinations=["DEST"])
+            first = generate_ct_series(tmp_path / "ct", slices=8, size=32)
+            study = str(ingest_file(runtime, facility, first[0]).header.study_instance_uid)
+            for path in first[1:]:
+                ingest_file(runtime, facility, path)
+            expected = dataset_bytes_by_uid(first)
+            wait.until(
+                lambda: route_progress(runtime).get("DEST", {}).get("sent") == len(first),
+                what="the stable study forwarded",
+                timeout=30,
+            )
+            later = generate_ct_series(
+                tmp_path / "later", slices=3, size=32, study_instance_uid=study, seed=1
+            )
+            for path in later:
+                ingest_file(runtime, facility, path)
+            expected |= dataset_bytes_by_uid(later)
+            wait.until(
+                lambda: route_progress(runtime)["DEST"]["sent"] == len(expected),
+                what="the new instances forwarded once the study is stable again",
+                timeout=30,
+            )
+            received = dataset_bytes_by_uid(scp.files())
+    finally:
+        periodic.stop()
+        runtime.close()
+    assert received == expected
+    assert set(attempts(runtime).values()) == {1}

@@ -23,7 +23,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from noctis.core import reconciliation, routing_status
+from noctis.core import reconciliation, routing_status, stability
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def metrics(request: Request) -> Response:
     # The write path's counters for reconciliation live in the process's default registry
     # (STOW-RS ingests here, C-STORE in the SCP, which serves that registry whole).
     body = generate_latest(registry) + reconciliation.metrics_text()
+    body += stability.metrics_text()  # studies declared stable (embedded: this process)
     try:  # routing progress, from the index: an index outage leaves the rest to scrape
         with request.app.state.runtime.reader() as session:
             body += routing_status.metrics_text(session)

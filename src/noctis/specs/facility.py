@@ -70,6 +70,13 @@ class FacilitySpec(BaseModel):
         alias="identityProviderGroups",
         description="identity-provider groups whose members may see this facility's studies",
     )
+    stable_after_seconds: float | None = Field(
+        None,
+        gt=0,
+        alias="stableAfterSeconds",
+        description="a study with no new instance for this long becomes stable (derivatives, "
+        "routing); unset: the archive's NOCTIS_STABLE_AFTER_SECONDS",
+    )
 
     @model_validator(mode="after")
     def _unique_ae_titles(self) -> FacilitySpec:

@@ -3,7 +3,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from noctis.index import accounts, routing  # noqa: F401  (their tables are part of the metadata)
+import noctis.index.accounts  # (its tables are part of the metadata)
+import noctis.index.routing  # (routes and transfers: part of the metadata too)
+import noctis.index.stable  # noqa: F401  (study_stable: part of the metadata too)
 from noctis.index.models import Base
 
 config = context.config
