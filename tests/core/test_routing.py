@@ -211,7 +211,8 @@ def test_a_per_instance_route_takes_each_new_instance_once_and_waits_for_its_sen
     runtime: Runtime, make_dicom: DicomFactory
 ) -> None:
     from noctis.core.audit import AuditAction, AuditEvent, AuditOutcome
-    from noctis.core.routing import SETTLE_SECONDS, scan_new_instances
+    from noctis.core.route_matching import SETTLE_SECONDS
+    from noctis.core.routing import scan_new_instances
 
     facility = _facility(runtime)
     ingest_file(runtime, facility, make_dicom())  # type: ignore[arg-type]  # before the routes
