@@ -142,6 +142,12 @@ def _send_claim(runtime: Runtime, destination: str, claim: transfers.Claim) -> i
         transfers.postpone(runtime, destination, delay, reason)
         log.warning("routing: %s; retrying in %.0f s", reason, delay)
         return 0
+    except Exception as exc:  # recorded, not left to the lease: the reason shows at once
+        log.exception("routing: sending to %s failed", destination)
+        reason = f"sending failed: {type(exc).__name__}: {exc}"
+        outcomes.extend(transfers.Outcome(c, False, reason) for c in sendable)
+        transfers.finish(runtime, claim, outcomes)
+        return 0
     for result in results:
         claimed = result.key
         assert isinstance(claimed, transfers.Claimed)
