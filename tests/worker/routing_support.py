@@ -72,13 +72,18 @@ class RefusingSCP:
         refuse: Callable[[str], bool],
         status: int = 0xA700,
         delay: float = 0.0,
+        contexts: dict[str, list[str]] | None = None,
     ) -> None:
         self.ae_title = ae_title
         self.refuse = refuse
         self.status = status
         self.delay = delay
+        # SOP class -> the transfer syntaxes accepted for it (default: every storage SOP
+        # class in every syntax)
+        self.contexts = contexts
         self.port = free_port()
         self.received: dict[str, bytes] = {}
+        self.syntaxes: dict[str, str] = {}  # the transfer syntax each arrived in
         self.answered: list[tuple[str, int]] = []
         self._lock = threading.Lock()
         self._server: ThreadedAssociationServer | None = None
@@ -92,12 +97,17 @@ class RefusingSCP:
             self.answered.append((uid, code))
             if code == 0:
                 self.received[uid] = bytes(event.encoded_dataset(include_meta=False))
+                self.syntaxes[uid] = str(event.context.transfer_syntax)
         return code
 
     def start(self) -> RefusingSCP:
         ae = AE(ae_title=self.ae_title)
-        for context in StoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        if self.contexts is None:
+            for context in StoragePresentationContexts:
+                ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        else:
+            for sop_class, syntaxes in self.contexts.items():
+                ae.add_supported_context(sop_class, syntaxes)
         self._server = ae.start_server(
             (LOOPBACK, self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
         )

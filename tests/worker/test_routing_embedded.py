@@ -1,13 +1,21 @@
-"""Routing on the in-process queue (what `noctis serve` runs): stable studies and single
-instances reach dcmtk's storescp byte for byte in their own transfer syntax; a destination
-refusing some instances gets the rest, the refused ones end as dead letters with the reason,
-and a retry of the dead letters delivers them."""
+"""Routing on the in-process queue (what `noctis serve` runs): stable studies reach dcmtk's
+storescp byte for byte in their own transfer syntax (also through stable detection itself); a
+destination refusing some instances gets the rest, the refused ones end as dead letters with
+the reason, and a retry of the dead letters delivers them; a destination refusing a syntax
+gets the instance decoded where a codec can, or a dead letter that says why."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
+from pydicom import dcmread
+from pydicom.uid import (
+    CTImageStorage,
+    EnhancedMRImageStorage,
+    MRImageStorage,
+    SecondaryCaptureImageStorage,
+)
 from routing_support import (
     RefusingSCP,
     add_route,
@@ -20,12 +28,13 @@ from routing_support import (
 from noctis.core.queue import ROUTE_STUDY, InProcessQueue
 from noctis.core.runtime import Runtime
 from noctis.core.transfers import retry_dead
+from noctis.index.routing import Transfer
 from noctis.worker.forward import kick
-from noctis.worker.inprocess import register_tasks
+from noctis.worker.inprocess import register_tasks, start_periodic
 from support import wait
 from support.archive import embedded_settings, open_runtime
 from support.dcmtk import StoreSCP
-from support.dicomdata import generate_ct_series, transfer_syntax_samples
+from support.dicomdata import generate_ct_series, sop_instance_uid, transfer_syntax_samples
 from support.incoming import ingest_file
 
 FAST_RETRY = {"attempts": 3, "initialDelaySeconds": 0.2, "maxDelaySeconds": 0.5}
@@ -127,8 +136,6 @@ def test_refused_instances_become_dead_letters_and_a_retry_delivers_them(tmp_pat
 def test_a_study_becoming_stable_is_forwarded_whole(tmp_path: Path) -> None:
     """The whole chain as `noctis serve` runs it: stable detection sends ROUTE_STUDY, routing
     forwards the study once; more instances later make it stable again and only they go."""
-    from noctis.worker.inprocess import start_periodic
-
     runtime = _embedded(tmp_path, stable_after_seconds=0.5, stable_sweep_seconds=0.1)
     periodic = start_periodic(runtime)
     try:
@@ -162,3 +169,60 @@ def test_a_study_becoming_stable_is_forwarded_whole(tmp_path: Path) -> None:
         runtime.close()
     assert received == expected
     assert set(attempts(runtime).values()) == {1}
+
+
+def test_a_destination_refusing_a_syntax_gets_it_decoded_or_a_clear_reason(
+    tmp_path: Path,
+) -> None:
+    """Stored compressed, deflated or big endian, an instance goes decoded to little endian
+    to a destination that accepts only that (same SOP Instance UID); what no codec can convert
+    (big endian raw pixels) or whose SOP class the destination refuses is a dead letter that
+    says why, and everything else arrives."""
+    runtime = _embedded(tmp_path)
+    little_endian = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+    plain = RefusingSCP(
+        "PLAIN",
+        refuse=lambda uid: False,
+        contexts={
+            str(sop): little_endian
+            for sop in (
+                CTImageStorage,
+                MRImageStorage,
+                SecondaryCaptureImageStorage,
+                EnhancedMRImageStorage,
+            )
+        },  # and no Ultrasound Image Storage at all
+    ).start()
+    samples = transfer_syntax_samples(tmp_path / "samples")
+    try:
+        facility = facility_with_destinations(runtime, "east", {"PLAIN": plain.port})
+        add_route(runtime, "plain", facility="east", destinations=["PLAIN"], retry=FAST_RETRY)
+        studies = {
+            str(ingest_file(runtime, facility, p).header.study_instance_uid)
+            for p in samples.values()
+        }
+        for study in studies:
+            runtime.queue.send(ROUTE_STUDY, facility="east", study_instance_uid=study)
+        runtime.drain_tasks()
+    finally:
+        plain.stop()
+    uids = {syntax: sop_instance_uid(path) for syntax, path in samples.items()}
+    big_endian, rle_ultrasound = uids["1.2.840.10008.1.2.2"], uids["1.2.840.10008.1.2.5"]
+    assert set(plain.received) == set(uids.values()) - {big_endian, rle_ultrasound}
+    assert set(plain.syntaxes.values()) <= set(little_endian)
+    for syntax, uid in uids.items():
+        if uid in plain.received and syntax in little_endian:
+            assert plain.received[uid] == dataset_bytes_by_uid([samples[syntax]])[uid]
+    decoded = dcmread(samples["1.2.840.10008.1.2.4.90"])  # JPEG 2000 lossless, CT
+    decoded.decompress(generate_instance_uid=False)
+    # The decoded instance keeps its UID, and its pixels are the stored ones, decoded.
+    assert decoded.PixelData in plain.received[uids["1.2.840.10008.1.2.4.90"]]
+    with runtime.sessions() as session:
+        dead = {
+            t.sop_instance_uid: t.last_error for t in session.query(Transfer) if t.state == "dead"
+        }
+    assert set(dead) == {big_endian, rle_ultrasound}
+    assert "cannot be converted" in dead[big_endian]
+    assert "in no transfer syntax" in dead[rle_ultrasound]
+    assert {attempts(runtime)[uid] for uid in dead} == {1}  # refused at once, not retried
+    runtime.close()

@@ -1,8 +1,8 @@
 """C-STORE of stored instances to a destination AE, each in its own transfer syntax.
 
 For every (SOP class, transfer syntax) of a batch the association proposes exactly that pair,
-and for a compressed or big-endian syntax also the SOP class in explicit and implicit little
-endian, so a destination that refuses the stored syntax can still be sent a decoded copy when
+and for a compressed, deflated or big-endian syntax also the SOP class in explicit and implicit
+little endian, so a destination that refuses the stored syntax can still be sent a decoded copy when
 a codec allows it. An instance whose syntax the destination accepts travels as stored, byte
 for byte (pynetdicom sends the data set of a Part 10 file without decoding it).
 
@@ -34,7 +34,7 @@ from noctis.scp.fast.requestor import requesting
 log = logging.getLogger(__name__)
 
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
-_NATIVE_OR_DEFLATED = {*(str(u) for u in _UNCOMPRESSED), "1.2.840.10008.1.2.1.99"}
+_LITTLE_ENDIAN = {str(u) for u in _UNCOMPRESSED}
 MAX_CONTEXTS = 126  # of the 128 an association may propose (odd IDs 1..255)
 
 
@@ -66,7 +66,7 @@ def _contexts_for(pairs: Sequence[tuple[str, str]]) -> list[list[object]]:
     current: list[object] = []
     for sop_class, syntax in pairs:
         wanted = [build_context(sop_class, [syntax])]
-        if syntax not in _NATIVE_OR_DEFLATED:
+        if syntax not in _LITTLE_ENDIAN:  # compressed, deflated, big endian
             wanted.append(build_context(sop_class, list(_UNCOMPRESSED)))
         if len(current) + len(wanted) > MAX_CONTEXTS:
             groups.append(current)
