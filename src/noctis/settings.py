@@ -169,6 +169,12 @@ class Settings(BaseSettings):
         "sent again (its worker is presumed dead); renewed while a batch is being sent",
     )
     route_batch: int = Field(50, ge=1, description="transfers one association sends at most")
+    route_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="how long routing waits to connect to a destination and for each answer "
+        "(association, C-STORE response)",
+    )
     route_calling_ae: str = Field(
         "NOCTIS", min_length=1, max_length=16, description="the AE title routing sends as"
     )

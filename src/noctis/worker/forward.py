@@ -132,6 +132,7 @@ def _send_claim(runtime: Runtime, destination: str, claim: transfers.Claim) -> i
             destination,
             settings.route_calling_ae,
             items,
+            timeout=settings.route_timeout_seconds,
             progress=progress,
         )
     except CannotAssociate as exc:
