@@ -21,10 +21,11 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from noctis.storage.base import ObjectNotFound, StorageUnavailable, check_key
+from noctis.storage.base import ObjectNotFound, StorageUnavailable, StoredObject, check_key
 from noctis.storage.incoming import IncomingObject
 
 _COPY_CHUNK = 1 << 20
@@ -152,6 +153,30 @@ class FilesystemStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def purge(self, key: str) -> None:
+        self.delete(key)  # no versions here
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        # Walk only the directory the prefix names (a key prefix ending mid-name walks its parent).
+        start = self.root / prefix.rpartition("/")[0] if prefix else self.root
+        for directory, _dirs, names in os.walk(start):
+            for name in names:
+                if name.startswith(".incoming-"):  # a put in progress, not an object yet
+                    continue
+                path = Path(directory, name)
+                key = path.relative_to(self.root).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # removed while we walked
+                    continue
+                modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+                yield StoredObject(key, stat.st_size, modified)
+
+    def retained_until(self, key: str) -> datetime | None:
+        return None  # a filesystem has no object lock
 
     def check(self) -> None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK):

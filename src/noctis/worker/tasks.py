@@ -10,14 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from noctis.core.deletion import SWEEP_DELETIONS
 from noctis.core.queue import INSTANCE_STORED, SERIES_METADATA
 from noctis.worker.periodic import PeriodicJob
 from noctis.worker.series_metadata import instance_stored, series_metadata
+from noctis.worker.sweep import CONSISTENCY_CHECK, DELETION_SWEEP, sweep_deletions
 
 TASKS: dict[str, Callable[..., Any]] = {
     INSTANCE_STORED: instance_stored,
     SERIES_METADATA: series_metadata,
+    SWEEP_DELETIONS: sweep_deletions,
 }
 
 # Jobs every worker process runs on a clock (noctis.worker.periodic), one line each.
-PERIODIC_JOBS: tuple[PeriodicJob, ...] = ()
+PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
+    DELETION_SWEEP,
+    CONSISTENCY_CHECK,
+)

@@ -1,0 +1,32 @@
+"""The deletion sweep and the consistency check, as a task and as periodic jobs.
+
+The domain work is in ``noctis.core.deletion`` and ``noctis.core.consistency``; this module
+only binds it to the worker: the task kicked after each deletion, and the jobs every worker
+process (and ``noctis serve``) runs on a clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from noctis.core.consistency import check_consistency
+from noctis.core.deletion import sweep_tombstones
+from noctis.core.runtime import Runtime
+from noctis.worker.periodic import PeriodicJob
+
+
+def sweep_deletions(runtime: Runtime, **_: Any) -> int:
+    """Remove the objects of deleted studies, series and instances; the tombstones done."""
+    return sweep_tombstones(runtime).removed
+
+
+def _consistency(runtime: Runtime) -> None:
+    check_consistency(runtime)
+
+
+DELETION_SWEEP = PeriodicJob(
+    "deletion-sweep", lambda settings: settings.deletion_sweep_seconds, sweep_tombstones
+)
+CONSISTENCY_CHECK = PeriodicJob(
+    "consistency-check", lambda settings: settings.consistency_check_seconds, _consistency
+)
