@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -134,7 +135,7 @@ def _check_facility(
             continue
         report.missing.append(key)
         _found(runtime, MISSING, key, facility_id, None, "open")
-    _close_reappeared(runtime, facility_id, listed.keys())
+    _close_resolved(runtime, facility_id, listed.keys(), indexed.keys())
 
 
 def _still_indexed(runtime: Runtime, key: str) -> bool:
@@ -162,8 +163,10 @@ def _found(
             finding.state = state
 
 
-def _close_reappeared(runtime: Runtime, facility_id: int, listed: object) -> None:
-    keys = set(listed)  # type: ignore[call-overload]
+def _close_resolved(
+    runtime: Runtime, facility_id: int, listed: Collection[str], indexed: Collection[str]
+) -> None:
+    """Close the missing-object findings whose object is back, or whose row was deleted."""
     with runtime.sessions.begin() as session:
         open_missing = session.execute(
             select(ConsistencyFinding.id, ConsistencyFinding.object_key).where(
@@ -172,7 +175,9 @@ def _close_reappeared(runtime: Runtime, facility_id: int, listed: object) -> Non
                 ConsistencyFinding.facility_id == facility_id,
             )
         ).all()
-        back = [finding_id for finding_id, key in open_missing if key in keys]
+        back = [
+            finding_id for finding_id, key in open_missing if key in listed or key not in indexed
+        ]
         if back:
             session.execute(
                 update(ConsistencyFinding)
