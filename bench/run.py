@@ -30,6 +30,7 @@ if not __package__:  # `python bench/run.py`: make `bench` importable, not its m
 from rich.console import Console
 
 from bench import backing, cluster, data, images, load, query, store, web
+from bench import delete as delete_bench
 from bench.data import Dataset, FileSet
 from bench.noctis import NoctisTarget
 from bench.procs import BenchError, load_average
@@ -54,11 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "suite",
-        choices=("store", "web", "all", "load", "images", "cluster"),
+        choices=("store", "web", "all", "load", "images", "cluster", "delete"),
         help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both; "
         "load: QIDO/metadata under concurrent stores and a login flood (Noctis targets); "
         "images: build times and sizes of the container images; "
-        "cluster: the one-node cluster (up, helm install to first C-STORE, memory; as root)",
+        "cluster: the one-node cluster (up, helm install to first C-STORE, memory; as root); "
+        "delete: time to delete the CT study (answered, all objects gone; Noctis targets)",
     )
     parser.add_argument("--quick", action="store_true", help="small data, few runs: a smoke run")
     parser.add_argument(
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
     plan = load.QUICK if args.quick else load.FULL
-    default = LOAD_TARGETS if args.suite == "load" else TARGET_NAMES
+    default = LOAD_TARGETS if args.suite in ("load", "delete") else TARGET_NAMES
     names = [n.strip() for n in (args.targets or ",".join(default)).split(",") if n.strip()]
     unknown = sorted(set(names) - set(TARGET_NAMES))
     if unknown:
@@ -153,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     console.log(f"data ready in {time.monotonic() - began:.1f} s: {dataset.directory}")
 
     root = Path(tempfile.mkdtemp(prefix="noctis-bench-"))
+    if args.suite == "delete":
+        return _run_delete(args, names, dataset, results, root)
     interrupted = False
     try:
         for round_no in range(1, args.rounds + 1):
@@ -185,6 +189,23 @@ def main(argv: list[str] | None = None) -> int:
     failed |= any(not r.ok for r in results.store) or any(not t.ok for t in results.timings)
     failed |= any(not p.ok for p in results.load)
     return 130 if interrupted else int(failed)
+
+
+def _run_delete(
+    args: argparse.Namespace, names: list[str], dataset: Dataset, results: Results, root: Path
+) -> int:
+    rounds = max(args.rounds, 3)
+    try:
+        outcome = delete_bench.main(
+            console, root, dataset.ct, names, rounds=rounds, s3=backing.s3_server_name(args.s3)
+        )
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    results.meta["delete"] = [r.row() for r in outcome]
+    results.meta["finished"] = datetime.now().isoformat(timespec="seconds")
+    console.print(f"results: {write_json(results, args.results_dir)}")
+    return int(any(r.error for r in outcome))
 
 
 def run_target(
