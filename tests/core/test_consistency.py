@@ -78,6 +78,22 @@ def test_orphans_are_removed_after_the_grace_period_and_missing_objects_reported
     assert finding_counts(runtime).by_kind_and_state[("missing", "resolved")] == 1
 
 
+def test_derived_data_of_a_series_gone_from_the_index_is_an_orphan(
+    runtime: Runtime, default_facility: FacilityRef, make_dicom
+) -> None:
+    study, sops = _two_instances(runtime, default_facility, make_dicom)
+    series = _series_of(runtime, sops[0])
+    kept = f"derived/{default_facility.name}/{study}/{series}/metadata.json"
+    stale = f"derived/{default_facility.name}/{study}/1.2.999/metadata.json"
+    for key in (kept, stale):
+        runtime.store.put(key, io.BytesIO(b"{}"), 2)
+
+    report = check_consistency(runtime, grace=timedelta(0))
+
+    assert report.orphans_removed == [stale]
+    assert runtime.store.exists(kept) and not runtime.store.exists(stale)
+
+
 def test_objects_being_deleted_are_not_orphans(
     runtime: Runtime, default_facility: FacilityRef, make_dicom
 ) -> None:

@@ -7,8 +7,10 @@ Policy (the README's "Consistency sweep"):
   its index row commits, so an orphan was never acknowledged to anyone (its sender got a failure
   or no answer and sends again); keeping it elsewhere would keep patient data that nobody can
   find, audit or delete. Each removal is a finding (state ``removed``) and the run is audited.
-  Only keys under a registered facility's prefix are considered (never ``derived/`` data, nor
-  anything else in the bucket), and never a key a tombstone names (the deletion sweep's).
+  Only keys under a registered facility's prefix are considered (nothing else in the bucket),
+  and never a key a tombstone names (the deletion sweep's). Derived data
+  (``derived/{facility}/{study}/{series}/...``) of a series the index no longer has (a bundle
+  written while its series was being deleted) is an orphan too, under the same grace period.
 - **An index row whose object is missing** is marked (a finding, state ``open``) and
   reported, never deleted: an administrator decides (restore the object from a backup, or
   delete the instance through the deletion path). A finding whose object reappears is closed.
@@ -32,7 +34,8 @@ from noctis.core.audit import AuditEvent
 from noctis.core.runtime import Runtime
 from noctis.index import deletion as rows
 from noctis.index.deletion import ConsistencyFinding
-from noctis.index.models import Facility, Instance
+from noctis.index.models import Facility, Instance, Series, Study
+from noctis.storage import StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +124,7 @@ def _check_facility(
         if stored.modified > old:
             report.orphans_young += 1
             continue
-        if repair:
-            try:
-                runtime.store.purge(key)
-            except Exception as exc:
-                log.warning("could not remove orphan object %s: %s", key, exc)
-                continue
-        report.orphans_removed.append(key)
-        _found(runtime, ORPHAN, key, facility_id, stored.size, "removed" if repair else "open")
+        _orphan(runtime, report, facility_id, stored, repair)
     for key in indexed.keys() - listed.keys():
         # Deleted since we read the index, or stored since the listing: look again.
         if runtime.store.exists(key) or not _still_indexed(runtime, key):
@@ -136,6 +132,58 @@ def _check_facility(
         report.missing.append(key)
         _found(runtime, MISSING, key, facility_id, None, "open")
     _close_resolved(runtime, facility_id, listed.keys(), indexed.keys())
+    _check_derived(runtime, report, facility_id, name, old, repair)
+
+
+def _check_derived(
+    runtime: Runtime,
+    report: ConsistencyReport,
+    facility_id: int,
+    name: str,
+    old: datetime,
+    repair: bool,
+) -> None:
+    """Derived objects of series the index does not have (older than the grace period)."""
+    prefix = f"derived/{name}/"
+    listed = list(runtime.store.list_objects(prefix))
+    if not listed:
+        return
+    with runtime.reader() as session:
+        series = {
+            (str(study), str(uid))
+            for study, uid in session.execute(
+                select(Study.study_instance_uid, Series.series_instance_uid)
+                .join(Series, Series.study_pk == Study.id)
+                .where(Study.facility_id == facility_id)
+            )
+        }
+        tombstoned = rows.tombstoned_keys(session)
+    for stored in listed:
+        parts = stored.key.removeprefix(prefix).split("/")
+        if len(parts) < 3 or (parts[0], parts[1]) in series or stored.modified > old:
+            continue
+        if any(stored.key.startswith(t) for t in tombstoned):
+            continue  # the deletion sweep's
+        _orphan(runtime, report, facility_id, stored, repair)
+
+
+def _orphan(
+    runtime: Runtime,
+    report: ConsistencyReport,
+    facility_id: int,
+    stored: StoredObject,
+    repair: bool,
+) -> None:
+    """Remove an orphan (``repair``) and record the finding; a refusal is retried next time."""
+    if repair:
+        try:
+            runtime.store.purge(stored.key)
+        except Exception as exc:
+            log.warning("could not remove orphan object %s: %s", stored.key, exc)
+            return
+    report.orphans_removed.append(stored.key)
+    state = "removed" if repair else "open"
+    _found(runtime, ORPHAN, stored.key, facility_id, stored.size, state)
 
 
 def _still_indexed(runtime: Runtime, key: str) -> bool:
