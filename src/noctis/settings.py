@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     consistency_check_seconds: float = Field(
         3600.0, gt=0, description="seconds between consistency checks (objects vs index)"
     )
+    retention_check_seconds: float = Field(
+        3600.0, gt=0, description="seconds between runs of the facilities' retention"
+    )
     orphan_grace_seconds: float = Field(
         3600.0,
         gt=0,

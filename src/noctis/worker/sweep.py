@@ -1,4 +1,4 @@
-"""The deletion sweep and the consistency check, as a task and as periodic jobs.
+"""The deletion sweep, the consistency check and retention, as a task and periodic jobs.
 
 The domain work is in ``noctis.core.deletion`` and ``noctis.core.consistency``; this module
 only binds it to the worker: the task kicked after each deletion, and the jobs every worker
@@ -11,6 +11,7 @@ from typing import Any
 
 from noctis.core.consistency import check_consistency
 from noctis.core.deletion import sweep_tombstones
+from noctis.core.retention import expire_studies
 from noctis.core.runtime import Runtime
 from noctis.worker.periodic import PeriodicJob
 
@@ -29,4 +30,7 @@ DELETION_SWEEP = PeriodicJob(
 )
 CONSISTENCY_CHECK = PeriodicJob(
     "consistency-check", lambda settings: settings.consistency_check_seconds, _consistency
+)
+RETENTION = PeriodicJob(
+    "retention", lambda settings: settings.retention_check_seconds, expire_studies
 )

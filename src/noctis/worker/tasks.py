@@ -14,7 +14,7 @@ from noctis.core.deletion import SWEEP_DELETIONS
 from noctis.core.queue import INSTANCE_STORED, SERIES_METADATA
 from noctis.worker.periodic import PeriodicJob
 from noctis.worker.series_metadata import instance_stored, series_metadata
-from noctis.worker.sweep import CONSISTENCY_CHECK, DELETION_SWEEP, sweep_deletions
+from noctis.worker.sweep import CONSISTENCY_CHECK, DELETION_SWEEP, RETENTION, sweep_deletions
 
 TASKS: dict[str, Callable[..., Any]] = {
     INSTANCE_STORED: instance_stored,
@@ -26,4 +26,5 @@ TASKS: dict[str, Callable[..., Any]] = {
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     DELETION_SWEEP,
     CONSISTENCY_CHECK,
+    RETENTION,
 )
