@@ -30,6 +30,15 @@ class DuplicatePolicy(StrEnum):
     REPLACE = "replace"  # store the new bytes, then remove the old object
 
 
+class WorkerRole(StrEnum):
+    """Which queues a worker follows (issue 14, `scaling`): transfers to slow destinations
+    run on their own workers so they never hold up a facility's derived work."""
+
+    ALL = "all"  # the default queue, every facility's and every destination's
+    PIPELINE = "pipeline"  # the default queue and every facility's
+    TRANSFERS = "transfers"  # every destination's (registered AEs with a host and port)
+
+
 def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "noctis"
 
@@ -124,6 +133,13 @@ class Settings(BaseSettings):
         "default queue and every enabled facility's queue",
     )
     worker_concurrency: int = Field(2, ge=1, description="tasks a worker runs at once")
+    # Workers at scale (issue 14, `scaling`): which followed queues a worker consumes when
+    # NOCTIS_WORKER_QUEUES is unset. The operator runs transfers on a Deployment of their own.
+    worker_role: WorkerRole = Field(
+        WorkerRole.ALL,
+        description="all: the default queue, every facility's and every destination's; "
+        "pipeline: the default queue and the facilities'; transfers: the destinations' only",
+    )
 
     # Web
     api_host: str = "0.0.0.0"
