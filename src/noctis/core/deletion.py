@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from noctis.core.audit import ActorType, AuditEvent
+from noctis.core.audit import ActorType, AuditEvent, add_to_session
 from noctis.core.runtime import Runtime
 from noctis.index import deletion as rows
 from noctis.index.models import Facility, Instance, Series, Study
@@ -111,21 +111,23 @@ def delete(runtime: Runtime, target: Target, actor: Actor) -> Deleted:
                 _derived_prefixes(facility_name, target.study, removed),
                 prefix=True,
             )
+            # The audit row commits with the deletion: both are durable, or neither.
+            event = _event(
+                actor,
+                target,
+                "success",
+                instances=removed.instances,
+                bytes=removed.size_bytes,
+                study_removed=removed.study_removed,
+            )
+            add_to_session(session, event)
     except DeletionRefused as exc:
-        _audit(runtime, actor, target, "failure", reason=str(exc))
+        runtime.audit.record_durably(_event(actor, target, "failure", reason=str(exc)))
         raise
     except NothingToDelete:
-        _audit(runtime, actor, target, "failure", reason=f"{target.level} not found")
+        reason = f"{target.level} not found"
+        runtime.audit.record_durably(_event(actor, target, "failure", reason=reason))
         raise
-    _audit(
-        runtime,
-        actor,
-        target,
-        "success",
-        instances=removed.instances,
-        bytes=removed.size_bytes,
-        study_removed=removed.study_removed,
-    )
     runtime.queue.send(SWEEP_DELETIONS)
     return Deleted(removed.instances, removed.size_bytes, removed.study_removed)
 
@@ -164,23 +166,21 @@ def _check_object_lock(runtime: Runtime, target: Target) -> None:
             )
 
 
-def _audit(runtime: Runtime, actor: Actor, target: Target, outcome: str, **detail: Any) -> None:
-    runtime.audit.record_durably(
-        AuditEvent(
-            action=DELETE_ACTION,
-            outcome=outcome,
-            actor=actor.name,
-            actor_type=actor.type,
-            client=actor.client,
-            study_instance_uid=target.study,
-            facility_id=target.facility_id,
-            detail={
-                "level": target.level,
-                **({"series": target.series} if target.series else {}),
-                **({"instance": target.sop} if target.sop else {}),
-                **detail,
-            },
-        )
+def _event(actor: Actor, target: Target, outcome: str, **detail: Any) -> AuditEvent:
+    return AuditEvent(
+        action=DELETE_ACTION,
+        outcome=outcome,
+        actor=actor.name,
+        actor_type=actor.type,
+        client=actor.client,
+        study_instance_uid=target.study,
+        facility_id=target.facility_id,
+        detail={
+            "level": target.level,
+            **({"series": target.series} if target.series else {}),
+            **({"instance": target.sop} if target.sop else {}),
+            **detail,
+        },
     )
 
 
