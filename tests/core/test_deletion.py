@@ -192,3 +192,23 @@ def test_sweepers_claim_each_tombstone_once(
         session.execute(rows.Tombstone.__table__.update().values(claimed_until=rows.utcnow()))
     assert sweep_tombstones(runtime).removed == 5
     assert stored_object_keys(runtime.store) == set()
+
+
+def test_two_deletions_of_one_study_at_once_delete_it_once(
+    runtime: Runtime, default_facility: FacilityRef, make_dicom
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    study, *_ = _store_study(runtime, default_facility, make_dicom, (3,))
+
+    def attempt() -> str:
+        try:
+            return f"deleted {delete(runtime, Target(default_facility.id, study), ADMIN).instances}"
+        except NothingToDelete:
+            return "not found"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(pool.map(lambda _: attempt(), range(2)))
+
+    assert outcomes == ["deleted 3", "not found"]
+    assert _tombstones(runtime) == 4  # three objects and the derived prefix, written once
