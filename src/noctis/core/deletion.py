@@ -31,7 +31,7 @@ from sqlalchemy import select
 from noctis.core.audit import ActorType, AuditEvent, add_to_session
 from noctis.core.runtime import Runtime
 from noctis.index import deletion as rows
-from noctis.index.models import Facility, Instance, Series, Study
+from noctis.index.models import Facility, Study
 
 log = logging.getLogger(__name__)
 
@@ -144,18 +144,7 @@ def _derived_prefixes(facility: str, study: str, removed: rows.DeletedRows) -> l
 def _check_object_lock(runtime: Runtime, target: Target) -> None:
     """DeletionRefused if the store's object lock still retains one of the target's objects."""
     with runtime.reading() as conn:
-        query = (
-            select(Instance.object_key)
-            .join(Series, Series.id == Instance.series_pk)
-            .join(Study, Study.id == Series.study_pk)
-            .where(Study.facility_id == target.facility_id)
-            .where(Study.study_instance_uid == target.study)
-        )
-        if target.series is not None:
-            query = query.where(Series.series_instance_uid == target.series)
-        if target.sop is not None:
-            query = query.where(Instance.sop_instance_uid == target.sop)
-        keys = list(conn.execute(query).scalars())
+        keys = rows.object_keys(conn, target.facility_id, target.study, target.series, target.sop)
     for key in keys:
         until = runtime.store.retained_until(key)
         if until is not None:

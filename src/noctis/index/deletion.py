@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Connection,
     DateTime,
     Integer,
     String,
@@ -127,20 +128,41 @@ def locked_study(session: Session, facility_id: int, study: str) -> int | None:
     return session.execute(query).scalar_one_or_none()
 
 
-def instance_rows(
-    session: Session, study_pk: int, series: str | None, sop: str | None
-) -> list[tuple[int, str, int, int]]:
-    """(instance id, object key, size, series pk) of the study's instances under the path."""
-    query = (
-        select(Instance.id, Instance.object_key, Instance.size_bytes, Instance.series_pk)
-        .join(Series, Series.id == Instance.series_pk)
-        .where(Series.study_pk == study_pk)
-    )
+def _series_pks(session: Session | Connection, study_pk: int, series: str | None) -> list[int]:
+    query = select(Series.id).where(Series.study_pk == study_pk)
     if series is not None:
         query = query.where(Series.series_instance_uid == series)
+    return [int(pk) for pk in session.execute(query).scalars()]
+
+
+def instance_rows(
+    session: Session | Connection, study_pk: int, series: str | None, sop: str | None
+) -> list[tuple[int, str, int, int]]:
+    """(instance id, object key, size, series pk) of the study's instances under the path.
+
+    The series first, then their instances by series key: each step an index look-up,
+    whatever the planner thinks of a join over a freshly loaded table."""
+    series_pks = _series_pks(session, study_pk, series)
+    if not series_pks:
+        return []
+    query = select(Instance.id, Instance.object_key, Instance.size_bytes, Instance.series_pk).where(
+        Instance.series_pk.in_(series_pks)
+    )
     if sop is not None:
         query = query.where(Instance.sop_instance_uid == sop)
     return [(int(i), str(k), int(s), int(p)) for i, k, s, p in session.execute(query)]
+
+
+def object_keys(
+    conn: Session | Connection, facility_id: int, study: str, series: str | None, sop: str | None
+) -> list[str]:
+    """The object keys under a path (no lock taken: the object-lock check before a deletion)."""
+    study_pk = conn.execute(
+        select(Study.id).where(Study.facility_id == facility_id, Study.study_instance_uid == study)
+    ).scalar_one_or_none()
+    if study_pk is None:
+        return []
+    return [key for _, key, _, _ in instance_rows(conn, study_pk, series, sop)]
 
 
 def delete_rows(
@@ -217,10 +239,11 @@ def _recount(
             )
         else:
             session.execute(delete(Series).where(Series.id == series_pk))
+    left = _series_pks(session, study_pk, None)
     instances, size = session.execute(
-        select(func.count(Instance.id), func.coalesce(func.sum(Instance.size_bytes), 0))
-        .join(Series, Series.id == Instance.series_pk)
-        .where(Series.study_pk == study_pk)
+        select(func.count(Instance.id), func.coalesce(func.sum(Instance.size_bytes), 0)).where(
+            Instance.series_pk.in_(left or [-1])
+        )
     ).one()
     modalities = session.execute(
         select(Series.modality).where(Series.study_pk == study_pk).distinct()
