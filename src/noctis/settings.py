@@ -125,6 +125,20 @@ class Settings(BaseSettings):
         None, description="DICOM TLS: CA bundle; when set, callers must present a certificate"
     )
 
+    # Storage commitment (issue 14, part `commitment`): reporting on a new association
+    commitment_report_attempts: int = Field(
+        6,
+        ge=1,
+        description="storage commitment: how many times the SCP tries to open an association "
+        "to a requester that released before its result was ready",
+    )
+    commitment_report_backoff_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="storage commitment: wait before the second attempt, doubled after each "
+        "(2, 4, 8, 16, 32 s: about a minute in all by default)",
+    )
+
     # Tasks
     broker_url: str | None = Field(None, description="Celery broker; in-process tasks when unset")
     worker_queues: Annotated[list[str], NoDecode] = Field(

@@ -16,6 +16,7 @@ class DimseService(StrEnum):
     FIND = "find"
     MOVE = "move"
     GET = "get"
+    COMMITMENT = "commitment"  # storage commitment (N-ACTION), issue 14
 
 
 ALL_SERVICES = [s.value for s in DimseService]
@@ -27,8 +28,14 @@ class ApplicationEntitySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     ae_title: AETitle = Field(alias="aeTitle", description="the peer's AE title")
-    host: str | None = Field(None, description="where C-MOVE sends to (host name or address)")
-    port: Port | None = Field(None, description="the peer's listening port, for C-MOVE")
+    host: str | None = Field(
+        None,
+        description="where C-MOVE sends to and storage commitment results go (host name or "
+        "address)",
+    )
+    port: Port | None = Field(
+        None, description="the peer's listening port, for C-MOVE and storage commitment results"
+    )
     allowed_cidrs: list[CIDR] = Field(
         default_factory=list,
         alias="allowedCIDRs",
