@@ -177,3 +177,27 @@ def _series_of(runtime: Runtime, sop: str) -> str:
                 .where(Instance.sop_instance_uid == sop)
             )
         )
+
+
+def test_an_object_locked_after_its_deletion_stays_tombstoned_and_counted(
+    locked_runtime: Runtime, make_dicom
+) -> None:
+    """The lock came between the deletion and the sweep: the sweep cannot remove the object,
+    keeps its tombstone (retried at every sweep) and says so in the metrics."""
+    runtime = locked_runtime
+    facility = register_facility(runtime, "north")
+    study, sops = _two_instances(runtime, facility, make_dicom)
+    objects = indexed_objects(runtime)
+    delete(runtime, Target(facility.id, study), ADMIN)
+    store = runtime.store
+    assert isinstance(store, S3Store)
+    until = datetime.now(UTC) + timedelta(days=1)
+    store.client.set_object_retention(store.bucket, objects[sops[0]], Retention(GOVERNANCE, until))
+
+    report = sweep_tombstones(runtime)
+
+    assert report.failed == 1
+    assert not store.exists(objects[sops[1]])
+    counts = finding_counts(runtime)
+    assert (counts.tombstones_pending, counts.tombstones_failing) == (1, 1)
+    assert "noctis_deletion_tombstones_failing 1.0" in metrics_text(runtime).decode()

@@ -240,6 +240,7 @@ class FindingCounts:
 
     by_kind_and_state: dict[tuple[str, str], int]
     tombstones_pending: int
+    tombstones_failing: int  # the store refused their last removal; retried at each sweep
 
 
 def finding_counts(runtime: Runtime) -> FindingCounts:
@@ -250,7 +251,8 @@ def finding_counts(runtime: Runtime) -> FindingCounts:
             )
         ).all()
         pending = rows.pending_tombstones(session)
-    return FindingCounts({(k, s): int(n) for k, s, n in counted}, pending)
+        failing = rows.failing_tombstones(session)
+    return FindingCounts({(k, s): int(n) for k, s, n in counted}, pending, failing)
 
 
 def open_findings(runtime: Runtime, kind: str, limit: int = 1000) -> list[ConsistencyFinding]:
@@ -291,4 +293,9 @@ def metrics_text(runtime: Runtime) -> bytes:
         "Objects of deleted studies, series and instances the sweep has yet to remove",
         registry=registry,
     ).set(counts.tombstones_pending)
+    Gauge(
+        "noctis_deletion_tombstones_failing",
+        "Objects of deletions the store refused to remove at the last try (retried each sweep)",
+        registry=registry,
+    ).set(counts.tombstones_failing)
     return generate_latest(registry)

@@ -314,6 +314,12 @@ def pending_tombstones(session: Session) -> int:
     return int(session.execute(select(func.count(Tombstone.id))).scalar_one())
 
 
+def failing_tombstones(session: Session) -> int:
+    """Tombstones whose last removal failed (the store refused: an object lock, an outage)."""
+    query = select(func.count(Tombstone.id)).where(Tombstone.last_error.is_not(None))
+    return int(session.execute(query).scalar_one())
+
+
 def tombstoned_keys(session: Session) -> set[str]:
     return set(session.execute(select(Tombstone.object_key)).scalars())
 

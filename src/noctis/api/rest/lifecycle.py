@@ -61,6 +61,9 @@ class FindingOut(BaseModel):
 class ConsistencyOut(BaseModel):
     counts: dict[str, dict[str, int]] = Field(description="kind -> state -> findings")
     tombstones_pending: int = Field(description="objects of deletions still to be swept")
+    tombstones_failing: int = Field(
+        description="of those, the ones the store refused at the last try (retried each sweep)"
+    )
     missing: list[FindingOut] = Field(description="index rows without objects (latest first)")
     orphans: list[FindingOut] = Field(description="objects without index rows (latest first)")
 
@@ -182,6 +185,7 @@ def consistency(
     return ConsistencyOut(
         counts=by_kind,
         tombstones_pending=counts.tombstones_pending,
+        tombstones_failing=counts.tombstones_failing,
         missing=listed(MISSING),
         orphans=listed(ORPHAN),
     )
