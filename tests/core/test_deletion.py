@@ -26,6 +26,7 @@ from noctis.core.runtime import Runtime
 from noctis.index import deletion as rows
 from noctis.index.accounts import AuditRow
 from noctis.index.models import Study
+from noctis.storage.filesystem import FilesystemStore
 from support.archive import index_counts, indexed_objects, stored_object_keys
 from support.incoming import ingest_file
 
@@ -90,6 +91,9 @@ def test_a_deleted_study_vanishes_at_once_and_its_objects_after_the_sweep(
 
     assert report.removed == 6 and report.failed == 0
     assert stored_object_keys(runtime.store) == set()
+    if isinstance(runtime.store, FilesystemStore):  # no empty study or series directory left
+        assert [p.name for p in runtime.store.root.iterdir()] in ([], ["derived"])
+        assert not list(runtime.store.root.rglob(f"{study}*"))
     assert _tombstones(runtime) == 0
     [event] = _audit(runtime, "delete")
     assert (event.actor, event.outcome, event.study_instance_uid) == ("admin", "success", study)

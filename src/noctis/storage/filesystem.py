@@ -75,8 +75,8 @@ class FilesystemStore:
         so that the file system commits them together (one after the other cost 16-20% of the
         CT ingest rate). Until both return the object is only a name the index does not know
         (the index is written after this returns): a crash may leave it for a sweep, never an
-        index row pointing at data that was not on disk (no sweep removes such names yet:
-        issue 14)."""
+        index row pointing at data that was not on disk (the consistency check removes such
+        names, `noctis.core.consistency`)."""
         target = self._path(key)
         # The file is complete: its link appears whole, no temporary name needed.
         try:
@@ -155,7 +155,18 @@ class FilesystemStore:
         return self._path(key).is_file()
 
     def purge(self, key: str) -> None:
-        self.delete(key)  # no versions here
+        """The file (no versions here), then the directories it leaves empty (a deleted
+        study's and series'). A store making a file in such a directory at that moment finds
+        it gone and makes it again (its link is retried), or fails and is sent again."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        directory = path.parent
+        while directory != self.root:
+            try:
+                directory.rmdir()
+            except OSError:  # not empty (or already gone): the rest of the way up is in use
+                break
+            directory = directory.parent
 
     def list_objects(self, prefix: str) -> Iterator[StoredObject]:
         # Walk only the directory the prefix names (a key prefix ending mid-name walks its parent).
