@@ -104,12 +104,18 @@ def test_objects_being_deleted_are_not_orphans(
     assert sweep_tombstones(runtime).removed == 3
 
 
-def test_one_checker_at_a_time(runtime: Runtime) -> None:
+def test_one_checker_at_a_time_and_once_per_interval(runtime: Runtime) -> None:
     with runtime.sessions.begin() as session:
-        assert rows.claim_lease(session, "consistency", "another", timedelta(minutes=5))
-    assert check_consistency(runtime).skipped
+        lease = timedelta(minutes=5)
+        assert rows.claim_lease(session, "consistency", "another", lease, scheduled=False)
+    assert check_consistency(runtime).skipped  # another replica is checking
+    assert check_consistency(runtime, scheduled=True).skipped
     with runtime.sessions.begin() as session:
-        rows.release_lease(session, "consistency", "another")
+        rows.release_lease(session, "consistency", "another", None)
+
+    assert not check_consistency(runtime, scheduled=True).skipped
+    # Checked: the other replicas' periodic jobs wait for the next interval, on demand runs.
+    assert check_consistency(runtime, scheduled=True).skipped
     assert not check_consistency(runtime).skipped
 
 

@@ -16,7 +16,8 @@ Policy (the README's "Consistency sweep"):
   delete the instance through the deletion path). A finding whose object reappears is closed.
 
 One owner at a time across replicas: the run takes the ``consistency`` job lease in the index
-(a conditional UPDATE); a replica that finds it taken skips its turn.
+(a conditional UPDATE); a replica that finds it taken, or (periodic runs) finds the next check
+not yet due, skips its turn.
 """
 
 from __future__ import annotations
@@ -56,19 +57,33 @@ class ConsistencyReport:
 
 
 def check_consistency(
-    runtime: Runtime, *, grace: timedelta | None = None, repair: bool = True
+    runtime: Runtime,
+    *,
+    grace: timedelta | None = None,
+    repair: bool = True,
+    scheduled: bool = False,
 ) -> ConsistencyReport:
-    """Compare the store with the index, per facility; repair per the module's policy."""
-    grace = grace if grace is not None else timedelta(seconds=runtime.settings.orphan_grace_seconds)
+    """Compare the store with the index, per facility; repair per the module's policy.
+
+    ``scheduled`` (the periodic job): skipped unless the archive's next check is due, so that
+    N replicas check once per interval between them, not N times. Otherwise (on demand)
+    skipped only while another check runs. Either way the next scheduled check is due one
+    interval after this one began."""
+    settings = runtime.settings
+    grace = grace if grace is not None else timedelta(seconds=settings.orphan_grace_seconds)
+    interval = timedelta(seconds=settings.consistency_check_seconds)
     holder = uuid.uuid4().hex
+    began = datetime.now(UTC)
     with runtime.sessions.begin() as session:
-        if not rows.claim_lease(session, LEASE, holder, timedelta(hours=1)):
+        # Held at most this long by a checker that dies mid-way.
+        lease = max(interval, timedelta(hours=1))
+        if not rows.claim_lease(session, LEASE, holder, lease, scheduled=scheduled):
             return ConsistencyReport(skipped=True)
     try:
         report = _check(runtime, grace, repair)
     finally:
         with runtime.sessions.begin() as session:
-            rows.release_lease(session, LEASE, holder)
+            rows.release_lease(session, LEASE, holder, began + interval)
     if report.orphans_removed or report.missing:
         runtime.audit.record_durably(
             AuditEvent(

@@ -332,28 +332,32 @@ def hold_of(session: Session, facility_id: int, study: str) -> LegalHold | None:
     ).scalar_one_or_none()
 
 
-def claim_lease(session: Session, name: str, holder: str, lease: timedelta) -> bool:
-    """Take the named job's lease if it is free or expired (a conditional UPDATE)."""
+def claim_lease(
+    session: Session, name: str, holder: str, lease: timedelta, *, scheduled: bool
+) -> bool:
+    """Take the named job's lease with a conditional UPDATE: when nobody holds it (or the
+    holder's lease ran out) and, for a ``scheduled`` run, when its next run is due (``until``
+    also keeps the time of the next run once a run is done)."""
     now = utcnow()
     if session.get(JobLease, name) is None:
         session.add(JobLease(name=name, holder=None, until=None))
         session.flush()
+    due = or_(JobLease.until.is_(None), JobLease.until < now)
+    free = due if scheduled else or_(due, JobLease.holder.is_(None))
     taken = session.execute(
         update(JobLease)
-        .where(
-            JobLease.name == name,
-            or_(JobLease.until.is_(None), JobLease.until < now, JobLease.holder == holder),
-        )
+        .where(JobLease.name == name, free)
         .values(holder=holder, until=now + lease)
         .execution_options(synchronize_session=False)
     )
     return bool(taken.rowcount)  # type: ignore[attr-defined]
 
 
-def release_lease(session: Session, name: str, holder: str) -> None:
+def release_lease(session: Session, name: str, holder: str, next_run: datetime | None) -> None:
+    """Give the lease back; scheduled runs wait until ``next_run`` (None: due at once)."""
     session.execute(
         update(JobLease)
         .where(JobLease.name == name, JobLease.holder == holder)
-        .values(holder=None, until=None)
+        .values(holder=None, until=next_run)
         .execution_options(synchronize_session=False)
     )

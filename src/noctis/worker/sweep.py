@@ -22,7 +22,7 @@ def sweep_deletions(runtime: Runtime, **_: Any) -> int:
 
 
 def _consistency(runtime: Runtime) -> None:
-    check_consistency(runtime)
+    check_consistency(runtime, scheduled=True)
 
 
 DELETION_SWEEP = PeriodicJob(
