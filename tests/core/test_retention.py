@@ -72,3 +72,9 @@ def test_retention_deletes_what_is_past_it_and_nothing_else(runtime: Runtime, ma
     assert {(e.actor, e.outcome) for e in events} == {("retention", "success")}
     assert {e.study_instance_uid for e in events} == {old_received, old_dated, undated}
     assert expire_studies(runtime).deleted == {}  # nothing more to do
+
+
+def test_the_periodic_run_happens_once_per_interval_across_replicas(runtime: Runtime) -> None:
+    assert not expire_studies(runtime, scheduled=True).skipped
+    assert expire_studies(runtime, scheduled=True).skipped  # another replica's turn came early
+    assert not expire_studies(runtime).skipped  # on demand (tests, tools): always

@@ -11,6 +11,7 @@ transaction decides: the second finds nothing).
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -18,26 +19,47 @@ from sqlalchemy import and_, exists, or_, select
 
 from noctis.core.deletion import Actor, DeletionRefused, NothingToDelete, Target, delete
 from noctis.core.runtime import Runtime
-from noctis.index.deletion import LegalHold
+from noctis.index.deletion import LegalHold, claim_lease, release_lease
 from noctis.index.models import Facility, Study
 from noctis.specs.facility import RetentionSpec
 
 log = logging.getLogger(__name__)
 
 RETENTION_ACTOR = Actor("retention", "user", "worker")
+LEASE = "retention"
 
 
 @dataclass
 class RetentionReport:
     deleted: dict[str, int] = field(default_factory=dict)  # facility -> studies deleted
     refused: int = 0  # protected by an object lock: tried again next time
+    skipped: bool = False  # not due: another replica ran it less than an interval ago
 
 
 def expire_studies(
-    runtime: Runtime, *, now: datetime | None = None, batch: int = 500
+    runtime: Runtime, *, now: datetime | None = None, batch: int = 500, scheduled: bool = False
 ) -> RetentionReport:
-    """Delete up to ``batch`` expired studies per facility (the next run takes the rest)."""
+    """Delete up to ``batch`` expired studies per facility (the next run takes the rest).
+
+    ``scheduled`` (the periodic job): run only when the archive's next run is due, so that N
+    replicas apply retention once per interval between them (a job lease in the index)."""
     now = now or datetime.now(UTC)
+    if not scheduled:
+        return _expire(runtime, now, batch)
+    holder = uuid.uuid4().hex
+    interval = timedelta(seconds=runtime.settings.retention_check_seconds)
+    with runtime.sessions.begin() as session:
+        lease = max(interval, timedelta(hours=1))
+        if not claim_lease(session, LEASE, holder, lease, scheduled=True):
+            return RetentionReport(skipped=True)
+    try:
+        return _expire(runtime, now, batch)
+    finally:
+        with runtime.sessions.begin() as session:
+            release_lease(session, LEASE, holder, now + interval)
+
+
+def _expire(runtime: Runtime, now: datetime, batch: int) -> RetentionReport:
     report = RetentionReport()
     with runtime.reader() as session:
         facilities = [

@@ -31,6 +31,10 @@ DELETION_SWEEP = PeriodicJob(
 CONSISTENCY_CHECK = PeriodicJob(
     "consistency-check", lambda settings: settings.consistency_check_seconds, _consistency
 )
-RETENTION = PeriodicJob(
-    "retention", lambda settings: settings.retention_check_seconds, expire_studies
-)
+
+
+def _retention(runtime: Runtime) -> None:
+    expire_studies(runtime, scheduled=True)
+
+
+RETENTION = PeriodicJob("retention", lambda settings: settings.retention_check_seconds, _retention)

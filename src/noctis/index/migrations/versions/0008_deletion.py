@@ -67,7 +67,10 @@ def upgrade() -> None:
         sa.Column("until", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_job_lease")),
     )
-    op.bulk_insert(lease, [{"name": "consistency", "holder": None, "until": None}])
+    op.bulk_insert(
+        lease,
+        [{"name": name, "holder": None, "until": None} for name in ("consistency", "retention")],
+    )
 
 
 def downgrade() -> None:
