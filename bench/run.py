@@ -29,7 +29,7 @@ if not __package__:  # `python bench/run.py`: make `bench` importable, not its m
 
 from rich.console import Console
 
-from bench import backing, cluster, data, images, load, query, store, web
+from bench import backing, cluster, data, images, load, query, stable, store, web
 from bench import delete as delete_bench
 from bench import retention as retention_bench
 from bench.data import Dataset, FileSet
@@ -56,11 +56,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "suite",
-        choices=("store", "web", "all", "load", "images", "cluster", "delete", "retention"),
+        choices=(
+            "store",
+            "web",
+            "all",
+            "load",
+            "images",
+            "cluster",
+            "stable",
+            "delete",
+            "retention",
+        ),
         help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both; "
         "load: QIDO/metadata under concurrent stores and a login flood (Noctis targets); "
         "images: build times and sizes of the container images; "
         "cluster: the one-node cluster (up, helm install to first C-STORE, memory; as root); "
+        "stable: the study-stable sweep's cost over 100,000 studies (SQLite, PostgreSQL); "
         "delete: time to delete the CT study (answered, all objects gone; Noctis targets); "
         "retention: a retention run over --studies studies (SQLite, PostgreSQL)",
     )
@@ -123,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         return images.main(console, args.results_dir, no_cache=args.no_cache)
     if args.suite == "cluster":
         return cluster.main(console, args.results_dir)
+    if args.suite == "stable":
+        return stable.main(console, args.results_dir, quick=args.quick)
     if args.suite == "retention":
         return _run_retention(args)
     sizes = dict(QUICK if args.quick else FULL)

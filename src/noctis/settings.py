@@ -207,6 +207,29 @@ class Settings(BaseSettings):
         "this (an instance being stored is never touched)",
     )
 
+    # Study-stable detection and derivatives (issue 14, part `stable`: noctis.worker.stable)
+    stable_after_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="a study with no new instance for this long becomes stable (a Facility's "
+        "stableAfterSeconds overrides it)",
+    )
+    stable_sweep_seconds: float = Field(
+        10.0, gt=0, description="how often each worker looks for studies that became stable"
+    )
+    stable_sweep_batch: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="studies declared stable per sweep, at most (the rest next time)",
+    )
+    stable_retry_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="a stable study whose derivatives and routing have not finished this long "
+        "after it was declared is sent again",
+    )
+
     @field_validator("trusted_proxies", mode="after")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:

@@ -88,6 +88,13 @@ class FacilitySpec(BaseModel):
     retention: RetentionSpec | None = Field(
         None, description="delete studies older than this (never those on legal hold)"
     )
+    stable_after_seconds: float | None = Field(
+        None,
+        gt=0,
+        alias="stableAfterSeconds",
+        description="a study with no new instance for this long becomes stable (derivatives, "
+        "routing); unset: the archive's NOCTIS_STABLE_AFTER_SECONDS",
+    )
 
     @model_validator(mode="after")
     def _unique_ae_titles(self) -> FacilitySpec:

@@ -41,6 +41,13 @@ CONCURRENCY = 2  # task threads per worker process; scale with replicas
 _PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 
 
+def _metrics() -> tuple[bytes, str]:
+    """The process's Prometheus metrics (the periodic jobs' counters, e.g. studies stable)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
 def run(settings: Settings, *, concurrency: int = CONCURRENCY) -> None:
     for name in _PER_TASK_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -66,6 +73,7 @@ def run(settings: Settings, *, concurrency: int = CONCURRENCY) -> None:
                 "consumer": "ok" if heartbeat.fresh() else "no fresh heartbeat",
                 **runtime.readiness(),
             },
+            metrics=_metrics,
             name="noctis-worker-health",
         ).start()
         log.info("worker consuming %s; probes on port %d", ", ".join(queues), health.port)

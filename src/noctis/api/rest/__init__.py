@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from noctis.api.rest import lifecycle, records, users
+from noctis.api.rest import lifecycle, records, studies, users
 
 router = APIRouter()
 router.include_router(records.router)
 router.include_router(users.router)
+router.include_router(studies.router)
 router.include_router(lifecycle.router)
 
 __all__ = ["router"]
