@@ -23,6 +23,7 @@ from noctis.core.deletion import (
 )
 from noctis.core.ingest import FacilityRef, IngestOutcome
 from noctis.core.runtime import Runtime
+from noctis.dicom.thumbnail import thumbnail_key
 from noctis.index import deletion as rows
 from noctis.index.accounts import AuditRow
 from noctis.index.models import Study
@@ -109,6 +110,13 @@ def test_deleting_instances_and_series_keeps_the_counts_right(
     study, series, sops, _ = _store_study(runtime, default_facility, make_dicom, (2, 3))
 
     kept_size = sum(_size(runtime, sop) for sop in sops if sop != sops[2])
+    objects = indexed_objects(runtime)
+    thumbnails = {
+        sop: thumbnail_key(default_facility.name, study, series[1], objects[sop])
+        for sop in sops[2:4]
+    }
+    for key in thumbnails.values():
+        _put_derived(runtime, key)
     one = delete(runtime, Target(default_facility.id, study, series[1], sops[2]), ADMIN)
     assert (one.instances, one.study_removed) == (1, False)
     with runtime.reader() as session:
@@ -116,13 +124,17 @@ def test_deleting_instances_and_series_keeps_the_counts_right(
         assert (row.number_of_instances, row.number_of_series) == (4, 2)
         assert row.size_bytes == kept_size
 
+    sweep_tombstones(runtime)  # the deleted instance's thumbnail goes, its neighbour's stays
+    assert not runtime.store.exists(thumbnails[sops[2]])
+    assert runtime.store.exists(thumbnails[sops[3]])
     gone = delete(runtime, Target(default_facility.id, study, series[0]), ADMIN)
     assert (gone.instances, gone.study_removed) == (2, False)
     with runtime.reader() as session:
         row = session.scalars(select(Study).where(Study.study_instance_uid == study)).one()
         assert (row.number_of_instances, row.number_of_series) == (2, 1)
     sweep_tombstones(runtime)
-    assert stored_object_keys(runtime.store) == set(indexed_objects(runtime).values())
+    left = set(indexed_objects(runtime).values()) | {thumbnails[sops[3]]}
+    assert stored_object_keys(runtime.store) == left
     assert len(indexed_objects(runtime)) == 2
 
 

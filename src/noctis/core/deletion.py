@@ -30,6 +30,7 @@ from sqlalchemy import select
 
 from noctis.core.audit import ActorType, AuditEvent, add_to_session
 from noctis.core.runtime import Runtime
+from noctis.dicom.thumbnail import thumbnail_key
 from noctis.index import deletion as rows
 from noctis.index.models import Facility, Study
 
@@ -111,6 +112,13 @@ def delete(runtime: Runtime, target: Target, actor: Actor) -> Deleted:
                 _derived_prefixes(facility_name, target.study, removed),
                 prefix=True,
             )
+            rows.add_tombstones(
+                session,
+                target.facility_id,
+                target.study,
+                _derived_keys(facility_name, target.study, removed),
+                prefix=False,
+            )
             # The audit row commits with the deletion: both are durable, or neither.
             event = _event(
                 actor,
@@ -135,10 +143,19 @@ def delete(runtime: Runtime, target: Target, actor: Actor) -> Deleted:
 def _derived_prefixes(facility: str, study: str, removed: rows.DeletedRows) -> list[str]:
     """Derived data lives under ``derived/{facility}/{study}/{series}/``: all of the study's
     when it is gone, else the removed series'. A series that keeps instances keeps its bundle
-    (the API reads only the fragments of the instances the index lists)."""
+    (the API reads only the fragments of the instances the index lists); the thumbnails of
+    its removed instances go (`_derived_keys`)."""
     if removed.study_removed:
         return [f"derived/{facility}/{study}/"]
     return [f"derived/{facility}/{study}/{series}/" for series in removed.series_removed]
+
+
+def _derived_keys(facility: str, study: str, removed: rows.DeletedRows) -> list[str]:
+    """The thumbnails of removed instances whose series stays (the series' others stay)."""
+    return [
+        thumbnail_key(facility, study, series, key)
+        for series, key in removed.removed_in_kept_series
+    ]
 
 
 def _check_object_lock(runtime: Runtime, target: Target) -> None:

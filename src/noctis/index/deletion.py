@@ -107,6 +107,9 @@ class DeletedRows:
     object_keys: list[str] = field(default_factory=list)
     series_removed: list[str] = field(default_factory=list)  # Series Instance UIDs
     series_kept: list[str] = field(default_factory=list)  # touched, with instances left
+    # (Series Instance UID, object key) of each removed instance whose series is kept: its
+    # derived data (a thumbnail) goes, the series' does not.
+    removed_in_kept_series: list[tuple[str, str]] = field(default_factory=list)
     study_removed: bool = False
 
 
@@ -191,7 +194,9 @@ def delete_rows(
     for start in range(0, len(ids), 500):
         session.execute(delete(Instance).where(Instance.id.in_(ids[start : start + 500])))
     series_pks = sorted({row[3] for row in rows})
-    _recount(session, study_pk, series_pks, now, deleted)
+    kept: dict[int, str] = {}
+    _recount(session, study_pk, series_pks, now, deleted, kept)
+    deleted.removed_in_kept_series = [(kept[pk], key) for _, key, _, pk in rows if pk in kept]
     deleted.study_removed = _remove_empty(session, study_pk)
     return deleted
 
@@ -220,9 +225,15 @@ def add_tombstones(
 
 
 def _recount(
-    session: Session, study_pk: int, series_pks: list[int], now: datetime, deleted: DeletedRows
+    session: Session,
+    study_pk: int,
+    series_pks: list[int],
+    now: datetime,
+    deleted: DeletedRows,
+    kept: dict[int, str],
 ) -> None:
-    """Series and study counts, sizes and modalities after instances were removed."""
+    """Series and study counts, sizes and modalities after instances were removed; the series
+    kept (key -> UID) are added to ``kept``."""
     for series_pk in series_pks:
         remaining = session.execute(
             select(func.count(Instance.id)).where(Instance.series_pk == series_pk)
@@ -231,6 +242,8 @@ def _recount(
             select(Series.series_instance_uid).where(Series.id == series_pk)
         ).scalar_one()
         (deleted.series_kept if remaining else deleted.series_removed).append(uid)
+        if remaining:
+            kept[series_pk] = uid
         if remaining:
             session.execute(
                 update(Series)
