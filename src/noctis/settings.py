@@ -184,6 +184,29 @@ class Settings(BaseSettings):
         "X-Forwarded-For/-Proto are believed; empty: none, the peer is the client",
     )
 
+    # Deletion, legal hold and the consistency sweep (issue 14, part `delete`)
+    deletion_sweep_seconds: float = Field(
+        60.0, gt=0, description="seconds between periodic sweeps of deleted studies' objects"
+    )
+    deletion_sweep_lease_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="how long a sweeper holds the objects it removes; a sweeper killed "
+        "mid-way leaves them to the next sweep after this",
+    )
+    consistency_check_seconds: float = Field(
+        3600.0, gt=0, description="seconds between consistency checks (objects vs index)"
+    )
+    retention_check_seconds: float = Field(
+        3600.0, gt=0, description="seconds between runs of the facilities' retention"
+    )
+    orphan_grace_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="an object no index row references is removed only once older than "
+        "this (an instance being stored is never touched)",
+    )
+
     # Study-stable detection and derivatives (issue 14, part `stable`: noctis.worker.stable)
     stable_after_seconds: float = Field(
         60.0,

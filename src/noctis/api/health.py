@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from noctis.core import reconciliation, stability
+from noctis.core import consistency, reconciliation, stability
 
 router = APIRouter(tags=["health"])
 
@@ -104,4 +104,6 @@ def metrics(request: Request) -> Response:
     # (STOW-RS ingests here, C-STORE in the SCP, which serves that registry whole).
     body = generate_latest(registry) + reconciliation.metrics_text()
     body += stability.metrics_text()  # studies declared stable (embedded: this process)
+    # Deletion backlog and consistency findings, read from the index (any replica answers alike).
+    body += consistency.metrics_text(request.app.state.runtime)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
