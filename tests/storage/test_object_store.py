@@ -17,6 +17,7 @@ import pytest
 
 from noctis.settings import Settings
 from noctis.storage import ObjectNotFound, ObjectStore, StorageUnavailable, open_store
+from noctis.storage.filesystem import FilesystemStore
 from noctis.storage.s3 import PART_SIZE, S3Store
 from support.s3 import SeaweedFS
 
@@ -265,3 +266,36 @@ def test_listing_by_prefix_and_purging(store: ObjectStore) -> None:
     store.purge("north/1.2/3.4/a.dcm")  # already gone: no error
     assert not store.exists("north/1.2/3.4/a.dcm")
     assert store.retained_until("north/1.2/3.4/b.dcm") is None  # no object lock here
+
+
+class _SweptStore(FilesystemStore):
+    """A filesystem store whose new directories are removed right after being made, the
+    first ``sweeps`` times: a deletion's sweep purging the study at the worst instant."""
+
+    def __init__(self, root: Path, sweeps: int) -> None:
+        super().__init__(root, spool_dir=root.parent)
+        self.sweeps = sweeps
+
+    def _make_directories(self, directory: Path) -> None:
+        super()._make_directories(directory)
+        if self.sweeps > 0:
+            self.sweeps -= 1
+            directory.rmdir()
+
+
+@pytest.mark.parametrize("way", ["put", "incoming"])
+def test_a_store_lands_when_a_sweep_removes_its_directory_meanwhile(
+    tmp_path: Path, way: str
+) -> None:
+    """A study deleted and sent again at once: the sweep removes the directories it empties
+    while the new store makes names in them; the store still lands (no ENOENT failure)."""
+    store = _SweptStore(tmp_path / "objects", sweeps=2)
+    if way == "put":
+        put_bytes(store, KEY, BINARY)
+    else:
+        incoming = store.incoming()
+        incoming.write(BINARY)
+        incoming.commit(KEY)
+        incoming.close()
+    assert store.sweeps == 0, "the sweep never ran between the directory and the name"
+    assert store.get(KEY) == BINARY
