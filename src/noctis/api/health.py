@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from noctis.core import reconciliation
+from noctis.core import quota_metrics, reconciliation
 
 router = APIRouter(tags=["health"])
 
@@ -103,4 +103,6 @@ def metrics(request: Request) -> Response:
     # The write path's counters for reconciliation live in the process's default registry
     # (STOW-RS ingests here, C-STORE in the SCP, which serves that registry whole).
     body = generate_latest(registry) + reconciliation.metrics_text()
+    # Each facility's usage and quotas, from the index (noctis.core.quota_metrics).
+    body += quota_metrics.usage_text(request.app.state.runtime.reading)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

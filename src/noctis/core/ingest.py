@@ -31,7 +31,7 @@ from enum import StrEnum
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from noctis.core import reconciliation
+from noctis.core import quota_metrics, reconciliation
 from noctis.core.quota import FacilityUsage, QuotaExceeded
 from noctis.core.reconciliation import UNKNOWN_SENDER, Sender
 from noctis.core.runtime import Runtime
@@ -279,6 +279,7 @@ def _check_quota(
             header.sop_instance_uid,
             exc.message,
         )
+        quota_metrics.refused(facility.name, exc.quota)
         raise IngestError(IngestFailure.QUOTA_EXCEEDED, exc.message) from exc
     except (SQLAlchemyError, LookupError) as exc:
         raise IngestError(

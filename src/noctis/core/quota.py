@@ -63,12 +63,19 @@ class FacilityUsage:
 
     def exceeded(self) -> list[str]:
         """The quotas the facility is at or over ("maxBytes", "maxStudies")."""
-        over = []
-        if self.max_bytes is not None and self.used_bytes >= self.max_bytes:
-            over.append("maxBytes")
-        if self.max_studies is not None and self.studies >= self.max_studies:
-            over.append("maxStudies")
-        return over
+        return quota_exceeded(self.max_bytes, self.max_studies, self.used_bytes, self.studies)
+
+
+def quota_exceeded(
+    max_bytes: int | None, max_studies: int | None, used_bytes: int, studies: int
+) -> list[str]:
+    """The quotas a facility with this usage is at or over ("maxBytes", "maxStudies")."""
+    over = []
+    if max_bytes is not None and used_bytes >= max_bytes:
+        over.append("maxBytes")
+    if max_studies is not None and studies >= max_studies:
+        over.append("maxStudies")
+    return over
 
 
 class QuotaExceeded(Exception):
