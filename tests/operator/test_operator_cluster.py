@@ -516,7 +516,8 @@ def test_facility_edit_usage_and_removal(cluster: Cluster) -> None:
         "spec": {
             "applicationEntities": [
                 {"aeTitle": "STMARY_MR1", "host": "10.20.1.16", "port": 104, "services": ["store"]},
-            ]
+            ],
+            "quota": {"maxBytes": 4096},
         }
     }
     cluster.kubectl("patch", "facility", "st-mary", "--type", "merge", "-p", json.dumps(patch))
@@ -555,14 +556,18 @@ def test_facility_edit_usage_and_removal(cluster: Cluster) -> None:
             (
                 (cluster.get("facility", "st-mary") or {})["status"]["studies"],
                 (cluster.get("facility", "st-mary") or {})["status"]["bytes"],
+                (cluster.get("facility", "st-mary") or {})["status"]["usedBytes"],
             )
-            == (1, 4096)
+            == (1, 4096, 4096)
         ),
         timeout=30,
         what="the facility's usage in its status",
         context=operator_log_tail(cluster.log),
         interval=0.2,
     )
+    # At its maxBytes quota: the condition says so, with the usage.
+    quota = cluster.wait_condition("facility", "st-mary", "True", type_="QuotaExceeded")
+    assert quota["reason"] == "AtQuota" and "4096 bytes of maxBytes 4096" in quota["message"]
 
     cluster.kubectl("delete", "facility", "st-mary", "--timeout=30s")
     with index_session(cluster) as session:
