@@ -15,9 +15,9 @@ from noctis.core.facilities import (
     disable_facility,
     facility_usage,
 )
+from noctis.core.quota import quota_exceeded
 from noctis.index.db import transaction
 from noctis.index.models import Facility
-from noctis.core.quota import quota_exceeded
 from noctis.operator.conditions import QUOTA_EXCEEDED, READY, SYNCED, Cond, now
 from noctis.operator.context import Operator
 from noctis.operator.errors import Blocked, parse_spec
