@@ -70,6 +70,7 @@ class IngestFailure(StrEnum):
     STUDY_OF_ANOTHER_PATIENT = "study-of-another-patient"  # the study is another patient's
     STORAGE_UNAVAILABLE = "storage-unavailable"
     QUOTA_EXCEEDED = "quota-exceeded"  # the facility is at or over a quota (noctis.core.quota)
+    POOL_UNAVAILABLE = "pool-unavailable"  # the facility's storage pool is not configured here
     INDEX_UNAVAILABLE = "index-unavailable"
 
 
@@ -302,9 +303,8 @@ def _new_object_key(
     try:
         return key_for_pool(runtime.store, pool, key)
     except StorageUnavailable as exc:
-        raise IngestError(
-            IngestFailure.STORAGE_UNAVAILABLE, f"facility {facility.name}: {exc}"
-        ) from exc
+        log.error("facility %s names a storage pool this process lacks: %s", facility.name, exc)
+        raise IngestError(IngestFailure.POOL_UNAVAILABLE, str(exc)) from exc
 
 
 def _existing_instance(
