@@ -15,8 +15,9 @@ and every derived object (bundles) whose key is not an instance's, stays where i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from noctis.storage.base import ObjectStore, StorageUnavailable
 from noctis.storage.incoming import IncomingObject
@@ -40,8 +41,8 @@ def split_key(key: str) -> tuple[str | None, str]:
     """(pool or None for the default store, the key inside that pool)."""
     if not key.startswith(POOL_PREFIX + "/"):
         return None, key
-    _, pool, rest = key.split("/", 2)
-    return pool, rest
+    parts = key.split("/", 2)
+    return parts[1], parts[2] if len(parts) > 2 else ""
 
 
 class PooledStore:
@@ -107,6 +108,24 @@ class PooledStore:
     def exists(self, key: str) -> bool:
         store, inner = self._route(key)
         return store.exists(inner)
+
+    # The verbs the deletion work (branch `delete`) adds to the interface, routed the same way
+    # once every store has them: purge by key; a listing across pools, each object under the
+    # key the index holds for it (``_pools/<pool>/...`` for the other pools' objects).
+    def purge(self, key: str) -> None:
+        store, inner = self._route(key)
+        store.purge(inner)  # type: ignore[attr-defined]
+
+    def list_objects(self, prefix: str) -> Iterator[Any]:
+        pool, inner = split_key(prefix) if prefix.startswith(POOL_PREFIX + "/") else (None, prefix)
+        if pool is not None:
+            for found in self.pool(pool).list_objects(inner):  # type: ignore[attr-defined]
+                yield dataclasses.replace(found, key=pool_key(pool, found.key))
+            return
+        yield from self.default.list_objects(prefix)  # type: ignore[attr-defined]
+        for name, store in self.pools.items():
+            for found in store.list_objects(prefix):  # type: ignore[attr-defined]
+                yield dataclasses.replace(found, key=pool_key(name, found.key))
 
     def check(self) -> None:
         self.default.check()
