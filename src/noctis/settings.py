@@ -30,6 +30,15 @@ class DuplicatePolicy(StrEnum):
     REPLACE = "replace"  # store the new bytes, then remove the old object
 
 
+class WorkerRole(StrEnum):
+    """Which queues a worker follows (issue 14, `scaling`): transfers to slow destinations
+    run on their own workers so they never hold up a facility's derived work."""
+
+    ALL = "all"  # the default queue, every facility's and every destination's
+    PIPELINE = "pipeline"  # the default queue and every facility's
+    TRANSFERS = "transfers"  # every destination's (registered AEs with a host and port)
+
+
 def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "noctis"
 
@@ -159,6 +168,20 @@ class Settings(BaseSettings):
         None, description="DICOM TLS: CA bundle; when set, callers must present a certificate"
     )
 
+    # Storage commitment (issue 14, part `commitment`): reporting on a new association
+    commitment_report_attempts: int = Field(
+        6,
+        ge=1,
+        description="storage commitment: how many times the SCP tries to open an association "
+        "to a requester that released before its result was ready",
+    )
+    commitment_report_backoff_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="storage commitment: wait before the second attempt, doubled after each "
+        "(2, 4, 8, 16, 32 s: about a minute in all by default)",
+    )
+
     # Tasks
     broker_url: str | None = Field(None, description="Celery broker; in-process tasks when unset")
     worker_queues: Annotated[list[str], NoDecode] = Field(
@@ -167,6 +190,13 @@ class Settings(BaseSettings):
         "default queue and every enabled facility's queue",
     )
     worker_concurrency: int = Field(2, ge=1, description="tasks a worker runs at once")
+    # Workers at scale (issue 14, `scaling`): which followed queues a worker consumes when
+    # NOCTIS_WORKER_QUEUES is unset. The operator runs transfers on a Deployment of their own.
+    worker_role: WorkerRole = Field(
+        WorkerRole.ALL,
+        description="all: the default queue, every facility's and every destination's; "
+        "pipeline: the default queue and the facilities'; transfers: the destinations' only",
+    )
 
     # Web
     api_host: str = "0.0.0.0"
@@ -195,6 +225,52 @@ class Settings(BaseSettings):
         default_factory=list,
         description="reverse proxies (addresses or CIDRs, comma-separated) whose "
         "X-Forwarded-For/-Proto are believed; empty: none, the peer is the client",
+    )
+
+    # Deletion, legal hold and the consistency sweep (issue 14, part `delete`)
+    deletion_sweep_seconds: float = Field(
+        60.0, gt=0, description="seconds between periodic sweeps of deleted studies' objects"
+    )
+    deletion_sweep_lease_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="how long a sweeper holds the objects it removes; a sweeper killed "
+        "mid-way leaves them to the next sweep after this",
+    )
+    consistency_check_seconds: float = Field(
+        3600.0, gt=0, description="seconds between consistency checks (objects vs index)"
+    )
+    retention_check_seconds: float = Field(
+        3600.0, gt=0, description="seconds between runs of the facilities' retention"
+    )
+    orphan_grace_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="an object no index row references is removed only once older than "
+        "this (an instance being stored is never touched)",
+    )
+
+    # Study-stable detection and derivatives (issue 14, part `stable`: noctis.worker.stable)
+    stable_after_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="a study with no new instance for this long becomes stable (a Facility's "
+        "stableAfterSeconds overrides it)",
+    )
+    stable_sweep_seconds: float = Field(
+        10.0, gt=0, description="how often each worker looks for studies that became stable"
+    )
+    stable_sweep_batch: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="studies declared stable per sweep, at most (the rest next time)",
+    )
+    stable_retry_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="a stable study whose derivatives and routing have not finished this long "
+        "after it was declared is sent again",
     )
 
     @field_validator("trusted_proxies", mode="after")

@@ -61,6 +61,27 @@ def test_operator_deployment() -> None:
     assert env["NOCTIS_DATABASE_URL"] == {"secretKeyRef": {"name": "noctis-database", "key": "url"}}
 
 
+def test_operator_metrics_port_and_scale_interval() -> None:
+    (deployment,) = render_chart(show_only=[DEPLOYMENT])
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["NOCTIS_OPERATOR_METRICS_PORT"], env["NOCTIS_OPERATOR_SCALE_INTERVAL"]) == (
+        "9090",
+        "15",
+    )
+    values = {"operator": {"metricsPort": 0, "scaleInterval": 5}}
+    (deployment,) = render_chart(values, show_only=[DEPLOYMENT])
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert [p["name"] for p in container["ports"]] == ["health"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["NOCTIS_OPERATOR_METRICS_PORT"], env["NOCTIS_OPERATOR_SCALE_INTERVAL"]) == (
+        "0",
+        "5",
+    )
+
+
 def test_image_settings() -> None:
     values = {"image": {"registry": "registry.local/pacs", "tag": "1.2.3", "pullPolicy": "Always"}}
     (deployment,) = render_chart(values, show_only=[DEPLOYMENT])
@@ -75,6 +96,7 @@ def test_rbac_is_namespaced_by_default() -> None:
     (role,) = render_chart(show_only=[CLUSTERROLE])
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
     assert rules[(("apps",), ("deployments",))] == {"get", "list", "watch", "create", "patch"}
+    assert rules[(("apps",), ("deployments/scale",))] == {"get", "patch"}  # worker autoscaling
     assert rules[(("",), ("secrets",))] == {"get"}
     assert all("delete" not in verbs and "*" not in verbs for verbs in rules.values())
     assert all("*" not in r["resources"] for r in role["rules"])

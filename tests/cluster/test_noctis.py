@@ -37,7 +37,7 @@ from support.web import login
 pytestmark = pytest.mark.dcmtk
 
 NAMESPACE = chart.NAMESPACE
-COMPONENTS = ("operator", "scp", "api", "worker")
+COMPONENTS = ("operator", "scp", "api", "worker", "transfer")
 CALLING_AE = "CT_SCANNER_1"  # any AE title: the quickstart Facility takes any from this machine
 # Log lines that mean something went wrong, whatever the component's log format.
 TROUBLE = re.compile(r"\b(ERROR|CRITICAL|FATAL|Traceback|Exception)\b")

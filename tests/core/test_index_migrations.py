@@ -90,7 +90,7 @@ def test_an_index_at_0006_upgrades_to_the_function_from_the_file_and_back(pg_url
     _write(pg_url, 1)  # 0004's function
     assert _function_body(pg_url) != ""
 
-    upgrade(pg_url)
+    upgrade(pg_url, "0007")
     assert current_revision(pg_url) == "0007"
     assert _function_body(pg_url) == _file_body()
     _write(pg_url, 2)
@@ -100,3 +100,32 @@ def test_an_index_at_0006_upgrades_to_the_function_from_the_file_and_back(pg_url
     _write(pg_url, 3)
     upgrade(pg_url)
     _write(pg_url, 4)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_0008_adds_the_deletion_tables_and_goes_back(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Tombstones, legal holds, findings and job leases (with the consistency check's lease
+    row) come with 0008, and a downgrade to 0007 removes them, on both databases."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    url = (
+        request.getfixturevalue("pg_url")
+        if database == "postgres"
+        else f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    )
+    tables = {"tombstone", "legal_hold", "consistency_finding", "job_lease"}
+    upgrade(url, "0008")
+    index = open_index(url)
+    try:
+        assert tables <= set(inspect(index.engine).get_table_names())
+        with index.engine.connect() as conn:
+            names = conn.execute(text("SELECT name FROM job_lease ORDER BY name")).scalars()
+            assert names.all() == ["consistency", "retention"]
+        command.downgrade(alembic_config(url), "0007")
+        index.engine.dispose()
+        assert not tables & set(inspect(index.engine).get_table_names())
+    finally:
+        index.close()

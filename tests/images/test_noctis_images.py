@@ -105,7 +105,7 @@ def test_operator_image_migrates_the_index_and_reconciles_a_facility(
             )
             for path in config_dir.iterdir():
                 path.chmod(0o644)
-            (liveness,) = free_ports(1)
+            liveness, metrics = free_ports(2)
             env = {
                 "KUBECONFIG": "/kube/kubeconfig",
                 "NOCTIS_DATABASE_URL": pg_url,
@@ -113,6 +113,8 @@ def test_operator_image_migrates_the_index_and_reconciles_a_facility(
                 "NOCTIS_OPERATOR_PEERING": "noctis",  # the chart's peering object keeps its name
                 "NOCTIS_OPERATOR_LIVENESS_HOST": LOOPBACK,
                 "NOCTIS_OPERATOR_LIVENESS_PORT": str(liveness),
+                "NOCTIS_OPERATOR_METRICS_HOST": LOOPBACK,
+                "NOCTIS_OPERATOR_METRICS_PORT": str(metrics),
             }
             with running(operator, env=env, volumes=[f"{config_dir}:/kube:ro"]) as container:
                 wait_for(

@@ -18,7 +18,7 @@ from minio.deleteobjects import DeleteObject
 from support import log_tail, wait
 from support.kube import ControlPlane
 from support.logs import ServerLogs
-from support.ports import free_port
+from support.ports import free_ports
 from support.s3 import SeaweedFS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,12 +39,13 @@ class OperatorProcess:
     process: subprocess.Popen[bytes]
     log: Path
     liveness_url: str
+    metrics_url: str
 
     @classmethod
     def start(
         cls, kubeconfig: Path, namespace: str, database_url: str, log: Path, **extra: str
     ) -> OperatorProcess:
-        port = free_port()
+        port, metrics_port = free_ports(2)
         env = {
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
@@ -56,6 +57,9 @@ class OperatorProcess:
             "NOCTIS_OPERATOR_USAGE_INTERVAL": "2",
             "NOCTIS_OPERATOR_FACILITY_INTERVAL": "2",
             "NOCTIS_OPERATOR_RETRY_DELAY": "2",
+            "NOCTIS_OPERATOR_SCALE_INTERVAL": "1",
+            "NOCTIS_OPERATOR_METRICS_HOST": "127.0.0.1",
+            "NOCTIS_OPERATOR_METRICS_PORT": str(metrics_port),
             **extra,
         }
         with log.open("wb") as out:
@@ -66,7 +70,12 @@ class OperatorProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        started = cls(process, log, f"http://127.0.0.1:{port}/healthz")
+        started = cls(
+            process,
+            log,
+            f"http://127.0.0.1:{port}/healthz",
+            f"http://127.0.0.1:{metrics_port}/metrics",
+        )
         wait.until(
             lambda: http_ok(started.liveness_url) or process.poll() is not None,
             timeout=60,

@@ -201,6 +201,7 @@ def test_archive_children() -> None:
         ("Service", "noctis-api"),
         ("PodDisruptionBudget", "noctis-api"),
         ("Deployment", "noctis-worker"),
+        ("Deployment", "noctis-transfer"),
     ]
     config = objs[0]["data"]
     assert config["NOCTIS_STORAGE_BACKEND"] == "s3"
@@ -222,6 +223,29 @@ def test_archive_children() -> None:
     assert env_of(worker_container)["NOCTIS_WORKER_QUEUES"] == (
         "noctis,noctis.facility.north,noctis.facility.st-mary"
     )
+    # Transfers run apart, following every destination's queue (no fixed list to roll out).
+    transfer = objs[5]["spec"]
+    assert transfer["replicas"] == 1
+    (transfer_container,) = transfer["template"]["spec"]["containers"]
+    assert transfer_container["command"] == ["noctis", "worker"]
+    assert env_of(transfer_container)["NOCTIS_WORKER_ROLE"] == "transfers"
+    assert "NOCTIS_WORKER_QUEUES" not in env_of(transfer_container)
+    assert transfer["selector"] != objs[4]["spec"]["selector"]  # pods of one never the other's
+
+
+def test_autoscaled_deployments_leave_replicas_to_the_scaler() -> None:
+    spec = ArchiveSpec.model_validate(
+        {
+            "storagePool": "images",
+            "database": {"name": "db", "key": "url"},
+            "worker": {"autoscale": {"minReplicas": 2, "maxReplicas": 6}},
+            "transfers": {"autoscale": {"minReplicas": 0, "maxReplicas": 3}},
+        }
+    )
+    ctx = arc.archive_context("noctis", "pacs", spec, POOL)
+    assert "replicas" not in arc.build_worker_deployment(ctx, spec, IMAGES, [])["spec"]
+    assert "replicas" not in arc.build_transfer_deployment(ctx, spec, IMAGES)["spec"]
+    assert arc.initial_replicas("noctis", spec) == {"noctis-worker": 2, "noctis-transfer": 0}
 
 
 def test_archive_admin_password_reaches_the_api_only() -> None:

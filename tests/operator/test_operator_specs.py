@@ -7,7 +7,7 @@ import pytest
 from noctis.operator.errors import SpecInvalid, parse_spec
 from noctis.specs.archive import ArchiveSpec, facility_queue
 from noctis.specs.dicomnode import DicomNodeSpec
-from noctis.specs.storagepool import DeletionPolicy, StoragePoolSpec
+from noctis.specs.storagepool import DeletionPolicy, StoragePoolSpec, expires_indexed_objects
 
 POOL = {
     "endpoint": "https://s3.example.org",
@@ -113,3 +113,43 @@ def test_archive_trusted_proxies_are_networks_not_everyone(
     with pytest.raises(SpecInvalid) as caught:
         parse_spec(ArchiveSpec, {**spec, "api": {"trustedProxies": proxies}})
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("rule", "expires"),
+    [
+        ({"expirationDays": 30}, True),  # everything: originals too
+        ({"prefix": "st-mary/", "expirationDays": 30}, True),  # a facility's originals
+        ({"prefix": "tmp/", "expirationDays": 7}, True),  # "tmp" could be a facility
+        ({"prefix": "st", "expirationDays": 30}, True),  # the start of facility names
+        ({"prefix": "derived/", "expirationDays": 30}, False),  # rebuilt on demand
+        ({"prefix": "derived/st-mary/", "expirationDays": 30}, False),
+        ({"prefix": "_scratch/", "expirationDays": 1}, False),  # no facility is named so
+        ({"prefix": "Exports/", "expirationDays": 1}, False),
+        ({"noncurrentVersionExpirationDays": 90}, False),
+        ({"abortIncompleteMultipartUploadDays": 2}, False),
+        ({"enabled": False, "expirationDays": 30}, False),
+    ],
+)
+def test_lifecycle_rules_that_expire_indexed_objects(
+    rule: dict[str, object], expires: bool
+) -> None:
+    spec = parse_spec(StoragePoolSpec, {**POOL, "lifecycle": [{"id": "r", **rule}]})
+    assert expires_indexed_objects(spec.lifecycle[0]) is expires
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"worker": {"autoscale": {"minReplicas": 5, "maxReplicas": 2}}}, "must not exceed"),
+        ({"worker": {"autoscale": {"minReplicas": 0}}}, "periodic jobs run there"),
+        ({"transfers": {"autoscale": {"tasksPerReplica": 0}}}, "tasksPerReplica"),
+    ],
+)
+def test_archive_autoscale_bounds(change: dict[str, object], message: str) -> None:
+    base = {"storagePool": "images", "database": {"name": "db", "key": "url"}}
+    with pytest.raises(SpecInvalid) as caught:
+        parse_spec(ArchiveSpec, {**base, **change})
+    assert message in str(caught.value)
+    idle = parse_spec(ArchiveSpec, {**base, "transfers": {"autoscale": {"minReplicas": 0}}})
+    assert idle.transfers.autoscale is not None and idle.transfers.autoscale.min_replicas == 0

@@ -12,6 +12,7 @@ import inspect
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.sop_class import (
     CTImageStorage,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -169,7 +171,7 @@ def destination() -> Iterator[tuple[int, list[str]]]:
 
 
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "plain"])
-def test_a_real_association_echoes_stores_finds_gets_and_moves(
+def test_a_real_association_echoes_stores_finds_gets_moves_and_commits(
     embedded_archive: Runtime,
     tmp_path: Path,
     calls: dict[str, int],
@@ -199,7 +201,13 @@ def test_a_real_association_echoes_stores_finds_gets_and_moves(
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
         ae.add_requested_context(CTImageStorage)
+        ae.add_requested_context(StorageCommitmentPushModel)
         got: list[str] = []
+        committed: list[int] = []
+
+        def on_commitment_report(event: Any) -> tuple[int, None]:
+            committed.append(int(event.request.EventTypeID))
+            return 0x0000, None
 
         def on_get_store(event: Any) -> int:
             got.append(str(event.request.AffectedSOPInstanceUID))
@@ -209,8 +217,14 @@ def test_a_real_association_echoes_stores_finds_gets_and_moves(
             LOOPBACK,
             scp.port,
             ae_title=AE_TITLE,
-            ext_neg=[build_role(CTImageStorage, scp_role=True)],
-            evt_handlers=[(evt.EVT_C_STORE, on_get_store)],
+            ext_neg=[
+                build_role(CTImageStorage, scp_role=True),
+                build_role(StorageCommitmentPushModel, scu_role=True, scp_role=True),
+            ],
+            evt_handlers=[
+                (evt.EVT_C_STORE, on_get_store),
+                (evt.EVT_N_EVENT_REPORT, on_commitment_report),
+            ],
         )
         assert assoc.is_established
         try:
@@ -234,12 +248,27 @@ def test_a_real_association_echoes_stores_finds_gets_and_moves(
                 )
             ]
             assert statuses[-1] == 0x0000 and moved == [sop_uid]
+            # Storage commitment: the N-EVENT-REPORT follows on this association.
+            information = Dataset()
+            information.TransactionUID = "1.2.826.0.1.99.2"
+            item = Dataset()
+            item.ReferencedSOPClassUID = CTImageStorage
+            item.ReferencedSOPInstanceUID = sop_uid
+            information.ReferencedSOPSequence = [item]
+            answer, _ = assoc.send_n_action(
+                information, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1"
+            )
+            assert int(answer.Status) == 0x0000
+            deadline = time.monotonic() + 10
+            while not committed and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert committed == [1]
         finally:
             assoc.release()
     finally:
         scp.scp.stop(timeout=5)
     # Noctis's hooks were reached through pynetdicom's own calls
-    assert calls.get("AcceptedAssociation.serve_request", 0) >= 3  # find, get, move
+    assert calls.get("AcceptedAssociation.serve_request", 0) >= 4  # find, get, move, commit
     assert calls.get("AcceptedAssociation.reactor_loop", 0) >= 1
     assert calls.get("RequestingAssociation.serve_request", 0) >= 0  # only on the race
     if fast_path:

@@ -247,3 +247,21 @@ def test_s3_store_from_settings(s3_server: SeaweedFS, s3_store: S3Store) -> None
     store.check()
     put_bytes(store, KEY, BINARY)
     assert s3_store.get(KEY) == BINARY
+
+
+def test_listing_by_prefix_and_purging(store: ObjectStore) -> None:
+    """What the deletion sweep and the consistency check rely on: a listing by key prefix
+    (sizes and times included, no half-written object) and a purge that leaves nothing."""
+    keys = ["north/1.2/3.4/a.dcm", "north/1.2/3.4/b.dcm", "north/1.20/x.dcm", "south/1.2/c.dcm"]
+    for key in keys:
+        put_bytes(store, key, key.encode())
+    listed = {o.key: o for o in store.list_objects("north/1.2/")}
+    assert set(listed) == {"north/1.2/3.4/a.dcm", "north/1.2/3.4/b.dcm"}
+    assert listed["north/1.2/3.4/a.dcm"].size == len(b"north/1.2/3.4/a.dcm")
+    assert listed["north/1.2/3.4/a.dcm"].modified.tzinfo is not None
+    assert {o.key for o in store.list_objects("")} == set(keys)
+    assert list(store.list_objects("nowhere/")) == []
+    store.purge("north/1.2/3.4/a.dcm")
+    store.purge("north/1.2/3.4/a.dcm")  # already gone: no error
+    assert not store.exists("north/1.2/3.4/a.dcm")
+    assert store.retained_until("north/1.2/3.4/b.dcm") is None  # no object lock here

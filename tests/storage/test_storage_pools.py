@@ -38,8 +38,12 @@ def test_settings_name_directory_pools_and_keys_route_to_them(tmp_path: Path) ->
     assert not store.default.exists("f/1/2/3.dcm")
     store.put("plain/key.dcm", io.BytesIO(b"x"), 1)
     assert store.default.exists("plain/key.dcm")
-    store.delete(key)
-    assert not store.exists(key)
+    # A listing sees every pool, each object under the key the index holds for it.
+    assert {o.key for o in store.list_objects("f/")} == {key}
+    assert {o.key for o in store.list_objects("plain/")} == {"plain/key.dcm"}
+    assert {o.key for o in store.list_objects("_pools/cold/")} == {key}
+    store.purge(key)
+    assert not store.exists(key) and not (tmp_path / "cold" / "f").exists()
 
     with pytest.raises(UnknownPool, match="storage pool 'warm' is not configured"):
         key_for_pool(store, "warm", "f/1/2/3.dcm")

@@ -8,7 +8,14 @@ import time
 
 import redis
 
-from noctis.core.queue import DEFAULT_QUEUE, CeleryQueue, InProcessQueue, facility_queue
+from noctis.core.queue import (
+    DEFAULT_QUEUE,
+    DESTINATION_QUEUE_PREFIX,
+    CeleryQueue,
+    InProcessQueue,
+    destination_queue,
+    facility_queue,
+)
 from noctis.specs import archive as archive_spec
 
 
@@ -67,3 +74,21 @@ def test_celery_sends_to_the_named_queue_with_a_countdown(broker: str) -> None:
 def test_queue_names_match_what_the_operator_gives_workers() -> None:
     assert DEFAULT_QUEUE == archive_spec.DEFAULT_QUEUE
     assert facility_queue("north") == archive_spec.facility_queue("north")
+    assert destination_queue("PACS_2") == archive_spec.destination_queue("PACS_2")
+
+
+def test_in_process_transfers_never_hold_the_threads_of_derived_work() -> None:
+    queue = InProcessQueue(workers=1, transfer_workers=1)
+    destination_down = threading.Event()
+    derived_done = threading.Event()
+    queue.register("send", lambda: destination_down.wait(30))  # a destination that hangs
+    queue.register("derive", derived_done.set)
+    assert destination_queue("SLOW").startswith(DESTINATION_QUEUE_PREFIX)
+    queue.send("send", queue=destination_queue("SLOW"))
+    queue.send("send", queue=destination_queue("SLOW"))  # waits behind the first transfer
+    queue.send("derive", queue=facility_queue("north"))
+    try:
+        assert derived_done.wait(10), "derived work waited for a hung destination"
+    finally:
+        destination_down.set()
+        queue.drain()

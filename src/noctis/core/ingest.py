@@ -322,8 +322,8 @@ def _remove_object(runtime: Runtime, key: str) -> None:
     try:
         runtime.store.delete(key)
     except Exception:
-        # The object is unreferenced (no sweep removes such objects yet: issue 14). Never mask the
-        # original failure with this one.
+        # The object is unreferenced: the consistency check removes it after its grace period
+        # (noctis.core.consistency). Never mask the original failure with this one.
         log.exception("could not remove unreferenced object %s", key)
 
 

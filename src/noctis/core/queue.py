@@ -62,18 +62,25 @@ class NullQueue:
         return None
 
 
-_Job = tuple[str, Callable[..., Any], dict[str, Any]]
+_Job = tuple[str, Callable[..., Any], dict[str, Any], bool]  # (task, handler, kwargs, transfer)
+DESTINATION_QUEUE_PREFIX = "noctis.destination."
 
 
 class InProcessQueue:
     """Runs registered task functions on a thread pool in this process.
 
-    Delayed tasks wait in a heap watched by one timer thread, started on first use.
+    Delayed tasks wait in a heap watched by one timer thread, started on first use. Tasks sent
+    to a destination's queue run on a pool of their own (``transfer_workers`` threads), as the
+    operator runs them on a Deployment of their own: a slow destination never holds the
+    threads a facility's derived work needs.
     """
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, workers: int = 2, transfer_workers: int = 2) -> None:
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="noctis-task")
+        self._transfer_pool = ThreadPoolExecutor(
+            max_workers=transfer_workers, thread_name_prefix="noctis-transfer"
+        )
         self._running: set[Future[None]] = set()
         self._delayed: list[tuple[float, int, _Job]] = []  # (due, order, job), a heap
         self._order = itertools.count()
@@ -89,7 +96,7 @@ class InProcessQueue:
         handler = self._handlers.get(task)
         if handler is None:
             return
-        job = (task, handler, kwargs)
+        job = (task, handler, kwargs, (queue or "").startswith(DESTINATION_QUEUE_PREFIX))
         if delay is None or delay <= 0:
             self._submit(job)
             return
@@ -104,7 +111,9 @@ class InProcessQueue:
             self._changed.notify()
 
     def _submit(self, job: _Job) -> None:
-        future = self._pool.submit(self._run, *job)
+        task, handler, kwargs, transfer = job
+        pool = self._transfer_pool if transfer else self._pool
+        future = pool.submit(self._run, task, handler, kwargs)
         with self._changed:
             self._running.add(future)
         future.add_done_callback(self._finished)

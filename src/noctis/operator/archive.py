@@ -75,9 +75,19 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
         if not f["metadata"].get("deletionTimestamp")
     ]
     desired = build.build_all(ctx, spec, op.images, facilities)
+    # Autoscaled Deployments start at their minimum; then the scaler owns their replicas.
+    initial = build.initial_replicas(name, spec)
     results = {
         f"{obj['kind']}/{obj['metadata']['name']}": ensure(
-            op.kube, body, obj, apply_always=apply_always
+            op.kube,
+            body,
+            obj,
+            apply_always=apply_always,
+            initial=(
+                {"spec": {"replicas": initial[obj["metadata"]["name"]]}}
+                if obj["kind"] == "Deployment" and obj["metadata"]["name"] in initial
+                else None
+            ),
         )
         for obj in desired
     }
@@ -85,11 +95,13 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
 
     api = results[f"Deployment/{build.api_name(name)}"].obj.get("status") or {}
     worker = results[f"Deployment/{build.worker_name(name)}"].obj.get("status") or {}
+    transfer = results[f"Deployment/{build.transfer_name(name)}"].obj.get("status") or {}
     ready = int(api.get("readyReplicas") or 0)
     fields = {
         "replicas": int(api.get("replicas") or 0),
         "readyReplicas": ready,
         "workerReadyReplicas": int(worker.get("readyReplicas") or 0),
+        "transferReadyReplicas": int(transfer.get("readyReplicas") or 0),
         "apiEndpoint": f"http://{build.api_name(name)}.{namespace}.svc:{spec.api.service.port}",
         "taskQueues": build.task_queues(facilities),
     }
@@ -98,7 +110,8 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
             READY,
             True,
             "Reconciled",
-            "API and worker Deployments, Service, PodDisruptionBudget and ConfigMap in sync",
+            "API, worker and transfer Deployments, Service, PodDisruptionBudget and ConfigMap "
+            "in sync",
         ),
         Cond(
             AVAILABLE,

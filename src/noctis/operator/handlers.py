@@ -17,7 +17,7 @@ import kopf
 from pydantic import BaseModel
 
 from noctis.index.db import make_engine, make_sessionmaker
-from noctis.operator import archive, cascade, dicomnode, facility, storagepool
+from noctis.operator import archive, cascade, dicomnode, facility, scaling, storagepool
 from noctis.operator.builders.archive import Images
 from noctis.operator.context import Operator, guarded
 from noctis.operator.errors import SpecInvalid, parse_spec
@@ -35,6 +35,7 @@ from noctis.operator.kinds import (
     Resource,
 )
 from noctis.operator.kube import Kube, load_configuration
+from noctis.operator.metrics import OperatorMetrics
 from noctis.operator.settings import OperatorSettings
 from noctis.specs.archive import ArchiveSpec
 from noctis.specs.dicomnode import DicomNodeSpec
@@ -100,10 +101,16 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         engine=engine,
         sessions=make_sessionmaker(engine) if engine is not None else None,
     )
+    memo.metrics = OperatorMetrics.create()
+    if config.operator_metrics_port:
+        memo.metrics.serve(config.operator_metrics_host, config.operator_metrics_port)
 
 
 @kopf.on.cleanup()
 def close(memo: kopf.Memo, **_: Any) -> None:
+    metrics: OperatorMetrics | None = memo.get("metrics")
+    if metrics is not None:
+        metrics.stop()
     op: Operator | None = memo.get("operator")
     if op is not None:
         op.kube.close()
@@ -199,6 +206,14 @@ def archive_reconcile(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) -
     _run(memo, body, lambda op, raw: archive.reconcile(op, raw, apply_always=True))
     if reason != "resume":  # DicomNodes resume on their own
         cascade.reconcile_dependents(memo.operator, _ns(body), body.metadata.name)
+
+
+@kopf.timer(GROUP, VERSION, ARCHIVES.plural, interval=TICK)
+def archive_scale(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Worker replicas from queue depth (only where an autoscale block is declared)."""
+    if _due(memo, "scale_at", memo.operator.settings.operator_scale_interval):
+        scale = functools.partial(scaling.scale, metrics=memo.get("metrics"))
+        _run(memo, body, scale, raise_for_kopf=False)
 
 
 @kopf.on.resume(GROUP, VERSION, DICOMNODES.plural)

@@ -41,6 +41,14 @@ class OperatorSettings(BaseSettings):
     operator_retry_delay: float = Field(
         30.0, gt=0, description="seconds before a blocked reconcile is retried"
     )
+    # Workers at scale (issue 14, `scaling`)
+    operator_scale_interval: float = Field(
+        15.0, gt=0, description="seconds between reads of an Archive's queue depths"
+    )
+    operator_metrics_host: str = "0.0.0.0"
+    operator_metrics_port: int = Field(
+        9090, ge=0, le=65535, description="Prometheus /metrics (queue depth); 0 turns it off"
+    )
 
     def namespaces(self) -> list[str]:
         return [ns.strip() for ns in self.operator_namespaces.split(",") if ns.strip()]

@@ -13,9 +13,30 @@ from urllib3.exceptions import HTTPError
 from noctis.operator import buckets
 from noctis.operator.conditions import QUOTA_EXCEEDED, READY, Cond, now
 from noctis.operator.context import Operator
-from noctis.operator.errors import Blocked, parse_spec
+from noctis.operator.errors import Blocked, SpecInvalid, parse_spec
 from noctis.operator.kinds import SECRETS, STORAGEPOOLS
-from noctis.specs.storagepool import StoragePoolSpec
+from noctis.specs.storagepool import DERIVED_PREFIX, StoragePoolSpec, expires_indexed_objects
+
+
+class LifecycleRefused(SpecInvalid):
+    """A lifecycle rule would expire objects the index references: nothing is changed on the
+    bucket until the spec is fixed (Ready=False, a Warning Event)."""
+
+    reason = "LifecycleRefused"
+
+
+def check_lifecycle(spec: StoragePoolSpec) -> None:
+    refused = [rule for rule in spec.lifecycle if expires_indexed_objects(rule)]
+    if not refused:
+        return
+    described = ", ".join(f"{rule.id!r} (prefix {rule.prefix!r})" for rule in refused)
+    raise LifecycleRefused(
+        f"lifecycle rule(s) {described} would expire current objects that the index still "
+        "references; retention is enforced through the index (Facility retention), not by "
+        "bucket rules. Expire only noncurrent versions or incomplete uploads, or objects under "
+        f"{DERIVED_PREFIX!r} or a prefix no facility is named by (e.g. '_scratch/'). "
+        f"Bucket {spec.bucket} left unchanged."
+    )
 
 
 def owner_key(body: dict[str, Any]) -> str:
@@ -46,6 +67,7 @@ def reconcile(op: Operator, body: dict[str, Any], *, measure: bool) -> None:
     meta = body["metadata"]
     namespace = meta["namespace"]
     spec = parse_spec(StoragePoolSpec, body.get("spec"))
+    check_lifecycle(spec)
     client = client_for(op, namespace, spec)
     try:
         state = buckets.ensure_bucket(client, spec, owner_key(body))

@@ -110,7 +110,8 @@ class AccessControl:
             return self._callers.get(assoc)
 
     def allowed(self, assoc: Association, service: str) -> Caller | None:
-        """The caller if it may use ``service`` (echo, store, find, move, get), else None."""
+        """The caller if it may use ``service`` (echo, store, find, move, get, commitment),
+        else None."""
         caller = self.caller(assoc)
         if caller is None or service not in caller.services:
             return None

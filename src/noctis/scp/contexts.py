@@ -28,7 +28,8 @@ from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-# Query/retrieve identifiers are small: no reason to negotiate anything but these.
+# Query/retrieve identifiers and commitment requests are small: no reason to negotiate
+# anything but these.
 QUERY_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
 # pynetdicom picks the first syntax of the acceptor's list that the requestor proposed, so this
 # order is the archive's preference when one context offers several: the uncompressed ones
@@ -42,6 +43,7 @@ STORAGE_SYNTAXES = tuple(
 
 # pynetdicom generates its SOP class names at import time, out of a type checker's sight.
 VERIFICATION = "1.2.840.10008.1.1"
+STORAGE_COMMITMENT_PUSH_MODEL = "1.2.840.10008.1.20.1"
 FIND_MODELS = {
     "1.2.840.10008.5.1.4.1.2.1.1": "PATIENT",  # Patient Root Q/R Information Model - FIND
     "1.2.840.10008.5.1.4.1.2.2.1": "STUDY",  # Study Root Q/R Information Model - FIND
@@ -110,6 +112,12 @@ def scp_contexts() -> list[PresentationContext]:
     """
     register_storage_classes()
     contexts = [build_context(VERIFICATION, list(QUERY_SYNTAXES))]
+    # Storage commitment accepts role selection: a requester that proposes the SCP role for
+    # itself gets its N-EVENT-REPORT on the same association (noctis.scp.commitment).
+    commitment = build_context(STORAGE_COMMITMENT_PUSH_MODEL, list(QUERY_SYNTAXES))
+    commitment.scu_role = True
+    commitment.scp_role = True
+    contexts.append(commitment)
     for model in (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS):
         contexts.append(build_context(model, list(QUERY_SYNTAXES)))
     for sop_class in storage_sop_classes():

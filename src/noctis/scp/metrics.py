@@ -30,6 +30,7 @@ class ScpMetrics:
     store_failures: Any
     bytes_stored: Any
     store_seconds: Any
+    commitment_reports: Any
 
 
 _metrics: ScpMetrics | None = None
@@ -88,6 +89,12 @@ def _build() -> ScpMetrics:
             "noctis_scp_store_seconds",
             "time to store one instance (parse, object store, index)",
             buckets=_LATENCY_BUCKETS,
+        ),
+        commitment_reports=Counter(
+            "noctis_scp_commitment_reports",
+            "storage commitment results, by outcome (same-association, new-association, "
+            "undelivered: the requester never answered, no-address: it has no host and port)",
+            ["outcome"],
         ),
     )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from noctis.core.runtime import Runtime
 from noctis.scp.access import AccessControl
 from noctis.scp.audit import DimseAudit
+from noctis.scp.commitment_reports import CommitmentReports
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class ScpContext:
     spool_dir: Path  # where received instances are spooled and retrieved objects staged
     audit: DimseAudit
     fast_path: bool  # the fast DIMSE path (noctis.scp.fast) or plain pynetdicom handlers
+    commitment: CommitmentReports  # storage commitment results still to be reported
 
     @classmethod
     def create(cls, runtime: Runtime) -> ScpContext:
@@ -37,4 +39,5 @@ class ScpContext:
             spool_dir=spool,
             audit=audit,
             fast_path=settings.scp_fast_path,
+            commitment=CommitmentReports(runtime, settings.ae_title.strip()),
         )

@@ -133,6 +133,8 @@ class Scp:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = None
+        # Results still waiting for a requester that is down are given up (each is logged).
+        self.scp_context.commitment.stop()
 
     def _handlers(self) -> list[Any]:
         """pynetdicom's event handlers: thin adapters over the service functions. C-GET and

@@ -9,7 +9,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from noctis.settings import DuplicatePolicy
 from noctis.specs.common import CIDR, KubeName, Port
@@ -28,6 +35,11 @@ DEFAULT_QUEUE = "noctis"
 def facility_queue(facility: str) -> str:
     """The task queue of one facility: its derivatives and routing never wait behind another's."""
     return f"noctis.facility.{facility}"
+
+
+def destination_queue(ae_title: str) -> str:
+    """The queue of the transfers to one destination AE (as ``noctis.core.queue`` names it)."""
+    return f"noctis.destination.{ae_title.strip()}"
 
 
 def _not_everyone(value: str) -> str:
@@ -95,16 +107,104 @@ class ApiSpec(BaseModel):
     )
 
 
+class AutoscaleSpec(BaseModel):
+    """Replicas from the depth of the Deployment's queues, set by the operator on a timer."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.minReplicas) || !has(self.maxReplicas)"
+                    " || self.minReplicas <= self.maxReplicas",
+                    "message": "minReplicas must not exceed maxReplicas",
+                }
+            ]
+        },
+    )
+
+    min_replicas: int = Field(1, ge=0, le=100, alias="minReplicas")
+    max_replicas: int = Field(10, ge=1, le=100, alias="maxReplicas")
+    tasks_per_replica: int = Field(
+        20,
+        ge=1,
+        le=100000,
+        alias="tasksPerReplica",
+        description="queued and unacknowledged tasks one replica is wanted for",
+    )
+    cool_down_seconds: int = Field(
+        300,
+        ge=0,
+        le=86400,
+        alias="coolDownSeconds",
+        description="replicas go down only after the queues have wanted fewer for this long",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscaleSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        return self
+
+
+# Every pipeline worker runs the periodic jobs (stable detection, sweeps, retention): at least
+# one must run even when the queues are empty.
+_PIPELINE_NEVER_IDLE = (
+    "worker.autoscale.minReplicas must be at least 1: the periodic jobs run there"
+)
+_PIPELINE_NEVER_IDLE_RULE = (
+    "!has(self.autoscale) || !has(self.autoscale.minReplicas) || self.autoscale.minReplicas >= 1"
+)
+
+
 class WorkerSpec(BaseModel):
-    """The worker pods: series metadata bundles, on every facility's task queue."""
+    """The worker pods: series metadata bundles and the rest of the pipeline, on the default
+    queue and every facility's task queue."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": _PIPELINE_NEVER_IDLE_RULE, "message": _PIPELINE_NEVER_IDLE}
+            ]
+        },
+    )
 
-    replicas: int = Field(1, ge=0, le=100)
+    replicas: int = Field(1, ge=0, le=100, description="replicas when autoscale is not given")
     concurrency: int = Field(2, ge=1, le=64)
+    autoscale: AutoscaleSpec | None = Field(
+        None, description="scale on the depth of the default and facility queues"
+    )
+
+    @model_validator(mode="after")
+    def _never_idle(self) -> WorkerSpec:
+        if self.autoscale is not None and self.autoscale.min_replicas < 1:
+            raise ValueError(_PIPELINE_NEVER_IDLE)
+        return self
+
     health_port: Port = Field(8081, alias="healthPort", description="serves /healthz and /readyz")
     resources: Resources = Field(
         default_factory=lambda: default_resources(cpu="250m", memory="512Mi", memory_limit="2Gi")
+    )
+    image: Image | None = None
+
+
+class TransfersSpec(BaseModel):
+    """The transfer worker pods: sends to routing destinations, on each destination's queue,
+    apart from the pipeline so a slow destination never delays a facility's derived work."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    replicas: int = Field(1, ge=0, le=100, description="replicas when autoscale is not given")
+    concurrency: int = Field(4, ge=1, le=64, description="transfers one pod runs at once")
+    autoscale: AutoscaleSpec | None = Field(
+        None, description="scale on the depth of the destinations' queues"
+    )
+    health_port: Port = Field(8081, alias="healthPort", description="serves /healthz and /readyz")
+    resources: Resources = Field(
+        default_factory=lambda: default_resources(cpu="50m", memory="256Mi", memory_limit="1Gi")
     )
     image: Image | None = None
 
@@ -119,6 +219,7 @@ class ArchiveSpec(BaseModel):
     )
     api: ApiSpec = Field(default_factory=ApiSpec)
     worker: WorkerSpec = Field(default_factory=WorkerSpec)
+    transfers: TransfersSpec = Field(default_factory=TransfersSpec)
     image_pull_policy: ImagePullPolicy | None = Field(None, alias="imagePullPolicy")
     duplicate_policy: DuplicatePolicy = Field(
         DuplicatePolicy.KEEP_FIRST,

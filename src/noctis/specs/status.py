@@ -73,7 +73,29 @@ class DicomNodeStatus(WorkloadStatus):
     service: str = Field("", description="the Service carrying DICOM traffic")
 
 
+class ScalingStatus(BaseModel):
+    """What the operator measured on one worker Deployment's queues and what it wants."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    deployment: str = ""
+    queued: int = Field(0, description="tasks waiting in the broker's queues (all priorities)")
+    unacked: int = Field(0, description="tasks delivered to a worker and not yet acknowledged")
+    wanted_replicas: int = Field(0, alias="wantedReplicas")
+    replicas: int = Field(0, description="the Deployment's replicas as last set")
+    last_busy: str = Field(
+        "", alias="lastBusy", description="when the queues last wanted as many replicas as ran"
+    )
+    measured: str = Field("", description="when the queues were last read (RFC 3339)")
+    message: str = ""
+
+
 class ArchiveStatus(WorkloadStatus):
     api_endpoint: str = Field("", alias="apiEndpoint", description="in-cluster URL of the API")
     worker_ready_replicas: int = Field(0, alias="workerReadyReplicas")
     task_queues: list[str] = Field(default_factory=list, alias="taskQueues")
+    # Workers at scale (issue 14, `scaling`)
+    transfer_ready_replicas: int = Field(0, alias="transferReadyReplicas")
+    destination_queues: list[str] = Field(default_factory=list, alias="destinationQueues")
+    worker_scaling: ScalingStatus | None = Field(None, alias="workerScaling")
+    transfer_scaling: ScalingStatus | None = Field(None, alias="transferScaling")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -105,6 +106,35 @@ class LifecycleRule(BaseModel):
         ):
             raise ValueError(f"lifecycle rule {self.id!r} needs at least one action")
         return self
+
+
+# Where the archive writes (noctis.core.ingest, noctis.dicom.metadata): originals under
+# ``<facility>/`` -- objects the index references -- and what can be rebuilt under ``derived/``.
+DERIVED_PREFIX = "derived/"
+# A Facility is named by its custom resource: a DNS-1123 subdomain.
+_FACILITY_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_FACILITY_NAME_START = re.compile(r"[a-z0-9][-a-z0-9.]*")
+
+
+def may_hold_indexed_objects(prefix: str) -> bool:
+    """Whether keys under ``prefix`` can be originals the index references: any prefix but
+    ``derived/...`` and those no facility's name can start (``_scratch/``, ``Exports/``)."""
+    if prefix.startswith(DERIVED_PREFIX):
+        return False
+    head, slash, _ = prefix.partition("/")
+    if not slash:  # "" or the start of a facility's name
+        return not prefix or _FACILITY_NAME_START.fullmatch(prefix) is not None
+    return _FACILITY_NAME.fullmatch(head) is not None
+
+
+def expires_indexed_objects(rule: LifecycleRule) -> bool:
+    """Whether ``rule`` would expire current objects the index still references. Retention is
+    enforced through the index (a periodic task deletes what the policy says, index rows and
+    objects together); a bucket rule expiring originals would leave rows pointing at nothing.
+    Expiring noncurrent versions and incomplete uploads, or anything under ``derived/``, is safe."""
+    return (
+        rule.enabled and rule.expiration_days is not None and may_hold_indexed_objects(rule.prefix)
+    )
 
 
 class StoragePoolQuota(BaseModel):

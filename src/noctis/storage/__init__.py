@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from noctis.storage.base import ObjectNotFound, ObjectStore, StorageUnavailable, check_key
+from noctis.storage.base import (
+    ObjectNotFound,
+    ObjectStore,
+    StorageUnavailable,
+    StoredObject,
+    check_key,
+)
 from noctis.storage.incoming import IncomingObject
 
 if TYPE_CHECKING:
@@ -15,6 +21,7 @@ __all__ = [
     "ObjectNotFound",
     "ObjectStore",
     "StorageUnavailable",
+    "StoredObject",
     "check_key",
     "open_store",
 ]

@@ -21,10 +21,11 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from noctis.storage.base import ObjectNotFound, StorageUnavailable, check_key
+from noctis.storage.base import ObjectNotFound, StorageUnavailable, StoredObject, check_key
 from noctis.storage.incoming import IncomingObject
 
 _COPY_CHUNK = 1 << 20
@@ -74,8 +75,8 @@ class FilesystemStore:
         so that the file system commits them together (one after the other cost 16-20% of the
         CT ingest rate). Until both return the object is only a name the index does not know
         (the index is written after this returns): a crash may leave it for a sweep, never an
-        index row pointing at data that was not on disk (no sweep removes such names yet:
-        issue 14)."""
+        index row pointing at data that was not on disk (the consistency check removes such
+        names, `noctis.core.consistency`)."""
         target = self._path(key)
         # The file is complete: its link appears whole, no temporary name needed.
         try:
@@ -152,6 +153,41 @@ class FilesystemStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def purge(self, key: str) -> None:
+        """The file (no versions here), then the directories it leaves empty (a deleted
+        study's and series'). A store making a file in such a directory at that moment finds
+        it gone and makes it again (its link is retried), or fails and is sent again."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        directory = path.parent
+        while directory != self.root:
+            try:
+                directory.rmdir()
+            except OSError:  # not empty (or already gone): the rest of the way up is in use
+                break
+            directory = directory.parent
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        # Walk only the directory the prefix names (a key prefix ending mid-name walks its parent).
+        start = self.root / prefix.rpartition("/")[0] if prefix else self.root
+        for directory, _dirs, names in os.walk(start):
+            for name in names:
+                if name.startswith(".incoming-"):  # a put in progress, not an object yet
+                    continue
+                path = Path(directory, name)
+                key = path.relative_to(self.root).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # removed while we walked
+                    continue
+                modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+                yield StoredObject(key, stat.st_size, modified)
+
+    def retained_until(self, key: str) -> datetime | None:
+        return None  # a filesystem has no object lock
 
     def check(self) -> None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK):

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from noctis.storage.base import ObjectStore, StorageUnavailable
+from noctis.storage.base import ObjectStore, StorageUnavailable, StoredObject
 from noctis.storage.incoming import IncomingObject
 
 if TYPE_CHECKING:
@@ -109,22 +109,22 @@ class PooledStore:
         store, inner = self._route(key)
         return store.exists(inner)
 
-    # The verbs the deletion work (branch `delete`) adds to the interface, routed the same way
-    # once every store has them: purge by key; a listing across pools, each object under the
-    # key the index holds for it (``_pools/<pool>/...`` for the other pools' objects).
     def purge(self, key: str) -> None:
         store, inner = self._route(key)
-        store.purge(inner)  # type: ignore[attr-defined]
+        store.purge(inner)
 
-    def list_objects(self, prefix: str) -> Iterator[Any]:
-        pool, inner = split_key(prefix) if prefix.startswith(POOL_PREFIX + "/") else (None, prefix)
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Every pool's objects whose key *in their pool* starts with ``prefix`` (or those of
+        the pool a ``_pools/<pool>/`` prefix names), each under the key the index holds for
+        it: the consistency check compares them with the index as they are."""
+        pool, inner = split_key(prefix)
         if pool is not None:
-            for found in self.pool(pool).list_objects(inner):  # type: ignore[attr-defined]
+            for found in self.pool(pool).list_objects(inner):
                 yield dataclasses.replace(found, key=pool_key(pool, found.key))
             return
-        yield from self.default.list_objects(prefix)  # type: ignore[attr-defined]
+        yield from self.default.list_objects(prefix)
         for name, store in self.pools.items():
-            for found in store.list_objects(prefix):  # type: ignore[attr-defined]
+            for found in store.list_objects(prefix):
                 yield dataclasses.replace(found, key=pool_key(name, found.key))
 
     def check(self) -> None:

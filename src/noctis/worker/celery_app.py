@@ -9,7 +9,7 @@ from celery import Celery
 
 from noctis.core.queue import DEFAULT_QUEUE
 from noctis.core.runtime import Runtime
-from noctis.settings import Settings
+from noctis.settings import Settings, WorkerRole
 from noctis.worker.liveness import Heartbeat, heartbeat_step
 from noctis.worker.periodic import PeriodicJob, periodic_step
 from noctis.worker.queues import follow_facilities_step
@@ -23,11 +23,13 @@ def create_celery(
     heartbeat: Heartbeat | None = None,
     follow_facilities: bool = False,
     periodic_jobs: Sequence[PeriodicJob] = (),
+    role: WorkerRole = WorkerRole.ALL,
 ) -> Celery:
     """A Celery app whose tasks are the worker's task functions bound to ``archive``.
 
     ``heartbeat``: beaten from the consumer's event loop (liveness); ``follow_facilities``:
-    start consuming the queue of every facility enabled after the worker started;
+    start consuming the queue of every facility enabled (and destination registered, as
+    ``role`` says) after the worker started;
     ``periodic_jobs``: run these (``noctis.worker.periodic``) while the consumer runs.
     """
     if not settings.broker_url:
@@ -49,7 +51,7 @@ def create_celery(
     if heartbeat is not None:
         app.steps["consumer"].add(heartbeat_step(heartbeat))
     if follow_facilities:
-        app.steps["consumer"].add(follow_facilities_step(runtime))
+        app.steps["consumer"].add(follow_facilities_step(runtime, role=role))
     if periodic_jobs:
         app.steps["consumer"].add(periodic_step(runtime, periodic_jobs))
     return app

@@ -1,8 +1,9 @@
 """`noctis worker`: a Celery worker running the task functions against the archive.
 
 Queues: ``NOCTIS_WORKER_QUEUES`` (comma-separated) when set -- the operator sets it per
-Archive -- else the default queue plus every enabled facility's queue, read from the index at
-start and followed afterwards (``noctis.worker.queues``).
+Archive -- else the default queue plus every enabled facility's and every destination's queue
+(``NOCTIS_WORKER_ROLE`` narrows it), read from the index at start and followed afterwards
+(``noctis.worker.queues``).
 
 Pool: threads. The tasks mostly wait on the object store and the index, and threads share one
 archive (engine and store clients are thread-safe) where a prefork pool would hold one per
@@ -29,7 +30,7 @@ from noctis.core.runtime import Runtime
 from noctis.settings import Settings
 from noctis.worker.celery_app import create_celery
 from noctis.worker.liveness import Heartbeat, heartbeat_path
-from noctis.worker.queues import configured_queues, facility_queues
+from noctis.worker.queues import configured_queues, followed_queues
 from noctis.worker.tasks import PERIODIC_JOBS
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,20 @@ CONCURRENCY = 2  # task threads per worker process; scale with replicas
 _PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 
 
+def _metrics() -> tuple[bytes, str]:
+    """The process's Prometheus metrics (the periodic jobs' counters, e.g. studies stable)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
 def run(settings: Settings, *, concurrency: int = CONCURRENCY) -> None:
     for name in _PER_TASK_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     runtime = Runtime.open(settings)
     try:
         configured = configured_queues(settings)
-        queues = configured or facility_queues(runtime)
+        queues = configured or followed_queues(runtime, settings.worker_role)
         heartbeat = Heartbeat(heartbeat_path(settings))
         heartbeat.clear()
         app = create_celery(
@@ -54,6 +62,7 @@ def run(settings: Settings, *, concurrency: int = CONCURRENCY) -> None:
             runtime,
             heartbeat=heartbeat,
             follow_facilities=not configured,
+            role=settings.worker_role,
             periodic_jobs=PERIODIC_JOBS,
         )
         health = HealthServer(
@@ -64,6 +73,7 @@ def run(settings: Settings, *, concurrency: int = CONCURRENCY) -> None:
                 "consumer": "ok" if heartbeat.fresh() else "no fresh heartbeat",
                 **runtime.readiness(),
             },
+            metrics=_metrics,
             name="noctis-worker-health",
         ).start()
         log.info("worker consuming %s; probes on port %d", ", ".join(queues), health.port)

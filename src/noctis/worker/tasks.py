@@ -10,14 +10,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from noctis.core.queue import INSTANCE_STORED, SERIES_METADATA
+from noctis.core.deletion import SWEEP_DELETIONS
+from noctis.core.queue import INSTANCE_STORED, SERIES_METADATA, STUDY_STABLE
 from noctis.worker.periodic import PeriodicJob
 from noctis.worker.series_metadata import instance_stored, series_metadata
+from noctis.worker.stable import STABLE_SWEEP, study_stable
+from noctis.worker.sweep import CONSISTENCY_CHECK, DELETION_SWEEP, RETENTION, sweep_deletions
 
 TASKS: dict[str, Callable[..., Any]] = {
     INSTANCE_STORED: instance_stored,
     SERIES_METADATA: series_metadata,
+    STUDY_STABLE: study_stable,
+    SWEEP_DELETIONS: sweep_deletions,
 }
 
 # Jobs every worker process runs on a clock (noctis.worker.periodic), one line each.
-PERIODIC_JOBS: tuple[PeriodicJob, ...] = ()
+PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
+    STABLE_SWEEP,
+    DELETION_SWEEP,
+    CONSISTENCY_CHECK,
+    RETENTION,
+)

@@ -3,11 +3,14 @@
 JPEG (default) or PNG per Accept or the ``accept`` query parameter; ``window=center,width[,
 function]``, ``viewport=w,h[,sx,sy,sw,sh]`` and ``quality`` are honoured, the data set's VOI
 and Modality LUTs otherwise. Series and study thumbnails show the middle image of the first
-series that has pixels. The pure image work is ``noctis.dicom.render``.
+series that has pixels: the JPEG the worker made when the study became stable, when the
+request asks for the default rendering, else rendered on demand. The pure image work is
+``noctis.dicom.render``.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,11 +37,14 @@ from noctis.api.dicomweb.objects import (
     stored_frames,
     whole_object_pixels,
 )
-from noctis.dicom import render
+from noctis.dicom import render, thumbnail
+from noctis.storage import ObjectNotFound
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix=PREFIX, tags=["WADO-RS rendered"])
 
-THUMBNAIL_SIZE = 128
+THUMBNAIL_SIZE = thumbnail.THUMBNAIL_SIZE
 INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"
 
 
@@ -184,16 +190,44 @@ def frame_thumbnail(
 
 @router.get("/studies/{study}/series/{series}/thumbnail")
 def series_thumbnail(study: str, series: str, request: Request, ctx: ContextDep) -> Response:
-    options = _options(request, thumbnail=True)
     found = locate(ctx, "wado.thumbnail", study, series)
-    return _image_response(ctx, "wado.thumbnail", _representative(found), 1, options)
+    return _group_thumbnail(ctx, request, _representative(found))
 
 
 @router.get("/studies/{study}/thumbnail")
 def study_thumbnail(study: str, request: Request, ctx: ContextDep) -> Response:
-    options = _options(request, thumbnail=True)
     found = locate(ctx, "wado.thumbnail", study)
-    return _image_response(ctx, "wado.thumbnail", _representative(found), 1, options)
+    return _group_thumbnail(ctx, request, _representative(found))
+
+
+def _group_thumbnail(ctx: WebContext, request: Request, instance: StoredInstance) -> Response:
+    """A series' or study's thumbnail: the one the worker made when the study became stable
+    (``noctis.dicom.thumbnail``) when the request asks for the default rendering and it
+    exists, else rendered now."""
+    options = _options(request, thumbnail=True)
+    if _default_thumbnail(request, options):
+        key = thumbnail.thumbnail_key(
+            instance.facility, instance.study_uid, instance.series_uid, instance.object_key
+        )
+        try:
+            body = ctx.runtime.store.get(key)
+        except ObjectNotFound:
+            pass  # not made yet (the study is not stable, or changed since)
+        except Exception:
+            log.warning("cannot read the thumbnail %s; rendering it", key, exc_info=True)
+        else:
+            audit_read(ctx, "wado.thumbnail", [instance], frame=1)
+            return Response(body, media_type=render.JPEG)
+    return _image_response(ctx, "wado.thumbnail", instance, 1, options)
+
+
+def _default_thumbnail(request: Request, options: RenderRequest) -> bool:
+    query = request.query_params
+    return (
+        options.media_type == render.JPEG
+        and "viewport" not in query
+        and options.quality == thumbnail.THUMBNAIL_QUALITY
+    )
 
 
 def _representative(instances: list[StoredInstance]) -> StoredInstance:
@@ -202,4 +236,4 @@ def _representative(instances: list[StoredInstance]) -> StoredInstance:
     if not images:
         raise not_found("Image")
     series = [i for i in images if i.series_uid == images[0].series_uid]
-    return series[len(series) // 2]
+    return thumbnail.representative(series)

@@ -3,7 +3,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-import noctis.index.accounts  # noqa: F401  (its tables are part of the metadata)
+import noctis.index.accounts  # (its tables are part of the metadata)
+import noctis.index.stable  # noqa: F401  (study_stable: part of the metadata too)
 from noctis.index.models import Base
 
 config = context.config

@@ -1,4 +1,5 @@
-"""Objects of an Archive: shared ConfigMap, API Deployment/Service/PDB, worker Deployment."""
+"""Objects of an Archive: shared ConfigMap, API Deployment/Service/PDB, the worker Deployment
+(the pipeline: default and facility queues) and the transfer Deployment (destination queues)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,10 @@ def api_name(archive: str) -> str:
 
 def worker_name(archive: str) -> str:
     return f"{archive}-worker"
+
+
+def transfer_name(archive: str) -> str:
+    return f"{archive}-transfer"
 
 
 def archive_context(
@@ -300,9 +305,57 @@ def build_worker_deployment(
         spec.worker.resources.as_dict(),
     )
     # A worker finishes the task in hand (a series' metadata bundle) before it stops.
-    return _deployment(
+    deployment = _deployment(
         worker_name(ctx.name), "worker", ctx, spec.worker.replicas, container, grace=120
     )
+    return _scaled_by_operator(deployment) if spec.worker.autoscale else deployment
+
+
+def build_transfer_deployment(
+    ctx: ArchiveContext, spec: ArchiveSpec, images: Images
+) -> dict[str, Any]:
+    """Workers that only send to routing destinations: they follow every registered
+    destination's queue from the index, so a new destination needs no rollout, and a slow one
+    holds up transfers, never a facility's derived work (that runs on the worker Deployment)."""
+    transfers = spec.transfers
+    env = [
+        {"name": "NOCTIS_HEALTH_PORT", "value": str(transfers.health_port)},
+        {"name": "NOCTIS_WORKER_CONCURRENCY", "value": str(transfers.concurrency)},
+        {"name": "NOCTIS_WORKER_ROLE", "value": "transfers"},
+    ]
+    container = _container(
+        "transfer",
+        transfers.image or spec.worker.image or images.worker,
+        ctx.pull_policy or images.pull_policy,
+        ["noctis", "worker"],
+        [{"name": "health", "containerPort": transfers.health_port, "protocol": "TCP"}],
+        env,
+        ctx,
+        "health",
+        transfers.resources.as_dict(),
+    )
+    # An association in flight is finished (or times out) before the pod stops.
+    deployment = _deployment(
+        transfer_name(ctx.name), "transfer", ctx, transfers.replicas, container, grace=120
+    )
+    return _scaled_by_operator(deployment) if transfers.autoscale else deployment
+
+
+def _scaled_by_operator(deployment: dict[str, Any]) -> dict[str, Any]:
+    """Replicas left out of what we apply: the operator's scaler sets them through the scale
+    subresource (``noctis.operator.scaling``), starting from ``initial_replicas``."""
+    del deployment["spec"]["replicas"]
+    return deployment
+
+
+def initial_replicas(archive: str, spec: ArchiveSpec) -> dict[str, int]:
+    """Deployment name -> its replicas when created, for the autoscaled ones: the minimum."""
+    initial = {}
+    if spec.worker.autoscale:
+        initial[worker_name(archive)] = spec.worker.autoscale.min_replicas
+    if spec.transfers.autoscale:
+        initial[transfer_name(archive)] = spec.transfers.autoscale.min_replicas
+    return initial
 
 
 def build_all(
@@ -314,4 +367,5 @@ def build_all(
         build_api_service(ctx, spec),
         build_api_pdb(ctx),
         build_worker_deployment(ctx, spec, images, facilities),
+        build_transfer_deployment(ctx, spec, images),
     ]

@@ -3,7 +3,9 @@ starts (`noctis.scp.listener.NoctisServer` calls it).
 
 Always, `AcceptedAssociation` answers C-GET and C-MOVE itself (`noctis.scp.retrieve`), so
 retrieved instances are sent as the bytes stored: pynetdicom's Query/Retrieve service class
-decodes every instance into a Dataset and encodes it again. With the fast path
+decodes every instance into a Dataset and encodes it again. It answers storage commitment
+N-ACTIONs itself too (`noctis.scp.commitment`): the N-EVENT-REPORT that follows the response
+may go out on the same association. With the fast path
 (``NOCTIS_SCP_FAST_PATH``, the default) also:
 
 - both of the association's threads are event-driven (`noctis.scp.fast.reactor`) instead of
@@ -22,9 +24,15 @@ import threading
 from typing import Any
 
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, N_ACTION
 
-from noctis.scp.contexts import FIND_MODELS, GET_MODELS, MOVE_MODELS
+from noctis.scp.commitment import serve_commitment
+from noctis.scp.contexts import (
+    FIND_MODELS,
+    GET_MODELS,
+    MOVE_MODELS,
+    STORAGE_COMMITMENT_PUSH_MODEL,
+)
 from noctis.scp.fast import compat
 from noctis.scp.fast.direct_store import DirectStore
 from noctis.scp.fast.reactor import EventDrivenDUL, SignallingQueue, serve_until_done
@@ -90,5 +98,11 @@ class AcceptedAssociation(compat.AssociationHooks):
                     serve_retrieve(self, msg, context, self.scp_context)
             finally:
                 self.dimse.cancel_req = {}
+            return
+        if isinstance(msg, N_ACTION) and model == STORAGE_COMMITMENT_PUSH_MODEL:
+            # The N-EVENT-REPORT may go out on this association, its response read here.
+            self.dimse.cancel_req = {}
+            with compat.reactor_paused(self):
+                serve_commitment(self, msg, context, self.scp_context)
             return
         super().serve_request(msg, context_id)
