@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from noctis.core import consistency, reconciliation, stability
+from noctis.core import consistency, quota_metrics, reconciliation, stability
 
 router = APIRouter(tags=["health"])
 
@@ -106,4 +106,6 @@ def metrics(request: Request) -> Response:
     body += stability.metrics_text()  # studies declared stable (embedded: this process)
     # Deletion backlog and consistency findings, read from the index (any replica answers alike).
     body += consistency.metrics_text(request.app.state.runtime)
+    # Each facility's usage and quotas, from the index (noctis.core.quota_metrics).
+    body += quota_metrics.usage_text(request.app.state.runtime.reading)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

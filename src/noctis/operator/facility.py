@@ -15,9 +15,10 @@ from noctis.core.facilities import (
     disable_facility,
     facility_usage,
 )
+from noctis.core.quota import quota_exceeded
 from noctis.index.db import transaction
 from noctis.index.models import Facility
-from noctis.operator.conditions import READY, SYNCED, Cond, now
+from noctis.operator.conditions import QUOTA_EXCEEDED, READY, SYNCED, Cond, now
 from noctis.operator.context import Operator
 from noctis.operator.errors import Blocked, parse_spec
 from noctis.operator.kinds import FACILITIES, STORAGEPOOLS
@@ -55,6 +56,7 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
             assert row is not None
             studies, size = facility_usage(session, row.id)
             last = row.last_association_at
+            quota = (row.quota_bytes, row.quota_studies)
     except FacilityNameTaken as exc:
         raise Blocked("NameTaken", str(exc)) from exc
     except FacilityConflict as exc:
@@ -97,9 +99,11 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
                 f"{len(spec.application_entities)} application entit(ies) registered and enabled",
             )
         )
+    conditions.append(_quota_condition(*quota, size, studies))
     fields = {
         "studies": studies,
         "bytes": size,
+        "usedBytes": size,
         "applicationEntities": len(spec.application_entities),
         "taskQueue": facility_queue(name),
         "lastAssociation": last.strftime("%Y-%m-%dT%H:%M:%SZ") if last else "",
@@ -108,6 +112,27 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
     op.write_status(FACILITIES, body, fields, conditions)
     if pool_missing:
         op.events(body, "Warning", "StoragePoolNotFound", conditions[-1].message)
+
+
+def _quota_condition(
+    max_bytes: int | None, max_studies: int | None, used: int, studies: int
+) -> Cond:
+    """QuotaExceeded: True while the facility is at or over a quota (its new instances are
+    refused: C-STORE 0xA700, STOW-RS 507), with the usage in the message."""
+    over = quota_exceeded(max_bytes, max_studies, used, studies)
+    text = f"{used} bytes" + (f" of maxBytes {max_bytes}" if max_bytes is not None else "")
+    text += f", {studies} studies"
+    text += f" of maxStudies {max_studies}" if max_studies is not None else ""
+    if over:
+        return Cond(
+            QUOTA_EXCEEDED,
+            True,
+            "AtQuota",
+            f"{' and '.join(over)} reached ({text}): new instances are refused",
+        )
+    if max_bytes is None and max_studies is None:
+        return Cond(QUOTA_EXCEEDED, False, "NoQuota", f"no quota set ({text})")
+    return Cond(QUOTA_EXCEEDED, False, "WithinQuota", text)
 
 
 def disable(op: Operator, body: dict[str, Any]) -> None:

@@ -54,6 +54,9 @@ class StoragePoolStatus(_Status):
 class FacilityStatus(_Status):
     studies: int = 0
     bytes: int = 0
+    used_bytes: int = Field(
+        0, alias="usedBytes", description="bytes stored (the same as bytes; named as quotas are)"
+    )
     application_entities: int = Field(0, alias="applicationEntities")
     task_queue: str = Field("", alias="taskQueue", description="the facility's task queue")
     last_association: str = Field("", alias="lastAssociation")

@@ -28,7 +28,14 @@ __all__ = [
 
 
 def open_store(settings: Settings) -> ObjectStore:
-    """The object store the settings name."""
+    """The object store the settings name, with the storage pools they name beside it
+    (`noctis.storage.pools`)."""
+    from noctis.storage.pools import with_pools
+
+    return with_pools(settings, _open_default_store(settings))
+
+
+def _open_default_store(settings: Settings) -> ObjectStore:
     if settings.storage_backend == "s3":
         from noctis.storage.s3 import S3Store
 
