@@ -21,6 +21,7 @@ from operator_support import (
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from noctis.index.deletion import ConsistencyFinding
 from noctis.index.models import ApplicationEntity, Facility, Patient, Study
 from support import wait
 from support.kube import ControlPlane
@@ -626,6 +627,21 @@ def test_facility_edit_usage_and_removal(cluster: Cluster) -> None:
     # At its maxBytes quota: the condition says so, with the usage.
     quota = cluster.wait_condition("facility", "st-mary", "True", type_="QuotaExceeded")
     assert quota["reason"] == "AtQuota" and "4096 bytes of maxBytes 4096" in quota["message"]
+
+    # The consistency check found an instance whose object is missing: the status says so.
+    assert cluster.wait_condition("facility", "st-mary", "True", type_="Consistent")
+    with index_session(cluster) as session, session.begin():
+        facility = session.scalar(select(Facility).where(Facility.name == "st-mary"))
+        assert facility is not None
+        session.add(
+            ConsistencyFinding(
+                kind="missing", object_key="st-mary/1.2.3/x.dcm", facility_id=facility.id
+            )
+        )
+    consistent = cluster.wait_condition("facility", "st-mary", "False", type_="Consistent")
+    assert consistent["reason"] == "ObjectsMissing" and "1 indexed" in consistent["message"]
+    status = (cluster.get("facility", "st-mary") or {})["status"]
+    assert status["consistency"] == {"missingObjects": 1, "orphansRemoved": 0}
 
     cluster.kubectl("delete", "facility", "st-mary", "--timeout=30s")
     with index_session(cluster) as session:

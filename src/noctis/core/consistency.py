@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from noctis.core.audit import AuditEvent
 from noctis.core.runtime import Runtime
@@ -268,6 +269,16 @@ def finding_counts(runtime: Runtime) -> FindingCounts:
         pending = rows.pending_tombstones(session)
         failing = rows.failing_tombstones(session)
     return FindingCounts({(k, s): int(n) for k, s, n in counted}, pending, failing)
+
+
+def facility_findings(session: Session, facility_id: int) -> dict[tuple[str, str], int]:
+    """The consistency check's findings in one facility, counted by (kind, state)."""
+    counted = session.execute(
+        select(ConsistencyFinding.kind, ConsistencyFinding.state, func.count())
+        .where(ConsistencyFinding.facility_id == facility_id)
+        .group_by(ConsistencyFinding.kind, ConsistencyFinding.state)
+    ).all()
+    return {(kind, state): int(number) for kind, state, number in counted}
 
 
 def open_findings(runtime: Runtime, kind: str, limit: int = 1000) -> list[ConsistencyFinding]:

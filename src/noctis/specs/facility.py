@@ -90,7 +90,7 @@ class FacilitySpec(BaseModel):
     )
     stable_after_seconds: float | None = Field(
         None,
-        gt=0,
+        ge=0.05,  # minimum, not gt: the API server refuses a numeric exclusiveMinimum
         alias="stableAfterSeconds",
         description="a study with no new instance for this long becomes stable (derivatives, "
         "routing); unset: the archive's NOCTIS_STABLE_AFTER_SECONDS",
