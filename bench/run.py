@@ -30,6 +30,8 @@ if not __package__:  # `python bench/run.py`: make `bench` importable, not its m
 from rich.console import Console
 
 from bench import backing, cluster, data, images, load, query, route, stable, store, web
+from bench import delete as delete_bench
+from bench import retention as retention_bench
 from bench.data import Dataset, FileSet
 from bench.noctis import NoctisTarget
 from bench.procs import BenchError, load_average
@@ -54,12 +56,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "suite",
-        choices=("store", "web", "all", "load", "images", "cluster", "stable", "route"),
+        choices=(
+            "store",
+            "web",
+            "all",
+            "load",
+            "images",
+            "cluster",
+            "stable",
+            "delete",
+            "retention",
+            "route",
+        ),
         help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both; "
         "load: QIDO/metadata under concurrent stores and a login flood (Noctis targets); "
         "images: build times and sizes of the container images; "
         "cluster: the one-node cluster (up, helm install to first C-STORE, memory; as root); "
         "stable: the study-stable sweep's cost over 100,000 studies (SQLite, PostgreSQL); "
+        "delete: time to delete the CT study (answered, all objects gone; Noctis targets); "
+        "retention: a retention run over --studies studies (SQLite, PostgreSQL); "
         "route: forwarding to storescp, Noctis beside Orthanc (bench/route.py)",
     )
     parser.add_argument("--quick", action="store_true", help="small data, few runs: a smoke run")
@@ -77,6 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the tables show medians over rounds (a noisy machine needs 3 or more)",
     )
     parser.add_argument("--slices", type=int, help="CT slices (300; --quick 24)")
+    parser.add_argument(
+        "--studies", type=int, help="retention: studies in the index (100,000; --quick 10,000)"
+    )
     parser.add_argument("--small", type=int, help="small studies (2000; --quick 100)")
     parser.add_argument(
         "--data-dir",
@@ -120,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         return cluster.main(console, args.results_dir)
     if args.suite == "stable":
         return stable.main(console, args.results_dir, quick=args.quick)
+    if args.suite == "retention":
+        return _run_retention(args)
     sizes = dict(QUICK if args.quick else FULL)
     for key in ("runs", "slices", "small"):
         if getattr(args, key) is not None:
@@ -134,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             results_dir=args.results_dir,
         )
     plan = load.QUICK if args.quick else load.FULL
-    default = LOAD_TARGETS if args.suite == "load" else TARGET_NAMES
+    default = LOAD_TARGETS if args.suite in ("load", "delete") else TARGET_NAMES
     names = [n.strip() for n in (args.targets or ",".join(default)).split(",") if n.strip()]
     unknown = sorted(set(names) - set(TARGET_NAMES))
     if unknown:
@@ -166,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     console.log(f"data ready in {time.monotonic() - began:.1f} s: {dataset.directory}")
 
     root = Path(tempfile.mkdtemp(prefix="noctis-bench-"))
+    if args.suite == "delete":
+        return _run_delete(args, names, dataset, results, root)
     interrupted = False
     try:
         for round_no in range(1, args.rounds + 1):
@@ -198,6 +220,33 @@ def main(argv: list[str] | None = None) -> int:
     failed |= any(not r.ok for r in results.store) or any(not t.ok for t in results.timings)
     failed |= any(not p.ok for p in results.load)
     return 130 if interrupted else int(failed)
+
+
+def _run_retention(args: argparse.Namespace) -> int:
+    studies = args.studies or (10_000 if args.quick else 100_000)
+    results = Results(meta=_meta(args, {"studies": studies}))
+    outcome = retention_bench.main(console, studies)
+    results.meta["retention"] = [r.row() for r in outcome]
+    results.meta["finished"] = datetime.now().isoformat(timespec="seconds")
+    console.print(f"results: {write_json(results, args.results_dir)}")
+    return int(any(r.error for r in outcome))
+
+
+def _run_delete(
+    args: argparse.Namespace, names: list[str], dataset: Dataset, results: Results, root: Path
+) -> int:
+    rounds = max(args.rounds, 3)
+    try:
+        outcome = delete_bench.main(
+            console, root, dataset.ct, names, rounds=rounds, s3=backing.s3_server_name(args.s3)
+        )
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    results.meta["delete"] = [r.row() for r in outcome]
+    results.meta["finished"] = datetime.now().isoformat(timespec="seconds")
+    console.print(f"results: {write_json(results, args.results_dir)}")
+    return int(any(r.error for r in outcome))
 
 
 def run_target(

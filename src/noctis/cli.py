@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from noctis.cli_lifecycle import check_app, delete_app, hold_app
 from noctis.cli_routes import route_app
 from noctis.settings import Settings
 
@@ -26,6 +27,9 @@ app.add_typer(facility_app, name="facility")
 app.add_typer(route_app, name="route")
 user_app = typer.Typer(help="Local users of the web side (viewer, DICOMweb, REST).")
 app.add_typer(user_app, name="user")
+app.add_typer(delete_app, name="delete")
+app.add_typer(hold_app, name="hold")
+app.add_typer(check_app, name="check")
 console = Console(stderr=True)
 
 

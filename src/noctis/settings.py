@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -43,6 +43,30 @@ def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "noctis"
 
 
+class PoolSettings(BaseModel):
+    """One extra storage pool a facility may name (`storagePool`): a directory, or an S3
+    bucket. Each field is also an environment variable of its own, e.g.
+    ``NOCTIS_STORAGE_POOLS__<pool>__BUCKET`` (credentials from the pool's Secret that way)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = Field(None, description="a directory: the filesystem backend")
+    endpoint: str | None = Field(None, description="host[:port] of an S3 server")
+    bucket: str = ""
+    secure: bool = True
+    region: str | None = None
+    access_key: SecretStr = SecretStr("")
+    secret_key: SecretStr = SecretStr("")
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> PoolSettings:
+        if (self.path is None) == (self.endpoint is None):
+            raise ValueError("a storage pool needs a path or an S3 endpoint (one of them)")
+        if self.endpoint is not None and not self.bucket:
+            raise ValueError("an S3 storage pool needs a bucket")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="NOCTIS_", env_nested_delimiter="__", extra="ignore"
@@ -71,6 +95,25 @@ class Settings(BaseSettings):
     s3_bucket: str = "noctis"
     s3_secure: bool = True
     s3_region: str | None = None
+
+    # Quotas and per-facility storage pools (issue 14, part "quota"): noctis.core.quota,
+    # noctis.storage.pools.
+    quota_refresh_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="how often each process reads a facility's usage again to check its quota "
+        "(between reads it counts its own stores; others' are the in-flight excess)",
+    )
+    storage_pool: str | None = Field(
+        None,
+        description="the StoragePool name of the default object store (the Archive's): a "
+        "facility naming it stores there",
+    )
+    storage_pools: dict[str, PoolSettings] = Field(
+        default_factory=dict,
+        description="other storage pools facilities may name, by name: a directory or an S3 "
+        "bucket each",
+    )
 
     # DIMSE SCP
     ae_title: str = "NOCTIS"
@@ -206,6 +249,29 @@ class Settings(BaseSettings):
         default_factory=list,
         description="reverse proxies (addresses or CIDRs, comma-separated) whose "
         "X-Forwarded-For/-Proto are believed; empty: none, the peer is the client",
+    )
+
+    # Deletion, legal hold and the consistency sweep (issue 14, part `delete`)
+    deletion_sweep_seconds: float = Field(
+        60.0, gt=0, description="seconds between periodic sweeps of deleted studies' objects"
+    )
+    deletion_sweep_lease_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="how long a sweeper holds the objects it removes; a sweeper killed "
+        "mid-way leaves them to the next sweep after this",
+    )
+    consistency_check_seconds: float = Field(
+        3600.0, gt=0, description="seconds between consistency checks (objects vs index)"
+    )
+    retention_check_seconds: float = Field(
+        3600.0, gt=0, description="seconds between runs of the facilities' retention"
+    )
+    orphan_grace_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="an object no index row references is removed only once older than "
+        "this (an instance being stored is never touched)",
     )
 
     # Study-stable detection and derivatives (issue 14, part `stable`: noctis.worker.stable)

@@ -4,6 +4,7 @@ migration 0007, and an index at 0006 upgrades to it (and back) without losing a 
 from __future__ import annotations
 
 import fnmatch
+import json
 import tomllib
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -100,3 +101,90 @@ def test_an_index_at_0006_upgrades_to_the_function_from_the_file_and_back(pg_url
     _write(pg_url, 3)
     upgrade(pg_url)
     _write(pg_url, 4)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_0008_adds_the_deletion_tables_and_goes_back(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Tombstones, legal holds, findings and job leases (with the consistency check's lease
+    row) come with 0008, and a downgrade to 0007 removes them, on both databases."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    url = (
+        request.getfixturevalue("pg_url")
+        if database == "postgres"
+        else f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    )
+    tables = {"tombstone", "legal_hold", "consistency_finding", "job_lease"}
+    upgrade(url, "0008")
+    index = open_index(url)
+    try:
+        assert tables <= set(inspect(index.engine).get_table_names())
+        with index.engine.connect() as conn:
+            names = conn.execute(text("SELECT name FROM job_lease ORDER BY name")).scalars()
+            assert names.all() == ["consistency", "retention"]
+        command.downgrade(alembic_config(url), "0007")
+        index.engine.dispose()
+        assert not tables & set(inspect(index.engine).get_table_names())
+    finally:
+        index.close()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_0011_lets_entries_that_allowed_every_service_ask_for_commitment(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """An archive upgraded from before storage commitment: its embedded default entry and the
+    entries left at every service may ask for a commitment; an entry limited to fewer
+    services stays limited. A downgrade takes the service away again."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    url = (
+        request.getfixturevalue("pg_url")
+        if database == "postgres"
+        else f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    )
+    every_service_before = ["echo", "store", "find", "move", "get"]
+    upgrade(url, "0010")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO facility (id, name, display_name, enabled, spec, idp_groups, "
+                    "created_at, updated_at) VALUES (1, 'default', '', true, '{}', '[]', "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            for entry, (title, services) in enumerate(
+                [("*", every_service_before), ("CT1", ["echo", "store"])], start=1
+            ):
+                conn.execute(
+                    text(
+                        "INSERT INTO application_entity (id, facility_id, ae_title, "
+                        "allowed_cidrs, services, description) VALUES (:id, 1, :title, '[]', "
+                        ":services, '')"
+                    ),
+                    {"id": entry, "title": title, "services": json.dumps(services)},
+                )
+
+        def services() -> dict[str, list[str]]:
+            with engine.connect() as conn:
+                rows = conn.execute(text("SELECT ae_title, services FROM application_entity"))
+                return {
+                    title: value if isinstance(value, list) else json.loads(value)
+                    for title, value in rows
+                }
+
+        upgrade(url)
+        assert services() == {
+            "*": [*every_service_before, "commitment"],
+            "CT1": ["echo", "store"],
+        }
+        command.downgrade(alembic_config(url), "0010")
+        assert services() == {"*": every_service_before, "CT1": ["echo", "store"]}
+    finally:
+        engine.dispose()

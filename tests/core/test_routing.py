@@ -194,7 +194,7 @@ def test_the_routing_migration_goes_down_and_up(
     )
     upgrade(url)
     assert current_revision(url) == "0009"
-    command.downgrade(alembic_config(url), "0010")
+    command.downgrade(alembic_config(url), "0011")
     from sqlalchemy import create_engine
 
     engine = create_engine(url)

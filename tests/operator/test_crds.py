@@ -56,6 +56,8 @@ def test_schemas_are_structural(kind: crdgen.CrdKind) -> None:
     for path, node in _walk(schema):
         assert not {"$ref", "anyOf", "allOf", "oneOf", "title", "$defs"} & node.keys(), path
         assert node.get("additionalProperties") is not False, path
+        for bound in ("exclusiveMinimum", "exclusiveMaximum"):  # OpenAPI v3.0: booleans only
+            assert isinstance(node.get(bound, False), bool), f"{path}: numeric {bound}"
     assert version["subresources"] == {"status": {}}
     assert version["additionalPrinterColumns"][0]["name"] == "Ready"
     conditions = schema["properties"]["status"]["properties"]["conditions"]

@@ -291,3 +291,41 @@ def test_api_pods_believe_forwarded_addresses_only_from_the_named_proxies() -> N
     # A new list rolls the API pods (the pod template changes with the config hash).
     old_hash = default["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH]
     assert deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH] != old_hash
+
+
+def test_the_pools_facilities_name_become_the_pods_pool_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the pods get for a Facility's other pool is what `Settings` reads as that pool;
+    its credentials come only from its Secret."""
+    second = StoragePoolSpec.model_validate(
+        {
+            "endpoint": "https://s3.other:9000",
+            "bucket": "second-bucket",
+            "region": "eu-west-1",
+            "credentials": {"secretName": "second-s3"},
+        }
+    )
+    ctx = arc.archive_context("noctis", "pacs", ARCHIVE, POOL, {"second": second, "images": POOL})
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in ctx.secret_env()}
+    prefix = "NOCTIS_STORAGE_POOLS__second__"
+    assert secrets[f"{prefix}ACCESS_KEY"] == {"name": "second-s3", "key": "accessKey"}
+    assert secrets[f"{prefix}SECRET_KEY"] == {"name": "second-s3", "key": "secretKey"}
+    assert not any("images" in name for name in secrets)  # the Archive's own: the default
+
+    for name, value in ctx.config.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("NOCTIS_DATABASE_URL", "postgresql+psycopg://db/noctis")
+    monkeypatch.setenv(f"{prefix}ACCESS_KEY", "the-access-key")
+    monkeypatch.setenv(f"{prefix}SECRET_KEY", "the-secret-key")
+    settings = Settings()
+    assert settings.storage_pool == "images"
+    pool = settings.storage_pools["second"]
+    assert (pool.endpoint, pool.bucket, pool.secure, pool.region) == (
+        "s3.other:9000",
+        "second-bucket",
+        True,
+        "eu-west-1",
+    )
+    assert pool.secret_key.get_secret_value() == "the-secret-key"
+    assert "the-secret-key" not in repr(settings)

@@ -21,6 +21,7 @@ from operator_support import (
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from noctis.index.deletion import ConsistencyFinding
 from noctis.index.models import ApplicationEntity, Facility, Patient, Study
 from support import wait
 from support.kube import ControlPlane
@@ -379,6 +380,64 @@ def test_archive_and_pool_changes_reach_the_dicomnode(cluster: Cluster) -> None:
 
 
 @pytest.mark.usefixtures("examples")
+def test_a_facility_pool_reaches_every_pod(cluster: Cluster) -> None:
+    """A Facility naming another StoragePool: every pod of the Archive (API, worker, SCP)
+    gets its endpoint and bucket, and its credentials from the pool's Secret only."""
+    second = pool_example(cluster, "second", credentials={"secretName": "second-s3"})
+    secret = cluster.get("secret", "noctis-s3") or {}
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "second-s3"},
+            "data": secret["data"],
+        }
+    )
+    cluster.apply(second)
+    cluster.wait_condition("storagepool", "second")
+    cluster.kubectl(
+        "patch",
+        "facility",
+        "st-mary",
+        "--type",
+        "merge",
+        "-p",
+        '{"spec": {"storagePool": "second"}}',
+    )
+    prefix = "NOCTIS_STORAGE_POOLS__second__"
+
+    def config() -> dict[str, str]:
+        return dict((cluster.get("configmap", "noctis-config") or {}).get("data") or {})
+
+    wait.until(
+        lambda: config().get(f"{prefix}BUCKET") == f"{cluster.namespace}-second",
+        timeout=30,
+        what="the second pool in the Archive's settings",
+        context=operator_log_tail(cluster.log),
+        interval=0.2,
+    )
+    assert config()[f"{prefix}ENDPOINT"] == cluster.s3.endpoint
+    assert config()["NOCTIS_STORAGE_POOL"] == "images"
+    assert not any(key.endswith(("ACCESS_KEY", "SECRET_KEY")) for key in config())
+
+    def env(deployment: str) -> dict[str, Any]:
+        body = cluster.get("deployment", deployment) or {}
+        (container,) = body["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("valueFrom") for e in container["env"]}
+
+    for deployment in ("noctis-api", "noctis-worker", "main-scp"):
+        found = wait.until(
+            lambda deployment=deployment: env(deployment).get(f"{prefix}SECRET_KEY"),
+            timeout=30,
+            what=f"the second pool's credentials in {deployment}",
+            context=operator_log_tail(cluster.log),
+            interval=0.2,
+        )
+        assert found["secretKeyRef"]["name"] == "second-s3"
+        assert env(deployment)[f"{prefix}ACCESS_KEY"]["secretKeyRef"]["name"] == "second-s3"
+
+
+@pytest.mark.usefixtures("examples")
 def test_foreign_object_is_refused(cluster: Cluster) -> None:
     cluster.kubectl("create", "configmap", "ct-scp", "--from-literal=owner=someone-else")
     node = example("dicomnode")
@@ -516,7 +575,8 @@ def test_facility_edit_usage_and_removal(cluster: Cluster) -> None:
         "spec": {
             "applicationEntities": [
                 {"aeTitle": "STMARY_MR1", "host": "10.20.1.16", "port": 104, "services": ["store"]},
-            ]
+            ],
+            "quota": {"maxBytes": 4096},
         }
     }
     cluster.kubectl("patch", "facility", "st-mary", "--type", "merge", "-p", json.dumps(patch))
@@ -555,14 +615,33 @@ def test_facility_edit_usage_and_removal(cluster: Cluster) -> None:
             (
                 (cluster.get("facility", "st-mary") or {})["status"]["studies"],
                 (cluster.get("facility", "st-mary") or {})["status"]["bytes"],
+                (cluster.get("facility", "st-mary") or {})["status"]["usedBytes"],
             )
-            == (1, 4096)
+            == (1, 4096, 4096)
         ),
         timeout=30,
         what="the facility's usage in its status",
         context=operator_log_tail(cluster.log),
         interval=0.2,
     )
+    # At its maxBytes quota: the condition says so, with the usage.
+    quota = cluster.wait_condition("facility", "st-mary", "True", type_="QuotaExceeded")
+    assert quota["reason"] == "AtQuota" and "4096 bytes of maxBytes 4096" in quota["message"]
+
+    # The consistency check found an instance whose object is missing: the status says so.
+    assert cluster.wait_condition("facility", "st-mary", "True", type_="Consistent")
+    with index_session(cluster) as session, session.begin():
+        facility = session.scalar(select(Facility).where(Facility.name == "st-mary"))
+        assert facility is not None
+        session.add(
+            ConsistencyFinding(
+                kind="missing", object_key="st-mary/1.2.3/x.dcm", facility_id=facility.id
+            )
+        )
+    consistent = cluster.wait_condition("facility", "st-mary", "False", type_="Consistent")
+    assert consistent["reason"] == "ObjectsMissing" and "1 indexed" in consistent["message"]
+    status = (cluster.get("facility", "st-mary") or {})["status"]
+    assert status["consistency"] == {"missingObjects": 1, "orphansRemoved": 0}
 
     cluster.kubectl("delete", "facility", "st-mary", "--timeout=30s")
     with index_session(cluster) as session:

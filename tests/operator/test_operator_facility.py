@@ -82,6 +82,8 @@ def test_sync_update_and_disable(database_url: str) -> None:
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Ready": "True",
         "Synced": "True",
+        "QuotaExceeded": "False",
+        "Consistent": "True",
     }
     assert (status["studies"], status["bytes"], status["applicationEntities"]) == (0, 0, 1)
     assert status["observedGeneration"] == 1

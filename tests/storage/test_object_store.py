@@ -17,6 +17,7 @@ import pytest
 
 from noctis.settings import Settings
 from noctis.storage import ObjectNotFound, ObjectStore, StorageUnavailable, open_store
+from noctis.storage.filesystem import FilesystemStore
 from noctis.storage.s3 import PART_SIZE, S3Store
 from support.s3 import SeaweedFS
 
@@ -247,3 +248,54 @@ def test_s3_store_from_settings(s3_server: SeaweedFS, s3_store: S3Store) -> None
     store.check()
     put_bytes(store, KEY, BINARY)
     assert s3_store.get(KEY) == BINARY
+
+
+def test_listing_by_prefix_and_purging(store: ObjectStore) -> None:
+    """What the deletion sweep and the consistency check rely on: a listing by key prefix
+    (sizes and times included, no half-written object) and a purge that leaves nothing."""
+    keys = ["north/1.2/3.4/a.dcm", "north/1.2/3.4/b.dcm", "north/1.20/x.dcm", "south/1.2/c.dcm"]
+    for key in keys:
+        put_bytes(store, key, key.encode())
+    listed = {o.key: o for o in store.list_objects("north/1.2/")}
+    assert set(listed) == {"north/1.2/3.4/a.dcm", "north/1.2/3.4/b.dcm"}
+    assert listed["north/1.2/3.4/a.dcm"].size == len(b"north/1.2/3.4/a.dcm")
+    assert listed["north/1.2/3.4/a.dcm"].modified.tzinfo is not None
+    assert {o.key for o in store.list_objects("")} == set(keys)
+    assert list(store.list_objects("nowhere/")) == []
+    store.purge("north/1.2/3.4/a.dcm")
+    store.purge("north/1.2/3.4/a.dcm")  # already gone: no error
+    assert not store.exists("north/1.2/3.4/a.dcm")
+    assert store.retained_until("north/1.2/3.4/b.dcm") is None  # no object lock here
+
+
+class _SweptStore(FilesystemStore):
+    """A filesystem store whose new directories are removed right after being made, the
+    first ``sweeps`` times: a deletion's sweep purging the study at the worst instant."""
+
+    def __init__(self, root: Path, sweeps: int) -> None:
+        super().__init__(root, spool_dir=root.parent)
+        self.sweeps = sweeps
+
+    def _make_directories(self, directory: Path) -> None:
+        super()._make_directories(directory)
+        if self.sweeps > 0:
+            self.sweeps -= 1
+            directory.rmdir()
+
+
+@pytest.mark.parametrize("way", ["put", "incoming"])
+def test_a_store_lands_when_a_sweep_removes_its_directory_meanwhile(
+    tmp_path: Path, way: str
+) -> None:
+    """A study deleted and sent again at once: the sweep removes the directories it empties
+    while the new store makes names in them; the store still lands (no ENOENT failure)."""
+    store = _SweptStore(tmp_path / "objects", sweeps=2)
+    if way == "put":
+        put_bytes(store, KEY, BINARY)
+    else:
+        incoming = store.incoming()
+        incoming.write(BINARY)
+        incoming.commit(KEY)
+        incoming.close()
+    assert store.sweeps == 0, "the sweep never ran between the directory and the name"
+    assert store.get(KEY) == BINARY

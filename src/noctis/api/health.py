@@ -23,7 +23,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from noctis.core import reconciliation, routing_status, stability
+from noctis.core import consistency, quota_metrics, reconciliation, routing_status, stability
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,10 @@ def metrics(request: Request) -> Response:
     # (STOW-RS ingests here, C-STORE in the SCP, which serves that registry whole).
     body = generate_latest(registry) + reconciliation.metrics_text()
     body += stability.metrics_text()  # studies declared stable (embedded: this process)
+    # Deletion backlog and consistency findings, read from the index (any replica answers alike).
+    body += consistency.metrics_text(request.app.state.runtime)
+    # Each facility's usage and quotas, from the index (noctis.core.quota_metrics).
+    body += quota_metrics.usage_text(request.app.state.runtime.reading)
     try:  # routing progress, from the index: an index outage leaves the rest to scrape
         with request.app.state.runtime.reader() as session:
             body += routing_status.metrics_text(session)

@@ -13,7 +13,7 @@ from typing import Annotated, Protocol
 from fastapi import Depends, HTTPException, Request, status
 
 from noctis.core.audit import AuditSink
-from noctis.core.roles import WRITE_ROLES, Role
+from noctis.core.roles import DELETE_ROLES, WRITE_ROLES, Role
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,10 @@ class Principal:
     @property
     def can_write(self) -> bool:
         return self.role in WRITE_ROLES
+
+    @property
+    def can_delete(self) -> bool:
+        return self.role in DELETE_ROLES
 
     @property
     def is_admin(self) -> bool:

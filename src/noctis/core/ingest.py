@@ -9,8 +9,10 @@ Order of events, and why:
 2. Compare with what the index already holds for this SOP Instance UID: the same data set
    again is a no-op success; another one follows the duplicate policy (keep the first and
    answer Success, the default; reject; or replace).
-3. Commit the incoming object, as received (transfer syntax preserved), under a key no other
-   attempt uses.
+3. Check the facility's quota (`noctis.core.quota`): a facility at or over it stores nothing
+   new (a duplicate above stored no new bytes, so it still succeeds). Then commit the incoming
+   object, as received (transfer syntax preserved), in the facility's storage pool
+   (`noctis.storage.pools`), under a key no other attempt uses.
 4. Upsert patient, study, series and instance in one transaction, filed only where the index
    admits it (`noctis.index.backend`: a series stays with its study, a study with its patient).
 5. Success only after both are durable. If the index write fails, the object is removed, so
@@ -29,7 +31,8 @@ from enum import StrEnum
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from noctis.core import reconciliation
+from noctis.core import quota_metrics, reconciliation
+from noctis.core.quota import FacilityUsage, QuotaExceeded
 from noctis.core.reconciliation import UNKNOWN_SENDER, Sender
 from noctis.core.runtime import Runtime
 from noctis.dicom.data_set_digest import DataSetDigest
@@ -47,6 +50,7 @@ from noctis.index.backend import (
 )
 from noctis.settings import DuplicatePolicy
 from noctis.storage import IncomingObject, StorageUnavailable
+from noctis.storage.pools import commit_incoming, key_for_pool
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,8 @@ class IngestFailure(StrEnum):
     SERIES_OF_ANOTHER_STUDY = "series-of-another-study"  # the series is filed under another study
     STUDY_OF_ANOTHER_PATIENT = "study-of-another-patient"  # the study is another patient's
     STORAGE_UNAVAILABLE = "storage-unavailable"
+    QUOTA_EXCEEDED = "quota-exceeded"  # the facility is at or over a quota (noctis.core.quota)
+    POOL_UNAVAILABLE = "pool-unavailable"  # the facility's storage pool is not configured here
     INDEX_UNAVAILABLE = "index-unavailable"
 
 
@@ -127,9 +133,10 @@ def ingest(
         if policy is DuplicatePolicy.KEEP_FIRST:
             return _discard(runtime, facility, sender, header, existing, size, digest)
 
-    key = _new_object_key(facility, header)
+    usage = _check_quota(runtime, facility, header, size)
+    key = _new_object_key(runtime, facility, header, usage.storage_pool)
     try:
-        incoming.commit(key)
+        commit_incoming(runtime.store, incoming, key)
     except (StorageUnavailable, OSError) as exc:
         raise IngestError(IngestFailure.STORAGE_UNAVAILABLE, f"object store failed: {exc}") from exc
     except Exception as exc:
@@ -155,6 +162,7 @@ def ingest(
         reason = type(exc).__name__ if isinstance(exc, SQLAlchemyError) else str(exc)
         raise IngestError(IngestFailure.INDEX_UNAVAILABLE, f"index write failed: {reason}") from exc
 
+    runtime.quotas.stored(facility.id, size)
     if indexed.replaced_key:
         _remove_object(runtime, indexed.replaced_key)
     if indexed.conflict is not None:
@@ -258,14 +266,45 @@ def _same_data_set(runtime: Runtime, existing: StoredContent, digest: str) -> bo
     return recomputed.hexdigest() == digest
 
 
-def _new_object_key(facility: FacilityRef, header: InstanceHeader) -> str:
+def _check_quota(
+    runtime: Runtime, facility: FacilityRef, header: InstanceHeader, size: int
+) -> FacilityUsage:
+    """The facility's usage (and storage pool); IngestError unless ``size`` more bytes of
+    this study fit in its quotas."""
+    try:
+        return runtime.quotas.check(facility.id, header.study_instance_uid, size)
+    except QuotaExceeded as exc:
+        log.warning(
+            "facility %s at its quota: SOP Instance %s refused (%s)",
+            facility.name,
+            header.sop_instance_uid,
+            exc.message,
+        )
+        quota_metrics.refused(facility.name, exc.quota)
+        raise IngestError(IngestFailure.QUOTA_EXCEEDED, exc.message) from exc
+    except (SQLAlchemyError, LookupError) as exc:
+        raise IngestError(
+            IngestFailure.INDEX_UNAVAILABLE, f"index unavailable: {type(exc).__name__}"
+        ) from exc
+
+
+def _new_object_key(
+    runtime: Runtime, facility: FacilityRef, header: InstanceHeader, pool: str | None
+) -> str:
     # A fresh suffix per attempt: a failed attempt can always remove its own object without
     # touching an object that a concurrent attempt (same instance, same bytes) committed.
     suffix = uuid.uuid4().hex[:16]
-    return (
+    key = (
         f"{facility.name}/{header.study_instance_uid}/{header.series_instance_uid}/"
         f"{header.sop_instance_uid}.{suffix}.dcm"
     )
+    if pool == runtime.settings.storage_pool:
+        pool = None  # the Archive's own pool: the default store
+    try:
+        return key_for_pool(runtime.store, pool, key)
+    except StorageUnavailable as exc:
+        log.error("facility %s names a storage pool this process lacks: %s", facility.name, exc)
+        raise IngestError(IngestFailure.POOL_UNAVAILABLE, str(exc)) from exc
 
 
 def _existing_instance(
@@ -283,8 +322,8 @@ def _remove_object(runtime: Runtime, key: str) -> None:
     try:
         runtime.store.delete(key)
     except Exception:
-        # The object is unreferenced (no sweep removes such objects yet: issue 14). Never mask the
-        # original failure with this one.
+        # The object is unreferenced: the consistency check removes it after its grace period
+        # (noctis.core.consistency). Never mask the original failure with this one.
         log.exception("could not remove unreferenced object %s", key)
 
 

@@ -13,3 +13,6 @@ class Role(StrEnum):
 
 
 WRITE_ROLES = frozenset({Role.ADMIN, Role.RADIOLOGIST, Role.TECHNOLOGIST})
+# Who may delete studies, series and instances, and place or clear legal holds (issue 14):
+# administrators only. A deletion cannot be undone, so it is not a radiologist's everyday write.
+DELETE_ROLES = frozenset({Role.ADMIN})

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from noctis.core.audit import DatabaseAuditSink
 from noctis.core.notices import SeriesNotices
 from noctis.core.queue import CeleryQueue, InProcessQueue, TaskQueue
+from noctis.core.quota import FacilityQuotas
 from noctis.dicom.metadata import BUNDLE_MINIMUM
 from noctis.index.backend import IndexBackend, IndexUnavailable
 from noctis.index.db import open_index
@@ -31,10 +32,13 @@ class Runtime:
     notices: SeriesNotices = field(init=False)
     # Where every process's audit events go (noctis.core.audit).
     audit: DatabaseAuditSink = field(init=False)
+    # Each facility's quota, usage and storage pool, read every few seconds (noctis.core.quota).
+    quotas: FacilityQuotas = field(init=False)
 
     def __post_init__(self) -> None:
         self.notices = SeriesNotices(lambda: self.queue, smallest_series=BUNDLE_MINIMUM)
         self.audit = DatabaseAuditSink(self.index)
+        self.quotas = FacilityQuotas(self.reading, self.settings.quota_refresh_seconds)
 
     @classmethod
     def open(cls, settings: Settings, *, queue: TaskQueue | None = None) -> Runtime:

@@ -38,7 +38,30 @@ def _context(op: Operator, namespace: str, name: str, spec: ArchiveSpec) -> Arch
         pool_spec = parse_spec(StoragePoolSpec, pool.get("spec"))
     except SpecInvalid as exc:
         raise Blocked("StoragePoolInvalid", f"StoragePool {spec.storage_pool}: {exc}") from exc
-    return build.archive_context(name, namespace, spec, pool_spec)
+    return build.archive_context(
+        name, namespace, spec, pool_spec, facility_pools(op, namespace, spec.storage_pool)
+    )
+
+
+def facility_pools(op: Operator, namespace: str, own_pool: str) -> dict[str, StoragePoolSpec]:
+    """The StoragePools the Facilities of the namespace name besides the Archive's own, that
+    exist and are valid (a Facility naming a missing one reports it in its own status, and
+    its stores are refused until the pool exists: they never fall back to another pool)."""
+    named = {
+        str((f.get("spec") or {}).get("storagePool"))
+        for f in op.kube.list(FACILITIES, namespace)
+        if (f.get("spec") or {}).get("storagePool") and not f["metadata"].get("deletionTimestamp")
+    }
+    pools = {}
+    for pool_name in sorted(named - {own_pool}):
+        body = op.kube.get(STORAGEPOOLS, namespace, pool_name)
+        if body is None:
+            continue
+        try:
+            pools[pool_name] = parse_spec(StoragePoolSpec, body.get("spec"))
+        except SpecInvalid:
+            continue  # reported on the StoragePool itself
+    return pools
 
 
 def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None:

@@ -31,7 +31,11 @@ def reconcile_dependents(op: Operator, namespace: str, archive_name: str) -> Non
 
 
 def reconcile_all(op: Operator, namespace: str, *, storage_pool: str | None = None) -> None:
-    """Every Archive of a namespace (or those on one StoragePool), and their DicomNodes."""
+    """Every Archive of a namespace (or those on one StoragePool), and their DicomNodes.
+
+    A StoragePool a Facility names is every Archive's of the namespace (their pods get it)."""
+    if storage_pool is not None and storage_pool in archive.facility_pools(op, namespace, ""):
+        storage_pool = None
     for body in op.kube.list(ARCHIVES, namespace):
         meta = body["metadata"]
         if meta.get("deletionTimestamp"):

@@ -10,6 +10,7 @@ READY = "Ready"
 SYNCED = "Synced"
 AVAILABLE = "Available"
 QUOTA_EXCEEDED = "QuotaExceeded"
+CONSISTENT = "Consistent"  # the consistency check finds no indexed instance without its object
 
 
 def now() -> str:

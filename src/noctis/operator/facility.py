@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from noctis.core.consistency import facility_findings
 from noctis.core.facilities import (
     FacilityConflict,
     FacilityNameTaken,
@@ -15,9 +16,10 @@ from noctis.core.facilities import (
     disable_facility,
     facility_usage,
 )
+from noctis.core.quota import quota_exceeded
 from noctis.index.db import transaction
 from noctis.index.models import Facility
-from noctis.operator.conditions import READY, SYNCED, Cond, now
+from noctis.operator.conditions import CONSISTENT, QUOTA_EXCEEDED, READY, SYNCED, Cond, now
 from noctis.operator.context import Operator
 from noctis.operator.errors import Blocked, parse_spec
 from noctis.operator.kinds import FACILITIES, STORAGEPOOLS
@@ -54,7 +56,9 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
                 row = apply_facility(session, name, spec, namespace=namespace)
             assert row is not None
             studies, size = facility_usage(session, row.id)
+            findings = facility_findings(session, row.id)
             last = row.last_association_at
+            quota = (row.quota_bytes, row.quota_studies)
     except FacilityNameTaken as exc:
         raise Blocked("NameTaken", str(exc)) from exc
     except FacilityConflict as exc:
@@ -97,17 +101,62 @@ def reconcile(op: Operator, body: dict[str, Any], *, apply_always: bool) -> None
                 f"{len(spec.application_entities)} application entit(ies) registered and enabled",
             )
         )
+    conditions.append(_quota_condition(*quota, size, studies))
+    missing = findings.get(("missing", "open"), 0)
+    conditions.append(_consistency_condition(missing))
     fields = {
         "studies": studies,
         "bytes": size,
+        "usedBytes": size,
         "applicationEntities": len(spec.application_entities),
         "taskQueue": facility_queue(name),
         "lastAssociation": last.strftime("%Y-%m-%dT%H:%M:%SZ") if last else "",
         "usageUpdated": now(),
+        "consistency": {
+            "missingObjects": missing,
+            "orphansRemoved": findings.get(("orphan", "removed"), 0),
+        },
     }
     op.write_status(FACILITIES, body, fields, conditions)
     if pool_missing:
         op.events(body, "Warning", "StoragePoolNotFound", conditions[-1].message)
+
+
+def _quota_condition(
+    max_bytes: int | None, max_studies: int | None, used: int, studies: int
+) -> Cond:
+    """QuotaExceeded: True while the facility is at or over a quota (its new instances are
+    refused: C-STORE 0xA700, STOW-RS 507), with the usage in the message."""
+    over = quota_exceeded(max_bytes, max_studies, used, studies)
+    text = f"{used} bytes" + (f" of maxBytes {max_bytes}" if max_bytes is not None else "")
+    text += f", {studies} studies"
+    text += f" of maxStudies {max_studies}" if max_studies is not None else ""
+    if over:
+        return Cond(
+            QUOTA_EXCEEDED,
+            True,
+            "AtQuota",
+            f"{' and '.join(over)} reached ({text}): new instances are refused",
+        )
+    if max_bytes is None and max_studies is None:
+        return Cond(QUOTA_EXCEEDED, False, "NoQuota", f"no quota set ({text})")
+    return Cond(QUOTA_EXCEEDED, False, "WithinQuota", text)
+
+
+def _consistency_condition(missing: int) -> Cond:
+    """Consistent: False while the consistency check finds instances whose object is gone
+    (never deleted from the index silently: an administrator decides, GET /api/consistency)."""
+    if missing:
+        return Cond(
+            CONSISTENT,
+            False,
+            "ObjectsMissing",
+            f"{missing} indexed instance(s) have no object in the store (GET /api/consistency "
+            "lists them): restore the objects or delete the instances",
+        )
+    return Cond(
+        CONSISTENT, True, "NoFindings", "every indexed instance the check saw has its object"
+    )
 
 
 def disable(op: Operator, body: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ request as it stands will never succeed"; 0124 means "you may not do this here".
 | study already filed under another patient           | C111    |        |        |       |
 |   (another PatientID or IssuerOfPatientID)          |         |        |        |       |
 | object store unavailable                            | A700    |        | sub-op | sub-op|
+| facility at or over a quota (comment: which quota,  | A700    |        |        |       |
+|   the usage), or its storage pool not configured    |         |        |        |       |
 | index unavailable                                   | A700    | A700   | A701   | A701  |
 | identifier cannot be decoded                        |         | C310   | C510   | C410  |
 | identifier invalid (level, key values, ranges)      |         | A900   | A900   | A900  |

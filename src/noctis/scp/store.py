@@ -54,6 +54,8 @@ _STATUS_FOR_FAILURE = {
     IngestFailure.STUDY_OF_ANOTHER_PATIENT: status.STUDY_OF_ANOTHER_PATIENT,
     IngestFailure.STORAGE_UNAVAILABLE: status.OUT_OF_RESOURCES,
     IngestFailure.INDEX_UNAVAILABLE: status.OUT_OF_RESOURCES,
+    IngestFailure.QUOTA_EXCEEDED: status.OUT_OF_RESOURCES,  # comment: which quota, the usage
+    IngestFailure.POOL_UNAVAILABLE: status.OUT_OF_RESOURCES,  # comment: which pool
 }
 # ErrorComment holds 64 characters: say what happened, not which UID (the sender knows it).
 _COMMENT_FOR_FAILURE = {

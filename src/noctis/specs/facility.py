@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -56,6 +56,20 @@ class FacilityQuota(BaseModel):
     max_studies: int | None = Field(None, ge=0, alias="maxStudies")
 
 
+class RetentionSpec(BaseModel):
+    """How long the facility keeps a study (issue 14, part `delete`): a periodic job deletes
+    studies older than that through the deletion path, except those on legal hold."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    days: int = Field(ge=1, le=36500, description="days a study is kept")
+    after: Literal["studyDate", "received"] = Field(
+        "received",
+        description="counted from the Study Date (a study without one: from its receipt) "
+        "or from when the archive received the study's first instance",
+    )
+
+
 class FacilitySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -70,9 +84,13 @@ class FacilitySpec(BaseModel):
         alias="identityProviderGroups",
         description="identity-provider groups whose members may see this facility's studies",
     )
+    # Retention (issue 14, part `delete`): none by default, studies are kept until deleted.
+    retention: RetentionSpec | None = Field(
+        None, description="delete studies older than this (never those on legal hold)"
+    )
     stable_after_seconds: float | None = Field(
         None,
-        gt=0,
+        ge=0.05,  # minimum, not gt: the API server refuses a numeric exclusiveMinimum
         alias="stableAfterSeconds",
         description="a study with no new instance for this long becomes stable (derivatives, "
         "routing); unset: the archive's NOCTIS_STABLE_AFTER_SECONDS",

@@ -51,13 +51,30 @@ class StoragePoolStatus(_Status):
     usage_updated: str = Field("", alias="usageUpdated", description="when usage was measured")
 
 
+class FacilityConsistency(BaseModel):
+    """What the consistency check found in the facility (noctis.core.consistency)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    missing_objects: int = Field(
+        0, alias="missingObjects", description="indexed instances whose object is missing"
+    )
+    orphans_removed: int = Field(
+        0, alias="orphansRemoved", description="objects without an index row, removed"
+    )
+
+
 class FacilityStatus(_Status):
     studies: int = 0
     bytes: int = 0
+    used_bytes: int = Field(
+        0, alias="usedBytes", description="bytes stored (the same as bytes; named as quotas are)"
+    )
     application_entities: int = Field(0, alias="applicationEntities")
     task_queue: str = Field("", alias="taskQueue", description="the facility's task queue")
     last_association: str = Field("", alias="lastAssociation")
     usage_updated: str = Field("", alias="usageUpdated")
+    consistency: FacilityConsistency = Field(default_factory=lambda: FacilityConsistency())
 
 
 class WorkloadStatus(_Status):

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from noctis.storage.base import ObjectNotFound, ObjectStore, StorageUnavailable, check_key
+from noctis.storage.base import (
+    ObjectNotFound,
+    ObjectStore,
+    StorageUnavailable,
+    StoredObject,
+    check_key,
+)
 from noctis.storage.incoming import IncomingObject
 
 if TYPE_CHECKING:
@@ -15,13 +21,21 @@ __all__ = [
     "ObjectNotFound",
     "ObjectStore",
     "StorageUnavailable",
+    "StoredObject",
     "check_key",
     "open_store",
 ]
 
 
 def open_store(settings: Settings) -> ObjectStore:
-    """The object store the settings name."""
+    """The object store the settings name, with the storage pools they name beside it
+    (`noctis.storage.pools`)."""
+    from noctis.storage.pools import with_pools
+
+    return with_pools(settings, _open_default_store(settings))
+
+
+def _open_default_store(settings: Settings) -> ObjectStore:
     if settings.storage_backend == "s3":
         from noctis.storage.s3 import S3Store
 

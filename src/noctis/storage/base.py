@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from noctis.storage.incoming import IncomingObject
 
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object as a listing shows it."""
+
+    key: str
+    size: int
+    modified: datetime  # timezone-aware
 
 
 class ObjectNotFound(KeyError):
@@ -54,6 +65,18 @@ class ObjectStore(Protocol):
         """Remove the object; no error if it does not exist."""
 
     def exists(self, key: str) -> bool: ...
+
+    def purge(self, key: str) -> None:
+        """Remove the object for good: every version of it in a versioned bucket (a plain
+        ``delete`` there only adds a delete marker). No error if it does not exist;
+        StorageUnavailable if the store refuses (an object lock)."""
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object whose key starts with ``prefix`` (``""``: all), in no set order."""
+
+    def retained_until(self, key: str) -> datetime | None:
+        """When the store's object lock stops protecting the object; None if it does not
+        (or no longer does)."""
 
     def check(self) -> None:
         """Raise StorageUnavailable unless the store is reachable and writable."""

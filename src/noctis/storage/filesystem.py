@@ -19,15 +19,19 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
-from noctis.storage.base import ObjectNotFound, StorageUnavailable, check_key
+from noctis.storage.base import ObjectNotFound, StorageUnavailable, StoredObject, check_key
 from noctis.storage.incoming import IncomingObject
 
 _COPY_CHUNK = 1 << 20
+# Attempts at making a name in a directory that a deletion's sweep may remove meanwhile.
+_DIRECTORY_ATTEMPTS = 5
+_Made = TypeVar("_Made")
 
 
 class FilesystemStore:
@@ -52,8 +56,9 @@ class FilesystemStore:
 
     def put(self, key: str, stream: BinaryIO, length: int) -> None:
         target = self._path(key)
-        self._make_directories(target.parent)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        fd, tmp = self._in_directory(
+            target.parent, lambda: tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        )
         try:
             with os.fdopen(fd, "wb") as out:
                 written = _copy_exactly(stream, out, length)
@@ -74,16 +79,12 @@ class FilesystemStore:
         so that the file system commits them together (one after the other cost 16-20% of the
         CT ingest rate). Until both return the object is only a name the index does not know
         (the index is written after this returns): a crash may leave it for a sweep, never an
-        index row pointing at data that was not on disk (no sweep removes such names yet:
-        issue 14)."""
+        index row pointing at data that was not on disk (the consistency check removes such
+        names, `noctis.core.consistency`)."""
         target = self._path(key)
         # The file is complete: its link appears whole, no temporary name needed.
         try:
-            try:
-                os.link(spooled.path, target)
-            except FileNotFoundError:
-                self._make_directories(target.parent)
-                os.link(spooled.path, target)
+            self._in_directory(target.parent, lambda: os.link(spooled.path, target))
         except FileExistsError:
             raise
         except OSError:  # another filesystem, or links not supported: copy
@@ -100,6 +101,17 @@ class FilesystemStore:
         except BaseException:
             target.unlink(missing_ok=True)
             raise
+
+    def _in_directory(self, directory: Path, make: Callable[[], _Made]) -> _Made:
+        """``make`` a name in ``directory``, making the directory first when it is missing.
+        A deletion's sweep removes the directories it empties (``purge``): one may vanish
+        between being made and the name appearing in it, so that is tried a few times."""
+        for _ in range(_DIRECTORY_ATTEMPTS - 1):
+            try:
+                return make()
+            except FileNotFoundError:
+                self._make_directories(directory)
+        return make()
 
     def _make_directories(self, directory: Path) -> None:
         """Make ``directory`` and any missing parent, each new name durable in its parent."""
@@ -152,6 +164,41 @@ class FilesystemStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def purge(self, key: str) -> None:
+        """The file (no versions here), then the directories it leaves empty (a deleted
+        study's and series'). A store making a file in such a directory at that moment finds
+        it gone and makes it again (``_in_directory``)."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        directory = path.parent
+        while directory != self.root:
+            try:
+                directory.rmdir()
+            except OSError:  # not empty (or already gone): the rest of the way up is in use
+                break
+            directory = directory.parent
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        # Walk only the directory the prefix names (a key prefix ending mid-name walks its parent).
+        start = self.root / prefix.rpartition("/")[0] if prefix else self.root
+        for directory, _dirs, names in os.walk(start):
+            for name in names:
+                if name.startswith(".incoming-"):  # a put in progress, not an object yet
+                    continue
+                path = Path(directory, name)
+                key = path.relative_to(self.root).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # removed while we walked
+                    continue
+                modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+                yield StoredObject(key, stat.st_size, modified)
+
+    def retained_until(self, key: str) -> datetime | None:
+        return None  # a filesystem has no object lock
 
     def check(self) -> None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK):

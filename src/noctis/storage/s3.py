@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, BinaryIO, Final
 
 import certifi
@@ -23,7 +25,7 @@ from minio.error import MinioException, S3Error
 from minio.helpers import check_bucket_name
 from urllib3.exceptions import HTTPError
 
-from noctis.storage.base import ObjectNotFound, StorageUnavailable, check_key
+from noctis.storage.base import ObjectNotFound, StorageUnavailable, StoredObject, check_key
 from noctis.storage.incoming import IncomingObject, SpooledIncoming
 
 if TYPE_CHECKING:
@@ -37,6 +39,18 @@ PART_SIZE: Final = 16 << 20
 CONNECT_TIMEOUT: Final = 2.0
 READ_TIMEOUT: Final = 20.0
 _MISSING_KEY_CODES: Final = frozenset({"NoSuchKey", "NoSuchVersion"})
+# Answers to a retention or lock query meaning "nothing locks this".
+_NO_LOCK_CODES: Final = frozenset(
+    {
+        "NoSuchObjectLockConfiguration",
+        "ObjectLockConfigurationNotFoundError",
+        "InvalidRequest",
+        "NoSuchKey",
+        "NoSuchVersion",
+    }
+)
+# Seconds a bucket's "no object lock" answer is believed (lock can be enabled on a bucket).
+LOCK_CONFIG_TTL: Final = 60.0
 
 
 class S3Store:
@@ -61,6 +75,8 @@ class S3Store:
         self.region = region
         # Made by the processes that receive (the SCP, STOW): a worker never spools.
         self.spool_dir = spool_dir
+        self._lock_checked: tuple[float, bool] | None = None  # (when, bucket has object lock)
+        self._versioning_checked: tuple[float, bool] | None = None  # (when, bucket keeps versions)
 
     @classmethod
     def connect(
@@ -173,6 +189,72 @@ class S3Store:
         with self._mapped_errors(key):
             # S3 answers 204 for a missing key too, so this is idempotent as it stands.
             self.client.remove_object(self.bucket, key)
+
+    def purge(self, key: str) -> None:
+        """The object; in a versioned bucket, every version of it (and the delete markers)."""
+        check_key(key)
+        with self._mapped_errors(key):
+            if not self._versioned():
+                self.client.remove_object(self.bucket, key)
+                return
+            for item in self.client.list_objects(self.bucket, prefix=key, include_version=True):
+                if item.object_name == key:
+                    self.client.remove_object(self.bucket, key, version_id=item.version_id)
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        with self._mapped_errors():
+            listing = self.client.list_objects(self.bucket, prefix=prefix or None, recursive=True)
+            for item in listing:
+                if item.object_name is None or item.is_dir:
+                    continue
+                modified = item.last_modified or datetime.now(UTC)
+                yield StoredObject(item.object_name, int(item.size or 0), modified)
+
+    def retained_until(self, key: str) -> datetime | None:
+        check_key(key)
+        if not self._bucket_locks():
+            return None
+        try:
+            with self._mapped_errors(key):
+                retention = self.client.get_object_retention(self.bucket, key)
+        except ObjectNotFound:
+            return None
+        except StorageUnavailable as exc:
+            if isinstance(exc.__cause__, S3Error) and exc.__cause__.code in _NO_LOCK_CODES:
+                return None
+            raise
+        until = retention.retain_until_date if retention is not None else None
+        if until is None:
+            return None
+        until = until if until.tzinfo else until.replace(tzinfo=UTC)
+        return until if until > datetime.now(UTC) else None
+
+    def _versioned(self) -> bool:
+        """Whether the bucket keeps (or kept: suspended) versions, cached like `_bucket_locks`."""
+        now = time.monotonic()
+        checked = self._versioning_checked
+        if checked is not None and now - checked[0] < LOCK_CONFIG_TTL:
+            return checked[1]
+        status = self.client.get_bucket_versioning(self.bucket).status
+        versioned = status in ("Enabled", "Suspended")
+        self._versioning_checked = (now, versioned)
+        return versioned
+
+    def _bucket_locks(self) -> bool:
+        """Whether the bucket has object lock enabled (cached for LOCK_CONFIG_TTL seconds)."""
+        now = time.monotonic()
+        if self._lock_checked is not None and now - self._lock_checked[0] < LOCK_CONFIG_TTL:
+            return self._lock_checked[1]
+        try:
+            with self._mapped_errors():
+                self.client.get_object_lock_config(self.bucket)
+            locks = True
+        except StorageUnavailable as exc:
+            if not (isinstance(exc.__cause__, S3Error) and exc.__cause__.code in _NO_LOCK_CODES):
+                raise
+            locks = False
+        self._lock_checked = (now, locks)
+        return locks
 
     def exists(self, key: str) -> bool:
         check_key(key)

@@ -6,11 +6,21 @@ from fastapi import APIRouter
 
 
 def routers() -> list[APIRouter]:
-    """QIDO-RS, WADO-RS (instances, metadata, frames, rendered, bulk data) and STOW-RS.
+    """QIDO-RS, WADO-RS (instances, metadata, frames, rendered, bulk data), STOW-RS and
+    DELETE.
 
     Order matters only where paths could overlap; none of these do.
     """
-    from noctis.api.dicomweb import bulkdata, frames, metadata, qido, rendered, stow, wado
+    from noctis.api.dicomweb import (
+        bulkdata,
+        delete,
+        frames,
+        metadata,
+        qido,
+        rendered,
+        stow,
+        wado,
+    )
 
     return [
         qido.router,
@@ -20,4 +30,5 @@ def routers() -> list[APIRouter]:
         wado.router,
         bulkdata.router,
         stow.router,
+        delete.router,
     ]

@@ -58,6 +58,8 @@ _REASONS = {
     IngestFailure.STUDY_OF_ANOTHER_PATIENT: STUDY_OF_ANOTHER_PATIENT,
     IngestFailure.STORAGE_UNAVAILABLE: OUT_OF_RESOURCES,
     IngestFailure.INDEX_UNAVAILABLE: PROCESSING_FAILURE,
+    IngestFailure.QUOTA_EXCEEDED: OUT_OF_RESOURCES,
+    IngestFailure.POOL_UNAVAILABLE: OUT_OF_RESOURCES,
 }
 
 
@@ -174,7 +176,9 @@ def _store_part(
             )
         except IngestError as error:
             uids = _uids(incoming.reader())
-            return _failed(*uids, _REASONS.get(error.failure, PROCESSING_FAILURE), error.message)
+            failed = _failed(*uids, _REASONS.get(error.failure, PROCESSING_FAILURE), error.message)
+            failed["quota"] = error.failure is IngestFailure.QUOTA_EXCEEDED
+            return failed
     header = result.header
     return {
         "ok": True,
@@ -232,11 +236,18 @@ def _response(
         body[tag_key(0x00081198)] = sequence(_failed_item(r) for r in failed)
     if stored:
         body[tag_key(0x00081199)] = sequence(_stored_item(ctx, r) for r in stored)
-    status = 200 if not failed else 202 if stored else 409
+    status = 200 if not failed else 202 if stored else _none_stored(failed)
     if failed:
         log.info("STOW: %d stored, %d failed: %s", len(stored), len(failed), failed[0]["message"])
     headers = {"Warning": _warning(failed)} if failed else None
     return Response(_dumps(body), status_code=status, media_type=DICOM_JSON, headers=headers)
+
+
+def _none_stored(failed: list[dict[str, Any]]) -> int:
+    """409, or 507 Insufficient Storage when every instance was refused by the facility's
+    quota: the request is not at fault (413 would say it is too large in itself), the
+    archive has no room for the facility until usage drops or the quota is raised."""
+    return 507 if all(r.get("quota") for r in failed) else 409
 
 
 def _stored_item(ctx: WebContext, result: dict[str, Any]) -> dict[str, Any]:
@@ -256,6 +267,9 @@ def _failed_item(result: dict[str, Any]) -> dict[str, Any]:
         tag_key(0x00081150): value_json("UI", result["sop_class"]),
         tag_key(0x00081155): value_json("UI", result["sop_instance"]),
         tag_key(0x00081197): value_json("US", result["reason"]),
+        # Why, in words, per instance (the Warning header sums them up): the ErrorComment a
+        # C-STORE failure carries.
+        tag_key(0x00000902): value_json("LO", result["message"][:64]),
     }
 
 

@@ -17,6 +17,7 @@ from noctis.api.rest.deps import AdminDep, SessionDep
 from noctis.api.security import PrincipalDep
 from noctis.core.audit import AuditFilter, DatabaseAuditSink, query_audit
 from noctis.core.facilities import facility_usage
+from noctis.core.quota import quota_exceeded
 from noctis.core.roles import Role
 from noctis.index.accounts import AuditRow, User
 from noctis.index.models import Facility, Instance, Patient, Series, Study
@@ -33,6 +34,15 @@ class Me(BaseModel):
     facilities: list[str] | None = Field(description="null: every facility (administrators)")
 
 
+class FacilityQuotaOut(BaseModel):
+    max_bytes: int | None = Field(description="null: no quota")
+    max_studies: int | None = Field(description="null: no quota")
+    exceeded: list[str] = Field(
+        description="the quotas the facility is at or over (maxBytes, maxStudies): its new "
+        "instances are refused (C-STORE 0xA700, STOW-RS 507)"
+    )
+
+
 class FacilityOut(BaseModel):
     name: str
     display_name: str
@@ -40,6 +50,8 @@ class FacilityOut(BaseModel):
     studies: int
     size_bytes: int
     last_association_at: datetime | None
+    quota: FacilityQuotaOut
+    storage_pool: str | None = Field(description="null: the Archive's default pool")
     ae_titles: list[str] | None = Field(None, description="administrators only")
     identity_provider_groups: list[str] | None = Field(None, description="administrators only")
 
@@ -85,6 +97,12 @@ def _facility_out(session: SessionDep, facility: Facility, admin: bool) -> Facil
         studies=studies,
         size_bytes=size,
         last_association_at=facility.last_association_at,
+        quota=FacilityQuotaOut(
+            max_bytes=facility.quota_bytes,
+            max_studies=facility.quota_studies,
+            exceeded=quota_exceeded(facility.quota_bytes, facility.quota_studies, size, studies),
+        ),
+        storage_pool=facility.storage_pool,
         ae_titles=[ae.ae_title for ae in facility.application_entities] if admin else None,
         identity_provider_groups=list(facility.idp_groups) if admin else None,
     )

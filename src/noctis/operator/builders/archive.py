@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from noctis.operator.builders import common
@@ -35,6 +36,9 @@ class ArchiveContext:
     s3_credentials: CredentialsRef
     config: dict[str, str]  # the shared ConfigMap's data
     pull_policy: str | None
+    # The other StoragePools the Facilities of the Archive name: their credentials Secrets
+    # (endpoint and bucket are in `config`), by pool name.
+    pool_credentials: dict[str, CredentialsRef] = field(default_factory=dict)
 
     @property
     def config_map(self) -> str:
@@ -56,7 +60,24 @@ class ArchiveContext:
         ]
         if self.broker is not None:
             env.append(common.secret_env("NOCTIS_BROKER_URL", self.broker.name, self.broker.key))
+        for pool, credentials in sorted(self.pool_credentials.items()):
+            prefix = pool_env_prefix(pool)
+            env.append(
+                common.secret_env(
+                    f"{prefix}ACCESS_KEY", credentials.secret_name, credentials.access_key_key
+                )
+            )
+            env.append(
+                common.secret_env(
+                    f"{prefix}SECRET_KEY", credentials.secret_name, credentials.secret_key_key
+                )
+            )
         return env
+
+
+def pool_env_prefix(pool: str) -> str:
+    """Settings of storage pool ``pool`` (noctis.settings.PoolSettings) as variables."""
+    return f"NOCTIS_STORAGE_POOLS__{pool}__"
 
 
 def config_map_name(archive: str) -> str:
@@ -76,8 +97,15 @@ def transfer_name(archive: str) -> str:
 
 
 def archive_context(
-    name: str, namespace: str, spec: ArchiveSpec, pool: StoragePoolSpec
+    name: str,
+    namespace: str,
+    spec: ArchiveSpec,
+    pool: StoragePoolSpec,
+    other_pools: Mapping[str, StoragePoolSpec] | None = None,
 ) -> ArchiveContext:
+    """``other_pools``: the StoragePools (by name) that Facilities of the Archive name besides
+    its own: every pod gets each one's endpoint and bucket, and its credentials from its
+    Secret (never in the ConfigMap, the index or a log)."""
     config = {
         "NOCTIS_MODE": "production",
         "NOCTIS_DATA_DIR": common.DATA_DIR,
@@ -89,6 +117,15 @@ def archive_context(
     }
     if pool.region:
         config["NOCTIS_S3_REGION"] = pool.region
+    config["NOCTIS_STORAGE_POOL"] = spec.storage_pool
+    others = {n: p for n, p in (other_pools or {}).items() if n != spec.storage_pool}
+    for pool_name, other in sorted(others.items()):
+        prefix = pool_env_prefix(pool_name)
+        config[f"{prefix}ENDPOINT"] = other.host
+        config[f"{prefix}BUCKET"] = other.bucket
+        config[f"{prefix}SECURE"] = "true" if other.secure else "false"
+        if other.region:
+            config[f"{prefix}REGION"] = other.region
     return ArchiveContext(
         name=name,
         namespace=namespace,
@@ -97,6 +134,7 @@ def archive_context(
         s3_credentials=pool.credentials,
         config=config,
         pull_policy=spec.image_pull_policy.value if spec.image_pull_policy else None,
+        pool_credentials={n: p.credentials for n, p in others.items()},
     )
 
 
