@@ -231,7 +231,8 @@ def _case(
             case=name,
             instances=files.count,
             received_s=received - began,
-            delay_s=last - received if not backlog else float("nan"),
+            # storescu exits after its last answer: the copy may be there first (0)
+            delay_s=max(0.0, last - received) if not backlog else float("nan"),
             forward_per_s=files.count / max(last - first, 1e-6),
             ok=True,
             round=round_no,
