@@ -29,7 +29,7 @@ if not __package__:  # `python bench/run.py`: make `bench` importable, not its m
 
 from rich.console import Console
 
-from bench import backing, cluster, data, images, load, query, stable, store, web
+from bench import backing, cluster, data, images, load, query, route, stable, store, web
 from bench import delete as delete_bench
 from bench import retention as retention_bench
 from bench.data import Dataset, FileSet
@@ -66,6 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "stable",
             "delete",
             "retention",
+            "route",
         ),
         help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both; "
         "load: QIDO/metadata under concurrent stores and a login flood (Noctis targets); "
@@ -73,7 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "cluster: the one-node cluster (up, helm install to first C-STORE, memory; as root); "
         "stable: the study-stable sweep's cost over 100,000 studies (SQLite, PostgreSQL); "
         "delete: time to delete the CT study (answered, all objects gone; Noctis targets); "
-        "retention: a retention run over --studies studies (SQLite, PostgreSQL)",
+        "retention: a retention run over --studies studies (SQLite, PostgreSQL); "
+        "route: forwarding to storescp, Noctis beside Orthanc (bench/route.py)",
     )
     parser.add_argument("--quick", action="store_true", help="small data, few runs: a smoke run")
     parser.add_argument(
@@ -142,6 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("runs", "slices", "small"):
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
+    if args.suite == "route":
+        return route.main(
+            console,
+            targets=[n.strip() for n in args.targets.split(",")] if args.targets else None,
+            rounds=args.rounds,
+            sizes=sizes,
+            data_dir=args.data_dir,
+            results_dir=args.results_dir,
+        )
     plan = load.QUICK if args.quick else load.FULL
     default = LOAD_TARGETS if args.suite in ("load", "delete") else TARGET_NAMES
     names = [n.strip() for n in (args.targets or ",".join(default)).split(",") if n.strip()]

@@ -18,11 +18,13 @@ from rich.console import Console
 from rich.table import Table
 
 from noctis.cli_lifecycle import check_app, delete_app, hold_app
+from noctis.cli_routes import route_app
 from noctis.settings import Settings
 
 app = typer.Typer(help="Noctis: a Kubernetes-native PACS.", no_args_is_help=True)
 facility_app = typer.Typer(help="The facility registry: who may send, query and retrieve.")
 app.add_typer(facility_app, name="facility")
+app.add_typer(route_app, name="route")
 user_app = typer.Typer(help="Local users of the web side (viewer, DICOMweb, REST).")
 app.add_typer(user_app, name="user")
 app.add_typer(delete_app, name="delete")

@@ -198,6 +198,30 @@ class Settings(BaseSettings):
         "pipeline: the default queue and the facilities'; transfers: the destinations' only",
     )
 
+    # Routing (issue 14: forwarding to other AEs; noctis.core.routing)
+    route_scan_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="how often a worker looks for new instances of per-instance routes, "
+        "transfers due again and transfers whose worker died",
+    )
+    route_claim_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="a claimed transfer not finished within this time is taken back and "
+        "sent again (its worker is presumed dead); renewed while a batch is being sent",
+    )
+    route_batch: int = Field(50, ge=1, description="transfers one association sends at most")
+    route_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="how long routing waits to connect to a destination and for each answer "
+        "(association, C-STORE response)",
+    )
+    route_calling_ae: str = Field(
+        "NOCTIS", min_length=1, max_length=16, description="the AE title routing sends as"
+    )
+
     # Web
     api_host: str = "0.0.0.0"
     api_port: int = 8080

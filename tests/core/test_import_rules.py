@@ -2,7 +2,8 @@
 
 Domain packages (dicom, storage, index, settings, specs) import neither the core nor a process
 package; the core imports no process package; scp, api, worker and operator never import each
-other; only cli.py and embedded.py import everything; the worker never imports pynetdicom.
+other; only cli.py and embedded.py import everything; the worker imports pynetdicom only in
+worker/dimse_send.py (routing's C-STORE sender).
 Imports inside functions and under TYPE_CHECKING count like the others.
 """
 

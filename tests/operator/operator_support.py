@@ -56,6 +56,7 @@ class OperatorProcess:
             "NOCTIS_OPERATOR_LIVENESS_PORT": str(port),
             "NOCTIS_OPERATOR_USAGE_INTERVAL": "2",
             "NOCTIS_OPERATOR_FACILITY_INTERVAL": "2",
+            "NOCTIS_OPERATOR_ROUTE_INTERVAL": "2",
             "NOCTIS_OPERATOR_RETRY_DELAY": "2",
             "NOCTIS_OPERATOR_SCALE_INTERVAL": "1",
             "NOCTIS_OPERATOR_METRICS_HOST": "127.0.0.1",

@@ -13,6 +13,7 @@ from noctis.operator.kinds import CRD_KINDS
 from noctis.specs.archive import ArchiveSpec
 from noctis.specs.dicomnode import DicomNodeSpec
 from noctis.specs.facility import FacilitySpec
+from noctis.specs.route import RouteSpec
 from noctis.specs.storagepool import StoragePoolSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +24,7 @@ MODELS = {
     "Facility": FacilitySpec,
     "Archive": ArchiveSpec,
     "DicomNode": DicomNodeSpec,
+    "Route": RouteSpec,
 }
 
 
@@ -97,3 +99,20 @@ def test_examples_are_valid_specs(path: Path) -> None:
         if document["kind"] in MODELS:
             assert document["apiVersion"] == "pacs.noctis.io/v1alpha1"
             MODELS[document["kind"]].model_validate(document["spec"])
+
+
+def _exclusive_bounds(node: object) -> list[object]:
+    if isinstance(node, list):
+        return [found for item in node for found in _exclusive_bounds(item)]
+    if not isinstance(node, dict):
+        return []
+    here = [node[k] for k in ("exclusiveMinimum", "exclusiveMaximum") if k in node]
+    return here + [found for value in node.values() for found in _exclusive_bounds(value)]
+
+
+@pytest.mark.parametrize("kind", CRD_KINDS, ids=lambda k: k.resource.kind)
+def test_exclusive_bounds_are_booleans_as_the_api_server_wants(kind: crdgen.CrdKind) -> None:
+    """OpenAPI v3.0 (the API server's) takes exclusiveMinimum/Maximum as booleans beside
+    minimum/maximum; a number (JSON Schema 2020, pydantic's gt/lt) makes it refuse the CRD."""
+    bounds = _exclusive_bounds(crdgen.crd(kind))
+    assert all(isinstance(bound, bool) for bound in bounds), bounds

@@ -523,7 +523,7 @@ def fresh_namespace(kube: RunsKubectl, prefix: str = "test") -> Iterator[str]:
 
 
 ESTABLISHED = '{.status.conditions[?(@.type=="Established")].status}'
-NOCTIS_CRDS = ("storagepools", "facilities", "archives", "dicomnodes", "kopfpeerings")
+NOCTIS_CRDS = ("storagepools", "facilities", "archives", "dicomnodes", "routes", "kopfpeerings")
 
 
 def install_noctis_crds(kube: ControlPlane) -> None:

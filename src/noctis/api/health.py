@@ -8,6 +8,7 @@ label values.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -22,7 +23,9 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from noctis.core import consistency, quota_metrics, reconciliation, stability
+from noctis.core import consistency, quota_metrics, reconciliation, routing_status, stability
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
@@ -108,4 +111,9 @@ def metrics(request: Request) -> Response:
     body += consistency.metrics_text(request.app.state.runtime)
     # Each facility's usage and quotas, from the index (noctis.core.quota_metrics).
     body += quota_metrics.usage_text(request.app.state.runtime.reading)
+    try:  # routing progress, from the index: an index outage leaves the rest to scrape
+        with request.app.state.runtime.reader() as session:
+            body += routing_status.metrics_text(session)
+    except Exception:
+        log.warning("routing metrics unavailable (index unreachable?)", exc_info=True)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

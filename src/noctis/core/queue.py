@@ -173,3 +173,7 @@ class CeleryQueue:
         except Exception:
             # A broker outage must not fail a store that is already durable.
             log.exception("could not queue task %s", task)
+
+
+# Send the due transfers of one destination (kwargs destination); on destination_queue(ae).
+FORWARD_TO_DESTINATION = "noctis.forward"

@@ -115,6 +115,13 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         node = {**target, **node}  # siblings of $ref (default, description) win
     if node.get("additionalProperties") is False:
         del node["additionalProperties"]  # structural schemas prune unknown fields instead
+    # JSON Schema 2020 (pydantic's gt/lt) gives a number; the API server's OpenAPI v3.0
+    # schema wants the bound in minimum/maximum and exclusiveMinimum/Maximum as booleans.
+    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        value = node.get(exclusive)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            node[bound] = value
+            node[exclusive] = True
     out = {}
     for key in sorted(node, key=_key_order):
         value = node[key]

@@ -17,7 +17,7 @@ import kopf
 from pydantic import BaseModel
 
 from noctis.index.db import make_engine, make_sessionmaker
-from noctis.operator import archive, cascade, dicomnode, facility, scaling, storagepool
+from noctis.operator import archive, cascade, dicomnode, facility, route, scaling, storagepool
 from noctis.operator.builders.archive import Images
 from noctis.operator.context import Operator, guarded
 from noctis.operator.errors import SpecInvalid, parse_spec
@@ -30,6 +30,7 @@ from noctis.operator.kinds import (
     GROUP,
     MANAGED_BY,
     OWN_RESOURCES,
+    ROUTES,
     STORAGEPOOLS,
     VERSION,
     Resource,
@@ -194,6 +195,28 @@ def facility_usage(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 def facility_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _run(memo, body, facility.disable)
     cascade.reconcile_all(memo.operator, _ns(body))
+
+
+# Route ----------------------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, ROUTES.plural)
+@kopf.on.create(GROUP, VERSION, ROUTES.plural)
+@kopf.on.update(GROUP, VERSION, ROUTES.plural)
+def route_reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _run(memo, body, lambda op, raw: route.reconcile(op, raw, apply_always=True))
+
+
+@kopf.timer(GROUP, VERSION, ROUTES.plural, interval=TICK)
+def route_progress(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if _due(memo, "progress_at", memo.operator.settings.operator_route_interval):
+        reconcile = functools.partial(route.reconcile, apply_always=False)
+        _run(memo, body, reconcile, raise_for_kopf=False)
+
+
+@kopf.on.delete(GROUP, VERSION, ROUTES.plural)
+def route_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _run(memo, body, route.remove)
 
 
 # Archive and DicomNode ------------------------------------------------------------------------

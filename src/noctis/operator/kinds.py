@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from noctis.specs.archive import ArchiveSpec
 from noctis.specs.dicomnode import DicomNodeSpec
 from noctis.specs.facility import FacilitySpec
+from noctis.specs.route import RouteSpec, RouteStatus
 from noctis.specs.status import ArchiveStatus, DicomNodeStatus, FacilityStatus, StoragePoolStatus
 from noctis.specs.storagepool import StoragePoolSpec
 
@@ -50,6 +51,7 @@ STORAGEPOOLS = Resource(GROUP, VERSION, "storagepools", "StoragePool")
 FACILITIES = Resource(GROUP, VERSION, "facilities", "Facility")
 DICOMNODES = Resource(GROUP, VERSION, "dicomnodes", "DicomNode")
 ARCHIVES = Resource(GROUP, VERSION, "archives", "Archive")
+ROUTES = Resource(GROUP, VERSION, "routes", "Route")
 
 CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
 SECRETS = Resource("", "v1", "secrets", "Secret")
@@ -59,7 +61,7 @@ HPAS = Resource("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodA
 PDBS = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 
 CHILD_RESOURCES = {r.kind: r for r in (CONFIGMAPS, SERVICES, DEPLOYMENTS, HPAS, PDBS)}
-OWN_RESOURCES = {r.kind: r for r in (STORAGEPOOLS, FACILITIES, DICOMNODES, ARCHIVES)}
+OWN_RESOURCES = {r.kind: r for r in (STORAGEPOOLS, FACILITIES, DICOMNODES, ARCHIVES, ROUTES)}
 
 
 def resource_of(obj: dict[str, Any]) -> Resource:
@@ -140,5 +142,21 @@ CRD_KINDS = [
             _column("Workers", ".status.workerReadyReplicas", "integer"),
         ],
         max_name_length=52,  # "<name>-worker", "<name>-config"; Service "<name>-api"
+    ),
+    CrdKind(
+        ROUTES,
+        RouteSpec,
+        RouteStatus,
+        ("rt",),
+        [
+            _column("Facility", ".spec.facility"),
+            _column("Trigger", ".spec.trigger"),
+            _column("Ready", '.status.conditions[?(@.type=="Ready")].status'),
+            _column("Pending", ".status.pending", "integer"),
+            _column("Sent", ".status.sent", "integer"),
+            _column("Dead", ".status.dead", "integer"),
+            _column("Destinations", ".spec.destinations", priority=1),
+        ],
+        max_name_length=253,
     ),
 ]

@@ -38,6 +38,9 @@ class OperatorSettings(BaseSettings):
     operator_image_pull_policy: str | None = None
     operator_usage_interval: float = Field(300.0, gt=0, description="StoragePool usage refresh, s")
     operator_facility_interval: float = Field(60.0, gt=0, description="Facility usage refresh, s")
+    operator_route_interval: float = Field(
+        30.0, gt=0, description="Route progress refresh (status counts from the index), s"
+    )
     operator_retry_delay: float = Field(
         30.0, gt=0, description="seconds before a blocked reconcile is retried"
     )

@@ -11,7 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 from noctis.core.deletion import SWEEP_DELETIONS
-from noctis.core.queue import INSTANCE_STORED, SERIES_METADATA, STUDY_STABLE
+from noctis.core.queue import (
+    FORWARD_TO_DESTINATION,
+    INSTANCE_STORED,
+    ROUTE_STUDY,
+    SERIES_METADATA,
+    STUDY_STABLE,
+)
+from noctis.worker.forward import forward_to_destination, route_study, routing_tick
 from noctis.worker.periodic import PeriodicJob
 from noctis.worker.series_metadata import instance_stored, series_metadata
 from noctis.worker.stable import STABLE_SWEEP, study_stable
@@ -21,12 +28,15 @@ TASKS: dict[str, Callable[..., Any]] = {
     INSTANCE_STORED: instance_stored,
     SERIES_METADATA: series_metadata,
     STUDY_STABLE: study_stable,
+    ROUTE_STUDY: route_study,
+    FORWARD_TO_DESTINATION: forward_to_destination,
     SWEEP_DELETIONS: sweep_deletions,
 }
 
 # Jobs every worker process runs on a clock (noctis.worker.periodic), one line each.
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     STABLE_SWEEP,
+    PeriodicJob("routing", lambda settings: settings.route_scan_seconds, routing_tick),
     DELETION_SWEEP,
     CONSISTENCY_CHECK,
     RETENTION,

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from noctis.api.rest import lifecycle, records, studies, users
+from noctis.api.rest import lifecycle, records, routes, studies, users
 
 router = APIRouter()
 router.include_router(records.router)
 router.include_router(users.router)
+router.include_router(routes.router)
 router.include_router(studies.router)
 router.include_router(lifecycle.router)
 
