@@ -192,9 +192,9 @@ def test_the_routing_migration_goes_down_and_up(
         if backend == "postgres"
         else f"sqlite:///{tmp_path / 'index.sqlite3'}"
     )
-    upgrade(url)
+    upgrade(url, "0009")
     assert current_revision(url) == "0009"
-    command.downgrade(alembic_config(url), "0011")
+    command.downgrade(alembic_config(url), "0008")
     from sqlalchemy import create_engine
 
     engine = create_engine(url)
@@ -203,7 +203,7 @@ def test_the_routing_migration_goes_down_and_up(
         with pytest.raises(Exception, match="route"):
             conn.execute(text("SELECT count(*) FROM route_transfer"))
     engine.dispose()
-    upgrade(url)
+    upgrade(url, "0009")
     assert current_revision(url) == "0009"
 
 

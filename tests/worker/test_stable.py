@@ -1,5 +1,5 @@
 """Study-stable detection: a quiet study is declared stable once per version, by one of
-several competing workers, its derivatives are made, routing is told, and the state
+several competing workers, its derivatives are made, it is routed, and the state
 survives a restart. On SQLite and PostgreSQL, embedded (in-process queue) and under Celery
 on a real Redis broker."""
 
@@ -19,18 +19,21 @@ from typing import Any
 
 import httpx
 import pytest
+from routing_support import add_route, facility_with_destinations, received_uids
 from sqlalchemy import func, insert, select, update
 
-from noctis.core.queue import ROUTE_STUDY, InProcessQueue
+from noctis.core.ingest import FacilityRef
+from noctis.core.queue import InProcessQueue
 from noctis.core.runtime import Runtime
 from noctis.dicom.metadata import bundle_key
 from noctis.dicom.thumbnail import thumbnail_key
-from noctis.index.models import Facility, Patient, Study
+from noctis.index.models import Facility, Instance, Patient, Study
 from noctis.index.stable import StudyStable, study_stability
 from noctis.worker.inprocess import register_tasks, start_periodic
 from noctis.worker.stable import detect_stable_studies
 from support import wait
 from support.archive import embedded_settings, open_runtime, register_facility
+from support.dcmtk import StoreSCP
 from support.dicomdata import generate_ct_series
 from support.incoming import ingest_file
 from support.ports import free_ports
@@ -40,21 +43,28 @@ from support.ports import free_ports
 QUIET = 1.5
 
 
-class Recorder:
-    """A task handler recording its calls' keywords."""
+class Destination:
+    """dcmtk's storescp as the destination of a stable-triggered Route of facility north:
+    what it received is what the study's routing sent."""
 
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self.__name__ = "recorder"
+    def __init__(self, scp: StoreSCP) -> None:
+        self.scp = scp
 
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        with self._lock:
-            self.calls.append(kwargs)
+    def routes(self, runtime: Runtime) -> FacilityRef:
+        """Register facility north with this destination and a Route to it on stable."""
+        facility = facility_with_destinations(runtime, "north", {self.scp.ae_title: self.scp.port})
+        add_route(
+            runtime,
+            "to-pacs",
+            facility="north",
+            destinations=[self.scp.ae_title],
+            trigger="stable",
+        )
+        return facility
 
-    def studies(self) -> Counter[str]:
-        with self._lock:
-            return Counter(c["study_instance_uid"] for c in self.calls)
+    def received(self) -> Counter[str]:
+        """SOP Instance UID -> how many times it arrived."""
+        return Counter(received_uids(self.scp))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -85,6 +95,13 @@ def _store_series(
     return header.study_instance_uid, header.series_instance_uid, [r.object_key for r in results]
 
 
+def _sop_uid(runtime: Runtime, object_key: str) -> str:
+    with runtime.sessions() as session:
+        return session.scalar(
+            select(Instance.sop_instance_uid).where(Instance.object_key == object_key)
+        )
+
+
 def _stability(runtime: Runtime, study_uid: str) -> Any:
     with runtime.sessions() as session:
         pk = session.scalar(select(Study.id).where(Study.study_instance_uid == study_uid))
@@ -92,17 +109,16 @@ def _stability(runtime: Runtime, study_uid: str) -> Any:
 
 
 @contextlib.contextmanager
-def _embedded(settings: Any) -> Iterator[tuple[Runtime, Recorder]]:
-    """An archive as `noctis serve` runs it: tasks on the in-process queue, periodic jobs on
-    their thread; routing replaced by a recorder."""
+def _embedded(settings: Any, received: Path) -> Iterator[tuple[Runtime, Destination]]:
+    """An archive as `noctis serve` runs it (tasks on the in-process queue, periodic jobs on
+    their thread) and a storescp its stable studies can be routed to."""
     runtime = open_runtime(settings)
     runtime.queue = InProcessQueue()
     register_tasks(runtime)
-    routed = Recorder()
-    runtime.queue.register(ROUTE_STUDY, routed)
     periodic = start_periodic(runtime)
     try:
-        yield runtime, routed
+        with StoreSCP(received, ae_title="PACS") as scp:
+            yield runtime, Destination(scp)
     finally:
         periodic.stop()
         runtime.queue.drain()
@@ -112,14 +128,14 @@ def _embedded(settings: Any) -> Iterator[tuple[Runtime, Recorder]]:
 def test_embedded_a_quiet_study_is_stable_once_then_again_after_more_instances(
     tmp_path: Path, database_url: str
 ) -> None:
-    with _embedded(_settings(tmp_path, database_url)) as (runtime, routed):
-        facility = register_facility(runtime, "north")
+    with _embedded(_settings(tmp_path, database_url), tmp_path / "pacs") as (runtime, pacs):
+        facility = pacs.routes(runtime)
         study, series, keys = _store_series(runtime, facility, tmp_path / "a")
-        wait.until(lambda: routed.studies()[study] == 1, what="the study routed", timeout=30)
+        first = {_sop_uid(runtime, key) for key in keys}
+        wait.until(lambda: set(pacs.received()) == first, what="the study routed", timeout=30)
         wait.until(lambda: _stability(runtime, study).derivatives_done, what="done", timeout=10)
         state = _stability(runtime, study)
         assert state.stable and state.times == 1 and state.stable_at is not None
-        assert routed.calls[0] == {"facility": "north", "study_instance_uid": study}
         # Its derivatives: the series' metadata bundle and thumbnail (middle slice).
         assert runtime.store.exists(bundle_key("north", study, series))
         middle = keys[len(keys) // 2]
@@ -128,14 +144,16 @@ def test_embedded_a_quiet_study_is_stable_once_then_again_after_more_instances(
         # The same version is never declared again, however often the sweep runs.
         assert detect_stable_studies(runtime) == []
 
-        # More instances: a new version, stable again once quiet, routed a second time.
-        _, second, _ = _store_series(runtime, facility, tmp_path / "b", study_uid=study, seed=1)
+        # More instances: a new version, stable again once quiet, routed a second time: the
+        # new instances arrive, the first ones are not sent again.
+        _, second, added = _store_series(runtime, facility, tmp_path / "b", study_uid=study, seed=1)
         assert not _stability(runtime, study).stable
-        wait.until(lambda: routed.studies()[study] == 2, what="routed again", timeout=30)
+        every = first | {_sop_uid(runtime, key) for key in added}
+        wait.until(lambda: set(pacs.received()) == every, what="routed again", timeout=30)
         wait.until(lambda: _stability(runtime, study).derivatives_done, what="done", timeout=10)
         assert _stability(runtime, study).times == 2
         assert runtime.store.exists(bundle_key("north", study, second))
-        assert routed.studies() == {study: 2}
+        assert pacs.received() == Counter(every)  # each once
 
 
 def test_a_facility_overrides_the_quiet_time(tmp_path: Path) -> None:
@@ -171,22 +189,24 @@ def test_the_state_survives_a_restart_and_a_lost_task_is_sent_again(
     # A worker declares the study stable and dies before its task runs (the queue drops it).
     first = open_runtime(settings)
     facility = register_facility(first, "north")
-    study, _, _ = _store_series(first, facility, tmp_path / "a")
+    study, _, keys = _store_series(first, facility, tmp_path / "a")
+    uids = Counter(_sop_uid(first, key) for key in keys)
     declared = wait.until(lambda: detect_stable_studies(first), what="declared", timeout=10)
     assert [d.study_instance_uid for d in declared] == [study]
     first.close()
 
     # Restarted: the declared version is remembered, so not declared again...
-    with _embedded(settings) as (runtime, routed):
+    with _embedded(settings, tmp_path / "pacs") as (runtime, pacs):
+        pacs.routes(runtime)  # declared while the worker was down
         assert _stability(runtime, study).times == 1
         # ...but its unfinished task is sent again once the retry time has passed.
-        wait.until(lambda: routed.studies()[study] == 1, what="the lost task again", timeout=20)
+        wait.until(lambda: pacs.received() == uids, what="the lost task again", timeout=20)
         wait.until(lambda: _stability(runtime, study).derivatives_done, what="done", timeout=10)
         state = _stability(runtime, study)
         assert state.stable and state.times == 1
         # Done: never sent again.
         assert detect_stable_studies(runtime) == []
-        assert routed.studies() == {study: 1}
+        assert pacs.received() == uids
 
 
 def _worker_environment(settings: Any, health_port: int) -> dict[str, str]:
@@ -254,10 +274,7 @@ def test_two_worker_processes_declare_each_study_version_once(
             assert state.stable and state.times == 1
         for n in range(len(ports)):
             log = (tmp_path / f"worker{n}.log").read_text()
-            # ROUTE_STUDY's handler is the routing part's: until it is registered, a worker
-            # logs each one it receives as unregistered. Nothing else may fail.
-            unrouted = log.count("Received unregistered task of type 'noctis.route_study'")
-            assert log.count("Traceback") == unrouted, log
+            assert "Traceback" not in log, log
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)

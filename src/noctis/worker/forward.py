@@ -1,8 +1,8 @@
 """Forwarding: the worker's routing tasks and its periodic job.
 
-- ``route_study`` (ROUTE_STUDY, sent when a study becomes stable): creates the study's
-  transfers for the facility's stable-trigger routes, then asks each destination's queue to
-  send them.
+- ``route_study`` (ROUTE_STUDY; called by the stable-study task, and sent on demand): creates
+  the study's transfers for the facility's stable-trigger routes, then asks each
+  destination's queue to send them.
 - ``forward_to_destination`` (FORWARD_TO_DESTINATION, on ``destination_queue(ae)``): claims
   the destination's due transfers a batch at a time and sends them on one association per
   batch, until none is due or ``TASK_SECONDS`` have passed (then it sends itself again, so a

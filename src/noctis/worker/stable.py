@@ -10,7 +10,8 @@ sweep counts it (``noctis_studies_stabilised_total``) and sends ``STUDY_STABLE``
 facility's queue.
 
 ``study_stable`` (the task) makes the study's derivatives -- each series' metadata bundle
-(made or checked) and thumbnail -- then sends ``ROUTE_STUDY`` and records that it finished.
+(made or checked) and thumbnail -- then routes it (the transfers its Routes want are
+written to the index) and records that it finished.
 A declared study whose task never finished (lost with its worker, a broker that refused the
 send) is sent again after ``NOCTIS_STABLE_RETRY_SECONDS``: at least once, never lost; the task
 is idempotent (derivatives already made are kept), routing counts what it sends.
@@ -29,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from noctis.core.queue import ROUTE_STUDY, STUDY_STABLE, facility_queue
+from noctis.core.queue import STUDY_STABLE, facility_queue
 from noctis.core.runtime import Runtime
 from noctis.core.stability import count_stabilised
 from noctis.dicom.metadata import BUNDLE_MINIMUM
@@ -43,6 +44,7 @@ from noctis.index.stable import (
     reclaim_unfinished,
 )
 from noctis.settings import Settings
+from noctis.worker.forward import route_study
 from noctis.worker.periodic import PeriodicJob
 from noctis.worker.series_metadata import series_metadata
 from noctis.worker.thumbnails import study_thumbnails
@@ -114,12 +116,10 @@ def study_stable(
         if count >= BUNDLE_MINIMUM
     )
     thumbnails = Counter(study_thumbnails(runtime, facility, study_instance_uid).values())
-    runtime.queue.send(
-        ROUTE_STUDY,
-        queue=facility_queue(facility),
-        facility=facility,
-        study_instance_uid=study_instance_uid,
-    )
+    # Routed here, not through a ROUTE_STUDY message: the transfers are in the index before
+    # the study is marked done, so a broker losing a message can never leave it unrouted
+    # (the routing job sends again what a lost forwarding task did not).
+    routed = route_study(runtime, facility=facility, study_instance_uid=study_instance_uid)
     with runtime.sessions.begin() as session:
         mark_done(
             session,
@@ -129,7 +129,8 @@ def study_stable(
         )
     return (
         f"done: {bundles['built']} bundles built, {bundles['current']} current; "
-        f"{thumbnails['made']} thumbnails made, {thumbnails['present']} present"
+        f"{thumbnails['made']} thumbnails made, {thumbnails['present']} present; "
+        f"{sum(routed.values())} transfers queued"
     )
 
 

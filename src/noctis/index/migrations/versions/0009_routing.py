@@ -1,7 +1,7 @@
 """routing: routes, one transfer per instance x destination, sent counts per destination
 
 Revision ID: 0009
-Revises: 0011 (the last one on main when this was written)
+Revises: 0008
 Create Date: 2026-12-06 21:20:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0011"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
