@@ -80,3 +80,24 @@ def test_a_core_module_importing_the_api_breaks_the_rules(copied_src: Path, form
         roles.write_text(original)
     assert result.returncode != 0
     assert "noctis.core.roles -> noctis.api.security" in result.stdout
+
+
+def test_the_scp_imports_no_metrics_client_before_it_chooses_its_mode() -> None:
+    """`noctis scp` with several processes sets prometheus_client's multiprocess directory
+    before the client is imported; a module of the SCP's import graph importing it at import
+    time would keep the supervisor's own samples out of /metrics (each process's would stay
+    local): the scrape would add up only the other processes."""
+    probe = (
+        "import sys\n"
+        "import noctis.scp.process, noctis.scp.server, noctis.core.ingest\n"
+        "print('prometheus_client' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={"PYTHONPATH": str(REPOSITORY / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.stdout.strip() == "False", result.stderr

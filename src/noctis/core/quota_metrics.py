@@ -7,6 +7,10 @@
 - ``noctis_facility_quota_exceeded{quota}``: 1 while the facility is at or over that quota;
 - ``noctis_quota_refusals_total{facility,quota}``: instances refused for a quota, counted by
   the process that refused them (the SCP's /metrics, the API's for STOW-RS).
+
+prometheus_client is imported when first needed, never with this module: ingest imports it,
+and `noctis scp` with several processes must set its multiprocess directory before the
+client is imported (noctis.scp.metrics).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, generate_latest
 from sqlalchemy import Connection, func, select
 
 from noctis.index.models import Facility, Study
@@ -29,6 +32,8 @@ _lock = threading.Lock()
 def _refusal_counter() -> Any:
     global _refusals
     if _refusals is None:
+        from prometheus_client import Counter
+
         with _lock:  # stores run on several threads: registering twice would raise
             if _refusals is None:
                 _refusals = Counter(
@@ -45,6 +50,8 @@ def refused(facility: str, quota: str) -> None:
 
 def usage_text(reading: Callable[[], AbstractContextManager[Connection]]) -> bytes:
     """The usage gauges and the refusal counter in Prometheus' text format."""
+    from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
+
     registry = CollectorRegistry()
     labels = ["facility"]
     used = Gauge("noctis_facility_used_bytes", "bytes a facility stores", labels, registry=registry)
