@@ -96,7 +96,7 @@ class RefusingSCP:
         with self._lock:
             self.answered.append((uid, code))
             if code == 0:
-                self.received[uid] = bytes(event.encoded_dataset(include_meta=False))
+                self.received[uid] = _received_data_set(event)
                 self.syntaxes[uid] = str(event.context.transfer_syntax)
         return code
 
@@ -122,3 +122,29 @@ class RefusingSCP:
 def dataset_bytes_by_uid(files: Iterable[Path]) -> dict[str, bytes]:
     """SOP Instance UID -> the file's data set bytes (what a destination must receive)."""
     return {sop_instance_uid(path): dataset_bytes(path) for path in files}
+
+
+def _received_data_set(event: Any) -> bytes:
+    """The C-STORE data set as the peer encoded it. pynetdicom's receive mode is process-wide:
+    once an SCP of the archive ran in this process (an earlier test), data sets arrive spooled
+    to a Part 10 file (``event.dataset_path``) and ``encoded_dataset`` is empty."""
+    try:
+        path = Path(event.dataset_path)
+    except AttributeError:
+        return bytes(event.encoded_dataset(include_meta=False))
+    return _without_file_meta(path.read_bytes())
+
+
+def _without_file_meta(part10: bytes) -> bytes:
+    """The data set of a Part 10 file: after the preamble, 'DICM' and the group 0002 elements
+    (explicit VR little endian, PS3.10 7.1)."""
+    offset = 132
+    while part10[offset : offset + 2] == b"\x02\x00":
+        vr = part10[offset + 4 : offset + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            length = int.from_bytes(part10[offset + 8 : offset + 12], "little")
+            offset += 12 + length
+        else:
+            length = int.from_bytes(part10[offset + 6 : offset + 8], "little")
+            offset += 8 + length
+    return part10[offset:]
