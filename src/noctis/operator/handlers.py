@@ -25,6 +25,7 @@ from noctis.operator.kinds import (
     API_VERSION,
     ARCHIVES,
     CHILD_RESOURCES,
+    CRD_KINDS,
     DICOMNODES,
     FACILITIES,
     GROUP,
@@ -37,6 +38,7 @@ from noctis.operator.kinds import (
 )
 from noctis.operator.kube import Kube, load_configuration
 from noctis.operator.metrics import OperatorMetrics
+from noctis.operator.served import wait_until_served
 from noctis.operator.settings import OperatorSettings
 from noctis.specs.archive import ArchiveSpec
 from noctis.specs.dicomnode import DicomNodeSpec
@@ -101,6 +103,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         ),
         engine=engine,
         sessions=make_sessionmaker(engine) if engine is not None else None,
+    )
+    namespaces = config.namespaces()
+    wait_until_served(
+        memo.operator.kube,
+        [kind.resource for kind in CRD_KINDS],
+        [None] if config.operator_clusterwide or not namespaces else namespaces,
     )
     memo.metrics = OperatorMetrics.create()
     if config.operator_metrics_port:
@@ -180,7 +188,7 @@ def storagepool_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.update(GROUP, VERSION, FACILITIES.plural)
 def facility_reconcile(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) -> None:
     _run(memo, body, lambda op, raw: facility.reconcile(op, raw, apply_always=True))
-    if reason == "create":  # a new task queue for the workers
+    if reason in ("create", "update"):  # a new task queue, or another StoragePool, for the pods
         cascade.reconcile_all(memo.operator, _ns(body))
 
 
