@@ -129,10 +129,12 @@ def _received_data_set(event: Any) -> bytes:
     once an SCP of the archive ran in this process (an earlier test), data sets arrive spooled
     to a Part 10 file (``event.dataset_path``) and ``encoded_dataset`` is empty."""
     try:
-        path = Path(event.dataset_path)
+        path = event.dataset_path  # None, or missing, when pynetdicom received it in memory
     except AttributeError:
+        path = None
+    if path is None:
         return bytes(event.encoded_dataset(include_meta=False))
-    return _without_file_meta(path.read_bytes())
+    return _without_file_meta(Path(path).read_bytes())
 
 
 def _without_file_meta(part10: bytes) -> bytes:

@@ -25,6 +25,7 @@ from routing_support import (
     route_progress,
 )
 
+from noctis.core.deletion import Actor, Target, delete
 from noctis.core.queue import ROUTE_STUDY, InProcessQueue
 from noctis.core.runtime import Runtime
 from noctis.core.transfers import retry_dead
@@ -226,3 +227,47 @@ def test_a_destination_refusing_a_syntax_gets_it_decoded_or_a_clear_reason(
     assert "in no transfer syntax" in dead[rle_ultrasound]
     assert {attempts(runtime)[uid] for uid in dead} == {1}  # refused at once, not retried
     runtime.close()
+
+
+def test_a_study_deleted_and_sent_again_is_routed_again(tmp_path: Path) -> None:
+    """A study routed, deleted (its transfers go with it), then stored again: the destination
+    gets it a second time, and nothing of the deleted copy is left to fail as a dead letter."""
+    runtime = _embedded(tmp_path)
+    destination = RefusingSCP("PACS", refuse=lambda uid: False).start()
+    try:
+        facility = facility_with_destinations(runtime, "east", {"PACS": destination.port})
+        add_route(runtime, "to-pacs", facility="east", destinations=["PACS"], retry=FAST_RETRY)
+        files = generate_ct_series(tmp_path / "ct", slices=4, size=32)
+        expected = dataset_bytes_by_uid(files)
+
+        def store_and_route(times: int) -> str:
+            results = [ingest_file(runtime, facility, path) for path in files]
+            study = str(results[0].header.study_instance_uid)
+            runtime.queue.send(ROUTE_STUDY, facility="east", study_instance_uid=study)
+
+            def delivered() -> bool:
+                runtime.drain_tasks()
+                return route_progress(runtime)["PACS"]["sent"] == times * len(files)
+
+            wait.until(
+                delivered,
+                timeout=20,
+                what=f"the study delivered ({times})",
+                context=lambda: str(route_progress(runtime)),
+            )
+            return study
+
+        study = store_and_route(1)
+        assert destination.received == expected
+        deleted = delete(runtime, Target(facility.id, study), Actor("admin", "user", "127.0.0.1"))
+        assert deleted.instances == len(files)
+        with runtime.sessions() as session:
+            assert session.query(Transfer).count() == 0  # forgotten with the instances
+        store_and_route(2)
+        arrivals = Counter(uid for uid, code in destination.answered if code == 0)
+        assert arrivals == {uid: 2 for uid in expected}  # the second copy was routed too
+        assert route_progress(runtime)["PACS"]["dead"] == 0
+        assert route_progress(runtime)["PACS"]["sent"] == 2 * len(files)
+    finally:
+        destination.stop()
+        runtime.close()

@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from noctis.index.models import Base, Instance, Patient, Series, Study, utcnow
+from noctis.index.routing import forget_transfers
 
 
 class Tombstone(Base):
@@ -190,6 +191,7 @@ def delete_rows(
     deleted.size_bytes = sum(size for _, _, size, _ in rows)
     deleted.object_keys = [key for _, key, _, _ in rows]
     add_tombstones(session, facility_id, study, deleted.object_keys, prefix=False)
+    forget_transfers(session, facility_id, study, series, sop)
     ids = [row[0] for row in rows]
     for start in range(0, len(ids), 500):
         session.execute(delete(Instance).where(Instance.id.in_(ids[start : start + 500])))

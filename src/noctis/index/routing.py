@@ -23,8 +23,9 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    delete,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from noctis.index.models import Base, utcnow
 
@@ -72,6 +73,8 @@ class Transfer(Base):
         # without walking the many sent ones.
         Index("ix_route_transfer_open", "state", "next_attempt_at"),
         Index("ix_route_transfer_route_state", "route_id", "state"),
+        # A deleted study's transfers are forgotten with it (index.deletion).
+        Index("ix_route_transfer_study", "facility_id", "study_instance_uid"),
     )
 
     id: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True)
@@ -102,3 +105,19 @@ class RouteSent(Base):
     )
     destination: Mapped[str] = mapped_column(String(16), primary_key=True)
     sent: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+def forget_transfers(
+    session: Session, facility_id: int, study: str, series: str | None, sop: str | None
+) -> int:
+    """Remove the transfers of deleted instances (in the deletion's transaction): pending ones
+    would fail on a missing object, and a sent one would stop the same SOP Instance UID, stored
+    again later, from being routed again. The sent counts (``RouteSent``) stay."""
+    query = delete(Transfer).where(
+        Transfer.facility_id == facility_id, Transfer.study_instance_uid == study
+    )
+    if series is not None:
+        query = query.where(Transfer.series_instance_uid == series)
+    if sop is not None:
+        query = query.where(Transfer.sop_instance_uid == sop)
+    return int(session.execute(query).rowcount or 0)

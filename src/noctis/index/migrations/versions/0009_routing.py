@@ -80,6 +80,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_route_transfer_open", "route_transfer", ["state", "next_attempt_at"])
     op.create_index("ix_route_transfer_route_state", "route_transfer", ["route_id", "state"])
+    op.create_index(
+        "ix_route_transfer_study", "route_transfer", ["facility_id", "study_instance_uid"]
+    )
     op.create_table(
         "route_sent",
         sa.Column("route_id", sa.Integer(), nullable=False),
@@ -97,6 +100,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("route_sent")
+    op.drop_index("ix_route_transfer_study", table_name="route_transfer")
     op.drop_index("ix_route_transfer_open", table_name="route_transfer")
     op.drop_index("ix_route_transfer_route_state", table_name="route_transfer")
     op.drop_index("ix_route_transfer_due", table_name="route_transfer")
