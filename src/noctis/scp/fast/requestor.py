@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pynetdicom import evt
 from pynetdicom.association import Association
 
 from noctis.scp.fast import compat
@@ -29,5 +30,13 @@ class RequestingAssociation(compat.AssociationHooks):
 
 
 def requesting(assoc: Association) -> Association:
-    """``assoc`` (just associated, nothing sent yet) with the race closed."""
+    """``assoc`` (just associated, nothing sent yet) with the race closed, and a sender woken
+    when the connection ends."""
+    assoc.bind(evt.EVT_ABORTED, _wake_sender)
+    assoc.bind(evt.EVT_CONN_CLOSE, _wake_sender)
     return compat.become(assoc, RequestingAssociation)
+
+
+def _wake_sender(event: Any) -> None:
+    # What DIMSEServiceProvider.get_msg returns after a timeout: "no message".
+    event.assoc.dimse.msg_queue.put((None, None))
