@@ -186,9 +186,12 @@ def storagepool_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, FACILITIES.plural)
 @kopf.on.create(GROUP, VERSION, FACILITIES.plural)
 @kopf.on.update(GROUP, VERSION, FACILITIES.plural)
-def facility_reconcile(body: kopf.Body, memo: kopf.Memo, reason: str, **_: Any) -> None:
+def facility_reconcile(
+    body: kopf.Body, memo: kopf.Memo, reason: str, diff: kopf.Diff, **_: Any
+) -> None:
     _run(memo, body, lambda op, raw: facility.reconcile(op, raw, apply_always=True))
-    if reason in ("create", "update"):  # a new task queue, or another StoragePool, for the pods
+    pool_changed = any(tuple(change[1][:2]) == ("spec", "storagePool") for change in diff or ())
+    if reason == "create" or pool_changed:  # a new task queue, or another pool, for the pods
         cascade.reconcile_all(memo.operator, _ns(body))
 
 
