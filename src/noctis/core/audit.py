@@ -39,7 +39,7 @@ from noctis.index.models import utcnow
 
 log = logging.getLogger(__name__)
 
-ActorType = Literal["user", "token", "ae"]
+ActorType = Literal["user", "token", "ae", "system"]
 
 MAX_PENDING = 50_000
 MAX_BATCH = 500
