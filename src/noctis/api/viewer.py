@@ -42,6 +42,7 @@ RESERVED_PREFIXES = (
     "/login",
     "/logout",
     "/auth",
+    "/ui",
     "/healthz",
     "/readyz",
     "/metrics",

@@ -1,0 +1,2 @@
+// Noctis's pages: progressive enhancement only; every page works as plain HTML forms.
+"use strict";
