@@ -1,0 +1,102 @@
+"""Modality Worklist C-FIND (PS3.4 Annex K): a modality's scheduled steps.
+
+The worklist model is not one of the query/retrieve models the association answers itself
+(`noctis.scp.find.FIND_MODELS`), so on both DIMSE paths its C-FIND reaches pynetdicom's Basic
+Worklist Management service class and the EVT_C_FIND handler, `handle_c_find`, which hands
+it to `worklist_answers` (and every other model to `noctis.scp.find.handle_find`).
+
+The caller must be allowed the ``worklist`` service; it sees its own facility's scheduled
+orders only (`noctis.core.modality_worklist`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from pydicom.dataset import Dataset
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from noctis.core.modality_worklist import (
+    MODALITY_WORKLIST_FIND,
+    matching_orders,
+    parse_query,
+    worklist_item,
+)
+from noctis.index.models import Facility
+from noctis.index.query import QueryError
+from noctis.scp import status
+from noctis.scp.find import FindResponse, handle_find
+from noctis.scp.identifiers import IdentifierUndecodable, decode_identifier
+from noctis.scp.metrics import get_metrics, result_class
+
+if TYPE_CHECKING:
+    from pynetdicom.events import Event
+
+    from noctis.scp.scp_context import ScpContext
+
+log = logging.getLogger(__name__)
+
+
+def handle_c_find(event: Event, scp_context: ScpContext) -> Iterator[FindResponse]:
+    """EVT_C_FIND: the worklist model here, every other model to `handle_find`."""
+    if str(event.request.AffectedSOPClassUID) == MODALITY_WORKLIST_FIND:
+        return worklist_answers(event, scp_context)
+    return handle_find(event, scp_context)
+
+
+def worklist_answers(event: Event, scp_context: ScpContext) -> Iterator[FindResponse]:
+    final = status.SUCCESS
+    try:
+        for answer in _answers(event, scp_context):
+            code = answer[0]
+            final = code if isinstance(code, int) else int(code.Status)
+            yield answer
+    except Exception:
+        log.exception("worklist C-FIND failed")
+        final = status.FIND_INTERNAL_ERROR
+        yield status.with_comment(final, "internal error (logged)"), None
+    finally:
+        get_metrics().requests.labels(service="worklist", result=result_class(final)).inc()
+
+
+def _answers(event: Event, scp_context: ScpContext) -> Iterator[FindResponse]:
+    assoc = event.assoc
+    caller = scp_context.access.allowed(assoc, "worklist")
+    if caller is None:
+        yield status.with_comment(status.NOT_AUTHORIZED, "this AE may not query the worklist"), None
+        return
+    try:
+        request = decode_identifier(event)
+        query = parse_query(request)
+    except IdentifierUndecodable as exc:
+        yield status.with_comment(status.FIND_UNDECODABLE_IDENTIFIER, str(exc)), None
+        return
+    except (QueryError, ValueError, TypeError) as exc:
+        yield status.with_comment(status.DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
+        return
+    try:
+        with scp_context.runtime.sessions() as session:
+            orders = matching_orders(session, caller.facility_id, query)
+            facility_name = session.scalar(
+                select(Facility.display_name).where(Facility.id == caller.facility_id)
+            )
+            answers: list[Dataset] = [
+                worklist_item(order, request, facility_name=facility_name or "") for order in orders
+            ]
+    except QueryError as exc:
+        yield status.with_comment(status.DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
+        return
+    except SQLAlchemyError as exc:
+        log.warning("worklist C-FIND: index unavailable: %s", exc)
+        yield status.with_comment(status.OUT_OF_RESOURCES, "index unavailable"), None
+        return
+    scp_context.audit.queried(assoc, caller, "WORKLIST", query.keys, len(answers))
+    for answer in answers:
+        if event.is_cancelled:
+            yield status.CANCEL, None
+            return
+        yield status.PENDING, answer
+    yield status.SUCCESS, None
