@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydicom.uid import generate_uid
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from noctis.core.audit import AuditEvent, AuditOutcome, add_to_session
@@ -366,7 +366,7 @@ def update_step(
     *,
     status: str | None,
     calling_ae_title: str,
-    attributes: dict[str, Any],
+    attributes: dict[str, Any] | None = None,
 ) -> PerformedProcedureStep:
     """N-SET: change a step IN PROGRESS; COMPLETED or DISCONTINUED is final and moves its
     order too."""
@@ -384,7 +384,7 @@ def update_step(
         raise StepRefused("final", f"the step is {step.status}: no change after that")
     if status is not None and status not in STEP_STATUSES:
         raise StepRefused("invalid", f"unknown Performed Procedure Step Status {status!r}")
-    step.attributes = {**step.attributes, **attributes}
+    step.attributes = {**step.attributes, **(attributes or {})}
     step.updated_at = utcnow()
     actor = Actor(subject=calling_ae_title, type="ae")
     order = session.get(Order, step.order_id) if step.order_id is not None else None
@@ -423,19 +423,26 @@ def link_arrivals(runtime: Runtime) -> int:
                 )
                 .order_by((Study.study_instance_uid == order.study_instance_uid).desc(), Study.id)
             ).first()
-            if study is None:
-                continue
-            link(session, order, study)
-            linked += 1
+            if study is not None and link(session, order, study):
+                linked += 1
     return linked
 
 
-def link(session: Session, order: Order, study: Study) -> None:
+def link(session: Session, order: Order, study: Study) -> bool:
     """Link ``study`` to ``order``: the order shows it, the study takes the order's priority
-    (only ever raised: a STAT order makes a STAT study and its notification)."""
+    (only ever raised: a STAT order makes a STAT study and its notification). False if the
+    order was linked meanwhile (by another worker: one conditional UPDATE decides)."""
     actor = Actor.system("orders")
-    order.study_pk = study.id
-    order.updated_at = utcnow()
+    now = utcnow()
+    result: Any = session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.study_pk.is_(None))
+        .values(study_pk=study.id, updated_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    if result.rowcount != 1:
+        return False
+    order.study_pk, order.updated_at = study.id, now
     _audit(session, order, actor, "link", study=study.study_instance_uid)
     ensure_workflow(session, study)
     set_priority(
@@ -446,6 +453,7 @@ def link(session: Session, order: Order, study: Study) -> None:
         reason=f"order {order.accession_number}",
         only_raise=True,
     )
+    return True
 
 
 def linked_study_uid(session: Session, order: Order) -> str | None:
