@@ -297,6 +297,14 @@ class Settings(BaseSettings):
         "after it was declared is sent again",
     )
 
+    # Orders, Modality Worklist and MPPS (issue 15, part `orders`: noctis.core.orders)
+    order_link_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="how often each worker links arrived studies to the open orders they "
+        "fulfil (by Study Instance UID or accession number)",
+    )
+
     @field_validator("trusted_proxies", mode="after")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
