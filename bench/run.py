@@ -29,7 +29,7 @@ if not __package__:  # `python bench/run.py`: make `bench` importable, not its m
 
 from rich.console import Console
 
-from bench import backing, cluster, data, images, load, query, route, stable, store, web
+from bench import backing, cluster, data, images, load, mwl, query, route, stable, store, web
 from bench import delete as delete_bench
 from bench import retention as retention_bench
 from bench.data import Dataset, FileSet
@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "delete",
             "retention",
             "route",
+            "mwl",
         ),
         help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both; "
         "load: QIDO/metadata under concurrent stores and a login flood (Noctis targets); "
@@ -75,7 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "stable: the study-stable sweep's cost over 100,000 studies (SQLite, PostgreSQL); "
         "delete: time to delete the CT study (answered, all objects gone; Noctis targets); "
         "retention: a retention run over --studies studies (SQLite, PostgreSQL); "
-        "route: forwarding to storescp, Noctis beside Orthanc (bench/route.py)",
+        "route: forwarding to storescp, Noctis beside Orthanc (bench/route.py); "
+        "mwl: Modality Worklist C-FIND latency, findscu and pynetdicom, 100 and 10,000 "
+        "orders (SQLite, PostgreSQL)",
     )
     parser.add_argument("--quick", action="store_true", help="small data, few runs: a smoke run")
     parser.add_argument(
@@ -138,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         return cluster.main(console, args.results_dir)
     if args.suite == "stable":
         return stable.main(console, args.results_dir, quick=args.quick)
+    if args.suite == "mwl":
+        return mwl.main(console, args.results_dir, quick=args.quick)
     if args.suite == "retention":
         return _run_retention(args)
     sizes = dict(QUICK if args.quick else FULL)

@@ -11,7 +11,9 @@ orders only (`noctis.core.modality_worklist`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,7 @@ from noctis.scp.identifiers import IdentifierUndecodable, decode_identifier
 from noctis.scp.metrics import get_metrics, result_class
 
 if TYPE_CHECKING:
+    from pynetdicom.association import Association
     from pynetdicom.events import Event
 
     from noctis.scp.scp_context import ScpContext
@@ -47,7 +50,20 @@ def handle_c_find(event: Event, scp_context: ScpContext) -> Iterator[FindRespons
     return handle_find(event, scp_context)
 
 
+def no_delay(assoc: Association) -> None:
+    """Nagle's algorithm off on this association's socket. pynetdicom's service classes
+    write a response's command and data set PDUs separately; with Nagle on, the second waits
+    for the peer's delayed ACK: ~40 ms per answer on loopback (95 ms for a worklist query
+    of one answer, 12 ms without; bench/mwl.py)."""
+    sock = getattr(assoc.dul, "socket", None)
+    raw = getattr(sock, "socket", None)
+    if raw is not None:
+        with contextlib.suppress(OSError):  # closed meanwhile: nobody to answer anyway
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def worklist_answers(event: Event, scp_context: ScpContext) -> Iterator[FindResponse]:
+    no_delay(event.assoc)
     final = status.SUCCESS
     try:
         for answer in _answers(event, scp_context):

@@ -34,6 +34,7 @@ from noctis.core.orders import StepRefused, create_step, find_order_for_step, up
 from noctis.scp import status
 from noctis.scp.contexts import MODALITY_PERFORMED_PROCEDURE_STEP
 from noctis.scp.metrics import get_metrics, result_class
+from noctis.scp.modality_worklist import no_delay
 
 if TYPE_CHECKING:
     from pynetdicom.events import Event
@@ -90,6 +91,7 @@ def handle_n_set(event: Event, scp_context: ScpContext) -> Response:
 
 
 def _serve(operation: str, event: Event, scp_context: ScpContext) -> Response:
+    no_delay(event.assoc)
     code = status.SUCCESS
     try:
         if str(_sop_class(event)) != MODALITY_PERFORMED_PROCEDURE_STEP:
