@@ -1,9 +1,11 @@
 """Modality Worklist C-FIND (PS3.4 Annex K): a modality's scheduled steps.
 
-The worklist model is not one of the query/retrieve models the association answers itself
-(`noctis.scp.find.FIND_MODELS`), so on both DIMSE paths its C-FIND reaches pynetdicom's Basic
-Worklist Management service class and the EVT_C_FIND handler, `handle_c_find`, which hands
-it to `worklist_answers` (and every other model to `noctis.scp.find.handle_find`).
+On the fast DIMSE path the association hands a worklist C-FIND-RQ to
+`noctis.scp.find.serve_find` with `worklist_answers` as the source of its answers: encoded
+there and sent in batches, as the query/retrieve models' are. With the fast path off it
+reaches pynetdicom's Basic Worklist Management service class and the EVT_C_FIND handler,
+`handle_c_find`, which yields the same answers (and sends every other model to
+`noctis.scp.find.handle_find`).
 
 The caller must be allowed the ``worklist`` service; it sees its own facility's scheduled
 orders only (`noctis.core.modality_worklist`).
@@ -30,7 +32,7 @@ from noctis.core.modality_worklist import (
 from noctis.index.models import Facility
 from noctis.index.query import QueryError
 from noctis.scp import status
-from noctis.scp.find import FindResponse, handle_find
+from noctis.scp.find import FindRequest, FindResponse, handle_find
 from noctis.scp.identifiers import IdentifierUndecodable, decode_identifier
 from noctis.scp.metrics import get_metrics, result_class
 
@@ -45,9 +47,15 @@ log = logging.getLogger(__name__)
 
 def handle_c_find(event: Event, scp_context: ScpContext) -> Iterator[FindResponse]:
     """EVT_C_FIND: the worklist model here, every other model to `handle_find`."""
-    if str(event.request.AffectedSOPClassUID) == MODALITY_WORKLIST_FIND:
-        return worklist_answers(event, scp_context)
-    return handle_find(event, scp_context)
+    if str(event.request.AffectedSOPClassUID) != MODALITY_WORKLIST_FIND:
+        return handle_find(event, scp_context)
+    request = FindRequest(
+        event.assoc,
+        lambda: decode_identifier(event),
+        MODALITY_WORKLIST_FIND,
+        lambda: bool(event.is_cancelled),
+    )
+    return worklist_answers(request, scp_context)
 
 
 def no_delay(assoc: Association) -> None:
@@ -62,11 +70,14 @@ def no_delay(assoc: Association) -> None:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def worklist_answers(event: Event, scp_context: ScpContext) -> Iterator[FindResponse]:
-    no_delay(event.assoc)
+def worklist_answers(request: FindRequest, scp_context: ScpContext) -> Iterator[FindResponse]:
+    """The responses to a worklist C-FIND-RQ: a data set per scheduled step matched, then the
+    final status (on the fast path `noctis.scp.find.serve_find` encodes and sends them in
+    batches; through pynetdicom, `handle_c_find` yields them)."""
+    no_delay(request.assoc)
     final = status.SUCCESS
     try:
-        for answer in _answers(event, scp_context):
+        for answer in _answers(request, scp_context):
             code = answer[0]
             final = code if isinstance(code, int) else int(code.Status)
             yield answer
@@ -78,14 +89,14 @@ def worklist_answers(event: Event, scp_context: ScpContext) -> Iterator[FindResp
         get_metrics().requests.labels(service="worklist", result=result_class(final)).inc()
 
 
-def _answers(event: Event, scp_context: ScpContext) -> Iterator[FindResponse]:
-    assoc = event.assoc
+def _answers(find: FindRequest, scp_context: ScpContext) -> Iterator[FindResponse]:
+    assoc = find.assoc
     caller = scp_context.access.allowed(assoc, "worklist")
     if caller is None:
         yield status.with_comment(status.NOT_AUTHORIZED, "this AE may not query the worklist"), None
         return
     try:
-        request = decode_identifier(event)
+        request = find.identifier()
         query = parse_query(request)
     except IdentifierUndecodable as exc:
         yield status.with_comment(status.FIND_UNDECODABLE_IDENTIFIER, str(exc)), None
@@ -111,7 +122,7 @@ def _answers(event: Event, scp_context: ScpContext) -> Iterator[FindResponse]:
         return
     scp_context.audit.queried(assoc, caller, "WORKLIST", query.keys, len(answers))
     for answer in answers:
-        if event.is_cancelled:
+        if find.cancelled():
             yield status.CANCEL, None
             return
         yield status.PENDING, answer
