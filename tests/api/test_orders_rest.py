@@ -143,3 +143,35 @@ def test_another_facilitys_orders_are_not_found_on_any_route(people: Any) -> Non
     assert sorted(o["facility"] for o in admin.get("/api/orders").json()) == ["north", "south"]
     assert admin.post("/api/orders", json={**ORDER, "accession_number": "X"}).status_code == 422
     assert people("tech_north").get(path).json()["status"] == "scheduled"
+
+
+def test_orders_on_each_index_backend_keep_to_their_facility(accounts_archive: Runtime) -> None:
+    """The same routes on SQLite and PostgreSQL: a technologist's order, isolation from the
+    other facility's user, the 409 of a taken accession number, and the audit trail."""
+    from noctis.api.app import create_app
+    from noctis.core.facilities import apply_facility
+    from noctis.specs.facility import FacilitySpec
+
+    runtime = accounts_archive
+    with runtime.sessions.begin() as session:
+        for name in ("north", "south"):
+            apply_facility(session, name, FacilitySpec())
+    create_user(runtime, "tech_north", "technologist", ["north"])
+    create_user(runtime, "tech_south", "technologist", ["south"])
+    app = create_app(runtime.settings, runtime)
+    north = client_for(app, token_for(runtime, "tech_north"))
+    south = client_for(app, token_for(runtime, "tech_south"))
+    made = north.post("/api/orders", json=ORDER)
+    assert made.status_code == 201, made.text
+    assert north.post("/api/orders", json=ORDER).status_code == 409
+    assert south.post("/api/orders", json=ORDER).status_code == 201  # south's own N-1001
+    path = f"/api/orders/{made.json()['id']}"
+    assert south.get(path).status_code == 404
+    assert south.post(f"{path}/cancel").status_code == 404
+    assert [o["facility"] for o in south.get("/api/orders").json()] == ["south"]
+    assert north.post(f"{path}/cancel").json()["status"] == "cancelled"
+    assert audited(runtime) == [
+        ("tech_north", "token", "create"),
+        ("tech_south", "token", "create"),
+        ("tech_north", "token", "status"),
+    ]
