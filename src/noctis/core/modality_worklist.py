@@ -17,8 +17,9 @@ asked for (PS3.4 K.6.1.2.2: the return keys), values the order lacks returned em
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
@@ -104,74 +105,107 @@ def matching_orders(
     return list(session.scalars(statement.limit(limit)))
 
 
-def full_item(order: Order, *, facility_name: str = "") -> Dataset:
-    """Every worklist attribute the archive knows of ``order`` (PS3.4 Table K.6-1)."""
-    ds = Dataset()
-    ds.SpecificCharacterSet = RESPONSE_CHARSET
-    ds.AccessionNumber = order.accession_number
-    ds.ReferringPhysicianName = order.referring_physician_name
-    ds.PatientName = order.patient_name
-    ds.PatientID = order.patient_id
-    ds.IssuerOfPatientID = order.issuer_of_patient_id
-    ds.PatientBirthDate = order.patient_birth_date
-    ds.PatientSex = order.patient_sex
-    ds.StudyInstanceUID = order.study_instance_uid
-    ds.RequestedProcedureID = order.requested_procedure_id
-    ds.RequestedProcedureDescription = order.requested_procedure_description
-    ds.RequestedProcedurePriority = _dicom_priority(order.priority)
-    ds.RequestedProcedureCodeSequence = Sequence(_code(order))
-    ds.ReferencedStudySequence = Sequence()
-    ds.ReferencedPatientSequence = Sequence()
-    ds.InstitutionName = facility_name
-    step = Dataset()
-    step.ScheduledStationAETitle = order.scheduled_station_ae_title
-    step.ScheduledProcedureStepStartDate = order.scheduled_date
-    step.ScheduledProcedureStepStartTime = order.scheduled_time
-    step.Modality = order.modality
-    step.ScheduledPerformingPhysicianName = ""
-    step.ScheduledProcedureStepDescription = order.requested_procedure_description
-    step.ScheduledProcedureStepID = order.scheduled_procedure_step_id
-    step.ScheduledProcedureStepStatus = "SCHEDULED"
-    step.ScheduledStationName = ""
-    step.ScheduledProcedureStepLocation = ""
-    step.ScheduledProtocolCodeSequence = Sequence(_code(order))
-    ds.ScheduledProcedureStepSequence = Sequence([step])
-    return ds
+Value = Callable[[Order, str], Any]  # (order, facility display name) -> the value
+_SPS_TAG = 0x00400100  # Scheduled Procedure Step Sequence
+_CHARSET_TAG = 0x00080005
+
+
+def _codes(order: Order, _: str) -> Sequence:
+    return Sequence(_code(order))
+
+
+def _no_items(order: Order, _: str) -> Sequence:
+    return Sequence()
+
+
+def _column(name: str) -> Value:
+    return lambda order, _: getattr(order, name)
+
+
+# PS3.4 Table K.6-1: what the archive knows of each return key, at the top level ...
+_TOP: dict[int, tuple[str, Value]] = {
+    0x00080050: ("SH", _column("accession_number")),
+    0x00080080: ("LO", lambda order, facility: facility),  # Institution Name
+    0x00080090: ("PN", _column("referring_physician_name")),
+    0x00100010: ("PN", _column("patient_name")),
+    0x00100020: ("LO", _column("patient_id")),
+    0x00100021: ("LO", _column("issuer_of_patient_id")),
+    0x00100030: ("DA", _column("patient_birth_date")),
+    0x00100040: ("CS", _column("patient_sex")),
+    0x0020000D: ("UI", _column("study_instance_uid")),
+    0x00081110: ("SQ", _no_items),  # Referenced Study Sequence
+    0x00081120: ("SQ", _no_items),  # Referenced Patient Sequence
+    0x00321060: ("LO", _column("requested_procedure_description")),
+    0x00321064: ("SQ", _codes),  # Requested Procedure Code Sequence
+    0x00401001: ("SH", _column("requested_procedure_id")),
+    0x00401003: ("SH", lambda order, _: _dicom_priority(order.priority)),
+}
+# ... and in the Scheduled Procedure Step Sequence's item.
+_STEP: dict[int, tuple[str, Value]] = {
+    0x00080060: ("CS", _column("modality")),
+    0x00400001: ("AE", _column("scheduled_station_ae_title")),
+    0x00400002: ("DA", _column("scheduled_date")),
+    0x00400003: ("TM", _column("scheduled_time")),
+    0x00400006: ("PN", lambda order, _: ""),  # Scheduled Performing Physician's Name
+    0x00400007: ("LO", _column("requested_procedure_description")),
+    0x00400008: ("SQ", _codes),  # Scheduled Protocol Code Sequence
+    0x00400009: ("SH", _column("scheduled_procedure_step_id")),
+    0x00400010: ("SH", lambda order, _: ""),  # Scheduled Station Name
+    0x00400011: ("SH", lambda order, _: ""),  # Scheduled Procedure Step Location
+    0x00400020: ("CS", lambda order, _: "SCHEDULED"),
+}
 
 
 def worklist_item(order: Order, request: Dataset, *, facility_name: str = "") -> Dataset:
-    """The answer for ``order``: the request's keys with the order's values."""
-    return _answer(full_item(order, facility_name=facility_name), request, top=True)
-
-
-def _answer(full: Dataset, request: Dataset, *, top: bool) -> Dataset:
+    """The answer for ``order``: the request's keys with the order's values (keys the
+    archive does not hold come back empty; an empty Scheduled Procedure Step Sequence in the
+    request asks for every attribute of its item)."""
     answer = Dataset()
-    if top:
-        answer.SpecificCharacterSet = RESPONSE_CHARSET
+    answer.add(DataElement(_CHARSET_TAG, "CS", RESPONSE_CHARSET))
     for element in request:
         tag = element.tag
-        if tag == 0x00080005 or tag.is_private or tag.element == 0:
+        if tag == _CHARSET_TAG or tag.is_private or tag.element == 0:
             continue
-        if tag in full:
-            mine = full[tag]
-            if mine.VR == "SQ" and element.VR == "SQ" and element.value and mine.value:
-                answer.add(
-                    DataElement(
-                        tag, "SQ", Sequence([_answer(mine.value[0], element.value[0], top=False)])
-                    )
-                )
-            else:
-                answer.add(mine)
+        if tag == _SPS_TAG:
+            items = element.value if element.VR == "SQ" else None
+            wanted = [e.tag for e in items[0]] if items else list(_STEP)
+            answer.add(
+                DataElement(tag, "SQ", Sequence([_fill(_STEP, wanted, order, facility_name)]))
+            )
         else:
-            answer.add(DataElement(tag, _vr(element), [] if element.VR == "SQ" else None))
+            answer.add(_element(_TOP, tag, element, order, facility_name))
     return answer
 
 
-def _vr(element: DataElement) -> str:
+def _fill(
+    table: dict[int, tuple[str, Value]], tags: list[Any], order: Order, facility: str
+) -> Dataset:
+    item = Dataset()
+    for tag in tags:
+        item.add(_element(table, tag, None, order, facility))
+    return item
+
+
+def _element(
+    table: dict[int, tuple[str, Value]],
+    tag: Any,
+    asked: DataElement | None,
+    order: Order,
+    facility: str,
+) -> DataElement:
+    known = table.get(int(tag))
+    if known is not None:
+        vr, value = known
+        return DataElement(tag, vr, value(order, facility))
+    vr = _vr(tag, asked)
+    return DataElement(tag, vr, Sequence() if vr == "SQ" else None)
+
+
+def _vr(tag: Any, asked: DataElement | None) -> str:
     try:
-        return str(dictionary_VR(element.tag))
+        return str(dictionary_VR(tag))
     except KeyError:
-        return str(element.VR or "UN")
+        return str(asked.VR if asked is not None and asked.VR else "UN")
 
 
 def _code(order: Order) -> list[Dataset]:
