@@ -24,7 +24,7 @@ import hashlib
 import io
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydicom import dcmread
@@ -338,13 +338,19 @@ def store_version_documents(runtime: Runtime, version_id: int) -> bool:
     return True
 
 
-def store_pending_documents(runtime: Runtime) -> int:
-    """Store the documents of signed versions whose storing failed; how many were stored."""
+def store_pending_documents(runtime: Runtime, *, older_than: float = 0.0) -> int:
+    """Store the documents of signed versions whose storing failed (signed at least
+    ``older_than`` seconds ago: the signing request stores its own); how many were stored.
+    Several workers may do it at once: ingest of the same bytes is idempotent."""
+    signed_before = utcnow() - timedelta(seconds=older_than)
     with runtime.reader() as session:
         pending = list(
             session.scalars(
                 select(ReportVersion.id)
-                .where(ReportVersion.documents_stored_at.is_(None))
+                .where(
+                    ReportVersion.documents_stored_at.is_(None),
+                    ReportVersion.signed_at <= signed_before,
+                )
                 .order_by(ReportVersion.id)
                 .limit(100)
             )

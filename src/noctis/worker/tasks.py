@@ -20,6 +20,7 @@ from noctis.core.queue import (
 )
 from noctis.worker.forward import forward_to_destination, route_study, routing_tick
 from noctis.worker.periodic import PeriodicJob
+from noctis.worker.reports import REPORT_DOCUMENTS
 from noctis.worker.series_metadata import instance_stored, series_metadata
 from noctis.worker.stable import STABLE_SWEEP, study_stable
 from noctis.worker.sweep import CONSISTENCY_CHECK, DELETION_SWEEP, RETENTION, sweep_deletions
@@ -40,4 +41,5 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     DELETION_SWEEP,
     CONSISTENCY_CHECK,
     RETENTION,
+    REPORT_DOCUMENTS,
 )
