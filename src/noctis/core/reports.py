@@ -23,8 +23,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydicom import dcmread
@@ -50,6 +50,7 @@ from noctis.core.workflow import (
 from noctis.dicom.documents import (
     DocumentIdentity,
     Observer,
+    StudyAttributes,
     basic_text_sr,
     encapsulated_document,
     encapsulated_pdf,
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 
 REPORT_AUDIT_ACTION = "report"
 MAX_TEXT = 200_000  # characters: a report, not a document store
+# The archive's own documents: not listed among the study's modalities on a report.
+DOCUMENT_MODALITIES = frozenset({"DOC", "SR", "KO", "PR"})
 PDF_SERIES_NUMBER = 9901
 SR_SERIES_NUMBER = 9902
 
@@ -195,6 +198,7 @@ def sign(
             signed_at=utcnow(),
             pdf_sop_instance_uid=generate_uid(),
             sr_sop_instance_uid=generate_uid(),
+            header=signing_header(session, study),
         )
         session.add(version)
         report.state = version_state
@@ -249,34 +253,47 @@ class RenderedDocuments:
     facility: FacilityRef
 
 
+def signing_header(session: Session, study: Study) -> dict[str, Any]:
+    """What a version's documents show of the study and facility, taken at signing."""
+    facility = session.get(Facility, study.facility_id)
+    assert facility is not None
+    modalities = [m for m in study.modalities_in_study.split("\\") if m not in DOCUMENT_MODALITIES]
+    return {
+        "facility": facility.display_name or facility.name,
+        "modalities": "\\".join(modalities),
+        "study": asdict(study_attributes(study)),
+    }
+
+
 def render_version(session: Session, version: ReportVersion) -> RenderedDocuments:
     """A version's PDF and its two DICOM instances (the same bytes whenever rendered)."""
     report = session.get(Report, version.report_id)
     assert report is not None
-    study = session.get(Study, report.study_pk)
     facility = session.get(Facility, report.facility_id)
-    assert study is not None and facility is not None
-    organization = facility.display_name or facility.name
+    assert facility is not None
+    header = version.header
+    attributes = StudyAttributes(**header["study"])
+    organization = header["facility"]
+    signed_at = _utc(version.signed_at)
     pdf = render_report_pdf(
         ReportContent(
             facility_name=organization,
-            patient_name=study.patient_name,
-            patient_id=study.patient_id,
-            patient_birth_date=study.patient_birth_date,
-            study_description=study.study_description,
-            study_date=study.study_date,
-            accession_number=study.accession_number,
-            modalities=study.modalities_in_study,
-            study_instance_uid=study.study_instance_uid,
+            patient_name=attributes.patient_name,
+            patient_id=attributes.patient_id,
+            patient_birth_date=attributes.patient_birth_date,
+            study_description=attributes.study_description,
+            study_date=attributes.study_date,
+            accession_number=attributes.accession_number,
+            modalities=header["modalities"],
+            study_instance_uid=attributes.study_instance_uid,
             text=version.text,
             state=version.state,
             version=version.number,
             author=version.author,
             signed_by=version.signed_by,
-            signed_at=version.signed_at,
+            signed_at=signed_at,
         )
     )
-    attributes = study_attributes(study)
     title = f"{version.state.capitalize()} report, version {version.number}"
     pdf_instance = encapsulated_pdf(
         attributes,
@@ -285,7 +302,7 @@ def render_version(session: Session, version: ReportVersion) -> RenderedDocument
             report.pdf_series_uid,
             PDF_SERIES_NUMBER,
             version.number,
-            version.signed_at,
+            signed_at,
             "Report (PDF)",
         ),
         pdf,
@@ -303,12 +320,12 @@ def render_version(session: Session, version: ReportVersion) -> RenderedDocument
             report.sr_series_uid,
             SR_SERIES_NUMBER,
             version.number,
-            version.signed_at,
+            signed_at,
             "Report (SR)",
         ),
         sections(version.text),
         final=version.state != "preliminary",
-        observer=Observer(version.signed_by, organization, version.signed_at),
+        observer=Observer(version.signed_by, organization, signed_at),
         predecessor_sop_instance_uid=predecessor if version.state == "amended" else None,
     )
     return RenderedDocuments(
@@ -370,6 +387,11 @@ def stored_pdf(runtime: Runtime, facility_id: int, sop_instance_uid: str) -> byt
     if key is None:
         return None
     return encapsulated_document(dcmread(io.BytesIO(runtime.store.get(key))))
+
+
+def _utc(moment: datetime) -> datetime:
+    """A stored time in UTC (SQLite gives it back naive, PostgreSQL in the session's zone)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _new_report(session: Session, study: Study) -> Report:

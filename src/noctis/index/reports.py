@@ -8,6 +8,7 @@ and the Basic Text SR, whose UIDs it names from the start) are stored in the stu
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -101,6 +102,9 @@ class ReportVersion(Base):
     signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     pdf_sop_instance_uid: Mapped[str] = mapped_column(String(64))
     sr_sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    # What the documents show of the study and facility, as they were at signing (a series
+    # added later must not change a version's PDF when it is rendered again).
+    header: Mapped[dict[str, Any]] = mapped_column(default=dict)
     pdf_sha256: Mapped[str | None] = mapped_column(String(64))
     documents_stored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -137,6 +137,7 @@ def upgrade() -> None:
         sa.Column("signed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("pdf_sop_instance_uid", sa.String(length=64), nullable=False),
         sa.Column("sr_sop_instance_uid", sa.String(length=64), nullable=False),
+        sa.Column("header", sa.JSON(), nullable=False),
         sa.Column("pdf_sha256", sa.String(length=64), nullable=True),
         sa.Column("documents_stored_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
