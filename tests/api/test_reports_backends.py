@@ -1,7 +1,7 @@
-"""Reports over REST on SQLite and PostgreSQL (the production index): signing with the password through
-the shared lockout, the referring physician's view, other facilities' 404s; and who may not
-sign at all: an account without a local password (OIDC), a facility administrator's scope
-over templates."""
+"""Reports over REST on SQLite and PostgreSQL (the production index): signing with the
+password through the shared lockout, the referring physician's view, other facilities' 404s;
+and who may not sign at all: an account without a local password (OIDC); a facility
+administrator's scope over templates."""
 
 from __future__ import annotations
 

@@ -114,6 +114,8 @@ def test_a_radiologist_writes_from_a_template_signs_and_the_referrer_reads_the_p
         ("rad_north", "signed", version["text_sha256"])
     ]
     assert {d["operation"] for _, _, d in _audit(runtime, "report-library")} == {"create"}
+    reads = [(a, d.get("report")) for a, o, d in _audit(runtime, "retrieve") if o == "success"]
+    assert ("ref_north", True) in reads
 
 
 def _series_of(client, study: str, modality: str) -> str:

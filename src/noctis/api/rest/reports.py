@@ -26,7 +26,7 @@ from noctis.api.auth.reauthenticate import confirm_password
 from noctis.api.rest.deps import SessionDep
 from noctis.api.security import Principal, PrincipalDep, client_address
 from noctis.core import attachments, reports
-from noctis.core.audit import AuditAction, AuditEvent, AuditOutcome
+from noctis.core.audit import AuditAction, AuditEvent, AuditOutcome, add_to_session
 from noctis.core.ingest import IngestError
 from noctis.core.roles import ORDER_ROLES, READING_ROLES, Role
 from noctis.core.runtime import Runtime
@@ -161,6 +161,22 @@ def report_out(session: Session, principal: Principal, facility: str, study: Stu
     )
 
 
+def audit_read(session: Session, principal: Principal, request: Request, study: Study) -> None:
+    """A report read, in the audit trail (committed with the request's session)."""
+    add_to_session(
+        session,
+        web_event(
+            principal,
+            client_address(request),
+            AuditAction.RETRIEVE,
+            AuditOutcome.SUCCESS,
+            study_instance_uid=study.study_instance_uid,
+            facility_id=study.facility_id,
+            detail={"report": True},
+        ),
+    )
+
+
 def _actor(principal: Principal, request: Request) -> Actor:
     kind = "token" if principal.method == "token" else "user"
     return Actor(principal.subject, kind, client_address(request))
@@ -173,10 +189,12 @@ def _require(principal: Principal, roles: frozenset[Role], what: str) -> None:
 
 @router.get("/studies/{facility}/{study_uid}/report")
 def get_report(
-    facility: str, study_uid: str, principal: PrincipalDep, session: SessionDep
+    facility: str, study_uid: str, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> ReportOut:
     study = find_study(session, principal, facility, study_uid)
-    return report_out(session, principal, facility, study)
+    found = report_out(session, principal, facility, study)
+    audit_read(session, principal, request, study)
+    return found
 
 
 @router.put("/studies/{facility}/{study_uid}/report/draft")
@@ -249,11 +267,12 @@ async def post_sign(
 
 @router.get("/studies/{facility}/{study_uid}/report/versions")
 def get_versions(
-    facility: str, study_uid: str, principal: PrincipalDep, session: SessionDep
+    facility: str, study_uid: str, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> list[VersionOut]:
-    return report_out(
-        session, principal, facility, find_study(session, principal, facility, study_uid)
-    ).versions
+    study = find_study(session, principal, facility, study_uid)
+    found = report_out(session, principal, facility, study).versions
+    audit_read(session, principal, request, study)
+    return found
 
 
 @router.get(

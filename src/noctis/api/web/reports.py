@@ -19,6 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import or_, select
 from starlette.concurrency import run_in_threadpool
 
+from noctis.api.audit import web_event
 from noctis.api.auth.context import AuthContextDep
 from noctis.api.auth.reauthenticate import confirm_password
 from noctis.api.rest.reports import (
@@ -31,6 +32,7 @@ from noctis.api.rest.reports import (
 from noctis.api.security import Principal, client_address
 from noctis.api.web.render import PagePrincipalDep, render
 from noctis.core import attachments, reports
+from noctis.core.audit import AuditAction, AuditOutcome
 from noctis.core.ingest import IngestError
 from noctis.core.roles import READING_ROLES
 from noctis.core.runtime import Runtime
@@ -90,6 +92,7 @@ def _editor_context(
                 )
             )
         workflow = session.get(StudyWorkflow, study.id)
+        facility_id = study.facility_id
         study_info = {
             "uid": study.study_instance_uid,
             "patient_name": study.patient_name.replace("^", " "),
@@ -105,6 +108,7 @@ def _editor_context(
     files = attachments.attachments_of(runtime, _study_pk(runtime, principal, facility, study_uid))
     return {
         "facility": facility,
+        "facility_id": facility_id,
         "study": study_info,
         "report": report,
         "editor": principal.role in READING_ROLES,
@@ -144,6 +148,17 @@ def report_page(
             status_code=missing.status_code,
             detail=missing.detail,
         )
+    context.runtime.audit.record(
+        web_event(
+            principal,
+            client_address(request),
+            AuditAction.RETRIEVE,
+            AuditOutcome.SUCCESS,
+            study_instance_uid=study_uid,
+            facility_id=int(page["facility_id"]),  # type: ignore[call-overload]
+            detail={"report": True, "page": True},
+        )
+    )
     template = "reports_editor.html" if page["full"] else "reports_read.html"
     return render(request, template, principal, message=message, error=error, **page)
 
