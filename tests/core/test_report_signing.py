@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import io
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
+from alembic import command
 from pydicom import dcmread
-from sqlalchemy import select
+from sqlalchemy import create_engine, inspect, select
 
 from noctis.core.ingest import FacilityRef
 from noctis.core.reports import (
@@ -30,6 +32,7 @@ from noctis.core.runtime import Runtime
 from noctis.core.workflow import Actor, StudyState, advance, ensure_workflow
 from noctis.dicom.documents import BASIC_TEXT_SR_STORAGE, ENCAPSULATED_PDF_STORAGE
 from noctis.index import accounts
+from noctis.index.migrate import alembic_config, upgrade
 from noctis.index.models import Instance, Series, Study
 from noctis.index.reports import ReportVersion
 from noctis.index.workflow import NotificationEvent, StudyWorkflow
@@ -207,3 +210,47 @@ class _RefusingStore:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
+
+
+def test_two_signatures_at_once_make_one_version(runtime: Runtime, study_pk: int) -> None:
+    """A double click, or two tabs: the report row is locked while it is signed."""
+    with runtime.sessions.begin() as session:
+        save_draft(session, session.get(Study, study_pk), TEXT, actor=ALICE)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def sign_final() -> None:
+        barrier.wait()
+        try:
+            sign(runtime, study_pk, state="final", actor=ALICE)
+            outcomes.append("signed")
+        except ReportError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=sign_final) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(outcomes) == ["signed", "there is no draft to sign"]
+    with runtime.sessions() as session:
+        report = report_of(session, session.get(Study, study_pk))
+        assert [v.number for v in versions_of(session, report)] == [1]
+
+
+def test_migration_0014_goes_down_and_up_again(runtime: Runtime) -> None:
+    url = runtime.settings.resolved_database_url()
+    runtime.close()
+
+    def tables() -> set[str]:
+        engine = create_engine(url)
+        try:
+            return set(inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+
+    command.downgrade(alembic_config(url), "0012")
+    assert not tables() & {"report", "report_version", "study_attachment"}
+    upgrade(url)
+    assert {"report", "report_version", "report_template", "report_snippet"} <= tables()
+    assert "study_attachment" in tables()
