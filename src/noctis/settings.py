@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from noctis.specs.common import CodeRef
+
 
 class DuplicatePolicy(StrEnum):
     """What happens when a SOP Instance UID already stored arrives again with a different data
@@ -313,7 +315,7 @@ class Settings(BaseSettings):
         description="an SR or SEG header larger than this is recorded without a summary "
         "(never read whole)",
     )
-    results_critical_codes: Annotated[list[str], NoDecode] = Field(
+    results_critical_codes: Annotated[list[CodeRef], NoDecode] = Field(
         default_factory=list,
         description="codes (SCHEME:VALUE, comma-separated, e.g. SCT:274100004) that make a "
         "result critical in every facility, beside each Facility's criticalFindingCodes",
