@@ -4,16 +4,18 @@ periodic scan, summarised, linked to their study, and a critical finding raised 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from noctis.core.ingest import FacilityRef
 from noctis.core.results import SETTLE_SECONDS, result_summaries, results_of_study, scan_results
 from noctis.core.runtime import Runtime
 from noctis.core.workflow import Priority
-from noctis.index.models import Study
+from noctis.index.models import Instance, Study, utcnow
+from noctis.index.results import AnalysisResult, ResultScan
 from noctis.index.workflow import NotificationEvent, StudyWorkflow
 from noctis.specs.facility import FacilitySpec
 from support import analysis as an
@@ -171,3 +173,27 @@ def test_the_scan_resumes_where_it_stopped_and_skips_images(
     time.sleep(SETTLE_SECONDS)
     found = [scan_results(runtime) for _ in range(4)]
     assert found == [0, 0, 1, 0]  # 5 instances, 2 per scan: the SR is the fifth
+
+
+def test_a_result_whose_commit_came_after_the_scan_passed_it_is_still_found(
+    runtime: Runtime, facility: FacilityRef, study_uid: str, tmp_path: Path
+) -> None:
+    late = an.sr(tmp_path, study_uid, an.coded(an.FINDING, an.NODULE))
+    old = an.sr(tmp_path, study_uid, an.coded(an.FINDING, an.NODULE))
+    ingest_file(runtime, facility, late)
+    ingest_file(runtime, facility, old)
+    with runtime.sessions.begin() as session:
+        # as if the scan had passed both ids before their transactions committed; "old" was
+        # stored long ago (an archive upgraded to this version: not raised as new)
+        newest = session.scalar(select(func.max(Instance.id)))
+        session.execute(update(ResultScan).values(scanned_to=newest))
+        session.execute(
+            update(Instance)
+            .where(Instance.id == newest)
+            .values(created_at=utcnow() - timedelta(hours=1))
+        )
+    assert _scan(runtime) == 1
+    with runtime.sessions() as session:
+        recorded = session.scalars(select(AnalysisResult.instance_pk)).all()
+    assert recorded == [newest - 1]
+    assert _scan(runtime) == 0

@@ -6,7 +6,10 @@ last one it saw (a watermark in ``analysis_result_scan``, not an in-memory messa
 result stored over C-STORE, STOW or any other path, while the worker was down or not, is
 found at the next tick. The watermark moves by a conditional UPDATE in the transaction that
 records the batch's results, so of several workers only one records a batch; a batch whose
-objects cannot be read (the store is down) is left for the next tick.
+objects cannot be read (the store is down) is left for the next tick. The scan stops before
+the first instance stored within the last ``SETTLE_SECONDS``, and looks again at recent result
+instances just below the watermark that have no record (on PostgreSQL an id is taken before
+its transaction commits, so a slow commit can land behind the watermark).
 
 Each result's header is read through ``runtime.store`` with the index's object key, bounded:
 a SEG up to its pixel data (``pixel_data_offset``, never the segment frames), an SR whole only
@@ -49,6 +52,8 @@ RESULTS_ACTOR = Actor.system("results")
 # lower id may commit after one that took a higher id, and the scan must not pass it unseen.
 SETTLE_SECONDS = 0.5
 SENDER_PATIENCE = timedelta(minutes=15)
+# Instances below the watermark without a result are looked at again while this recent.
+LATE_WINDOW = timedelta(minutes=10)
 STORE_ACTIONS = ("store", "stow")  # audit actions of C-STORE (per association) and STOW-RS
 
 
@@ -73,44 +78,79 @@ def critical_codes(facility: Facility, settings_codes: Iterable[str]) -> list[st
 
 
 def scan_results(runtime: Runtime) -> int:
-    """Record the results among the instances stored since the last scan; how many."""
+    """Record the results among the instances stored since the last scan (and those a late
+    commit hid from an earlier scan); how many."""
     settings = runtime.settings
+    batch = settings.results_scan_batch
     with runtime.sessions() as session:
         scanned_to = _watermark(session)
-        settled = utcnow() - timedelta(seconds=SETTLE_SECONDS)
-        window = (
-            select(Instance.id)
-            .where(Instance.id > scanned_to, Instance.created_at <= settled)
-            .order_by(Instance.id)
-            .limit(settings.results_scan_batch)
-            .subquery()
-        )
-        upper = session.scalar(select(func.max(window.c.id)))
-        if upper is None:
-            candidates: list[_Candidate] = []
-        else:
-            candidates = _candidates(session, scanned_to, int(upper))
-        codes = _codes_by_facility(session, {c.facility_id for c in candidates}, settings)
+        upper = _window_end(session, scanned_to, batch)
+        late = _late_candidates(session, scanned_to, batch)
+        fresh = _candidates(session, scanned_to, upper) if upper is not None else []
+        facility_ids = {c.facility_id for c in [*late, *fresh]}
+        codes = _codes_by_facility(session, facility_ids, settings)
+    summaries: list[tuple[_Candidate, ResultSummary]] = []
+    for candidate in late:
+        summary = _try_summary(runtime, candidate, codes[candidate.facility_id])
+        if summary is not None and summary is not _UNREADABLE_NOW:
+            summaries.append((candidate, summary))
+    end = scanned_to if upper is None else upper
+    for candidate in fresh:
+        summary = _try_summary(runtime, candidate, codes[candidate.facility_id])
+        if summary is _UNREADABLE_NOW:
+            end = candidate.instance_pk - 1  # the next scan starts with this one
+            break
+        if summary is not None:
+            summaries.append((candidate, summary))
     recorded = 0
-    if upper is not None:
-        summaries: list[tuple[_Candidate, ResultSummary]] = []
-        for candidate in candidates:
-            try:
-                summary = _read_summary(runtime, candidate, codes[candidate.facility_id])
-            except (StorageUnavailable, OSError):
-                log.warning(
-                    "results: cannot read %s now; the scan resumes there",
-                    candidate.sop_instance_uid,
-                    exc_info=True,
-                )
-                upper = candidate.instance_pk - 1
-                break
-            if summary is not None:
-                summaries.append((candidate, summary))
-        if upper > scanned_to:
-            recorded = _record(runtime, scanned_to, int(upper), summaries)
+    if end > scanned_to or summaries:
+        recorded = _record(runtime, scanned_to, end, summaries)
     fill_senders(runtime)
     return recorded
+
+
+def _window_end(session: Session, scanned_to: int, batch: int) -> int | None:
+    """The last instance id this scan looks at: at most ``batch`` instances after the
+    watermark, all settled, stopping before the first one that is not."""
+    settled = utcnow() - timedelta(seconds=SETTLE_SECONDS)
+    first_unsettled = session.scalar(
+        select(func.min(Instance.id)).where(Instance.id > scanned_to, Instance.created_at > settled)
+    )
+    window = select(Instance.id).where(Instance.id > scanned_to)
+    if first_unsettled is not None:
+        window = window.where(Instance.id < first_unsettled)
+    ids = window.order_by(Instance.id).limit(batch).subquery()
+    upper = session.scalar(select(func.max(ids.c.id)))
+    return None if upper is None else int(upper)
+
+
+def _late_candidates(session: Session, scanned_to: int, batch: int) -> list[_Candidate]:
+    """Results just below the watermark that have no record: on PostgreSQL an instance whose
+    transaction committed after the scan passed its id (a sequence number is taken before the
+    commit). Only recent ones, so an upgrade never raises old results as new."""
+    recent = utcnow() - LATE_WINDOW
+    return _candidates(
+        session,
+        scanned_to - batch,
+        scanned_to,
+        AnalysisResult.id.is_(None),
+        Instance.created_at >= recent,
+    )
+
+
+_UNREADABLE_NOW = ResultSummary("")  # the store could not say: try again at the next scan
+
+
+def _try_summary(runtime: Runtime, candidate: _Candidate, codes: list[str]) -> ResultSummary | None:
+    try:
+        return _read_summary(runtime, candidate, codes)
+    except (StorageUnavailable, OSError):
+        log.warning(
+            "results: cannot read %s now; trying again at the next scan",
+            candidate.sop_instance_uid,
+            exc_info=True,
+        )
+        return _UNREADABLE_NOW
 
 
 def _watermark(session: Session) -> int:
@@ -125,7 +165,7 @@ def _watermark(session: Session) -> int:
     return int(scanned_to)
 
 
-def _candidates(session: Session, after: int, upper: int) -> list[_Candidate]:
+def _candidates(session: Session, after: int, upper: int, *conditions: Any) -> list[_Candidate]:
     rows = session.execute(
         select(
             Instance.id,
@@ -139,10 +179,12 @@ def _candidates(session: Session, after: int, upper: int) -> list[_Candidate]:
             Instance.size_bytes,
         )
         .join(Series, Series.id == Instance.series_pk)
+        .outerjoin(AnalysisResult, AnalysisResult.instance_pk == Instance.id)
         .where(
             Instance.id > after,
             Instance.id <= upper,
             Instance.sop_class_uid.in_(sorted(RESULT_CLASSES)),
+            *conditions,
         )
         .order_by(Instance.id)
     )
@@ -196,10 +238,22 @@ def _record(
         )
         if not getattr(moved, "rowcount", 0):
             return 0  # another worker recorded this batch
+        # The UPDATE holds the watermark's row: what another worker recorded before is
+        # committed and visible now, and nobody records at the same time.
+        done = set(
+            session.scalars(
+                select(AnalysisResult.instance_pk).where(
+                    AnalysisResult.instance_pk.in_([c.instance_pk for c, _ in summaries])
+                )
+            )
+        )
         recorded = 0
         for candidate, summary in summaries:
-            if session.get(Instance, candidate.instance_pk) is None:
-                continue  # deleted since
+            if (
+                candidate.instance_pk in done
+                or session.get(Instance, candidate.instance_pk) is None
+            ):
+                continue  # recorded by another worker, or deleted since
             session.add(_row(candidate, summary))
             recorded += 1
             if summary.critical:
