@@ -8,8 +8,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from sqlalchemy import func, select, update
 
+from noctis.core.deletion import Actor as DeletionActor
+from noctis.core.deletion import Target, delete
 from noctis.core.ingest import FacilityRef
 from noctis.core.results import SETTLE_SECONDS, result_summaries, results_of_study, scan_results
 from noctis.core.runtime import Runtime
@@ -197,3 +200,22 @@ def test_a_result_whose_commit_came_after_the_scan_passed_it_is_still_found(
         recorded = session.scalars(select(AnalysisResult.instance_pk)).all()
     assert recorded == [newest - 1]
     assert _scan(runtime) == 0
+
+
+def test_results_go_with_their_instance_and_their_study(
+    runtime: Runtime, facility: FacilityRef, study_uid: str, tmp_path: Path
+) -> None:
+    first = an.sr(tmp_path, study_uid, an.coded(an.FINDING, an.NODULE))
+    second = an.seg(tmp_path, study_uid, [("Nodule", an.NODULE)])
+    ingest_file(runtime, facility, first)
+    ingest_file(runtime, facility, second)
+    assert _scan(runtime) == 2
+    admin = DeletionActor("admin", "user", "127.0.0.1")
+    sop = str(dcmread(first, stop_before_pixels=True).SOPInstanceUID)
+    series = str(dcmread(first, stop_before_pixels=True).SeriesInstanceUID)
+    delete(runtime, Target(facility.id, study_uid, series, sop), admin)
+    with runtime.sessions() as session:
+        assert [r.kind for r in session.scalars(select(AnalysisResult))] == ["seg"]
+    delete(runtime, Target(facility.id, study_uid), admin)
+    with runtime.sessions() as session:
+        assert session.scalars(select(AnalysisResult)).all() == []
