@@ -82,8 +82,8 @@ def scan_results(runtime: Runtime) -> int:
     commit hid from an earlier scan); how many."""
     settings = runtime.settings
     batch = settings.results_scan_batch
-    with runtime.sessions() as session:
-        scanned_to = _watermark(session)
+    with runtime.reader() as session:  # a read: on SQLite no write lock while nothing is new
+        scanned_to = _watermark(runtime, session)
         upper = _window_end(session, scanned_to, batch)
         late = _late_candidates(session, scanned_to, batch)
         fresh = _candidates(session, scanned_to, upper) if upper is not None else []
@@ -153,14 +153,14 @@ def _try_summary(runtime: Runtime, candidate: _Candidate, codes: list[str]) -> R
         return _UNREADABLE_NOW
 
 
-def _watermark(session: Session) -> int:
+def _watermark(runtime: Runtime, session: Session) -> int:
     scanned_to = session.scalar(select(ResultScan.scanned_to).where(ResultScan.id == 1))
     if scanned_to is None:  # the migration writes the row; a test may have removed it
-        session.add(ResultScan(id=1, scanned_to=0))
         try:
-            session.commit()
+            with runtime.sessions.begin() as writer:
+                writer.add(ResultScan(id=1, scanned_to=0))
         except IntegrityError:  # another worker wrote it first
-            session.rollback()
+            pass
         return 0
     return int(scanned_to)
 
@@ -283,20 +283,25 @@ def _row(candidate: _Candidate, summary: ResultSummary) -> AnalysisResult:
 def fill_senders(runtime: Runtime, now: datetime | None = None) -> int:
     """Name the sender of recent results that have none yet, from the audit trail."""
     since = (now or utcnow()) - SENDER_PATIENCE
-    filled = 0
-    with runtime.sessions.begin() as session:
+    found: dict[int, tuple[str, str]] = {}
+    with runtime.reader() as session:
         pending = session.execute(
-            select(AnalysisResult, Study.study_instance_uid, Instance.created_at)
+            select(
+                AnalysisResult.id,
+                AnalysisResult.facility_id,
+                Study.study_instance_uid,
+                Instance.created_at,
+            )
             .join(Study, Study.id == AnalysisResult.study_pk)
             .join(Instance, Instance.id == AnalysisResult.instance_pk)
             .where(AnalysisResult.sender.is_(None), AnalysisResult.recorded_at >= since)
             .limit(500)
         ).all()
-        for result, study_uid, stored_at in pending:
+        for result_id, facility_id, study_uid, stored_at in pending:
             sender = session.execute(
                 select(AuditRow.actor, AuditRow.actor_type)
                 .where(
-                    AuditRow.facility_id == result.facility_id,
+                    AuditRow.facility_id == facility_id,
                     AuditRow.study_instance_uid == study_uid,
                     AuditRow.action.in_(STORE_ACTIONS),
                     AuditRow.at >= stored_at,
@@ -305,9 +310,16 @@ def fill_senders(runtime: Runtime, now: datetime | None = None) -> int:
                 .limit(1)
             ).first()
             if sender is not None:
-                result.sender, result.sender_type = sender
-                filled += 1
-    return filled
+                found[result_id] = (sender[0], sender[1])
+    if found:
+        with runtime.sessions.begin() as session:
+            for result_id, (actor, actor_type) in found.items():
+                session.execute(
+                    update(AnalysisResult)
+                    .where(AnalysisResult.id == result_id, AnalysisResult.sender.is_(None))
+                    .values(sender=actor, sender_type=actor_type)
+                )
+    return len(found)
 
 
 def result_summaries(session: Session, study_pks: Collection[int]) -> dict[int, tuple[int, bool]]:
