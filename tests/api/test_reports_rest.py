@@ -159,6 +159,20 @@ def test_other_facilities_and_roles_are_refused_on_every_route(
         403,
         "the study is being read by rad_north",
     )
+    # Technologists manage attachments but read no reports.
+    create_user(runtime, "tech_north", "technologist", ["north"])
+    tech = client_for(app, token_for(runtime, "tech_north"))
+    assert tech.get(url).status_code == 403
+    assert tech.get(f"{url}/versions/1/pdf").status_code == 403
+    attached = tech.post(
+        f"/api/studies/north/{study}/attachments",
+        files={"file": ("req.pdf", b"%PDF-1.4\n%%EOF\n", "application/pdf")},
+    )
+    assert attached.status_code == 201
+    page = tech.get(f"/ui/reports/north/{study}")
+    assert (
+        page.status_code == 200 and "req.pdf" in page.text and 'id="report-text"' not in page.text
+    )
     # Templates: radiologists read, administrators write; other facilities' are hidden.
     made = admin.post(
         "/api/report-templates", json={"facility": "south", "name": "S", "text": "t"}

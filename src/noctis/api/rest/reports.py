@@ -1,9 +1,9 @@
 """A study's report and attachments (``/api/studies/{facility}/{study}/...``).
 
 Who sees what: radiologists, administrators and facility administrators see the report in
-every state, with its draft; everyone else who may read the facility (referring physicians,
-technologists) sees only its final and amended versions, and a study without one answers 404
-as an unknown study does. A study of a facility the caller may not read is 404 too.
+every state, with its draft; referring physicians see only its final and amended versions, and
+a study without one answers 404 as an unknown study does; technologists see no reports (403),
+only the attachments they manage. A study of a facility the caller may not read is 404 too.
 Radiologists (READING_ROLES) write and sign; signing asks for the password again
 (`noctis.api.auth.reauthenticate`). Attachments: ORDER_ROLES and radiologists upload PDFs.
 """
@@ -38,6 +38,7 @@ router = APIRouter(tags=["reports"])
 
 FULL_VIEW_ROLES = READING_ROLES | {Role.ADMIN, Role.FACILITY_ADMIN}
 SIGNED_STATES = ("final", "amended")
+READ_ROLES = FULL_VIEW_ROLES | {Role.REFERRING_PHYSICIAN}  # technologists: attachments only
 ATTACH_ROLES = ORDER_ROLES | READING_ROLES
 
 
@@ -129,6 +130,8 @@ def _version_out(base: str, version: ReportVersion) -> VersionOut:
 def _visible_versions(
     session: Session, principal: Principal, report: Report | None
 ) -> list[ReportVersion]:
+    if principal.role not in READ_ROLES:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="reports: not for your role")
     if report is None:
         return []
     versions = reports.versions_of(session, report)

@@ -5,8 +5,9 @@ and snippets, a textarea autosaved while typing (``static/reports.js``: a deboun
 draft to the REST API), the sign form (state and password), the amend button, the version
 history with PDF links, the attachments, and links to the viewer and back to the worklist.
 Everything works as plain HTML forms too: the sign form carries the text, which is saved as
-the draft before it is signed. Referring physicians and technologists get a read-only page of
-the final (and amended) versions; a study they may not see, or without a final report, is 404.
+the draft before it is signed. Referring physicians get a read-only page of the final (and
+amended) versions; a study they may not see, or without a final report, is 404. Technologists
+get the study's attachments only (and may attach a PDF).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _editor_context(
         except HTTPException:
             report = None
         full = principal.role in FULL_VIEW_ROLES
-        if not full and report is None:
+        if not full and report is None and principal.role not in ATTACH_ROLES:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no final report of this study")
         templates, snippets = [], []
         if full:

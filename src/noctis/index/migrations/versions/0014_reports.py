@@ -7,7 +7,7 @@ its Encapsulated PDF and Basic Text SR). ``study_attachment``: PDFs attached to 
 (stored in it as Encapsulated PDF).
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0017 (written against 0012: chained after the results part's 0017 on main)
 Create Date: 2026-12-07 00:40:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0017"  # the lead chains the wave's revisions at merge (on main: 0012 -> 0017)
 branch_labels = None
 depends_on = None
 
