@@ -247,3 +247,6 @@ def test_a_pdf_attachment_is_stored_in_the_study_and_anything_else_is_refused(
     assert bytes(ds.EncapsulatedDocument) == odd_pdf + b"\x00"
     assert encapsulated_document(ds) == odd_pdf
     assert [d["title"] for _, _, d in _audit(runtime, "attachment")] == ["Requisition"]
+    got = ref.get(f"{url}/{listed['id']}/pdf")
+    assert (got.status_code, got.content) == (200, odd_pdf)  # the padding byte cut off
+    assert clients("rad_south").get(f"{url}/{listed['id']}/pdf").status_code == 404

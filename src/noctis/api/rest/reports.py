@@ -32,7 +32,7 @@ from noctis.core.roles import ORDER_ROLES, READING_ROLES, Role
 from noctis.core.runtime import Runtime
 from noctis.core.workflow import Actor, WorkflowError
 from noctis.index.models import Facility, Study
-from noctis.index.reports import Report, ReportVersion
+from noctis.index.reports import Report, ReportVersion, StudyAttachment
 
 router = APIRouter(tags=["reports"])
 
@@ -368,6 +368,41 @@ def get_attachments(
         AttachmentOut.model_validate(row, from_attributes=True)
         for row in attachments.attachments_of(context.runtime, study_pk)
     ]
+
+
+@router.get(
+    "/studies/{facility}/{study_uid}/attachments/{attachment_id}/pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}}},
+)
+def get_attachment_pdf(
+    facility: str,
+    study_uid: str,
+    attachment_id: int,
+    request: Request,
+    principal: PrincipalDep,
+    context: AuthContextDep,
+) -> Response:
+    """The attached PDF as uploaded (DICOM's padding byte cut off)."""
+    runtime = context.runtime
+    with runtime.reader() as session:
+        study = find_study(session, principal, facility, study_uid)
+        row = session.get(StudyAttachment, attachment_id)
+        if row is None or row.study_pk != study.id:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such attachment")
+        facility_id, sop_uid, name = study.facility_id, row.sop_instance_uid, row.filename
+    pdf = reports.stored_pdf(runtime, facility_id, sop_uid)
+    if pdf is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="the attachment is gone")
+    runtime.audit.record(
+        _event(principal, client_address(request), study_uid, facility_id, attachment=sop_uid)
+    )
+    safe = "".join(c for c in name if c.isalnum() or c in "._-") or "attachment.pdf"
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{safe}"'},
+    )
 
 
 class _refusals:
