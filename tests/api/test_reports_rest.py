@@ -70,6 +70,7 @@ def test_a_radiologist_writes_from_a_template_signs_and_the_referrer_reads_the_p
     assert (draft["state"], draft["draft"], draft["versions"]) == ("draft", TEXT, [])
     assert ref.get(url).status_code == 404  # nothing final yet: as if there were no report
 
+    assert rad.post(f"{url}/sign", json={"state": "signed", "password": "x"}).status_code == 422
     wrong = rad.post(f"{url}/sign", json={"state": "final", "password": "guess"})
     assert (wrong.status_code, wrong.json()["detail"]) == (403, "wrong password")
     signed = rad.post(

@@ -36,6 +36,7 @@ from noctis.index.migrate import alembic_config, upgrade
 from noctis.index.models import Instance, Series, Study
 from noctis.index.reports import ReportVersion
 from noctis.index.workflow import NotificationEvent, StudyWorkflow
+from noctis.worker.reports import store_report_documents
 from support.incoming import ingest_file
 
 ALICE = Actor("alice", client="10.0.0.5")
@@ -186,6 +187,12 @@ def test_documents_not_stored_at_signing_are_stored_later_identically(
     signed = sign(runtime, study_pk, state="final", actor=ALICE)
     assert signed.documents_stored is False
     monkeypatch.setattr(runtime, "store", runtime.store.inner)
+    # The worker's job leaves a version signed moments ago to the request that signed it.
+    assert store_report_documents(runtime) == 0
+    monkeypatch.setattr(runtime.settings, "report_documents_retry_seconds", 0.001)
+    assert store_report_documents(runtime) == 1
+    with runtime.sessions.begin() as session:  # as if it had failed again: the plain sweep
+        session.get(ReportVersion, signed.version_id).documents_stored_at = None
     assert store_pending_documents(runtime) == 1
     assert store_pending_documents(runtime) == 0
     with runtime.sessions() as session:

@@ -11,7 +11,7 @@ Radiologists (READING_ROLES) write and sign; signing asks for the password again
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile, status
 from fastapi.responses import Response
@@ -73,7 +73,9 @@ class DraftIn(BaseModel):
 
 
 class SignIn(BaseModel):
-    state: str = Field(description="preliminary or final (an amendment is signed final)")
+    state: Literal["preliminary", "final", "amended"] = Field(
+        description="preliminary or final (an amendment is signed final; amended also asks for it)"
+    )
     password: str = Field(max_length=1024, description="the signer's password, again")
     text_sha256: str | None = Field(
         None, description="SHA-256 of the draft the signer read: refused (409) if it changed"
