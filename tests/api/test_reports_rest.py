@@ -105,6 +105,16 @@ def test_a_radiologist_writes_from_a_template_signs_and_the_referrer_reads_the_p
     ds = dcmread(io.BytesIO(part))
     assert bytes(ds.EncapsulatedDocument) == pdf.content == encapsulated_document(ds)
     assert ds.EncapsulatedDocumentLength == len(pdf.content) and len(pdf.content) % 2 == 0
+    # ... and as bulk data, the URI the instance's metadata gives for Encapsulated Document.
+    instance_url = instance.request.url.path
+    metadata = admin.get(f"{instance_url}/metadata").json()[0]
+    bulk = admin.get(
+        metadata["00420011"]["BulkDataURI"],
+        headers={"Accept": "multipart/related; type=application/octet-stream"},
+    )
+    assert bulk.status_code == 200, bulk.text
+    ((_, value),) = dw.split_multipart(bulk)
+    assert value == pdf.content
 
     # Who signed, and the refused attempt, are in the audit trail.
     trail = _audit(runtime, "report")
