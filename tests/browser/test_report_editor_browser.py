@@ -88,7 +88,9 @@ def _sign_in(page: Page, site: Site, username: str, next_url: str) -> None:
     page.wait_for_url(f"**{next_url}")
 
 
-def test_a_report_is_written_autosaved_signed_and_read(chromium: Browser, site: Site) -> None:
+def test_a_report_is_written_autosaved_signed_and_read(
+    chromium: Browser, site: Site, artifacts: Path
+) -> None:
     url = f"/ui/reports/{DEFAULT_FACILITY}/{site.study_uid}"
     reader = chromium.new_context()
     page = reader.new_page()
@@ -115,6 +117,7 @@ def test_a_report_is_written_autosaved_signed_and_read(chromium: Browser, site: 
     page.wait_for_selector("p.notice:has-text('Signed final')")
     assert page.locator("tr.version").count() == 1
     assert page.evaluate("window.cspViolations") == []
+    page.screenshot(path=str(artifacts / "report-editor.png"), full_page=True)
     reader.close()
 
     referrer = chromium.new_context()

@@ -101,7 +101,11 @@ def _editor_context(
             "description": study.study_description,
             "date": study.study_date,
             "accession": study.accession_number,
-            "modalities": study.modalities_in_study.replace("\\", ", "),
+            "modalities": ", ".join(
+                m
+                for m in study.modalities_in_study.split("\\")
+                if m and m not in reports.DOCUMENT_MODALITIES
+            ),
             "state": workflow.state if workflow else "",
             "assignee": workflow.assignee if workflow else None,
         }

@@ -30,6 +30,7 @@
       const response = await fetch(url, {
         method: "PUT",
         credentials: "same-origin",
+        keepalive: true, // a save started as the page closes still reaches the archive
         headers: { "Content-Type": "application/json", Accept: "application/json" },
         body: JSON.stringify(body),
       });
