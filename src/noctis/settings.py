@@ -321,6 +321,14 @@ class Settings(BaseSettings):
         "result critical in every facility, beside each Facility's criticalFindingCodes",
     )
 
+    # Reports (issue 15: noctis.core.reports)
+    report_documents_retry_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="how often a worker stores the PDF and SR of signed report versions whose "
+        "storing failed at signing (and how long after signing it first tries)",
+    )
+
     @field_validator("trusted_proxies", mode="after")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:

@@ -21,6 +21,7 @@ from noctis.core.queue import (
 from noctis.core.results import scan_results
 from noctis.worker.forward import forward_to_destination, route_study, routing_tick
 from noctis.worker.periodic import PeriodicJob
+from noctis.worker.reports import REPORT_DOCUMENTS
 from noctis.worker.series_metadata import instance_stored, series_metadata
 from noctis.worker.stable import STABLE_SWEEP, study_stable
 from noctis.worker.sweep import CONSISTENCY_CHECK, DELETION_SWEEP, RETENTION, sweep_deletions
@@ -42,4 +43,5 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     CONSISTENCY_CHECK,
     RETENTION,
     PeriodicJob("results", lambda settings: settings.results_scan_seconds, scan_results),
+    REPORT_DOCUMENTS,
 )

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from noctis.api.rest import lifecycle, records, results, routes, studies, users
+from noctis.api.rest import (
+    lifecycle,
+    records,
+    report_library,
+    reports,
+    results,
+    routes,
+    studies,
+    users,
+)
 
 router = APIRouter()
 router.include_router(records.router)
@@ -14,5 +23,7 @@ router.include_router(routes.router)
 router.include_router(studies.router)
 router.include_router(lifecycle.router)
 router.include_router(results.router)
+router.include_router(reports.router)
+router.include_router(report_library.router)
 
 __all__ = ["router"]
