@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from pydicom import dcmread
-from sqlalchemy import create_engine, inspect, select
+from sqlalchemy import create_engine, func, inspect, select
 
 from noctis.core.ingest import FacilityRef
 from noctis.core.reports import (
@@ -261,3 +261,26 @@ def test_migration_0014_goes_down_and_up_again(runtime: Runtime) -> None:
     upgrade(url)
     assert {"report", "report_version", "report_template", "report_snippet"} <= tables()
     assert "study_attachment" in tables()
+
+
+def test_a_reports_own_sr_is_not_an_analysis_result(runtime: Runtime, study_pk: int) -> None:
+    """The results scan passes over the Basic Text SR a signed report stores in the study: the
+    worklist must not show the radiologist's own report as a result of automated analysis."""
+    from noctis.core.results import scan_results
+    from noctis.index.results import AnalysisResult, ResultScan
+    from support import wait
+
+    with runtime.sessions.begin() as session:
+        save_draft(session, session.get(Study, study_pk), TEXT, actor=ALICE)
+    sign(runtime, study_pk, state="final", actor=ALICE)
+    with runtime.sessions() as session:
+        last = session.scalar(select(func.max(Instance.id)))
+
+    def scanned_past_the_report() -> bool:
+        scan_results(runtime)
+        with runtime.sessions() as session:
+            return (session.scalar(select(ResultScan.scanned_to)) or 0) >= last
+
+    wait.until(scanned_past_the_report, timeout=20, what="the results scan past the report")
+    with runtime.sessions() as session:
+        assert session.scalars(select(AnalysisResult.sop_instance_uid)).all() == []

@@ -89,6 +89,8 @@ class ReportVersion(Base):
     __table_args__ = (
         UniqueConstraint("report_id", "number", name="uq_report_version_number"),
         Index("ix_report_version_pending", "documents_stored_at"),
+        # The results scan skips the archive's own report SRs (noctis.core.results).
+        Index("ix_report_version_sr", "sr_sop_instance_uid"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0017"  # the lead chains the wave's revisions at merge (on main: 0012 -> 0017)
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
@@ -150,6 +150,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("report_id", "number", name="uq_report_version_number"),
     )
     op.create_index("ix_report_version_pending", "report_version", ["documents_stored_at"])
+    op.create_index("ix_report_version_sr", "report_version", ["sr_sop_instance_uid"])
 
 
 def downgrade() -> None:
