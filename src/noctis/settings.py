@@ -297,6 +297,13 @@ class Settings(BaseSettings):
         "after it was declared is sent again",
     )
 
+    # The reading worklist (issue 15, part `worklist`: noctis.core.worklist)
+    workflow_scan_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="how often each worker gives newly arrived studies their worklist row",
+    )
+
     @field_validator("trusted_proxies", mode="after")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:

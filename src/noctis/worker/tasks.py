@@ -18,6 +18,7 @@ from noctis.core.queue import (
     SERIES_METADATA,
     STUDY_STABLE,
 )
+from noctis.worker.arrival import ARRIVAL_SCAN
 from noctis.worker.forward import forward_to_destination, route_study, routing_tick
 from noctis.worker.periodic import PeriodicJob
 from noctis.worker.series_metadata import instance_stored, series_metadata
@@ -40,4 +41,5 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     DELETION_SWEEP,
     CONSISTENCY_CHECK,
     RETENTION,
+    ARRIVAL_SCAN,
 )
