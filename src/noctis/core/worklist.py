@@ -128,11 +128,8 @@ def facility_ids_named(
     """Ids of the facilities named; `WorklistRefused` naming one that does not exist or
     that the caller may not see (the same answer for both)."""
     wanted = set(names)
-    found = dict(
-        session.execute(
-            select(Facility.name, Facility.id).where(Facility.name.in_(wanted))
-        ).tuples()
-    )
+    statement = select(Facility.name, Facility.id).where(Facility.name.in_(wanted))
+    found = {name: facility_id for name, facility_id in session.execute(statement)}
     for name in sorted(wanted):
         if name not in found or (visible is not None and found[name] not in visible):
             raise WorklistRefused(f"no facility named {name!r}")
