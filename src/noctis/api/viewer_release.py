@@ -65,7 +65,7 @@ def app_config(dicomweb_root: str = "/dicom-web") -> str:
     form.submit();
   }}
   // The way back to the reading worklist (/ui/worklist), beside them: a real link, its
-  // click kept from OHIF's own link around the logo.
+  // click kept from the study-list link OHIF puts around the logo.
   function toWorklist(event) {{
     event.preventDefault();
     event.stopPropagation();
