@@ -12,7 +12,9 @@ an HTTP client (median and p95 over the runs, after warm-up runs):
 - API ``GET /api/worklist`` first page (50 rows) as a radiologist of one facility: default
   (studies to read), ``mine``, ``unassigned``, ``modality=NM`` (a rare one), a text search,
   the fifth page (keyset cursor), and as an administrator over both facilities;
-- the page ``GET /ui/worklist`` (server-rendered HTML) default and ``mine``.
+- the page ``GET /ui/worklist`` (server-rendered HTML) default and ``mine``;
+- the periodic arrival scan (``noctis.core.worklist.ArrivalScan``) with nothing to do: its
+  first pass (an anti-join over every study) and an idle pass above its watermark.
 """
 
 from __future__ import annotations
@@ -180,6 +182,30 @@ def _tokens(url: str, data_dir: Path) -> dict[str, str]:
     return tokens
 
 
+def _arrival_scan(url: str, data_dir: Path, runs: int) -> dict[str, float]:
+    """The periodic arrival scan with every study on the worklist already: its first pass
+    (an anti-join over every study) and its later, idle passes (above the watermark)."""
+    from noctis.core.runtime import Runtime
+    from noctis.core.worklist import ArrivalScan
+    from noctis.settings import Settings
+
+    runtime = Runtime.open(Settings(mode="embedded", data_dir=data_dir, database_url=url))
+    try:
+        scan = ArrivalScan(settle_seconds=0)
+        began = time.perf_counter()
+        if scan.run(runtime) != 0:
+            raise BenchError("the arrival scan found studies without a worklist row")
+        first = (time.perf_counter() - began) * 1000
+        idle = []
+        for _ in range(runs):
+            began = time.perf_counter()
+            scan.run(runtime)
+            idle.append((time.perf_counter() - began) * 1000)
+    finally:
+        runtime.close()
+    return {"first_pass_ms": first, "idle_pass_ms": statistics.median(idle)}
+
+
 def _timed(client: httpx.Client, path: str, params: dict[str, Any], runs: int) -> dict[str, Any]:
     samples = []
     body: Any = None
@@ -222,6 +248,7 @@ def measure(url: str, root: Path, studies: int, runs: int) -> dict[str, Any]:
     _fill(url, studies)
     fill_s = time.monotonic() - began
     tokens = _tokens(url, root)
+    scan = _arrival_scan(url, root, runs)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOCTIS_")}
     env |= {
@@ -236,7 +263,7 @@ def measure(url: str, root: Path, studies: int, runs: int) -> dict[str, Any]:
     api = Service("noctis-api", [*NOCTIS, "api"], log_path=root / "api.log", env=env, cwd=root)
     api.start()
     base = f"http://{LOOPBACK}:{port}"
-    results: dict[str, Any] = {"studies": studies, "fill_s": round(fill_s, 1)}
+    results: dict[str, Any] = {"studies": studies, "fill_s": round(fill_s, 1), "scan": scan}
     try:
 
         def answers() -> bool:
@@ -295,13 +322,18 @@ def main(console: Console, results_dir: Path, *, quick: bool) -> int:
     for studies in results:
         table.add_column(f"{int(studies):,} studies", justify="right")
     first = next(iter(results.values()))
-    names = [name for name, value in first.items() if isinstance(value, dict)]
+    names = [name for name, value in first.items() if isinstance(value, dict) and name != "scan"]
     for name in names:
         table.add_row(
             name,
             *(f"{r[name]['p50_ms']:.1f} / {r[name]['p95_ms']:.1f}" for r in results.values()),
         )
     console.print(table)
+    for studies, row in results.items():
+        console.print(
+            f"arrival scan at {int(studies):,} studies: first pass (anti-join) "
+            f"{row['scan']['first_pass_ms']:.1f} ms, idle pass {row['scan']['idle_pass_ms']:.2f} ms"
+        )
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-worklist.json"
     document = {
