@@ -107,7 +107,7 @@ def test_the_scan_looks_below_its_watermark_until_it_has_settled(
     assert unsettled.run(runtime) == 1
     assert unsettled.floor == 0
 
-    settled = ArrivalScan(settle_seconds=0)
+    settled = ArrivalScan(settle_seconds=0, trailing_keys=0)
     assert settled.run(runtime) == 0
     assert settled.floor > 0  # the highest key seen
     forget(early)
@@ -115,6 +115,29 @@ def test_the_scan_looks_below_its_watermark_until_it_has_settled(
     later = _ingest(runtime, facility, make_dicom)
     assert settled.run(runtime) == 1
     assert later in _workflow(runtime)
+    # The periodic full pass finds what the watermark passed over.
+    assert ArrivalScan(settle_seconds=0, trailing_keys=0, full_pass_seconds=0).run(runtime) == 1
+    assert early in _workflow(runtime)
+
+
+def test_a_key_sqlite_gives_again_after_a_deletion_is_still_an_arrival(
+    runtime: Runtime, facility: FacilityRef, make_dicom
+) -> None:
+    """SQLite gives the deleted last study's key to the next study: the scan looks a
+    little below its watermark, so the newcomer is not taken for one it has seen."""
+    from noctis.core import deletion
+
+    _ingest(runtime, facility, make_dicom)
+    last = _ingest(runtime, facility, make_dicom)
+    scan = ArrivalScan(settle_seconds=0)
+    assert scan.run(runtime) == 2
+    scan.run(runtime)  # the watermark is now the last study's key
+    deletion.delete(
+        runtime, deletion.Target(facility.id, last), deletion.Actor("admin", "user", "")
+    )
+    newcomer = _ingest(runtime, facility, make_dicom)
+    assert scan.run(runtime) == 1
+    assert _workflow(runtime)[newcomer].state == "arrived"
 
 
 def test_a_stable_study_becomes_ready_and_a_claimed_one_stays_in_reading(
@@ -231,3 +254,29 @@ def test_notes_are_kept_in_order_and_audited(
     assert entry.notes == 2
     assert [d["change"] for d in audited] == ["note", "note"]
     assert audited[0]["chars"] == len("patient moved during the scan")
+
+
+def test_a_deleted_study_leaves_the_worklist_with_its_notes(
+    runtime: Runtime, facility: FacilityRef, make_dicom
+) -> None:
+    from noctis.core import deletion
+    from noctis.index.worklist import StudyNote
+
+    gone = _ingest(runtime, facility, make_dicom)
+    kept = _ingest(runtime, facility, make_dicom)
+    scan_arrivals(runtime)
+    with runtime.sessions.begin() as session:
+        add_note(session, _study(session, gone), "wrong patient", actor=ALICE)
+    removed = deletion.delete(
+        runtime,
+        deletion.Target(facility.id, gone),
+        deletion.Actor("admin", "user", "127.0.0.1"),
+    )
+    assert removed.study_removed
+    assert set(_workflow(runtime)) == {kept}
+    with runtime.sessions() as session:
+        assert session.scalars(select(StudyNote)).all() == []
+    # The same study sent again is a new arrival, with nothing of the old one.
+    assert _ingest(runtime, facility, make_dicom, StudyInstanceUID=gone) == gone
+    assert scan_arrivals(runtime) == 1
+    assert _workflow(runtime)[gone].state == "arrived"

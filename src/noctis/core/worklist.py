@@ -4,12 +4,14 @@ assignee, write notes.
 
 Arrival: every study gets its workflow row (state ``arrived``) from `ArrivalScan`, a periodic
 job of every worker process (`noctis.worker.arrival`), not from a message a crash could lose.
-Its first pass is one anti-join over every study; later passes look only above a watermark
-(the highest study key seen at a pass at least ``SETTLE_SECONDS`` old), so an idle pass over
-100,000 studies reads a few index entries. The lag covers PostgreSQL's sequence: a study
-whose key was drawn before another's may commit after it, so the watermark stays behind
-until any transaction that was open then has ended. When the study becomes stable the
-worker moves it from ``arrived`` to ``ready`` (`ready_when_stable`).
+A full pass (one anti-join over every study) runs first and then every ``FULL_PASS_SECONDS``;
+the passes between look only at study keys above a watermark, so an idle pass over 100,000
+studies reads a few index entries. The watermark is the highest key seen at a pass at least
+``SETTLE_SECONDS`` old, less ``TRAILING_KEYS``: PostgreSQL draws a key from its sequence
+before the study commits, so a study may commit after one with a higher key; SQLite gives the
+key of a deleted last study to the next one. Either way the study is found at the next pass,
+or at worst by the next full pass. When the study becomes stable the worker moves it from
+``arrived`` to ``ready`` (`ready_when_stable`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from noctis.index.worklist import (
 log = logging.getLogger(__name__)
 
 SETTLE_SECONDS = 60.0  # longer than any transaction that inserts a study
+TRAILING_KEYS = 1_000  # keys below the watermark looked at again on every pass
+FULL_PASS_SECONDS = 600.0
 SCAN_BATCH = 500
 SCAN_MAX_PER_PASS = 10_000
 MODALITY = re.compile(r"^[A-Z0-9]{1,16}$")
@@ -57,44 +61,54 @@ class WorklistRefused(ValueError):
 class ArrivalScan:
     """Gives every new study its workflow row; one per process (it keeps the watermark)."""
 
-    def __init__(self, settle_seconds: float = SETTLE_SECONDS) -> None:
+    def __init__(
+        self,
+        settle_seconds: float = SETTLE_SECONDS,
+        *,
+        trailing_keys: int = TRAILING_KEYS,
+        full_pass_seconds: float = FULL_PASS_SECONDS,
+    ) -> None:
         self._settle = settle_seconds
-        self._floor = 0  # studies above this key are looked at
+        self._trailing = trailing_keys
+        self._full_every = full_pass_seconds
+        self._last_full: float | None = None
+        self._watermark = 0
         self._marks: deque[tuple[float, int]] = deque()  # (when, highest key seen then)
 
     @property
     def floor(self) -> int:
-        return self._floor
+        """Studies with a key above this are looked at by the next pass (unless it is full)."""
+        return max(0, self._watermark - self._trailing)
 
     def run(self, runtime: Runtime) -> int:
         """One pass: the number of studies given a workflow row."""
         started = time.monotonic()
+        full = self._last_full is None or started - self._last_full >= self._full_every
         with runtime.reader() as session:
             top = highest_study_key(session)
-        made = 0
-        above = self._floor
+        made, above, complete = 0, 0 if full else self.floor, False
         while made < SCAN_MAX_PER_PASS:
             with runtime.reader() as session:
                 missing = studies_without_workflow(session, above, SCAN_BATCH)
-            if not missing:
-                break
-            with runtime.sessions.begin() as session:
-                for study in session.scalars(select(Study).where(Study.id.in_(missing))):
-                    ensure_workflow(session, study)
-            made += len(missing)
-            above = missing[-1]
+            if missing:
+                with runtime.sessions.begin() as session:
+                    for study in session.scalars(select(Study).where(Study.id.in_(missing))):
+                        ensure_workflow(session, study)
+                made += len(missing)
+                above = missing[-1]
             if len(missing) < SCAN_BATCH:
+                complete = True
                 break
-        self._advance_floor(started, top)
+        if complete:  # a pass cut short leaves the watermark where it was
+            self._marks.append((started, top))
+            if full:
+                self._last_full = started
+        settled = started - self._settle
+        while self._marks and self._marks[0][0] <= settled:
+            self._watermark = max(self._watermark, self._marks.popleft()[1])
         if made:
             log.info("worklist: %d new studies arrived", made)
         return made
-
-    def _advance_floor(self, started: float, top: int) -> None:
-        self._marks.append((started, top))
-        settled = started - self._settle
-        while self._marks and self._marks[0][0] <= settled:
-            self._floor = max(self._floor, self._marks.popleft()[1])
 
 
 def ready_when_stable(session: Session, study: Study) -> bool:
