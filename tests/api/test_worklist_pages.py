@@ -5,6 +5,7 @@ study's page with its notes and actions, and the same roles and isolation as the
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,12 @@ import pytest
 from sqlalchemy import select
 
 from noctis.core.ingest import FacilityRef
+from noctis.core.results import SETTLE_SECONDS, scan_results
 from noctis.core.runtime import Runtime
 from noctis.core.workflow import Actor, Priority, set_priority
 from noctis.index.models import Facility, Study
 from noctis.worker.arrival import scan_arrivals
+from support import analysis as an
 from support.dicomdata import small_ct
 from support.incoming import ingest_file
 
@@ -117,3 +120,31 @@ def test_referring_physicians_and_strangers_do_not_get_the_worklist(clients: Any
     assert anonymous.headers["location"] == "/login?next=%2Fui%2Fworklist"
     posted = clients(None).post("/ui/worklist/north/1.2.3/claim", follow_redirects=False)
     assert posted.status_code == 303 and posted.headers["location"].startswith("/login")
+
+
+def test_a_critical_analysis_result_puts_the_study_on_top_with_its_results_counted(
+    clients: Any, dw: Any, runtime: Runtime, tmp_path: Path, add_study
+) -> None:
+    """An AI node's SR declaring a critical finding: the worklist shows the study first (STAT,
+    critical) with its result counted, in the API and on the page."""
+    add_study("north", Priority.URGENT, PatientName="Waiting^Urgent")
+    rad = clients("rad_north")
+    study = dw.build_study(["explicit"], patient_name="Free^Air")
+    report = an.sr(
+        tmp_path,
+        study.study_uid,
+        an.container(an.CRITICAL_HEADING, an.text(an.FINDING, "Free air under the diaphragm")),
+        PatientID=study.patient_id,
+    )
+    assert dw.stow(rad, [*study.files.values(), report.read_bytes()]).status_code == 200
+    scan_arrivals(runtime)
+    time.sleep(SETTLE_SECONDS)  # the results scan leaves instances younger than this
+    assert scan_results(runtime) == 1
+
+    first = rad.get("/api/worklist").json()["items"][0]
+    assert first["study_instance_uid"] == study.study_uid
+    assert (first["priority"], first["critical"]) == ("STAT", True)
+    assert (first["results"], first["critical_result"]) == (1, True)
+    page = rad.get("/ui/worklist").text
+    assert _rows(page)[0] == study.study_uid
+    assert '<td class="results">1 <span class="badge critical">critical</span></td>' in page

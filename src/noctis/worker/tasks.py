@@ -18,6 +18,7 @@ from noctis.core.queue import (
     SERIES_METADATA,
     STUDY_STABLE,
 )
+from noctis.core.results import scan_results
 from noctis.worker.arrival import ARRIVAL_SCAN
 from noctis.worker.forward import forward_to_destination, route_study, routing_tick
 from noctis.worker.periodic import PeriodicJob
@@ -42,4 +43,5 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     CONSISTENCY_CHECK,
     RETENTION,
     ARRIVAL_SCAN,
+    PeriodicJob("results", lambda settings: settings.results_scan_seconds, scan_results),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from noctis.api.rest import lifecycle, records, routes, studies, users, worklist
+from noctis.api.rest import lifecycle, records, results, routes, studies, users, worklist
 
 router = APIRouter()
 router.include_router(records.router)
@@ -14,5 +14,6 @@ router.include_router(routes.router)
 router.include_router(studies.router)
 router.include_router(lifecycle.router)
 router.include_router(worklist.router)
+router.include_router(results.router)
 
 __all__ = ["router"]

@@ -49,7 +49,7 @@ from noctis.api.rest.worklist_params import (
     WorklistPage,
     WorklistParams,
     encode_cursor,
-    item,
+    items,
     utc,
     worklist_query,
 )
@@ -105,7 +105,7 @@ def list_worklist(
     )
     more = len(entries) == query.limit
     return WorklistPage(
-        items=[item(e) for e in entries],
+        items=items(session, entries),
         next=encode_cursor(entries[-1].cursor) if more else None,
     )
 

@@ -12,7 +12,7 @@ from fastapi import HTTPException, status
 from sqlalchemy.orm import Session
 
 from noctis.api.audit import actor_type
-from noctis.api.rest.worklist_params import WorklistItem, item
+from noctis.api.rest.worklist_params import WorklistItem, items
 from noctis.api.security import Principal
 from noctis.core.roles import ASSIGN_ROLES, READING_ROLES, WORKLIST_ROLES, Role
 from noctis.core.workflow import (
@@ -63,7 +63,7 @@ def current_item(session: Session, study: Study) -> WorklistItem:
     session.flush()
     entry = worklist_entry(session, study.id)
     assert entry is not None
-    return item(entry)
+    return items(session, [entry])[0]
 
 
 def _change(change: Callable[[], Any]) -> None:

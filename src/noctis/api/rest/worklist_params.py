@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from noctis.api.security import Principal
+from noctis.core.results import result_summaries
 from noctis.core.workflow import Priority, StudyState
 from noctis.core.worklist import WorklistRefused, facility_ids_named, parse_modalities
 from noctis.index.worklist import (
@@ -48,6 +49,8 @@ class WorklistItem(BaseModel):
     arrived_at: datetime
     state_changed_at: datetime
     notes: int = Field(description="how many notes the study has")
+    results: int = Field(description="results of automated analysis (SR, SEG) of the study")
+    critical_result: bool = Field(description="one of those results declares a critical finding")
     viewer_url: str
     report_url: str
     page_url: str
@@ -89,7 +92,13 @@ def utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def item(entry: WorklistEntry) -> WorklistItem:
+def items(session: Session, entries: list[WorklistEntry]) -> list[WorklistItem]:
+    """The entries as rows, with their analysis results counted (one query for them all)."""
+    results = result_summaries(session, [e.study_pk for e in entries])
+    return [item(e, *results.get(e.study_pk, (0, False))) for e in entries]
+
+
+def item(entry: WorklistEntry, results: int = 0, critical_result: bool = False) -> WorklistItem:
     here = f"{entry.facility}/{entry.study_instance_uid}"
     return WorklistItem(
         facility=entry.facility,
@@ -110,6 +119,8 @@ def item(entry: WorklistEntry) -> WorklistItem:
         arrived_at=utc(entry.arrived_at),
         state_changed_at=utc(entry.state_changed_at),
         notes=entry.notes,
+        results=results,
+        critical_result=critical_result,
         viewer_url=f"/viewer?StudyInstanceUIDs={entry.study_instance_uid}",
         report_url=f"/ui/reports/{here}",
         page_url=f"/ui/worklist/{here}",

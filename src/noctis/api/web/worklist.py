@@ -34,7 +34,7 @@ from noctis.api.rest.worklist_params import (
     WorklistItem,
     WorklistParams,
     encode_cursor,
-    item,
+    items,
     worklist_query,
 )
 from noctis.api.security import Principal, client_address
@@ -139,7 +139,7 @@ def worklist(request: Request, principal: PagePrincipalDep) -> Response:
             params = WorklistParams.model_validate(form)
             query = worklist_query(session, principal, params)
             entries = worklist_page(session, query)
-            rows = [item(e) for e in entries]
+            rows = items(session, entries)
             if len(entries) == query.limit:
                 following = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
                 following.append(("cursor", encode_cursor(entries[-1].cursor)))

@@ -7,7 +7,7 @@ read already, and a scan in that order stops at the page's end). ``ix_study_work
 the same order over every study (a worklist filtered on other states).
 
 Revision ID: 0013
-Revises: 0012
+Revises: 0017
 Create Date: 2026-12-07 01:00:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0012"
+down_revision = "0017"  # main's head when merged (0012 on the branch before)
 branch_labels = None
 depends_on = None
 
