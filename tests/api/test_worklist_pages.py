@@ -16,6 +16,7 @@ from noctis.core.ingest import FacilityRef
 from noctis.core.results import SETTLE_SECONDS, scan_results
 from noctis.core.runtime import Runtime
 from noctis.core.workflow import Actor, Priority, set_priority
+from noctis.index.accounts import AuditRow
 from noctis.index.models import Facility, Study
 from noctis.worker.arrival import scan_arrivals
 from support import analysis as an
@@ -50,7 +51,7 @@ def _rows(html: str) -> list[str]:
 
 
 def test_the_worklist_page_lists_stat_first_and_a_claim_comes_back_to_it(
-    clients: Any, add_study
+    clients: Any, add_study, runtime: Runtime
 ) -> None:
     routine = add_study("north", PatientName="Early^Routine", Modality="MR")
     stat = add_study("north", Priority.STAT, PatientName="Late^Stat")
@@ -83,6 +84,14 @@ def test_the_worklist_page_lists_stat_first_and_a_claim_comes_back_to_it(
     assert elsewhere.headers["location"] == f"/ui/worklist/north/{stat}"
 
     assert _rows(rad.get("/ui/worklist", params={"modality": "MR"}).text) == [routine]
+    runtime.audit.flush()
+    with runtime.sessions() as session:
+        listed = session.scalars(
+            select(AuditRow.detail)
+            .where(AuditRow.action == "worklist.list", AuditRow.actor == "rad_north")
+            .order_by(AuditRow.id)
+        ).all()
+    assert listed[-1] == {"query": {"modality": ["MR"]}, "results": 1}
     bad = rad.get("/ui/worklist", params={"study_date_from": "yesterday"})
     assert bad.status_code == 422 and 'id="worklist-error"' in bad.text
 

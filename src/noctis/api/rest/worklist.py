@@ -23,7 +23,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, status
 from sqlalchemy.orm import Session
 
-from noctis.api.audit import web_event
 from noctis.api.auth.context import AuthContextDep
 from noctis.api.rest.deps import SessionDep
 from noctis.api.rest.worklist_actions import (
@@ -34,6 +33,7 @@ from noctis.api.rest.worklist_actions import (
     current_item,
     note_study,
     prioritise_study,
+    record_listing,
     refused,
     release_study,
     require_role,
@@ -91,18 +91,7 @@ def list_worklist(
     except WorklistRefused as exc:
         raise refused(exc) from exc
     entries = worklist_page(session, query)
-    audit.record(
-        web_event(
-            principal,
-            client_address(request),
-            "worklist.list",
-            "success",
-            detail={
-                "query": params.model_dump(exclude_defaults=True, mode="json"),
-                "results": len(entries),
-            },
-        )
-    )
+    record_listing(audit, principal, client_address(request), params, len(entries))
     more = len(entries) == query.limit
     return WorklistPage(
         items=items(session, entries),

@@ -11,9 +11,10 @@ from typing import Any
 from fastapi import HTTPException, status
 from sqlalchemy.orm import Session
 
-from noctis.api.audit import actor_type
-from noctis.api.rest.worklist_params import WorklistItem, items
+from noctis.api.audit import actor_type, web_event
+from noctis.api.rest.worklist_params import WorklistItem, WorklistParams, items
 from noctis.api.security import Principal
+from noctis.core.audit import AuditSink
 from noctis.core.roles import ASSIGN_ROLES, READING_ROLES, WORKLIST_ROLES, Role
 from noctis.core.workflow import (
     Actor,
@@ -34,6 +35,14 @@ def require_role(principal: Principal, roles: Collection[Role], what: str) -> No
     if principal.role not in roles:
         allowed = ", ".join(sorted(r.value for r in roles))
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"{what}: only {allowed}")
+
+
+def record_listing(
+    audit: AuditSink, principal: Principal, client: str, params: WorklistParams, results: int
+) -> None:
+    """A page of the worklist was read (patients' names): the audit trail's ``worklist.list``."""
+    detail = {"query": params.model_dump(exclude_defaults=True, mode="json"), "results": results}
+    audit.record(web_event(principal, client, "worklist.list", "success", detail=detail))
 
 
 def actor_of(principal: Principal, client: str) -> Actor:

@@ -26,6 +26,7 @@ from noctis.api.rest.worklist_actions import (
     current_item,
     note_study,
     prioritise_study,
+    record_listing,
     refused,
     release_study,
     study_or_404,
@@ -37,7 +38,7 @@ from noctis.api.rest.worklist_params import (
     items,
     worklist_query,
 )
-from noctis.api.security import Principal, client_address
+from noctis.api.security import Principal, client_address, get_audit
 from noctis.api.web.render import PagePrincipalDep, render
 from noctis.core.roles import ASSIGN_ROLES, READING_ROLES, WORKLIST_ROLES
 from noctis.core.runtime import Runtime
@@ -140,6 +141,9 @@ def worklist(request: Request, principal: PagePrincipalDep) -> Response:
             query = worklist_query(session, principal, params)
             entries = worklist_page(session, query)
             rows = items(session, entries)
+            record_listing(
+                get_audit(request), principal, client_address(request), params, len(rows)
+            )
             if len(entries) == query.limit:
                 following = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
                 following.append(("cursor", encode_cursor(entries[-1].cursor)))
