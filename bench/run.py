@@ -1,4 +1,4 @@
-"""Run the benchmarks: `python bench/run.py {store,web,all,load,images} [--quick]`
+"""Run the benchmarks: `python bench/run.py {store,web,all,load,images,...} [--quick]`
 (or `python -m bench`).
 
 Every target is started here on free loopback ports in a temp dir, measured, and stopped
@@ -41,6 +41,7 @@ from bench import (
     stable,
     store,
     web,
+    worklist,
 )
 from bench import delete as delete_bench
 from bench import retention as retention_bench
@@ -80,6 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "retention",
             "route",
             "report",
+            "worklist",
         ),
         help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both; "
         "load: QIDO/metadata under concurrent stores and a login flood (Noctis targets); "
@@ -89,7 +91,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "delete: time to delete the CT study (answered, all objects gone; Noctis targets); "
         "retention: a retention run over --studies studies (SQLite, PostgreSQL); "
         "route: forwarding to storescp, Noctis beside Orthanc (bench/route.py); "
-        "report: signing a report, PDF + SR rendered and stored (SQLite, PostgreSQL)",
+        "report: signing a report, PDF + SR rendered and stored (SQLite, PostgreSQL); "
+        "worklist: the reading worklist's API and page at 10,000 and 100,000 studies "
+        "(PostgreSQL; bench/worklist.py)",
     )
     parser.add_argument("--quick", action="store_true", help="small data, few runs: a smoke run")
     parser.add_argument(
@@ -152,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return cluster.main(console, args.results_dir)
     if args.suite == "stable":
         return stable.main(console, args.results_dir, quick=args.quick)
+    if args.suite == "worklist":
+        return worklist.main(console, args.results_dir, quick=args.quick)
     if args.suite == "retention":
         return _run_retention(args)
     if args.suite == "report":

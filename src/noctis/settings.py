@@ -299,6 +299,13 @@ class Settings(BaseSettings):
         "after it was declared is sent again",
     )
 
+    # The reading worklist (issue 15, part `worklist`: noctis.core.worklist)
+    workflow_scan_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="how often each worker gives newly arrived studies their worklist row",
+    )
+
     # Results of automated analysis (issue 15, part `results`: noctis.core.results)
     results_scan_seconds: float = Field(
         2.0, gt=0, description="how often a worker looks for new SR and SEG instances"

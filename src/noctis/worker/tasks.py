@@ -19,6 +19,7 @@ from noctis.core.queue import (
     STUDY_STABLE,
 )
 from noctis.core.results import scan_results
+from noctis.worker.arrival import ARRIVAL_SCAN
 from noctis.worker.forward import forward_to_destination, route_study, routing_tick
 from noctis.worker.periodic import PeriodicJob
 from noctis.worker.reports import REPORT_DOCUMENTS
@@ -42,6 +43,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     DELETION_SWEEP,
     CONSISTENCY_CHECK,
     RETENTION,
+    ARRIVAL_SCAN,
     PeriodicJob("results", lambda settings: settings.results_scan_seconds, scan_results),
     REPORT_DOCUMENTS,
 )

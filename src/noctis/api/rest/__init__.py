@@ -1,5 +1,5 @@
 """The REST API beside DICOMweb (``/api``): facilities, users, tokens, audit, system status,
-deletion, legal holds and the consistency check."""
+deletion, legal holds, the consistency check and the reading worklist."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from noctis.api.rest import (
     routes,
     studies,
     users,
+    worklist,
 )
 
 router = APIRouter()
@@ -22,6 +23,7 @@ router.include_router(users.router)
 router.include_router(routes.router)
 router.include_router(studies.router)
 router.include_router(lifecycle.router)
+router.include_router(worklist.router)
 router.include_router(results.router)
 router.include_router(reports.router)
 router.include_router(report_library.router)
