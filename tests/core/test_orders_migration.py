@@ -11,6 +11,8 @@ from sqlalchemy import create_engine, inspect, text
 
 from noctis.index.migrate import alembic_config, upgrade
 
+PREVIOUS = "0017"  # the revision 0015 follows (the lead chains the parts at merge)
+
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_0015_adds_orders_and_lets_entries_that_allowed_everything_use_worklist_and_mpps(
@@ -24,7 +26,7 @@ def test_0015_adds_orders_and_lets_entries_that_allowed_everything_use_worklist_
         else f"sqlite:///{tmp_path / 'index.sqlite3'}"
     )
     every_service_before = ["echo", "store", "find", "move", "get", "commitment"]
-    upgrade(url, "0012")
+    upgrade(url, PREVIOUS)
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -62,7 +64,7 @@ def test_0015_adds_orders_and_lets_entries_that_allowed_everything_use_worklist_
         }
         tables = {"imaging_order", "performed_procedure_step"}
         assert tables <= set(inspect(engine).get_table_names())
-        command.downgrade(alembic_config(url), "0012")
+        command.downgrade(alembic_config(url), PREVIOUS)
         assert services() == {"*": every_service_before, "CT1": ["echo", "store"]}
         engine.dispose()
         assert not tables & set(inspect(create_engine(url)).get_table_names())

@@ -18,9 +18,12 @@ from noctis.core.queue import (
     SERIES_METADATA,
     STUDY_STABLE,
 )
+from noctis.core.results import scan_results
+from noctis.worker.arrival import ARRIVAL_SCAN
 from noctis.worker.forward import forward_to_destination, route_study, routing_tick
 from noctis.worker.orders import ORDER_LINKING
 from noctis.worker.periodic import PeriodicJob
+from noctis.worker.reports import REPORT_DOCUMENTS
 from noctis.worker.series_metadata import instance_stored, series_metadata
 from noctis.worker.stable import STABLE_SWEEP, study_stable
 from noctis.worker.sweep import CONSISTENCY_CHECK, DELETION_SWEEP, RETENTION, sweep_deletions
@@ -41,5 +44,8 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     DELETION_SWEEP,
     CONSISTENCY_CHECK,
     RETENTION,
+    ARRIVAL_SCAN,
+    PeriodicJob("results", lambda settings: settings.results_scan_seconds, scan_results),
+    REPORT_DOCUMENTS,
     ORDER_LINKING,
 )

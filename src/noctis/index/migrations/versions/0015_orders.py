@@ -10,7 +10,7 @@ default entry, every entry a spec left at its default) get both; an entry that l
 keeps its list.
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0017
 Create Date: 2026-12-07 01:00:00
 """
 
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0012"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
