@@ -221,3 +221,50 @@ def test_pynetdicom_gets_only_the_keys_it_asked_for_and_the_query_is_audited(
     details = [row.detail for row in rows if row.detail.get("level") == "WORKLIST"]
     assert details and details[-1]["results"] == 1
     assert details[-1]["keys"] == {"PatientName": "Smith*"}
+
+
+def test_a_modality_reads_the_worklist_then_sends_the_study_which_is_linked_as_stat(
+    scp: RunningScp, orders: dict[str, str], runtime: Runtime, tmp_path: Path
+) -> None:
+    """The modality's day: a worklist query for its station, an exam under the answer's
+    Study Instance UID and accession number sent with storescu, and the arrival linked to
+    the STAT order: the study is STAT on the radiologists' worklist, with its notification."""
+    from sqlalchemy import select
+
+    from noctis.core.orders import link_arrivals
+    from noctis.index.models import Study
+    from noctis.index.workflow import NotificationEvent, StudyWorkflow
+    from support.dcmtk import storescu
+    from support.dicomdata import small_ct
+
+    result, answers = findscu_worklist(
+        scp.port,
+        [
+            "(0040,0100)[0].ScheduledStationAETitle=MR_ROOM",
+            "PatientName",
+            "PatientID",
+            "AccessionNumber",
+            "StudyInstanceUID",
+        ],
+        tmp_path,
+    )
+    assert [a.AccessionNumber for a in answers] == ["ACC2"], result.output
+    scheduled = answers[0]
+    image = tmp_path / "mr.dcm"
+    small_ct(
+        StudyInstanceUID=scheduled.StudyInstanceUID,
+        AccessionNumber=scheduled.AccessionNumber,
+        PatientID=scheduled.PatientID,
+        PatientName=scheduled.PatientName,
+        Modality="MR",
+    ).save_as(image, enforce_file_format=True)
+    sent = storescu(scp.port, [image], calling=MODALITY, called=AE_TITLE)
+    assert sent.ok, sent.output
+    assert link_arrivals(runtime) == 1
+    with runtime.sessions() as session:
+        order = session.scalars(select(Order).where(Order.accession_number == "ACC2")).first()
+        study = session.get(Study, order.study_pk)
+        assert study.study_instance_uid == orders["ACC2"]
+        assert session.get(StudyWorkflow, study.id).priority == 2  # STAT
+        kinds = [e.kind for e in session.scalars(select(NotificationEvent))]
+        assert kinds == ["stat-arrived"]
