@@ -180,3 +180,14 @@ def test_a_step_for_no_known_order_is_kept_and_an_ae_without_mpps_is_refused(
     finally:
         refused.release()
     assert order_status(runtime, order.id) == "scheduled"
+
+
+def test_a_step_created_without_an_instance_uid_gets_one_from_the_archive(
+    scp: RunningScp, runtime: Runtime, order: Order, modality: Association
+) -> None:
+    status, _ = modality.send_n_create(in_progress(AccessionNumber="ACC7"), MPPS)
+    assert status.Status == 0x0000
+    with runtime.sessions() as session:
+        step = session.query(PerformedProcedureStep).one()
+    assert step.sop_instance_uid.startswith("1.2.")
+    assert order_status(runtime, order.id) == "in-progress"
