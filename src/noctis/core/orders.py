@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydicom.uid import generate_uid
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from noctis.core.audit import AuditEvent, AuditOutcome, add_to_session
@@ -401,31 +401,41 @@ def update_step(
 
 
 def link_arrivals(runtime: Runtime) -> int:
-    """Link each open order without a study to the study of its facility that arrived with
-    its Study Instance UID or accession number; the study's priority rises to the order's.
-    How many were linked. Periodic (orders without a study are few)."""
+    """Link each order without a study (and not cancelled) to the study of its facility that
+    arrived with its Study Instance UID, or else its accession number; the study's priority
+    rises to the order's. How many were linked. Periodic: two indexed joins find the pairs,
+    and a write transaction is opened only when there are some."""
+    with runtime.sessions() as session:
+        pairs = arrived_studies(session)
+    if not pairs:
+        return 0
     linked = 0
     with runtime.sessions.begin() as session:
-        pending = session.scalars(
-            select(Order).where(
-                Order.study_pk.is_(None), Order.status != OrderStatus.CANCELLED.value
-            )
-        ).all()
-        for order in pending:
-            study = session.scalars(
-                select(Study)
-                .where(
-                    Study.facility_id == order.facility_id,
-                    or_(
-                        Study.study_instance_uid == order.study_instance_uid,
-                        Study.accession_number == order.accession_number,
-                    ),
-                )
-                .order_by((Study.study_instance_uid == order.study_instance_uid).desc(), Study.id)
-            ).first()
-            if study is not None and link(session, order, study):
+        for order_id, study_pk in pairs.items():
+            order, study = session.get(Order, order_id), session.get(Study, study_pk)
+            if order is not None and study is not None and link(session, order, study):
                 linked += 1
     return linked
+
+
+def arrived_studies(session: Session) -> dict[int, int]:
+    """Order id -> the study pk to link it to (its Study Instance UID's first, else the first
+    study with its accession number)."""
+    open_orders = (Order.study_pk.is_(None), Order.status != OrderStatus.CANCELLED.value)
+    pairs: dict[int, int] = {}
+    for match in (
+        Study.study_instance_uid == Order.study_instance_uid,
+        Study.accession_number == Order.accession_number,
+    ):
+        rows = session.execute(
+            select(Order.id, Study.id)
+            .join(Study, (Study.facility_id == Order.facility_id) & match)
+            .where(*open_orders)
+            .order_by(Order.id, Study.id)
+        )
+        for order_id, study_pk in rows:
+            pairs.setdefault(order_id, study_pk)
+    return pairs
 
 
 def link(session: Session, order: Order, study: Study) -> bool:
