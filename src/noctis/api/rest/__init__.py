@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from noctis.api.rest import lifecycle, records, routes, studies, users
+from noctis.api.rest import lifecycle, notifications, records, routes, studies, users
 
 router = APIRouter()
 router.include_router(records.router)
@@ -13,5 +13,6 @@ router.include_router(users.router)
 router.include_router(routes.router)
 router.include_router(studies.router)
 router.include_router(lifecycle.router)
+router.include_router(notifications.router)
 
 __all__ = ["router"]

@@ -1,0 +1,126 @@
+"""Real receivers of notifications for tests, on 127.0.0.1: a webhook (http.server) that
+checks each call's HMAC signature the way the README tells receivers to, and an SMTP server
+(aiosmtpd) that keeps every message it is given."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from support.ports import LOOPBACK, free_port
+
+
+@dataclass
+class Call:
+    headers: dict[str, str]
+    body: bytes
+    signature_ok: bool
+    status: int
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+
+@dataclass
+class WebhookReceiver:
+    """Answers ``fail_first`` calls with 500, then 200; records every call."""
+
+    secret: str
+    fail_first: int = 0
+    calls: list[Call] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver._lock:
+                    failing = len(receiver.calls) < receiver.fail_first
+                    status = 500 if failing else 200
+                    receiver.calls.append(
+                        Call(headers, body, receiver.verify(headers, body), status)
+                    )
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((LOOPBACK, free_port()), Handler)
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def verify(self, headers: dict[str, str], body: bytes, max_age: float = 300) -> bool:
+        """What a receiver does (README, "Verifying a webhook"): recompute the HMAC over
+        timestamp + "." + raw body, compare in constant time, refuse an old timestamp."""
+        timestamp = headers.get("x-noctis-timestamp", "")
+        given = headers.get("x-noctis-signature", "")
+        expected = (
+            "sha256="
+            + hmac.new(
+                self.secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256
+            ).hexdigest()
+        )
+        fresh = timestamp.isdigit() and abs(time.time() - int(timestamp)) <= max_age
+        return fresh and hmac.compare_digest(given, expected)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/hook"
+
+    def succeeded(self) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.status == 200]
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
+
+
+class _Keep:
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], Message]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
+        return "250 Message accepted for delivery"
+
+
+class SmtpReceiver:
+    """aiosmtpd on a loopback port, keeping (recipients, message) of each mail."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._handler = _Keep()
+        self._controller = Controller(self._handler, hostname=LOOPBACK, port=self.port)
+
+    @property
+    def messages(self) -> list[tuple[list[str], Message]]:
+        return list(self._handler.messages)
+
+    def __enter__(self) -> SmtpReceiver:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._controller.stop()
