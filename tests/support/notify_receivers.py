@@ -10,8 +10,8 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from email import message_from_bytes
-from email.message import Message
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -99,10 +99,11 @@ class WebhookReceiver:
 
 class _Keep:
     def __init__(self) -> None:
-        self.messages: list[tuple[list[str], Message]] = []
+        self.messages: list[tuple[list[str], EmailMessage]] = []
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
+        message = message_from_bytes(envelope.content, policy=policy.default)
+        self.messages.append((list(envelope.rcpt_tos), message))  # type: ignore[arg-type]
         return "250 Message accepted for delivery"
 
 
@@ -115,7 +116,7 @@ class SmtpReceiver:
         self._controller = Controller(self._handler, hostname=LOOPBACK, port=self.port)
 
     @property
-    def messages(self) -> list[tuple[list[str], Message]]:
+    def messages(self) -> list[tuple[list[str], EmailMessage]]:
         return list(self._handler.messages)
 
     def __enter__(self) -> SmtpReceiver:
