@@ -127,7 +127,7 @@ def set_my_preferences(
     try:
         notify_inbox.set_preferences(session, user_id, principal.role, prefs)
     except notify_inbox.PreferenceError as refused:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(refused)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(refused)) from None
     _audit(
         session,
         request,
@@ -210,7 +210,7 @@ def set_facility_notifications(
         secrets = {w.name: w.secret for w in body.webhooks if w.secret}
         store_rest_receivers(session, facility, spec, secrets)
     except ValueError as refused:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(refused)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(refused)) from None
     _audit(
         session,
         request,
