@@ -128,8 +128,8 @@ def _prepare(runtime: Runtime, delivery: ClaimedDelivery) -> Prepared:
         if webhook is None:
             raise Undeliverable(f"webhook {delivery.target} is no longer configured")
         secret = receivers.secrets.get(webhook.name, "")
-        if not secret:
-            raise Undeliverable(
+        if not secret:  # not permanent: a pod of a rollout in progress may lack it
+            raise RuntimeError(
                 f"webhook {webhook.name} has no secret (NOCTIS_WEBHOOK_SECRETS__"
                 f"{facility.name}__{webhook.name}): an unsigned call is never sent"
             )
