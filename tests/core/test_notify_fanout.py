@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from alembic import command
+from sqlalchemy import func, inspect, select
 
 from noctis.core.facilities import apply_facility
 from noctis.core.ingest import FacilityRef
@@ -19,6 +20,7 @@ from noctis.core.notify_inbox import Preferences, inbox, set_preferences, user_i
 from noctis.core.roles import Role
 from noctis.core.runtime import Runtime
 from noctis.core.workflow import Actor, Priority, set_priority
+from noctis.index.migrate import alembic_config, upgrade
 from noctis.index.models import Study
 from noctis.index.notify import NotificationDelivery, UserNotification
 from noctis.index.workflow import NotificationEvent
@@ -188,3 +190,22 @@ def test_workers_fanning_out_at_once_notify_each_user_once(
         assert sorted(count for _, count in per_user) == [60, 60]  # rad_north, fadmin_north
         webhook_calls = session.scalar(select(func.count()).select_from(NotificationDelivery))
         assert webhook_calls == 60
+
+
+def test_0016_adds_the_notification_tables_and_goes_back(runtime: Runtime) -> None:
+    """The tables come with 0016 (on both databases) and a downgrade to 0012 removes them."""
+    url = runtime.settings.resolved_database_url()
+    tables = {
+        "user_notification",
+        "notification_preference",
+        "facility_notification_settings",
+        "notification_delivery",
+    }
+    assert tables <= set(inspect(runtime.engine).get_table_names())
+    runtime.engine.dispose()
+    command.downgrade(alembic_config(url), "0012")
+    runtime.engine.dispose()
+    assert not tables & set(inspect(runtime.engine).get_table_names())
+    upgrade(url)
+    runtime.engine.dispose()
+    assert tables <= set(inspect(runtime.engine).get_table_names())
