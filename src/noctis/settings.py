@@ -336,6 +336,11 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
     smtp_from: str = Field("noctis@localhost", description="the From address of e-mails")
+    smtp_ca_file: Path | None = Field(
+        None,
+        description="CA bundle (PEM) the SMTP server's certificate is checked against; unset: "
+        "the system's",
+    )
 
     @field_validator("trusted_proxies", mode="after")
     @classmethod

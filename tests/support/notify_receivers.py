@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
+from support.cluster.pki import CertificateFiles
 from support.ports import LOOPBACK, free_port
 
 
@@ -108,12 +111,27 @@ class _Keep:
 
 
 class SmtpReceiver:
-    """aiosmtpd on a loopback port, keeping (recipients, message) of each mail."""
+    """aiosmtpd on a loopback port, keeping (recipients, message) of each mail. With a
+    certificate it requires STARTTLS; with ``login`` (user, password) it requires AUTH."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, tls: CertificateFiles | None = None, login: tuple[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self._handler = _Keep()
-        self._controller = Controller(self._handler, hostname=LOOPBACK, port=self.port)
+        options: dict[str, Any] = {}
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(tls.cert, tls.key)
+            options |= {"tls_context": context, "require_starttls": True}
+        if login is not None:
+
+            def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any):
+                given = (data.login.decode(), data.password.decode())
+                return AuthResult(success=given == login)
+
+            options |= {"authenticator": authenticate, "auth_required": True}
+        self._controller = Controller(self._handler, hostname=LOOPBACK, port=self.port, **options)
 
     @property
     def messages(self) -> list[tuple[list[str], EmailMessage]]:

@@ -32,6 +32,7 @@ from noctis.worker.periodic import PeriodicRunner
 from noctis.worker.tasks import PERIODIC_JOBS
 from support import wait
 from support.archive import embedded_settings, open_runtime, register_facility
+from support.cluster.pki import ensure_ca, ensure_certificate
 from support.dicomdata import small_ct
 from support.incoming import ingest_file
 from support.notify_receivers import SmtpReceiver, WebhookReceiver
@@ -243,4 +244,32 @@ def test_celery_workers_deliver_a_facility_resources_webhook_once(
             replica.close()
     assert len(hook.calls) == 1 and hook.calls[0].signature_ok
     assert hook.calls[0].payload["studyInstanceUID"] == study
+    runtime.close()
+
+
+def test_e_mail_over_starttls_with_a_login_and_the_servers_certificate_checked(
+    tmp_path: Path,
+) -> None:
+    ca = ensure_ca(tmp_path / "pki", "smtp-ca")
+    server = ensure_certificate(ca, tmp_path / "pki", "smtp", "smtp", server_ips=("127.0.0.1",))
+    with SmtpReceiver(tls=server, login=("noctis", "smtp-password")) as smtp:
+        runtime, north = _archive(
+            tmp_path,
+            smtp_host="127.0.0.1",
+            smtp_port=smtp.port,
+            smtp_security="starttls",
+            smtp_username="noctis",
+            smtp_password="smtp-password",
+            smtp_ca_file=ca.cert,
+        )
+        _receivers(runtime, {"emailRecipients": [{"address": "oncall@hospital.test"}]}, {})
+        runner = PeriodicRunner(runtime, NOTIFY_JOBS).start()
+        try:
+            _stat(runtime, _study(runtime, north, tmp_path))
+            wait.until(lambda: smtp.messages, timeout=20, what="the e-mail")
+        finally:
+            runner.stop()
+    [(to, message)] = smtp.messages
+    assert to == ["oncall@hospital.test"] and message["Subject"] == "[Noctis] STAT study arrived"
+    assert "DOE" not in message.get_content()  # no opt-in: no patient data in the mail
     runtime.close()

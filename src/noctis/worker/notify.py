@@ -158,7 +158,7 @@ def _post(settings: Settings, prepared: Prepared, delivery: ClaimedDelivery) -> 
 def _mail(settings: Settings, prepared: Prepared) -> None:
     assert settings.smtp_host
     timeout = settings.notify_timeout_seconds
-    context = ssl.create_default_context()
+    context = ssl.create_default_context(cafile=settings.smtp_ca_file)
     smtp: smtplib.SMTP
     if settings.smtp_security == "tls":
         smtp = smtplib.SMTP_SSL(
