@@ -17,14 +17,17 @@ from sqlalchemy import select
 from worker_support import celery_archive
 
 from noctis.api.app import create_app
+from noctis.core import notify_delivery
 from noctis.core.facilities import apply_facility
 from noctis.core.ingest import FacilityRef
+from noctis.core.notify_fanout import fan_out
 from noctis.core.notify_inbox import Preferences, set_preferences, user_id_of
 from noctis.core.notify_settings import store_rest_receivers
 from noctis.core.roles import Role
 from noctis.core.runtime import Runtime
 from noctis.core.workflow import Actor, Priority, flag_critical, set_priority
 from noctis.index.models import Facility, Study
+from noctis.index.notify import NotificationDelivery
 from noctis.specs.facility import FacilitySpec
 from noctis.specs.notifications import NotificationsSpec
 from noctis.worker.celery_app import create_celery
@@ -272,4 +275,31 @@ def test_e_mail_over_starttls_with_a_login_and_the_servers_certificate_checked(
     [(to, message)] = smtp.messages
     assert to == ["oncall@hospital.test"] and message["Subject"] == "[Noctis] STAT study arrived"
     assert "DOE" not in message.get_content()  # no opt-in: no patient data in the mail
+    runtime.close()
+
+
+def test_a_delivery_whose_worker_died_is_taken_back_after_its_lease_and_sent(
+    tmp_path: Path,
+) -> None:
+    runtime, north = _archive(tmp_path, notify_claim_seconds=0.5)
+    with WebhookReceiver(SECRET) as hook:
+        _receivers(runtime, {"webhooks": [_hook(hook.url)]}, {"pager": SECRET})
+        _stat(runtime, _study(runtime, north, tmp_path))
+        fan_out(runtime)
+        dead_worker = notify_delivery.claim(runtime, 10)  # claimed, then never finished
+        assert len(dead_worker.deliveries) == 1
+        assert notify_delivery.claim(runtime, 10).deliveries == []  # held under its lease
+        runner = PeriodicRunner(runtime, NOTIFY_JOBS).start()
+        try:
+            wait.until(hook.succeeded, timeout=20, what="the call made by another worker")
+        finally:
+            runner.stop()
+        # The dead worker's late outcome no longer counts: the claim is not its own any more.
+        late = notify_delivery.finish(
+            runtime, dead_worker, dead_worker.deliveries[0], error="too late"
+        )
+    with runtime.sessions() as session:
+        [row] = session.scalars(select(NotificationDelivery)).all()
+    assert (row.state, row.attempts, late) == ("sent", 2, None)
+    assert len(hook.calls) == 1
     runtime.close()

@@ -104,8 +104,9 @@ def finish(
     *,
     error: str | None,
     permanent: bool = False,
-) -> str:
-    """Record one outcome (``error`` None: sent); the state it ends in."""
+) -> str | None:
+    """Record one outcome (``error`` None: sent); the state it ends in, or None if the claim
+    is no longer this worker's (taken back after its lease: the outcome is not recorded)."""
     settings = runtime.settings
     now = utcnow()
     values: dict[str, Any] = {"claimed_until": None}
@@ -119,7 +120,7 @@ def finish(
             "last_error": error[:ERROR_LENGTH],
         }
     with runtime.sessions.begin() as session:
-        session.execute(
+        recorded = session.execute(
             update(NotificationDelivery)
             .where(
                 NotificationDelivery.id == delivery.id,
@@ -128,8 +129,8 @@ def finish(
             )
             .values(**values)
             .execution_options(synchronize_session=False)
-        )
-    return str(values["state"])
+        ).rowcount
+    return str(values["state"]) if recorded else None
 
 
 def take_back_stale(runtime: Runtime) -> int:

@@ -96,6 +96,12 @@ def _record(
     permanent: bool = False,
 ) -> str:
     state = notify_delivery.finish(runtime, claim, delivery, error=error, permanent=permanent)
+    if state is None:
+        log.warning(
+            "notification delivery %s: held past its lease; another worker took it back",
+            delivery.id,
+        )
+        return "taken back"
     if error is not None:
         log.warning(
             "notification delivery %s (%s %s, attempt %d) %s: %s",
