@@ -6,8 +6,6 @@ association to the requester's registered port, retried while the requester is d
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,7 +22,6 @@ from scp_support import (
     MODALITY,
     RunningScp,
     make_instance,
-    scp_environment,
 )
 
 from noctis.core.ingest import FacilityRef
@@ -32,12 +29,13 @@ from noctis.core.runtime import Runtime
 from noctis.scp.client import store_files
 from noctis.scp.commitment import STORAGE_COMMITMENT_INSTANCE
 from noctis.scp.metrics import get_metrics
-from support import terminate, wait, wait_started
+from support import wait
 from support.archive import embedded_settings, indexed_objects, open_runtime, register_facility
 from support.dicomdata import sop_instance_uid
 from support.incoming import ingest_file
 from support.logs import ServerLogs
 from support.ports import LOOPBACK, free_port, free_ports
+from support.serve import EmbeddedServe
 
 NO_SUCH_OBJECT_INSTANCE = 0x0112
 CLASS_INSTANCE_CONFLICT = 0x0119
@@ -421,29 +419,10 @@ def test_noctis_serve_commits_on_both_paths(tmp_path: Path, server_logs: ServerL
     """Embedded `noctis serve` answers storage commitment with the same code: on the
     requester's association (its default facility), and on a new association to an AE
     registered with a host and port."""
-    port, health_port, api_port, listen_port = free_ports(4)
-    data_dir = tmp_path / "data"
-    env = {
-        **scp_environment(data_dir, port, health_port),
-        "NOCTIS_API_HOST": LOOPBACK,
-        "NOCTIS_API_PORT": str(api_port),
-        "NOCTIS_ADMIN_PASSWORD": "a-long-enough-password",
-        "NOCTIS_VIEWER_DIR": str(tmp_path / "no-viewer"),
-    }
-    log = tmp_path / "serve.log"
-    server_logs.watch("noctis serve", log)
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "noctis.cli", "serve"], env=env, stdout=out, stderr=out
-        )
+    [listen_port] = free_ports(1)
+    serve = EmbeddedServe(tmp_path, server_logs).start()
+    port, data_dir = serve.port, serve.data_dir
     try:
-        wait_started(
-            lambda: "listening on" in log.read_text(errors="replace"),
-            what="noctis serve",
-            process=process,
-            log=log,
-            timeout=60,
-        )
         files = [make_instance(tmp_path / "ct") for _ in range(2)]
         assert store_files(LOOPBACK, port, files, AE_TITLE, "ANYMOD").failures == []
         references = [(CT, sop_instance_uid(path)) for path in files]
@@ -479,4 +458,4 @@ def test_noctis_serve_commits_on_both_paths(tmp_path: Path, server_logs: ServerL
             server.shutdown()  # type: ignore[attr-defined]
         assert (report.calling_ae, report.event_type) == (AE_TITLE, 1)
     finally:
-        terminate(process, timeout=30)
+        serve.stop()

@@ -5,82 +5,24 @@ dcmtk); the same instances sent again are stored again."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 from pydicom import dcmread
-from scp_support import scp_environment
 from sqlalchemy import select
 
 from noctis.core.runtime import Runtime
 from noctis.index.deletion import Tombstone
 from noctis.index.models import Instance
 from noctis.settings import Settings
-from support import dcmtk, terminate, wait, wait_started
+from support import dcmtk, wait
 from support.dicomdata import generate_ct_series
 from support.logs import ServerLogs
-from support.ports import LOOPBACK, free_ports
+from support.serve import EmbeddedServe
 from support.web import token_for
 
 INSTANCES = 400
 LEASE_SECONDS = 3
-
-
-class Serve:
-    """`noctis serve` on embedded settings in ``data_dir``, on loopback ports."""
-
-    def __init__(self, tmp_path: Path, server_logs: ServerLogs) -> None:
-        self.data_dir = tmp_path / "data"
-        self.port, health_port, self.api_port = free_ports(3)
-        self.env = {
-            **scp_environment(self.data_dir, self.port, health_port),
-            "NOCTIS_API_HOST": LOOPBACK,
-            "NOCTIS_API_PORT": str(self.api_port),
-            "NOCTIS_ADMIN_PASSWORD": "a-long-enough-password",
-            "NOCTIS_VIEWER_DIR": str(tmp_path / "no-viewer"),
-            "NOCTIS_DELETION_SWEEP_SECONDS": "0.5",
-            "NOCTIS_DELETION_SWEEP_LEASE_SECONDS": str(LEASE_SECONDS),
-        }
-        self.log = tmp_path / "serve.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        server_logs.watch("noctis serve", self.log)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.api_port}"
-
-    def start(self) -> None:
-        self.starts += 1
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "noctis.cli", "serve"], env=self.env, stdout=out, stderr=out
-            )
-        log = self.log
-
-        def started() -> bool:
-            return log.read_text(errors="replace").count("listening on") >= self.starts
-
-        wait_started(started, what="noctis serve", process=self.process, log=log, timeout=60)
-        wait.until(self._answers, timeout=30, what="noctis serve's web side")
-
-    def _answers(self) -> bool:
-        try:
-            return httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            terminate(self.process, timeout=30)
 
 
 def _objects(data_dir: Path, study: str) -> list[Path]:
@@ -95,8 +37,14 @@ def _tombstones(runtime: Runtime) -> int:
 def test_kill_9_mid_delete_leaves_nothing_behind(tmp_path: Path, server_logs: ServerLogs) -> None:
     files = generate_ct_series(tmp_path / "ct", slices=INSTANCES, size=32)
     study = str(dcmread(files[0]).StudyInstanceUID)
-    serve = Serve(tmp_path, server_logs)
-    serve.start()
+    serve = EmbeddedServe(
+        tmp_path,
+        server_logs,
+        env={
+            "NOCTIS_DELETION_SWEEP_SECONDS": "0.5",
+            "NOCTIS_DELETION_SWEEP_LEASE_SECONDS": str(LEASE_SECONDS),
+        },
+    ).start()
     runtime = Runtime.open(Settings(mode="embedded", data_dir=serve.data_dir))
     try:
         sent = dcmtk.storescu(serve.port, files, calling="CT1", called="NOCTIS", timeout=300)

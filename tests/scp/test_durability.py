@@ -25,6 +25,7 @@ from support.archive import embedded_settings, open_runtime
 from support.dicomdata import generate_ct_series
 from support.logs import ServerLogs
 from support.ports import LOOPBACK, free_ports
+from support.serve import EmbeddedServe
 
 pytestmark = pytest.mark.dcmtk
 
@@ -216,34 +217,11 @@ def test_postgresql_commits_are_synchronous_even_where_the_server_says_off(
 
 def test_serve_cleans_a_crashed_spool_at_start(tmp_path: Path, server_logs: ServerLogs) -> None:
     """`noctis serve` with one SCP process removes what a crash left in the spool."""
-    port, health_port, api_port = free_ports(3)
-    data_dir = tmp_path / "data"
-    spool = data_dir / "spool"
+    serve = EmbeddedServe(tmp_path, server_logs)
+    spool = serve.data_dir / "spool"
     spool.mkdir(parents=True)
     leftovers = [spool / "incoming-crashed1", spool / "retrieve-crashed2"]
     for leftover in leftovers:
         leftover.write_bytes(b"\0" * 1024)
-    env = {
-        **scp_environment(data_dir, port, health_port),
-        "NOCTIS_API_HOST": LOOPBACK,
-        "NOCTIS_API_PORT": str(api_port),
-        "NOCTIS_ADMIN_PASSWORD": "a-long-enough-password",
-        "NOCTIS_VIEWER_DIR": str(tmp_path / "no-viewer"),
-    }
-    log = tmp_path / "serve.log"
-    server_logs.watch("noctis serve", log)
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "noctis.cli", "serve"], env=env, stdout=out, stderr=out
-        )
-    try:
-        wait_started(
-            lambda: "listening on" in log.read_text(errors="replace"),
-            what="noctis serve",
-            process=process,
-            log=log,
-            timeout=60,
-        )
+    with serve:
         assert [p for p in leftovers if p.exists()] == []
-    finally:
-        terminate(process, timeout=30)
