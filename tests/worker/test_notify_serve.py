@@ -5,7 +5,6 @@ of another process reaches the webhook, signed, once per event, without patient 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +15,12 @@ from sqlalchemy import select
 from noctis.core.runtime import Runtime
 from noctis.core.workflow import Actor, Priority, flag_critical, set_priority
 from noctis.index.models import Study
-from support import dcmtk, terminate, wait, wait_started
+from support import dcmtk, wait
 from support.archive import embedded_settings
 from support.dicomdata import generate_ct_series
 from support.logs import ServerLogs
 from support.notify_receivers import WebhookReceiver
-from support.ports import LOOPBACK, free_ports
+from support.serve import EmbeddedServe
 
 SECRET = "serve-webhook-secret-0123"
 
@@ -40,24 +39,15 @@ def _run(*args: str, env: dict[str, str]) -> None:
 def test_noctis_serve_calls_the_declared_webhook_for_stat_and_critical(
     tmp_path: Path, server_logs: ServerLogs
 ) -> None:
-    port, health_port, api_port = free_ports(3)
-    data = tmp_path / "data"
-    data.mkdir()
-    env = {
-        **os.environ,
-        "NOCTIS_MODE": "embedded",
-        "NOCTIS_DATA_DIR": str(data),
-        "NOCTIS_SCP_HOST": LOOPBACK,
-        "NOCTIS_SCP_PORT": str(port),
-        "NOCTIS_HEALTH_HOST": LOOPBACK,
-        "NOCTIS_HEALTH_PORT": str(health_port),
-        "NOCTIS_API_HOST": LOOPBACK,
-        "NOCTIS_API_PORT": str(api_port),
-        "NOCTIS_ADMIN_PASSWORD": "a-long-enough-password",
-        "NOCTIS_VIEWER_DIR": str(tmp_path / "no-viewer"),
-        "NOCTIS_NOTIFY_TICK_SECONDS": "0.2",
-        "NOCTIS_WEBHOOK_SECRETS__east__pager": SECRET,
-    }
+    serve = EmbeddedServe(
+        tmp_path,
+        server_logs,
+        {
+            "NOCTIS_NOTIFY_TICK_SECONDS": "0.2",
+            "NOCTIS_WEBHOOK_SECRETS__east__pager": SECRET,
+        },
+    )
+    serve.data_dir.mkdir()
     with WebhookReceiver(SECRET) as hook:
         declared = tmp_path / "east.yaml"
         declared.write_text(
@@ -83,36 +73,23 @@ def test_noctis_serve_calls_the_declared_webhook_for_stat_and_critical(
                 }
             )
         )
-        _run("migrate", env=env)
-        _run("facility", "apply", "-f", str(declared), env=env)
-        log = tmp_path / "serve.log"
-        server_logs.watch("noctis serve", log)
-        with log.open("ab") as out:
-            serve = subprocess.Popen(
-                [sys.executable, "-m", "noctis.cli", "serve"], env=env, stdout=out, stderr=out
-            )
-        runtime = Runtime.open(embedded_settings(data))
+        _run("migrate", env=serve.env)
+        _run("facility", "apply", "-f", str(declared), env=serve.env)
+        runtime = Runtime.open(embedded_settings(serve.data_dir))
         try:
-            wait_started(
-                lambda: "listening on" in log.read_text(errors="replace"),
-                what="noctis serve",
-                process=serve,
-                log=log,
-                timeout=60,
-            )
-            files = generate_ct_series(tmp_path / "ct", slices=2, size=16)
-            assert dcmtk.storescu(port, files, calling="CT1", called="NOCTIS").ok
-            with runtime.sessions.begin() as session:
-                study = session.scalars(select(Study)).one()
-                study_uid = study.study_instance_uid
-                set_priority(session, study, Priority.STAT, actor=Actor("tech"), reason="ER")
-            wait.until(lambda: len(hook.calls) == 1, timeout=30, what="the STAT call")
-            with runtime.sessions.begin() as session:
-                study = session.scalars(select(Study)).one()
-                flag_critical(session, study, actor=Actor("rad"), reason="bleed")
-            wait.until(lambda: len(hook.calls) == 2, timeout=30, what="the critical call")
+            with serve:
+                files = generate_ct_series(tmp_path / "ct", slices=2, size=16)
+                assert dcmtk.storescu(serve.port, files, calling="CT1", called="NOCTIS").ok
+                with runtime.sessions.begin() as session:
+                    study = session.scalars(select(Study)).one()
+                    study_uid = study.study_instance_uid
+                    set_priority(session, study, Priority.STAT, actor=Actor("tech"), reason="ER")
+                wait.until(lambda: len(hook.calls) == 1, timeout=30, what="the STAT call")
+                with runtime.sessions.begin() as session:
+                    study = session.scalars(select(Study)).one()
+                    flag_critical(session, study, actor=Actor("rad"), reason="bleed")
+                wait.until(lambda: len(hook.calls) == 2, timeout=30, what="the critical call")
         finally:
-            terminate(serve, timeout=30)
             runtime.close()
     assert [call.payload["kind"] for call in hook.calls] == ["stat-arrived", "critical-result"]
     assert all(call.signature_ok and call.status == 200 for call in hook.calls)
