@@ -322,6 +322,15 @@ class Settings(BaseSettings):
     notify_timeout_seconds: float = Field(
         10.0, gt=0, description="how long one webhook call or SMTP exchange may take"
     )
+    notify_keep_days: float = Field(
+        90.0,
+        gt=0,
+        description="notification events (with the in-app notifications and deliveries they "
+        "made) are forgotten this many days after they were raised, once delivered or dead",
+    )
+    notify_prune_seconds: float = Field(
+        3600.0, gt=0, description="how often a worker forgets the notifications past their days"
+    )
     webhook_secrets: dict[str, dict[str, SecretStr]] = Field(
         default_factory=dict,
         description="HMAC secrets of the Facility resources' webhooks, by facility then webhook "

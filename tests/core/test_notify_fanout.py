@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,13 +16,14 @@ from sqlalchemy import func, inspect, select
 from noctis.core.facilities import apply_facility
 from noctis.core.ingest import FacilityRef
 from noctis.core.notifications import NotificationKind, notify
+from noctis.core.notify_delivery import prune
 from noctis.core.notify_fanout import fan_out
 from noctis.core.notify_inbox import Preferences, inbox, set_preferences, user_id_of
 from noctis.core.roles import Role
 from noctis.core.runtime import Runtime
 from noctis.core.workflow import Actor, Priority, set_priority
 from noctis.index.migrate import alembic_config, upgrade
-from noctis.index.models import Study
+from noctis.index.models import Study, utcnow
 from noctis.index.notify import NotificationDelivery, UserNotification
 from noctis.index.workflow import NotificationEvent
 from noctis.specs.facility import FacilitySpec
@@ -209,3 +211,33 @@ def test_0016_adds_the_notification_tables_and_goes_back(runtime: Runtime) -> No
     upgrade(url)
     runtime.engine.dispose()
     assert tables <= set(inspect(runtime.engine).get_table_names())
+
+
+def test_old_notifications_are_forgotten_once_nothing_is_left_to_deliver(
+    runtime: Runtime, north: FacilityRef
+) -> None:
+    with runtime.sessions.begin() as session:
+        for title in ("old, delivered", "old, webhook still failing", "recent"):
+            notify(session, NotificationKind.STAT_ARRIVED, facility_id=north.id, title=title)
+    fan_out(runtime)
+    with runtime.sessions.begin() as session:
+        events = {e.title: e for e in session.scalars(select(NotificationEvent))}
+        for title in ("old, delivered", "old, webhook still failing"):
+            events[title].created_at = utcnow() - timedelta(days=91)
+        session.add(
+            NotificationDelivery(
+                event_id=events["old, webhook still failing"].id,
+                facility_id=north.id,
+                channel="webhook",
+                target="pager",
+                state="failed",
+                last_error="HTTP 503",
+            )
+        )
+    with runtime.sessions.begin() as session:
+        assert prune(session, keep_days=90) == 1
+    with runtime.sessions() as session:
+        left = set(session.scalars(select(NotificationEvent.title)))
+        assert left == {"old, webhook still failing", "recent"}
+        assert session.scalar(select(func.count()).select_from(UserNotification)) == 4
+    assert {kind for kinds in _inboxes(runtime).values() for kind in kinds} == {"stat-arrived"}

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from noctis.core.runtime import Runtime
 from noctis.index.models import Facility, utcnow
-from noctis.index.notify import DeliveryState, NotificationDelivery
+from noctis.index.notify import DeliveryState, NotificationDelivery, UserNotification
 from noctis.index.workflow import NotificationEvent
 from noctis.settings import Settings
 
@@ -263,3 +263,34 @@ def metrics_text(session: Session) -> bytes:
     registry = CollectorRegistry()
     registry.register(_Collector())  # type: ignore[arg-type]
     return generate_latest(registry)
+
+
+def prune(session: Session, keep_days: float, batch: int = 5000) -> int:
+    """Forget events older than ``keep_days`` (with their in-app notifications and
+    deliveries, by cascade) once fanned out and with no delivery still to be tried; how many.
+    Dead deliveries count as done: they stay visible until then."""
+    cutoff = utcnow() - timedelta(days=keep_days)
+    open_deliveries = select(NotificationDelivery.event_id).where(
+        NotificationDelivery.state.in_(
+            [DeliveryState.PENDING.value, DeliveryState.SENDING.value, DeliveryState.FAILED.value]
+        )
+    )
+    ids = list(
+        session.scalars(
+            select(NotificationEvent.id)
+            .where(
+                NotificationEvent.created_at < cutoff,
+                NotificationEvent.fanned_out_at.is_not(None),
+                NotificationEvent.id.not_in(open_deliveries),
+            )
+            .order_by(NotificationEvent.id)
+            .limit(batch)
+        )
+    )
+    if not ids:
+        return 0
+    # Children first: SQLite enforces no foreign keys unless asked, so no cascade is relied on.
+    session.execute(delete(UserNotification).where(UserNotification.event_id.in_(ids)))
+    session.execute(delete(NotificationDelivery).where(NotificationDelivery.event_id.in_(ids)))
+    session.execute(delete(NotificationEvent).where(NotificationEvent.id.in_(ids)))
+    return len(ids)

@@ -1,11 +1,12 @@
-"""Notifications: the worker's periodic job that fans events out and delivers them.
+"""Notifications: the worker's periodic jobs that fan events out, deliver and forget them.
 
-``notifications_tick`` (a PeriodicJob, every ``notify_tick_seconds``): takes back the
-deliveries whose worker died, fans out every new event of the outbox
-(``noctis.core.notify_fanout``), then sends the due webhook calls (HTTP POST, JSON, signed
-with the webhook's secret: ``noctis.core.notify_payload``) and e-mails (SMTP), a few at a
-time under a lease, recording each outcome (``noctis.core.notify_delivery``: retried with
-exponential backoff, dead after ``notify_attempts``).
+``notifications_tick`` (every ``notify_tick_seconds``): takes back the deliveries whose
+worker died, fans out every new event of the outbox (``noctis.core.notify_fanout``), then
+sends the due webhook calls (HTTP POST, JSON, signed with the webhook's secret:
+``noctis.core.notify_payload``) and e-mails (SMTP), a few at a time under a lease, recording
+each outcome (``noctis.core.notify_delivery``: retried with exponential backoff, dead after
+``notify_attempts``). ``notifications_prune`` (every ``notify_prune_seconds``) forgets the
+events older than ``notify_keep_days`` that are delivered or dead.
 """
 
 from __future__ import annotations
@@ -70,6 +71,24 @@ def notifications_tick(runtime: Runtime) -> None:
             return
         for delivery in claim.deliveries:
             deliver(runtime, claim, delivery)
+
+
+def notifications_prune(runtime: Runtime) -> int:
+    """Forget notifications older than ``notify_keep_days`` (a PeriodicJob)."""
+    pruned = 0
+    while True:
+        with runtime.sessions.begin() as session:
+            count = notify_delivery.prune(session, runtime.settings.notify_keep_days)
+        pruned += count
+        if not count:
+            break
+    if pruned:
+        log.info(
+            "notifications: %d events older than %g days forgotten",
+            pruned,
+            runtime.settings.notify_keep_days,
+        )
+    return pruned
 
 
 def deliver(runtime: Runtime, claim: Claim, delivery: ClaimedDelivery) -> str:

@@ -19,7 +19,7 @@ from noctis.core.queue import (
     STUDY_STABLE,
 )
 from noctis.worker.forward import forward_to_destination, route_study, routing_tick
-from noctis.worker.notify import notifications_tick
+from noctis.worker.notify import notifications_prune, notifications_tick
 from noctis.worker.periodic import PeriodicJob
 from noctis.worker.series_metadata import instance_stored, series_metadata
 from noctis.worker.stable import STABLE_SWEEP, study_stable
@@ -42,4 +42,5 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     CONSISTENCY_CHECK,
     RETENTION,
     PeriodicJob("notifications", lambda settings: settings.notify_tick_seconds, notifications_tick),
+    PeriodicJob("notifications-prune", lambda s: s.notify_prune_seconds, notifications_prune),
 )
