@@ -31,6 +31,7 @@ from rich.console import Console
 
 from bench import backing, cluster, data, images, load, query, route, stable, store, web
 from bench import delete as delete_bench
+from bench import notify as notify_bench
 from bench import retention as retention_bench
 from bench.data import Dataset, FileSet
 from bench.noctis import NoctisTarget
@@ -67,6 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "delete",
             "retention",
             "route",
+            "notify",
         ),
         help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both; "
         "load: QIDO/metadata under concurrent stores and a login flood (Noctis targets); "
@@ -75,7 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "stable: the study-stable sweep's cost over 100,000 studies (SQLite, PostgreSQL); "
         "delete: time to delete the CT study (answered, all objects gone; Noctis targets); "
         "retention: a retention run over --studies studies (SQLite, PostgreSQL); "
-        "route: forwarding to storescp, Noctis beside Orthanc (bench/route.py)",
+        "route: forwarding to storescp, Noctis beside Orthanc (bench/route.py); "
+        "notify: notification fan-out and webhook calls (SQLite, PostgreSQL)",
     )
     parser.add_argument("--quick", action="store_true", help="small data, few runs: a smoke run")
     parser.add_argument(
@@ -140,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         return stable.main(console, args.results_dir, quick=args.quick)
     if args.suite == "retention":
         return _run_retention(args)
+    if args.suite == "notify":
+        return _run_notify(args)
     sizes = dict(QUICK if args.quick else FULL)
     for key in ("runs", "slices", "small"):
         if getattr(args, key) is not None:
@@ -227,6 +232,16 @@ def _run_retention(args: argparse.Namespace) -> int:
     results = Results(meta=_meta(args, {"studies": studies}))
     outcome = retention_bench.main(console, studies)
     results.meta["retention"] = [r.row() for r in outcome]
+    results.meta["finished"] = datetime.now().isoformat(timespec="seconds")
+    console.print(f"results: {write_json(results, args.results_dir)}")
+    return int(any(r.error for r in outcome))
+
+
+def _run_notify(args: argparse.Namespace) -> int:
+    events = 100 if args.quick else 1000
+    results = Results(meta=_meta(args, {"events": events}))
+    outcome = notify_bench.main(console, events)
+    results.meta["notify"] = [r.row() for r in outcome]
     results.meta["finished"] = datetime.now().isoformat(timespec="seconds")
     console.print(f"results: {write_json(results, args.results_dir)}")
     return int(any(r.error for r in outcome))

@@ -12,6 +12,7 @@ The unique keys (user x event, event x channel x target) make a second fan-out a
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import exists, or_, select, update
@@ -19,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from noctis.core.notifications import NotificationKind
-from noctis.core.notify_settings import facility_receivers, wanted_kinds
+from noctis.core.notify_settings import Receivers, facility_receivers, wanted_kinds
 from noctis.core.roles import Role
 from noctis.core.runtime import Runtime
 from noctis.index.accounts import User, UserFacility
@@ -61,58 +62,89 @@ def fan_out(runtime: Runtime, batch: int = BATCH) -> int:
                 .execution_options(synchronize_session=False)
             )
         )
+        audiences: dict[int, Audience | None] = {}  # read once per facility per batch
+        inbox: list[dict[str, Any]] = []
+        deliveries: list[dict[str, Any]] = []
         for event in session.scalars(
-            select(NotificationEvent).where(NotificationEvent.id.in_(taken))
+            select(NotificationEvent)
+            .where(NotificationEvent.id.in_(taken))
+            .order_by(NotificationEvent.id)
         ):
-            fan_out_event(session, event, runtime)
+            if event.facility_id not in audiences:
+                audiences[event.facility_id] = audience(session, event.facility_id, runtime)
+            rows = recipients(event, audiences[event.facility_id])
+            inbox += rows[0]
+            deliveries += rows[1]
+        _insert(session, UserNotification, inbox, ["user_id", "event_id"])
+        _insert(session, NotificationDelivery, deliveries, ["event_id", "channel", "target"])
+        log.debug(
+            "notifications: %d events, %d in-app, %d deliveries",
+            len(taken),
+            len(inbox),
+            len(deliveries),
+        )
     return len(taken)
 
 
-def fan_out_event(session: Session, event: NotificationEvent, runtime: Runtime) -> None:
-    facility = session.get(Facility, event.facility_id)
-    if facility is None:
+def _insert(session: Session, model: Any, rows: list[dict[str, Any]], key: list[str]) -> None:
+    """Insert ``rows``, skipping those already there (a second fan-out: none). One statement
+    executed with many parameter sets: compiled once, sent in batches by the driver."""
+    if not rows:
         return
-    kind = NotificationKind(event.kind)
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(model.__table__).on_conflict_do_nothing(index_elements=key)
+    session.connection().execute(statement, rows)
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who may hear a facility's events: its users (with their preferences) and receivers."""
+
+    facility: Facility
+    users: list[tuple[User, NotificationPreference | None]]
+    receivers: Receivers
+    email_on: bool
+
+
+def audience(session: Session, facility_id: int, runtime: Runtime) -> Audience | None:
+    facility = session.get(Facility, facility_id)
+    if facility is None:
+        return None
+    return Audience(
+        facility,
+        _users_of(session, facility.id),
+        facility_receivers(session, facility, runtime.settings),
+        bool(runtime.settings.smtp_host),
+    )
+
+
+def recipients(
+    event: NotificationEvent, to: Audience | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The in-app notification rows and delivery rows one event makes."""
     inbox: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
-    email_on = bool(runtime.settings.smtp_host)
-    for user, preference in _users_of(session, facility.id):
+    if to is None:
+        return inbox, deliveries
+    kind = NotificationKind(event.kind)
+    for user, preference in to.users:
         chosen = preference.kinds if preference is not None else None
         if kind.value not in wanted_kinds(Role(user.role), chosen):
             continue
         if preference is None or preference.in_app:
-            inbox.append({"user_id": user.id, "event_id": event.id, "facility_id": facility.id})
-        if email_on and preference is not None and preference.email and preference.email_address:
+            inbox.append(
+                {"user_id": user.id, "event_id": event.id, "facility_id": event.facility_id}
+            )
+        if to.email_on and preference is not None and preference.email and preference.email_address:
             deliveries.append(_delivery(event, Channel.EMAIL, preference.email_address, user.id))
-    receivers = facility_receivers(session, facility, runtime.settings)
-    for webhook in receivers.spec.webhooks:
+    for webhook in to.receivers.spec.webhooks:
         if kind.value in webhook.kinds:
             deliveries.append(_delivery(event, Channel.WEBHOOK, webhook.name, None))
-    if email_on:
-        for recipient in receivers.spec.email_recipients:
+    if to.email_on:
+        for recipient in to.receivers.spec.email_recipients:
             if kind.value in recipient.kinds:
                 deliveries.append(_delivery(event, Channel.EMAIL, recipient.address, None))
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    if inbox:
-        session.execute(
-            dialect.insert(UserNotification)
-            .values(inbox)
-            .on_conflict_do_nothing(index_elements=["user_id", "event_id"])
-        )
-    if deliveries:
-        session.execute(
-            dialect.insert(NotificationDelivery)
-            .values(deliveries)
-            .on_conflict_do_nothing(index_elements=["event_id", "channel", "target"])
-        )
-    log.info(
-        "notification %s (%s, facility %s): %d users, %d deliveries",
-        event.id,
-        kind.value,
-        facility.name,
-        len(inbox),
-        len(deliveries),
-    )
+    return inbox, deliveries
 
 
 def _users_of(
