@@ -154,7 +154,9 @@ def _describe_receivers(session: SessionDep, facility: Facility, request: Reques
     receivers = facility_receivers(session, facility, request.app.state.runtime.settings)
     spec = receivers.spec.model_dump(mode="json", by_alias=True)
     for webhook in spec["webhooks"]:
-        webhook["secretSet"] = webhook["name"] in receivers.secrets
+        if receivers.source == "rest":
+            webhook["secretSet"] = webhook["name"] in receivers.secrets
+        # A resource's secrets are the workers' (from their Secrets), not this process's.
         if webhook.get("secretRef") is None:
             webhook.pop("secretRef", None)
     return {"facility": facility.name, "source": receivers.source, **spec}
