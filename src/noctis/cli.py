@@ -226,7 +226,10 @@ def facility_list() -> None:
 def user_add(
     username: Annotated[str, typer.Argument()],
     role: Annotated[
-        str, typer.Option(help="admin, radiologist, technologist or referring-physician")
+        str,
+        typer.Option(
+            help="admin, facility-admin, radiologist, technologist or referring-physician"
+        ),
     ] = "radiologist",
     facility: Annotated[
         list[str] | None, typer.Option("--facility", "-F", help="facility the user may see")

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from noctis.specs.common import CodeRef
+
 
 class DuplicatePolicy(StrEnum):
     """What happens when a SOP Instance UID already stored arrives again with a different data
@@ -351,6 +353,28 @@ class Settings(BaseSettings):
         "the system's",
     )
 
+    # Results of automated analysis (issue 15, part `results`: noctis.core.results)
+    results_scan_seconds: float = Field(
+        2.0, gt=0, description="how often a worker looks for new SR and SEG instances"
+    )
+    results_scan_batch: int = Field(
+        2000,
+        ge=1,
+        le=100_000,
+        description="instances one scan looks past at most (the rest next time)",
+    )
+    results_max_header_mb: int = Field(
+        16,
+        ge=1,
+        description="an SR or SEG header larger than this is recorded without a summary "
+        "(never read whole)",
+    )
+    results_critical_codes: Annotated[list[CodeRef], NoDecode] = Field(
+        default_factory=list,
+        description="codes (SCHEME:VALUE, comma-separated, e.g. SCT:274100004) that make a "
+        "result critical in every facility, beside each Facility's criticalFindingCodes",
+    )
+
     @field_validator("trusted_proxies", mode="after")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
@@ -361,7 +385,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"not an address or CIDR: {network!r}") from None
         return value
 
-    @field_validator("worker_queues", "scp_facilities", "trusted_proxies", mode="before")
+    @field_validator(
+        "worker_queues",
+        "scp_facilities",
+        "trusted_proxies",
+        "results_critical_codes",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

@@ -138,6 +138,7 @@ def app(runtime: Runtime, issuer: Issuer) -> FastAPI:
         oidc_client_secret=CLIENT_SECRET,
         oidc_role_groups={
             "admin": ["pacs-admins"],
+            "facility-admin": ["st-mary-pacs-admins"],
             "radiologist": ["st-mary-radiology"],
         },
     )
@@ -156,6 +157,17 @@ def test_bearer_jwt_maps_groups_to_role_and_facilities(issuer: Issuer, app: Fast
     }
     admin = issuer.token(sub="u-2", groups=["pacs-admins", "st-mary-radiology"])
     assert client_for(app, admin).get("/api/me").json()["facilities"] is None
+
+
+def test_bearer_jwt_maps_a_group_to_the_facility_administrator_role(
+    issuer: Issuer, app: FastAPI
+) -> None:
+    groups = ["st-mary-radiology", "st-mary-pacs-admins"]
+    client = client_for(app, issuer.token(sub="u-3", preferred_username="fa", groups=groups))
+    me = client.get("/api/me").json()
+    assert (me["role"], me["facilities"]) == ("facility-admin", ["st-mary"])
+    assert client.get("/api/users").status_code == 200  # its facility's users
+    assert client.get("/api/tokens").status_code == 403  # tokens stay with administrators
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -28,6 +29,41 @@ MIN_PASSWORD_LENGTH = 8
 
 class AccountError(ValueError):
     """The request cannot be applied: unknown user or facility, bad name, duplicate..."""
+
+
+class OutOfScope(Exception):
+    """A user administrator asked for what is not theirs to give (the API answers 403)."""
+
+
+@dataclass(frozen=True)
+class AdminScope:
+    """Whose accounts a user administrator manages: every account (``facility_ids`` None, an
+    administrator), or those whose facilities are all among its own (a facility
+    administrator: never an administrator's account, never one granted no facility or a
+    facility beyond its own)."""
+
+    facility_ids: frozenset[int] | None
+
+    def manages(self, user: User) -> bool:
+        if self.facility_ids is None:
+            return True
+        if user.role == Role.ADMIN.value:
+            return False
+        granted = {grant.facility_id for grant in user.grants}
+        return bool(granted) and granted <= self.facility_ids
+
+    def check_grant(self, role: Role, facilities: Iterable[Facility]) -> None:
+        """Raise OutOfScope unless this scope may give ``role`` with these facilities."""
+        if self.facility_ids is None:
+            return
+        facilities = list(facilities)
+        if role is Role.ADMIN:
+            raise OutOfScope("a facility administrator cannot grant the administrator role")
+        names = {f.name for f in facilities if f.id not in self.facility_ids}
+        if names:
+            raise OutOfScope(f"not among your facilities: {', '.join(sorted(names))}")
+        if not facilities:
+            raise OutOfScope("grant at least one of your facilities")
 
 
 def _sessions(target: Any) -> sessionmaker[Session]:
@@ -152,6 +188,8 @@ def add_user(
     `runtime` is a Runtime (or a sessionmaker). Raises AccountError with a message for
     the user when the name is taken, the role or a facility is unknown.
     """
+    if parse_role(role) is Role.FACILITY_ADMIN and not list(facilities):
+        raise AccountError("a facility administrator needs the facilities it administers (-F)")
     secret = password if password is not None else passwords.generate_password()
     with _sessions(runtime).begin() as session:
         create_user(

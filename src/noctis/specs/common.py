@@ -42,3 +42,9 @@ KubeName = Annotated[
     str,
     StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
 ]
+
+# A coded concept as SCHEME:VALUE (DICOM PS3.3 Code Sequence Macro: Coding Scheme Designator
+# up to 16 characters, Code Value up to 64), e.g. SCT:274100004.
+CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,15}:[^\s:][^\s]{0,63}$"
+
+CodeRef = Annotated[str, StringConstraints(min_length=3, max_length=81, pattern=CODE_PATTERN)]

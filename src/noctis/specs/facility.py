@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from noctis.specs.common import CIDR, AETitle, KubeName, Port
+from noctis.specs.common import CIDR, AETitle, CodeRef, KubeName, Port
 from noctis.specs.notifications import NotificationsSpec
 
 
@@ -112,6 +112,15 @@ class FacilitySpec(BaseModel):
             if bare:
                 raise ValueError(f"webhooks need a secretRef (the HMAC secret): {', '.join(bare)}")
         return self
+
+    # Results of automated analysis (issue 15, part `results`: noctis.core.results).
+    critical_finding_codes: list[CodeRef] = Field(
+        default_factory=list,
+        alias="criticalFindingCodes",
+        max_length=500,
+        description="coded findings (SCHEME:VALUE, e.g. SCT:274100004) that make an arriving "
+        "SR or SEG a critical result: the study becomes STAT and a notification is raised",
+    )
 
     @model_validator(mode="after")
     def _unique_ae_titles(self) -> FacilitySpec:

@@ -18,6 +18,7 @@ from noctis.core.queue import (
     SERIES_METADATA,
     STUDY_STABLE,
 )
+from noctis.core.results import scan_results
 from noctis.worker.forward import forward_to_destination, route_study, routing_tick
 from noctis.worker.notify import notifications_prune, notifications_tick
 from noctis.worker.periodic import PeriodicJob
@@ -43,4 +44,5 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     RETENTION,
     PeriodicJob("notifications", lambda settings: settings.notify_tick_seconds, notifications_tick),
     PeriodicJob("notifications-prune", lambda s: s.notify_prune_seconds, notifications_prune),
+    PeriodicJob("results", lambda settings: settings.results_scan_seconds, scan_results),
 )

@@ -28,7 +28,13 @@ from noctis.index.models import Facility
 
 SIGNING_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
 # Most to least privileged: a user in several role groups gets the first that matches.
-ROLE_ORDER = [Role.ADMIN, Role.RADIOLOGIST, Role.TECHNOLOGIST, Role.REFERRING_PHYSICIAN]
+ROLE_ORDER = [
+    Role.ADMIN,
+    Role.FACILITY_ADMIN,
+    Role.RADIOLOGIST,
+    Role.TECHNOLOGIST,
+    Role.REFERRING_PHYSICIAN,
+]
 METADATA_TTL = 3600.0
 JWKS_MIN_REFRESH = 2.0  # an unknown `kid` refetches the JWKS at most this often
 

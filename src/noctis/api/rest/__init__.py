@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from noctis.api.rest import lifecycle, notifications, records, routes, studies, users
+from noctis.api.rest import lifecycle, notifications, records, results, routes, studies, users
 
 router = APIRouter()
 router.include_router(records.router)
@@ -14,5 +14,6 @@ router.include_router(routes.router)
 router.include_router(studies.router)
 router.include_router(lifecycle.router)
 router.include_router(notifications.router)
+router.include_router(results.router)
 
 __all__ = ["router"]

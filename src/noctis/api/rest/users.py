@@ -1,4 +1,11 @@
-"""Users, their facility grants, and API tokens (administrators only)."""
+"""Users, their facility grants, and API tokens.
+
+Administrators manage every user and every token. A facility administrator manages the users
+of its own facilities only: it sees, creates, changes, disables and deletes accounts whose
+facilities are all among its own, grants no role beyond facility-admin and no facility beyond
+its own; any other account is 404 to it, as if it did not exist. Tokens stay with
+administrators. Every change is audited in its transaction, every refusal as denied.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,15 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from noctis.api.auth.credentials import issue_token, now, revoke_token
-from noctis.api.rest.deps import AdminAuditDep, AdminDep, SessionDep
+from noctis.api.rest.deps import (
+    AdminAuditDep,
+    AdminDep,
+    SessionDep,
+    UserAdminAudit,
+    UserAdminAuditDep,
+    UserAdminDep,
+)
+from noctis.api.security import Principal
 from noctis.core import accounts
 from noctis.core.roles import Role
 from noctis.index.accounts import ApiToken, User
@@ -101,22 +116,56 @@ def _bad(exc: accounts.AccountError) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc))
 
 
-def _user(session: SessionDep, username: str) -> User:
+def _scope(principal: Principal) -> accounts.AdminScope:
+    """Administrators manage every account; a facility administrator those of its facilities."""
+    if principal.is_admin:
+        return accounts.AdminScope(None)
+    return accounts.AdminScope(principal.facility_ids or frozenset())
+
+
+def _user(
+    session: SessionDep,
+    username: str,
+    scope: accounts.AdminScope | None = None,
+    audit: UserAdminAudit | None = None,
+    operation: str = "user.read",
+) -> User:
+    """The user, or 404: also when it exists outside the caller's scope (a facility
+    administrator never learns of other facilities' accounts; the attempt is audited)."""
     user = accounts.get_user(session, username)
+    if user is not None and scope is not None and not scope.manages(user):
+        if audit is not None:
+            audit.denied(operation, username, "outside the caller's facilities")
+        user = None
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no user named {username!r}")
     return user
 
 
+def _refused(audit: UserAdminAudit, operation: str, target: str, exc: Exception) -> HTTPException:
+    audit.denied(operation, target, str(exc))
+    return HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc))
+
+
 @router.get("/users")
-def list_users(_: AdminDep, session: SessionDep) -> list[UserOut]:
-    return [user_out(u) for u in session.scalars(select(User).order_by(User.username))]
+def list_users(principal: UserAdminDep, session: SessionDep) -> list[UserOut]:
+    scope = _scope(principal)
+    users = session.scalars(select(User).order_by(User.username))
+    return [user_out(u) for u in users if scope.manages(u)]
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)
 def create_user(
-    body: UserCreate, _: AdminDep, session: SessionDep, audit: AdminAuditDep
+    body: UserCreate, principal: UserAdminDep, session: SessionDep, audit: UserAdminAuditDep
 ) -> UserCreated:
+    try:
+        _scope(principal).check_grant(
+            body.role, accounts.resolve_facilities(session, body.facilities)
+        )
+    except accounts.AccountError as exc:
+        raise _bad(exc) from exc
+    except accounts.OutOfScope as exc:
+        raise _refused(audit, "user.create", body.username, exc) from exc
     generated = None if body.password is not None else accounts.passwords.generate_password()
     try:
         user = accounts.create_user(
@@ -134,19 +183,34 @@ def create_user(
 
 
 @router.get("/users/{username}")
-def get_user(username: str, _: AdminDep, session: SessionDep) -> UserOut:
-    return user_out(_user(session, username))
+def get_user(
+    username: str, principal: UserAdminDep, session: SessionDep, audit: UserAdminAuditDep
+) -> UserOut:
+    return user_out(_user(session, username, _scope(principal), audit))
 
 
 @router.patch("/users/{username}")
 def update_user(
     username: str,
     body: UserUpdate,
-    principal: AdminDep,
+    principal: UserAdminDep,
     session: SessionDep,
-    audit: AdminAuditDep,
+    audit: UserAdminAuditDep,
 ) -> UserOut:
-    user = _user(session, username)
+    scope = _scope(principal)
+    user = _user(session, username, scope, audit, "user.update")
+    if body.role is not None or body.facilities is not None:
+        try:
+            granted = (
+                accounts.resolve_facilities(session, body.facilities)
+                if body.facilities is not None
+                else [grant.facility for grant in user.grants]
+            )
+            scope.check_grant(body.role or Role(user.role), granted)
+        except accounts.AccountError as exc:
+            raise _bad(exc) from exc
+        except accounts.OutOfScope as exc:
+            raise _refused(audit, "user.update", username, exc) from exc
     demoting = (body.role not in (None, Role.ADMIN) or body.enabled is False) and (
         user.role == Role.ADMIN.value and user.enabled
     )
@@ -181,9 +245,9 @@ def update_user(
 
 @router.delete("/users/{username}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_user(
-    username: str, principal: AdminDep, session: SessionDep, audit: AdminAuditDep
+    username: str, principal: UserAdminDep, session: SessionDep, audit: UserAdminAuditDep
 ) -> None:
-    user = _user(session, username)
+    user = _user(session, username, _scope(principal), audit, "user.delete")
     if user.username == principal.subject:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="you cannot delete yourself")
     if user.role == Role.ADMIN.value and user.enabled and accounts.count_admins(session) <= 1:
