@@ -209,8 +209,9 @@ def test_celery_workers_deliver_a_facility_resources_webhook_once(
     tmp_path: Path, broker: str
 ) -> None:
     """The Facility resource declares the webhook (secret by reference, given to the worker
-    as NOCTIS_WEBHOOK_SECRETS__north__pager); a Celery worker and a second replica's runner
-    both run the periodic job: the call is made once."""
+    as NOCTIS_WEBHOOK_SECRETS__north__pager). A Celery worker alone delivers the first event,
+    again after a 500; then a second replica's runner joins and the next event is still
+    called once."""
     settings = embedded_settings(
         tmp_path / "data",
         broker_url=broker,
@@ -219,7 +220,7 @@ def test_celery_workers_deliver_a_facility_resources_webhook_once(
     )
     (tmp_path / "data").mkdir()
     runtime = celery_archive(settings)
-    with WebhookReceiver(SECRET) as hook:
+    with WebhookReceiver(SECRET, fail_first=1) as hook:
         spec = FacilitySpec.model_validate(
             {
                 "notifications": {
@@ -234,19 +235,27 @@ def test_celery_workers_deliver_a_facility_resources_webhook_once(
             north_ref = FacilityRef(north.id, north.name)
         study = _study(runtime, north_ref, tmp_path)
         app = create_celery(settings, runtime, periodic_jobs=PERIODIC_JOBS)
-        replica = open_runtime(settings)  # a second worker process's runtime
-        other = PeriodicRunner(replica, NOTIFY_JOBS).start()
-        try:
-            with start_worker(app, pool="threads", perform_ping_check=False):
-                for _ in range(5):
-                    _stat(runtime, study)  # STAT once; the other four change nothing
-                wait.until(hook.succeeded, timeout=30, what="the webhook called")
-                time.sleep(1.5)  # ticks of both replicas: none may call again
-        finally:
-            other.stop()
-            replica.close()
-    assert len(hook.calls) == 1 and hook.calls[0].signature_ok
-    assert hook.calls[0].payload["studyInstanceUID"] == study
+        with start_worker(app, pool="threads", perform_ping_check=False):
+            for _ in range(3):
+                _stat(runtime, study)  # STAT once; the other two change nothing
+            wait.until(hook.succeeded, timeout=30, what="the webhook taking the call")
+            replica = open_runtime(settings)  # a second worker process's runtime
+            other = PeriodicRunner(replica, NOTIFY_JOBS).start()
+            try:
+                _stat(runtime, study, critical=True)
+                wait.until(lambda: len(hook.succeeded()) == 2, timeout=30, what="the next call")
+                time.sleep(1.5)  # ticks of both: none may call again
+            finally:
+                other.stop()
+                replica.close()
+    assert [call.status for call in hook.calls] == [500, 200, 200]
+    assert [call.payload["kind"] for call in hook.calls] == [
+        "stat-arrived",
+        "stat-arrived",
+        "critical-result",
+    ]
+    assert all(call.signature_ok for call in hook.calls)
+    assert {call.payload["studyInstanceUID"] for call in hook.calls} == {study}
     runtime.close()
 
 
