@@ -112,10 +112,15 @@ class _Keep:
 
 class SmtpReceiver:
     """aiosmtpd on a loopback port, keeping (recipients, message) of each mail. With a
-    certificate it requires STARTTLS; with ``login`` (user, password) it requires AUTH."""
+    certificate it requires STARTTLS (or, ``implicit_tls``, speaks TLS from the start); with
+    ``login`` (user, password) it requires AUTH."""
 
     def __init__(
-        self, *, tls: CertificateFiles | None = None, login: tuple[str, str] | None = None
+        self,
+        *,
+        tls: CertificateFiles | None = None,
+        implicit_tls: bool = False,
+        login: tuple[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self._handler = _Keep()
@@ -123,7 +128,11 @@ class SmtpReceiver:
         if tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(tls.cert, tls.key)
-            options |= {"tls_context": context, "require_starttls": True}
+            if implicit_tls:  # TLS from the first byte (port 465's way); aiosmtpd cannot
+                # tell, so AUTH must not wait for a STARTTLS that never comes
+                options |= {"ssl_context": context, "auth_require_tls": False}
+            else:
+                options |= {"tls_context": context, "require_starttls": True}
         if login is not None:
 
             def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any):

@@ -259,17 +259,19 @@ def test_celery_workers_deliver_a_facility_resources_webhook_once(
     runtime.close()
 
 
-def test_e_mail_over_starttls_with_a_login_and_the_servers_certificate_checked(
-    tmp_path: Path,
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_e_mail_over_tls_with_a_login_and_the_servers_certificate_checked(
+    tmp_path: Path, security: str
 ) -> None:
     ca = ensure_ca(tmp_path / "pki", "smtp-ca")
     server = ensure_certificate(ca, tmp_path / "pki", "smtp", "smtp", server_ips=("127.0.0.1",))
-    with SmtpReceiver(tls=server, login=("noctis", "smtp-password")) as smtp:
+    implicit = security == "tls"
+    with SmtpReceiver(tls=server, implicit_tls=implicit, login=("noctis", "smtp-password")) as smtp:
         runtime, north = _archive(
             tmp_path,
             smtp_host="127.0.0.1",
             smtp_port=smtp.port,
-            smtp_security="starttls",
+            smtp_security=security,
             smtp_username="noctis",
             smtp_password="smtp-password",
             smtp_ca_file=ca.cert,
