@@ -38,9 +38,9 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 def test_webhook_secrets_reach_the_workers_from_their_secret_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    refs = {("north", "pager"): SecretKeyRef(name="north-hooks", key="pager")}
+    refs = {("st-mary", "pager"): SecretKeyRef(name="north-hooks", key="pager")}
     ctx = arc.archive_context("noctis", "pacs", ARCHIVE, POOL, webhook_secrets=refs)
-    variable = "NOCTIS_WEBHOOK_SECRETS__north__pager"
+    variable = "NOCTIS_WEBHOOK_SECRETS__st-mary__pager"
     objects = {
         (o["kind"], o["metadata"]["name"]): o
         for o in arc.build_all(ctx, ARCHIVE, IMAGES, ["north"])
@@ -58,7 +58,7 @@ def test_webhook_secrets_reach_the_workers_from_their_secret_only(
     settings = Settings(database_url="sqlite://")
     facility = Facility(
         id=1,
-        name="north",
+        name="st-mary",
         spec={"notifications": {"webhooks": [{**HOOK, "secretRef": {"name": "n", "key": "k"}}]}},
     )
     receivers = facility_receivers(None, facility, settings)  # type: ignore[arg-type]
