@@ -1,4 +1,4 @@
-"""Run the benchmarks: `python bench/run.py {store,web,all,load,images} [--quick]`
+"""Run the benchmarks: `python bench/run.py {store,web,all,load,images,...} [--quick]`
 (or `python -m bench`).
 
 Every target is started here on free loopback ports in a temp dir, measured, and stopped
@@ -29,7 +29,20 @@ if not __package__:  # `python bench/run.py`: make `bench` importable, not its m
 
 from rich.console import Console
 
-from bench import backing, cluster, data, images, load, query, route, stable, store, web
+from bench import (
+    backing,
+    cluster,
+    data,
+    images,
+    load,
+    query,
+    report_render,
+    route,
+    stable,
+    store,
+    web,
+    worklist,
+)
 from bench import delete as delete_bench
 from bench import notify as notify_bench
 from bench import retention as retention_bench
@@ -69,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "retention",
             "route",
             "notify",
+            "report",
+            "worklist",
         ),
         help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both; "
         "load: QIDO/metadata under concurrent stores and a login flood (Noctis targets); "
@@ -78,7 +93,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "delete: time to delete the CT study (answered, all objects gone; Noctis targets); "
         "retention: a retention run over --studies studies (SQLite, PostgreSQL); "
         "route: forwarding to storescp, Noctis beside Orthanc (bench/route.py); "
-        "notify: notification fan-out and webhook calls (SQLite, PostgreSQL)",
+        "notify: notification fan-out and webhook calls (SQLite, PostgreSQL); "
+        "report: signing a report, PDF + SR rendered and stored (SQLite, PostgreSQL); "
+        "worklist: the reading worklist's API and page at 10,000 and 100,000 studies "
+        "(PostgreSQL; bench/worklist.py)",
     )
     parser.add_argument("--quick", action="store_true", help="small data, few runs: a smoke run")
     parser.add_argument(
@@ -141,10 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         return cluster.main(console, args.results_dir)
     if args.suite == "stable":
         return stable.main(console, args.results_dir, quick=args.quick)
+    if args.suite == "worklist":
+        return worklist.main(console, args.results_dir, quick=args.quick)
     if args.suite == "retention":
         return _run_retention(args)
     if args.suite == "notify":
         return _run_notify(args)
+    if args.suite == "report":
+        return _run_report(args)
     sizes = dict(QUICK if args.quick else FULL)
     for key in ("runs", "slices", "small"):
         if getattr(args, key) is not None:
@@ -242,6 +264,16 @@ def _run_notify(args: argparse.Namespace) -> int:
     results = Results(meta=_meta(args, {"events": events}))
     outcome = notify_bench.main(console, events)
     results.meta["notify"] = [r.row() for r in outcome]
+    results.meta["finished"] = datetime.now().isoformat(timespec="seconds")
+    console.print(f"results: {write_json(results, args.results_dir)}")
+    return int(any(r.error for r in outcome))
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    runs = args.runs or (5 if args.quick else 30)
+    results = Results(meta=_meta(args, {"runs": runs}))
+    outcome = report_render.main(console, runs)
+    results.meta["report"] = [r.row() for r in outcome]
     results.meta["finished"] = datetime.now().isoformat(timespec="seconds")
     console.print(f"results: {write_json(results, args.results_dir)}")
     return int(any(r.error for r in outcome))

@@ -20,6 +20,8 @@ done
 debs=()
 if [ "$want_test" = 1 ]; then
   debs+=(dcmtk postgresql redis-server chromium chromium-driver fonts-dejavu-core strace)
+  # pdftotext reads the report PDFs the tests render.
+  debs+=(poppler-utils)
   # The container images (scripts/build-images.sh): podman over runc, a base from debootstrap.
   debs+=(podman runc debootstrap)
   # The one-node cluster's runtime and network (scripts/cluster): containerd, CNI, kube-proxy's.

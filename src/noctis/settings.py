@@ -353,6 +353,13 @@ class Settings(BaseSettings):
         "the system's",
     )
 
+    # The reading worklist (issue 15, part `worklist`: noctis.core.worklist)
+    workflow_scan_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="how often each worker gives newly arrived studies their worklist row",
+    )
+
     # Results of automated analysis (issue 15, part `results`: noctis.core.results)
     results_scan_seconds: float = Field(
         2.0, gt=0, description="how often a worker looks for new SR and SEG instances"
@@ -373,6 +380,14 @@ class Settings(BaseSettings):
         default_factory=list,
         description="codes (SCHEME:VALUE, comma-separated, e.g. SCT:274100004) that make a "
         "result critical in every facility, beside each Facility's criticalFindingCodes",
+    )
+
+    # Reports (issue 15: noctis.core.reports)
+    report_documents_retry_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="how often a worker stores the PDF and SR of signed report versions whose "
+        "storing failed at signing (and how long after signing it first tries)",
     )
 
     @field_validator("trusted_proxies", mode="after")

@@ -188,3 +188,80 @@ def test_0011_lets_entries_that_allowed_every_service_ask_for_commitment(
         assert services() == {"*": every_service_before, "CT1": ["echo", "store"]}
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_0012_puts_the_stored_studies_on_the_worklist_ready_and_0013_adds_notes(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """An archive upgraded to the reading workflow: each study it held gets a workflow row in
+    state ready (they were stable), routine, unassigned, arrived when it was stored. 0013 adds
+    the notes table and the worklist's indexes; a downgrade to 0012 removes them."""
+    from alembic import command
+    from sqlalchemy import create_engine, inspect
+
+    url = (
+        request.getfixturevalue("pg_url")
+        if database == "postgres"
+        else f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    )
+    upgrade(url, "0011")
+    stored = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO facility (id, name, display_name, enabled, spec, idp_groups, "
+                    "created_at, updated_at) VALUES (1, 'north', '', true, '{}', '[]', "
+                    ":at, :at)"
+                ),
+                {"at": stored},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO patient (id, facility_id, patient_id, "
+                    "issuer_of_patient_id, patient_name, patient_birth_date, "
+                    "patient_sex) VALUES (1, 1, 'P1', '', '', '', '')"
+                )
+            )
+            for pk in (1, 2):
+                conn.execute(
+                    text(
+                        "INSERT INTO study (id, facility_id, patient_pk, patient_id, "
+                        "issuer_of_patient_id, patient_name, patient_birth_date, patient_sex, "
+                        "study_instance_uid, study_date, study_time, accession_number, "
+                        "study_id, study_description, referring_physician_name, "
+                        "modalities_in_study, number_of_series, number_of_instances, "
+                        "size_bytes, created_at, updated_at) VALUES (:pk, 1, 1, 'P1', '', '', "
+                        "'', '', :uid, '', '', '', '', '', '', 'CT', 1, 1, 10, :at, :at)"
+                    ),
+                    {"pk": pk, "uid": f"1.2.3.{pk}", "at": stored},
+                )
+        upgrade(url, "0012")
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT study_pk, facility_id, state, priority, critical, assignee, "
+                    "arrived_at FROM study_workflow ORDER BY study_pk"
+                )
+            ).all()
+        assert [row[:6] for row in rows] == [(pk, 1, "ready", 0, False, None) for pk in (1, 2)]
+        arrived = rows[0][6]
+        if isinstance(arrived, str):  # SQLite hands text back through a bare connection
+            arrived = datetime.fromisoformat(arrived)
+        assert arrived.replace(tzinfo=None) == stored.replace(tzinfo=None)
+
+        upgrade(url, "0013")
+        inspector = inspect(engine)
+        assert "study_note" in inspector.get_table_names()
+        indexes = {ix["name"] for ix in inspector.get_indexes("study_workflow")}
+        assert {"ix_study_workflow_open", "ix_study_workflow_order"} <= indexes
+        command.downgrade(alembic_config(url), "0012")
+        inspector = inspect(engine)
+        assert "study_note" not in inspector.get_table_names()
+        assert "ix_study_workflow_open" not in {
+            ix["name"] for ix in inspector.get_indexes("study_workflow")
+        }
+    finally:
+        engine.dispose()

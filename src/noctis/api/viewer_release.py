@@ -64,11 +64,20 @@ def app_config(dicomweb_root: str = "/dicom-web") -> str:
     document.body.appendChild(form);
     form.submit();
   }}
+  // The way back to the reading worklist (/ui/worklist), beside them: a real link, its
+  // click kept from the study-list link OHIF puts around the logo.
+  function toWorklist(event) {{
+    event.preventDefault();
+    event.stopPropagation();
+    window.location.assign("/ui/worklist");
+  }}
   function noctisHeader(React) {{
     var h = React.createElement;
     return h("span", {{ style: {{ display: "inline-flex", alignItems: "center", gap: "12px" }} }},
       h("span", {{ style: {{ color: "#5acce6", fontSize: "18px", fontWeight: 600,
         letterSpacing: "0.04em" }} }}, "Noctis"),
+      h("a", {{ id: "noctis-worklist", href: "/ui/worklist", title: "Back to the worklist",
+        onClick: toWorklist, style: {{ color: "#5acce6", fontSize: "13px" }} }}, "Worklist"),
       h("button", {{ id: "noctis-sign-out", type: "button", title: "Sign out of Noctis",
         onClick: signOut, style: {{ color: "#5acce6", background: "transparent",
         border: "1px solid #5acce6", borderRadius: "4px", padding: "1px 8px",

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -42,6 +42,7 @@ from noctis.dicom.analysis import RESULT_CLASSES, SEG_CLASSES, ResultSummary, su
 from noctis.dicom.header import MalformedDicom, read_header
 from noctis.index.accounts import AuditRow
 from noctis.index.models import Facility, Instance, Series, Study, utcnow
+from noctis.index.reports import ReportVersion
 from noctis.index.results import AnalysisResult, ResultScan
 from noctis.storage import ObjectNotFound, StorageUnavailable
 
@@ -184,6 +185,8 @@ def _candidates(session: Session, after: int, upper: int, *conditions: Any) -> l
             Instance.id > after,
             Instance.id <= upper,
             Instance.sop_class_uid.in_(sorted(RESULT_CLASSES)),
+            # A report's own Basic Text SR is the radiologist's, not an analysis result.
+            ~exists().where(ReportVersion.sr_sop_instance_uid == Instance.sop_instance_uid),
             *conditions,
         )
         .order_by(Instance.id)

@@ -33,6 +33,7 @@ from sqlalchemy import select
 from noctis.core.queue import STUDY_STABLE, facility_queue
 from noctis.core.runtime import Runtime
 from noctis.core.stability import count_stabilised
+from noctis.core.worklist import ready_when_stable
 from noctis.dicom.metadata import BUNDLE_MINIMUM
 from noctis.index.models import Facility, Series, Study
 from noctis.index.stable import (
@@ -98,8 +99,9 @@ def study_stable(
     version: str | None = None,
     **_: Any,
 ) -> str:
-    """Make the stable study's derivatives, send it to routing, record that it is done.
-    Returns what happened, e.g. ``done: 2 bundles, 3 thumbnails made`` or ``gone``."""
+    """Make the stable study's derivatives, send it to routing, record that it is done
+    (and, on the worklist, move it from arrived to ready).
+        Returns what happened, e.g. ``done: 2 bundles, 3 thumbnails made`` or ``gone``."""
     with runtime.reader() as session:
         found = _study(session, facility, study_instance_uid)
     if found is None:
@@ -127,6 +129,9 @@ def study_stable(
             datetime.fromisoformat(version) if version else None,
             datetime.now(UTC),
         )
+        study = session.get(Study, study_pk)
+        if study is not None:
+            ready_when_stable(session, study)  # on the worklist: arrived -> ready
     return (
         f"done: {bundles['built']} bundles built, {bundles['current']} current; "
         f"{thumbnails['made']} thumbnails made, {thumbnails['present']} present; "

@@ -19,9 +19,11 @@ from noctis.core.queue import (
     STUDY_STABLE,
 )
 from noctis.core.results import scan_results
+from noctis.worker.arrival import ARRIVAL_SCAN
 from noctis.worker.forward import forward_to_destination, route_study, routing_tick
 from noctis.worker.notify import notifications_prune, notifications_tick
 from noctis.worker.periodic import PeriodicJob
+from noctis.worker.reports import REPORT_DOCUMENTS
 from noctis.worker.series_metadata import instance_stored, series_metadata
 from noctis.worker.stable import STABLE_SWEEP, study_stable
 from noctis.worker.sweep import CONSISTENCY_CHECK, DELETION_SWEEP, RETENTION, sweep_deletions
@@ -44,5 +46,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     RETENTION,
     PeriodicJob("notifications", lambda settings: settings.notify_tick_seconds, notifications_tick),
     PeriodicJob("notifications-prune", lambda s: s.notify_prune_seconds, notifications_prune),
+    ARRIVAL_SCAN,
     PeriodicJob("results", lambda settings: settings.results_scan_seconds, scan_results),
+    REPORT_DOCUMENTS,
 )

@@ -1,11 +1,22 @@
 """The REST API beside DICOMweb (``/api``): facilities, users, tokens, audit, system status,
-deletion, legal holds and the consistency check."""
+deletion, legal holds, the consistency check and the reading worklist."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from noctis.api.rest import lifecycle, notifications, records, results, routes, studies, users
+from noctis.api.rest import (
+    lifecycle,
+    notifications,
+    records,
+    report_library,
+    reports,
+    results,
+    routes,
+    studies,
+    users,
+    worklist,
+)
 
 router = APIRouter()
 router.include_router(records.router)
@@ -14,6 +25,9 @@ router.include_router(routes.router)
 router.include_router(studies.router)
 router.include_router(lifecycle.router)
 router.include_router(notifications.router)
+router.include_router(worklist.router)
 router.include_router(results.router)
+router.include_router(reports.router)
+router.include_router(report_library.router)
 
 __all__ = ["router"]

@@ -5,10 +5,12 @@ from sqlalchemy import create_engine, pool
 
 import noctis.index.accounts  # (its tables are part of the metadata)
 import noctis.index.notify  # (notifications after the outbox: part of the metadata too)
+import noctis.index.reports  # (reports, versions, templates, attachments: part of the metadata)
 import noctis.index.results  # (results of automated analysis: part of the metadata too)
 import noctis.index.routing  # (routes and transfers: part of the metadata too)
 import noctis.index.stable  # (study_stable: part of the metadata too)
-import noctis.index.workflow  # noqa: F401  (the reading workflow: part of the metadata too)
+import noctis.index.workflow  # (the reading workflow: part of the metadata too)
+import noctis.index.worklist  # noqa: F401  (notes and the worklist's indexes)
 from noctis.index.models import Base
 
 config = context.config

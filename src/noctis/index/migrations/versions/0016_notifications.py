@@ -7,7 +7,7 @@ REST (a Facility resource's ``notifications`` wins over them); webhook secrets a
 ``notification_delivery``: one event to one webhook or e-mail address, retried under a lease.
 
 Revision ID: 0016
-Revises: 0012
+Revises: 0017
 Create Date: 2026-12-07 01:00:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0012"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 

@@ -6,7 +6,7 @@ periodic scan looked at. An upgraded archive's scan starts after the instances a
 (their results are not raised as new critical findings long after the fact).
 
 Revision ID: 0017
-Revises: 0016
+Revises: 0012
 Create Date: 2026-12-07 01:00:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0017"
-down_revision = "0016"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
