@@ -18,7 +18,7 @@ from noctis.core.runtime import Runtime
 from noctis.index.accounts import AuditRow
 from noctis.index.models import Facility
 from noctis.specs.facility import FacilitySpec
-from support.web import client_for, create_user, token_for
+from support.web import TEST_PASSWORD_SUFFIX, client_for, create_user, token_for
 
 SECRET = "a-secret-of-twenty-chars"
 
@@ -211,3 +211,30 @@ def test_the_page_lists_marks_read_and_saves_preferences(runtime: Runtime, clien
     assert "error=" in refused.headers["location"]
     anonymous = clients(None).get("/ui/notifications", follow_redirects=False)
     assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login")
+
+
+def test_a_signed_and_amended_report_reaches_the_referring_physician_of_its_facility(
+    runtime: Runtime, clients: Any, dw: Any
+) -> None:
+    """Across parts: the report signed over REST raises report-final in its transaction, the
+    amendment report-amended; the fan-out puts them in the lists of who should hear."""
+    built = dw.build_study(["explicit"], AccessionNumber="ACC-NOTIFY")
+    rad = clients("rad_north")
+    assert dw.stow(rad, list(built.files.values())).status_code == 200
+    url = f"/api/studies/north/{built.study_uid}/report"
+    password = {"password": "rad_north" + TEST_PASSWORD_SUFFIX}
+    rad.put(f"{url}/draft", json={"text": "IMPRESSION: Normal."})
+    assert rad.post(f"{url}/sign", json={"state": "final", **password}).is_success
+    rad.post(f"{url}/amend")
+    rad.put(f"{url}/draft", json={"text": "IMPRESSION: Normal.\nADDENDUM: seen again."})
+    assert rad.post(f"{url}/sign", json={"state": "final", **password}).is_success
+    fan_out(runtime)
+    listed = clients("ref_north").get("/api/notifications").json()["notifications"]
+    assert [(n["kind"], n["studyInstanceUID"]) for n in listed] == [
+        ("report-amended", built.study_uid),
+        ("report-final", built.study_uid),
+    ]
+    # The radiologist who signed is not told of their own signature; the other facility's
+    # radiologist hears nothing.
+    for user in ("rad_north", "rad_south"):
+        assert clients(user).get("/api/notifications").json()["notifications"] == [], user

@@ -76,10 +76,10 @@ def _inboxes(runtime: Runtime) -> dict[str, list[str]]:
         return found
 
 
-def _raise_stat(runtime: Runtime, study_uid: str) -> None:
+def _raise_stat(runtime: Runtime, study_uid: str, actor: str = "tech_north") -> None:
     with runtime.sessions.begin() as session:
         study = session.scalars(select(Study).where(Study.study_instance_uid == study_uid)).one()
-        set_priority(session, study, Priority.STAT, actor=Actor("rad_north"), reason="trauma")
+        set_priority(session, study, Priority.STAT, actor=Actor(actor), reason="trauma")
 
 
 def test_a_stat_study_reaches_the_radiologists_and_administrators_of_its_facility_only(
@@ -96,6 +96,14 @@ def test_a_stat_study_reaches_the_radiologists_and_administrators_of_its_facilit
     assert items[0]["title"].startswith("STAT study: DOE^JANE")
     assert items[0]["studyInstanceUID"] == study_uid and items[0]["reason"] == "trauma"
     assert fan_out(runtime) == 0  # nothing fanned out twice
+
+
+def test_nobody_is_told_of_their_own_change(
+    runtime: Runtime, north: FacilityRef, make_dicom
+) -> None:
+    _raise_stat(runtime, _study(runtime, north, make_dicom), actor="fadmin_north")
+    fan_out(runtime)
+    assert {user for user, kinds in _inboxes(runtime).items() if kinds} == {"rad_north"}
 
 
 def test_a_final_report_reaches_referring_physicians_and_radiologists_and_opt_outs_hold(

@@ -73,9 +73,9 @@ def _stat(runtime: Runtime, study_uid: str, *, critical: bool = False) -> None:
     with runtime.sessions.begin() as session:
         study = session.scalars(select(Study).where(Study.study_instance_uid == study_uid)).one()
         if critical:
-            flag_critical(session, study, actor=Actor("rad_north"), reason="bleed")
+            flag_critical(session, study, actor=Actor("ai-node"), reason="bleed")
         else:
-            set_priority(session, study, Priority.STAT, actor=Actor("rad_north"), reason="trauma")
+            set_priority(session, study, Priority.STAT, actor=Actor("tech"), reason="trauma")
 
 
 def _hook(url: str, kinds: list[str] | None = None) -> dict:

@@ -128,6 +128,8 @@ def recipients(
         return inbox, deliveries
     kind = NotificationKind(event.kind)
     for user, preference in to.users:
+        if event.actor and user.username == event.actor:
+            continue  # nobody is told of their own change (a report they signed)
         chosen = preference.kinds if preference is not None else None
         if kind.value not in wanted_kinds(Role(user.role), chosen):
             continue
