@@ -203,8 +203,8 @@ def test_workers_fanning_out_at_once_notify_each_user_once(
 
 
 def test_0016_adds_the_notification_tables_and_goes_back(runtime: Runtime) -> None:
-    """The tables come with 0016 (on both databases) and a downgrade to 0017, the revision
-    before it, removes them."""
+    """The tables come with 0016 (on both databases) and a downgrade to the revision before
+    it removes them."""
     url = runtime.settings.resolved_database_url()
     tables = {
         "user_notification",
@@ -214,7 +214,7 @@ def test_0016_adds_the_notification_tables_and_goes_back(runtime: Runtime) -> No
     }
     assert tables <= set(inspect(runtime.engine).get_table_names())
     runtime.engine.dispose()
-    command.downgrade(alembic_config(url), "0017")
+    command.downgrade(alembic_config(url), "0016-1")
     runtime.engine.dispose()
     assert not tables & set(inspect(runtime.engine).get_table_names())
     upgrade(url)
