@@ -45,6 +45,7 @@ from bench import (
     worklist,
 )
 from bench import delete as delete_bench
+from bench import notify as notify_bench
 from bench import retention as retention_bench
 from bench.data import Dataset, FileSet
 from bench.noctis import NoctisTarget
@@ -81,6 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "delete",
             "retention",
             "route",
+            "notify",
             "report",
             "worklist",
             "mwl",
@@ -93,6 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "delete: time to delete the CT study (answered, all objects gone; Noctis targets); "
         "retention: a retention run over --studies studies (SQLite, PostgreSQL); "
         "route: forwarding to storescp, Noctis beside Orthanc (bench/route.py); "
+        "notify: notification fan-out and webhook calls (SQLite, PostgreSQL); "
         "report: signing a report, PDF + SR rendered and stored (SQLite, PostgreSQL); "
         "worklist: the reading worklist's API and page at 10,000 and 100,000 studies "
         "(PostgreSQL; bench/worklist.py); "
@@ -166,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         return mwl.main(console, args.results_dir, quick=args.quick)
     if args.suite == "retention":
         return _run_retention(args)
+    if args.suite == "notify":
+        return _run_notify(args)
     if args.suite == "report":
         return _run_report(args)
     sizes = dict(QUICK if args.quick else FULL)
@@ -255,6 +260,16 @@ def _run_retention(args: argparse.Namespace) -> int:
     results = Results(meta=_meta(args, {"studies": studies}))
     outcome = retention_bench.main(console, studies)
     results.meta["retention"] = [r.row() for r in outcome]
+    results.meta["finished"] = datetime.now().isoformat(timespec="seconds")
+    console.print(f"results: {write_json(results, args.results_dir)}")
+    return int(any(r.error for r in outcome))
+
+
+def _run_notify(args: argparse.Namespace) -> int:
+    events = 100 if args.quick else 1000
+    results = Results(meta=_meta(args, {"events": events}))
+    outcome = notify_bench.main(console, events)
+    results.meta["notify"] = [r.row() for r in outcome]
     results.meta["finished"] = datetime.now().isoformat(timespec="seconds")
     console.print(f"results: {write_json(results, args.results_dir)}")
     return int(any(r.error for r in outcome))

@@ -299,6 +299,60 @@ class Settings(BaseSettings):
         "after it was declared is sent again",
     )
 
+    # Notifications (issue 15, part `notify`: noctis.core.notify_fanout, noctis.worker.notify)
+    notify_tick_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="how often a worker fans new notification events out and sends "
+        "the webhook calls and e-mails that are due",
+    )
+    notify_attempts: int = Field(
+        8, ge=1, description="a webhook call or e-mail is tried this many times, then dead"
+    )
+    notify_backoff_seconds: float = Field(
+        5.0, gt=0, description="wait after a first failed delivery, doubled after each failure"
+    )
+    notify_backoff_max_seconds: float = Field(
+        900.0, gt=0, description="the longest wait between two attempts of a delivery"
+    )
+    notify_claim_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="a delivery a worker claimed and did not finish in this time is "
+        "taken back and tried again (its worker is presumed dead)",
+    )
+    notify_timeout_seconds: float = Field(
+        10.0, gt=0, description="how long one webhook call or SMTP exchange may take"
+    )
+    notify_keep_days: float = Field(
+        90.0,
+        gt=0,
+        description="notification events (with the in-app notifications and deliveries they "
+        "made) are forgotten this many days after they were raised, once delivered or dead",
+    )
+    notify_prune_seconds: float = Field(
+        3600.0, gt=0, description="how often a worker forgets the notifications past their days"
+    )
+    webhook_secrets: dict[str, dict[str, SecretStr]] = Field(
+        default_factory=dict,
+        description="HMAC secrets of the Facility resources' webhooks, by facility then webhook "
+        "name: NOCTIS_WEBHOOK_SECRETS__<facility>__<webhook> (the operator sets them from each "
+        "webhook's secretRef)",
+    )
+    smtp_host: str | None = Field(None, description="SMTP server for e-mail; unset: no e-mail")
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls (port 587), tls (implicit TLS, port 465) or none"
+    )
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_from: str = Field("noctis@localhost", description="the From address of e-mails")
+    smtp_ca_file: Path | None = Field(
+        None,
+        description="CA bundle (PEM) the SMTP server's certificate is checked against; unset: "
+        "the system's",
+    )
+
     # The reading worklist (issue 15, part `worklist`: noctis.core.worklist)
     workflow_scan_seconds: float = Field(
         2.0,

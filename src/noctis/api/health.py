@@ -23,7 +23,14 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from noctis.core import consistency, quota_metrics, reconciliation, routing_status, stability
+from noctis.core import (
+    consistency,
+    notify_delivery,
+    quota_metrics,
+    reconciliation,
+    routing_status,
+    stability,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +121,7 @@ def metrics(request: Request) -> Response:
     try:  # routing progress, from the index: an index outage leaves the rest to scrape
         with request.app.state.runtime.reader() as session:
             body += routing_status.metrics_text(session)
+            body += notify_delivery.metrics_text(session)  # notification deliveries by state
     except Exception:
         log.warning("routing metrics unavailable (index unreachable?)", exc_info=True)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -12,6 +12,8 @@ from noctis.operator.ensure import ensure
 from noctis.operator.errors import Blocked, SpecInvalid, parse_spec
 from noctis.operator.kinds import ARCHIVES, FACILITIES, STORAGEPOOLS
 from noctis.specs.archive import ArchiveSpec
+from noctis.specs.facility import FacilitySpec
+from noctis.specs.kube import SecretKeyRef
 from noctis.specs.storagepool import StoragePoolSpec
 
 
@@ -39,8 +41,30 @@ def _context(op: Operator, namespace: str, name: str, spec: ArchiveSpec) -> Arch
     except SpecInvalid as exc:
         raise Blocked("StoragePoolInvalid", f"StoragePool {spec.storage_pool}: {exc}") from exc
     return build.archive_context(
-        name, namespace, spec, pool_spec, facility_pools(op, namespace, spec.storage_pool)
+        name,
+        namespace,
+        spec,
+        pool_spec,
+        facility_pools(op, namespace, spec.storage_pool),
+        facility_webhook_secrets(op, namespace),
     )
+
+
+def facility_webhook_secrets(op: Operator, namespace: str) -> dict[tuple[str, str], SecretKeyRef]:
+    """The secretRef of every webhook the valid Facilities of the namespace declare, by
+    (facility, webhook): the workers that sign the calls get each from its Secret."""
+    refs: dict[tuple[str, str], SecretKeyRef] = {}
+    for body in op.kube.list(FACILITIES, namespace):
+        if body["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            spec = parse_spec(FacilitySpec, body.get("spec"))
+        except SpecInvalid:
+            continue  # reported on the Facility itself
+        for webhook in spec.notifications.webhooks if spec.notifications else ():
+            if webhook.secret_ref is not None:
+                refs[(body["metadata"]["name"], webhook.name)] = webhook.secret_ref
+    return refs
 
 
 def facility_pools(op: Operator, namespace: str, own_pool: str) -> dict[str, StoragePoolSpec]:

@@ -190,8 +190,12 @@ def facility_reconcile(
     body: kopf.Body, memo: kopf.Memo, reason: str, diff: kopf.Diff, **_: Any
 ) -> None:
     _run(memo, body, lambda op, raw: facility.reconcile(op, raw, apply_always=True))
-    pool_changed = any(tuple(change[1][:2]) == ("spec", "storagePool") for change in diff or ())
-    if reason == "create" or pool_changed:  # a new task queue, or another pool, for the pods
+    pods_changed = any(
+        tuple(change[1][:2]) in (("spec", "storagePool"), ("spec", "notifications"))
+        for change in diff or ()
+    )
+    # A new task queue, another pool, or webhook secrets (notifications) for the pods.
+    if reason == "create" or pods_changed:
         cascade.reconcile_all(memo.operator, _ns(body))
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from noctis.specs.common import CIDR, AETitle, CodeRef, KubeName, Port
+from noctis.specs.notifications import NotificationsSpec
 
 
 class DimseService(StrEnum):
@@ -97,6 +98,23 @@ class FacilitySpec(BaseModel):
         description="a study with no new instance for this long becomes stable (derivatives, "
         "routing); unset: the archive's NOCTIS_STABLE_AFTER_SECONDS",
     )
+    # Notifications (issue 15, part `notify`): webhooks and e-mail recipients of the facility.
+    # Declared here, it wins over what REST set (/api/facilities/{name}/notifications).
+    notifications: NotificationsSpec | None = Field(
+        None,
+        description="webhooks (signed with the secret of secretRef) and e-mail recipients "
+        "told of STAT studies, final and amended reports and critical results; unset: "
+        "those set through the REST API",
+    )
+
+    @model_validator(mode="after")
+    def _webhook_secrets_by_reference(self) -> FacilitySpec:
+        if self.notifications is not None:
+            bare = [w.name for w in self.notifications.webhooks if w.secret_ref is None]
+            if bare:
+                raise ValueError(f"webhooks need a secretRef (the HMAC secret): {', '.join(bare)}")
+        return self
+
     # Results of automated analysis (issue 15, part `results`: noctis.core.results).
     critical_finding_codes: list[CodeRef] = Field(
         default_factory=list,

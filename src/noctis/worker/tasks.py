@@ -21,6 +21,7 @@ from noctis.core.queue import (
 from noctis.core.results import scan_results
 from noctis.worker.arrival import ARRIVAL_SCAN
 from noctis.worker.forward import forward_to_destination, route_study, routing_tick
+from noctis.worker.notify import notifications_prune, notifications_tick
 from noctis.worker.orders import ORDER_LINKING
 from noctis.worker.periodic import PeriodicJob
 from noctis.worker.reports import REPORT_DOCUMENTS
@@ -44,6 +45,8 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     DELETION_SWEEP,
     CONSISTENCY_CHECK,
     RETENTION,
+    PeriodicJob("notifications", lambda settings: settings.notify_tick_seconds, notifications_tick),
+    PeriodicJob("notifications-prune", lambda s: s.notify_prune_seconds, notifications_prune),
     ARRIVAL_SCAN,
     PeriodicJob("results", lambda settings: settings.results_scan_seconds, scan_results),
     REPORT_DOCUMENTS,

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 from noctis.api.rest import (
     lifecycle,
+    notifications,
     orders,
     records,
     report_library,
@@ -24,6 +25,7 @@ router.include_router(users.router)
 router.include_router(routes.router)
 router.include_router(studies.router)
 router.include_router(lifecycle.router)
+router.include_router(notifications.router)
 router.include_router(worklist.router)
 router.include_router(results.router)
 router.include_router(reports.router)

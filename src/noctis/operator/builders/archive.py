@@ -39,6 +39,9 @@ class ArchiveContext:
     # The other StoragePools the Facilities of the Archive name: their credentials Secrets
     # (endpoint and bucket are in `config`), by pool name.
     pool_credentials: dict[str, CredentialsRef] = field(default_factory=dict)
+    # The HMAC secrets of the Facilities' webhooks (notifications), by (facility, webhook):
+    # the workers that deliver them read NOCTIS_WEBHOOK_SECRETS__<facility>__<webhook>.
+    webhook_secrets: dict[tuple[str, str], SecretKeyRef] = field(default_factory=dict)
 
     @property
     def config_map(self) -> str:
@@ -75,6 +78,19 @@ class ArchiveContext:
         return env
 
 
+def webhook_secret_env(ctx: ArchiveContext) -> list[dict[str, Any]]:
+    """The webhook secrets, from their Secrets, for the workers (never in the ConfigMap)."""
+    return [
+        common.secret_env(webhook_secret_variable(facility, webhook), ref.name, ref.key)
+        for (facility, webhook), ref in sorted(ctx.webhook_secrets.items())
+    ]
+
+
+def webhook_secret_variable(facility: str, webhook: str) -> str:
+    """noctis.settings.Settings.webhook_secrets[facility][webhook] as a variable."""
+    return f"NOCTIS_WEBHOOK_SECRETS__{facility}__{webhook}"
+
+
 def pool_env_prefix(pool: str) -> str:
     """Settings of storage pool ``pool`` (noctis.settings.PoolSettings) as variables."""
     return f"NOCTIS_STORAGE_POOLS__{pool}__"
@@ -102,6 +118,7 @@ def archive_context(
     spec: ArchiveSpec,
     pool: StoragePoolSpec,
     other_pools: Mapping[str, StoragePoolSpec] | None = None,
+    webhook_secrets: Mapping[tuple[str, str], SecretKeyRef] | None = None,
 ) -> ArchiveContext:
     """``other_pools``: the StoragePools (by name) that Facilities of the Archive name besides
     its own: every pod gets each one's endpoint and bucket, and its credentials from its
@@ -135,6 +152,7 @@ def archive_context(
         config=config,
         pull_policy=spec.image_pull_policy.value if spec.image_pull_policy else None,
         pool_credentials={n: p.credentials for n, p in others.items()},
+        webhook_secrets=dict(webhook_secrets or {}),
     )
 
 
@@ -292,6 +310,7 @@ def build_worker_deployment(
         {"name": "NOCTIS_HEALTH_PORT", "value": str(spec.worker.health_port)},
         {"name": "NOCTIS_WORKER_CONCURRENCY", "value": str(spec.worker.concurrency)},
         {"name": "NOCTIS_WORKER_QUEUES", "value": ",".join(task_queues(facilities))},
+        *webhook_secret_env(ctx),  # every worker runs the notifications job
     ]
     container = _container(
         "worker",
@@ -322,6 +341,7 @@ def build_transfer_deployment(
         {"name": "NOCTIS_HEALTH_PORT", "value": str(transfers.health_port)},
         {"name": "NOCTIS_WORKER_CONCURRENCY", "value": str(transfers.concurrency)},
         {"name": "NOCTIS_WORKER_ROLE", "value": "transfers"},
+        *webhook_secret_env(ctx),
     ]
     container = _container(
         "transfer",
