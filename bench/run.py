@@ -35,6 +35,7 @@ from bench import (
     data,
     images,
     load,
+    mwl,
     query,
     report_render,
     route,
@@ -84,6 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "notify",
             "report",
             "worklist",
+            "mwl",
         ),
         help="store: C-STORE throughput; web: DICOMweb and C-FIND latency; all: both; "
         "load: QIDO/metadata under concurrent stores and a login flood (Noctis targets); "
@@ -96,7 +98,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "notify: notification fan-out and webhook calls (SQLite, PostgreSQL); "
         "report: signing a report, PDF + SR rendered and stored (SQLite, PostgreSQL); "
         "worklist: the reading worklist's API and page at 10,000 and 100,000 studies "
-        "(PostgreSQL; bench/worklist.py)",
+        "(PostgreSQL; bench/worklist.py); "
+        "mwl: Modality Worklist C-FIND latency, findscu and pynetdicom, 100 and 10,000 "
+        "orders (SQLite, PostgreSQL)",
     )
     parser.add_argument("--quick", action="store_true", help="small data, few runs: a smoke run")
     parser.add_argument(
@@ -161,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         return stable.main(console, args.results_dir, quick=args.quick)
     if args.suite == "worklist":
         return worklist.main(console, args.results_dir, quick=args.quick)
+    if args.suite == "mwl":
+        return mwl.main(console, args.results_dir, quick=args.quick)
     if args.suite == "retention":
         return _run_retention(args)
     if args.suite == "notify":

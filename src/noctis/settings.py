@@ -390,6 +390,14 @@ class Settings(BaseSettings):
         "storing failed at signing (and how long after signing it first tries)",
     )
 
+    # Orders, Modality Worklist and MPPS (issue 15, part `orders`: noctis.core.orders)
+    order_link_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="how often each worker links arrived studies to the open orders they "
+        "fulfil (by Study Instance UID or accession number)",
+    )
+
     @field_validator("trusted_proxies", mode="after")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:

@@ -179,7 +179,7 @@ def test_0011_lets_entries_that_allowed_every_service_ask_for_commitment(
                     for title, value in rows
                 }
 
-        upgrade(url)
+        upgrade(url, "0011")  # (0015 gives such entries the worklist and MPPS too)
         assert services() == {
             "*": [*every_service_before, "commitment"],
             "CT1": ["echo", "store"],

@@ -84,7 +84,10 @@ def test_validation_reaches_the_schema() -> None:
     assert any("maxReplicas" in r["rule"] for r in spec_of("DicomNode")["x-kubernetes-validations"])
     facility = spec_of("Facility")["properties"]["applicationEntities"]["items"]["properties"]
     assert facility["allowedCIDRs"]["items"]["format"] == "cidr"
-    assert facility["services"]["default"] == ["echo", "store", "find", "move", "get", "commitment"]
+    assert facility["services"]["default"] == [
+        *("echo", "store", "find", "move", "get", "commitment"),
+        *("worklist", "mpps"),
+    ]
     pool = spec_of("StoragePool")["properties"]
     assert pool["deletionPolicy"] == {
         "type": "string",

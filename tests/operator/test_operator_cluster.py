@@ -184,7 +184,7 @@ def test_facility_is_in_the_registry(cluster: Cluster) -> None:
         titles = {ae.ae_title: ae for ae in facility.application_entities}
         assert set(titles) == {"STMARY_CT1", "STMARY_WS"}
         assert titles["STMARY_CT1"].allowed_cidrs == ["10.20.1.0/24"]
-        assert titles["STMARY_CT1"].services == ["echo", "store", "commitment"]
+        assert titles["STMARY_CT1"].services == ["echo", "store", "commitment", "worklist", "mpps"]
         assert (titles["STMARY_WS"].host, titles["STMARY_WS"].port) == ("10.20.4.30", 11112)
     status = (cluster.get("facility", "st-mary") or {})["status"]
     assert status["applicationEntities"] == 2

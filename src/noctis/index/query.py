@@ -433,3 +433,17 @@ def _patient_filters(query: MatchQuery) -> dict[str, str]:
         for k, v in query.filters.items()
         if k in ATTRIBUTES and ATTRIBUTES[k].level is Level.PATIENT
     }
+
+
+def value_condition(column: Any, value: str, vr: str) -> ColumnElement[bool]:
+    """One matching key on a column of another table, matched as C-FIND and QIDO match the
+    study hierarchy: date/time ranges, person names ignoring case with ``*``/``?``, other
+    wildcards, backslash-separated lists (the Modality Worklist's orders use it)."""
+    if vr in ("DA", "TM"):
+        return _range_condition(column, value, vr)
+    if vr == "PN":
+        return _CaseInsensitiveLike(column, literal(_like_pattern(value)))
+    if "*" in value or "?" in value:
+        return column.like(_like_pattern(value), escape="\\")
+    alternatives = value.split("\\")
+    return column.in_(alternatives) if len(alternatives) > 1 else column == value

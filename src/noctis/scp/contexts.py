@@ -28,6 +28,8 @@ from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
+from noctis.core.modality_worklist import MODALITY_WORKLIST_FIND
+
 # Query/retrieve identifiers and commitment requests are small: no reason to negotiate
 # anything but these.
 QUERY_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
@@ -52,6 +54,9 @@ MOVE_MODELS = {
     "1.2.840.10008.5.1.4.1.2.1.2": "PATIENT",
     "1.2.840.10008.5.1.4.1.2.2.2": "STUDY",
 }
+# Served through pynetdicom's service classes on both DIMSE paths (noctis.scp.modality_worklist,
+# noctis.scp.mpps).
+MODALITY_PERFORMED_PROCEDURE_STEP = "1.2.840.10008.3.1.2.3.3"
 GET_MODELS = {
     "1.2.840.10008.5.1.4.1.2.1.3": "PATIENT",
     "1.2.840.10008.5.1.4.1.2.2.3": "STUDY",
@@ -118,7 +123,13 @@ def scp_contexts() -> list[PresentationContext]:
     commitment.scu_role = True
     commitment.scp_role = True
     contexts.append(commitment)
-    for model in (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS):
+    for model in (
+        *FIND_MODELS,
+        *MOVE_MODELS,
+        *GET_MODELS,
+        MODALITY_WORKLIST_FIND,
+        MODALITY_PERFORMED_PROCEDURE_STEP,
+    ):
         contexts.append(build_context(model, list(QUERY_SYNTAXES)))
     for sop_class in storage_sop_classes():
         context = build_context(sop_class, list(STORAGE_SYNTAXES))

@@ -76,9 +76,15 @@ def _cancelled_early(event: Event) -> bool:
 
 
 def serve_find(
-    assoc: Association, request: C_FIND, context: PresentationContext, scp_context: ScpContext
+    assoc: Association,
+    request: C_FIND,
+    context: PresentationContext,
+    scp_context: ScpContext,
+    answers_of: Callable[[FindRequest, ScpContext], Iterator[Answer | FindResponse]] | None = None,
 ) -> None:
-    """Answer a C-FIND-RQ on ``context``: every response encoded here and sent in batches."""
+    """Answer a C-FIND-RQ on ``context``: every response encoded here and sent in batches.
+    ``answers_of``: where the answers come from (default: the query/retrieve models'
+    `answers`; the Modality Worklist's give data sets)."""
     syntax = context.transfer_syntax[0]
     context_id = int(context.context_id or 0)
     message_id = int(request.MessageID or 0)
@@ -104,7 +110,8 @@ def serve_find(
         return command_pdus(context_id, _final_response(message_id, sop_class, code), peer_max_pdu)
 
     batch = bytearray()
-    for code, found in answers(FindRequest(assoc, identifier, sop_class, cancelled), scp_context):
+    source = answers_of or answers
+    for code, found in source(FindRequest(assoc, identifier, sop_class, cancelled), scp_context):
         if found is None:
             batch += final(code)
             break
@@ -124,9 +131,14 @@ def serve_find(
         dul.queue_pdus(bytes(batch))
 
 
-def _encoded(elements: list[Element], syntax: Any) -> bytes | None:
+def _encoded(elements: list[Element] | Dataset, syntax: Any) -> bytes | None:
     """A match's identifier: written directly when it is plain (always, for the index's own
     attributes), by pydicom otherwise."""
+    if isinstance(elements, Dataset):
+        encoded = encode(
+            elements, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
+        )
+        return bytes(encoded) if encoded else None
     if syntax.is_little_endian and not syntax.is_deflated:
         data = encode_plain(elements, implicit_vr=syntax.is_implicit_VR)
         if data is not None:

@@ -1,4 +1,5 @@
-"""The DICOM SCP: an AE serving C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET for the archive.
+"""The DICOM SCP: an AE serving C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET for the archive,
+storage commitment, the Modality Worklist and MPPS.
 
 `Scp` runs one listener in this process (tests start it on port 0 and stop it themselves);
 the ``noctis scp`` process around it is `noctis.scp.process`. With ``tls_cert_file``/
@@ -25,9 +26,10 @@ from noctis.scp.contexts import scp_contexts
 from noctis.scp.echo import handle_echo
 from noctis.scp.fast import compat
 from noctis.scp.fast.association import accept
-from noctis.scp.find import handle_find
 from noctis.scp.listener import NoctisServer, SharedContexts
 from noctis.scp.metrics import get_metrics
+from noctis.scp.modality_worklist import handle_c_find
+from noctis.scp.mpps import handle_n_create, handle_n_set
 from noctis.scp.scp_context import ScpContext
 from noctis.scp.store import handle_store
 from noctis.settings import Settings
@@ -146,7 +148,10 @@ class Scp:
             (evt.EVT_CONN_CLOSE, self._on_closed),
             (evt.EVT_C_ECHO, handle_echo, [scp_context]),
             (evt.EVT_C_STORE, handle_store, [scp_context]),
-            (evt.EVT_C_FIND, handle_find, [scp_context]),
+            # C-FIND of the query/retrieve models, and of the Modality Worklist
+            (evt.EVT_C_FIND, handle_c_find, [scp_context]),
+            (evt.EVT_N_CREATE, handle_n_create, [scp_context]),  # MPPS
+            (evt.EVT_N_SET, handle_n_set, [scp_context]),  # MPPS
         ]
 
     def _on_established(self, event: evt.Event) -> None:

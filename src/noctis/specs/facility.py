@@ -18,6 +18,8 @@ class DimseService(StrEnum):
     MOVE = "move"
     GET = "get"
     COMMITMENT = "commitment"  # storage commitment (N-ACTION), issue 14
+    WORKLIST = "worklist"  # Modality Worklist C-FIND, issue 15
+    MPPS = "mpps"  # Modality Performed Procedure Step N-CREATE/N-SET, issue 15
 
 
 ALL_SERVICES = [s.value for s in DimseService]

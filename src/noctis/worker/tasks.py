@@ -22,6 +22,7 @@ from noctis.core.results import scan_results
 from noctis.worker.arrival import ARRIVAL_SCAN
 from noctis.worker.forward import forward_to_destination, route_study, routing_tick
 from noctis.worker.notify import notifications_prune, notifications_tick
+from noctis.worker.orders import ORDER_LINKING
 from noctis.worker.periodic import PeriodicJob
 from noctis.worker.reports import REPORT_DOCUMENTS
 from noctis.worker.series_metadata import instance_stored, series_metadata
@@ -49,4 +50,5 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     ARRIVAL_SCAN,
     PeriodicJob("results", lambda settings: settings.results_scan_seconds, scan_results),
     REPORT_DOCUMENTS,
+    ORDER_LINKING,
 )

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from noctis.api.rest import (
     lifecycle,
     notifications,
+    orders,
     records,
     report_library,
     reports,
@@ -29,5 +30,6 @@ router.include_router(worklist.router)
 router.include_router(results.router)
 router.include_router(reports.router)
 router.include_router(report_library.router)
+router.include_router(orders.router)
 
 __all__ = ["router"]

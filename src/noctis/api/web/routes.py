@@ -8,7 +8,7 @@ from importlib.resources import files
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from noctis.api.web import notifications, reports, worklist
+from noctis.api.web import notifications, orders, reports, worklist
 from noctis.api.web.render import LoginRequired, PagePrincipalDep, login_redirect_url
 
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
@@ -36,7 +36,13 @@ def static(name: str) -> Response:
     )
 
 
-ROUTERS: tuple[APIRouter, ...] = (shell, worklist.router, reports.router, notifications.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    shell,
+    worklist.router,
+    reports.router,
+    notifications.router,
+    orders.router,
+)
 
 
 def install(app: FastAPI) -> None:

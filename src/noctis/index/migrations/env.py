@@ -5,6 +5,7 @@ from sqlalchemy import create_engine, pool
 
 import noctis.index.accounts  # (its tables are part of the metadata)
 import noctis.index.notify  # (notifications after the outbox: part of the metadata too)
+import noctis.index.orders  # (orders and MPPS: part of the metadata too)
 import noctis.index.reports  # (reports, versions, templates, attachments: part of the metadata)
 import noctis.index.results  # (results of automated analysis: part of the metadata too)
 import noctis.index.routing  # (routes and transfers: part of the metadata too)

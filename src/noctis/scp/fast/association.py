@@ -12,7 +12,7 @@ may go out on the same association. With the fast path
   polling every millisecond, and its DUL thread receives C-STORE requests itself
   (`noctis.scp.fast.direct_store`);
 - C-FIND is answered by `noctis.scp.find.serve_find`, its many responses encoded and sent in
-  batches.
+  batches (the Modality Worklist's too, from `noctis.scp.modality_worklist`).
 
 Every other request, and all of them with the fast path off, go to pynetdicom's service
 classes and from there to the SCP's event handlers (`noctis.scp.handlers`).
@@ -37,10 +37,12 @@ from noctis.scp.fast import compat
 from noctis.scp.fast.direct_store import DirectStore
 from noctis.scp.fast.reactor import EventDrivenDUL, SignallingQueue, serve_until_done
 from noctis.scp.find import serve_find
+from noctis.scp.modality_worklist import MODALITY_WORKLIST_FIND, worklist_answers
 from noctis.scp.retrieve import serve_retrieve
 from noctis.scp.scp_context import ScpContext
 
 _RETRIEVE_MODELS = frozenset({*GET_MODELS, *MOVE_MODELS})
+_FAST_FIND_MODELS = frozenset({*FIND_MODELS, MODALITY_WORKLIST_FIND})
 
 
 def accept(assoc: Association, scp_context: ScpContext) -> None:
@@ -78,14 +80,15 @@ class AcceptedAssociation(compat.AssociationHooks):
         model = str(context.abstract_syntax)
         message_id = getattr(msg, "MessageID", None)
         self.cancelled_early = frozenset(k for k in self.dimse.cancel_req if k == message_id)
-        if isinstance(msg, C_FIND) and self.wake is not None and model in FIND_MODELS:
+        if isinstance(msg, C_FIND) and self.wake is not None and model in _FAST_FIND_MODELS:
             # C-CANCELs are tracked per request, as pynetdicom's _serve_request does, except
             # that one for this very request, come in before its turn, still cancels it.
             self.dimse.cancel_req = {
                 key: value for key, value in self.dimse.cancel_req.items() if key == msg.MessageID
             }
+            source = worklist_answers if model == MODALITY_WORKLIST_FIND else None
             try:
-                serve_find(self, msg, context, self.scp_context)
+                serve_find(self, msg, context, self.scp_context, source)
             finally:
                 self.dimse.cancel_req = {}
             return
