@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from noctis.index.migrate import alembic_config, upgrade
 
-PREVIOUS = "0017"  # the revision 0015 follows (the lead chains the parts at merge)
+PREVIOUS = "0014"  # the revision 0015 follows
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
