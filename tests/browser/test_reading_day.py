@@ -159,13 +159,13 @@ def day(tmp_path: Path, server_logs: ServerLogs) -> Iterator[Day]:
         yield Day(serve, admin, passwords, tmp_path)
 
 
-def _sign_in(page: Page, day: Day, username: str, path: str) -> None:
+def _sign_in(page: Page, day: Day, username: str, path: str, lands: str = "") -> None:
     page.goto(f"{day.base}{path}")
     assert page.url.startswith(f"{day.base}/login")
     page.fill("#username", username)
     page.fill("#password", day.passwords[username])
     page.click("#sign-in")
-    page.wait_for_url(f"{day.base}{path}")
+    page.wait_for_url(f"{day.base}{lands or path}")
 
 
 def _store(day: Day, name: str, **identity: str) -> list[Path]:
@@ -391,7 +391,12 @@ def _referring_physicians_read(
     report_page = f"/ui/reports/north/{study_uid}"
     north = chromium.new_context()
     page = north.new_page()
-    _sign_in(page, day, "ref.north", report_page)
+    # Home for a referring physician is the notifications; the report's one leads to it.
+    _sign_in(page, day, "ref.north", "/ui", lands="/ui/notifications")
+    _notifications(page, day, ["report-final"], study_uid)
+    page.locator("tr.notification a.report").click()
+    page.wait_for_url(f"{day.base}{report_page}")
+    assert not page.locator('a[href="/ui/worklist"]').count()  # it would refuse them
     final = page.locator("section.report-final")
     assert TYPED.strip() in final.inner_text()
     pdf_link = final.locator("a").first.get_attribute("href")
@@ -402,12 +407,11 @@ def _referring_physicians_read(
     text = _pdf_text(pdf, day.workdir)
     assert TYPED.strip() in text and NORTH_NAME in text, text
     page.screenshot(path=str(artifacts / "day-6-referring-north.png"), full_page=True)
-    _notifications(page, day, ["report-final"], study_uid)
     north.close()
 
     south = chromium.new_context()
     page = south.new_page()
-    _sign_in(page, day, "ref.south", "/ui/notifications")
+    _sign_in(page, day, "ref.south", "/ui", lands="/ui/notifications")
     assert page.locator("p.empty").is_visible()
     assert page.request.get(f"{day.base}/api/notifications").json()["notifications"] == []
     refused = page.goto(f"{day.base}{report_page}")
