@@ -477,4 +477,25 @@ def test_the_reading_day(chromium: Browser, day: Day, artifacts: Path) -> None:
     pdf = _referring_physicians_read(chromium, day, study_uid, artifacts)
     _report_in_the_study(day, study_uid, pdf)
     order = day.admin.get(f"/api/orders/{order_id}").json()
-    assert order["status"] == "completed"
+    assert (order["status"], order["study_linked"]) == ("completed", True)
+    assert order["study_instance_uid"] == study_uid
+    _the_day_is_audited(day, study_uid)
+
+
+def _the_day_is_audited(day: Day, study_uid: str) -> None:
+    """Who did what to the study, as the administrator reads it in the audit trail."""
+    listed = day.admin.get("/api/audit", params={"study": study_uid, "limit": 500})
+    assert listed.status_code == 200, listed.text
+    done = {(event["actor"], event["action"]) for event in listed.json()["items"]}
+    expected = {
+        ("tech.north", "order"),  # scheduled
+        (MODALITY, "mpps"),
+        (MODALITY, "store"),
+        ("noctis:orders", "workflow"),  # STAT from its order
+        ("dr.north", "workflow"),  # claimed
+        ("dr.north", "report"),  # signed
+        ("ref.north", "retrieve"),  # the PDF read
+        (READER, "retrieve"),  # C-GET
+        ("admin", "wado.instance"),
+    }
+    assert expected <= done, sorted(expected - done)
