@@ -106,6 +106,45 @@ def add_to_session(session: Session, event: AuditEvent) -> None:
     session.add(accounts.AuditRow(**event.columns()))
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change: a person (their principal's subject), an AE, or the archive."""
+
+    subject: str
+    type: ActorType = "user"
+    client: str = ""
+
+    @classmethod
+    def system(cls, what: str) -> Actor:
+        return cls(subject=f"noctis:{what}", type="system", client="")
+
+
+def record_change(
+    session: Session,
+    actor: Actor,
+    action: str,
+    change: str,
+    *,
+    facility_id: int | None,
+    study_instance_uid: str | None = None,
+    **detail: Any,
+) -> None:
+    """Audit a successful change (``detail["change"]`` names it) in the change's own session."""
+    add_to_session(
+        session,
+        AuditEvent(
+            action=action,
+            outcome=AuditOutcome.SUCCESS,
+            actor=actor.subject,
+            actor_type=actor.type,
+            client=actor.client,
+            study_instance_uid=study_instance_uid,
+            facility_id=facility_id,
+            detail={"change": change, **detail},
+        ),
+    )
+
+
 class DatabaseAuditSink:
     """Writes events as rows of the index's audit table."""
 

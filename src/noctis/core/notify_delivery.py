@@ -21,6 +21,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from noctis.core.runtime import Runtime
+from noctis.index import leases
 from noctis.index.models import Facility, utcnow
 from noctis.index.notify import DeliveryState, NotificationDelivery, UserNotification
 from noctis.index.workflow import NotificationEvent
@@ -135,24 +136,13 @@ def finish(
 
 def take_back_stale(runtime: Runtime) -> int:
     """Deliveries whose worker held them past the lease are due again (attempt counted)."""
-    now = utcnow()
     with runtime.sessions.begin() as session:
-        return int(
-            session.execute(
-                update(NotificationDelivery)
-                .where(
-                    NotificationDelivery.state == DeliveryState.SENDING.value,
-                    NotificationDelivery.claimed_until < now,
-                )
-                .values(
-                    state=DeliveryState.PENDING.value,
-                    claim=None,
-                    claimed_until=None,
-                    next_attempt_at=now,
-                    last_error="taken back: the worker sending it stopped before it finished",
-                )
-                .execution_options(synchronize_session=False)
-            ).rowcount
+        return leases.take_back_stale(
+            session,
+            NotificationDelivery,
+            sending=DeliveryState.SENDING.value,
+            pending=DeliveryState.PENDING.value,
+            now=utcnow(),
         )
 
 

@@ -32,7 +32,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from noctis.core.audit import AuditEvent, AuditOutcome, add_to_session
+from noctis.core.audit import record_change
 from noctis.core.runtime import Runtime
 from noctis.core.workflow import Actor, Priority, ensure_workflow, set_priority
 from noctis.index.models import Study, utcnow
@@ -492,18 +492,15 @@ def _set_status(
 
 
 def _audit(session: Session, order: Order, actor: Actor, change: str, **detail: Any) -> None:
-    add_to_session(
+    record_change(
         session,
-        AuditEvent(
-            action=ORDER_AUDIT_ACTION,
-            outcome=AuditOutcome.SUCCESS,
-            actor=actor.subject,
-            actor_type=actor.type,
-            client=actor.client,
-            study_instance_uid=order.study_instance_uid,
-            facility_id=order.facility_id,
-            detail={"change": change, "order": order.id, **detail},
-        ),
+        actor,
+        ORDER_AUDIT_ACTION,
+        change,
+        facility_id=order.facility_id,
+        study_instance_uid=order.study_instance_uid,
+        order=order.id,
+        **detail,
     )
 
 
@@ -514,20 +511,13 @@ def _audit_step(
     order: Order | None,
     change: str,
 ) -> None:
-    add_to_session(
+    record_change(
         session,
-        AuditEvent(
-            action=MPPS_AUDIT_ACTION,
-            outcome=AuditOutcome.SUCCESS,
-            actor=actor.subject,
-            actor_type=actor.type,
-            client=actor.client,
-            study_instance_uid=order.study_instance_uid if order is not None else None,
-            facility_id=step.facility_id,
-            detail={
-                "change": change,
-                "mpps": step.sop_instance_uid,
-                "order": order.id if order is not None else None,
-            },
-        ),
+        actor,
+        MPPS_AUDIT_ACTION,
+        change,
+        facility_id=step.facility_id,
+        study_instance_uid=order.study_instance_uid if order is not None else None,
+        mpps=step.sop_instance_uid,
+        order=order.id if order is not None else None,
     )

@@ -32,7 +32,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from noctis.core.audit import AuditEvent, AuditOutcome, add_to_session
+from noctis.core.audit import record_change
 from noctis.core.documents import store_document, study_attributes
 from noctis.core.ingest import FacilityRef, IngestError
 from noctis.core.notifications import NotificationKind, notify
@@ -45,6 +45,7 @@ from noctis.core.workflow import (
     StudyState,
     advance,
     assign,
+    describe_study,
     ensure_workflow,
 )
 from noctis.dicom.documents import (
@@ -224,7 +225,7 @@ def sign(
                 kind,
                 facility_id=study.facility_id,
                 study_instance_uid=study.study_instance_uid,
-                title=f"Report {version_state}: {_describe(study)}",
+                title=f"Report {version_state}: {describe_study(study)}",
                 actor=actor.subject,
                 version=version.number,
             )
@@ -433,22 +434,13 @@ def _claim_for(session: Session, study: Study, actor: Actor) -> None:
         raise NotTheReader(str(exc)) from exc
 
 
-def _describe(study: Study) -> str:
-    parts = [study.patient_name, study.study_description or study.accession_number]
-    return " · ".join(p for p in parts if p) or study.study_instance_uid
-
-
 def _audit(session: Session, study: Study, actor: Actor, change: str, **detail: Any) -> None:
-    add_to_session(
+    record_change(
         session,
-        AuditEvent(
-            action=REPORT_AUDIT_ACTION,
-            outcome=AuditOutcome.SUCCESS,
-            actor=actor.subject,
-            actor_type=actor.type,
-            client=actor.client,
-            study_instance_uid=study.study_instance_uid,
-            facility_id=study.facility_id,
-            detail={"change": change, **detail},
-        ),
+        actor,
+        REPORT_AUDIT_ACTION,
+        change,
+        facility_id=study.facility_id,
+        study_instance_uid=study.study_instance_uid,
+        **detail,
     )

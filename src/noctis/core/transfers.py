@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from noctis.core.runtime import Runtime
+from noctis.index import leases
 from noctis.index.models import Facility, Instance, utcnow
 from noctis.index.routing import RouteRow, RouteSent, Transfer, TransferState
 
@@ -227,24 +228,13 @@ def postpone(runtime: Runtime, destination: str, seconds: float, reason: str) ->
 def take_back_stale(runtime: Runtime) -> int:
     """Transfers whose worker held them past the lease are due again (the attempt it made
     stays counted)."""
-    now = utcnow()
     with runtime.sessions.begin() as session:
-        return int(
-            session.execute(
-                update(Transfer)
-                .where(
-                    Transfer.state == TransferState.SENDING.value,
-                    Transfer.claimed_until < now,
-                )
-                .values(
-                    state=TransferState.PENDING.value,
-                    claim=None,
-                    claimed_until=None,
-                    next_attempt_at=now,
-                    last_error="taken back: the worker sending it stopped before it finished",
-                )
-                .execution_options(synchronize_session=False)
-            ).rowcount
+        return leases.take_back_stale(
+            session,
+            Transfer,
+            sending=TransferState.SENDING.value,
+            pending=TransferState.PENDING.value,
+            now=utcnow(),
         )
 
 

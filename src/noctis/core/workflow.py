@@ -21,7 +21,6 @@ in that same transaction, so a change and its audit entry commit together or not
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -30,7 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from noctis.core.audit import ActorType, AuditEvent, AuditOutcome, add_to_session
+from noctis.core.audit import Actor, record_change
 from noctis.core.notifications import NotificationKind, notify
 from noctis.index.models import Study, utcnow
 from noctis.index.workflow import StudyWorkflow
@@ -95,19 +94,6 @@ class TransitionRefused(WorkflowError):
 
 class AlreadyAssigned(WorkflowError):
     pass
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who makes a change: a person (their principal's subject), an AE, or the archive."""
-
-    subject: str
-    type: ActorType = "user"
-    client: str = ""
-
-    @classmethod
-    def system(cls, what: str) -> Actor:
-        return cls(subject=f"noctis:{what}", type="system", client="")
 
 
 def workflow_of(session: Session, study: Study) -> StudyWorkflow | None:
@@ -183,7 +169,7 @@ def set_priority(
             NotificationKind.STAT_ARRIVED,
             facility_id=study.facility_id,
             study_instance_uid=study.study_instance_uid,
-            title=f"STAT study: {_describe(study)}",
+            title=f"STAT study: {describe_study(study)}",
             actor=actor.subject,
             reason=reason,
         )
@@ -204,7 +190,7 @@ def flag_critical(session: Session, study: Study, *, actor: Actor, reason: str) 
         NotificationKind.CRITICAL_RESULT,
         facility_id=study.facility_id,
         study_instance_uid=study.study_instance_uid,
-        title=f"Critical result: {_describe(study)}",
+        title=f"Critical result: {describe_study(study)}",
         actor=actor.subject,
         reason=reason,
     )
@@ -250,23 +236,20 @@ def assign(
     return row
 
 
-def _describe(study: Study) -> str:
+def describe_study(study: Study) -> str:
+    """A study in a few words, for notification titles: patient, modalities, description."""
     parts = [study.patient_name or study.patient_id, study.modalities_in_study]
     parts.append(study.study_description or study.accession_number)
     return " · ".join(part for part in parts if part) or study.study_instance_uid
 
 
 def _audit(session: Session, study: Study, actor: Actor, change: str, **detail: Any) -> None:
-    add_to_session(
+    record_change(
         session,
-        AuditEvent(
-            action=WORKFLOW_AUDIT_ACTION,
-            outcome=AuditOutcome.SUCCESS,
-            actor=actor.subject,
-            actor_type=actor.type,
-            client=actor.client,
-            study_instance_uid=study.study_instance_uid,
-            facility_id=study.facility_id,
-            detail={"change": change, **detail},
-        ),
+        actor,
+        WORKFLOW_AUDIT_ACTION,
+        change,
+        facility_id=study.facility_id,
+        study_instance_uid=study.study_instance_uid,
+        **detail,
     )

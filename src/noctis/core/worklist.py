@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from noctis.core.audit import AuditEvent, AuditOutcome, add_to_session
+from noctis.core.audit import record_change
 from noctis.core.roles import READING_ROLES, Role
 from noctis.core.runtime import Runtime
 from noctis.core.workflow import (
@@ -185,18 +185,15 @@ def add_note(session: Session, study: Study, text: str, *, actor: Actor) -> Stud
     )
     session.add(note)
     session.flush()
-    add_to_session(
+    record_change(
         session,
-        AuditEvent(
-            action=WORKFLOW_AUDIT_ACTION,
-            outcome=AuditOutcome.SUCCESS,
-            actor=actor.subject,
-            actor_type=actor.type,
-            client=actor.client,
-            study_instance_uid=study.study_instance_uid,
-            facility_id=study.facility_id,
-            detail={"change": "note", "note_id": note.id, "chars": len(text)},
-        ),
+        actor,
+        WORKFLOW_AUDIT_ACTION,
+        "note",
+        facility_id=study.facility_id,
+        study_instance_uid=study.study_instance_uid,
+        note_id=note.id,
+        chars=len(text),
     )
     return note
 
