@@ -476,6 +476,10 @@ def test_the_reading_day(chromium: Browser, day: Day, artifacts: Path) -> None:
     _radiologist_reads(chromium, day, study_uid, artifacts)
     pdf = _referring_physicians_read(chromium, day, study_uid, artifacts)
     _report_in_the_study(day, study_uid, pdf)
+    with httpx.Client(base_url=day.base, timeout=30) as technologist:
+        login(technologist, "tech.north", day.passwords["tech.north"])
+        # A technologist hears of nothing by default (they may opt in).
+        assert technologist.get("/api/notifications").json()["notifications"] == []
     order = day.admin.get(f"/api/orders/{order_id}").json()
     assert (order["status"], order["study_linked"]) == ("completed", True)
     assert order["study_instance_uid"] == study_uid
