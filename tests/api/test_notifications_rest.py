@@ -234,6 +234,9 @@ def test_a_signed_and_amended_report_reaches_the_referring_physician_of_its_faci
         ("report-amended", built.study_uid),
         ("report-final", built.study_uid),
     ]
+    # Each links to the report from the page.
+    page = clients("ref_north").get("/ui/notifications").text
+    assert page.count(f'href="/ui/reports/north/{built.study_uid}"') == 2
     # The radiologist who signed is not told of their own signature; the other facility's
     # radiologist hears nothing.
     for user in ("rad_north", "rad_south"):

@@ -23,3 +23,18 @@ def test_the_stylesheet_and_script_are_served_and_nothing_else(clients: Any) -> 
     )
     for probe in ("/ui/static/render.py", "/ui/static/..%2Frender.py", "/ui/static/.x.css"):
         assert anonymous.get(probe).status_code == 404, probe
+
+
+def test_each_role_is_led_only_to_pages_it_may_open(clients: Any) -> None:
+    """A referring physician has no worklist or orders (403): /ui leads to the notifications,
+    where final reports are announced, and no link of the pages leads to a refusal."""
+    home = clients("ref_north").get("/ui", follow_redirects=False)
+    assert (home.status_code, home.headers["location"]) == (303, "/ui/notifications")
+    page = clients("ref_north").get("/ui/notifications")
+    assert page.status_code == 200
+    for refused in ('href="/ui/worklist"', 'href="/ui/orders"'):
+        assert refused not in page.text, refused
+    missing = clients("ref_north").get("/ui/reports/north/1.2.3.4")
+    assert missing.status_code == 404 and 'href="/ui/worklist"' not in missing.text
+    radiologist = clients("rad_north").get("/ui/notifications").text
+    assert 'href="/ui/worklist"' in radiologist and 'href="/ui/orders"' in radiologist

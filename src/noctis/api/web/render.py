@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from noctis.api.security import Principal, get_principal
+from noctis.core.roles import WORKLIST_ROLES
 
 # Our pages load only our own script and stylesheet, send requests only to us, and are never
 # framed. Nothing inline: a page that needs data gets it as data-* attributes or from /api.
@@ -49,7 +50,9 @@ def login_redirect_url(error: LoginRequired) -> str:
 @cache
 def environment() -> Environment:
     loader = FileSystemLoader(str(files("noctis.api.web") / "templates"))
-    return Environment(loader=loader, autoescape=select_autoescape(default=True))
+    env = Environment(loader=loader, autoescape=select_autoescape(default=True))
+    env.globals["worklist_roles"] = WORKLIST_ROLES  # the navigation links only what opens
+    return env
 
 
 def render(

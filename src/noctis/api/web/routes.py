@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from noctis.api.web import notifications, orders, reports, worklist
 from noctis.api.web.render import LoginRequired, PagePrincipalDep, login_redirect_url
+from noctis.core.roles import WORKLIST_ROLES
 
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 
@@ -18,7 +19,10 @@ shell = APIRouter(include_in_schema=False)
 
 @shell.get("/ui")
 def home(principal: PagePrincipalDep) -> Response:
-    return RedirectResponse("/ui/worklist", status_code=303)
+    """The worklist, or for a role without one (a referring physician) the notifications,
+    where its final reports are announced."""
+    page = "/ui/worklist" if principal.role in WORKLIST_ROLES else "/ui/notifications"
+    return RedirectResponse(page, status_code=303)
 
 
 @shell.get("/ui/static/{name}")
