@@ -33,7 +33,7 @@ def test_the_radiologist_writes_and_signs_on_the_page_and_the_referrer_reads_it(
     assert page.status_code == 200
     assert "default-src 'none'" in page.headers["content-security-policy"]
     html = page.text
-    assert "Roe Richard" in html and 'id="report-text"' in html
+    assert "Roe, Richard" in html and 'id="report-text"' in html
     assert f'data-draft-url="/api/studies/north/{study}/report/draft"' in html
     assert "Chest CT" in html and 'data-text="No interval change."' in html
     assert f'href="/viewer?StudyInstanceUIDs={study}"' in html and 'href="/ui/worklist"' in html

@@ -93,7 +93,7 @@ def test_a_stat_study_reaches_the_radiologists_and_administrators_of_its_facilit
     with runtime.sessions() as session:
         items, unread = inbox(session, user_id_of(session, "rad_north"), None)
     assert unread == 1
-    assert items[0]["title"].startswith("STAT study: DOE^JANE")
+    assert items[0]["title"].startswith("STAT study: DOE, JANE")
     assert items[0]["studyInstanceUID"] == study_uid and items[0]["reason"] == "trauma"
     assert fan_out(runtime) == 0  # nothing fanned out twice
 

@@ -137,7 +137,7 @@ def test_a_report_is_signed_preliminary_final_and_amended_and_every_version_stay
     text = _pdf_text(stored_pdf(runtime, facility_id, pdf_uid), tmp_path)
     assert "AMENDED REPORT (version 3)" in text and "small cyst" in text
     assert (
-        "Doe Jane" in text and "P77" in text and "ACC9" in text and "Signed amended by bob" in text
+        "Doe, Jane" in text and "P77" in text and "ACC9" in text and "Signed amended by bob" in text
     )
     sr = dcmread(io.BytesIO(runtime.store.get(sr_key)))
     assert (sr.PatientID, sr.AccessionNumber, sr.VerificationFlag) == ("P77", "ACC9", "VERIFIED")

@@ -119,7 +119,7 @@ def test_a_critical_result_makes_the_study_stat_and_notifies_once(
             select(NotificationEvent.kind, NotificationEvent.title).order_by(NotificationEvent.id)
         ).all()
     assert [kind for kind, _ in events] == ["critical-result", "stat-arrived"]
-    assert all("DOE^JANE" in title for _, title in events)
+    assert all("DOE, JANE" in title for _, title in events)
 
 
 def test_priorities_parse_from_people_and_from_dicom() -> None:

@@ -17,6 +17,8 @@ from functools import cache
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from noctis.dicom.person_names import readable_person_name
+
 # A TrueType font with the whole of Unicode's common scripts if the machine has it (Debian's
 # fonts-dejavu-core); ReportLab's built-in Helvetica covers Latin-1 only.
 _DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
@@ -77,7 +79,7 @@ def render_report_pdf(content: ReportContent) -> bytes:
     else:
         story.append(Paragraph(label.get(content.state, "REPORT"), heading))
     rows = [
-        ("Patient", content.patient_name.replace("^", " ").strip()),
+        ("Patient", readable_person_name(content.patient_name)),
         ("Patient ID", content.patient_id),
         ("Birth date", _date(content.patient_birth_date)),
         ("Study", content.study_description),

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from noctis.core.audit import Actor, record_change
 from noctis.core.notifications import NotificationKind, notify
+from noctis.dicom.person_names import readable_person_name
 from noctis.index.models import Study, utcnow
 from noctis.index.workflow import StudyWorkflow
 
@@ -238,7 +239,10 @@ def assign(
 
 def describe_study(study: Study) -> str:
     """A study in a few words, for notification titles: patient, modalities, description."""
-    parts = [study.patient_name or study.patient_id, study.modalities_in_study]
+    parts = [
+        readable_person_name(study.patient_name) or study.patient_id,
+        study.modalities_in_study,
+    ]
     parts.append(study.study_description or study.accession_number)
     return " · ".join(part for part in parts if part) or study.study_instance_uid
 

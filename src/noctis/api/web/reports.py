@@ -38,6 +38,7 @@ from noctis.core.ingest import IngestError
 from noctis.core.roles import READING_ROLES
 from noctis.core.runtime import Runtime
 from noctis.core.workflow import Actor, WorkflowError
+from noctis.dicom.person_names import readable_person_name
 from noctis.index.models import Study
 from noctis.index.reports import ReportSnippet, ReportTemplate
 from noctis.index.workflow import StudyWorkflow
@@ -96,7 +97,7 @@ def _editor_context(
         facility_id = study.facility_id
         study_info = {
             "uid": study.study_instance_uid,
-            "patient_name": study.patient_name.replace("^", " "),
+            "patient_name": readable_person_name(study.patient_name),
             "patient_id": study.patient_id,
             "description": study.study_description,
             "date": study.study_date,

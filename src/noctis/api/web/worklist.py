@@ -44,6 +44,7 @@ from noctis.core.roles import ASSIGN_ROLES, READING_ROLES, WORKLIST_ROLES
 from noctis.core.runtime import Runtime
 from noctis.core.workflow import OPEN_STATES, Priority, StudyState
 from noctis.core.worklist import WorklistRefused, readers_of
+from noctis.dicom.person_names import readable_person_name
 from noctis.index.models import Facility
 from noctis.index.worklist import notes_of, worklist_page
 
@@ -56,13 +57,6 @@ _LISTS = ("state", "priority", "facility", "modality")
 def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
-
-
-def person(name: str) -> str:
-    """A DICOM person name (``Doe^Jane``) as people write it (``Doe, Jane``)."""
-    family, _, rest = name.partition("^")
-    given = " ".join(part for part in rest.split("^") if part)
-    return f"{family}, {given}" if family and given else (family or given)
 
 
 def dicom_date(value: str) -> str:
@@ -88,7 +82,7 @@ def can_release(principal: Principal, row: WorklistItem) -> bool:
 
 
 HELPERS = {
-    "person": person,
+    "person": readable_person_name,
     "dicom_date": dicom_date,
     "moment": moment,
     "can_claim": can_claim,
