@@ -81,8 +81,10 @@ def _install_auth_and_viewer(app: FastAPI, settings: Settings, runtime: Runtime)
     """Login, roles and audit; then the viewer, last: it serves ``/`` with an SPA fallback
     and must not shadow any route."""
     from noctis.api import auth, viewer
+    from noctis.api.rest import visible
     from noctis.api.web import routes as web
 
     auth.install(app, settings, runtime)
+    visible.install(app)
     web.install(app)
     viewer.mount(app, settings)

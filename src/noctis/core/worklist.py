@@ -121,21 +121,6 @@ def ready_when_stable(session: Session, study: Study) -> bool:
     return True
 
 
-def find_study(
-    session: Session, facility: str, study_uid: str, visible: frozenset[int] | None
-) -> Study | None:
-    """The study ``study_uid`` of facility ``facility`` if the caller may see that facility
-    (``visible`` None: every facility); None otherwise, whether it exists or not."""
-    found = session.execute(
-        select(Study)
-        .join(Facility, Study.facility_id == Facility.id)
-        .where(Facility.name == facility, Study.study_instance_uid == study_uid)
-    ).scalar_one_or_none()
-    if found is None or (visible is not None and found.facility_id not in visible):
-        return None
-    return found
-
-
 def facility_ids_named(
     session: Session, names: Iterable[str], visible: frozenset[int] | None
 ) -> frozenset[int]:

@@ -16,7 +16,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile, status
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -24,6 +23,7 @@ from noctis.api.audit import web_event
 from noctis.api.auth.context import AuthContextDep
 from noctis.api.auth.reauthenticate import confirm_password
 from noctis.api.rest.deps import SessionDep
+from noctis.api.rest.visible import visible_study
 from noctis.api.security import Principal, PrincipalDep, client_address
 from noctis.core import attachments, reports
 from noctis.core.audit import AuditAction, AuditEvent, AuditOutcome, add_to_session
@@ -31,7 +31,7 @@ from noctis.core.ingest import IngestError
 from noctis.core.roles import ORDER_ROLES, READING_ROLES, Role
 from noctis.core.runtime import Runtime
 from noctis.core.workflow import Actor, WorkflowError
-from noctis.index.models import Facility, Study
+from noctis.index.models import Study
 from noctis.index.reports import Report, ReportVersion, StudyAttachment
 
 router = APIRouter(tags=["reports"])
@@ -92,21 +92,6 @@ class AttachmentOut(BaseModel):
     sha256: str
     uploaded_by: str
     uploaded_at: datetime
-
-
-def find_study(session: Session, principal: Principal, facility: str, study_uid: str) -> Study:
-    """The study as filed in the facility, or 404 (also for a facility the caller may not
-    read, so its existence is not disclosed)."""
-    found = session.scalar(
-        select(Study)
-        .join(Facility, Study.facility_id == Facility.id)
-        .where(Facility.name == facility, Study.study_instance_uid == study_uid)
-    )
-    if found is None or not principal.can_read(found.facility_id):
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, detail=f"no study {study_uid} in facility {facility!r}"
-        )
-    return found
 
 
 def _base(facility: str, study_uid: str) -> str:
@@ -196,7 +181,7 @@ def _require(principal: Principal, roles: frozenset[Role], what: str) -> None:
 def get_report(
     facility: str, study_uid: str, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> ReportOut:
-    study = find_study(session, principal, facility, study_uid)
+    study = visible_study(session, principal, facility, study_uid)
     found = report_out(session, principal, facility, study)
     audit_read(session, principal, request, study)
     return found
@@ -212,7 +197,7 @@ def put_draft(
     session: SessionDep,
 ) -> ReportOut:
     """Replace the draft (autosaved while typing); signed versions never change."""
-    study = find_study(session, principal, facility, study_uid)
+    study = visible_study(session, principal, facility, study_uid)
     _require(principal, READING_ROLES, "writing reports")
     with _refusals():
         reports.save_draft(
@@ -230,7 +215,7 @@ def post_amend(
     facility: str, study_uid: str, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> ReportOut:
     """Open an amendment of the final report: a draft holding its latest text."""
-    study = find_study(session, principal, facility, study_uid)
+    study = visible_study(session, principal, facility, study_uid)
     _require(principal, READING_ROLES, "amending reports")
     with _refusals():
         reports.amend(session, study, actor=_actor(principal, request))
@@ -274,7 +259,7 @@ async def post_sign(
 def get_versions(
     facility: str, study_uid: str, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> list[VersionOut]:
-    study = find_study(session, principal, facility, study_uid)
+    study = visible_study(session, principal, facility, study_uid)
     found = report_out(session, principal, facility, study).versions
     audit_read(session, principal, request, study)
     return found
@@ -297,7 +282,7 @@ def get_version_pdf(
     storing is still pending)."""
     runtime = context.runtime
     with runtime.reader() as session:
-        study = find_study(session, principal, facility, study_uid)
+        study = visible_study(session, principal, facility, study_uid)
         report = reports.report_of(session, study)
         found = [v for v in _visible_versions(session, principal, report) if v.number == number]
         if not found:
@@ -365,7 +350,7 @@ def get_attachments(
     facility: str, study_uid: str, principal: PrincipalDep, context: AuthContextDep
 ) -> list[AttachmentOut]:
     with context.runtime.reader() as session:
-        study_pk = find_study(session, principal, facility, study_uid).id
+        study_pk = visible_study(session, principal, facility, study_uid).id
     return [
         AttachmentOut.model_validate(row, from_attributes=True)
         for row in attachments.attachments_of(context.runtime, study_pk)
@@ -388,7 +373,7 @@ def get_attachment_pdf(
     """The attached PDF as uploaded (DICOM's padding byte cut off)."""
     runtime = context.runtime
     with runtime.reader() as session:
-        study = find_study(session, principal, facility, study_uid)
+        study = visible_study(session, principal, facility, study_uid)
         row = session.get(StudyAttachment, attachment_id)
         if row is None or row.study_pk != study.id:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such attachment")
@@ -423,12 +408,12 @@ class _refusals:
 
 def _study_pk(runtime: Runtime, principal: Principal, facility: str, study_uid: str) -> int:
     with runtime.reader() as session:
-        return find_study(session, principal, facility, study_uid).id
+        return visible_study(session, principal, facility, study_uid).id
 
 
 def _report_now(runtime: Runtime, principal: Principal, facility: str, study_uid: str) -> ReportOut:
     with runtime.reader() as session:
-        study = find_study(session, principal, facility, study_uid)
+        study = visible_study(session, principal, facility, study_uid)
         return report_out(session, principal, facility, study)
 
 

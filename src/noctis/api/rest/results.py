@@ -11,14 +11,13 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from noctis.api.rest.deps import SessionDep
+from noctis.api.rest.visible import visible_study
 from noctis.api.security import PrincipalDep
 from noctis.core.results import results_of_study
 from noctis.core.roles import WORKLIST_ROLES
 from noctis.dicom.analysis import RESULT_CLASSES
-from noctis.index.models import Facility, Study
 from noctis.index.results import AnalysisResult
 
 router = APIRouter(tags=["results"])
@@ -65,13 +64,5 @@ def list_results(
 ) -> list[ResultOut]:
     if principal.role not in WORKLIST_ROLES:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not a role of the worklist")
-    found = session.execute(
-        select(Study.id, Facility.id)
-        .join(Facility, Study.facility_id == Facility.id)
-        .where(Facility.name == facility, Study.study_instance_uid == study)
-    ).first()
-    if found is None or not principal.can_read(found[1]):
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, detail=f"no study {study} in facility {facility!r}"
-        )
-    return [result_out(r) for r in results_of_study(session, found[0])]
+    found = visible_study(session, principal, facility, study)
+    return [result_out(r) for r in results_of_study(session, found.id)]

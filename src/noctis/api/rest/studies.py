@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from noctis.api.rest.deps import SessionDep
+from noctis.api.rest.visible import visible_study
 from noctis.api.security import PrincipalDep
-from noctis.index.models import Facility, Study
 from noctis.index.stable import study_stability
 
 router = APIRouter()
@@ -54,16 +53,7 @@ class StudyOut(BaseModel):
 
 @router.get("/facilities/{name}/studies/{study}", tags=["studies"])
 def get_study(name: str, study: str, principal: PrincipalDep, session: SessionDep) -> StudyOut:
-    found = session.execute(
-        select(Study, Facility.id)
-        .join(Facility, Study.facility_id == Facility.id)
-        .where(Facility.name == name, Study.study_instance_uid == study)
-    ).first()
-    if found is None or not principal.can_read(found[1]):
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, detail=f"no study {study} in facility {name!r}"
-        )
-    row: Study = found[0]
+    row = visible_study(session, principal, name, study)
     stability = study_stability(session, row.id)
     return StudyOut(
         facility=name,

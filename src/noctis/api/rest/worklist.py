@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from noctis.api.auth.context import AuthContextDep
 from noctis.api.rest.deps import SessionDep
+from noctis.api.rest.visible import visible_study
 from noctis.api.rest.worklist_actions import (
     actor_of,
     assign_study,
@@ -37,7 +38,6 @@ from noctis.api.rest.worklist_actions import (
     refused,
     release_study,
     require_role,
-    study_or_404,
 )
 from noctis.api.rest.worklist_params import (
     AssignIn,
@@ -103,7 +103,7 @@ def list_worklist(
 def get_worklist_item(
     facility: str, study: str, principal: WorklistPrincipalDep, session: SessionDep
 ) -> WorklistItem:
-    return current_item(session, study_or_404(session, principal, facility, study))
+    return current_item(session, visible_study(session, principal, facility, study))
 
 
 @router.post("/{facility}/{study}/claim")
@@ -173,7 +173,7 @@ def change_state(
 def list_notes(
     facility: str, study: str, principal: WorklistPrincipalDep, session: ReaderDep
 ) -> list[NoteOut]:
-    found = study_or_404(session, principal, facility, study)
+    found = visible_study(session, principal, facility, study)
     return [
         NoteOut(id=n.id, author=n.author, text=n.text, created_at=utc(n.created_at))
         for n in notes_of(session, found.id)

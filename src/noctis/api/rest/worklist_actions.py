@@ -12,6 +12,7 @@ from fastapi import HTTPException, status
 from sqlalchemy.orm import Session
 
 from noctis.api.audit import actor_type, web_event
+from noctis.api.rest.visible import visible_study
 from noctis.api.rest.worklist_params import WorklistItem, WorklistParams, items
 from noctis.api.security import Principal
 from noctis.core.audit import AuditSink
@@ -26,7 +27,7 @@ from noctis.core.workflow import (
     ensure_workflow,
     set_priority,
 )
-from noctis.core.worklist import WorklistRefused, add_note, check_assignee, find_study
+from noctis.core.worklist import WorklistRefused, add_note, check_assignee
 from noctis.index.models import Study
 from noctis.index.worklist import StudyNote, worklist_entry
 
@@ -56,15 +57,6 @@ def refused(exc: WorklistRefused) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=text)
 
 
-def study_or_404(session: Session, principal: Principal, facility: str, study: str) -> Study:
-    found = find_study(session, facility, study, principal.facility_ids)
-    if found is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, detail=f"no study {study} in facility {facility!r}"
-        )
-    return found
-
-
 def current_item(session: Session, study: Study) -> WorklistItem:
     """The study's worklist row as it stands in ``session`` (made if the arrival scan has
     not reached the study yet)."""
@@ -89,7 +81,7 @@ def claim_study(
 ) -> Study:
     """Take the study to read it (409 naming who holds it, if someone else does)."""
     require_role(principal, READING_ROLES, "claiming a study")
-    found = study_or_404(session, principal, facility, study)
+    found = visible_study(session, principal, facility, study)
     _change(lambda: assign(session, found, principal.subject, actor=actor, only_if_free=True))
     return found
 
@@ -99,7 +91,7 @@ def release_study(
 ) -> Study:
     """Give the study back (ready again): its reader, or who may assign."""
     require_role(principal, READING_ROLES | ASSIGN_ROLES, "releasing a study")
-    found = study_or_404(session, principal, facility, study)
+    found = visible_study(session, principal, facility, study)
     row = ensure_workflow(session, found)
     if row.assignee not in (None, principal.subject) and principal.role not in ASSIGN_ROLES:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"{row.assignee} reads it")
@@ -117,7 +109,7 @@ def assign_study(
 ) -> Study:
     """Give the study to a radiologist who may see its facility (None: nobody)."""
     require_role(principal, ASSIGN_ROLES, "assigning a study")
-    found = study_or_404(session, principal, facility, study)
+    found = visible_study(session, principal, facility, study)
 
     def change() -> None:
         if assignee is not None:
@@ -138,7 +130,7 @@ def prioritise_study(
     reason: str,
 ) -> Study:
     require_role(principal, ASSIGN_ROLES, "changing a study's priority")
-    found = study_or_404(session, principal, facility, study)
+    found = visible_study(session, principal, facility, study)
     _change(lambda: set_priority(session, found, priority, actor=actor, reason=reason))
     return found
 
@@ -157,7 +149,7 @@ def change_study_state(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, detail="a study is cancelled or reinstated"
         )
-    found = study_or_404(session, principal, facility, study)
+    found = visible_study(session, principal, facility, study)
     row = ensure_workflow(session, found)
     if state is StudyState.READY and row.state != StudyState.CANCELLED.value:
         raise HTTPException(
@@ -172,7 +164,7 @@ def note_study(
 ) -> StudyNote:
     """A note on the study (every role that sees the worklist)."""
     require_role(principal, WORKLIST_ROLES, "the worklist")
-    found = study_or_404(session, principal, facility, study)
+    found = visible_study(session, principal, facility, study)
     try:
         return add_note(session, found, text, actor=actor)
     except WorklistRefused as exc:

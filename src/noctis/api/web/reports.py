@@ -27,9 +27,9 @@ from noctis.api.rest.reports import (
     ATTACH_ROLES,
     FULL_VIEW_ROLES,
     ReportOut,
-    find_study,
     report_out,
 )
+from noctis.api.rest.visible import visible_study
 from noctis.api.security import Principal, client_address
 from noctis.api.web.render import PagePrincipalDep, render
 from noctis.core import attachments, reports
@@ -59,7 +59,7 @@ def _editor_context(
     runtime: Runtime, principal: Principal, facility: str, study_uid: str
 ) -> dict[str, object]:
     with runtime.reader() as session:
-        study = find_study(session, principal, facility, study_uid)
+        study = visible_study(session, principal, facility, study_uid)
         try:
             report: ReportOut | None = report_out(session, principal, facility, study)
         except HTTPException:
@@ -131,7 +131,7 @@ def _editor_context(
 
 def _study_pk(runtime: Runtime, principal: Principal, facility: str, study_uid: str) -> int:
     with runtime.reader() as session:
-        return find_study(session, principal, facility, study_uid).id
+        return visible_study(session, principal, facility, study_uid).id
 
 
 @router.get("/ui/reports/{facility}/{study_uid}")
@@ -213,7 +213,7 @@ def amend_from_page(
     actor = Actor(principal.subject, "user", client_address(request))
     try:
         with runtime.sessions.begin() as session:
-            study = find_study(session, principal, facility, study_uid)
+            study = visible_study(session, principal, facility, study_uid)
             reports.amend(session, study, actor=actor)
     except (reports.ReportError, WorkflowError) as refused:
         return _back(facility, study_uid, error=str(refused))

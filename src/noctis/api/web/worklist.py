@@ -18,6 +18,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from noctis.api.rest.visible import visible_study
 from noctis.api.rest.worklist_actions import (
     actor_of,
     assign_study,
@@ -29,7 +30,6 @@ from noctis.api.rest.worklist_actions import (
     record_listing,
     refused,
     release_study,
-    study_or_404,
 )
 from noctis.api.rest.worklist_params import (
     WorklistItem,
@@ -185,7 +185,7 @@ def _study_page(
     runtime = _runtime(request)
     try:
         with runtime.sessions.begin() as session:
-            found = study_or_404(session, principal, facility, study)
+            found = visible_study(session, principal, facility, study)
             row = current_item(session, found)
             notes = notes_of(session, found.id)
             readers = readers_of(session, found.facility_id)
