@@ -194,9 +194,9 @@ def test_e_mail_goes_through_smtp_with_the_identity_only_when_the_facility_opts_
             runner.stop()
     received = sorted((to[0], m["Subject"]) for to, m in smtp.messages)
     assert received == [
-        ("oncall@hospital.test", "[Noctis] Critical result: DOE^JANE · CT"),
-        ("rad@hospital.test", "[Noctis] Critical result: DOE^JANE · CT"),
-        ("rad@hospital.test", "[Noctis] STAT study: DOE^JANE · CT"),
+        ("oncall@hospital.test", "[Noctis] Critical result: DOE, JANE · CT"),
+        ("rad@hospital.test", "[Noctis] Critical result: DOE, JANE · CT"),
+        ("rad@hospital.test", "[Noctis] STAT study: DOE, JANE · CT"),
     ]
     body = smtp.messages[0][1].get_content()
     assert "PID-4711" in body and "Reason: bleed" in body
