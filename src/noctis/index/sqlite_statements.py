@@ -98,7 +98,14 @@ class SqliteStatements:
             .where(st.c.id == bindparam("pk"))
             .values(modalities_in_study=bindparam("modalities"))
         )
-        # The hot statements run on the DBAPI cursor; this one, rarely run, through Core.
+        # What the duplicate policy "replace" changes: the instance's row, its study's size.
+        instance_replace = update(i).where(i.c.id == bindparam("pk"))
+        study_resize = (
+            update(st)
+            .where(st.c.id == bindparam("pk"))
+            .values(size_bytes=st.c.size_bytes + bindparam("delta"))
+        )
+        # All run on the DBAPI cursor (the writer's transaction is the driver's own).
         self.patient_get = DriverStatement(patient_get)
         self.patient_insert = DriverStatement(patient_insert)
         self.study_get = DriverStatement(study_get)
@@ -110,7 +117,9 @@ class SqliteStatements:
         self.series_count = DriverStatement(series_count)
         self.study_count = DriverStatement(study_count)
         self.study_first_instance = DriverStatement(study_first_instance)
-        self.modalities = modalities
+        self.modalities = DriverStatement(modalities)
+        self.instance_replace = DriverStatement(instance_replace)
+        self.study_resize = DriverStatement(study_resize)
         self.study_modalities = DriverStatement(study_modalities)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection
 
 from noctis.dicom.header import InstanceHeader
 from noctis.index.backend import (
@@ -27,11 +27,7 @@ from noctis.index.backend import (
     SeriesOfAnotherStudy,
     StudyOfAnotherPatient,
 )
-from noctis.index.models import Instance, Study
 from noctis.index.sqlite_statements import STATEMENTS, SqliteStatements
-
-_STUDY = Study.__table__
-_INSTANCE = Instance.__table__
 
 
 class _Existing(NamedTuple):
@@ -141,8 +137,8 @@ def write_instance(conn: Connection, record: InstanceRecord) -> IndexedInstance:
         )
         return IndexedInstance(None, 1, conflict)
     statements.study_count.run(conn, {"pk": study_pk, "size": size, "new_series": 1, "now": now})
-    modalities = conn.execute(statements.modalities, {"study_pk": study_pk}).scalars()
-    joined = "\\".join(sorted(m for m in modalities if m))
+    modalities = statements.modalities.rows(conn, {"study_pk": study_pk})
+    joined = "\\".join(sorted(m for (m,) in modalities if m))
     statements.study_modalities.run(conn, {"pk": study_pk, "modalities": joined})
     return IndexedInstance(None, 1, conflict)
 
@@ -230,12 +226,8 @@ def _replace(
         raise DifferentContent(values["sop_instance_uid"])
     if existing.series_pk != values["series_pk"]:
         raise MovedInstance(values["sop_instance_uid"])
-    conn.execute(
-        update(_INSTANCE).where(_INSTANCE.c.id == existing.id).values(**values),
-    )
-    conn.execute(
-        update(_STUDY)
-        .where(_STUDY.c.id == study_pk)
-        .values(size_bytes=_STUDY.c.size_bytes + values["size_bytes"] - existing.size_bytes),
+    statements.instance_replace.run(conn, {**values, "pk": existing.id})
+    statements.study_resize.run(
+        conn, {"pk": study_pk, "delta": values["size_bytes"] - existing.size_bytes}
     )
     return IndexedInstance(replaced_key=existing.object_key)
