@@ -16,6 +16,21 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from noctis.specs.common import CodeRef
 
+# Where no webhook call goes unless NOCTIS_WEBHOOK_BLOCKED_NETWORKS says otherwise: this host,
+# link-local (169.254.169.254 is the metadata endpoint of AWS, GCP and Azure; fd00:ec2::254
+# AWS's over IPv6), unspecified and multicast addresses.
+WEBHOOK_BLOCKED_BY_DEFAULT = (
+    "127.0.0.0/8",
+    "::1/128",
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "0.0.0.0/8",
+    "::/128",
+    "224.0.0.0/4",
+    "ff00::/8",
+)
+
 
 class DuplicatePolicy(StrEnum):
     """What happens when a SOP Instance UID already stored arrives again with a different data
@@ -339,6 +354,12 @@ class Settings(BaseSettings):
         "name: NOCTIS_WEBHOOK_SECRETS__<facility>__<webhook> (the operator sets them from each "
         "webhook's secretRef)",
     )
+    webhook_blocked_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(WEBHOOK_BLOCKED_BY_DEFAULT),
+        description="networks (CIDRs, comma-separated) webhook calls never go to, however "
+        "their URL names them: by default loopback, link-local (the cloud's metadata "
+        "endpoint), unspecified and multicast addresses; empty: anywhere",
+    )
     smtp_host: str | None = Field(None, description="SMTP server for e-mail; unset: no e-mail")
     smtp_port: int = Field(587, ge=1, le=65535)
     smtp_security: Literal["starttls", "tls", "none"] = Field(
@@ -398,7 +419,7 @@ class Settings(BaseSettings):
         "fulfil (by Study Instance UID or accession number)",
     )
 
-    @field_validator("trusted_proxies", mode="after")
+    @field_validator("trusted_proxies", "webhook_blocked_networks", mode="after")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
         for network in value:
@@ -412,6 +433,7 @@ class Settings(BaseSettings):
         "worker_queues",
         "scp_facilities",
         "trusted_proxies",
+        "webhook_blocked_networks",
         "results_critical_codes",
         mode="before",
     )

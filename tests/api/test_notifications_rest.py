@@ -241,3 +241,29 @@ def test_a_signed_and_amended_report_reaches_the_referring_physician_of_its_faci
     # radiologist hears nothing.
     for user in ("rad_north", "rad_south"):
         assert clients(user).get("/api/notifications").json()["notifications"] == [], user
+
+
+@pytest.mark.parametrize(
+    ("target", "network"),
+    [
+        ("http://127.0.0.1:5432/hook", "127.0.0.0/8"),
+        ("http://[::1]:8080/hook", "::1/128"),
+        ("http://[::ffff:127.0.0.1]/hook", "127.0.0.0/8"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.0.0/16"),
+        ("http://localhost:8080/hook", "localhost"),
+    ],
+)
+def test_a_webhook_aimed_at_this_host_or_the_metadata_endpoint_is_refused(
+    runtime: Runtime, fadmin: Any, target: str, network: str
+) -> None:
+    """A facility administrator may not have the archive call its own host's services or the
+    cloud's metadata endpoint (NOCTIS_WEBHOOK_BLOCKED_NETWORKS); a LAN address is fine."""
+    url = "/api/facilities/north/notifications"
+    refused = fadmin.put(
+        url, json={"webhooks": [{"name": "pager", "url": target, "secret": SECRET}]}
+    )
+    assert refused.status_code == 422
+    assert network in refused.json()["detail"]
+    assert fadmin.get(url).json()["webhooks"] == []  # nothing stored
+    lan = {"webhooks": [{"name": "pager", "url": "http://10.20.30.40/hook", "secret": SECRET}]}
+    assert fadmin.put(url, json=lan).status_code == 200

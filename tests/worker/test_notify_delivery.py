@@ -46,6 +46,8 @@ FAST = {
     "notify_tick_seconds": 0.2,
     "notify_backoff_seconds": 0.2,
     "notify_backoff_max_seconds": 0.5,
+    # The receivers here listen on 127.0.0.1, where webhook calls never go by default.
+    "webhook_blocked_networks": ["169.254.0.0/16"],
 }
 NOTIFY_JOBS = [job for job in PERIODIC_JOBS if job.name == "notifications"]
 
@@ -315,4 +317,53 @@ def test_a_delivery_whose_worker_died_is_taken_back_after_its_lease_and_sent(
         [row] = session.scalars(select(NotificationDelivery)).all()
     assert (row.state, row.attempts, late) == ("sent", 2, None)
     assert len(hook.calls) == 1
+    runtime.close()
+
+
+def test_a_webhook_into_a_blocked_network_is_never_called(tmp_path: Path) -> None:
+    """By default no call goes to this host (nor link-local, the cloud's metadata endpoint),
+    whether the URL names the address or a name that resolves to it: the delivery is dead at
+    once, saying why, and the receiver hears nothing."""
+    runtime, north = _archive(tmp_path, webhook_blocked_networks=["127.0.0.0/8", "::1/128"])
+    with WebhookReceiver(SECRET) as hook:
+        by_name = hook.url.replace("127.0.0.1", "localhost")
+        hooks = [_hook(hook.url), {**_hook(by_name), "name": "by-name"}]
+        _receivers(runtime, {"webhooks": hooks}, {"pager": SECRET, "by-name": SECRET})
+        _stat(runtime, _study(runtime, north, tmp_path))
+        runner = PeriodicRunner(runtime, NOTIFY_JOBS).start()
+        try:
+
+            def finished() -> list[NotificationDelivery]:
+                with runtime.sessions() as session:
+                    rows = session.scalars(select(NotificationDelivery)).all()
+                return list(rows) if rows and all(r.state == "dead" for r in rows) else []
+
+            rows = wait.until(finished, timeout=20, what="both deliveries dead")
+        finally:
+            runner.stop()
+    assert hook.calls == []
+    assert {(row.target, row.attempts) for row in rows} == {("pager", 1), ("by-name", 1)}
+    assert all("127.0.0.0/8" in row.last_error for row in rows)
+    assert all("NOCTIS_WEBHOOK_BLOCKED_NETWORKS" in row.last_error for row in rows)
+    runtime.close()
+
+
+def test_a_webhook_call_connects_to_the_checked_address_with_the_urls_host(
+    tmp_path: Path,
+) -> None:
+    """The call goes to the address checked (pinned), and the receiver still sees the URL's
+    own host in the Host header."""
+    runtime, north = _archive(tmp_path)
+    with WebhookReceiver(SECRET) as hook:
+        by_name = hook.url.replace("127.0.0.1", "localhost")
+        _receivers(runtime, {"webhooks": [_hook(by_name)]}, {"pager": SECRET})
+        _stat(runtime, _study(runtime, north, tmp_path))
+        runner = PeriodicRunner(runtime, NOTIFY_JOBS).start()
+        try:
+            wait.until(hook.succeeded, timeout=20, what="the call")
+        finally:
+            runner.stop()
+    port = by_name.split(":")[2].split("/")[0]
+    assert hook.calls[0].headers["host"] == f"localhost:{port}"
+    assert hook.calls[0].signature_ok
     runtime.close()

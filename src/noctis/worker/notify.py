@@ -21,6 +21,7 @@ import httpx
 
 from noctis.core import notify_delivery
 from noctis.core.notify_delivery import Claim, ClaimedDelivery
+from noctis.core.notify_destinations import BlockedDestination, networks, pin
 from noctis.core.notify_fanout import fan_out
 from noctis.core.notify_payload import (
     SIGNATURE_HEADER,
@@ -44,7 +45,8 @@ TICK_SECONDS = 30.0  # a tick gives the other periodic jobs their turn after thi
 
 
 class Undeliverable(Exception):
-    """No later attempt can succeed (the webhook was removed, it has no secret): dead now."""
+    """No later attempt can succeed (the webhook was removed, it has no secret): dead now.
+    So is a call to a blocked network (`BlockedDestination`)."""
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,10 @@ def deliver(runtime: Runtime, claim: Claim, delivery: ClaimedDelivery, client: h
     try:
         prepared = _prepare(runtime, delivery)
         if prepared.channel == Channel.WEBHOOK:
-            _post(client, prepared, delivery)
+            _post(client, prepared, delivery, runtime.settings)
         else:
             _mail(runtime.settings, prepared)
-    except Undeliverable as refused:
+    except (Undeliverable, BlockedDestination) as refused:
         return _record(runtime, claim, delivery, str(refused), permanent=True)
     except Exception as failed:  # the receiver's trouble: tried again later
         return _record(runtime, claim, delivery, f"{type(failed).__name__}: {failed}")
@@ -174,18 +176,35 @@ def _prepare(runtime: Runtime, delivery: ClaimedDelivery) -> Prepared:
     return Prepared(Channel.EMAIL, delivery.target, message=message)
 
 
-def _post(client: httpx.Client, prepared: Prepared, delivery: ClaimedDelivery) -> None:
+def _post(
+    client: httpx.Client, prepared: Prepared, delivery: ClaimedDelivery, settings: Settings
+) -> None:
+    """POST the signed payload to the addresses its URL resolves to, once they are checked
+    (`noctis.core.notify_destinations`)."""
+    call = pin(prepared.url, networks(settings.webhook_blocked_networks))
     timestamp = str(int(time.time()))
     headers = {
+        "Host": call.host_header,
         "Content-Type": "application/json",
         "User-Agent": "noctis-notifications",
         TIMESTAMP_HEADER: timestamp,
         SIGNATURE_HEADER: signature(prepared.secret, timestamp, prepared.body),
         "X-Noctis-Delivery": str(delivery.id),
     }
-    response = client.post(prepared.url, content=prepared.body, headers=headers)
-    if not response.is_success:
-        raise RuntimeError(f"HTTP {response.status_code} from {prepared.url}")
+    extensions = {"sni_hostname": call.server_name} if call.server_name else None
+    response: httpx.Response | None = None
+    for url in call.urls:  # a name's addresses in turn while they refuse the connection
+        try:
+            response = client.post(
+                url, content=prepared.body, headers=headers, extensions=extensions
+            )
+            break
+        except httpx.ConnectError:
+            if url == call.urls[-1]:
+                raise  # none took it: tried again later
+    if response is None or not response.is_success:
+        status = response.status_code if response is not None else "no answer"
+        raise RuntimeError(f"HTTP {status} from {prepared.url}")
 
 
 def _mail(settings: Settings, prepared: Prepared) -> None:
