@@ -85,12 +85,26 @@ def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IndexBacke
 
 
 @pytest.fixture
-def facility_id(index: IndexBackend) -> int:
+def sqlite_file_index(tmp_path: Path) -> Iterator[IndexBackend]:
+    """SQLite in a file, where ingest's writes share one kept connection."""
+    url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    upgrade(url)
+    opened = open_index(url)
+    yield opened
+    opened.close()
+
+
+def _add_facility(index: IndexBackend) -> int:
     with index.sessions.begin() as session:
         facility = Facility(name="north")
         session.add(facility)
         session.flush()
         return facility.id
+
+
+@pytest.fixture
+def facility_id(index: IndexBackend) -> int:
+    return _add_facility(index)
 
 
 def _record(facility_id: int, header: InstanceHeader, **overrides: object) -> InstanceRecord:
@@ -231,58 +245,42 @@ def test_best_effort_sessions_write_to_the_same_index(index: IndexBackend) -> No
         assert session.scalar(select(func.count()).select_from(AuditRow)) == 1
 
 
-def test_sqlite_writes_from_many_threads_are_all_counted(tmp_path: Path) -> None:
+def test_sqlite_writes_from_many_threads_are_all_counted(sqlite_file_index: IndexBackend) -> None:
     """Ingest's writes share one connection per process (`noctis.index.sqlite._IngestWriter`),
     taking turns under the write lock: none is lost or counted twice."""
     import threading
 
-    url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
-    upgrade(url)
-    index = open_index(url)
-    try:
-        with index.sessions.begin() as session:
-            facility = Facility(name="north")
-            session.add(facility)
-            session.flush()
-            facility_id = facility.id
-        failures: list[BaseException] = []
+    index = sqlite_file_index
+    facility_id = _add_facility(index)
+    failures: list[BaseException] = []
 
-        def send(series: str) -> None:
-            try:
-                for number in range(1, 26):
-                    header = _header(series_instance_uid=series, instance_number=number)
-                    index.write_instance(_record(facility_id, header))
-            except BaseException as exc:  # reported below, in the test's thread
-                failures.append(exc)
+    def send(series: str) -> None:
+        try:
+            for number in range(1, 26):
+                header = _header(series_instance_uid=series, instance_number=number)
+                index.write_instance(_record(facility_id, header))
+        except BaseException as exc:  # reported below, in the test's thread
+            failures.append(exc)
 
-        threads = [threading.Thread(target=send, args=(f"1.2.3.s{n}",)) for n in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert failures == []
-        assert _study(index, "1.2.3.study") == (4, 100, 100_000, "CT")
-    finally:
-        index.close()
+    threads = [threading.Thread(target=send, args=(f"1.2.3.s{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert _study(index, "1.2.3.study") == (4, 100, 100_000, "CT")
 
 
-def test_sqlite_a_write_after_the_connection_broke_goes_to_a_new_one(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
-    upgrade(url)
-    index = open_index(url)
-    try:
-        with index.sessions.begin() as session:
-            facility = Facility(name="north")
-            session.add(facility)
-            session.flush()
-            facility_id = facility.id
-        index.write_instance(_record(facility_id, _header()))
-        # The database goes away under the kept connection (a disk error would do as much).
-        writer = index._writer  # type: ignore[attr-defined]
-        writer._conn.connection.driver_connection.close()
-        with pytest.raises(Exception, match="closed database"):
-            index.write_instance(_record(facility_id, _header(instance_number=2)))
-        index.write_instance(_record(facility_id, _header(instance_number=3)))
-        assert _study(index, "1.2.3.study") == (1, 2, 2000, "CT")
-    finally:
-        index.close()
+def test_sqlite_a_write_after_the_connection_broke_goes_to_a_new_one(
+    sqlite_file_index: IndexBackend,
+) -> None:
+    index = sqlite_file_index
+    facility_id = _add_facility(index)
+    index.write_instance(_record(facility_id, _header()))
+    # The database goes away under the kept connection (a disk error would do as much).
+    writer = index._writer  # type: ignore[attr-defined]
+    writer._conn.connection.driver_connection.close()
+    with pytest.raises(Exception, match="closed database"):
+        index.write_instance(_record(facility_id, _header(instance_number=2)))
+    index.write_instance(_record(facility_id, _header(instance_number=3)))
+    assert _study(index, "1.2.3.study") == (1, 2, 2000, "CT")
