@@ -37,10 +37,12 @@ class Call:
 
 @dataclass
 class WebhookReceiver:
-    """Answers ``fail_first`` calls with 500, then 200; records every call."""
+    """Answers ``fail_first`` calls with 500, then 200; records every call. With ``tls``, an
+    https receiver presenting that certificate."""
 
     secret: str
     fail_first: int = 0
+    tls: CertificateFiles | None = None
     calls: list[Call] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -65,6 +67,12 @@ class WebhookReceiver:
                 pass
 
         self.server = ThreadingHTTPServer((LOOPBACK, free_port()), Handler)
+        self.server_names: list[str] = []  # the TLS server name each client asked for
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.tls.cert, self.tls.key)
+            context.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def verify(self, headers: dict[str, str], body: bytes, max_age: float = 300) -> bool:
@@ -84,7 +92,7 @@ class WebhookReceiver:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/hook"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}/hook"
 
     def succeeded(self) -> list[Call]:
         with self._lock:

@@ -367,3 +367,30 @@ def test_a_webhook_call_connects_to_the_checked_address_with_the_urls_host(
     assert hook.calls[0].headers["host"] == f"localhost:{port}"
     assert hook.calls[0].signature_ok
     runtime.close()
+
+
+def test_an_https_webhook_is_called_at_the_checked_address_with_its_certificate_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pinned to the address it resolved to, the call still asks for the URL's host as the
+    TLS server name, and the receiver's certificate (issued to that name only, no IP) is
+    verified against it."""
+    ca = ensure_ca(tmp_path / "pki", "ca")
+    server = ensure_certificate(
+        ca, tmp_path / "pki", "hooks", "localhost", server_names=("localhost",)
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.cert))  # the worker's client trusts the test CA
+    runtime, north = _archive(tmp_path)
+    with WebhookReceiver(SECRET, tls=server) as hook:
+        by_name = hook.url.replace("127.0.0.1", "localhost")
+        _receivers(runtime, {"webhooks": [_hook(by_name)]}, {"pager": SECRET})
+        _stat(runtime, _study(runtime, north, tmp_path))
+        runner = PeriodicRunner(runtime, NOTIFY_JOBS).start()
+        try:
+            wait.until(hook.succeeded, timeout=20, what="the https call")
+        finally:
+            runner.stop()
+    assert by_name.startswith("https://localhost:")
+    assert hook.server_names == ["localhost"]
+    assert hook.calls[0].signature_ok and hook.calls[0].headers["host"].startswith("localhost:")
+    runtime.close()
