@@ -320,6 +320,22 @@ def test_a_delivery_whose_worker_died_is_taken_back_after_its_lease_and_sent(
     runtime.close()
 
 
+def _called_by_name(
+    runtime: Runtime, north: FacilityRef, tmp_path: Path, hook: WebhookReceiver
+) -> str:
+    """The receiver's URL naming localhost instead of its address, set as the facility's
+    webhook; a STAT event delivered to it by the worker's job. Returns that URL."""
+    by_name = hook.url.replace("127.0.0.1", "localhost")
+    _receivers(runtime, {"webhooks": [_hook(by_name)]}, {"pager": SECRET})
+    _stat(runtime, _study(runtime, north, tmp_path))
+    runner = PeriodicRunner(runtime, NOTIFY_JOBS).start()
+    try:
+        wait.until(hook.succeeded, timeout=20, what=f"the call to {by_name}")
+    finally:
+        runner.stop()
+    return by_name
+
+
 def test_a_webhook_into_a_blocked_network_is_never_called(tmp_path: Path) -> None:
     """By default no call goes to this host (nor link-local, the cloud's metadata endpoint),
     whether the URL names the address or a name that resolves to it: the delivery is dead at
@@ -355,14 +371,7 @@ def test_a_webhook_call_connects_to_the_checked_address_with_the_urls_host(
     own host in the Host header."""
     runtime, north = _archive(tmp_path)
     with WebhookReceiver(SECRET) as hook:
-        by_name = hook.url.replace("127.0.0.1", "localhost")
-        _receivers(runtime, {"webhooks": [_hook(by_name)]}, {"pager": SECRET})
-        _stat(runtime, _study(runtime, north, tmp_path))
-        runner = PeriodicRunner(runtime, NOTIFY_JOBS).start()
-        try:
-            wait.until(hook.succeeded, timeout=20, what="the call")
-        finally:
-            runner.stop()
+        by_name = _called_by_name(runtime, north, tmp_path, hook)
     port = by_name.split(":")[2].split("/")[0]
     assert hook.calls[0].headers["host"] == f"localhost:{port}"
     assert hook.calls[0].signature_ok
@@ -382,14 +391,7 @@ def test_an_https_webhook_is_called_at_the_checked_address_with_its_certificate_
     monkeypatch.setenv("SSL_CERT_FILE", str(ca.cert))  # the worker's client trusts the test CA
     runtime, north = _archive(tmp_path)
     with WebhookReceiver(SECRET, tls=server) as hook:
-        by_name = hook.url.replace("127.0.0.1", "localhost")
-        _receivers(runtime, {"webhooks": [_hook(by_name)]}, {"pager": SECRET})
-        _stat(runtime, _study(runtime, north, tmp_path))
-        runner = PeriodicRunner(runtime, NOTIFY_JOBS).start()
-        try:
-            wait.until(hook.succeeded, timeout=20, what="the https call")
-        finally:
-            runner.stop()
+        by_name = _called_by_name(runtime, north, tmp_path, hook)
     assert by_name.startswith("https://localhost:")
     assert hook.server_names == ["localhost"]
     assert hook.calls[0].signature_ok and hook.calls[0].headers["host"].startswith("localhost:")
