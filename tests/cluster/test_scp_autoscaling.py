@@ -27,6 +27,7 @@ SCP_SELECTOR = "app.kubernetes.io/component=scp,app.kubernetes.io/instance=nocti
 SENDERS = 4
 SCALE_UP_TIMEOUT = 300
 SCALE_DOWN_TIMEOUT = 600  # 300 s stabilisation, then one pod a minute
+KUBE_PROXY_SYNC_PERIOD = 30  # the test bed's kube-proxy (support/cluster/configs.py)
 HEALTH_PORT = 8081  # the SCP pods' health and metrics port
 
 
@@ -114,6 +115,7 @@ def test_the_hpa_scales_the_scp_out_under_load_and_back_in(
         stop.set()
         for sender in senders:
             sender.join(timeout=600)
+    load_ended = time.monotonic()
     wait.until(
         lambda: len(ready_scp_pods(cluster)) >= 2,
         timeout=180,
@@ -121,8 +123,61 @@ def test_the_hpa_scales_the_scp_out_under_load_and_back_in(
         interval=2,
     )
 
-    # New associations spread over the replicas (kube-proxy picks an endpoint per connection).
-    pods = ready_scp_pods(cluster)
+    # New associations spread over the replicas (kube-proxy picks an endpoint per connection),
+    # once the Service lists both and kube-proxy has written its rules (within its sync period).
+    try:
+        pods = ready_scp_pods(cluster)
+        wait.until(
+            lambda: serving_addresses(cluster) >= {p["status"]["podIP"] for p in pods},
+            timeout=60,
+            what="the SCP Service's EndpointSlice to list both ready pods",
+            interval=1,
+        )
+        rounds: list[dict[str, float]] = []
+
+        def a_round_of_echoes_spreads() -> bool:
+            gained = echo_round(pods, host, port)
+            rounds.append(gained)
+            return sum(1 for n in gained.values() if n > 0) >= 2
+
+        wait.until(
+            a_round_of_echoes_spreads,
+            timeout=KUBE_PROXY_SYNC_PERIOD + 30,
+            what="sixteen new associations to reach both SCP pods",
+            interval=1,
+        )
+        print(f"sixteen associations spread as {rounds[-1]} (round {len(rounds)})")
+    finally:
+        # Back to one pod even when the spread failed: the cluster tests after this one
+        # expect a single SCP replica.
+        wait.until(
+            lambda: (
+                hpa(cluster)["status"].get("currentReplicas") == 1
+                and len(ready_scp_pods(cluster)) == 1
+            ),
+            timeout=SCALE_DOWN_TIMEOUT,
+            what="the HPA to scale the SCP back to one pod",
+            interval=5,
+        )
+    print(f"back to one SCP pod {time.monotonic() - load_ended:.0f} s after the load stopped")
+
+
+def serving_addresses(cluster: Cluster) -> set[str]:
+    """The pod addresses the SCP Service's EndpointSlices list as ready."""
+    slices = cluster.kubectl_json(
+        "get", "endpointslices", "-n", NAMESPACE, "-l", f"kubernetes.io/service-name={SCP}"
+    )["items"]
+    return {
+        address
+        for endpoint_slice in slices
+        for endpoint in endpoint_slice.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready")
+        for address in endpoint["addresses"]
+    }
+
+
+def echo_round(pods: list[dict], host: str, port: str) -> dict[str, float]:
+    """Sixteen parallel C-ECHOs through the Service; how many each pod accepted."""
     before = {p["metadata"]["name"]: associations_accepted(p) for p in pods}
     echoes = [
         subprocess.Popen(
@@ -134,16 +189,4 @@ def test_the_hpa_scales_the_scp_out_under_load_and_back_in(
     assert [echo.wait(timeout=60) for echo in echoes] == [0] * 16
     after = {p["metadata"]["name"]: associations_accepted(p) for p in pods}
     gained = {name: after[name] - before[name] for name in before}
-    assert sum(gained.values()) == 16
-    assert sum(1 for n in gained.values() if n > 0) >= 2, gained
-
-    load_ended = time.monotonic()
-    wait.until(
-        lambda: (
-            hpa(cluster)["status"].get("currentReplicas") == 1 and len(ready_scp_pods(cluster)) == 1
-        ),
-        timeout=SCALE_DOWN_TIMEOUT,
-        what="the HPA to scale the SCP back to one pod",
-        interval=5,
-    )
-    print(f"back to one SCP pod {time.monotonic() - load_ended:.0f} s after the load stopped")
+    assert sum(gained.values()) == 16, gained
