@@ -98,12 +98,12 @@ def _start_siblings(
     """With ``scp_processes > 1``, the other SCP processes on the port (each runs the tasks
     of what it stores, registered by ``register_tasks``), watched by a thread that restarts
     one that dies."""
-    from noctis.scp.listener import listening_socket
+    from noctis.scp.listener import shared_listener
     from noctis.scp.supervisor import Siblings
 
     if settings.scp_processes < 2:
         return None
-    listener = listening_socket(settings.scp_host, settings.scp_port)
+    listener = shared_listener(settings.scp_host, settings.scp_port, settings.scp_processes)
     siblings = Siblings(
         settings, settings.scp_processes - 1, listener, register_tasks=register_tasks
     ).start()

@@ -8,6 +8,8 @@ socketserver and pynetdicom terms (both the fast path and the plain pynetdicom f
 - `NoctisRequestHandler` leaves a DICOM TLS handshake to the connection's own thread, bounded
   in time (pynetdicom shakes hands in the accepting thread, where one silent peer would stop
   every other from connecting), and uncounts the connection when its association ends.
+- `SharedListener` is that shared socket with a board of each process's open connections: a
+  process with more than another leaves a waiting connection to it for a moment.
 - `SharedContexts` spares every association a deep copy of the ~200 storage presentation
   contexts (about 60 ms per association, for contexts negotiation only reads).
 """
@@ -20,7 +22,9 @@ import socket
 import socketserver
 import ssl
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, MutableSequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pynetdicom import evt
@@ -30,6 +34,59 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from noctis.scp.connections import ConnectionLimiter
 
 log = logging.getLogger(__name__)
+
+
+# How long a process leaves a waiting connection to a less busy sibling before taking it
+# itself (the sibling may be stuck), and how long it waits between looks.
+DEFER_SECONDS = 0.02
+DEFER_STEP_SECONDS = 0.001
+
+
+@dataclass
+class SharedListener:
+    """The listening socket several SCP processes accept from, and a board in shared memory
+    of how many connections each holds (``slot``: this process's). Without it, connections
+    arriving together went to whichever process woke first: four associations split 4:0 or
+    3:1 between two processes as often as 2:2, leaving a core idle."""
+
+    socket: socket.socket
+    board: MutableSequence[int]  # one slot per process (multiprocessing RawArray)
+    slot: int
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _deferring_since: float | None = field(default=None, init=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:  # passed to a spawned sibling: no lock
+        return {"socket": self.socket, "board": self.board, "slot": self.slot}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["socket"], state["board"], state["slot"])  # type: ignore[misc]
+
+    def for_slot(self, slot: int) -> SharedListener:
+        return SharedListener(self.socket, self.board, slot)
+
+    def leave_to_a_sibling(self) -> bool:
+        """True while another process holds fewer connections than this one (for at most
+        DEFER_SECONDS per waiting connection)."""
+        mine = self.board[self.slot]
+        if all(mine <= other for other in self.board):
+            self._deferring_since = None
+            return False
+        now = time.monotonic()
+        if self._deferring_since is None:
+            self._deferring_since = now
+        if now - self._deferring_since >= DEFER_SECONDS:
+            self._deferring_since = None
+            return False
+        time.sleep(DEFER_STEP_SECONDS)
+        return True
+
+    def opened(self) -> None:
+        with self._lock:
+            self.board[self.slot] += 1
+
+    def closed(self) -> None:
+        with self._lock:
+            self.board[self.slot] -= 1
 
 
 class SharedContexts(list):  # type: ignore[type-arg]
@@ -84,7 +141,7 @@ class NoctisServer(ThreadedAssociationServer):
         upgrade: Callable[[Association], None],
         max_connections_per_address: int,
         request_timeout: float,
-        listener: socket.socket | None = None,
+        listener: SharedListener | None = None,
         **kwargs: Any,
     ):
         """``upgrade``: called with each new association before it starts."""
@@ -108,6 +165,8 @@ class NoctisServer(ThreadedAssociationServer):
         return opened
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        if self.listener is not None and self.listener.leave_to_a_sibling():
+            raise BlockingIOError("left to a less busy SCP process")  # socketserver: skipped
         connection, address = self.socket.accept()
         if self.ssl_context:
             # The handshake happens in the connection's thread (NoctisRequestHandler.handle).
@@ -125,17 +184,22 @@ class NoctisServer(ThreadedAssociationServer):
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """Counted and handled, or (over the address's cap) closed at once."""
-        return self.connections.admit(_host(client_address))
+        admitted = self.connections.admit(_host(client_address))
+        if admitted and self.listener is not None:
+            self.listener.opened()
+        return admitted
 
     def release_connection(self, client_address: Any) -> None:
         self.connections.release(_host(client_address))
+        if self.listener is not None:
+            self.listener.closed()
 
     def server_bind(self) -> None:
         if self.listener is None:
             super().server_bind()
             return
         self.socket.close()  # the one socketserver made: the shared one is bound already
-        self.socket = self.listener
+        self.socket = self.listener.socket
         self.server_address = self.socket.getsockname()
 
     def server_activate(self) -> None:
@@ -159,6 +223,15 @@ class NoctisServer(ThreadedAssociationServer):
 
 def _host(client_address: Any) -> str:
     return str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+
+
+def shared_listener(host: str, port: int, processes: int) -> SharedListener:
+    """The listening socket and board for ``processes`` SCP processes; this one is slot 0,
+    `SharedListener.for_slot` gives each sibling its own."""
+    import multiprocessing
+
+    board = multiprocessing.get_context("spawn").RawArray("i", processes)
+    return SharedListener(listening_socket(host, port), board, 0)
 
 
 def listening_socket(host: str, port: int, backlog: int = 64) -> socket.socket:

@@ -20,7 +20,7 @@ from noctis.core import heap
 from noctis.core.probes import HealthServer
 from noctis.core.runtime import Runtime
 from noctis.scp.lifecycle import clean_spool, stop_on_signals
-from noctis.scp.listener import listening_socket
+from noctis.scp.listener import shared_listener
 from noctis.scp.metrics import MULTIPROC_ENV, exposition
 from noctis.scp.server import Scp
 from noctis.scp.supervisor import Siblings
@@ -90,7 +90,7 @@ def supervise(settings: Settings) -> None:
     os.environ[MULTIPROC_ENV] = str(metrics_dir)
     stopping = stop_on_signals()
     clean_spool(settings.resolved_spool_dir())  # before any process receives into it
-    listener = listening_socket(settings.scp_host, settings.scp_port)
+    listener = shared_listener(settings.scp_host, settings.scp_port, count)
     siblings = Siblings(settings, count - 1, listener)
     siblings.metrics_dir = metrics_dir
     siblings.start()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -26,7 +25,7 @@ from noctis.scp.contexts import scp_contexts
 from noctis.scp.echo import handle_echo
 from noctis.scp.fast import compat
 from noctis.scp.fast.association import accept
-from noctis.scp.listener import NoctisServer, SharedContexts
+from noctis.scp.listener import NoctisServer, SharedContexts, SharedListener
 from noctis.scp.metrics import get_metrics
 from noctis.scp.modality_worklist import handle_c_find
 from noctis.scp.mpps import handle_n_create, handle_n_set
@@ -48,10 +47,10 @@ class Scp:
         *,
         host: str | None = None,
         port: int | None = None,
-        listener: socket.socket | None = None,
+        listener: SharedListener | None = None,
     ) -> None:
         """``listener``: a listening socket shared with sibling SCP processes
-        (`noctis.scp.listener.listening_socket`), instead of one of its own."""
+        (`noctis.scp.listener.shared_listener`), instead of one of its own."""
         settings = runtime.settings
         self.runtime = runtime
         self.scp_context = ScpContext.create(runtime)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import socket
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
@@ -22,6 +21,7 @@ from noctis.core import heap
 from noctis.core.queue import InProcessQueue
 from noctis.core.runtime import Runtime
 from noctis.scp.lifecycle import stop_on_signals
+from noctis.scp.listener import SharedListener
 from noctis.scp.metrics import mark_process_dead
 from noctis.scp.server import Scp
 from noctis.settings import Settings
@@ -44,13 +44,13 @@ class Siblings:
         self,
         settings: Settings,
         count: int,
-        listener: socket.socket,
+        listener: SharedListener,
         *,
         register_tasks: TaskRegistration | None = None,
     ) -> None:
         self.settings = settings
         self.count = count
-        self.listener = listener  # the listening socket every SCP process accepts from
+        self.listener = listener  # the listening socket every SCP process accepts from (slot 0)
         self.register_tasks = register_tasks
         self.metrics_dir: Path | None = None  # set by a supervisor that adds up their metrics
         self._context = multiprocessing.get_context("spawn")
@@ -73,7 +73,7 @@ class Siblings:
                 self._level,
                 self._listening[index],
                 self.register_tasks,
-                self.listener,
+                self.listener.for_slot(index),
             ),
             name=f"noctis-scp-{index}",
             daemon=False,
@@ -121,7 +121,7 @@ def serve_child(
     log_level: int,
     listening: Any,
     register_tasks: TaskRegistration | None,
-    listener: socket.socket,
+    listener: SharedListener,
 ) -> None:
     """One SCP process accepting from the listening socket its siblings accept from."""
     logging.basicConfig(
