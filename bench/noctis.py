@@ -1,8 +1,9 @@
 """Noctis as a benchmark target, started through its own CLI like a user would.
 
 - embedded: `noctis serve` (SCP, web API and in-process tasks in one process; SQLite index and
-  filesystem objects in the data dir, the loopback-only default facility); the case with
-  several SCP processes restarts it with NOCTIS_SCP_PROCESSES on the same data dir;
+  filesystem objects in the data dir, the loopback-only default facility), with its own
+  number of SCP processes (two on two CPUs or more); the case with the other number restarts
+  it with NOCTIS_SCP_PROCESSES on the same data dir;
 - production: PostgreSQL + S3 (SeaweedFS), `noctis migrate`, `noctis facility apply -f`, then
   `noctis scp` and `noctis api` as separate processes, like the pods on Kubernetes. No Celery
   broker is configured, so the SCP runs no background tasks (a worker would run elsewhere).
@@ -36,6 +37,7 @@ from bench.procs import (
     test_support,
 )
 from bench.target import CALLING_AE, Target
+from noctis.embedded import serve_scp_processes
 
 BUCKET = "noctis-bench"
 FACILITY = "bench"  # production: the facility the benchmark registers
@@ -57,7 +59,10 @@ class NoctisTarget(Target):
         self.s3 = s3
         self.name = "noctis-production" if production else "noctis-embedded"
         self.label = f"Noctis PostgreSQL+S3 ({s3})" if production else "Noctis embedded"
-        self.scp_processes = 1
+        # What the receiving command runs unless told: `noctis serve` two SCP processes on two
+        # CPUs or more, `noctis scp` one (a pod; more pods for more).
+        self.default_scp_processes = 1 if production else serve_scp_processes()
+        self.scp_processes = self.default_scp_processes
         self.receiver = ""  # "serve" or "scp": the command of the receiving process
         self.scp: Service | None = None
         self.api: Service | None = None
@@ -98,10 +103,13 @@ class NoctisTarget(Target):
         self._start_receiver("scp" if self.production else "serve")
         return True
 
+    def other_scp_processes(self) -> int:
+        return 1 if self.default_scp_processes > 1 else 2
+
     def restore(self) -> None:
-        """Back to the configuration the web benchmark runs against: one SCP process."""
-        if self.scp_processes != 1:
-            self.set_scp_processes(1)
+        """Back to the configuration the web benchmark runs against: the default."""
+        if self.scp_processes != self.default_scp_processes:
+            self.set_scp_processes(self.default_scp_processes)
 
     def _start_backing(self) -> None:
         self._pg = backing.start_postgres(durable=self.pg_durable)

@@ -338,7 +338,8 @@ def run_target(
         info.update(target.details)
         console.log(f"{target.label} started (DICOM port {target.dicom_port})")
         if want_store:
-            store_cases = store.cases(dataset, with_scp_processes=isinstance(target, NoctisTarget))
+            other = target.other_scp_processes() if isinstance(target, NoctisTarget) else None
+            store_cases = store.cases(dataset, other_scp_processes=other)
             for case in store_cases:
                 with console.status(f"{target.label}: {case.description}"):
                     case_results = store.run_cases(target, [case])

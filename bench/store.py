@@ -5,7 +5,9 @@ Cases, in order, against one running target (each sends instances it does not ho
 - ct-4:    a copy of the series with new UIDs, four storescu processes in parallel, each with
            a quarter of the files;
 - small-1: the small studies in one association;
-- ct-4/2p: Noctis only: another copy, four in parallel, with NOCTIS_SCP_PROCESSES=2.
+- ct-4/Np: Noctis only: another copy, four in parallel, with the number of SCP processes the
+           target does not run by default (NOCTIS_SCP_PROCESSES: ct-4/1p for `noctis serve`
+           on two CPUs or more, ct-4/2p for `noctis scp`).
 
 A case's time runs from starting the first storescu to the exit of the last one. After each
 case the target must hold every instance sent so far, by its own count; otherwise the case is
@@ -38,7 +40,8 @@ class StoreCase:
     description: str
     files: FileSet
     associations: int
-    scp_processes: int = 1  # Noctis only: SCP processes sharing the port
+    # Noctis only: SCP processes sharing the port (None: the target's default)
+    scp_processes: int | None = None
 
 
 @dataclass
@@ -57,6 +60,7 @@ class StoreResult:
     ok: bool
     error: str = ""
     round: int = 1
+    scp_processes: int | None = None  # Noctis: SCP processes that received
     # CPU ms (user + system) per instance sent, by component: "server", "database",
     # "object_store" (those the target has), "sender" (storescu), "harness" (the benchmark
     # process), "kernel" (kernel threads), "other_processes" (every other process), "machine"
@@ -72,15 +76,23 @@ class StoreResult:
         return asdict(self)
 
 
-def cases(dataset: Dataset, *, with_scp_processes: bool) -> list[StoreCase]:
+def cases(dataset: Dataset, *, other_scp_processes: int | None) -> list[StoreCase]:
+    """The cases above; the last with ``other_scp_processes`` if given."""
     found = [
         StoreCase("ct-1", "CT series, 1 association", dataset.ct, 1),
         StoreCase("ct-4", "CT series, 4 associations", dataset.ct_copies[0], 4),
         StoreCase("small-1", "small studies, 1 association", dataset.small, 1),
     ]
-    if with_scp_processes:
+    if other_scp_processes is not None:
+        count = other_scp_processes
         found.append(
-            StoreCase("ct-4/2p", "CT series, 4 assoc., 2 SCP processes", dataset.ct_copies[1], 4, 2)
+            StoreCase(
+                f"ct-4/{count}p",
+                f"CT series, 4 assoc., {count} SCP process{'es' if count > 1 else ''}",
+                dataset.ct_copies[1],
+                4,
+                count,
+            )
         )
     return found
 
@@ -90,7 +102,7 @@ def run_cases(target: Target, store_cases: list[StoreCase]) -> list[StoreResult]
     results: list[StoreResult] = []
     expected = target.count_instances()
     for case in store_cases:
-        if case.scp_processes != 1 and not target.set_scp_processes(case.scp_processes):
+        if case.scp_processes is not None and not target.set_scp_processes(case.scp_processes):
             continue
         expected += case.files.count
         results.append(_run_case(target, case, expected))
@@ -144,6 +156,7 @@ def _run_case(target: Target, case: StoreCase, expected: int) -> StoreResult:
         machine_busy=cpu.busy,
         cpu_processes=cpu.processes,
         cpu_others_ms={name: s * 1000 / case.files.count for name, s in cpu.others.items()},
+        scp_processes=target.scp_processes,
     )
 
 

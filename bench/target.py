@@ -20,6 +20,7 @@ class Target:
     label = ""
     ae_title = "ANY"
     queryable = False  # answers C-FIND and DICOMweb
+    scp_processes: int | None = None  # Noctis: the SCP processes sharing its port now
 
     def __init__(self, root: Path) -> None:
         self.root = root

@@ -105,11 +105,14 @@ def serve(
 ) -> None:
     """Run the whole archive on embedded defaults: SCP, web API, viewer and tasks."""
     from noctis.embedded import serve as run_embedded
+    from noctis.embedded import serve_scp_processes
 
     _logging()
     settings = _settings(
         data_dir=data_dir, scp_port=port, api_port=http_port, scp_host=host, api_host=host
     )
+    if "scp_processes" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"scp_processes": serve_scp_processes()})
     run_embedded(settings)
 
 

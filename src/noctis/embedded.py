@@ -4,13 +4,15 @@ SQLite index and filesystem objects under the data directory, tasks in-process, 
 SCP on a background thread and the web side (DICOMweb, REST, login, viewer) in the
 foreground under uvicorn, which handles SIGTERM/Ctrl-C; then open associations finish. With
 ``NOCTIS_SCP_PROCESSES`` above 1, that many SCP processes share the port (one Python process
-stores only as fast as its GIL allows; parallel senders use every core).
+stores only as fast as its GIL allows; parallel senders use every core); unset, `noctis serve`
+runs two on a machine with two CPUs or more (`serve_scp_processes`).
 Like the CLI, this is a composition root: it may import the process packages.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +36,14 @@ if TYPE_CHECKING:
     from noctis.scp.supervisor import Siblings
 
 log = logging.getLogger(__name__)
+
+
+def serve_scp_processes() -> int:
+    """`noctis serve`'s SCP processes when NOCTIS_SCP_PROCESSES is unset: two where this
+    process may run on two CPUs or more (four CT associations stored 1.2-1.3x as fast as in
+    one process, for ~90 MB more memory), else one."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 2 if (usable or 1) >= 2 else 1
 
 
 def prepare(settings: Settings) -> Runtime:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
@@ -222,6 +223,21 @@ def test_echo_and_upload_commands(scp_process: ScpProcess, tmp_path: Path) -> No
         runtime.close()
 
 
+def associations_per_process(root: int, port: int) -> list[int]:
+    """Connections accepted on ``port`` by each process of the tree under ``root`` that holds
+    any."""
+    tree = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+    held = [
+        sum(
+            1
+            for c in member.net_connections(kind="tcp")
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        )
+        for member in tree
+    ]
+    return [count for count in held if count]
+
+
 def test_noctis_serve_runs_several_scp_processes(tmp_path: Path, server_logs: ServerLogs) -> None:
     """`noctis serve` with NOCTIS_SCP_PROCESSES=2: both processes accept on the one port, what
     either stores is in the one index, and SIGTERM stops them all."""
@@ -244,12 +260,18 @@ def test_noctis_serve_runs_several_scp_processes(tmp_path: Path, server_logs: Se
             log=log,
             timeout=STARTUP_TIMEOUT,
         )
+        # Associations held open one after another: the two processes take turns, each
+        # ends up with half (without the shared board: whichever woke first took each one).
+        held = []
         for index in range(8):
             ae = AE(ae_title=f"CALLER{index}")
             ae.add_requested_context(Verification)
             assoc = ae.associate(LOOPBACK, port, ae_title="NOCTIS")
             assert assoc.is_established
             assert assoc.send_c_echo().Status == status.SUCCESS
+            held.append(assoc)
+        assert sorted(associations_per_process(process.pid, port)) == [4, 4]
+        for assoc in held:
             assoc.release()
         files = generate_ct_series(tmp_path / "ct", slices=8, size=32)
         senders = [

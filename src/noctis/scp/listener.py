@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 # itself (the sibling may be stuck), and how long it waits between looks.
 DEFER_SECONDS = 0.02
 DEFER_STEP_SECONDS = 0.001
+# A slot's count while its process is not accepting (starting, stopping or dead): never less
+# busy than a process that accepts.
+NOT_ACCEPTING = 2**30
 
 
 @dataclass
@@ -79,6 +82,16 @@ class SharedListener:
             return False
         time.sleep(DEFER_STEP_SECONDS)
         return True
+
+    def accepting(self) -> None:
+        """This process accepts from now on, holding no connection yet."""
+        with self._lock:
+            self.board[self.slot] = 0
+
+    def not_accepting(self, slot: int | None = None) -> None:
+        """This process (or the one at ``slot``) no longer accepts: none leaves it a
+        connection."""
+        self.board[self.slot if slot is None else slot] = NOT_ACCEPTING
 
     def opened(self) -> None:
         with self._lock:
@@ -205,12 +218,15 @@ class NoctisServer(ThreadedAssociationServer):
     def server_activate(self) -> None:
         if self.listener is None:
             super().server_activate()
+        else:
+            self.listener.accepting()
 
     def server_close(self) -> None:
         if self.listener is None:
             super().server_close()
         else:
             # Only this process's descriptor: a shutdown() would stop the siblings too.
+            self.listener.not_accepting()
             self.socket.close()
 
     def shutdown(self) -> None:
@@ -230,7 +246,7 @@ def shared_listener(host: str, port: int, processes: int) -> SharedListener:
     `SharedListener.for_slot` gives each sibling its own."""
     import multiprocessing
 
-    board = multiprocessing.get_context("spawn").RawArray("i", processes)
+    board = multiprocessing.get_context("spawn").RawArray("i", [NOT_ACCEPTING] * processes)
     return SharedListener(listening_socket(host, port), board, 0)
 
 

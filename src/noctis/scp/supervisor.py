@@ -93,6 +93,7 @@ class Siblings:
             if process.is_alive() or self._stopping:
                 continue
             log.error("SCP process %s exited with %s; restarting", process.pid, process.exitcode)
+            self.listener.not_accepting(index)  # its count died with it
             self._forget(process)
             time.sleep(RESTART_DELAY)
             self._processes[index] = self._start(index)
