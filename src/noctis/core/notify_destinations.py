@@ -21,8 +21,6 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import httpx
-
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -49,6 +47,8 @@ def networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
 def refuse_named_blocked(url: str, blocked: tuple[Network, ...]) -> None:
     """When a URL is set: `BlockedDestination` if its host is a blocked address or
     ``localhost`` (names are resolved at each call, not here: DNS may differ by then)."""
+    import httpx  # parsed as the client that calls it parses it; imported when needed
+
     host = httpx.URL(url).host
     if host.lower() == "localhost" or host.lower().endswith(".localhost"):
         if _blocked(ipaddress.ip_address("127.0.0.1"), blocked) is not None:
@@ -63,6 +63,8 @@ def pin(url: str, blocked: tuple[Network, ...]) -> PinnedCall:
     """Resolve the URL's host, check every address, and pin the call to them (tried in the
     resolver's order, as a client tries a name's addresses). `BlockedDestination` if any
     address is blocked; OSError if the name does not resolve."""
+    import httpx
+
     parsed = httpx.URL(url)
     host = parsed.host
     port = parsed.port or (443 if parsed.scheme == "https" else 80)

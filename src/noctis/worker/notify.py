@@ -16,8 +16,7 @@ import smtplib
 import ssl
 import time
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from noctis.core import notify_delivery
 from noctis.core.notify_delivery import Claim, ClaimedDelivery
@@ -37,6 +36,9 @@ from noctis.index.models import Facility
 from noctis.index.notify import Channel
 from noctis.index.workflow import NotificationEvent
 from noctis.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,8 @@ def notifications_tick(runtime: Runtime) -> None:
 
 
 def _http_client(settings: Settings) -> httpx.Client:
+    import httpx  # imported when there is something to send (~4 MB per process otherwise)
+
     return httpx.Client(timeout=settings.notify_timeout_seconds, follow_redirects=False)
 
 
@@ -181,6 +185,8 @@ def _post(
 ) -> None:
     """POST the signed payload to the addresses its URL resolves to, once they are checked
     (`noctis.core.notify_destinations`)."""
+    import httpx
+
     call = pin(prepared.url, networks(settings.webhook_blocked_networks))
     timestamp = str(int(time.time()))
     headers = {

@@ -21,8 +21,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from celery import bootsteps
-
 from noctis.core.runtime import Runtime
 from noctis.settings import Settings
 
@@ -80,6 +78,8 @@ class PeriodicRunner:
 
 def periodic_step(runtime: Runtime, jobs: Sequence[PeriodicJob]) -> type[Any]:
     """A Celery consumer bootstep running ``jobs`` while the consumer runs."""
+
+    from celery import bootsteps  # a Celery worker's: `noctis serve` runs without Celery
 
     class Periodic(bootsteps.StartStopStep):
         requires = {"celery.worker.consumer.tasks:Tasks"}
