@@ -19,6 +19,7 @@ from noctis.specs.common import CodeRef
 # Where no webhook call goes unless NOCTIS_WEBHOOK_BLOCKED_NETWORKS says otherwise: this host,
 # link-local (169.254.169.254 is the metadata endpoint of AWS, GCP and Azure; fd00:ec2::254
 # AWS's over IPv6), unspecified and multicast addresses.
+MIN_INDEX_SECRETS_KEY_CHARACTERS = 32
 WEBHOOK_BLOCKED_BY_DEFAULT = (
     "127.0.0.0/8",
     "::1/128",
@@ -354,6 +355,13 @@ class Settings(BaseSettings):
         "name: NOCTIS_WEBHOOK_SECRETS__<facility>__<webhook> (the operator sets them from each "
         "webhook's secretRef)",
     )
+    index_secrets_key: SecretStr = Field(
+        SecretStr(""),
+        description="key (32 characters or more; several, comma-separated, to rotate: the "
+        "first seals) sealing the secrets the index keeps, i.e. webhook secrets set through "
+        "REST; unset: embedded generates one into <data dir>/index-secrets.key, production "
+        "refuses such secrets",
+    )
     webhook_blocked_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(WEBHOOK_BLOCKED_BY_DEFAULT),
         description="networks (CIDRs, comma-separated) webhook calls never go to, however "
@@ -418,6 +426,17 @@ class Settings(BaseSettings):
         description="how often each worker links arrived studies to the open orders they "
         "fulfil (by Study Instance UID or accession number)",
     )
+
+    @field_validator("index_secrets_key", mode="after")
+    @classmethod
+    def _index_secrets_keys(cls, value: SecretStr) -> SecretStr:
+        for key in filter(None, (k.strip() for k in value.get_secret_value().split(","))):
+            if len(key) < MIN_INDEX_SECRETS_KEY_CHARACTERS:
+                raise ValueError(
+                    f"each key needs {MIN_INDEX_SECRETS_KEY_CHARACTERS} characters or more "
+                    f"(one has {len(key)}); e.g. `openssl rand -base64 32`"
+                )
+        return value
 
     @field_validator("trusted_proxies", "webhook_blocked_networks", mode="after")
     @classmethod

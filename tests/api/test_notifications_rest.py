@@ -6,17 +6,20 @@ a Facility resource's declaration wins). Every change lands in the audit trail."
 
 from __future__ import annotations
 
+import stat
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from noctis.core.facilities import apply_facility
+from noctis.core.index_secrets import KEY_FILE, sealer
 from noctis.core.notifications import NotificationKind, notify
 from noctis.core.notify_fanout import fan_out
 from noctis.core.runtime import Runtime
 from noctis.index.accounts import AuditRow
 from noctis.index.models import Facility
+from noctis.index.notify import FacilityNotificationSettings
 from noctis.specs.facility import FacilitySpec
 from support.web import TEST_PASSWORD_SUFFIX, client_for, create_user, token_for
 
@@ -154,6 +157,14 @@ def test_a_facilitys_receivers_are_set_by_its_administrators_and_secrets_stay_in
     # A change that leaves the secret out keeps it.
     moved = {"webhooks": [{"name": "pager", "url": "https://pager2.north.example/hook"}]}
     assert fadmin.put(url, json=moved).json()["webhooks"][0]["secretSet"] is True
+    # In the index it is sealed (a copy of the database does not give it away), with the key
+    # embedded mode generated beside it; the worker opens it to sign (test_notify_delivery).
+    with runtime.sessions() as session:
+        [kept] = session.scalars(select(FacilityNotificationSettings.secrets)).all()
+    assert kept["pager"].startswith("fernet:") and SECRET not in kept["pager"]
+    assert sealer(runtime.settings).open(kept["pager"]) == SECRET
+    key_file = runtime.settings.data_dir / KEY_FILE
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     [audit] = _audited(runtime, "fadmin_north")[:1]
     assert audit["secretsChanged"] == ["pager"] and SECRET not in str(
         _audited(runtime, "fadmin_north")
@@ -267,3 +278,24 @@ def test_a_webhook_aimed_at_this_host_or_the_metadata_endpoint_is_refused(
     assert fadmin.get(url).json()["webhooks"] == []  # nothing stored
     lan = {"webhooks": [{"name": "pager", "url": "http://10.20.30.40/hook", "secret": SECRET}]}
     assert fadmin.put(url, json=lan).status_code == 200
+
+
+def test_a_secret_is_refused_where_there_is_no_key_to_seal_it_with(
+    runtime: Runtime, fadmin: Any
+) -> None:
+    """Production without NOCTIS_INDEX_SECRETS_KEY (the settings switched to production on
+    this embedded archive): a webhook secret set through REST is refused with what to do,
+    and nothing is kept."""
+    runtime.settings = runtime.settings.model_copy(
+        update={"mode": "production", "database_url": runtime.settings.resolved_database_url()}
+    )
+    body = {
+        "webhooks": [{"name": "pager", "url": "https://pager.north.example/hook", "secret": SECRET}]
+    }
+    refused = fadmin.put("/api/facilities/north/notifications", json=body)
+    assert refused.status_code == 409
+    assert "NOCTIS_INDEX_SECRETS_KEY" in refused.json()["detail"]
+    assert "Facility resource" in refused.json()["detail"]
+    with runtime.sessions() as session:
+        assert session.scalars(select(FacilityNotificationSettings)).all() == []
+    assert not (runtime.settings.data_dir / KEY_FILE).exists()

@@ -19,6 +19,7 @@ from worker_support import celery_archive
 from noctis.api.app import create_app
 from noctis.core import notify_delivery
 from noctis.core.facilities import apply_facility
+from noctis.core.index_secrets import sealer
 from noctis.core.ingest import FacilityRef
 from noctis.core.notify_fanout import fan_out
 from noctis.core.notify_inbox import Preferences, set_preferences, user_id_of
@@ -62,7 +63,13 @@ def _archive(tmp_path: Path, **overrides: object) -> tuple[Runtime, FacilityRef]
 def _receivers(runtime: Runtime, spec: dict, secrets: dict[str, str]) -> None:
     with runtime.sessions.begin() as session:
         facility = session.scalars(select(Facility).where(Facility.name == "north")).one()
-        store_rest_receivers(session, facility, NotificationsSpec.model_validate(spec), secrets)
+        store_rest_receivers(
+            session,
+            facility,
+            NotificationsSpec.model_validate(spec),
+            secrets,
+            sealer(runtime.settings),
+        )
 
 
 def _study(runtime: Runtime, facility: FacilityRef, tmp_path: Path) -> str:

@@ -13,6 +13,7 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
+from noctis.core.index_secrets import Sealer, is_sealed, sealer
 from noctis.core.notifications import NotificationKind
 from noctis.core.roles import WORKLIST_ROLES, Role
 from noctis.index.models import Facility, utcnow
@@ -58,11 +59,20 @@ def wanted_kinds(role: Role, chosen: list[str] | None) -> set[str]:
 @dataclass(frozen=True)
 class Receivers:
     """A facility's webhooks and e-mail recipients, where they come from, and the webhooks'
-    secrets (by webhook name; a webhook without one is not called)."""
+    secrets by webhook name (a webhook without one is not called) as they are kept: from the
+    environment for a Facility resource's, sealed in the index for REST-set ones."""
 
     spec: NotificationsSpec
     source: Source
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def secret(self, webhook: str, settings: Settings) -> str:
+        """The webhook's secret itself ("" if it has none); `IndexSecretsUnavailable` if a
+        sealed one cannot be opened here."""
+        kept = self.secrets.get(webhook, "")
+        if self.source == "rest" and kept:
+            return sealer(settings).open(kept)
+        return kept
 
 
 def declared_spec(facility: Facility) -> NotificationsSpec | None:
@@ -93,16 +103,23 @@ def _lower_keys(table: dict[str, dict]) -> dict[str, dict]:  # type: ignore[type
 
 
 def store_rest_receivers(
-    session: Session, facility: Facility, spec: NotificationsSpec, secrets: dict[str, str]
+    session: Session,
+    facility: Facility,
+    spec: NotificationsSpec,
+    secrets: dict[str, str],
+    seal: Sealer,
 ) -> FacilityNotificationSettings:
     """Replace the facility's REST-set receivers. ``secrets``: webhook name -> secret, for
-    new secrets; a webhook listed without one keeps the secret it had."""
+    new secrets, kept sealed (`IndexSecretsUnavailable` without a key); a webhook listed
+    without one keeps the secret it had (sealed now if it was kept before sealing)."""
     row = session.get(FacilityNotificationSettings, facility.id)
     if row is None:
         row = FacilityNotificationSettings(facility_id=facility.id, settings={}, secrets={})
         session.add(row)
     kept = {w.name: row.secrets[w.name] for w in spec.webhooks if w.name in (row.secrets or {})}
-    kept.update({name: secret for name, secret in secrets.items()})
+    if seal.fernet is not None:
+        kept = {name: v if is_sealed(v) else seal.seal(v) for name, v in kept.items()}
+    kept.update({name: seal.seal(secret) for name, secret in secrets.items()})
     missing = [w.name for w in spec.webhooks if w.name not in kept]
     if missing:
         raise ValueError(f"webhooks need a secret (the HMAC key): {', '.join(missing)}")

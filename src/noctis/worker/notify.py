@@ -167,7 +167,7 @@ def _prepare(runtime: Runtime, delivery: ClaimedDelivery) -> Prepared:
         webhook = next((w for w in receivers.spec.webhooks if w.name == delivery.target), None)
         if webhook is None:
             raise Undeliverable(f"webhook {delivery.target} is no longer configured")
-        secret = receivers.secrets.get(webhook.name, "")
+        secret = receivers.secret(webhook.name, settings)
         if not secret:  # not permanent: a pod of a rollout in progress may lack it
             raise RuntimeError(
                 f"webhook {webhook.name} has no secret (NOCTIS_WEBHOOK_SECRETS__"

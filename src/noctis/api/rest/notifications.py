@@ -25,6 +25,7 @@ from noctis.api.rest.deps import SessionDep
 from noctis.api.security import Principal, PrincipalDep, client_address
 from noctis.core import notify_delivery, notify_inbox
 from noctis.core.audit import AuditEvent, AuditOutcome, add_to_session
+from noctis.core.index_secrets import IndexSecretsUnavailable, sealer
 from noctis.core.notify_destinations import networks, refuse_named_blocked
 from noctis.core.notify_settings import declared_spec, facility_receivers, store_rest_receivers
 from noctis.core.roles import USER_ADMIN_ROLES
@@ -210,13 +211,16 @@ def set_facility_notifications(
         spec = NotificationsSpec.model_validate(
             body.model_dump(by_alias=True, exclude={"webhooks": {"__all__": {"secret"}}})
         )
-        blocked = networks(request.app.state.runtime.settings.webhook_blocked_networks)
+        settings = request.app.state.runtime.settings
+        blocked = networks(settings.webhook_blocked_networks)
         for webhook in spec.webhooks:
             refuse_named_blocked(str(webhook.url), blocked)
         secrets = {w.name: w.secret for w in body.webhooks if w.secret}
-        store_rest_receivers(session, facility, spec, secrets)
+        store_rest_receivers(session, facility, spec, secrets, sealer(settings))
     except ValueError as refused:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(refused)) from None
+    except IndexSecretsUnavailable as unavailable:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(unavailable)) from None
     _audit(
         session,
         request,
