@@ -299,3 +299,24 @@ def test_a_secret_is_refused_where_there_is_no_key_to_seal_it_with(
     with runtime.sessions() as session:
         assert session.scalars(select(FacilityNotificationSettings)).all() == []
     assert not (runtime.settings.data_dir / KEY_FILE).exists()
+
+
+def test_a_secret_kept_before_sealing_is_used_and_sealed_at_the_next_change(
+    runtime: Runtime, fadmin: Any
+) -> None:
+    with runtime.sessions.begin() as session:
+        session.add(
+            FacilityNotificationSettings(
+                facility_id=_facility_id(runtime, "north"),
+                settings={"webhooks": [{"name": "pager", "url": "https://pager.north.example/"}]},
+                secrets={"pager": SECRET},  # as an archive before sealing kept it
+            )
+        )
+    url = "/api/facilities/north/notifications"
+    assert fadmin.get(url).json()["webhooks"][0]["secretSet"] is True
+    moved = {"webhooks": [{"name": "pager", "url": "https://pager2.north.example/hook"}]}
+    assert fadmin.put(url, json=moved).status_code == 200
+    with runtime.sessions() as session:
+        [kept] = session.scalars(select(FacilityNotificationSettings.secrets)).all()
+    assert kept["pager"].startswith("fernet:") and SECRET not in kept["pager"]
+    assert sealer(runtime.settings).open(kept["pager"]) == SECRET

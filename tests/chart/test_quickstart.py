@@ -48,6 +48,7 @@ def test_quickstart_renders_backing_services_and_the_four_resources() -> None:
         ("DicomNode", "noctis"),
         ("Facility", "quickstart"),
         ("Secret", "noctis-admin"),
+        ("Secret", "noctis-index-secrets"),
         ("Secret", "noctis-postgresql"),
         ("Secret", "noctis-redis"),
         ("Secret", "noctis-s3"),
@@ -80,6 +81,8 @@ def test_the_resources_are_valid_specs_wired_to_the_services() -> None:
         "password",
     )
     assert archive.api.secret_key is not None and archive.api.secret_key.name == "noctis-session"
+    sealing = archive.index_secrets_key
+    assert sealing is not None and (sealing.name, sealing.key) == ("noctis-index-secrets", "key")
     node = DicomNodeSpec.model_validate(objs[("DicomNode", "noctis")]["spec"])
     assert (node.ae_title, node.port, node.archive) == ("NOCTIS", 11112, "noctis")
     assert node.service.type.value == "LoadBalancer"
@@ -114,6 +117,8 @@ def test_credentials_are_generated_once_in_secrets_and_urls_agree() -> None:
     assert len(s3["accessKey"]) == 20 and len(s3["secretKey"]) == 40
     assert len(objs[("Secret", "noctis-admin")]["stringData"]["password"]) == 24
     assert len(objs[("Secret", "noctis-session")]["stringData"]["key"]) == 64
+    sealing_key = objs[("Secret", "noctis-index-secrets")]["stringData"]["key"]
+    assert len(sealing_key) == 64  # NOCTIS_INDEX_SECRETS_KEY needs 32 characters or more
     # A second render generates other values: nothing is a constant of the chart.
     again = quickstart()
     assert again[("Secret", "noctis-postgresql")]["stringData"]["password"] != pg["password"]

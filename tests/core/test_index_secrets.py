@@ -45,6 +45,19 @@ def test_a_new_key_first_seals_and_the_old_one_after_it_still_opens(tmp_path: Pa
     assert sealer(settings(tmp_path, "production", KEY_B)).open(rotated.seal(SECRET)) == SECRET
 
 
+def test_resealing_moves_a_secret_to_the_first_key_and_seals_one_kept_in_clear(
+    tmp_path: Path,
+) -> None:
+    old = sealer(settings(tmp_path, "production", KEY_A)).seal(SECRET)
+    rotated = sealer(settings(tmp_path, "production", f"{KEY_B},{KEY_A}"))
+    new_only = sealer(settings(tmp_path, "production", KEY_B))
+    assert new_only.open(rotated.reseal(old)) == SECRET
+    resealed = rotated.reseal("kept-in-clear")
+    assert is_sealed(resealed) and new_only.open(resealed) == "kept-in-clear"
+    with pytest.raises(IndexSecretsUnavailable):
+        new_only.reseal(old)  # a key that never sealed it cannot move it
+
+
 def test_production_without_a_key_refuses_to_seal_and_cannot_open(tmp_path: Path) -> None:
     sealed = sealer(settings(tmp_path, "production", KEY_A)).seal(SECRET)
     keyless = sealer(settings(tmp_path, "production"))

@@ -105,6 +105,9 @@ def test_quickstart_resources_become_an_archive(quickstart: Cluster) -> None:
         "secretKeyRef": {"name": "noctis-postgresql", "key": "url"}
     }
     assert env["NOCTIS_BROKER_URL"] == {"secretKeyRef": {"name": "noctis-redis", "key": "url"}}
+    assert env["NOCTIS_INDEX_SECRETS_KEY"] == {
+        "secretKeyRef": {"name": "noctis-index-secrets", "key": "key"}
+    }
     assert wait.until(
         lambda: plane.get("deployment", "noctis-worker"),
         timeout=30,

@@ -28,6 +28,7 @@ ARCHIVE = ArchiveSpec.model_validate(
         "database": {"name": "db", "key": "url"},
         "broker": {"name": "redis", "key": "url"},
         "api": {"secretKey": {"name": "session", "key": "key"}},
+        "indexSecretsKey": {"name": "index-secrets", "key": "key"},
     }
 )
 
@@ -88,6 +89,7 @@ def test_scp_deployment() -> None:
     assert env["NOCTIS_DATABASE_URL"] == {"secretKeyRef": {"name": "db", "key": "url"}}
     assert env["NOCTIS_S3_ACCESS_KEY"] == {"secretKeyRef": {"name": "s3", "key": "id"}}
     assert env["NOCTIS_BROKER_URL"] == {"secretKeyRef": {"name": "redis", "key": "url"}}
+    assert "NOCTIS_INDEX_SECRETS_KEY" not in env  # the SCP faces the modalities: it needs none
     assert container["resources"] == {
         "requests": {"cpu": "250m", "memory": "256Mi"},
         "limits": {"memory": "1Gi"},
@@ -217,6 +219,11 @@ def test_archive_children() -> None:
         "secretKeyRef": {"name": "session", "key": "key"}
     }
     assert "NOCTIS_ADMIN_PASSWORD" not in env_of(api_container)
+    # The key sealing REST-set webhook secrets: the API seals them, the workers open them.
+    sealing_key = {"secretKeyRef": {"name": "index-secrets", "key": "key"}}
+    for deployment in (objs[1], objs[4], objs[5]):
+        (pod_container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert env_of(pod_container)["NOCTIS_INDEX_SECRETS_KEY"] == sealing_key
     (worker_container,) = objs[4]["spec"]["template"]["spec"]["containers"]
     assert worker_container["command"] == ["noctis", "worker"]
     assert worker_container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}

@@ -50,6 +50,15 @@ class Sealer:
             )
         return PREFIX + self.fernet.encrypt(secret.encode()).decode()
 
+    def reseal(self, stored: str) -> str:
+        """A stored value sealed with the first key (rotation), or sealed at last if it was
+        kept before sealing."""
+        if not is_sealed(stored):
+            return self.seal(stored)
+        self.open(stored)  # the same error as opening when no key here opens it
+        assert self.fernet is not None
+        return PREFIX + self.fernet.rotate(stored[len(PREFIX) :].encode()).decode()
+
     def open(self, stored: str) -> str:
         """The secret a stored value holds (a value stored before sealing: as it is)."""
         if not stored.startswith(PREFIX):

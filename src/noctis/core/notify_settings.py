@@ -13,7 +13,7 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
-from noctis.core.index_secrets import Sealer, is_sealed, sealer
+from noctis.core.index_secrets import Sealer, sealer
 from noctis.core.notifications import NotificationKind
 from noctis.core.roles import WORKLIST_ROLES, Role
 from noctis.index.models import Facility, utcnow
@@ -111,14 +111,14 @@ def store_rest_receivers(
 ) -> FacilityNotificationSettings:
     """Replace the facility's REST-set receivers. ``secrets``: webhook name -> secret, for
     new secrets, kept sealed (`IndexSecretsUnavailable` without a key); a webhook listed
-    without one keeps the secret it had (sealed now if it was kept before sealing)."""
+    without one keeps the secret it had, sealed again with the first key."""
     row = session.get(FacilityNotificationSettings, facility.id)
     if row is None:
         row = FacilityNotificationSettings(facility_id=facility.id, settings={}, secrets={})
         session.add(row)
     kept = {w.name: row.secrets[w.name] for w in spec.webhooks if w.name in (row.secrets or {})}
-    if seal.fernet is not None:
-        kept = {name: v if is_sealed(v) else seal.seal(v) for name, v in kept.items()}
+    if seal.fernet is not None:  # with the first key now (rotation), and sealed at last
+        kept = {name: seal.reseal(v) for name, v in kept.items()}
     kept.update({name: seal.seal(secret) for name, secret in secrets.items()})
     missing = [w.name for w in spec.webhooks if w.name not in kept]
     if missing:

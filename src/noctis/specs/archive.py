@@ -217,6 +217,14 @@ class ArchiveSpec(BaseModel):
     broker: SecretKeyRef | None = Field(
         None, description="Secret key holding the task broker URL (Redis)"
     )
+    index_secrets_key: SecretKeyRef | None = Field(
+        None,
+        alias="indexSecretsKey",
+        description="Secret key holding the key (32 characters or more; comma-separated keys "
+        "rotate it) that seals the secrets the index keeps: webhook secrets set through REST "
+        "(NOCTIS_INDEX_SECRETS_KEY, in the API and worker pods); without it such secrets are "
+        "refused",
+    )
     api: ApiSpec = Field(default_factory=ApiSpec)
     worker: WorkerSpec = Field(default_factory=WorkerSpec)
     transfers: TransfersSpec = Field(default_factory=TransfersSpec)

@@ -42,6 +42,8 @@ class ArchiveContext:
     # The HMAC secrets of the Facilities' webhooks (notifications), by (facility, webhook):
     # the workers that deliver them read NOCTIS_WEBHOOK_SECRETS__<facility>__<webhook>.
     webhook_secrets: dict[tuple[str, str], SecretKeyRef] = field(default_factory=dict)
+    # The key sealing the secrets the index keeps (NOCTIS_INDEX_SECRETS_KEY).
+    index_secrets_key: SecretKeyRef | None = None
 
     @property
     def config_map(self) -> str:
@@ -76,6 +78,14 @@ class ArchiveContext:
                 )
             )
         return env
+
+    def index_secrets_env(self) -> list[dict[str, Any]]:
+        """The key sealing the index's secrets: for the API and worker pods, which seal and
+        open them (never the SCP pods, which face the modalities and need none)."""
+        if self.index_secrets_key is None:
+            return []
+        key = self.index_secrets_key
+        return [common.secret_env("NOCTIS_INDEX_SECRETS_KEY", key.name, key.key)]
 
 
 def webhook_secret_env(ctx: ArchiveContext) -> list[dict[str, Any]]:
@@ -153,6 +163,7 @@ def archive_context(
         pull_policy=spec.image_pull_policy.value if spec.image_pull_policy else None,
         pool_credentials={n: p.credentials for n, p in others.items()},
         webhook_secrets=dict(webhook_secrets or {}),
+        index_secrets_key=spec.index_secrets_key,
     )
 
 
@@ -189,7 +200,7 @@ def _container(
         "command": command,
         "ports": ports,
         "envFrom": [{"configMapRef": {"name": ctx.config_map}}],
-        "env": ctx.secret_env() + env,
+        "env": ctx.secret_env() + ctx.index_secrets_env() + env,
         "startupProbe": common.http_probe("/healthz", probe_port, period=2, failures=60),
         "livenessProbe": common.http_probe("/healthz", probe_port, period=10, failures=3),
         "readinessProbe": common.http_probe("/readyz", probe_port, period=5, failures=2),
