@@ -21,11 +21,12 @@ in that same transaction, so a change and its audit entry commit together or not
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import DateTime, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -126,6 +127,44 @@ def ensure_workflow(
     row = session.get(StudyWorkflow, study.id, populate_existing=True)
     assert row is not None
     return row
+
+
+def ensure_workflows(session: Session, study_keys: Sequence[int]) -> None:
+    """`ensure_workflow` for many studies in one statement (the arrival scan: a pass over
+    2,000 new small studies made them one by one through the ORM, holding the GIL from
+    the process's associations for a third of the time)."""
+    if not study_keys:
+        return
+    now = utcnow()
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    at = literal(now, DateTime(timezone=True))
+    arriving = select(
+        Study.id,
+        Study.facility_id,
+        literal(StudyState.ARRIVED.value),
+        literal(int(Priority.ROUTINE)),
+        literal(""),
+        literal(False),
+        func.coalesce(Study.created_at, at),
+        at,
+        at,
+    ).where(Study.id.in_(list(study_keys)))
+    columns = [
+        StudyWorkflow.study_pk,
+        StudyWorkflow.facility_id,
+        StudyWorkflow.state,
+        StudyWorkflow.priority,
+        StudyWorkflow.priority_reason,
+        StudyWorkflow.critical,
+        StudyWorkflow.arrived_at,
+        StudyWorkflow.state_changed_at,
+        StudyWorkflow.updated_at,
+    ]
+    session.execute(
+        dialect.insert(StudyWorkflow)
+        .from_select(columns, arriving)
+        .on_conflict_do_nothing(index_elements=["study_pk"])
+    )
 
 
 def advance(session: Session, study: Study, state: StudyState, *, actor: Actor) -> StudyWorkflow:

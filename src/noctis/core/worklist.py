@@ -34,6 +34,7 @@ from noctis.core.workflow import (
     StudyState,
     advance,
     ensure_workflow,
+    ensure_workflows,
 )
 from noctis.index.accounts import User
 from noctis.index.models import Facility, Study
@@ -92,8 +93,7 @@ class ArrivalScan:
                 missing = studies_without_workflow(session, above, SCAN_BATCH)
             if missing:
                 with runtime.sessions.begin() as session:
-                    for study in session.scalars(select(Study).where(Study.id.in_(missing))):
-                        ensure_workflow(session, study)
+                    ensure_workflows(session, missing)
                 made += len(missing)
                 above = missing[-1]
             if len(missing) < SCAN_BATCH:
