@@ -190,3 +190,4 @@ def echo_round(pods: list[dict], host: str, port: str) -> dict[str, float]:
     after = {p["metadata"]["name"]: associations_accepted(p) for p in pods}
     gained = {name: after[name] - before[name] for name in before}
     assert sum(gained.values()) == 16, gained
+    return gained

@@ -229,6 +229,40 @@ def test_a_destination_refusing_a_syntax_gets_it_decoded_or_a_clear_reason(
     runtime.close()
 
 
+def test_a_destination_refusing_every_context_offered_is_not_taken_for_down(
+    tmp_path: Path,
+) -> None:
+    """A batch holding only a SOP class the destination refuses (it answers, accepting none
+    of the contexts: pynetdicom aborts) is a dead letter at once that says why; the
+    destination is not postponed as if unreachable, and the next study goes at once."""
+    runtime = _embedded(tmp_path)
+    plain = RefusingSCP(
+        "PLAIN",
+        refuse=lambda uid: False,
+        contexts={str(CTImageStorage): ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]},
+    ).start()
+    samples = transfer_syntax_samples(tmp_path / "samples")
+    ultrasound, ct = samples["1.2.840.10008.1.2.5"], samples["1.2.840.10008.1.2.1"]
+    try:
+        facility = facility_with_destinations(runtime, "east", {"PLAIN": plain.port})
+        add_route(runtime, "plain", facility="east", destinations=["PLAIN"], retry=FAST_RETRY)
+        for path in (ultrasound, ct):  # one study after the other
+            study = str(ingest_file(runtime, facility, path).header.study_instance_uid)
+            runtime.queue.send(ROUTE_STUDY, facility="east", study_instance_uid=study)
+            runtime.drain_tasks()
+    finally:
+        plain.stop()
+    assert set(plain.received) == {sop_instance_uid(ct)}
+    with runtime.sessions() as session:
+        dead = {
+            t.sop_instance_uid: t.last_error for t in session.query(Transfer) if t.state == "dead"
+        }
+    assert list(dead) == [sop_instance_uid(ultrasound)]
+    assert "in no transfer syntax" in dead[sop_instance_uid(ultrasound)]
+    assert attempts(runtime)[sop_instance_uid(ultrasound)] == 1  # refused at once, not retried
+    runtime.close()
+
+
 def test_a_study_deleted_and_sent_again_is_routed_again(tmp_path: Path) -> None:
     """A study routed, deleted (its transfers go with it), then stored again: the destination
     gets it a second time, and nothing of the deleted copy is left to fail as a dead letter."""

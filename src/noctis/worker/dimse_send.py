@@ -107,6 +107,11 @@ def send(
                 evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)],
             )
         )
+        if not assoc.is_established and assoc.rejected_contexts and not assoc.accepted_contexts:
+            # The destination answered and refused every proposed context (pynetdicom then
+            # aborts): these instances can never go there, and the destination is not down.
+            results.extend(_not_accepted(item) for item in batch)
+            continue
         if not assoc.is_established:
             why = (
                 "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no answer"
@@ -154,14 +159,17 @@ def _send_batch(
 
 def _send_one(assoc: Association, accepted: set[tuple[str, str]], item: Item, index: int) -> Result:
     sop_class, syntax = item.sop_class_uid, item.transfer_syntax_uid
+    as_stored = (sop_class, syntax) in accepted
+    if not as_stored and not any((sop_class, str(u)) in accepted for u in _UNCOMPRESSED):
+        return _not_accepted(item)
     try:
         path = item.fetch()
     except Exception as exc:
         return Result(item.key, False, f"cannot read the stored instance: {exc}")
     try:
-        if (sop_class, syntax) in accepted:
+        if as_stored:
             dataset: object = path
-        elif any((sop_class, str(u)) in accepted for u in _UNCOMPRESSED):
+        else:
             try:
                 dataset = _decoded(path, syntax)
             except Exception as exc:
@@ -172,14 +180,6 @@ def _send_one(assoc: Association, accepted: set[tuple[str, str]], item: Item, in
                     f"{sop_class}, and it cannot be converted: {type(exc).__name__}: {exc}",
                     permanent=True,
                 )
-        else:
-            return Result(
-                item.key,
-                False,
-                f"the destination accepts SOP class {sop_class} in no transfer syntax we can send "
-                f"(stored as {syntax})",
-                permanent=True,
-            )
         answer = assoc.send_c_store(dataset, msg_id=index % 0xFFFF + 1)  # type: ignore[arg-type]
     except Exception as exc:  # pynetdicom raises RuntimeError, ValueError, OSError...
         return Result(item.key, False, f"C-STORE failed: {type(exc).__name__}: {exc}")
@@ -192,6 +192,16 @@ def _send_one(assoc: Association, accepted: set[tuple[str, str]], item: Item, in
         return Result(item.key, True)
     comment = str(answer.get("ErrorComment", "") or "")
     return Result(item.key, False, f"C-STORE status 0x{code:04X} {comment}".strip())
+
+
+def _not_accepted(item: Item) -> Result:
+    return Result(
+        item.key,
+        False,
+        f"the destination accepts SOP class {item.sop_class_uid} in no transfer syntax we can "
+        f"send (stored as {item.transfer_syntax_uid})",
+        permanent=True,
+    )
 
 
 def _decoded(path: Path, syntax: str) -> object:
