@@ -37,6 +37,11 @@ def test_the_busier_process_leaves_the_connection_for_a_moment_only(listener: Ma
     assert DEFER_SECONDS <= time.monotonic() - began < DEFER_SECONDS + 0.2
     # The next waiting connection gets its own moment.
     assert busy.leave_to_a_sibling()
+    # So does one arriving after a sibling took the last one mid-wait (no look meanwhile).
+    time.sleep(DEFER_SECONDS * 2)
+    assert busy.leave_to_a_sibling()
+    time.sleep(DEFER_SECONDS / 2)
+    assert busy.leave_to_a_sibling()
 
 
 def test_the_least_busy_and_an_equally_busy_process_take_it_at_once(listener: Make) -> None:

@@ -57,6 +57,7 @@ class SharedListener:
     slot: int
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _deferring_since: float | None = field(default=None, init=False, repr=False)
+    _last_look: float = field(default=0.0, init=False, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:  # passed to a spawned sibling: no lock
         return {"socket": self.socket, "board": self.board, "slot": self.slot}
@@ -75,8 +76,9 @@ class SharedListener:
             self._deferring_since = None
             return False
         now = time.monotonic()
-        if self._deferring_since is None:
-            self._deferring_since = now
+        if self._deferring_since is None or now - self._last_look > DEFER_SECONDS:
+            self._deferring_since = now  # another waiting connection (a sibling took the last)
+        self._last_look = now
         if now - self._deferring_since >= DEFER_SECONDS:
             self._deferring_since = None
             return False
