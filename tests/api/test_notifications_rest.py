@@ -10,10 +10,11 @@ import stat
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet, MultiFernet
 from sqlalchemy import select
 
 from noctis.core.facilities import apply_facility
-from noctis.core.index_secrets import KEY_FILE, sealer
+from noctis.core.index_secrets import KEY_FILE, Sealer, sealer
 from noctis.core.notifications import NotificationKind, notify
 from noctis.core.notify_fanout import fan_out
 from noctis.core.runtime import Runtime
@@ -320,3 +321,26 @@ def test_a_secret_kept_before_sealing_is_used_and_sealed_at_the_next_change(
         [kept] = session.scalars(select(FacilityNotificationSettings.secrets)).all()
     assert kept["pager"].startswith("fernet:") and SECRET not in kept["pager"]
     assert sealer(runtime.settings).open(kept["pager"]) == SECRET
+
+
+def test_a_secret_sealed_with_a_lost_key_is_refused_until_set_again(
+    runtime: Runtime, fadmin: Any
+) -> None:
+    lost = Sealer(MultiFernet([Fernet(Fernet.generate_key())]))
+    with runtime.sessions.begin() as session:
+        session.add(
+            FacilityNotificationSettings(
+                facility_id=_facility_id(runtime, "north"),
+                settings={"webhooks": [{"name": "pager", "url": "https://pager.north.example/"}]},
+                secrets={"pager": lost.seal(SECRET)},  # sealed with a key no longer set
+            )
+        )
+    url = "/api/facilities/north/notifications"
+    moved = {"webhooks": [{"name": "pager", "url": "https://pager2.north.example/hook"}]}
+    refused = fadmin.put(url, json=moved)
+    assert refused.status_code == 409 and "none of the keys" in refused.json()["detail"]
+    again = {"webhooks": [{**moved["webhooks"][0], "secret": "a-new-secret-of-twenty-chars"}]}
+    assert fadmin.put(url, json=again).status_code == 200
+    with runtime.sessions() as session:
+        [kept] = session.scalars(select(FacilityNotificationSettings.secrets)).all()
+    assert sealer(runtime.settings).open(kept["pager"]) == "a-new-secret-of-twenty-chars"

@@ -116,7 +116,11 @@ def store_rest_receivers(
     if row is None:
         row = FacilityNotificationSettings(facility_id=facility.id, settings={}, secrets={})
         session.add(row)
-    kept = {w.name: row.secrets[w.name] for w in spec.webhooks if w.name in (row.secrets or {})}
+    kept = {
+        w.name: row.secrets[w.name]
+        for w in spec.webhooks
+        if w.name in (row.secrets or {}) and w.name not in secrets  # a new one replaces it
+    }
     if seal.fernet is not None:  # with the first key now (rotation), and sealed at last
         kept = {name: seal.reseal(v) for name, v in kept.items()}
     kept.update({name: seal.seal(secret) for name, secret in secrets.items()})
