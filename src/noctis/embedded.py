@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -38,12 +39,36 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def serve_scp_processes() -> int:
+def serve_scp_processes(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     """`noctis serve`'s SCP processes when NOCTIS_SCP_PROCESSES is unset: two where this
-    process may run on two CPUs or more (four CT associations stored 1.1-1.3x as fast as in
+    process may use two CPUs or more (four CT associations stored 1.1-1.3x as fast as in
     one process, for ~130 MB more resident memory), else one."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 2 if (usable or 1) >= 2 else 1
+    return 2 if usable_cpus(cgroup) >= 2 else 1
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> float:
+    """The CPUs this process may run on, capped by its cgroup's CPU quota (a container
+    limited to one CPU sees every CPU of its host)."""
+    cpus = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0)
+    cpus = cpus or float(os.cpu_count() or 1)
+    quota = _cgroup_cpu_quota(cgroup)
+    return min(cpus, quota) if quota is not None else cpus
+
+
+def _cgroup_cpu_quota(root: Path) -> float | None:
+    """CPUs the cgroup's quota allows (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` over
+    ``cpu.cfs_period_us``); None without a quota or where none can be read."""
+    try:
+        limit, _, period = (root / "cpu.max").read_text().partition(" ")
+        return None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else quota / period
 
 
 def prepare(settings: Settings) -> Runtime:
