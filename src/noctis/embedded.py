@@ -162,10 +162,11 @@ def _announce(
     host = "127.0.0.1" if settings.scp_host in ("0.0.0.0", "::") else settings.scp_host
     web = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::") else settings.api_host
     console.print(f"[bold]Noctis[/bold] on embedded defaults, data in {settings.data_dir}")
+    console.print(f"  DICOM   AE title [bold]{settings.ae_title}[/bold] on {host}:{scp_port}")
     processes = settings.scp_processes
     console.print(
-        f"  DICOM   AE title [bold]{settings.ae_title}[/bold] on {host}:{scp_port}"
-        f" ({processes} SCP process{'es' if processes > 1 else ''}: NOCTIS_SCP_PROCESSES)"
+        f"          {processes} SCP process{'es' if processes > 1 else ''} on the port "
+        "(NOCTIS_SCP_PROCESSES)"
     )
     console.print(
         f"          e.g. TCP_NODELAY=1 storescu -aec {settings.ae_title} {host} {scp_port} "
