@@ -30,7 +30,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def cluster() -> Iterator[Cluster]:
     already_running = cluster_control.is_running()
     began = time.monotonic()
-    running = cluster_control.up(log=lambda message: print(f"cluster: {message}"))
+    try:
+        running = cluster_control.up(log=lambda message: print(f"cluster: {message}"))
+    except BaseException:
+        # A cluster this run started and could not finish (pods never Ready) is not left
+        # running for the next run to take as its own.
+        if not already_running:
+            cluster_control.down(log=lambda message: print(f"cluster: {message}"))
+        raise
     print(f"\none-node cluster ready in {time.monotonic() - began:.1f} s")
     try:
         yield running
