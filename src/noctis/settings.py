@@ -20,6 +20,21 @@ from noctis.specs.common import CodeRef
 # link-local (169.254.169.254 is the metadata endpoint of AWS, GCP and Azure; fd00:ec2::254
 # AWS's over IPv6), unspecified and multicast addresses.
 MIN_INDEX_SECRETS_KEY_CHARACTERS = 32
+
+
+def index_secrets_keys(configured: str) -> list[str]:
+    """The keys of NOCTIS_INDEX_SECRETS_KEY (or of an embedded key file), first to last;
+    ValueError if one is too short to be a key."""
+    keys = [key.strip() for key in configured.split(",") if key.strip()]
+    for key in keys:
+        if len(key) < MIN_INDEX_SECRETS_KEY_CHARACTERS:
+            raise ValueError(
+                f"each key needs {MIN_INDEX_SECRETS_KEY_CHARACTERS} characters or more "
+                f"(one has {len(key)}); e.g. `openssl rand -base64 32`"
+            )
+    return keys
+
+
 WEBHOOK_BLOCKED_BY_DEFAULT = (
     "127.0.0.0/8",
     "::1/128",
@@ -430,12 +445,7 @@ class Settings(BaseSettings):
     @field_validator("index_secrets_key", mode="after")
     @classmethod
     def _index_secrets_keys(cls, value: SecretStr) -> SecretStr:
-        for key in filter(None, (k.strip() for k in value.get_secret_value().split(","))):
-            if len(key) < MIN_INDEX_SECRETS_KEY_CHARACTERS:
-                raise ValueError(
-                    f"each key needs {MIN_INDEX_SECRETS_KEY_CHARACTERS} characters or more "
-                    f"(one has {len(key)}); e.g. `openssl rand -base64 32`"
-                )
+        index_secrets_keys(value.get_secret_value())
         return value
 
     @field_validator("trusted_proxies", "webhook_blocked_networks", mode="after")

@@ -93,3 +93,14 @@ def test_embedded_generates_one_private_key_file_and_keeps_using_it(tmp_path: Pa
 def test_a_short_key_is_refused_when_the_settings_are_read(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="32 characters or more"):
         settings(tmp_path, "production", f"{KEY_A},short")
+
+
+def test_an_emptied_or_damaged_key_file_is_refused_not_used(tmp_path: Path) -> None:
+    sealed = sealer(settings(tmp_path)).seal(SECRET)
+    key_file = tmp_path / "data" / KEY_FILE
+    for damaged in ("", "short\n"):
+        key_file.write_text(damaged)
+        with pytest.raises(IndexSecretsUnavailable, match=str(key_file)):
+            sealer(settings(tmp_path)).seal(SECRET)
+        with pytest.raises(IndexSecretsUnavailable):
+            sealer(settings(tmp_path)).open(sealed)

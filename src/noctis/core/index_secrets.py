@@ -26,7 +26,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from noctis.settings import Settings
+from noctis.settings import Settings, index_secrets_keys
 
 PREFIX = "fernet:"
 KEY_FILE = "index-secrets.key"
@@ -82,10 +82,15 @@ def is_sealed(stored: str) -> bool:
 
 def sealer(settings: Settings) -> Sealer:
     """The sealer of this archive's settings (embedded: creating the key file if need be)."""
-    configured = settings.index_secrets_key.get_secret_value()
-    keys = [k.strip() for k in configured.split(",") if k.strip()]
+    keys = index_secrets_keys(settings.index_secrets_key.get_secret_value())
     if not keys and settings.embedded:
-        keys = [_embedded_key(settings.data_dir / KEY_FILE)]
+        key_file = settings.data_dir / KEY_FILE
+        try:  # an emptied or damaged file never seals with a guessable key
+            keys = index_secrets_keys(_embedded_key(key_file))
+        except ValueError as damaged:
+            raise IndexSecretsUnavailable(f"{key_file}: {damaged}") from None
+        if not keys:
+            raise IndexSecretsUnavailable(f"{key_file} holds no key")
     if not keys:
         return Sealer(None)
     return Sealer(MultiFernet([Fernet(_derived(key)) for key in keys]))
