@@ -107,32 +107,19 @@ def ensure_workflow(
 ) -> StudyWorkflow:
     """The study's workflow row, made in state ``arrived`` if it has none (idempotent, safe
     when several processes do it at once)."""
-    now = utcnow()
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    session.execute(
-        dialect.insert(StudyWorkflow)
-        .values(
-            study_pk=study.id,
-            facility_id=study.facility_id,
-            state=StudyState.ARRIVED.value,
-            priority=int(Priority.ROUTINE),
-            priority_reason="",
-            critical=False,
-            arrived_at=arrived_at or study.created_at or now,
-            state_changed_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["study_pk"])
-    )
+    ensure_workflows(session, [study.id], arrived_at=arrived_at)
     row = session.get(StudyWorkflow, study.id, populate_existing=True)
     assert row is not None
     return row
 
 
-def ensure_workflows(session: Session, study_keys: Sequence[int]) -> None:
-    """`ensure_workflow` for many studies in one statement (the arrival scan: a pass over
-    2,000 new small studies made them one by one through the ORM, holding the GIL from
-    the process's associations for a third of the time)."""
+def ensure_workflows(
+    session: Session, study_keys: Sequence[int], *, arrived_at: datetime | None = None
+) -> None:
+    """Workflow rows in state ``arrived`` for the studies that have none, in one statement
+    (arrived when the study was created, unless ``arrived_at``). The arrival scan gives a
+    batch at once: one ORM insert per study held the GIL from a process's associations a
+    third of the time while 2,000 small studies arrived."""
     if not study_keys:
         return
     now = utcnow()
@@ -145,7 +132,9 @@ def ensure_workflows(session: Session, study_keys: Sequence[int]) -> None:
         literal(int(Priority.ROUTINE)),
         literal(""),
         literal(False),
-        func.coalesce(Study.created_at, at),
+        literal(arrived_at, DateTime(timezone=True))
+        if arrived_at is not None
+        else func.coalesce(Study.created_at, at),
         at,
         at,
     ).where(Study.id.in_(list(study_keys)))
